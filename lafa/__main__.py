@@ -1,0 +1,5 @@
+import sys
+
+from lafa.cli import main
+
+sys.exit(main())

@@ -1,0 +1,94 @@
+"""Audio I/O and format conversion shared by data preparation, the loaders and the metrics.
+
+Reading and writing go through soundfile (libsndfile decodes wav/flac/ogg/opus/mp3 here; torchaudio 2.11's
+own load/save need FFmpeg through torchcodec, which these machines lack). Resampling uses torchaudio's
+windowed-sinc `resample` (Kaiser window, the settings torchaudio documents as close to librosa's kaiser_best).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+SAMPLE_RATE = 44100  # Stable Audio Open / the paper's rate (Sec. 5.1)
+
+
+class AudioDecodeError(RuntimeError):
+    """A file that cannot be decoded (corrupt, empty, unsupported). The message names the file."""
+
+
+def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
+    """Decode a file to float32 (channels, samples) in [-1, 1] at its native rate."""
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (samples, channels)
+    except Exception as exc:  # libsndfile raises several types for corrupt input
+        raise AudioDecodeError(f"cannot decode {path}: {exc}") from exc
+    if data.shape[0] == 0:
+        raise AudioDecodeError(f"{path} holds no samples")
+    if not np.isfinite(data).all():
+        raise AudioDecodeError(f"{path} decodes to non-finite samples")
+    return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)
+
+
+def to_channels(audio: torch.Tensor, channels: int = 2) -> torch.Tensor:
+    """(C_in, S) -> (channels, S): mono is duplicated, more channels than asked are averaged down."""
+    c_in = audio.shape[0]
+    if c_in == channels:
+        return audio
+    if c_in == 1:
+        return audio.expand(channels, -1).clone()
+    if channels == 1:
+        return audio.mean(dim=0, keepdim=True)
+    if channels == 2 and c_in > 2:
+        # down-mix: a plain mean to both sides keeps the result in range for any layout
+        return audio.mean(dim=0, keepdim=True).expand(2, -1).clone()
+    raise ValueError(f"cannot convert {c_in} channels to {channels}")
+
+
+def resample(audio: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
+    """Band-limited resampling along the last axis; identity when the rates agree."""
+    if orig_sr == target_sr:
+        return audio
+    g = math.gcd(orig_sr, target_sr)
+    return AF.resample(
+        audio,
+        orig_sr // g,
+        target_sr // g,
+        lowpass_filter_width=64,
+        rolloff=0.9475937167399596,
+        resampling_method="sinc_interp_kaiser",
+        beta=14.769656459379492,
+    )
+
+
+def load_for_model(path: str | Path, sample_rate: int = SAMPLE_RATE, channels: int = 2) -> torch.Tensor:
+    """Decode, convert channels and resample: the (channels, samples) tensor the models take."""
+    audio, sr = load_audio(path)
+    return resample(to_channels(audio, channels), sr, sample_rate)
+
+
+def save_audio(path: str | Path, audio: torch.Tensor, sample_rate: int, subtype: str | None = None) -> None:
+    """Write (channels, samples) float audio; the format follows the suffix (.wav PCM_16 or .flac lossless)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = audio.detach().float().clamp(-1, 1).cpu().numpy().T
+    sf.write(str(path), data, sample_rate, subtype=subtype)
+
+
+def peak_dbfs(audio: torch.Tensor) -> float:
+    """Peak level in dBFS (-inf for digital silence)."""
+    peak = float(audio.abs().max()) if audio.numel() else 0.0
+    return 20.0 * math.log10(peak) if peak > 0 else float("-inf")
+
+
+def peak_normalize(audio: torch.Tensor, target_dbfs: float = -1.0) -> torch.Tensor:
+    """One gain for all channels so the peak sits at target_dbfs (silence is returned unchanged)."""
+    peak = audio.abs().max()
+    if peak <= 0:
+        return audio
+    return audio * (10.0 ** (target_dbfs / 20.0) / peak)
