@@ -29,10 +29,12 @@ class ReconstructionMetrics(torch.nn.Module):
             raise ValueError(f"estimate {tuple(estimate.shape)} and target {tuple(target.shape)} differ")
         estimate, target = estimate.float(), target.float()
         lengths = (
-            padding_mask.sum(dim=-1).tolist() if padding_mask is not None else [target.shape[-1]] * len(target)
+            padding_mask.sum(dim=-1).tolist()
+            if padding_mask is not None
+            else [target.shape[-1]] * len(target)
         )
         totals = {"stft_distance": 0.0, "mel_distance": 0.0, "si_sdr": 0.0}
-        for est, ref, n in zip(estimate, target, lengths):
+        for est, ref, n in zip(estimate, target, lengths, strict=True):
             n = max(int(n), self.min_samples)
             est, ref = est[None, :, :n], ref[None, :, :n]  # (1, channels, n)
             if est.shape[-1] < n:  # the example itself is shorter than min_samples

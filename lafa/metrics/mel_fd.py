@@ -1,0 +1,103 @@
+"""fd_mel: an offline, weight-free distribution distance between two sets of audio.
+
+Every log-mel frame of every clip is one sample; the Frechet distance between the two sets' Gaussian frame
+statistics is the score. It needs no pretrained network, so the demo and the studies can compare runs
+anywhere, but it is NOT FD_openl3 and its values cannot be put next to the paper's (docs/metrics.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchaudio
+
+from lafa.audio import load_audio, peak_normalize, resample
+from lafa.metrics.folders import audio_files
+from lafa.metrics.frechet import frechet_distance, gaussian_stats
+
+FD_MEL_LABEL = "offline log-mel Frechet distance, not FD_openl3"
+SETTINGS = {
+    "sample_rate": 44100,
+    "n_fft": 2048,
+    "hop_length": 1024,
+    "n_mels": 64,
+    "mel_scale": "slaney",
+    "features": "10*log10(max(mel power, 1e-10)) per frame, mono mixdown, peak -1 dBFS",
+}
+
+
+def _mel_transform() -> torchaudio.transforms.MelSpectrogram:
+    return torchaudio.transforms.MelSpectrogram(
+        sample_rate=SETTINGS["sample_rate"],
+        n_fft=SETTINGS["n_fft"],
+        hop_length=SETTINGS["hop_length"],
+        n_mels=SETTINGS["n_mels"],
+        norm="slaney",
+        mel_scale="slaney",
+        power=2.0,
+    )
+
+
+def log_mel_frames(audio: torch.Tensor, sample_rate: int, mel: torch.nn.Module | None = None) -> np.ndarray:
+    """(channels, samples) audio -> (frames, n_mels) float64 log-mel features of its mono mixdown."""
+    if audio.ndim != 2:
+        raise ValueError(f"audio must be (channels, samples), got shape {tuple(audio.shape)}")
+    mono = peak_normalize(audio.float().mean(dim=0, keepdim=True))
+    mono = resample(mono, sample_rate, SETTINGS["sample_rate"])
+    mel = _mel_transform() if mel is None else mel
+    with torch.no_grad():
+        spec = mel(mono)[0]  # (n_mels, frames)
+    return (10.0 * torch.log10(spec.clamp_min(1e-10))).T.double().numpy()
+
+
+def mel_stats(clips: Iterable[torch.Tensor], sample_rate: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Frame statistics of a set of (channels, samples) clips: (mu, sigma, number of frames)."""
+    mel = _mel_transform()
+    frames = [log_mel_frames(clip, sample_rate, mel) for clip in clips]
+    if not frames:
+        raise ValueError("fd_mel needs at least one clip per set")
+    features = np.concatenate(frames, axis=0)
+    mu, sigma = gaussian_stats(features)
+    return mu, sigma, int(features.shape[0])
+
+
+def folder_mel_stats(folder: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """mel_stats of every audio file in a folder (each at its native rate)."""
+    clips = []
+    for path in audio_files(folder).values():
+        audio, sr = load_audio(path)
+        clips.append(resample(audio, sr, SETTINGS["sample_rate"]))
+    return mel_stats(clips, SETTINGS["sample_rate"])
+
+
+def fd_mel_from_stats(
+    generated: tuple[np.ndarray, np.ndarray, int], reference: tuple[np.ndarray, np.ndarray, int]
+) -> dict:
+    """The labelled fd_mel result from two (mu, sigma, n_frames) statistics."""
+    value = frechet_distance(generated[0], generated[1], reference[0], reference[1])
+    return {
+        "metric": "fd_mel",
+        "label": FD_MEL_LABEL,
+        "value": value,
+        "frames_generated": generated[2],
+        "frames_reference": reference[2],
+        "settings": dict(SETTINGS),
+    }
+
+
+def fd_mel(
+    generated: Iterable[torch.Tensor] | str | Path,
+    reference: Iterable[torch.Tensor] | str | Path,
+    sample_rate: int = 44100,
+) -> dict:
+    """fd_mel between two sets of audio, each a folder or clips of (channels, samples) at `sample_rate`."""
+
+    def stats(clips: Iterable[torch.Tensor] | str | Path) -> tuple[np.ndarray, np.ndarray, int]:
+        if isinstance(clips, (str, Path)):
+            return folder_mel_stats(clips)
+        return mel_stats(clips, sample_rate)
+
+    return fd_mel_from_stats(stats(generated), stats(reference))
