@@ -1,0 +1,89 @@
+"""Loading Stable Audio Open VAE weights: official layouts, exact outputs, clear errors."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from lafa.checkpoints import load_sao_vae, save_vae_safetensors
+from lafa.models.oobleck import OobleckVAE
+
+KW = {"channels": 4}
+
+
+def random_vae(latent_dim: int = 8) -> OobleckVAE:
+    torch.manual_seed(0)
+    vae = OobleckVAE(latent_dim=latent_dim, **KW)
+    with torch.no_grad():  # move every tensor off its init (SnakeBeta logs start at 0, weight_g at ||v||)
+        for p in vae.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return vae.eval()
+
+
+def write(state: dict, path, prefixed: bool):
+    if prefixed:  # the full SAO file: VAE under pretransform.model., beside DiT/conditioner tensors
+        state = {f"pretransform.model.{k}": v for k, v in state.items()}
+        state["model.model.transformer.layers.0.self_attn.to_qkv.weight"] = torch.randn(3, 3)
+        state["conditioner.conditioners.seconds_total.embedder.embedding.1.weight"] = torch.randn(2, 2)
+    if path.suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save({"state_dict": state, "global_step": 7}, path)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".ckpt"])
+@pytest.mark.parametrize("prefixed", [True, False])
+def test_official_layout_loads_and_reproduces_outputs(tmp_path, suffix, prefixed):
+    vae = random_vae()
+    path = tmp_path / f"model{suffix}"
+    write(vae.state_dict(), path, prefixed)
+    loaded = load_sao_vae(path, latent_dim=8, **KW).eval()
+    audio = torch.randn(1, 2, 2 * 2048)
+    with torch.no_grad():
+        assert torch.equal(loaded.encode_mean(audio), vae.encode_mean(audio))
+        z = torch.randn(1, 8, 2)
+        assert torch.equal(loaded.decode(z), vae.decode(z))
+
+
+def test_save_vae_safetensors_roundtrip(tmp_path):
+    vae = random_vae()
+    loaded = load_sao_vae(save_vae_safetensors(vae, tmp_path / "vae.safetensors"), latent_dim=8, **KW)
+    for k, v in vae.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def test_wrong_checkpoint_names_keys(tmp_path):
+    state = random_vae().state_dict()
+    del state["encoder.layers.1.layers.0.layers.0.alpha"]
+    state["encoder.layers.9.weight_v"] = torch.zeros(1)
+    state["encoder.layers.0.weight_v"] = torch.zeros(4, 2, 5)
+    path = tmp_path / "bad.safetensors"
+    write(state, path, prefixed=True)
+    with pytest.raises(ValueError) as err:
+        load_sao_vae(path, latent_dim=8, **KW)
+    msg = str(err.value)
+    assert "missing keys (1): encoder.layers.1.layers.0.layers.0.alpha" in msg
+    assert "unexpected keys (1): encoder.layers.9.weight_v" in msg
+    assert "encoder.layers.0.weight_v (file (4, 2, 5), model (4, 2, 7))" in msg
+
+
+def test_latent_size_mismatch_says_so(tmp_path):
+    path = tmp_path / "vae32.ckpt"
+    write(random_vae(latent_dim=32).state_dict(), path, prefixed=False)
+    with pytest.raises(ValueError, match="latent size 32 but the config asks for latent_dim=64"):
+        load_sao_vae(path, latent_dim=64, **KW)
+
+
+class _NotATensor:
+    pass
+
+
+def test_unsafe_pickle_refused(tmp_path):
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {"x": _NotATensor()}}, path)
+    with pytest.raises(ValueError, match="cannot be loaded safely"):
+        load_sao_vae(path, **KW)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere.safetensors"):
+        load_sao_vae(tmp_path / "nothere.safetensors")
