@@ -5,9 +5,13 @@ Both the plain waveform VAE and VAE + LAFA expose it, so a DiT or an analysis ru
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from lafa.models.oobleck import OobleckVAE
 
 
 @runtime_checkable
@@ -24,3 +28,23 @@ class Autoencoder(Protocol):
     def decode(self, latent: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         """(B, latent_dim, N) -> (B, io_channels, N * downsampling_ratio); steps: flow steps where relevant."""
         ...
+
+
+class VaeAutoencoder(nn.Module):
+    """The plain waveform VAE behind the Autoencoder interface: encode = posterior mean, decode = VAE decoder."""
+
+    def __init__(self, vae: OobleckVAE) -> None:
+        super().__init__()
+        self.vae = vae
+        self.sample_rate = vae.sample_rate
+        self.io_channels = vae.io_channels
+        self.latent_dim = vae.latent_dim
+        self.downsampling_ratio = vae.downsampling_ratio
+
+    def encode(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, io_channels, S) -> (B, latent_dim, S // downsampling_ratio), the posterior mean."""
+        return self.vae.encode_mean(audio)
+
+    def decode(self, latent: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """(B, latent_dim, N) -> (B, io_channels, N * downsampling_ratio); `steps` is unused (no flow)."""
+        return self.vae.decode(latent)
