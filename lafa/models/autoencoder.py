@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
+    from lafa.models.lafa import Lafa
     from lafa.models.oobleck import OobleckVAE
 
 
@@ -48,3 +49,33 @@ class VaeAutoencoder(nn.Module):
     def decode(self, latent: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         """(B, latent_dim, N) -> (B, io_channels, N * downsampling_ratio); `steps` is unused (no flow)."""
         return self.vae.decode(latent)
+
+
+class LafaAutoencoder(nn.Module):
+    """VAE + LAFA behind the Autoencoder interface (paper Fig. 4):
+    encode: audio -> VAE posterior mean -> LAFA encoder (nothing masked) -> normalised LAFA latent;
+    decode: un-normalise -> `steps` Euler steps of the flow decoder (Table 7; 2 by default) -> VAE decoder."""
+
+    def __init__(self, vae: OobleckVAE, lafa: Lafa, default_steps: int = 2) -> None:
+        super().__init__()
+        self.vae = vae
+        self.lafa = lafa
+        self.default_steps = default_steps
+        self.sample_rate = vae.sample_rate
+        self.io_channels = vae.io_channels
+        self.latent_dim = lafa.lafa_channels
+        self.downsampling_ratio = vae.downsampling_ratio
+
+    def encode(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, io_channels, S) -> (B, C_lafa, S // downsampling_ratio), normalised."""
+        return self.lafa.normalizer.normalize(self.lafa.encode(self.vae.encode_mean(audio)))
+
+    def decode(
+        self, latent: torch.Tensor, steps: int | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """(B, C_lafa, N) normalised -> (B, io_channels, N * downsampling_ratio)."""
+        if latent.ndim != 3 or latent.shape[1] != self.latent_dim:
+            raise ValueError(f"LAFA latent must be (B, {self.latent_dim}, N), got {tuple(latent.shape)}")
+        steps = self.default_steps if steps is None else steps
+        z0 = self.lafa.decode(self.lafa.normalizer.denormalize(latent), steps, generator=generator)
+        return self.vae.decode(z0)

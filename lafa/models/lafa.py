@@ -1,0 +1,183 @@
+"""LAFA (paper Sec. 4, Fig. 4): channel-span masker + ViT encoder + latent decoder, on a frozen VAE's latent.
+
+Training (Fig. 4): Z (B, C, N) from the frozen VAE -> mask -> encoder -> LAFA latent Y (B, C_lafa, N) ->
+decoder inpaints Z0 = Z (rectified flow, or the Table 6 ViT decoder with MSE). Inference: the encoder sees
+the unmasked Z; decoding runs k Euler steps of the flow decoder (Table 7).
+
+mask_site "input" (Fig. 4, Sec. 4.3; default) masks Z before the encoder; "latent" (Proposition 1) encodes
+the unmasked Z and masks Y before the decoder's cross-attention. Both use the same masker.
+
+The latent a DiT models is Y normalised by statistics measured on data (`LatentNormalizer`), stored as
+buffers with the model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lafa.models.flow_decoder import FlowDecoder, VitDecoder, flow_pair, masked_mse
+from lafa.models.lafa_encoder import LafaEncoder
+from lafa.models.masking import ChannelSpanMasker
+
+MASK_SITES = ("input", "latent")
+DECODERS = ("flow", "vit")
+NORM_MODES = ("scalar", "channel")
+
+
+class LatentNormalizer(nn.Module):
+    """(y - mean) / std with statistics measured on data: one mean/std for the whole latent ("scalar", keeps the
+    relative scale of channels that the channel-axis analyses measure) or one per channel ("channel").
+
+    `reset()`, then `accumulate(y)` over batches, then `commit()` writes the buffers. `count` is the number of
+    values the stored statistics came from (0: never measured; mean 0, std 1)."""
+
+    def __init__(self, channels: int, mode: str = "scalar") -> None:
+        super().__init__()
+        if mode not in NORM_MODES:
+            raise ValueError(f"unknown normalisation mode {mode!r} ({' | '.join(NORM_MODES)})")
+        self.mode = mode
+        self.register_buffer("mean", torch.zeros(channels, 1))
+        self.register_buffer("std", torch.ones(channels, 1))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self._sums: torch.Tensor | None = None  # (3, C) float64: count, sum, sum of squares per channel
+
+    def reset(self) -> None:
+        self._sums = None
+
+    def accumulate(self, y: torch.Tensor, frame_keep: torch.Tensor | None = None) -> None:
+        """Add a batch y (B, C, N) (real frames only, where frame_keep (B, N) is True)."""
+        y = y.detach().double()
+        keep = torch.ones_like(y[:, 0]) if frame_keep is None else frame_keep.to(y.dtype)  # (B, N)
+        keep = keep[:, None]
+        sums = torch.stack(
+            (keep.sum(dim=(0, 2)).expand(y.shape[1]), (y * keep).sum(dim=(0, 2)), (y.pow(2) * keep).sum(dim=(0, 2)))
+        )
+        self._sums = sums if self._sums is None else self._sums + sums
+
+    def pending(self) -> torch.Tensor | None:
+        """The accumulated (3, C) sums, e.g. to all-reduce across processes before `commit`."""
+        return self._sums
+
+    def commit(self, sums: torch.Tensor | None = None) -> None:
+        """Write mean/std from the accumulated sums (or the given ones) into the buffers."""
+        sums = self._sums if sums is None else sums
+        if sums is None or sums[0].sum() == 0:
+            raise ValueError("no latent values were accumulated; cannot compute normalisation statistics")
+        if self.mode == "scalar":
+            sums = sums.sum(dim=1, keepdim=True)  # (3, 1)
+        n, s, ss = sums
+        mean = s / n
+        std = (ss / n - mean.pow(2)).clamp_min(1e-12).sqrt()
+        self.mean.copy_(mean.expand(self.mean.shape[0]).unsqueeze(-1).to(self.mean.dtype))
+        self.std.copy_(std.expand(self.std.shape[0]).unsqueeze(-1).to(self.std.dtype))
+        self.count.fill_(float(n.sum()))
+        self._sums = None
+
+    def normalize(self, y: torch.Tensor) -> torch.Tensor:
+        return (y - self.mean.to(y.dtype)) / self.std.to(y.dtype)
+
+    def denormalize(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.std.to(y.dtype) + self.mean.to(y.dtype)
+
+
+class Lafa(nn.Module):
+    """The trainable LAFA bottleneck. Holds the masker, the encoder, the decoder and the latent statistics."""
+
+    def __init__(
+        self,
+        latent_channels: int = 64,
+        lafa_channels: int = 64,
+        channel_group_size: int = 8,
+        causal: bool = True,
+        encoder_dim: int = 512,
+        encoder_depth: int = 8,
+        encoder_heads: int = 8,
+        decoder: str = "flow",
+        decoder_dim: int = 512,
+        decoder_depth: int = 8,
+        decoder_heads: int = 8,
+        mlp_ratio: float = 4.0,
+        mask_site: str = "input",
+        mask_ratio: float = 1.0,
+        max_spans: int = 4,
+        mask_length: str = "uniform",
+        p_all: float = 0.1,
+        span: bool = True,
+        norm_mode: str = "scalar",
+    ) -> None:
+        super().__init__()
+        if mask_site not in MASK_SITES:
+            raise ValueError(f"unknown mask_site {mask_site!r} ({' | '.join(MASK_SITES)})")
+        if decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {decoder!r} ({' | '.join(DECODERS)})")
+        self.mask_site = mask_site
+        self.decoder_kind = decoder
+        self.latent_channels, self.lafa_channels = latent_channels, lafa_channels
+        masked_channels = latent_channels if mask_site == "input" else lafa_channels
+        self.masker = ChannelSpanMasker(masked_channels, mask_ratio, max_spans, mask_length, p_all, span)
+        self.encoder = LafaEncoder(
+            latent_channels, lafa_channels, channel_group_size, encoder_dim, encoder_depth, encoder_heads, causal,
+            mlp_ratio,
+        )
+        context_channels = lafa_channels
+        if mask_site == "latent":  # masked Y entries: a learned value plus a flag channel each
+            self.latent_mask_value = nn.Parameter(torch.zeros(lafa_channels))
+            context_channels = 2 * lafa_channels
+        decoder_cls = FlowDecoder if decoder == "flow" else VitDecoder
+        self.decoder = decoder_cls(
+            latent_channels, context_channels, decoder_dim, decoder_depth, decoder_heads, mlp_ratio
+        )
+        self.normalizer = LatentNormalizer(lafa_channels, norm_mode)
+
+    def encode(self, z: torch.Tensor, frame_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Unmasked VAE latent (B, C, N) -> raw (un-normalised) LAFA latent Y (B, C_lafa, N)."""
+        return self.encoder(z, None, frame_keep)
+
+    def context(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """What the decoder attends to: Y itself, or for mask_site "latent" the masked Y and its mask flags."""
+        if self.mask_site == "input":
+            return y
+        b, c, n = y.shape
+        if mask is None:
+            mask = torch.zeros(b, c, dtype=torch.bool, device=y.device)
+        flags = mask[:, :, None].expand(b, c, n)
+        filled = torch.where(flags, self.latent_mask_value.to(y.dtype)[None, :, None], y)
+        return torch.cat((filled, flags.to(y.dtype)), dim=1)  # (B, 2 C_lafa, N)
+
+    def loss(
+        self,
+        z0: torch.Tensor,
+        mask: torch.Tensor,
+        frame_keep: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The training objective on a clean VAE latent z0 (B, C, N) under a channel mask (B, C) from `masker`:
+        Sec. 4.3's rectified-flow loss, or Table 6's MSE for the ViT decoder."""
+        if self.mask_site == "input":
+            ctx = self.encoder(z0, mask, frame_keep)
+        else:
+            ctx = self.context(self.encoder(z0, None, frame_keep), mask)
+        if self.decoder_kind == "vit":
+            return masked_mse(self.decoder(ctx, frame_keep), z0, frame_keep)
+        b = z0.shape[0]
+        t = torch.rand(b, generator=generator, device=z0.device)  # t ~ U[0, 1]
+        noise = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
+        z_t, target = flow_pair(z0, noise, t)
+        return masked_mse(self.decoder(z_t, t, ctx, frame_keep), target, frame_keep)
+
+    def decode(
+        self,
+        y: torch.Tensor,
+        steps: int = 2,
+        frame_keep: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Raw LAFA latent Y (B, C_lafa, N) -> Z0_hat (B, C, N): k Euler steps of the flow decoder (Table 7), or
+        one pass of the ViT decoder."""
+        ctx = self.context(y)
+        if self.decoder_kind == "vit":
+            return self.decoder(ctx, frame_keep)
+        b, _, n = y.shape
+        noise = torch.randn((b, self.latent_channels, n), generator=generator, device=y.device, dtype=y.dtype)
+        return self.decoder.sample(ctx, noise, steps, frame_keep)

@@ -1,0 +1,117 @@
+"""The LAFA encoder (paper Sec. 4.3, Fig. 4): a ViT over the frozen VAE latent, on a (time x channel-group) grid.
+
+A token is one frame of one group of g consecutive channels. Masked channels are replaced by a learned mask
+value and flagged; each token's g values and g flags go through a Linear to the hidden width, and position
+embeddings are added (frame: sinusoidal, group: learned). Blocks alternate attention along time
+(bidirectional, within a group) and attention along the channel groups of a frame, optionally causal (group j
+sees groups <= j: the Sec. 4.1 causal mask along the channel index). A final Linear maps each token to its
+share of the LAFA latent's channels, so the output keeps the frame rate.
+
+With g = C there is one group per frame: the model is the plain time-token ViT that Sec. 4.3 describes, the
+channel-group attention is left out and `causal` has no effect.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lafa.models.blocks import Attention, FeedForward, sinusoidal_embedding
+
+
+def init_vit_weights(module: nn.Module) -> None:
+    """MAE-style init: xavier-uniform Linear weights, zero biases; LayerNorm at identity."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def frame_positions(frames: int, dim: int, device: torch.device) -> torch.Tensor:
+    """Sinusoidal position embedding of frames 0..frames-1: (frames, dim)."""
+    return sinusoidal_embedding(torch.arange(frames, device=device), dim)
+
+
+class AxialBlock(nn.Module):
+    """Pre-norm block on (B, N, G, D) tokens: attention along time, then along groups (if G > 1), then MLP."""
+
+    def __init__(self, dim: int, heads: int, groups: int, causal: bool, mlp_ratio: float) -> None:
+        super().__init__()
+        self.causal = causal
+        self.norm_time = nn.LayerNorm(dim)
+        self.time_attn = Attention(dim, heads)
+        self.norm_group = nn.LayerNorm(dim) if groups > 1 else None
+        self.group_attn = Attention(dim, heads) if groups > 1 else None
+        self.norm_ff = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, mlp_ratio)
+
+    def forward(self, x: torch.Tensor, frame_keep: torch.Tensor | None) -> torch.Tensor:
+        b, n, g, d = x.shape
+        h = x.transpose(1, 2).reshape(b * g, n, d)  # (B, N, G, D) -> (B*G, N, D): sequences along time
+        keep = frame_keep.repeat_interleave(g, dim=0) if frame_keep is not None else None
+        h = h + self.time_attn(self.norm_time(h), key_padding_mask=keep)
+        x = h.reshape(b, g, n, d).transpose(1, 2)
+        if self.group_attn is not None:
+            h = x.reshape(b * n, g, d)  # sequences along the channel groups of one frame
+            h = h + self.group_attn(self.norm_group(h), causal=self.causal)
+            x = h.reshape(b, n, g, d)
+        return x + self.ff(self.norm_ff(x))
+
+
+class LafaEncoder(nn.Module):
+    """(B, C, N) VAE latent + (B, C) channel mask -> (B, C_out, N) LAFA latent."""
+
+    def __init__(
+        self,
+        in_channels: int = 64,
+        out_channels: int = 64,
+        channel_group_size: int = 8,
+        dim: int = 512,
+        depth: int = 8,
+        heads: int = 8,
+        causal: bool = True,
+        mlp_ratio: float = 4.0,
+    ) -> None:
+        super().__init__()
+        if in_channels % channel_group_size:
+            raise ValueError(f"channel_group_size {channel_group_size} does not divide {in_channels} channels")
+        self.groups = in_channels // channel_group_size
+        if out_channels % self.groups:
+            raise ValueError(f"{out_channels} output channels do not split into {self.groups} channel groups")
+        self.in_channels, self.out_channels, self.group_size = in_channels, out_channels, channel_group_size
+        self.causal = causal and self.groups > 1
+        self.mask_value = nn.Parameter(torch.zeros(in_channels))  # learned stand-in for a masked channel
+        self.proj_in = nn.Linear(2 * channel_group_size, dim)  # a group's values and mask flags
+        self.group_embed = nn.Parameter(torch.zeros(self.groups, dim))
+        self.blocks = nn.ModuleList(
+            AxialBlock(dim, heads, self.groups, self.causal, mlp_ratio) for _ in range(depth)
+        )
+        self.norm_out = nn.LayerNorm(dim)
+        self.proj_out = nn.Linear(dim, out_channels // self.groups)
+        self.apply(init_vit_weights)
+        nn.init.normal_(self.group_embed, std=0.02)
+
+    def forward(
+        self, z: torch.Tensor, mask: torch.Tensor | None = None, frame_keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """z (B, C, N); mask (B, C) bool, True = masked (None: nothing masked); frame_keep (B, N) bool, True on
+        real frames (padding frames are not attended to). Returns (B, C_out, N)."""
+        b, c, n = z.shape
+        if c != self.in_channels:
+            raise ValueError(f"LAFA encoder expects {self.in_channels} latent channels, got {tuple(z.shape)}")
+        if mask is None:
+            mask = torch.zeros(b, c, dtype=torch.bool, device=z.device)
+        flags = mask[:, :, None].expand(b, c, n)
+        z = torch.where(flags, self.mask_value.to(z.dtype)[None, :, None], z)
+        g, gs = self.groups, self.group_size
+        tokens = torch.cat((z.reshape(b, g, gs, n), flags.reshape(b, g, gs, n).to(z.dtype)), dim=2)
+        tokens = tokens.permute(0, 3, 1, 2)  # (B, G, 2g, N) -> (B, N, G, 2g)
+        x = self.proj_in(tokens)  # (B, N, G, D)
+        x = x + frame_positions(n, x.shape[-1], z.device).to(x.dtype)[None, :, None] + self.group_embed
+        for block in self.blocks:
+            x = block(x, frame_keep)
+        y = self.proj_out(self.norm_out(x))  # (B, N, G, C_out / G)
+        return y.reshape(b, n, self.out_channels).transpose(1, 2)  # (B, C_out, N)
