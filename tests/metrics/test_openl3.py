@@ -1,0 +1,199 @@
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from lafa.metrics.openl3 import (
+    N_FRAMES,
+    OPENL3_SAMPLE_RATE,
+    WIDTHS,
+    Mel256FrontEnd,
+    OpenL3Embedder,
+    build_openl3,
+    frame_windows,
+    num_windows,
+    slaney_mel_filterbank,
+)
+
+
+def write_keras_h5(path, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """A random-weight file in the layout of the official openl3 v0_4_0 files (Keras save_weights)."""
+    rng = np.random.default_rng(seed)
+    layers: list[tuple[str, dict[str, np.ndarray]]] = [("input_1", {}), ("melspectrogram", {})]
+    in_ch = 1
+    bn_idx = 1
+    layers.append((f"batch_normalization_{bn_idx}", {}))
+    for i, width in enumerate(WIDTHS, start=1):
+        conv_name = "audio_embedding_layer" if i == len(WIDTHS) else f"conv2d_{i}"
+        layers.append(
+            (
+                conv_name,
+                {"kernel": rng.normal(0, 0.05, (3, 3, in_ch, width)), "bias": rng.normal(0, 0.1, width)},
+            )
+        )
+        if i < len(WIDTHS):
+            bn_idx += 1
+            layers.append((f"batch_normalization_{bn_idx}", {}))
+            layers.append((f"activation_{i}", {}))
+            if i in (2, 4, 6):
+                layers.append((f"max_pooling2d_{i // 2}", {}))
+        in_ch = width
+    # fill the BN layers now that their widths are known (input BN has 1 channel, then the conv widths)
+    bn_widths = iter((1, *WIDTHS[:-1]))
+    out = {}
+    for name, weights in layers:
+        if name.startswith("batch_normalization"):
+            w = next(bn_widths)
+            weights.update(
+                gamma=rng.uniform(0.5, 1.5, w),
+                beta=rng.normal(0, 0.1, w),
+                moving_mean=rng.normal(0, 0.1, w),
+                moving_variance=rng.uniform(0.5, 2.0, w),
+            )
+        out[name] = weights
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [n.encode() for n, _ in layers]
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.4.0"
+        for name, weights in layers:
+            g = f.create_group(name)
+            names = [f"{name}/{k}:0" for k in weights]
+            g.attrs["weight_names"] = [n.encode() for n in names]
+            for k, v in weights.items():
+                g.create_dataset(f"{name}/{k}:0", data=v.astype(np.float32))
+    return out
+
+
+@pytest.fixture(scope="module")
+def keras_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("openl3") / "openl3_audio_mel256_music-v0_4_0.h5"
+    return path, write_keras_h5(path)
+
+
+def librosa_slaney_mel(sr: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """librosa.filters.mel(sr, n_fft, n_mels, htk=False, norm='slaney') written out directly: (n_mels, n_freq)."""
+    f_sp, min_log_hz, min_log_mel, logstep = 200.0 / 3, 1000.0, 15.0, np.log(6.4) / 27.0
+
+    def hz_to_mel(f):
+        f = np.asarray(f, float)
+        return np.where(
+            f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, f / f_sp
+        )
+
+    def mel_to_hz(m):
+        return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+    fftfreqs = np.linspace(0, sr / 2, 1 + n_fft // 2)
+    mel_f = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(sr / 2), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fftfreqs[None, :]
+    weights = np.zeros((n_mels, len(fftfreqs)))
+    for i in range(n_mels):
+        lower, upper = -ramps[i] / fdiff[i], ramps[i + 2] / fdiff[i + 1]
+        weights[i] = np.maximum(0, np.minimum(lower, upper))
+    return weights * (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, None]
+
+
+def test_filterbank_matches_librosa_formula():
+    ours = slaney_mel_filterbank().double().numpy().T
+    ref = librosa_slaney_mel(48000, 2048, 256)
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6)  # float32 at triangle edges
+
+
+def test_front_end_matches_direct_computation():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-0.5, 0.5, OPENL3_SAMPLE_RATE)
+    x[:1000] = 0
+    got = Mel256FrontEnd()(torch.tensor(x, dtype=torch.float32)[None])[0, 0].double().numpy()
+    assert got.shape == (256, N_FRAMES) == (256, 199)
+    # pad_end, periodic Hann, |rfft|, slaney mel, dB minus the window maximum floored at -80
+    padded = np.concatenate([x, np.zeros(198 * 242 + 2048 - len(x))])
+    frames = np.stack([padded[i * 242 : i * 242 + 2048] for i in range(199)])
+    hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(2048) / 2048)
+    mag = np.abs(np.fft.rfft(frames * hann, axis=1))
+    mel = mag @ librosa_slaney_mel(48000, 2048, 256).T  # (199, 256)
+    db = 10 * np.log10(np.maximum(mel, 1e-10))
+    ref = np.maximum(db - db.max(), -80.0).T
+    np.testing.assert_allclose(got, ref, atol=2e-3)
+    assert got.max() == 0.0 and got.min() >= -80.0
+
+
+def test_keras_file_maps_by_position(keras_file):
+    path, weights = keras_file
+    model = build_openl3(path)
+    # a BN's moving statistics land in the torch module at the same position
+    np.testing.assert_allclose(
+        model.input_norm.running_mean.numpy(), weights["batch_normalization_1"]["moving_mean"], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        model.norms[2].running_var.numpy(), weights["batch_normalization_4"]["moving_variance"], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        model.norms[6].weight.detach().numpy(), weights["batch_normalization_8"]["gamma"], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        model.convs[7].bias.detach().numpy(), weights["audio_embedding_layer"]["bias"], rtol=1e-6
+    )
+    # Keras (kh, kw, in, out) correlation equals the torch conv: check one output element directly
+    kernel, bias = weights["conv2d_2"]["kernel"], weights["conv2d_2"]["bias"]
+    x = torch.randn(1, 64, 5, 5)
+    y = model.convs[1](x)[0].detach().numpy()
+    o, h, w = 7, 2, 3
+    direct = bias[o] + sum(
+        float(x[0, i, h + a - 1, w + b - 1]) * kernel[a, b, i, o]
+        for a in range(3)
+        for b in range(3)
+        for i in range(64)
+    )
+    assert y[o, h, w] == pytest.approx(direct, rel=1e-4, abs=1e-5)
+
+
+def test_runs_end_to_end_with_512_per_window(keras_file):
+    path, _ = keras_file
+    model = build_openl3(path)
+    windows = torch.randn(2, OPENL3_SAMPLE_RATE) * 0.1
+    with torch.no_grad():
+        emb = model(windows)
+    assert emb.shape == (2, 512) and torch.isfinite(emb).all()
+    # 0.4 s stereo at 44.1 kHz -> 1 window (centre padding), L and R concatenated
+    embedder = OpenL3Embedder(model)
+    left = torch.randn(17640) * 0.1
+    out = embedder.embed(torch.stack([left, 0.3 * left]), 44100)
+    assert out.shape == (1, 1024)
+    # one gain for both channels: the right side is quieter, so its embedding differs from the left one
+    assert not torch.allclose(out[:, :512], out[:, 512:])
+    mono = embedder.embed(left[None], 44100)
+    torch.testing.assert_close(mono[:, :512], mono[:, 512:])
+
+
+def test_wrong_file_layout_is_rejected(tmp_path):
+    path = tmp_path / "bad.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [b"conv2d_1"]
+        g = f.create_group("conv2d_1")
+        g.attrs["weight_names"] = [b"conv2d_1/kernel:0", b"conv2d_1/bias:0"]
+        g.create_dataset("conv2d_1/kernel:0", data=np.zeros((3, 3, 1, 64), np.float32))
+        g.create_dataset("conv2d_1/bias:0", data=np.zeros(64, np.float32))
+    with pytest.raises(ValueError, match="1 layers with weights"):
+        build_openl3(path)
+
+
+@pytest.mark.parametrize("seconds, expected", [(10, 20), (15, 30), (47, 94), (0.5, 1)])
+def test_window_counts_as_openl3_frames_them(seconds, expected):
+    # openl3 0.4.2 at hop 0.5 s: 1 + ceil((n + 24000 - 48000) / 24000) windows (Stability's settings)
+    n = int(seconds * OPENL3_SAMPLE_RATE)
+    assert num_windows(n) == expected
+    audio = torch.arange(1, n + 1, dtype=torch.float64)
+    windows = frame_windows(audio)
+    assert windows.shape == (expected, OPENL3_SAMPLE_RATE)
+    assert (windows[0, :24000] == 0).all() and windows[0, 24000] == 1  # centre padding
+    if expected > 1:
+        assert windows[1, 0] == 1 and windows[-1].max() == n  # the end is covered
+
+
+def test_random_weights_are_deterministic_under_a_seed():
+    a, b, c = build_openl3(None, seed=3), build_openl3(None, seed=3), build_openl3(None, seed=4)
+    x = torch.randn(1, OPENL3_SAMPLE_RATE) * 0.1
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x))
+        assert not torch.equal(a(x), c(x))
