@@ -34,7 +34,7 @@ def psd_figure(curves: dict[str, dict]) -> Figure:
 def correlation_figure(panels: dict[str, dict]) -> Figure:
     """panels: label -> {"corr": (C, C), "lpi": float, "lam": float}, one heat map each, side by side."""
     n = len(panels)
-    fig = Figure(figsize=(4 * n + 1, 4), layout="constrained")
+    fig = Figure(figsize=(4 * n + 1, 4.4), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)
     image = None
     for ax, (label, p) in zip(axes[0], panels.items(), strict=True):
@@ -63,7 +63,7 @@ def ablation_figure(residuals: np.ndarray, label: str) -> Figure:
             continue
         ax.imshow(residuals[c], origin="lower", aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit)
         ax.set_title(f"ch {c}", fontsize=6, pad=1)
-    fig.suptitle(f"{label}: log-mel residual with one channel replaced by noise")
+    fig.suptitle(f"{label}\nlog-mel residual, one channel replaced by noise", fontsize=9)
     return fig
 
 
@@ -71,5 +71,5 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     """Write a PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path

@@ -33,3 +33,17 @@ class FrameProjectionAutoencoder(nn.Module):
         frames = torch.einsum("dc,bcn->bnd", torch.linalg.pinv(self.proj), latent * self.keep[:, None])
         frames = frames.reshape(b, n, self.io_channels, self.downsampling_ratio).permute(0, 2, 1, 3)
         return frames.reshape(b, self.io_channels, n * self.downsampling_ratio)
+
+
+class FrameProjectionStage(nn.Module):
+    """Stands in for a `lafa fit` stage: plain init values, weights in a state dict, `as_autoencoder()`."""
+
+    def __init__(self, latent_dim: int = 8, ratio: int = 16, sample_rate: int = 8000,
+                 duplicate_pairs: bool = False, seed: int = 0) -> None:
+        super().__init__()
+        self.autoencoder = FrameProjectionAutoencoder(latent_dim, ratio, sample_rate=sample_rate, seed=seed)
+        if duplicate_pairs:  # channels 2k and 2k+1 identical: maximal channel locality
+            self.autoencoder.proj[1::2] = self.autoencoder.proj[0::2]
+
+    def as_autoencoder(self) -> FrameProjectionAutoencoder:
+        return self.autoencoder

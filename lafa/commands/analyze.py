@@ -1,0 +1,233 @@
+"""`lafa analyze`: spectral slope, LPI, correlation maps and channel ablation of autoencoder latents and of
+the log-mel spectrogram of the same clips (Sec. 3, Appendices C and G), as one JSON report and PNG figures.
+
+    lafa analyze --ckpt_path runs/demo/vae/checkpoints/last.ckpt --label vae \
+                 --ckpt_path runs/demo/lafa/checkpoints/last.ckpt --label lafa \
+                 --data 'data/demo/shards/val-{000000..000001}.tar' --num_clips 200 --out runs/demo/analysis
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import soundfile as sf
+import torch
+import yaml
+from jsonargparse import ActionConfigFile, ArgumentParser
+from tqdm import tqdm
+
+from lafa.analysis.ablation import channel_ablation
+from lafa.analysis.figures import ablation_figure, correlation_figure, psd_figure, save_figure
+from lafa.analysis.mel import LogMel
+from lafa.analysis.report import AnalysisSettings, analyze_maps, build_report, write_report
+from lafa.audio import resample, to_channels
+
+AUDIO_KEYS = ("flac", "wav", "mp3", "ogg")
+STAGE_CONFIG_KEYS = ("model", "data", "trainer")
+PAIRED_FLAGS = ("--ckpt_path", "--label")
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="lafa analyze", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", action=ActionConfigFile, help="YAML with any of these options")
+    p.add_argument("--stage_config", type=str | None, default=None,
+                   help="a stage config (model/data/trainer YAML); --data defaults to its val shards")
+    p.add_argument("--ckpt_path", type=str, nargs="+", required=True,
+                   help="autoencoder file(s): `lafa fit` VAE/LAFA checkpoint or Stable Audio Open weights; repeatable")
+    p.add_argument("--label", type=str, nargs="+", default=None, help="one name per --ckpt_path (default: from the path)")
+    p.add_argument("--data", type=str | None, default=None, help="audio shards: path, brace pattern or pipe: URL")
+    p.add_argument("--num_clips", type=int, default=200, help="clips analysed (Sec. 3: 200)")
+    p.add_argument("--seconds", type=float | None, default=30.0, help="clip length from each sample's start (None: whole)")
+    p.add_argument("--out", type=str, required=True, help="folder for report.json and the figures")
+    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--steps", type=int | None, default=None, help="flow decoder steps for the ablation decode")
+    p.add_argument("--ablation_clips", type=int, default=1, help="clips with an ablation grid (0: none)")
+    p.add_argument("--ablation_seconds", type=float, default=5.0, help="excerpt length decoded in the ablation")
+    p.add_argument("--ablation_noise_std", type=float, default=0.1, help="std of the noise replacing a channel")
+    p.add_argument("--ablation_reference", type=str, default="ground_truth",
+                   help="ground_truth (Appendix G) or reconstruction")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_dataclass_arguments(AnalysisSettings, "analysis")
+    p.add_class_arguments(LogMel, "mel", skip={"sample_rate"})
+    return p
+
+
+def normalise_argv(argv: list[str]) -> list[str]:
+    """Repeated --ckpt_path/--label flags become one list each; a --config that is a stage config (it has
+    model/data/trainer keys) becomes --stage_config."""
+    out, paired = [], {flag: [] for flag in PAIRED_FLAGS}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        flag, _, inline = arg.partition("=")
+        if flag in PAIRED_FLAGS:
+            values = [inline] if inline else []
+            i += 1
+            while not inline and i < len(argv) and not argv[i].startswith("--"):
+                values.append(argv[i])
+                i += 1
+            paired[flag] += values
+            continue
+        if flag == "--config" and (inline or i + 1 < len(argv)):
+            path = inline or argv[i + 1]
+            step = 1 if inline else 2
+            if _is_stage_config(path):
+                out += ["--stage_config", path]
+            else:
+                out += argv[i : i + step]
+            i += step
+            continue
+        out.append(arg)
+        i += 1
+    for flag, values in paired.items():
+        if values:
+            out += [flag, *values]
+    return out
+
+
+def _is_stage_config(path: str) -> bool:
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return False  # let jsonargparse report it
+    return isinstance(config, dict) and any(k in config for k in STAGE_CONFIG_KEYS)
+
+
+def shards_from_stage_config(path: str) -> str:
+    """The validation shards a stage config names (its data.init_args), for --data's default."""
+    config = yaml.safe_load(Path(path).read_text()) or {}
+    args = ((config.get("data") or {}).get("init_args") or {})
+    for key in ("val_shards", "val", "val_urls", "test_shards", "test", "train_shards", "train"):
+        if isinstance(args.get(key), str):
+            return args[key]
+        if isinstance(args.get(key), list) and args[key]:
+            return " ".join(args[key]) if len(args[key]) > 1 else args[key][0]
+    raise SystemExit(f"lafa analyze: {path} names no shards under data.init_args; pass --data")
+
+
+def default_label(ckpt_path: str) -> str:
+    """runs/demo/vae/checkpoints/last.ckpt -> vae; other files -> their stem."""
+    path = Path(ckpt_path)
+    return path.parent.parent.name if path.parent.name == "checkpoints" else path.stem
+
+
+def read_clips(data: str, num_clips: int, sample_rate: int, channels: int, max_samples: int | None,
+               ) -> list[tuple[str, torch.Tensor]]:
+    """The first num_clips samples of the shards (deterministic order): (key, (channels, S) audio) each."""
+    import webdataset as wds
+
+    clips = []
+    dataset = wds.WebDataset(data.split() if " " in data else data, shardshuffle=False, empty_check=False)
+    with tqdm(total=num_clips, desc="reading clips", unit="clip") as bar:
+        for sample in dataset:
+            key = next((k for k in AUDIO_KEYS if k in sample), None)
+            if key is None:
+                raise ValueError(f"shard sample {sample.get('__key__')} in {sample.get('__url__')} has no audio "
+                                 f"({', '.join(AUDIO_KEYS)}); keys: {sorted(sample)}")
+            data_np, sr = sf.read(io.BytesIO(sample[key]), dtype="float32", always_2d=True)
+            audio = resample(to_channels(torch.from_numpy(data_np.T.copy()), channels), sr, sample_rate)
+            clips.append((sample["__key__"], audio[:, :max_samples] if max_samples else audio))
+            bar.update()
+            if len(clips) == num_clips:
+                break
+    if not clips:
+        raise SystemExit(f"lafa analyze: no samples in {data}")
+    return clips
+
+
+@torch.no_grad()
+def encode_clips(autoencoder, clips: list[torch.Tensor], batch_size: int, device: torch.device,
+                 desc: str) -> list[torch.Tensor]:
+    """(io, S_i) clips -> (C, S_i // ratio) latents of the real frames only (batches are zero padded)."""
+    ratio = autoencoder.downsampling_ratio
+    latents = []
+    for start in tqdm(range(0, len(clips), batch_size), desc=desc, unit="batch"):
+        chunk = clips[start : start + batch_size]
+        frames = [c.shape[-1] // ratio for c in chunk]
+        length = max(max(frames), 1) * ratio
+        batch = torch.zeros(len(chunk), chunk[0].shape[0], length)
+        for i, c in enumerate(chunk):
+            n = min(c.shape[-1], length)
+            batch[i, :, :n] = c[:, :n]
+        z = autoencoder.encode(batch.to(device)).float().cpu()  # (b, C, N)
+        latents += [z[i, :, :f] for i, f in enumerate(frames)]
+    return latents
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def main(argv: list[str]) -> int:
+    from lafa.stages.loading import load_autoencoder
+
+    args = build_parser().parse_args(normalise_argv(argv))
+    labels = args.label or [default_label(p) for p in args.ckpt_path]
+    if len(labels) != len(args.ckpt_path):
+        raise SystemExit(f"lafa analyze: {len(args.ckpt_path)} --ckpt_path but {len(labels)} --label")
+    if "mel" in labels or len(set(labels)) != len(labels):
+        raise SystemExit(f"lafa analyze: labels must be distinct and not 'mel': {labels}")
+    data = args.data or (shards_from_stage_config(args.stage_config) if args.stage_config else None)
+    if data is None:
+        raise SystemExit("lafa analyze: pass --data (audio shards) or a stage config naming them")
+    settings = AnalysisSettings(**args.analysis.as_dict())
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+
+    autoencoders = {}
+    for label, path in zip(labels, args.ckpt_path, strict=True):
+        ae = load_autoencoder(path)
+        autoencoders[label] = ae.to(device).eval() if isinstance(ae, torch.nn.Module) else ae
+    first = next(iter(autoencoders.values()))
+    rates = {a.sample_rate for a in autoencoders.values()}
+    if len(rates) != 1:
+        raise SystemExit(f"lafa analyze: autoencoders disagree on the sample rate: {sorted(rates)}")
+    sample_rate = first.sample_rate
+    max_samples = round(args.seconds * sample_rate) if args.seconds else None
+    clips = read_clips(data, args.num_clips, sample_rate, first.io_channels, max_samples)
+    audio = [c for _, c in clips]
+
+    mel_settings = args.mel.as_dict()
+    mel = LogMel(sample_rate=sample_rate, **mel_settings)
+    results = {"mel": analyze_maps([mel(a[None])[0] for a in audio], settings)}
+    for label, ae in autoencoders.items():
+        latents = encode_clips(ae, audio, args.batch_size, device, f"encoding ({label})")
+        results[label] = analyze_maps(latents, settings)
+        print(f"{label}: alpha = {results[label]['alpha']:.3f}  LPI = {results[label]['lpi']:.3f}")
+    print(f"mel: alpha = {results['mel']['alpha']:.3f}  LPI = {results['mel']['lpi']:.3f}")
+
+    figures = {"psd": str(save_figure(psd_figure(results), out / "psd.png")),
+               "correlation": str(save_figure(
+                   correlation_figure({k: {**r, "lam": settings.lam} for k, r in results.items()}),
+                   out / "correlation.png"))}
+    ablation = {}
+    excerpt = round(args.ablation_seconds * sample_rate)
+    for label, ae in autoencoders.items():
+        for i, (key, clip) in enumerate(clips[: args.ablation_clips]):
+            res = channel_ablation(ae, clip[:, :excerpt].to(device), mel.to("cpu"), args.ablation_noise_std,
+                                   args.ablation_reference, args.batch_size, args.steps, args.seed + i)
+            name = f"ablation_{label}_{i}"
+            figures[name] = str(save_figure(ablation_figure(res["residuals"].numpy(), f"{label} ({key})"),
+                                            out / f"{name}.png"))
+            ablation.setdefault(label, []).append({"clip": key, "energy": res["energy"].tolist(),
+                                                   "baseline_energy": float(res["baseline"].abs().mean())})
+
+    report = build_report(results, settings, {
+        "ckpt_path": dict(zip(labels, args.ckpt_path, strict=True)), "data": data, "num_clips": len(clips),
+        "seconds": args.seconds, "sample_rate": sample_rate, "mel": mel_settings,
+        "ablation": {"noise_std": args.ablation_noise_std, "reference": args.ablation_reference,
+                     "seconds": args.ablation_seconds, "steps": args.steps},
+    })
+    report["ablation"] = ablation
+    report["figures"] = figures
+    report["seconds_elapsed"] = round(time.time() - started, 2)
+    path = write_report(report, out / "report.json")
+    print(f"report: {path}")
+    return 0
