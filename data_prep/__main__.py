@@ -1,0 +1,104 @@
+"""`python -m data_prep build ...` (real sources) and `python -m data_prep demo --out data/demo` (offline)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from data_prep.demo import write_demo_sources
+from data_prep.process import ChunkSettings
+from data_prep.shards import BuildSettings, build
+from data_prep.sources import (
+    ALLOWED_LICENSES,
+    dedup_ids,
+    license_filter,
+    read_fma,
+    read_folder,
+    read_fsd,
+    read_id_list,
+)
+
+
+def _size(text: str) -> int:
+    units = {"k": 2**10, "m": 2**20, "g": 2**30}
+    t = text.strip().lower().rstrip("b")
+    return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+
+
+def _common(p: argparse.ArgumentParser, chunk: float, shard: str) -> None:
+    p.add_argument("--out", type=Path, required=True, help="output folder for shards and manifest.json")
+    p.add_argument("--chunk_seconds", type=float, default=chunk, help="chunk length (Sec. 5.1: 30 s)")
+    p.add_argument("--min_tail_seconds", type=float, default=1.0, help="drop shorter last chunks of long files")
+    p.add_argument("--silence_dbfs", type=float, default=-60.0, help="peak level below which audio is silent")
+    p.add_argument("--flac_subtype", default="PCM_16", choices=["PCM_16", "PCM_24"])
+    p.add_argument("--shard_size", type=_size, default=_size(shard), help="target shard size, e.g. 256MB")
+    p.add_argument("--val_fraction", type=float, default=0.05, help="hash split, for items without a split")
+    p.add_argument("--test_fraction", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0, help="caption draws stored in the shards")
+    p.add_argument("--jobs", type=int, default=0, help="worker processes (0: all cores)")
+    p.add_argument("--prefix", default="", help="shard names are {prefix}{split}-000000.tar")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="shard real sources (FSD, FMA, folders)")
+    _common(b, 30.0, "256MB")
+    b.add_argument("--fsd_audio", type=Path, help="FreeSound audio folder (<id>.wav)")
+    b.add_argument("--fsd_tables", type=Path, nargs="*", default=[], help="CSVs / clips_info JSON, merged by id")
+    b.add_argument("--fma_audio", type=Path, help="FMA audio tree (000/000002.mp3)")
+    b.add_argument("--fma_tracks", type=Path, help="FMA tracks.csv")
+    b.add_argument("--fma_genres", type=Path, help="FMA genres.csv (genre titles when genre_top is empty)")
+    b.add_argument("--folder", type=Path, nargs="*", default=[], help="generic audio folders (JSON/CSV sidecars)")
+    b.add_argument("--allow_ids", type=Path, nargs="*", default=[], help="licence allow-lists (ids)")
+    b.add_argument("--licenses", nargs="*", default=list(ALLOWED_LICENSES))
+    b.add_argument("--keep_unlicensed", action="store_true", help="keep items with no licence field")
+    d = sub.add_parser("demo", help="synthesise the offline demo corpus and shard it")
+    _common(d, 4.0, "4MB")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    roots: dict[str, Path] = {}
+    if args.command == "demo":
+        raw = write_demo_sources(args.out / "raw", seed=args.seed)
+        items = read_folder(raw["music"], "music") + read_fsd(raw["fsd"] / "audio", [raw["fsd"] / "dev.csv",
+                                                                                      raw["fsd"] / "info.csv"])
+        roots = {"music": raw["music"], "fsd": raw["fsd"] / "audio"}
+        out, allow, keep_unlicensed, licenses = args.out / "shards", None, False, ALLOWED_LICENSES
+    else:
+        items = []
+        if args.fsd_audio:
+            items += read_fsd(args.fsd_audio, args.fsd_tables)
+            roots["fsd"] = args.fsd_audio
+        if args.fma_audio or args.fma_tracks:
+            if not (args.fma_audio and args.fma_tracks):
+                raise SystemExit("data_prep: --fma_audio and --fma_tracks go together")
+            items += read_fma(args.fma_audio, args.fma_tracks, args.fma_genres)
+            roots["fma"] = args.fma_audio
+        for i, folder in enumerate(args.folder):
+            name = "folder" if i == 0 else f"folder{i}"
+            items += read_folder(folder, name)
+            roots[name] = folder
+        if not items:
+            raise SystemExit("data_prep: no audio found (give --fsd_audio, --fma_audio/--fma_tracks or --folder)")
+        out, keep_unlicensed, licenses = args.out, args.keep_unlicensed, tuple(args.licenses)
+        allow = read_id_list(args.allow_ids) if args.allow_ids else None
+    items, rejected = dedup_ids(items)
+    items, lic_rejected = license_filter(items, allow, keep_unlicensed, licenses)
+    chunk = ChunkSettings(chunk_seconds=args.chunk_seconds, min_tail_seconds=args.min_tail_seconds,
+                          silence_dbfs=args.silence_dbfs, flac_subtype=args.flac_subtype)
+    settings = BuildSettings(out=out, chunk=chunk, shard_bytes=args.shard_size, val_fraction=args.val_fraction,
+                             test_fraction=args.test_fraction, seed=args.seed, jobs=args.jobs, prefix=args.prefix)
+    manifest = build(items, settings, rejected + lic_rejected, roots)
+    summary = {k: {"shards": len(v["shards"]), "chunks": v["chunks"], "hours": round(v["hours"], 4)}
+               for k, v in manifest["splits"].items()}
+    print(json.dumps({"out": str(out), "splits": summary, "skipped": len(manifest["skipped"])}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""One audio file -> 44.1 kHz stereo chunks (Sec. 5.1: "30 sec stereo audio chunks"), FLAC encoded."""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import soundfile as sf
+import torch
+
+from lafa.audio import SAMPLE_RATE, load_audio, peak_dbfs, resample, to_channels
+
+
+@dataclass
+class ChunkSettings:
+    chunk_seconds: float = 30.0  # Sec. 5.1
+    min_tail_seconds: float = 1.0  # a last chunk shorter than this is dropped (unless it is the whole file)
+    silence_dbfs: float = -60.0  # peak below this is silence (Stable Audio's -60 dBFS rule)
+    sample_rate: int = SAMPLE_RATE
+    channels: int = 2
+    flac_subtype: str = "PCM_16"
+
+
+class SkipFile(Exception):
+    """A file that is skipped and listed in the manifest (corrupt, empty, silent)."""
+
+
+def decode(path, settings: ChunkSettings) -> torch.Tensor:
+    """Any rate and channel count -> (channels, samples) at settings.sample_rate; raises SkipFile."""
+    try:
+        audio, sr = load_audio(path)
+    except Exception as exc:  # AudioDecodeError and anything libsndfile throws on garbage
+        raise SkipFile(f"unreadable: {exc}") from exc
+    level = peak_dbfs(audio)
+    if level < settings.silence_dbfs:
+        raise SkipFile(f"silent: peak {level:.1f} dBFS < {settings.silence_dbfs:g} dBFS")
+    return resample(to_channels(audio, settings.channels), sr, settings.sample_rate)
+
+
+def chunk_bounds(num_samples: int, chunk: int, min_tail: int) -> list[tuple[int, int]]:
+    """[start, end) of consecutive chunks; a short last chunk is kept at its true length when >= min_tail."""
+    bounds = [(s, min(s + chunk, num_samples)) for s in range(0, num_samples, chunk)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < min_tail:
+        bounds.pop()
+    return bounds
+
+
+def split_chunks(audio: torch.Tensor, settings: ChunkSettings) -> tuple[list[tuple[int, torch.Tensor]], list[str]]:
+    """(C, S) -> [(offset, (C, s))] chunks and the reasons for chunks dropped as silent."""
+    sr = settings.sample_rate
+    bounds = chunk_bounds(audio.shape[-1], round(settings.chunk_seconds * sr), round(settings.min_tail_seconds * sr))
+    chunks, dropped = [], []
+    for i, (a, b) in enumerate(bounds):
+        piece = audio[:, a:b]
+        level = peak_dbfs(piece)
+        if level < settings.silence_dbfs:
+            dropped.append(f"chunk {i} ({a / sr:.1f}-{b / sr:.1f} s) silent: peak {level:.1f} dBFS")
+            continue
+        chunks.append((a, piece))
+    return chunks, dropped
+
+
+def encode_flac(audio: torch.Tensor, settings: ChunkSettings) -> bytes:
+    """Lossless FLAC bytes of (C, S) audio (clipped to [-1, 1]); libsndfile writes no timestamps."""
+    buf = io.BytesIO()
+    data = audio.clamp(-1, 1).numpy().T
+    sf.write(buf, data, settings.sample_rate, format="FLAC", subtype=settings.flac_subtype)
+    return buf.getvalue()
+
+
+def chunk_metadata(offset: int, length: int, total: int, sr: int) -> dict:
+    """Timing fields: seconds_start = floor(offset / sr), seconds_total = ceil(len / sr) (Stable Audio)."""
+    return {"offset_samples": offset, "num_samples": length, "total_samples": total,
+            "seconds_start": math.floor(offset / sr), "seconds_total": math.ceil(total / sr)}

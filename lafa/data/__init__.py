@@ -1,0 +1,1 @@
+"""Streaming WebDataset data for lafa: captions, crop/pad/mask, the DataModules, latent shards."""
