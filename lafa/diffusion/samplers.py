@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from itertools import pairwise
 
 import torch
 from tqdm import tqdm
@@ -32,14 +33,14 @@ def _call(fn: ModelFn, x: torch.Tensor, t: float) -> torch.Tensor:
 
 def euler(fn: ModelFn, x: torch.Tensor, ts: list[float], progress: bool = False) -> torch.Tensor:
     """Rectified flow, first order: x <- x + (t_next - t) u(x, t)."""
-    for t, t_next in tqdm(list(zip(ts[:-1], ts[1:])), disable=not progress, desc="euler"):
+    for t, t_next in tqdm(list(pairwise(ts)), disable=not progress, desc="euler"):
         x = x + (t_next - t) * _call(fn, x, t)
     return x
 
 
 def heun(fn: ModelFn, x: torch.Tensor, ts: list[float], progress: bool = False) -> torch.Tensor:
     """Rectified flow, second order (Heun); the last step to t = 0 is an Euler step (EDM practice)."""
-    for t, t_next in tqdm(list(zip(ts[:-1], ts[1:])), disable=not progress, desc="heun"):
+    for t, t_next in tqdm(list(pairwise(ts)), disable=not progress, desc="heun"):
         u = _call(fn, x, t)
         x_euler = x + (t_next - t) * u
         if t_next == 0:
@@ -55,7 +56,7 @@ def _alpha_sigma(t: float) -> tuple[float, float]:
 
 def ddim(fn: ModelFn, x: torch.Tensor, ts: list[float], progress: bool = False) -> torch.Tensor:
     """v-objective, deterministic DDIM: x <- alpha_next x0 + sigma_next eps."""
-    for t, t_next in tqdm(list(zip(ts[:-1], ts[1:])), disable=not progress, desc="ddim"):
+    for t, t_next in tqdm(list(pairwise(ts)), disable=not progress, desc="ddim"):
         x0, eps = predictions(_call(fn, x, t), x, torch.tensor([t]), "v")
         a_next, s_next = _alpha_sigma(t_next)
         x = a_next * x0 + s_next * eps
@@ -65,7 +66,7 @@ def ddim(fn: ModelFn, x: torch.Tensor, ts: list[float], progress: bool = False) 
 def dpmpp_2m(fn: ModelFn, x: torch.Tensor, ts: list[float], progress: bool = False) -> torch.Tensor:
     """v-objective, DPM-Solver++(2M) with lambda = log(alpha / sigma)."""
     old_x0, h_prev = None, None
-    for t, t_next in tqdm(list(zip(ts[:-1], ts[1:])), disable=not progress, desc="dpmpp_2m"):
+    for t, t_next in tqdm(list(pairwise(ts)), disable=not progress, desc="dpmpp_2m"):
         x0, _ = predictions(_call(fn, x, t), x, torch.tensor([t]), "v")
         a, s = _alpha_sigma(t)
         a_next, s_next = _alpha_sigma(t_next)

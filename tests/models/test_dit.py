@@ -97,7 +97,7 @@ def test_activation_checkpointing_matches(cls):
     out_ckpt = model(**inp)
     out_ckpt.square().sum().backward()
     torch.testing.assert_close(out_ckpt, out)
-    for g, p in zip(grads, model.parameters()):
+    for g, p in zip(grads, model.parameters(), strict=True):
         torch.testing.assert_close(p.grad, g, atol=1e-6, rtol=1e-5)
 
 
