@@ -1,0 +1,84 @@
+"""Lightning callbacks shared by the stages."""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_warn
+
+from lafa.analysis.figures import correlation_figure, psd_figure
+from lafa.analysis.mel import LogMel
+from lafa.analysis.report import AnalysisSettings, analyze_maps
+
+
+class LatentLocalityCallback(Callback):
+    """At the end of validation, encode a few validation clips with `pl_module.as_autoencoder()` and log the
+    spectral slope alpha and LPI of the latents (Sec. 3) beside those of the clips' log-mel, so locality can
+    be watched while a stage trains; the PSD and correlation figures go to TensorBoard.
+
+    Works with any stage that has `as_autoencoder()` and validates on audio batches (`audio` (B, io, S),
+    optional `padding_mask` (B, S)); the first `num_clips` real clips seen in each validation epoch are used.
+    Logged: analysis/latent_alpha, analysis/latent_lpi, analysis/mel_alpha, analysis/mel_lpi (averaged
+    over DDP ranks). The spectral window shrinks to the shortest clip's frame count when clips are short.
+    """
+
+    def __init__(self, num_clips: int = 8, lam: float = 0.06, ridge: float = 1.0, window: int = 64,
+                 every_n_epochs: int = 1, log_figures: bool = True, n_mels: int = 64) -> None:
+        super().__init__()
+        self.num_clips, self.every_n_epochs, self.log_figures = num_clips, every_n_epochs, log_figures
+        self.lam, self.ridge, self.window, self.n_mels = lam, ridge, window, n_mels
+        self._clips: list[torch.Tensor] = []
+        self._warned = False
+
+    def _active(self, trainer: Trainer) -> bool:
+        return not trainer.sanity_checking and trainer.current_epoch % self.every_n_epochs == 0
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._clips = []
+
+    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not self._active(trainer) or len(self._clips) >= self.num_clips:
+            return
+        if not isinstance(batch, dict) or "audio" not in batch:
+            return
+        audio = batch["audio"].detach()
+        lengths = batch["padding_mask"].sum(-1).tolist() if "padding_mask" in batch else [audio.shape[-1]] * len(audio)
+        for clip, n in zip(audio, lengths, strict=True):
+            if len(self._clips) < self.num_clips and n > 0:
+                self._clips.append(clip[:, : int(n)].float().cpu())
+
+    @torch.no_grad()
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._active(trainer):
+            return
+        if not self._clips:
+            if not self._warned:
+                rank_zero_warn("LatentLocalityCallback: validation batches carry no `audio`; nothing analysed")
+                self._warned = True
+            return
+        autoencoder = pl_module.as_autoencoder()
+        ratio = autoencoder.downsampling_ratio
+        clips = [c for c in self._clips if c.shape[-1] >= ratio]
+        latents = [autoencoder.encode(c[None, :, : c.shape[-1] // ratio * ratio].to(pl_module.device))[0].float().cpu()
+                   for c in clips]  # (C, frames) each, one clip at a time: no padding enters the latents
+        mel = LogMel(sample_rate=autoencoder.sample_rate, hop_length=ratio, n_fft=max(ratio, 4 * self.n_mels),
+                     n_mels=self.n_mels)
+        mels = [mel(c[None])[0] for c in clips]
+        shortest = min(min(z.shape[-1] for z in latents), min(m.shape[-1] for m in mels))
+        window = min(self.window, shortest)
+        settings = AnalysisSettings(lam=self.lam, ridge=self.ridge, window=window, hop=window)
+        results = {"latent": analyze_maps(latents, settings), "mel": analyze_maps(mels, settings)}
+        pl_module.log_dict({f"analysis/{name}_{key}": float(r[key]) for name, r in results.items()
+                            for key in ("alpha", "lpi")}, sync_dist=True)
+        if self.log_figures and trainer.is_global_zero:
+            self._log_figures(trainer, results, settings)
+
+    def _log_figures(self, trainer: Trainer, results: dict, settings: AnalysisSettings) -> None:
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_figure"):  # TensorBoard's SummaryWriter
+                step = trainer.global_step
+                experiment.add_figure("analysis/psd", psd_figure(results), step)
+                panels = {k: {**r, "lam": settings.lam} for k, r in results.items()}
+                experiment.add_figure("analysis/correlation", correlation_figure(panels), step)

@@ -1,0 +1,65 @@
+"""LatentLocalityCallback inside a real Trainer: logged numbers equal a direct computation; TensorBoard figures."""
+
+import pytest
+import torch
+from analysis_doubles import FrameProjectionStage
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.data import DataLoader, Dataset
+
+from lafa.analysis.locality import lpi
+from lafa.stages.callbacks import LatentLocalityCallback
+
+SR, RATIO = 8000, 16
+
+
+class AudioClips(Dataset):
+    def __init__(self, n: int = 6, samples: int = 1600) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.audio = torch.randn(n, 2, samples, generator=g).cumsum(-1) * 0.01
+        self.lengths = [samples - 160 * i for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.audio)
+
+    def __getitem__(self, i: int) -> dict:
+        mask = torch.arange(self.audio.shape[-1]) < self.lengths[i]
+        return {"audio": self.audio[i] * mask, "padding_mask": mask}
+
+
+class TinyStage(LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stage = FrameProjectionStage(latent_dim=8, ratio=RATIO, sample_rate=SR, seed=3)
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def as_autoencoder(self):
+        return self.stage.as_autoencoder()
+
+    def training_step(self, batch, batch_idx):
+        return (self.w - 1).square().sum()
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_callback_logs_alpha_lpi_and_figures(tmp_path):
+    data = AudioClips()
+    callback = LatentLocalityCallback(num_clips=5, window=16)
+    trainer = Trainer(max_epochs=1, limit_train_batches=1, accelerator="cpu", enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=1, log_every_n_steps=1,
+                      logger=TensorBoardLogger(tmp_path, name="tb"), callbacks=[callback])
+    stage = TinyStage()
+    trainer.fit(stage, DataLoader(data, batch_size=2), DataLoader(data, batch_size=2))
+    metrics = trainer.callback_metrics
+    ae = stage.as_autoencoder()
+    latents = [ae.encode(data[i]["audio"][None, :, : data.lengths[i] // RATIO * RATIO])[0] for i in range(5)]
+    assert float(metrics["analysis/latent_lpi"]) == pytest.approx(lpi(latents), rel=1e-6)
+    assert {"analysis/latent_alpha", "analysis/mel_alpha", "analysis/mel_lpi"} <= set(metrics)
+    run = EventAccumulator(str(next((tmp_path / "tb").glob("version_*"))), size_guidance={"images": 0}).Reload()
+    assert {"analysis/psd", "analysis/correlation"} <= set(run.Tags()["images"])
+    assert len(run.Images("analysis/psd")) == 1  # the sanity check logs nothing
