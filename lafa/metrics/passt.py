@@ -1,0 +1,125 @@
+"""KL_PaSST as Stability's stable-audio-metrics computes it, with hear21passt's PaSST from a local checkpoint.
+
+Per clip: mono, 32 kHz, peak -1 dBFS; 10 s windows at a 5 s step starting at range(0, max(step, len - step),
+step); a window shorter than 10 s but longer than 1.5 s is zero-padded to 10 s (a shorter one goes in as it
+is); logits averaged over windows, softmax over the 527 AudioSet classes. KL(P_gen || P_ref) with 1e-6 added to
+the reference, averaged over prompt ids present in both sets; audiocraft's direction KL(P_ref || P_gen) is
+reported beside it, labelled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lafa.audio import peak_normalize, resample, to_channels
+
+PASST_SAMPLE_RATE = 32000
+WINDOW = 10 * PASST_SAMPLE_RATE
+STEP = 5 * PASST_SAMPLE_RATE  # 10 s windows, 5 s overlap
+MIN_PADDED = int(0.15 * WINDOW)  # shorter last windows are not padded (audiocraft / Stability)
+KL_EPS = 1e-6
+ARCH = "passt_s_swa_p16_128_ap476"
+NUM_CLASSES = 527
+
+
+def window_starts(num_samples: int, step: int = STEP) -> list[int]:
+    """Start samples of the analysis windows of a clip, exactly Stability's loop."""
+    return list(range(0, max(step, num_samples - step), step))
+
+
+def cut_windows(audio: torch.Tensor) -> list[torch.Tensor]:
+    """(S,) mono at 32 kHz -> the windows PaSST sees (10 s, or a short last one when it is <= 1.5 s)."""
+    windows = []
+    for start in window_starts(audio.shape[-1]):
+        w = audio[start : start + WINDOW]
+        if MIN_PADDED < w.shape[-1] < WINDOW:
+            w = torch.nn.functional.pad(w, (0, WINDOW - w.shape[-1]))
+        windows.append(w)
+    return windows
+
+
+@contextlib.contextmanager
+def _quiet():
+    """hear21passt prints shapes on every call and torch warns about its old stft call."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def load_passt_checkpoint(net: nn.Module, weights: str | Path) -> None:
+    """Load a local PaSST checkpoint (plain state_dict) through hear21passt's checkpoint filter, strictly."""
+    from hear21passt.models.passt import checkpoint_filter_fn
+
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{weights} is not a PaSST state dict (top level is {type(state).__name__})")
+    try:
+        with _quiet():
+            net.load_state_dict(checkpoint_filter_fn(state, net), strict=True)
+    except (RuntimeError, KeyError) as exc:
+        raise ValueError(f"{weights} does not fit {ARCH}: {exc}") from exc
+
+
+def build_passt(weights: str | Path | None, seed: int = 0) -> nn.Module:
+    """hear21passt's get_basic_model(mode="logits") network built offline; official checkpoint or seeded random."""
+    from hear21passt.models.passt import get_model
+    from hear21passt.models.preprocess import AugmentMelSTFT
+    from hear21passt.wrapper import PasstBasicWrapper
+
+    with _quiet(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mel = AugmentMelSTFT(  # hear21passt.base.get_basic_model's settings
+            n_mels=128, sr=32000, win_length=800, hopsize=320, n_fft=1024, freqm=48, timem=192,
+            htk=False, fmin=0.0, fmax=None, norm=1, fmin_aug_range=10, fmax_aug_range=2000,
+        )  # fmt: skip
+        net = get_model(arch=ARCH, pretrained=False, n_classes=NUM_CLASSES)
+    if weights is not None:
+        load_passt_checkpoint(net, weights)
+    return PasstBasicWrapper(mel=mel, net=net, mode="logits").eval()  # eval: no mel jitter, no masking
+
+
+class PasstTagger:
+    """AudioSet class probabilities of a clip: mean of window logits, softmax over 527 classes."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model.eval()
+
+    @torch.no_grad()
+    def probabilities(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """(channels, S) at any rate -> (527,) float64 probabilities."""
+        mono = to_channels(audio.float(), 1)  # librosa.load(mono=True) averages before resampling
+        mono = peak_normalize(resample(mono, sample_rate, PASST_SAMPLE_RATE))[0]
+        device = next(self.model.parameters()).device
+        logits = []
+        with _quiet():
+            for window in cut_windows(mono):
+                logits.append(self.model(window[None].to(device)).squeeze(0).double().cpu())
+        return torch.softmax(torch.stack(logits).mean(dim=0), dim=0)
+
+
+def kl_divergence(p: torch.Tensor, q: torch.Tensor, eps: float = KL_EPS) -> float:
+    """KL(p || q) = sum p (log p - log(q + eps)), 0 log 0 = 0: F.kl_div((q + eps).log(), p, reduction="sum")."""
+    p, q = p.double(), q.double()
+    return float(torch.where(p > 0, p * (p.clamp_min(1e-300).log() - (q + eps).log()), 0.0).sum())
+
+
+def paired_kl(generated: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> dict:
+    """Mean KL over prompt ids present in both sets, in both directions (labelled)."""
+    ids = sorted(set(generated) & set(reference))
+    if not ids:
+        raise ValueError("no prompt id is present in both the generated and the reference set")
+    forward = [kl_divergence(generated[i], reference[i]) for i in ids]
+    backward = [kl_divergence(reference[i], generated[i]) for i in ids]
+    return {
+        "value": sum(forward) / len(ids),
+        "direction": "KL(generated || reference), as stable-audio-metrics reports it",
+        "reverse_value": sum(backward) / len(ids),
+        "reverse_direction": "KL(reference || generated), as audiocraft reports it",
+        "paired_ids": len(ids),
+    }
