@@ -1,0 +1,113 @@
+"""Config merging for study runs, and the check that the runs of one stage differ only in the study's factor.
+
+Merging follows jsonargparse's `--config a --config b` rules for the cases stage configs use: mappings merge
+key by key, lists and scalars are replaced, and a `class_path` that changes replaces the whole entry (its
+`init_args` do not carry over to another class).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    from lafa.study.spec import RunSpec, Study
+
+
+def deep_merge(base: Any, over: Any) -> Any:
+    """`over` merged into a copy of `base` (neither is modified)."""
+    if not (isinstance(base, dict) and isinstance(over, dict)):
+        return copy.deepcopy(over)
+    if "class_path" in over and base.get("class_path") not in (None, over["class_path"]):
+        return copy.deepcopy(over)
+    merged = copy.deepcopy(base)
+    for key, value in over.items():
+        merged[key] = deep_merge(merged[key], value) if key in merged else copy.deepcopy(value)
+    return merged
+
+
+def dotted_to_nested(values: dict[str, Any]) -> dict[str, Any]:
+    """{"model.init_args.lr": 1e-4} -> {"model": {"init_args": {"lr": 1e-4}}}."""
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"config key '{key}': '{part}' is set to a value and also used as a mapping")
+        node[leaf] = value
+    return nested
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> {dotted key: leaf value}; lists are leaves (compared whole)."""
+    if not isinstance(config, dict) or not config:
+        return {prefix: config} if prefix else {}
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _load_yaml(path: str) -> dict[str, Any]:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"stage config not found: {path}")
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"stage config {path}: top level must be a mapping")
+    return data
+
+
+def resolve_refs(study: Study, values: dict[str, Any]) -> dict[str, Any]:
+    """Replace "@run" values by that run's final checkpoint path."""
+    from lafa.study.spec import REF_PREFIX
+
+    return {k: study.final_checkpoint(v[len(REF_PREFIX):]) if isinstance(v, str) and v.startswith(REF_PREFIX)
+            else v for k, v in values.items()}
+
+
+def run_config(study: Study, run: RunSpec, seed: int | None) -> dict[str, Any]:
+    """The merged `lafa fit` config of one run instance: its stage's configs, the stage's and the run's `set`,
+    and the seed (compared runs). The runner adds only where the run writes (logger, checkpoints)."""
+    stage = study.stages[run.stage]
+    config: dict[str, Any] = {}
+    for path in stage.config:
+        config = deep_merge(config, _load_yaml(path))
+    config = deep_merge(config, dotted_to_nested(stage.set))
+    config = deep_merge(config, dotted_to_nested(resolve_refs(study, run.set)))
+    if seed is not None:
+        config["seed_everything"] = seed
+    return config
+
+
+def _covered(key: str, factor_keys: list[str]) -> bool:
+    return any(key == f or key.startswith(f + ".") for f in factor_keys)
+
+
+def config_differences(configs: dict[str, dict[str, Any]]) -> set[str]:
+    """Dotted keys whose values are not the same in every config (missing counts as different)."""
+    flats = [flatten(c) for c in configs.values()]
+    keys = set().union(*flats) if flats else set()
+    return {k for k in keys if any(f.get(k, KeyError) != flats[0].get(k, KeyError) for f in flats[1:])}
+
+
+def check_one_factor(study: Study) -> None:
+    """Runs of the same stage (at the same seed) may differ only in `factor_keys`; raise naming what else differs."""
+    by_stage: dict[tuple[str, int | None], dict[str, dict]] = {}
+    for run in study.runs.values():
+        if run.ckpt:  # reused checkpoint: not trained here, nothing to compare
+            continue
+        for seed in study.seeds_of(run):
+            # autoencoder runs (seed None) are compared with each other; compared runs seed by seed
+            by_stage.setdefault((run.stage, seed), {})[study.instance_name(run, seed)] = run_config(study, run, seed)
+    for (stage, _), configs in by_stage.items():
+        stray = sorted(k for k in config_differences(configs) if not _covered(k, study.factor_keys))
+        if stray:
+            raise ValueError(
+                f"study {study.name}: runs {sorted(configs)} of stage '{stage}' differ in {stray}, which are not "
+                f"the study's factor ({study.factor}: factor_keys {study.factor_keys})"
+            )

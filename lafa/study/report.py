@@ -1,0 +1,255 @@
+"""The study report: curves from each run's TensorBoard log, steps-to-target, speed-up, alpha and LPI.
+
+Steps-to-target (Fig. 1, Sec. 5.2): the target is the baseline's final value of a metric; a run's steps are
+the first step its curve reaches the target, linearly interpolated between the two evaluations around the
+crossing. A run that never reaches it is "not reached", never a number. Speed-up = baseline steps / run steps,
+computed seed by seed (the baseline of the same seed) and summarised as mean and sample std across seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import statistics
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lafa.study.runner import DONE, instances, lafa_command
+from lafa.study.spec import Study
+
+NOT_REACHED = "not reached"
+METRIC_LABELS = {
+    "val/loss": "validation loss (fixed t grid, fixed noise)",
+    "val/fd_mel": "log-mel Frechet distance (offline, no pretrained weights; not FD_openl3)",
+    "val/fd_openl3": "FD_openl3",
+    "val/kl_passt": "KL_PaSST",
+    "val/clap": "CLAP score",
+}
+
+Curve = list[tuple[int, float]]
+
+
+def read_curves(tb_dir: str | Path) -> dict[str, Curve]:
+    """Every scalar a run logged: tag -> [(step, value)] sorted by step; a step logged twice (a resumed run
+    re-logging steps after its last checkpoint) keeps the value written last."""
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    tb_dir = Path(tb_dir)
+    if not tb_dir.is_dir():
+        return {}
+    acc = EventAccumulator(str(tb_dir), size_guidance={SCALARS: 0})
+    acc.Reload()
+    curves = {}
+    for tag in acc.Tags()["scalars"]:
+        by_step: dict[int, float] = {}
+        for event in sorted(acc.Scalars(tag), key=lambda e: e.wall_time):
+            by_step[int(event.step)] = float(event.value)
+        curves[tag] = sorted(by_step.items())
+    return curves
+
+
+def steps_to_target(curve: Curve, target: float, mode: str = "min") -> float | None:
+    """First step at which the curve reaches `target` (<= for mode "min", >= for "max"), interpolated linearly
+    between the evaluation before and the one at the crossing; None if it never does. A curve already at the
+    target at its first evaluation gives that evaluation's step (nothing was measured before it)."""
+    sign = 1.0 if mode == "min" else -1.0
+    previous = None
+    for step, value in curve:
+        if sign * value <= sign * target:
+            if previous is None or previous[1] == value:
+                return float(step)
+            (s0, v0) = previous
+            return s0 + (target - v0) * (step - s0) / (value - v0)
+        previous = (step, value)
+    return None
+
+
+def summarise(values: list[float | None]) -> dict[str, Any] | str:
+    """Mean and sample std (ddof 1; None for one seed) over seeds, or "not reached" if any seed did not."""
+    if any(v is None for v in values):
+        return NOT_REACHED
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
+            "n": len(values)}
+
+
+def _format(stat: dict[str, Any] | str, digits: int = 2) -> str:
+    if isinstance(stat, str):
+        return stat
+    text = f"{stat['mean']:.{digits}f}"
+    return text + (f" +- {stat['std']:.{digits}f}" if stat["std"] is not None else "")
+
+
+def build_report(study: Study, latents: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Everything the report states, as plain JSON-able data. `latents` maps a run name to the analysis of the
+    latent space it models (alpha, LPI, ...)."""
+    curves: dict[str, dict[str, Curve]] = {}
+    for inst in instances(study):
+        if inst.run.compare:
+            curves.setdefault(inst.run.name, {})["seed" if inst.seed is None else str(inst.seed)] = \
+                read_curves(inst.dir / "tb")
+    seeds = ["seed"] if not study.seeds else [str(s) for s in study.seeds]
+    base = curves[study.baseline]
+
+    runs = {}
+    for run in study.compared:
+        per_seed = {}
+        for seed in seeds:
+            entry: dict[str, Any] = {"curves": {}, "final": {}, "target": {}, "steps_to_target": {}, "speedup": {}}
+            for metric, mode in study.metrics.items():
+                curve, base_curve = curves[run.name][seed].get(metric, []), base[seed].get(metric, [])
+                entry["curves"][metric] = [list(p) for p in curve]
+                entry["final"][metric] = curve[-1][1] if curve else None
+                if not curve or not base_curve:
+                    entry["target"][metric] = entry["steps_to_target"][metric] = entry["speedup"][metric] = None
+                    continue
+                target = base_curve[-1][1]
+                run_steps, base_steps = steps_to_target(curve, target, mode), steps_to_target(base_curve, target, mode)
+                entry["target"][metric] = target
+                entry["steps_to_target"][metric] = run_steps if run_steps is not None else NOT_REACHED
+                entry["speedup"][metric] = NOT_REACHED if run_steps is None else base_steps / run_steps
+            per_seed[seed] = entry
+        summary = {}
+        for metric in study.metrics:
+            cells = [per_seed[s] for s in seeds]
+            if any(c["target"][metric] is None for c in cells):
+                summary[metric] = {"steps_to_target": None, "speedup": None, "final": None}
+                continue
+            def reached(key: str, cells: list = cells, metric: str = metric) -> list[float | None]:
+                return [None if c[key][metric] == NOT_REACHED else c[key][metric] for c in cells]
+            summary[metric] = {"steps_to_target": summarise(reached("steps_to_target")),
+                               "speedup": summarise(reached("speedup")),
+                               "final": summarise([c["final"][metric] for c in cells])}
+        runs[run.name] = {"label": run.label or run.name, "value": run.value, "latent": (latents or {}).get(run.name),
+                          "summary": summary, "seeds": per_seed}
+    return {"study": study.name, "factor": study.factor, "baseline": study.baseline,
+            "metrics": {m: {"better": mode, "label": METRIC_LABELS.get(m, m)} for m, mode in study.metrics.items()},
+            "headline_metric": next(iter(study.metrics)), "seeds": study.seeds, "runs": runs}
+
+
+def analyze_latents(study: Study, log: Callable[[str], Any] = print) -> dict[str, dict[str, Any]]:
+    """alpha and LPI of the latent space each compared run models, from `lafa analyze` (Sec. 3), keyed by run.
+
+    Each latent space is analysed once into `<out_dir>/analysis/<latent>/` and reused from there on later
+    reports; a latent whose producing run is not finished is left out. Nothing runs when the study has no
+    `analysis` section."""
+    if not study.analysis:
+        return {}
+    results: dict[str, dict[str, Any]] = {}
+    for run in study.compared:
+        if run.latent is None:
+            continue
+        in_study = run.latent in study.runs
+        ckpt = study.final_checkpoint(run.latent) if in_study else run.latent
+        name = run.latent if in_study else Path(run.latent).stem
+        out = Path(study.out_dir) / "analysis" / name
+        found = sorted(out.glob("*.json"))
+        if not found:
+            if not Path(ckpt).is_file() or (in_study and not study.runs[run.latent].ckpt
+                                            and not (study.run_dir(run.latent) / DONE).exists()):
+                log(f"[study {study.name}] latent '{name}' not ready ({ckpt}); no alpha/LPI for {run.name}")
+                continue
+            command = [*lafa_command(study), "analyze", "--ckpt_path", str(ckpt), "--out", str(out),
+                       *[str(a) for a in study.analysis.get("args", [])]]
+            log("  " + shlex.join(command))
+            subprocess.run(command, check=True)
+            found = sorted(out.glob("*.json"))
+        if not found:
+            raise RuntimeError(f"`lafa analyze` wrote no JSON report into {out}")
+        summary = json.loads(found[0].read_text())["summary"]
+        label = next((k for k in summary if k != "mel"), None)
+        results[run.name] = {"latent": name, "checkpoint": str(ckpt), "alpha": summary[label]["alpha"],
+                             "lpi": summary[label]["lpi"], "analysis": str(found[0]),
+                             "mel": summary.get("mel")}
+    return results
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    metric = report["headline_metric"]
+    lines = [f"Study `{report['study']}` ({report['factor']}); metric: {report['metrics'][metric]['label']} "
+             f"(`{metric}`, {'lower' if report['metrics'][metric]['better'] == 'min' else 'higher'} is better); "
+             f"target: the final value of `{report['baseline']}`.", "",
+             "| run | alpha | LPI | final | steps to target | speed-up |", "|---|---|---|---|---|---|"]
+    for run in report["runs"].values():
+        latent = run["latent"] or {}
+        alpha = f"{latent['alpha']:.2f}" if latent.get("alpha") is not None else "-"
+        lpi = f"{latent['lpi']:.3f}" if latent.get("lpi") is not None else "-"
+        s = run["summary"][metric]
+        cells = ["-" if s[k] is None else _format(s[k], 4 if k == "final" else 2 if k == "speedup" else 0)
+                 for k in ("final", "steps_to_target", "speedup")]
+        lines.append(f"| {run['label']} | {alpha} | {lpi} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(report: dict[str, Any], path: Path) -> None:
+    """Fig. 1 style: each metric against training steps, one colour per run (latent space), one line per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(report["metrics"])
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for i, run in enumerate(report["runs"].values()):
+            for j, seed in enumerate(run["seeds"].values()):
+                curve = seed["curves"][metric]
+                if curve:
+                    ax.plot([p[0] for p in curve], [p[1] for p in curve], color=f"C{i}", alpha=0.9 if j == 0 else 0.5,
+                            label=run["label"] if j == 0 else None)
+        base = report["runs"][report["baseline"]]["summary"][metric]["final"]
+        if isinstance(base, dict):
+            ax.axhline(base["mean"], color="gray", ls="--", lw=0.8, label="target (baseline final)")
+        ax.set_xlabel("training steps")
+        ax.set_ylabel(metric)
+        ax.set_title(report["metrics"][metric]["label"], fontsize=8)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"study {report['study']}: {report['factor']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_factor(report: dict[str, Any], path: Path) -> bool:
+    """Fig. 5 style: the headline metric's final value against the factor's numeric level (e.g. mask ratio);
+    runs without a level (the baseline) are drawn as horizontal lines. False if no run has a level."""
+    metric = report["headline_metric"]
+    points = [(r["value"], r["summary"][metric]["final"]) for r in report["runs"].values()
+              if r["value"] is not None and isinstance(r["summary"][metric]["final"], dict)]
+    if not points:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points.sort(key=lambda p: p[0])
+    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    ax.errorbar([p[0] for p in points], [p[1]["mean"] for p in points],
+                yerr=[p[1]["std"] or 0.0 for p in points], marker="o", capsize=3, label="runs")
+    for i, run in enumerate(r for r in report["runs"].values() if r["value"] is None):
+        final = run["summary"][metric]["final"]
+        if isinstance(final, dict):
+            ax.axhline(final["mean"], color=f"C{i + 1}", ls="--", label=run["label"])
+    ax.set_xlabel(report["factor"])
+    ax.set_ylabel(f"final {metric}")
+    ax.set_title(report["metrics"][metric]["label"], fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """report.json, report.md, curves.png and (when runs carry factor levels) factor.png in out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "curves": out_dir / "curves.png"}
+    paths["json"].write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
+    paths["markdown"].write_text(markdown_table(report))
+    plot_curves(report, paths["curves"])
+    if plot_factor(report, out_dir / "factor.png"):
+        paths["factor"] = out_dir / "factor.png"
+    return paths

@@ -1,0 +1,139 @@
+"""Run a study: each run is a `lafa fit` subprocess with its own merged config, checkpoints and TensorBoard log.
+
+Per run instance, `<out_dir>/<run>/` holds `fit.yaml` (the merged config), `checkpoints/` (Lightning's
+ModelCheckpoint: last.ckpt every `checkpoint_every` steps and at the end), `tb/` (TensorBoardLogger) and
+`DONE` (written atomically once `lafa fit` exits 0). Re-running the study skips DONE runs, resumes the others
+with `--ckpt_path last` (so a kill -9 loses at most the steps since the last checkpoint) and starts the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lafa.study.merge import check_one_factor, run_config
+from lafa.study.spec import RunSpec, Study, order_runs
+
+DONE = "DONE"
+CONFIG = "fit.yaml"
+
+
+@dataclass
+class Instance:
+    """One `lafa fit` run of a study: a run spec at one seed (compared runs) or once (the others)."""
+
+    run: RunSpec
+    seed: int | None
+    name: str
+    dir: Path
+
+    @property
+    def reused(self) -> bool:
+        return bool(self.run.ckpt)
+
+
+def instances(study: Study) -> list[Instance]:
+    """Every run instance, in dependency order."""
+    return [Instance(run, seed, study.instance_name(run, seed), study.run_dir(study.instance_name(run, seed)))
+            for run in order_runs(study) for seed in study.seeds_of(run)]
+
+
+def fit_config(study: Study, inst: Instance) -> dict[str, Any]:
+    """The run's merged config plus where it writes: TensorBoard in tb/, step checkpoints in checkpoints/."""
+    config = run_config(study, inst.run, inst.seed)
+    trainer = config.setdefault("trainer", {})
+    trainer["default_root_dir"] = str(inst.dir)
+    trainer["enable_checkpointing"] = True
+    trainer["logger"] = {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": str(inst.dir), "name": "", "version": "tb"},
+    }
+    checkpoint = {
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {"dirpath": str(inst.dir / "checkpoints"), "save_last": True, "save_top_k": 0,
+                      "every_n_train_steps": study.checkpoint_every, "enable_version_counter": False},
+    }
+    trainer["callbacks"] = [*(trainer.get("callbacks") or []), checkpoint]
+    return config
+
+
+def lafa_command(study: Study, plan: bool = False) -> list[str]:
+    """How a run calls lafa: the study's `lafa`, else `lafa` in a printed plan and this interpreter here."""
+    return study.lafa or (["lafa"] if plan else [sys.executable, "-m", "lafa"])
+
+
+def fit_command(study: Study, inst: Instance, plan: bool = False) -> list[str]:
+    return [*lafa_command(study, plan), "fit", "--config", str(inst.dir / CONFIG), "--ckpt_path", "last"]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_fit_config(study: Study, inst: Instance) -> str:
+    """Write `fit.yaml`; refuse to overwrite one a started run used with a different config."""
+    text = yaml.safe_dump(fit_config(study, inst), sort_keys=False)
+    path = inst.dir / CONFIG
+    started = (inst.dir / "checkpoints").is_dir() or (inst.dir / DONE).exists()
+    if path.exists() and started and path.read_text() != text:
+        raise RuntimeError(
+            f"run '{inst.name}' was started with another config ({path}); the study YAML changed since. "
+            f"Remove {inst.dir} to re-run it with the new config, or restore the old study config."
+        )
+    _atomic_write(path, text)
+    return text
+
+
+def plan(study: Study) -> list[str]:
+    """Write every run's fit.yaml and return one shell command per run to train (dependency order)."""
+    check_one_factor(study)
+    commands = []
+    for inst in instances(study):
+        if inst.reused:
+            continue
+        write_fit_config(study, inst)
+        commands.append(shlex.join(fit_command(study, inst, plan=True)))
+    return commands
+
+
+def is_done(inst: Instance) -> bool:
+    return inst.reused or (inst.dir / DONE).exists()
+
+
+def run_study(study: Study, log: Callable[[str], Any] = print, env: dict[str, str] | None = None) -> None:
+    """Train what is missing, resume what was interrupted, skip what is finished."""
+    check_one_factor(study)
+    for inst in instances(study):
+        if inst.reused:
+            if not Path(inst.run.ckpt).is_file():
+                raise FileNotFoundError(f"run '{inst.name}': reused checkpoint not found: {inst.run.ckpt}")
+            log(f"[study {study.name}] {inst.name}: reusing {inst.run.ckpt}")
+            continue
+        text = write_fit_config(study, inst)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        if (inst.dir / DONE).exists():
+            log(f"[study {study.name}] {inst.name}: done, skipped")
+            continue
+        last = inst.dir / "checkpoints" / "last.ckpt"
+        log(f"[study {study.name}] {inst.name}: {'resuming from ' + str(last) if last.exists() else 'starting'}")
+        command = fit_command(study, inst)
+        log("  " + shlex.join(command))
+        result = subprocess.run(command, env=env)
+        if result.returncode != 0:
+            raise RuntimeError(f"run '{inst.name}' failed (exit {result.returncode}): {shlex.join(command)}")
+        if not last.is_file():
+            raise RuntimeError(f"run '{inst.name}' finished without writing {last}")
+        _atomic_write(inst.dir / DONE, json.dumps({"config_sha256": digest, "checkpoint": str(last)}) + "\n")

@@ -1,0 +1,189 @@
+"""The study YAML: a base set of stage configs and named runs that differ in one factor (docs/study.md).
+
+A study is loaded from one or more YAML files (`--config paper.yaml --config tiny_overlay.yaml`); later files
+are deep-merged into earlier ones (mappings merge key by key, lists and scalars are replaced), so an overlay
+only names what it changes. Every run is an ordinary `lafa fit` run of one stage.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lafa.study.merge import deep_merge
+
+REF_PREFIX = "@"  # a `set` value "@<run>" is that run's final checkpoint path
+
+
+@dataclass
+class StageSpec:
+    """The configs every run of one stage starts from (`lafa fit --config a --config b` order) plus shared keys."""
+
+    config: list[str]
+    set: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunSpec:
+    name: str
+    stage: str
+    set: dict[str, Any] = field(default_factory=dict)  # dotted key -> value, "@run" -> that run's checkpoint
+    ckpt: str | None = None  # a finished checkpoint reused instead of training this run
+    compare: bool = False  # a run whose curves the report compares (repeated once per seed)
+    latent: str | None = None  # run (or checkpoint path) whose latent space this run models: alpha and LPI
+    label: str | None = None  # legend / table name
+    value: float | None = None  # the factor's numeric level (mask ratio, latent size) for the factor plot
+
+    @property
+    def needs(self) -> list[str]:
+        """Runs whose checkpoints this run reads, in the order it names them."""
+        refs = [v[len(REF_PREFIX):] for v in self.set.values() if isinstance(v, str) and v.startswith(REF_PREFIX)]
+        if self.latent is not None and not _looks_like_path(self.latent):
+            refs.append(self.latent)
+        return list(dict.fromkeys(refs))
+
+
+@dataclass
+class Study:
+    name: str
+    factor: str  # what the compared runs differ in, in words
+    factor_keys: list[str]  # dotted config keys (or prefixes) runs of one stage may differ in
+    out_dir: str
+    stages: dict[str, StageSpec]
+    runs: dict[str, RunSpec]
+    baseline: str
+    metrics: dict[str, str]  # logged metric -> "min" | "max" (better direction); the first is the headline
+    seeds: list[int] | None = None
+    checkpoint_every: int = 1000  # ModelCheckpoint(every_n_train_steps): what a kill -9 can lose
+    analysis: dict[str, Any] | None = None  # arguments for `lafa analyze` on each latent space
+    lafa: list[str] | None = None  # how runs call lafa (default: `lafa` in --plan, this Python's `-m lafa` here)
+
+    @property
+    def compared(self) -> list[RunSpec]:
+        return [r for r in self.runs.values() if r.compare]
+
+    def run_dir(self, instance: str) -> Path:
+        """Where one run instance keeps its merged config, checkpoints/, tb/ (TensorBoard) and DONE marker."""
+        return Path(self.out_dir) / instance
+
+    def final_checkpoint(self, run: str) -> str:
+        """The checkpoint other runs read from `run`: its reused `ckpt`, else its run dir's last.ckpt."""
+        spec = self.runs[run]
+        return spec.ckpt if spec.ckpt else str(self.run_dir(run) / "checkpoints" / "last.ckpt")
+
+    def seeds_of(self, run: RunSpec) -> list[int | None]:
+        """Compared runs repeat once per study seed; the others (autoencoders) run once."""
+        return list(self.seeds) if (run.compare and self.seeds) else [None]
+
+    @staticmethod
+    def instance_name(run: RunSpec, seed: int | None) -> str:
+        return run.name if seed is None else f"{run.name}-seed{seed}"
+
+
+def _looks_like_path(value: str) -> bool:
+    return "/" in value or value.endswith((".ckpt", ".safetensors", ".pt"))
+
+
+def _require(raw: dict, key: str, source: str) -> Any:
+    if key not in raw or raw[key] in (None, "", [], {}):
+        raise ValueError(f"study config {source}: missing required key '{key}'")
+    return raw[key]
+
+
+def load_raw(paths: list[str | Path]) -> dict[str, Any]:
+    """Deep-merge the study YAML files in order."""
+    merged: dict[str, Any] = {}
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"study config not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"study config {path}: top level must be a mapping, got {type(data).__name__}")
+        merged = deep_merge(merged, data)
+    return merged
+
+
+def parse_study(raw: dict[str, Any], source: str = "<study>") -> Study:
+    """Validate a merged study mapping and build the Study (errors name the offending key)."""
+    stages = {}
+    for name, stage in _require(raw, "stages", source).items():
+        if isinstance(stage, list):
+            stage = {"config": stage}
+        config = stage.get("config")
+        if not config:
+            raise ValueError(f"study config {source}: stages.{name}.config must list at least one YAML")
+        stages[name] = StageSpec(config=[str(c) for c in config], set=dict(stage.get("set") or {}))
+
+    runs = {}
+    for name, run in _require(raw, "runs", source).items():
+        run = dict(run or {})
+        unknown = set(run) - {"stage", "set", "ckpt", "compare", "latent", "label", "value"}
+        if unknown:
+            raise ValueError(f"study config {source}: runs.{name} has unknown keys {sorted(unknown)}")
+        stage = _require(run, "stage", f"{source} runs.{name}")
+        if stage not in stages:
+            raise ValueError(f"study config {source}: runs.{name}.stage '{stage}' is not one of {sorted(stages)}")
+        runs[name] = RunSpec(name=name, stage=stage, set=dict(run.get("set") or {}), ckpt=run.get("ckpt"),
+                             compare=bool(run.get("compare", False)), latent=run.get("latent"),
+                             label=run.get("label"), value=run.get("value"))
+
+    for run in runs.values():
+        for dep in run.needs:
+            if dep not in runs:
+                raise ValueError(f"study config {source}: runs.{run.name} refers to unknown run '{dep}'")
+            if runs[dep].compare and raw.get("seeds"):
+                raise ValueError(f"study config {source}: runs.{run.name} depends on compared (seeded) run '{dep}'")
+
+    metrics = _require(raw, "metrics", source)
+    if not isinstance(metrics, dict) or any(m not in ("min", "max") for m in metrics.values()):
+        raise ValueError(f"study config {source}: metrics must map each metric to 'min' or 'max', got {metrics!r}")
+    baseline = _require(raw, "baseline", source)
+    if baseline not in runs or not runs[baseline].compare:
+        raise ValueError(f"study config {source}: baseline '{baseline}' must be a run with compare: true")
+    lafa = raw.get("lafa")
+    study = Study(
+        name=_require(raw, "name", source),
+        factor=_require(raw, "factor", source),
+        factor_keys=list(_require(raw, "factor_keys", source)),
+        out_dir=str(_require(raw, "out_dir", source)),
+        stages=stages,
+        runs=runs,
+        baseline=baseline,
+        metrics=dict(metrics),
+        seeds=[int(s) for s in raw["seeds"]] if raw.get("seeds") else None,
+        checkpoint_every=int(raw.get("checkpoint_every", 1000)),
+        analysis=raw.get("analysis"),
+        lafa=None if lafa is None else shlex.split(lafa) if isinstance(lafa, str) else list(lafa),
+    )
+    order_runs(study)  # fails early on a dependency cycle
+    return study
+
+
+def load_study(paths: list[str | Path]) -> Study:
+    return parse_study(load_raw(paths), source=" + ".join(str(p) for p in paths))
+
+
+def order_runs(study: Study) -> list[RunSpec]:
+    """Runs in dependency order (a run after every run it needs), otherwise in the order the YAML lists them."""
+    ordered: list[RunSpec] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, chain: list[str]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            raise ValueError(f"study {study.name}: dependency cycle {' -> '.join([*chain, name])}")
+        state[name] = "visiting"
+        for dep in study.runs[name].needs:
+            visit(dep, [*chain, name])
+        state[name] = "done"
+        ordered.append(study.runs[name])
+
+    for name in study.runs:
+        visit(name, [])
+    return ordered
