@@ -1,0 +1,190 @@
+"""LightningDataModules over WebDataset shards: `AudioDataModule` (FLAC + JSON from data_prep) and
+`LatentDataModule` (latent .npy + JSON from `lafa encode`). Batch dicts follow docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+from lightning.pytorch import LightningDataModule
+
+from lafa.audio import SAMPLE_RATE, resample, to_channels
+from lafa.data.captions import caption_rng, draw_caption
+from lafa.data.stream import EpochLoader, ShardStream, expand_shards
+from lafa.data.transforms import crop_pad, draw_start, timing
+
+AUDIO_KEYS = ("flac", "wav", "mp3", "ogg", "opus")
+ShardSpec = str | list[str] | None
+
+
+def _metadata(sample: dict) -> dict:
+    if "json" not in sample:
+        raise KeyError(f"sample {sample.get('__key__')} in {sample.get('__url__')} has no .json member")
+    return json.loads(sample["json"])
+
+
+def _caption(meta: dict, rng: random.Random | None, key: str, epoch: int, seed: int, fresh: bool) -> str:
+    """Train: a fresh draw from the raw metadata every epoch; val/test: the caption stored at prep time."""
+    if rng is not None and fresh and meta.get("metadata"):
+        return draw_caption(meta["metadata"], caption_rng(seed, key, epoch))
+    return meta.get("caption") or draw_caption(meta.get("metadata") or {}, caption_rng(seed, key))
+
+
+def collate(examples: list[dict]) -> dict[str, Any]:
+    """Examples -> the batch dict: tensors stacked, strings and metadata as lists."""
+    data_key = "audio" if "audio" in examples[0] else "latent"
+    return {
+        data_key: torch.stack([e[data_key] for e in examples]),
+        "padding_mask": torch.stack([e["padding_mask"] for e in examples]),
+        "seconds_start": torch.tensor([e["seconds_start"] for e in examples], dtype=torch.float32),
+        "seconds_total": torch.tensor([e["seconds_total"] for e in examples], dtype=torch.float32),
+        "caption": [e["caption"] for e in examples],
+        "id": [e["id"] for e in examples],
+        "metadata": [e["metadata"] for e in examples],
+    }
+
+
+class AudioDecoder:
+    """One shard sample -> {audio (C, sample_size), padding_mask (sample_size,), timing, caption, id, metadata}.
+    Only the cropped window is decoded (FLAC seeks), so 30 s chunks cost about one crop of work."""
+
+    def __init__(self, sample_size: int, sample_rate: int, channels: int, seed: int, fresh_captions: bool):
+        self.sample_size, self.sample_rate, self.channels = sample_size, sample_rate, channels
+        self.seed, self.fresh_captions = seed, fresh_captions
+
+    def __call__(self, sample: dict, rng: random.Random | None, epoch: int) -> dict:
+        meta = _metadata(sample)
+        ext = next((k for k in AUDIO_KEYS if k in sample), None)
+        if ext is None:
+            raise KeyError(f"sample {sample['__key__']} in {sample.get('__url__')} has no audio ({AUDIO_KEYS})")
+        with sf.SoundFile(io.BytesIO(sample[ext])) as f:
+            sr, length = f.samplerate, f.frames
+            # crop in the file's own rate, then convert (a no-op for data_prep shards, already 44.1 kHz)
+            size_in = -(-self.sample_size * sr // self.sample_rate)
+            start = draw_start(length, size_in, rng)
+            f.seek(start)
+            data = f.read(min(size_in, length - start), dtype="float32", always_2d=True)
+        audio = torch.from_numpy(np.ascontiguousarray(data.T))  # (C_file, s)
+        audio = resample(to_channels(audio, self.channels), sr, self.sample_rate)
+        audio, mask = crop_pad(audio, self.sample_size, 0)  # (C, sample_size), (sample_size,)
+        offset = meta.get("offset_samples", 0) * sr // meta.get("sample_rate", sr) + start
+        total = meta.get("total_samples", length) * sr // meta.get("sample_rate", sr)
+        seconds_start, seconds_total = timing(offset, total, sr)
+        return {"audio": audio, "padding_mask": mask, "seconds_start": seconds_start,
+                "seconds_total": seconds_total, "id": sample["__key__"], "metadata": meta,
+                "caption": _caption(meta, rng, sample["__key__"], epoch, self.seed, self.fresh_captions)}
+
+
+class LatentDecoder:
+    """One latent-shard sample -> {latent (C, latent_size), padding_mask (latent_size,), timing, caption, ...}."""
+
+    def __init__(self, latent_size: int, seed: int, fresh_captions: bool):
+        self.latent_size, self.seed, self.fresh_captions = latent_size, seed, fresh_captions
+
+    def __call__(self, sample: dict, rng: random.Random | None, epoch: int) -> dict:
+        meta = _metadata(sample)
+        if "npy" not in sample:
+            raise KeyError(f"sample {sample['__key__']} in {sample.get('__url__')} has no .npy latent")
+        latent = torch.from_numpy(np.load(io.BytesIO(sample["npy"])).astype(np.float32))  # (C, N)
+        valid = int(meta.get("latent_frames", latent.shape[-1]))  # frames that cover real audio
+        start = draw_start(valid, self.latent_size, rng)
+        latent, mask = crop_pad(latent[:, :valid], self.latent_size, start)  # (C, latent_size), (latent_size,)
+        ratio, sr = int(meta["downsampling_ratio"]), int(meta["sample_rate"])
+        seconds_start, seconds_total = timing(meta.get("offset_samples", 0) + start * ratio,
+                                              meta.get("total_samples", valid * ratio), sr)
+        return {"latent": latent, "padding_mask": mask, "seconds_start": seconds_start,
+                "seconds_total": seconds_total, "id": sample["__key__"], "metadata": meta,
+                "caption": _caption(meta, rng, sample["__key__"], epoch, self.seed, self.fresh_captions)}
+
+
+class _ShardDataModule(LightningDataModule):
+    """Shared wiring of the audio and latent DataModules (shard specs, DDP slots, loaders); a subclass
+    sets `self.decoder` (sample -> example)."""
+
+    def __init__(self, train_shards: ShardSpec, val_shards: ShardSpec, test_shards: ShardSpec,
+                 predict_shards: ShardSpec, batch_size: int, val_batch_size: int | None, num_workers: int,
+                 shuffle_buffer: int, resampled: bool, epoch_length: int | None, split_mode: str,
+                 fresh_captions: bool, seed: int, pin_memory: bool, persistent_workers: bool) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.specs = {"train": train_shards, "val": val_shards, "test": test_shards, "predict": predict_shards}
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "_trainer", None)
+        if trainer is not None:
+            return trainer.global_rank, trainer.world_size
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def stream(self, split: str, rank: int | None = None, world_size: int | None = None) -> ShardStream:
+        """The ShardStream of one split for one rank (rank/world from the Trainer unless given)."""
+        spec = self.specs[split]
+        if spec is None:
+            raise ValueError(f"{type(self).__name__}: no {split}_shards given")
+        r, w = self._rank_world()
+        hp = self.hparams
+        train = split == "train"
+        return ShardStream(
+            expand_shards(spec), self.decoder, collate,
+            hp.batch_size if train else (hp.val_batch_size or hp.batch_size), train=train,
+            shuffle_buffer=hp.shuffle_buffer if train else 0, resampled=hp.resampled and train,
+            epoch_length=hp.epoch_length if train else None, split_mode=hp.split_mode,
+            rank=r if rank is None else rank, world_size=w if world_size is None else world_size, seed=hp.seed)
+
+    def _loader(self, split: str) -> EpochLoader:
+        hp = self.hparams
+        return EpochLoader(self.stream(split), batch_size=None, num_workers=hp.num_workers,
+                           pin_memory=hp.pin_memory, persistent_workers=hp.persistent_workers and hp.num_workers > 0)
+
+    def train_dataloader(self) -> EpochLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> EpochLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> EpochLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> EpochLoader:
+        return self._loader("predict")
+
+
+class AudioDataModule(_ShardDataModule):
+    """Audio shards (data_prep) -> {audio (B, channels, sample_size), padding_mask (B, sample_size),
+    seconds_start, seconds_total (B,), caption, id, metadata}. Every argument: docs/data.md."""
+
+    def __init__(self, train_shards: ShardSpec = None, val_shards: ShardSpec = None, test_shards: ShardSpec = None,
+                 predict_shards: ShardSpec = None, sample_size: int = 65536, sample_rate: int = SAMPLE_RATE,
+                 channels: int = 2, batch_size: int = 8, val_batch_size: int | None = None, num_workers: int = 2,
+                 shuffle_buffer: int = 1000, resampled: bool = False, epoch_length: int | None = None,
+                 split_mode: str = "auto", fresh_captions: bool = True, seed: int = 0, pin_memory: bool = False,
+                 persistent_workers: bool = False) -> None:
+        super().__init__(train_shards, val_shards, test_shards, predict_shards, batch_size, val_batch_size,
+                         num_workers, shuffle_buffer, resampled, epoch_length, split_mode, fresh_captions, seed,
+                         pin_memory, persistent_workers)
+
+        self.decoder = AudioDecoder(sample_size, sample_rate, channels, seed, fresh_captions)
+
+
+class LatentDataModule(_ShardDataModule):
+    """Latent shards (`lafa encode`) -> {latent (B, C, latent_size), padding_mask (B, latent_size),
+    seconds_start, seconds_total (B,), caption, id, metadata}. Every argument: docs/data.md."""
+
+    def __init__(self, train_shards: ShardSpec = None, val_shards: ShardSpec = None, test_shards: ShardSpec = None,
+                 predict_shards: ShardSpec = None, latent_size: int = 32, batch_size: int = 8,
+                 val_batch_size: int | None = None, num_workers: int = 2, shuffle_buffer: int = 1000,
+                 resampled: bool = False, epoch_length: int | None = None, split_mode: str = "auto",
+                 fresh_captions: bool = True, seed: int = 0, pin_memory: bool = False,
+                 persistent_workers: bool = False) -> None:
+        super().__init__(train_shards, val_shards, test_shards, predict_shards, batch_size, val_batch_size,
+                         num_workers, shuffle_buffer, resampled, epoch_length, split_mode, fresh_captions, seed,
+                         pin_memory, persistent_workers)
+
+        self.decoder = LatentDecoder(latent_size, seed, fresh_captions)

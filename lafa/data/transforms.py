@@ -1,0 +1,35 @@
+"""Crop, zero-pad and mask along the last axis: audio (C, S) with sample_size, latents (C, N) with latent_size.
+
+Sec. 5.1: "clips shorter than 30 sec are padded with a training-time mask"; the mask is True on real
+samples (or frames) and False on the zero padding after them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+
+
+def draw_start(length: int, size: int, rng: random.Random | None) -> int:
+    """Random crop start in [0, length - size] (train) or 0 (rng None: val/test, deterministic)."""
+    if rng is None or length <= size:
+        return 0
+    return rng.randint(0, length - size)
+
+
+def crop_pad(x: torch.Tensor, size: int, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, L) -> (C, size) window from `start`, zero padded at the end, and its bool mask (size,)."""
+    piece = x[..., start:start + size]
+    real = piece.shape[-1]
+    mask = torch.zeros(size, dtype=torch.bool)
+    mask[:real] = True
+    if real < size:
+        piece = torch.nn.functional.pad(piece, (0, size - real))  # (C, real) -> (C, size)
+    return piece.contiguous(), mask
+
+
+def timing(offset_samples: int, total_samples: int, sample_rate: int) -> tuple[float, float]:
+    """Stable Audio's timing condition: seconds_start = floor(offset / sr), seconds_total = ceil(len / sr)."""
+    return float(math.floor(offset_samples / sample_rate)), float(math.ceil(total_samples / sample_rate))

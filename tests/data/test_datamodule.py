@@ -1,0 +1,145 @@
+"""The streaming DataModules: batch dicts, crop/pad/mask, DDP x worker splitting, captions per epoch."""
+
+import json
+import types
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import lafa.data.stream as stream
+from data_prep.process import ChunkSettings
+from data_prep.shards import BuildSettings, build
+from data_prep.sources import read_folder
+from lafa.data import AudioDataModule
+from lafa.data.stream import expand_shards
+from lafa.data.transforms import crop_pad, draw_start
+
+SR = 44100
+LENGTHS = [9000, 30000, 2000, 25000, 16384, 40000, 12000, 5000, 20000, 33000, 7000, 18000]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """12 clips with known lengths and a level that encodes their index, in several small train shards."""
+    root = tmp_path_factory.mktemp("corpus")
+    src = root / "src"
+    src.mkdir()
+    for i, n in enumerate(LENGTHS):
+        x = np.full((n, 2), 0.05 * (i + 1), np.float32)
+        x[:, 1] *= -1
+        sf.write(src / f"c{i:02d}.wav", x, SR, subtype="PCM_16")
+        meta = {"genre": "drone", "title": f"clip {i}", "artist": "tester", "year": "2020", "split": "train"}
+        (src / f"c{i:02d}.json").write_text(json.dumps(meta))
+    settings = BuildSettings(out=root / "shards", chunk=ChunkSettings(chunk_seconds=1.0, min_tail_seconds=0.01,
+                                                                      silence_dbfs=-60), shard_bytes=40_000, jobs=1)
+    build(read_folder(src), settings, [], {})
+    return root / "shards"
+
+
+def test_crop_pad_and_mask_closed_form():
+    x = torch.arange(10, dtype=torch.float32).view(1, 10)
+    out, mask = crop_pad(x, 6, 7)
+    assert out.tolist() == [[7, 8, 9, 0, 0, 0]] and mask.tolist() == [True] * 3 + [False] * 3
+    out, mask = crop_pad(x, 4, 2)
+    assert out.tolist() == [[2, 3, 4, 5]] and bool(mask.all())
+    import random
+
+    rng = random.Random(0)
+    starts = {draw_start(10, 4, rng) for _ in range(500)}
+    assert starts == set(range(7)) and draw_start(10, 4, None) == 0 and draw_start(3, 4, rng) == 0
+
+
+def test_batches_have_the_documented_shape_and_masks(shards):
+    dm = AudioDataModule(train_shards=str(shards / "train-*.tar"), val_shards=str(shards / "train-*.tar"),
+                         sample_size=16384, batch_size=3, num_workers=0)
+    batches = list(dm.val_dataloader())
+    assert sum(len(b["id"]) for b in batches) == len(LENGTHS)
+    b = batches[0]
+    assert set(b) == {"audio", "padding_mask", "seconds_start", "seconds_total", "caption", "id", "metadata"}
+    assert b["audio"].shape == (3, 2, 16384) and b["audio"].dtype == torch.float32
+    assert b["padding_mask"].shape == (3, 16384) and b["padding_mask"].dtype == torch.bool
+    assert b["seconds_start"].dtype == torch.float32 and b["seconds_total"].shape == (3,)
+    assert isinstance(b["caption"][0], str) and isinstance(b["metadata"][0], dict)
+    for batch in batches:
+        for audio, mask, meta, total in zip(batch["audio"], batch["padding_mask"], batch["metadata"],
+                                            batch["seconds_total"], strict=True):
+            real = min(meta["num_samples"], 16384)
+            assert int(mask.sum()) == real and bool(mask[:real].all())  # val: deterministic start 0
+            assert float(audio[:, real:].abs().sum()) == 0.0  # zero padding after the real audio
+            level = 0.05 * (int(meta["id"][1:]) + 1)
+            assert torch.allclose(audio[0, :real], torch.full((real,), level), atol=1e-4)
+            assert torch.allclose(audio[1, :real], torch.full((real,), -level), atol=1e-4)
+            assert total == np.ceil(meta["total_samples"] / SR)
+
+
+def test_train_crops_are_random_windows_with_timing(shards):
+    dm = AudioDataModule(train_shards=str(shards), sample_size=4096, batch_size=4, num_workers=0, shuffle_buffer=8)
+    starts = []
+    for batch in dm.train_dataloader():
+        for audio, mask, meta, s0 in zip(batch["audio"], batch["padding_mask"], batch["metadata"],
+                                         batch["seconds_start"], strict=True):
+            assert int(mask.sum()) == min(4096, meta["num_samples"])
+            assert s0 >= meta["seconds_start"]
+            starts.append(s0)
+    assert len(starts) == 12  # 12 chunks, batches of 4, drop_last
+
+
+def _ids(ds, rank, world, worker, workers, monkeypatch):
+    monkeypatch.setattr(stream, "get_worker_info", lambda: types.SimpleNamespace(id=worker, num_workers=workers))
+    ds.rank, ds.world_size = rank, world
+    return [k for batch in ds for k in batch["id"]]
+
+
+@pytest.mark.parametrize("split_mode", ["shard", "sample"])
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_two_ranks_two_workers_see_disjoint_samples_covering_the_set(shards, monkeypatch, split_mode, split):
+    dm = AudioDataModule(train_shards=str(shards), val_shards=str(shards), sample_size=1024, batch_size=1,
+                         num_workers=0, split_mode=split_mode)
+    n_shards = len(expand_shards(str(shards)))
+    assert n_shards >= 4
+    seen = []
+    for rank in range(2):
+        for worker in range(2):
+            ds = dm.stream(split, rank=rank, world_size=2)
+            seen.append(_ids(ds, rank, 2, worker, 2, monkeypatch))
+    flat = [k for ids in seen for k in ids]
+    assert len(flat) == len(set(flat)) == len(LENGTHS)  # disjoint, and together the whole set
+    assert all(seen)
+
+
+def test_val_order_is_deterministic_and_train_captions_are_fresh_each_epoch(shards):
+    dm = AudioDataModule(train_shards=str(shards), val_shards=str(shards), sample_size=1024, batch_size=2,
+                         num_workers=0)
+    loader = dm.val_dataloader()
+    first = [(k, c) for b in loader for k, c in zip(b["id"], b["caption"], strict=True)]
+    second = [(k, c) for b in loader for k, c in zip(b["id"], b["caption"], strict=True)]
+    assert first == second
+    train = dm.train_dataloader()
+    epochs = [dict(kc for b in train for kc in zip(b["id"], b["caption"], strict=True)) for _ in range(2)]
+    assert set(epochs[0]) == set(epochs[1])
+    assert sum(epochs[0][k] != epochs[1][k] for k in epochs[0]) >= len(epochs[0]) // 3
+    assert all("drone" in c.lower() for e in epochs for c in e.values())  # genre always kept
+
+
+def test_resampled_mode_has_a_fixed_epoch_length(shards, monkeypatch):
+    dm = AudioDataModule(train_shards=str(shards), sample_size=1024, batch_size=2, num_workers=0, resampled=True,
+                         epoch_length=7)
+    loader = dm.train_dataloader()
+    assert len(loader) == 7 and len(list(loader)) == 7
+    ds = dm.stream("train", rank=1, world_size=2)
+    counts = [len(_ids(ds, 1, 2, w, 2, monkeypatch)) for w in range(2)]
+    assert sum(counts) == 7 * 2  # 7 batches of 2 per rank, split over its workers
+
+
+def test_shard_specs_expand_braces_globs_folders_and_remote(shards):
+    names = sorted(p.name for p in shards.glob("train-*.tar"))
+    last = len(names) - 1
+    assert expand_shards(str(shards / f"train-{{000000..{last:06d}}}.tar")) == [str(shards / n) for n in names]
+    assert expand_shards(str(shards)) == expand_shards(str(shards / "train-*.tar"))
+    assert expand_shards("s3://bucket/a-{0..1}.tar") == ["pipe:aws s3 cp s3://bucket/a-0.tar -",
+                                                         "pipe:aws s3 cp s3://bucket/a-1.tar -"]
+    assert expand_shards("pipe:cat x.tar") == ["pipe:cat x.tar"]
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        expand_shards(str(shards / "nothing-here-*.tar"))
