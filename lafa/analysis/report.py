@@ -32,7 +32,7 @@ def analyze_maps(maps: list[torch.Tensor], settings: AnalysisSettings) -> dict:
     Returns alpha and intercept of the spectral fit, the averaged spectrum and its frequencies, LPI and
     its per-channel R^2, the channel-correlation matrix, and the counts the numbers rest on.
     """
-    maps = [m.detach().double().cpu() for m in maps]
+    maps = [m.detach().cpu() for m in maps]  # spectra in the maps' precision, LPI in float64
     freq, spectrum, num_windows = mean_spectrum(maps, settings.window, settings.hop)
     alpha, intercept = spectral_slope(freq, spectrum, settings.grid_points)
     samples = stack_samples(maps)

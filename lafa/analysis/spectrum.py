@@ -3,28 +3,18 @@
 The ring average is the one of pysteps' `rapsd` (pysteps.utils.spectral, Ruzanski & Chandrasekar 2011):
 power of the fftshift-ed 2-D DFT divided by the number of cells, integer rings round(sqrt(kt^2 + kc^2)) on
 the centred index grid, ring count ceil(l / 2) with l = max(T, C), and frequency f = r / l. (Appendix C
-writes r up to floor(l / 2); pysteps, the code the paper names, stops one ring earlier for even l, at the
-last ring that is full along the longer axis. lafa follows pysteps.) The ring average does not change when
+writes r up to floor(l / 2); pysteps, the code the paper names, stops one ring earlier for even l, leaving
+out the Nyquist ring that only the -l/2 side of the grid reaches. lafa follows pysteps.) The ring average does not change when
 the map is transposed, so (C, T) latents and (T, C) maps give the same spectrum.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 import numpy as np
 import torch
-
-
-def centred_indices(n: int) -> torch.Tensor:
-    """DFT indices in fftshift order: -floor(n/2) .. ceil(n/2) - 1 (DC at index floor(n/2))."""
-    return torch.arange(n) - n // 2
-
-
-def ring_index(h: int, w: int) -> torch.Tensor:
-    """(h, w) long: round(sqrt(kh^2 + kw^2)) of every cell of an fftshift-ed (h, w) spectrum."""
-    kh, kw = centred_indices(h)[:, None], centred_indices(w)[None, :]
-    return torch.sqrt((kh * kh + kw * kw).double()).round().long()  # no ties: sqrt(n) is never k + 1/2
 
 
 def num_rings(h: int, w: int) -> int:
@@ -37,23 +27,35 @@ def ring_frequencies(h: int, w: int) -> np.ndarray:
     return np.arange(num_rings(h, w)) / max(h, w)
 
 
-def power_spectrum(x: torch.Tensor) -> torch.Tensor:
-    """(..., h, w) real -> (..., h, w) fftshift-ed |DFT|^2 / (h * w), DC at (h // 2, w // 2)."""
-    spec = torch.fft.fftshift(torch.fft.fft2(x.double()), dim=(-2, -1))
-    return spec.abs().square() / (x.shape[-2] * x.shape[-1])
+@lru_cache(maxsize=32)
+def _half_grid(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ring index and multiplicity of each cell of an (h, w // 2 + 1) rfft2 spectrum.
+
+    A real map's power is symmetric, P(kh, kw) = P(-kh, -kw), and a cell and its mirror share the ring, so
+    the full-grid ring average is a weighted average over the half grid: weight 2 for the columns whose
+    mirror is another column (0 < kw < w / 2), 1 for kw = 0 and, for even w, kw = w / 2.
+    """
+    kh = torch.fft.fftfreq(h, 1.0 / h).round().long()[:, None]  # 0, 1, .., -h//2, .., -1 (DFT order)
+    kw = torch.arange(w // 2 + 1)[None, :]
+    rings = torch.sqrt((kh * kh + kw * kw).double()).round().long()  # no ties: sqrt(n) is never k + 1/2
+    weights = torch.where((kw == 0) | (2 * kw == w), 1.0, 2.0).double().expand(h, -1)
+    return rings, weights
 
 
 def rapsd(x: torch.Tensor) -> torch.Tensor:
-    """Radially averaged power spectral density of each 2-D map: (..., h, w) -> (..., num_rings), float64."""
+    """Radially averaged power spectral density of each 2-D map: (..., h, w) -> (..., num_rings), float64.
+
+    Equal to pysteps' ring average of the fftshift-ed |DFT|^2 / (h w) over the full grid; computed from the
+    half spectrum of rfft2 (in the input's precision: float64 maps are exact to rounding).
+    """
     h, w = x.shape[-2:]
-    rings = ring_index(h, w).flatten()
+    rings, weights = _half_grid(h, w)
     n = num_rings(h, w)
-    keep = rings < n
-    power = power_spectrum(x).flatten(-2)[..., keep]  # (..., cells in the kept rings)
-    rings = rings[keep]
-    sums = torch.zeros(*power.shape[:-1], n, dtype=power.dtype).index_add_(-1, rings, power)
-    counts = torch.bincount(rings, minlength=n).to(power.dtype)
-    return sums / counts
+    keep = (rings < n).flatten()
+    rings, weights = rings.flatten()[keep], weights.flatten()[keep]
+    power = torch.fft.rfft2(x).abs().square().flatten(-2)[..., keep].double() / (h * w)  # (..., kept cells)
+    sums = torch.zeros(*power.shape[:-1], n, dtype=torch.float64).index_add_(-1, rings, power * weights)
+    return sums / torch.bincount(rings, weights=weights, minlength=n)
 
 
 def windows(latent: torch.Tensor, window: int, hop: int | None = None) -> torch.Tensor:
@@ -72,20 +74,14 @@ def mean_spectrum(maps: Iterable[torch.Tensor], window: int, hop: int | None = N
     maps: (C, T_i) tensors (one per clip, real frames only); each contributes its full windows of `window`
     frames. All maps must have the same C, so every window has the same ring grid.
     """
-    total, count, channels = None, 0, None
-    for m in maps:
-        if channels is not None and m.shape[0] != channels:
-            raise ValueError(f"maps have different channel counts: {channels} and {m.shape[0]}")
-        channels = m.shape[0]
-        wins = windows(m, window, hop)
-        if len(wins) == 0:
-            continue
-        s = rapsd(wins).sum(0)
-        total = s if total is None else total + s
-        count += len(wins)
-    if count == 0:
+    wins = [windows(m, window, hop) for m in maps]
+    channels = {w.shape[1] for w in wins}
+    if len(channels) > 1:
+        raise ValueError(f"maps have different channel counts: {sorted(channels)}")
+    wins = torch.cat(wins) if wins else torch.zeros(0)
+    if len(wins) == 0:
         raise ValueError(f"no clip has a full window of {window} frames; lower the window or use longer clips")
-    return ring_frequencies(channels, window), (total / count).numpy(), count
+    return ring_frequencies(wins.shape[1], window), rapsd(wins).mean(0).numpy(), len(wins)
 
 
 def spectral_slope(freq: np.ndarray, spectrum: np.ndarray, num_points: int | None = None) -> tuple[float, float]:
