@@ -1,0 +1,210 @@
+"""Stage I+: train the LAFA bottleneck (paper Sec. 4, Fig. 4) on a frozen waveform VAE.
+
+The VAE comes from `vae_ckpt` (official Stable Audio Open weights or a `lafa fit` VAE checkpoint), is frozen
+(no gradients, eval mode, never in the optimiser) and encodes each batch under `torch.no_grad()`; only LAFA
+trains. Paper defaults (Sec. 5.1): lr 5e-5, rho = 1.0 (Fig. 5); 30 s stereo chunks, batch 64 and 600k steps
+live in configs/lafa.yaml. Table 5's switches are `span` and `causal`, Table 6's is `decoder` ("flow" | "vit").
+
+Validation/test report the masked training loss, the latent MSE of the unmasked round trip, and audio
+reconstruction (STFT and mel distance, SI-SDR) through the frozen VAE decoder at every step count in
+`eval_steps` (Tables 4 and 7), beside the plain VAE's reconstruction of the same audio. Each validation also
+measures the LAFA latent's normalisation statistics on its first `norm_batches` batches (see docs/lafa.md).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lafa.checkpoints import load_sao_vae
+from lafa.metrics.reconstruction import ReconstructionMetrics
+from lafa.models.autoencoder import LafaAutoencoder, VaeAutoencoder
+from lafa.models.flow_decoder import masked_mse
+from lafa.models.lafa import Lafa
+from lafa.models.oobleck import OobleckVAE
+from lafa.stages.loading import load_autoencoder
+
+
+def load_frozen_vae(path: str | Path, vae_args: dict | None = None) -> OobleckVAE:
+    """The VAE LAFA is trained on: a `lafa fit` VAE checkpoint or official SAO weights (`load_autoencoder`), or,
+    with `vae_args` (OobleckVAE arguments), a raw weights file of a VAE of another size."""
+    if vae_args:
+        return load_sao_vae(path, **vae_args)
+    autoencoder = load_autoencoder(path)
+    if not isinstance(autoencoder, VaeAutoencoder):
+        raise ValueError(f"{path} holds a {type(autoencoder).__name__}; LAFA trains on a plain VAE checkpoint")
+    return autoencoder.vae
+
+
+class LafaStage(LightningModule):
+    def __init__(
+        self,
+        vae_ckpt: str,
+        vae_args: dict | None = None,
+        # LAFA model (widths are lafa's choice: the paper gives none for LAFA)
+        lafa_channels: int = 64,
+        channel_group_size: int = 8,
+        causal: bool = True,
+        encoder_dim: int = 512,
+        encoder_depth: int = 8,
+        encoder_heads: int = 8,
+        decoder: str = "flow",
+        decoder_dim: int = 512,
+        decoder_depth: int = 8,
+        decoder_heads: int = 8,
+        mlp_ratio: float = 4.0,
+        # masking (Sec. 4.1, 5.4)
+        mask_site: str = "input",
+        span: bool = True,
+        mask_ratio: float = 1.0,
+        max_spans: int = 4,
+        mask_length: str = "uniform",
+        p_all: float = 0.1,
+        # latent normalisation
+        norm_mode: str = "scalar",
+        norm_batches: int = 16,
+        # optimisation (Sec. 5.1: lr 5e-5)
+        lr: float = 5e-5,
+        betas: Sequence[float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        warmup_steps: int = 1000,
+        # evaluation and logging
+        eval_steps: Sequence[int] = (1, 2, 10),
+        decode_steps: int = 2,
+        num_audio_examples: int = 2,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.vae = load_frozen_vae(vae_ckpt, vae_args).requires_grad_(False).eval()
+        self.lafa = Lafa(
+            latent_channels=self.vae.latent_dim, lafa_channels=lafa_channels, channel_group_size=channel_group_size,
+            causal=causal, encoder_dim=encoder_dim, encoder_depth=encoder_depth, encoder_heads=encoder_heads,
+            decoder=decoder, decoder_dim=decoder_dim, decoder_depth=decoder_depth, decoder_heads=decoder_heads,
+            mlp_ratio=mlp_ratio, mask_site=mask_site, mask_ratio=mask_ratio, max_spans=max_spans,
+            mask_length=mask_length, p_all=p_all, span=span, norm_mode=norm_mode,
+        )
+        self.metrics = ReconstructionMetrics(self.vae.sample_rate)
+
+    def train(self, mode: bool = True) -> LafaStage:
+        """Lightning switches the whole module to train mode; the frozen VAE stays in eval mode."""
+        super().train(mode)
+        self.vae.eval()
+        return self
+
+    def as_autoencoder(self) -> LafaAutoencoder:
+        if float(self.lafa.normalizer.count) == 0:
+            warnings.warn("LAFA latent statistics were never measured (no validation ran): the latent is not "
+                          "normalised", stacklevel=2)
+        return LafaAutoencoder(self.vae, self.lafa, default_steps=self.hparams.decode_steps)
+
+    # ---- shared ----------------------------------------------------------------------------------------------
+    def _latents(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Frozen-VAE latent Z (B, C, N) in float32 and its real-frame mask (B, N) (None without padding mask)."""
+        with torch.no_grad():
+            z = self.vae.encode_mean(batch["audio"]).float()
+        padding = batch.get("padding_mask")
+        if padding is None:
+            return z, None
+        # frame n covers samples [n r, (n + 1) r): real when its first sample is
+        return z, padding[:, :: self.vae.downsampling_ratio][:, : z.shape[-1]].bool()
+
+    def _generator(self, batch_idx: int) -> torch.Generator:
+        """Evaluation draws (masks, flow noise) reproducible per batch."""
+        return torch.Generator(device=self.device).manual_seed(self.hparams.seed + batch_idx)
+
+    def _decode_settings(self) -> list[int | None]:
+        return list(self.hparams.eval_steps) if self.hparams.decoder == "flow" else [None]
+
+    # ---- training --------------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        h = self.hparams
+        opt = torch.optim.AdamW(self.lafa.parameters(), lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
+        warmup = max(int(h.warmup_steps), 1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        z0, keep = self._latents(batch)
+        mask = self.lafa.masker(z0.shape[0], device=self.device)
+        loss = self.lafa.loss(z0, mask, keep)
+        self.log("train/loss", loss, prog_bar=True, batch_size=z0.shape[0])
+        return loss
+
+    # ---- evaluation ------------------------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self.lafa.normalizer.reset()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        """Store the LAFA latent statistics measured on this validation's first `norm_batches` batches."""
+        normalizer = self.lafa.normalizer
+        if self.trainer.sanity_checking:
+            normalizer.reset()
+            return
+        sums = normalizer.pending()
+        if sums is None:
+            sums = torch.zeros(3, self.hparams.lafa_channels, dtype=torch.float64, device=self.device)
+        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")  # every process's batches
+        if sums[0].sum() > 0:
+            normalizer.commit(sums)
+        normalizer.reset()
+
+    @torch.no_grad()
+    def _evaluate(self, batch: dict, batch_idx: int, prefix: str) -> None:
+        audio, padding = batch["audio"], batch.get("padding_mask")
+        z0, keep = self._latents(batch)
+        b = z0.shape[0]
+        gen = self._generator(batch_idx)
+        mask = self.lafa.masker(b, gen, self.device)
+        log = dict(batch_size=b, sync_dist=True)
+        self.log(f"{prefix}/loss", self.lafa.loss(z0, mask, keep, gen), prog_bar=True, **log)
+
+        y = self.lafa.encode(z0, keep)  # nothing masked
+        if prefix == "val" and batch_idx < self.hparams.norm_batches and not self.trainer.sanity_checking:
+            self.lafa.normalizer.accumulate(y, keep)
+        vae_audio = self.vae.decode(z0)[..., : audio.shape[-1]]
+        for name, value in self.metrics(vae_audio, audio, padding).items():
+            self.log(f"{prefix}/vae/{name}", value, **log)
+        decoded = {}
+        for steps in self._decode_settings():
+            tag = f"k{steps}" if steps is not None else "vit"
+            z_hat = self.lafa.decode(y, steps or 1, keep, gen).float()
+            self.log(f"{prefix}/{tag}/latent_mse", masked_mse(z_hat, z0, keep), **log)
+            audio_hat = self.vae.decode(z_hat)[..., : audio.shape[-1]]
+            for name, value in self.metrics(audio_hat, audio, padding).items():
+                self.log(f"{prefix}/{tag}/{name}", value, **log)
+            decoded[tag] = (z_hat, audio_hat)
+        if batch_idx == 0 and self.global_rank == 0:
+            self._log_media(prefix, audio, vae_audio, z0, y, decoded)
+
+    def _log_media(self, prefix: str, audio, vae_audio, z0, y, decoded: dict) -> None:
+        """TensorBoard: input / VAE / LAFA audio (mono mix) and (channel x frame) images of Z, Y and Z0_hat."""
+        if not isinstance(self.logger, TensorBoardLogger):
+            return
+        tb, step, sr = self.logger.experiment, self.global_step, self.vae.sample_rate
+
+        def image(x: torch.Tensor) -> torch.Tensor:  # (C, N) -> (C, N) in [0, 1], low channels at the bottom
+            x = x.float().flip(0)
+            return (x - x.min()) / (x.max() - x.min()).clamp_min(1e-8)
+
+        for i in range(min(self.hparams.num_audio_examples, audio.shape[0])):
+            clips = {"input": audio[i], "vae": vae_audio[i]}
+            clips.update({tag: a[i] for tag, (_, a) in decoded.items()})
+            for name, clip in clips.items():
+                mono = clip.float().mean(dim=0, keepdim=True).clamp(-1, 1).cpu()
+                tb.add_audio(f"{prefix}/audio_{i}/{name}", mono, step, sample_rate=sr)
+            tb.add_image(f"{prefix}/latent_{i}/vae_z", image(z0[i]), step, dataformats="HW")
+            tb.add_image(f"{prefix}/latent_{i}/lafa_y", image(y[i]), step, dataformats="HW")
+            for tag, (z_hat, _) in decoded.items():
+                tb.add_image(f"{prefix}/latent_{i}/z_hat_{tag}", image(z_hat[i]), step, dataformats="HW")

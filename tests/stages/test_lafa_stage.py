@@ -1,0 +1,137 @@
+"""LafaStage: a frozen VAE that never changes, a loss that falls, evaluation at 1/2/10 decoder steps with the
+latent statistics measured on data, and `lafa fit` / `lafa test` from the stored config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+from lafa_fixtures import TINY_VAE, ToneData, write_tiny_vae
+
+from lafa.models.autoencoder import Autoencoder, LafaAutoencoder
+from lafa.stages.lafa import LafaStage
+from lafa.stages.loading import load_autoencoder, load_stage
+
+TINY = dict(
+    lafa_channels=8, channel_group_size=2, encoder_dim=32, encoder_depth=2, encoder_heads=4, decoder_dim=32,
+    decoder_depth=2, decoder_heads=4, lr=2e-3, warmup_steps=1, norm_batches=2, eval_steps=[1, 2, 10],
+)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _trainer(root: Path, **kwargs) -> L.Trainer:
+    defaults = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                    enable_model_summary=False, default_root_dir=str(root), num_sanity_val_steps=0)
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def vae_file(tmp_path_factory) -> Path:
+    return write_tiny_vae(tmp_path_factory.mktemp("vae") / "vae.safetensors")
+
+
+def _fixed_loss(stage: LafaStage, batch: dict, draws: int = 8) -> float:
+    """The training objective on one batch, averaged over fixed masks/t/noise draws."""
+    stage.eval()
+    z0, keep = stage._latents(batch)
+    total = 0.0
+    with torch.no_grad():
+        for i in range(draws):
+            gen = torch.Generator().manual_seed(100 + i)
+            total += float(stage.lafa.loss(z0, stage.lafa.masker(z0.shape[0], gen), keep, gen))
+    return total / draws
+
+
+def test_training_lowers_the_loss_and_leaves_the_vae_alone(vae_file: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    stage = LafaStage(str(vae_file), vae_args=TINY_VAE, **TINY)
+    vae_before = {k: v.clone() for k, v in stage.vae.state_dict().items()}
+    data = ToneData()
+    batch = next(iter(data.train_dataloader()))
+    before = _fixed_loss(stage, batch)
+    _trainer(tmp_path, max_steps=60, limit_val_batches=0).fit(stage, datamodule=data)
+    assert not stage.vae.training  # Lightning's train() does not reach the frozen VAE
+    assert all(p.grad is None and not p.requires_grad for p in stage.vae.parameters())
+    assert all(torch.equal(v, vae_before[k]) for k, v in stage.vae.state_dict().items())  # bit-identical
+    optimised = {id(p) for group in stage.optimizers().optimizer.param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in stage.lafa.parameters()}
+    after = _fixed_loss(stage, batch)
+    assert after < 0.7 * before, (before, after)
+
+
+def test_validation_measures_statistics_and_reports_every_step_count(vae_file: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    stage = LafaStage(str(vae_file), vae_args=TINY_VAE, **TINY)
+    data = ToneData()
+    metrics = _trainer(tmp_path).validate(stage, datamodule=data)[0]
+    for steps in (1, 2, 10):
+        for name in ("latent_mse", "stft_distance", "mel_distance", "si_sdr"):
+            assert f"val/k{steps}/{name}" in metrics
+    assert {"val/loss", "val/vae/mel_distance"} <= set(metrics)
+    # the stored statistics are those of the unmasked LAFA latent on the first norm_batches batches
+    stage.eval()
+    ys = []
+    with torch.no_grad():
+        for batch in list(data.val_dataloader())[:2]:
+            z, keep = stage._latents(batch)
+            ys.append(stage.lafa.encode(z, keep).transpose(1, 2)[keep])  # (real frames, C)
+    values = torch.cat(ys).double()
+    norm = stage.lafa.normalizer
+    assert norm.count.item() == values.numel()
+    assert torch.allclose(norm.mean, values.mean().float().expand(8, 1), atol=1e-5)
+    assert torch.allclose(norm.std, values.std(unbiased=False).float().expand(8, 1), atol=1e-5)
+    autoencoder = stage.as_autoencoder()
+    assert isinstance(autoencoder, LafaAutoencoder) and isinstance(autoencoder, Autoencoder)
+    audio = next(iter(data.val_dataloader()))["audio"]
+    with torch.no_grad():
+        y = autoencoder.encode(audio)
+        assert y.shape == (4, 8, 16)
+        assert abs(float(y.mean())) < 0.5  # normalised (the statistics came from the same kind of audio)
+        assert autoencoder.decode(y, steps=2).shape == audio.shape
+
+
+@pytest.mark.parametrize("switches", [dict(decoder="vit"), dict(mask_site="latent", span=False, causal=False)])
+def test_ablation_switches_train_and_evaluate(vae_file: Path, tmp_path: Path, switches: dict) -> None:
+    """Table 6's ViT-MSE decoder and the Proposition-1 / Table-5 switches run end to end."""
+    torch.manual_seed(0)
+    stage = LafaStage(str(vae_file), vae_args=TINY_VAE, **{**TINY, **switches})
+    trainer = _trainer(tmp_path, max_steps=2, limit_val_batches=1)
+    trainer.fit(stage, datamodule=ToneData(n=8))  # one epoch of 2 steps, then validation
+    keys = set(trainer.callback_metrics)
+    assert ("val/vit/mel_distance" in keys) == (switches.get("decoder") == "vit")
+    assert ("val/k2/mel_distance" in keys) == (switches.get("decoder") != "vit")
+
+
+@pytest.mark.slow
+def test_lafa_fit_and_test_from_the_checkpoint(vae_file: Path, tmp_path: Path) -> None:
+    """`lafa fit --config` writes a checkpoint that `lafa test --ckpt_path` and `load_autoencoder` rebuild."""
+    config = {
+        "model": {"class_path": "lafa.stages.lafa.LafaStage",
+                  "init_args": {"vae_ckpt": str(vae_file), "vae_args": TINY_VAE, **TINY}},
+        "data": {"class_path": "lafa_fixtures.ToneData", "init_args": {"n": 8}},
+        "trainer": {"max_steps": 4, "val_check_interval": 2, "accelerator": "cpu", "logger": False,
+                    "enable_progress_bar": False, "num_sanity_val_steps": 0,
+                    "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                   "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True}}]},
+    }
+    (tmp_path / "fit.yaml").write_text(yaml.safe_dump(config))
+    env = {"PYTHONPATH": f"{REPO}:{REPO / 'tests' / 'stages'}", "PATH": "/usr/bin:/bin"}
+
+    def lafa(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lafa", *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True)
+
+    fit = lafa("fit", "--config", str(tmp_path / "fit.yaml"))
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    ckpt = tmp_path / "ckpt" / "last.ckpt"
+    test = lafa("test", "--ckpt_path", str(ckpt))
+    assert test.returncode == 0, test.stderr[-3000:]
+    assert "test/k2/mel_distance" in test.stdout
+    stage = load_stage(ckpt)
+    assert stage.lafa.normalizer.count.item() > 0  # measured at the last validation, stored in the checkpoint
+    assert isinstance(load_autoencoder(ckpt), LafaAutoencoder)
