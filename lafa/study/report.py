@@ -129,39 +129,41 @@ def build_report(study: Study, latents: dict[str, dict[str, Any]] | None = None)
 
 
 def analyze_latents(study: Study, log: Callable[[str], Any] = print) -> dict[str, dict[str, Any]]:
-    """alpha and LPI of the latent space each compared run models, from `lafa analyze` (Sec. 3), keyed by run.
+    """alpha and LPI (Sec. 3) of the latent space each compared run models, keyed by run.
 
-    Each latent space is analysed once into `<out_dir>/analysis/<latent>/` and reused from there on later
-    reports; a latent whose producing run is not finished is left out. Nothing runs when the study has no
-    `analysis` section."""
+    One `lafa analyze` call over every latent space whose autoencoder is ready (reused or finished), on the
+    same clips, into `<out_dir>/analysis/` (report.json with mel beside them, and the figures); a later report
+    reuses it unless a latent space was added since. Nothing runs when the study has no `analysis` section."""
     if not study.analysis:
         return {}
-    results: dict[str, dict[str, Any]] = {}
+    latents: dict[str, str] = {}  # latent label -> autoencoder checkpoint
     for run in study.compared:
         if run.latent is None:
             continue
         in_study = run.latent in study.runs
+        label = run.latent if in_study else Path(run.latent).stem
         ckpt = study.final_checkpoint(run.latent) if in_study else run.latent
-        name = run.latent if in_study else Path(run.latent).stem
-        out = Path(study.out_dir) / "analysis" / name
-        found = sorted(out.glob("*.json"))
-        if not found:
-            if not Path(ckpt).is_file() or (in_study and not study.runs[run.latent].ckpt
-                                            and not (study.run_dir(run.latent) / DONE).exists()):
-                log(f"[study {study.name}] latent '{name}' not ready ({ckpt}); no alpha/LPI for {run.name}")
-                continue
-            command = [*lafa_command(study), "analyze", "--ckpt_path", str(ckpt), "--out", str(out),
-                       *[str(a) for a in study.analysis.get("args", [])]]
-            log("  " + shlex.join(command))
-            subprocess.run(command, check=True)
-            found = sorted(out.glob("*.json"))
-        if not found:
-            raise RuntimeError(f"`lafa analyze` wrote no JSON report into {out}")
-        summary = json.loads(found[0].read_text())["summary"]
-        label = next((k for k in summary if k != "mel"), None)
-        results[run.name] = {"latent": name, "checkpoint": str(ckpt), "alpha": summary[label]["alpha"],
-                             "lpi": summary[label]["lpi"], "analysis": str(found[0]),
-                             "mel": summary.get("mel")}
+        done = not in_study or study.runs[run.latent].ckpt or (study.run_dir(run.latent) / DONE).exists()
+        if done and Path(ckpt).is_file():
+            latents[label] = ckpt
+        else:
+            log(f"[study {study.name}] latent '{label}' not ready ({ckpt}): no alpha/LPI for {run.name}")
+    if not latents:
+        return {}
+    out = Path(study.out_dir) / "analysis"
+    path = out / "report.json"
+    if not path.is_file() or not set(latents) <= set(json.loads(path.read_text())["summary"]):
+        command = [*lafa_command(study), "analyze", "--ckpt_path", *latents.values(), "--label", *latents,
+                   "--out", str(out), *[str(a) for a in study.analysis.get("args", [])]]
+        log("  " + shlex.join(command))
+        subprocess.run(command, check=True)
+    summary = json.loads(path.read_text())["summary"]
+    results = {}
+    for run in study.compared:
+        label = None if run.latent is None else run.latent if run.latent in study.runs else Path(run.latent).stem
+        if label in summary:
+            results[run.name] = {"latent": label, "checkpoint": latents.get(label), "alpha": summary[label]["alpha"],
+                                 "lpi": summary[label]["lpi"], "mel": summary.get("mel"), "analysis": str(path)}
     return results
 
 
@@ -179,6 +181,13 @@ def markdown_table(report: dict[str, Any]) -> str:
         cells = ["-" if s[k] is None else _format(s[k], 4 if k == "final" else 2 if k == "speedup" else 0)
                  for k in ("final", "steps_to_target", "speedup")]
         lines.append(f"| {run['label']} | {alpha} | {lpi} | " + " | ".join(cells) + " |")
+    mel = next((r["latent"]["mel"] for r in report["runs"].values() if (r["latent"] or {}).get("mel")), None)
+    if mel:
+        lines += ["", f"Log-mel of the same clips: alpha {mel['alpha']:.2f}, LPI {mel['lpi']:.3f} (`lafa analyze`)."]
+    silent = [m for m in report["metrics"]
+              if not any(seed["curves"][m] for run in report["runs"].values() for seed in run["seeds"].values())]
+    if silent:
+        lines += ["", "Not logged by these runs: " + ", ".join(f"`{m}`" for m in silent) + "."]
     return "\n".join(lines) + "\n"
 
 

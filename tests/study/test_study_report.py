@@ -2,6 +2,7 @@
 
 import json
 import math
+import sys
 
 import pytest
 from torch.utils.tensorboard import SummaryWriter
@@ -113,3 +114,43 @@ def test_factor_plot_when_runs_carry_levels(tmp_path):
     assert report["runs"]["r0.3"]["summary"]["val/fd_mel"]["speedup"] == NOT_REACHED
     paths = write_report(report, tmp_path / "report")
     assert paths["factor"].stat().st_size > 5_000
+
+
+def test_alpha_and_lpi_come_from_one_lafa_analyze_call(tmp_path):
+    """The report asks `lafa analyze` once for every ready latent space (labels = the runs that made them)."""
+    analyze = tmp_path / "fake_lafa.py"
+    analyze.write_text(
+        "import json, sys, pathlib\n"
+        "a = sys.argv[1:]\n"
+        "assert a[0] == 'analyze'\n"
+        "ckpts = a[a.index('--ckpt_path') + 1:a.index('--label')]\n"
+        "labels = a[a.index('--label') + 1:a.index('--out')]\n"
+        "out = pathlib.Path(a[a.index('--out') + 1])\n"
+        "out.mkdir(parents=True, exist_ok=True)\n"
+        "summary = {l: {'alpha': float(len(l)), 'lpi': len(c) / 1000} for l, c in zip(labels, ckpts)}\n"
+        "summary['mel'] = {'alpha': 2.5, 'lpi': 0.9}\n"
+        "(out / 'report.json').write_text(json.dumps({'summary': summary, 'args': a}))\n")
+    vae = tmp_path / "sao_vae.ckpt"
+    vae.write_bytes(b"weights")
+    study = parse_study({
+        "name": "c", "factor": "latent space", "factor_keys": ["model.init_args.autoencoder_ckpt"],
+        "out_dir": str(tmp_path / "out"), "baseline": "dit_vae", "metrics": {"val/loss": "min"},
+        "lafa": [sys.executable, str(analyze)], "analysis": {"args": ["--num_clips", 3]},
+        "stages": {"ae": ["unused.yaml"], "dit": ["unused.yaml"]},
+        "runs": {"vae": {"stage": "ae", "ckpt": str(vae)}, "lafa": {"stage": "ae"},
+                 "dit_vae": {"stage": "dit", "compare": True, "latent": "vae"},
+                 "dit_lafa": {"stage": "dit", "compare": True, "latent": "lafa"}},
+    })
+    from lafa.study.report import analyze_latents
+
+    assert set(analyze_latents(study, log=lambda _: None)) == {"dit_vae"}  # lafa is not trained yet
+    lafa_dir = tmp_path / "out" / "lafa"
+    (lafa_dir / "checkpoints").mkdir(parents=True)
+    (lafa_dir / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (lafa_dir / "DONE").write_text("{}")
+    results = analyze_latents(study, log=lambda _: None)  # lafa is new: analysed again, with vae, on one call
+    assert results["dit_vae"]["alpha"] == 3.0 and results["dit_lafa"]["alpha"] == 4.0
+    assert results["dit_lafa"]["lpi"] == len(str(lafa_dir / "checkpoints" / "last.ckpt")) / 1000
+    assert results["dit_vae"]["mel"] == {"alpha": 2.5, "lpi": 0.9}
+    args = json.loads((tmp_path / "out" / "analysis" / "report.json").read_text())["args"]
+    assert args[-2:] == ["--num_clips", "3"]
