@@ -49,7 +49,8 @@ def instances(study: Study) -> list[Instance]:
 
 
 def fit_config(study: Study, inst: Instance) -> dict[str, Any]:
-    """The run's merged config plus where it writes: TensorBoard in tb/, step checkpoints in checkpoints/."""
+    """The run's merged config plus where it writes: TensorBoard in tb/, last.ckpt in checkpoints/ every
+    `checkpoint_every` steps and at the end (any ModelCheckpoint or logger of the stage config is replaced)."""
     config = run_config(study, inst.run, inst.seed)
     trainer = config.setdefault("trainer", {})
     trainer["default_root_dir"] = str(inst.dir)
@@ -63,7 +64,11 @@ def fit_config(study: Study, inst: Instance) -> dict[str, Any]:
         "init_args": {"dirpath": str(inst.dir / "checkpoints"), "save_last": True, "save_top_k": 0,
                       "every_n_train_steps": study.checkpoint_every, "enable_version_counter": False},
     }
-    trainer["callbacks"] = [*(trainer.get("callbacks") or []), checkpoint]
+    # the stage's own ModelCheckpoints would write into a folder shared by every run (and `--ckpt_path last`
+    # would resume from another run's checkpoint): the run's checkpoint callback replaces them
+    kept = [c for c in trainer.get("callbacks") or []
+            if not (isinstance(c, dict) and str(c.get("class_path", "")).endswith("ModelCheckpoint"))]
+    trainer["callbacks"] = [*kept, checkpoint]
     return config
 
 

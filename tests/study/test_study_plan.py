@@ -23,7 +23,10 @@ def _write(path: Path, data) -> str:
 @pytest.fixture
 def study_files(tmp_path):
     stage = lambda cls, **args: {"seed_everything": 1, "model": {"class_path": cls, "init_args": args},  # noqa: E731
-                                 "trainer": {"max_steps": 100, "val_check_interval": 10}}
+                                 "trainer": {"max_steps": 100, "val_check_interval": 10, "callbacks": [
+                                     {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor"},
+                                     {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                      "init_args": {"dirpath": "runs/shared/checkpoints", "save_last": True}}]}}
     vae = _write(tmp_path / "vae.yaml", stage("x.Vae", latent_dim=64))
     lafa = _write(tmp_path / "lafa.yaml", stage("x.Lafa", vae_ckpt=None, mask_ratio=1.0))
     dit = _write(tmp_path / "dit.yaml", stage("x.Dit", autoencoder_ckpt=None, width=32))
@@ -62,7 +65,9 @@ def test_plan_lists_every_run_in_dependency_order(study_files, capsys):
     assert dit["seed_everything"] == 1 and dit["trainer"]["max_steps"] == 50  # study `set` beats the overlay
     assert dit["trainer"]["logger"]["init_args"] == {"save_dir": str(out / "dit_lafa-seed1"), "name": "",
                                                      "version": "tb"}
-    ckpt = dit["trainer"]["callbacks"][-1]
+    # the stage's shared checkpoint folder is gone: every run resumes only from its own checkpoints
+    lr_monitor, ckpt = dit["trainer"]["callbacks"]
+    assert lr_monitor == {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor"}
     assert ckpt["class_path"] == "lightning.pytorch.callbacks.ModelCheckpoint"
     assert ckpt["init_args"]["dirpath"] == str(out / "dit_lafa-seed1" / "checkpoints")
     assert ckpt["init_args"]["save_last"] is True
