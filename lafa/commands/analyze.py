@@ -8,11 +8,9 @@ the log-mel spectrogram of the same clips (Sec. 3, Appendices C and G), as one J
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 
-import soundfile as sf
 import torch
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
@@ -22,9 +20,7 @@ from lafa.analysis.ablation import channel_ablation
 from lafa.analysis.figures import ablation_figure, correlation_figure, psd_figure, save_figure
 from lafa.analysis.mel import LogMel
 from lafa.analysis.report import AnalysisSettings, analyze_maps, build_report, write_report
-from lafa.audio import resample, to_channels
 
-AUDIO_KEYS = ("flac", "wav", "mp3", "ogg")
 STAGE_CONFIG_KEYS = ("model", "data", "trainer")
 PAIRED_FLAGS = ("--ckpt_path", "--label")
 
@@ -39,7 +35,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--label", type=str, nargs="+", default=None, help="one name per --ckpt_path (default: from the path)")
     p.add_argument("--data", type=str | None, default=None, help="audio shards: path, brace pattern or pipe: URL")
     p.add_argument("--num_clips", type=int, default=200, help="clips analysed (Sec. 3: 200)")
-    p.add_argument("--seconds", type=float | None, default=30.0, help="clip length from each sample's start (None: whole)")
+    p.add_argument("--seconds", type=float, default=30.0, help="clip length from each sample's start (Sec. 5: 30 s)")
     p.add_argument("--out", type=str, required=True, help="folder for report.json and the figures")
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -96,15 +92,13 @@ def _is_stage_config(path: str) -> bool:
     return isinstance(config, dict) and any(k in config for k in STAGE_CONFIG_KEYS)
 
 
-def shards_from_stage_config(path: str) -> str:
-    """The validation shards a stage config names (its data.init_args), for --data's default."""
+def shards_from_stage_config(path: str) -> str | list[str]:
+    """The shards a stage config's AudioDataModule reads (data.init_args: val, else test, else train)."""
     config = yaml.safe_load(Path(path).read_text()) or {}
-    args = ((config.get("data") or {}).get("init_args") or {})
-    for key in ("val_shards", "val", "val_urls", "test_shards", "test", "train_shards", "train"):
-        if isinstance(args.get(key), str):
+    args = (config.get("data") or {}).get("init_args") or {}
+    for key in ("val_shards", "test_shards", "train_shards"):
+        if args.get(key):
             return args[key]
-        if isinstance(args.get(key), list) and args[key]:
-            return " ".join(args[key]) if len(args[key]) > 1 else args[key][0]
     raise SystemExit(f"lafa analyze: {path} names no shards under data.init_args; pass --data")
 
 
@@ -114,22 +108,22 @@ def default_label(ckpt_path: str) -> str:
     return path.parent.parent.name if path.parent.name == "checkpoints" else path.stem
 
 
-def read_clips(data: str, num_clips: int, sample_rate: int, channels: int, max_samples: int | None,
+def read_clips(data: str | list[str], num_clips: int, sample_rate: int, channels: int, seconds: float,
                ) -> list[tuple[str, torch.Tensor]]:
-    """The first num_clips samples of the shards (deterministic order): (key, (channels, S) audio) each."""
-    import webdataset as wds
+    """The first num_clips samples of the shards in order, each from its start, at most `seconds` long:
+    (key, (channels, S_i) real audio) each. Decoding is lafa.data's validation path (no random crop)."""
+    from webdataset.tariterators import tarfile_samples
 
+    from lafa.data.datamodule import AudioDecoder
+    from lafa.data.stream import expand_shards
+
+    decoder = AudioDecoder(round(seconds * sample_rate), sample_rate, channels, seed=0, fresh_captions=False)
     clips = []
-    dataset = wds.WebDataset(data.split() if " " in data else data, shardshuffle=False, empty_check=False)
     with tqdm(total=num_clips, desc="reading clips", unit="clip") as bar:
-        for sample in dataset:
-            key = next((k for k in AUDIO_KEYS if k in sample), None)
-            if key is None:
-                raise ValueError(f"shard sample {sample.get('__key__')} in {sample.get('__url__')} has no audio "
-                                 f"({', '.join(AUDIO_KEYS)}); keys: {sorted(sample)}")
-            data_np, sr = sf.read(io.BytesIO(sample[key]), dtype="float32", always_2d=True)
-            audio = resample(to_channels(torch.from_numpy(data_np.T.copy()), channels), sr, sample_rate)
-            clips.append((sample["__key__"], audio[:, :max_samples] if max_samples else audio))
+        for sample in tarfile_samples({"url": u} for u in expand_shards(data)):
+            example = decoder(sample, None, 0)
+            real = int(example["padding_mask"].sum())
+            clips.append((example["id"], example["audio"][:, :real]))
             bar.update()
             if len(clips) == num_clips:
                 break
@@ -190,8 +184,7 @@ def main(argv: list[str]) -> int:
     if len(rates) != 1:
         raise SystemExit(f"lafa analyze: autoencoders disagree on the sample rate: {sorted(rates)}")
     sample_rate = first.sample_rate
-    max_samples = round(args.seconds * sample_rate) if args.seconds else None
-    clips = read_clips(data, args.num_clips, sample_rate, first.io_channels, max_samples)
+    clips = read_clips(data, args.num_clips, sample_rate, first.io_channels, args.seconds)
     audio = [c for _, c in clips]
 
     mel_settings = args.mel.as_dict()

@@ -48,9 +48,12 @@ def analyzed(tmp_path_factory):
     write_shard(tmp / "val-000001.tar", 3, 2.0, seed=1)
     write_checkpoint(tmp / "plain.ckpt", seed=1)
     write_checkpoint(tmp / "local.ckpt", seed=2, duplicate_pairs=True)
+    stage_config = tmp / "stage.yaml"  # a stage config: --data defaults to its val shards
+    stage_config.write_text(yaml.safe_dump({"data": {"class_path": "lafa.data.AudioDataModule", "init_args": {
+        "val_shards": str(tmp / "val-{000000..000001}.tar")}}}))
     argv = ["--ckpt_path", str(tmp / "plain.ckpt"), "--label", "plain",
             "--ckpt_path", str(tmp / "local.ckpt"), "--label", "local",
-            "--data", str(tmp / "val-{000000..000001}.tar"), "--num_clips", "5", "--seconds", "1.5",
+            "--config", str(stage_config), "--num_clips", "5", "--seconds", "1.5",
             "--out", str(tmp / "out"), "--analysis.window", "16", "--analysis.hop", "8",
             "--mel.n_fft", "128", "--mel.hop_length", "16", "--mel.n_mels", "16", "--ablation_clips", "1",
             "--ablation_seconds", "0.5", "--device", "cpu"]
@@ -63,6 +66,7 @@ def test_report_has_every_representation_and_settings(analyzed):
     assert set(report["summary"]) == {"mel", "plain", "local"}
     assert report["settings"]["num_clips"] == 5 and report["settings"]["window"] == 16
     assert report["settings"]["mel"]["n_mels"] == 16
+    assert report["settings"]["data"].endswith("val-{000000..000001}.tar")
     rep = report["representations"]["plain"]
     assert rep["channels"] == 8 and rep["clips"] == 5
     # clips of 2.0, 1.625, 1.25, 2.0, 1.625 s cropped to 1.5 s -> frames of 16 samples at 8 kHz
