@@ -1,0 +1,160 @@
+"""CLAP score as Stability's stable-audio-metrics computes it, with transformers' ClapModel from a local directory.
+
+Per clip: mono, 48 kHz, peak -1 dBFS, int16 round trip (clip, x 32767, truncate, / 32767), then the directory's
+CLAP feature extractor (fusion + repeat-padding for the LAION fused checkpoints). transformers marks a random
+clip as "longer" when none is; the reference (laion_clap) does not, so is_longer is set from the clip itself,
+and the random fusion crops of clips longer than 10 s are seeded per clip id. Text: RoBERTa tokens padded and
+truncated to 77 as laion_clap does. Score: mean cosine between each clip's audio embedding and its prompt's
+text embedding.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lafa.audio import peak_normalize, resample, to_channels
+
+CLAP_SAMPLE_RATE = 48000
+TEXT_MAX_TOKENS = 77  # laion_clap's tokenizer settings
+TEXT_BATCH = 64
+
+
+def int16_round_trip(x: np.ndarray) -> np.ndarray:
+    """laion_clap's float32_to_int16 then int16_to_float32."""
+    return (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16).astype(np.float32) / 32767.0
+
+
+def clap_waveform(audio: torch.Tensor, sample_rate: int) -> np.ndarray:
+    """(channels, S) at any rate -> (S',) float32 at 48 kHz as the reference feeds CLAP."""
+    mono = resample(
+        to_channels(audio.float(), 1), sample_rate, CLAP_SAMPLE_RATE
+    )  # librosa: mono, then resample
+    return int16_round_trip(peak_normalize(mono)[0].numpy())
+
+
+def clip_seed(seed: int, clip_id: str) -> int:
+    """The fusion-crop seed of one clip: fixed by the run seed and the id, independent of the clip order."""
+    return zlib.crc32(f"{seed}:{clip_id}".encode())
+
+
+class ClapScorer:
+    """Audio and text embeddings of a local Hugging Face CLAP directory (model + processor)."""
+
+    def __init__(self, model_dir: str | Path, device: str | torch.device = "cpu"):
+        from transformers import ClapModel, ClapProcessor
+
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").is_file():
+            raise FileNotFoundError(f"{model_dir} is not a Hugging Face CLAP directory (no config.json)")
+        self.model = ClapModel.from_pretrained(model_dir).eval().to(device)
+        self.processor = ClapProcessor.from_pretrained(model_dir)
+        self.device = torch.device(device)
+
+    @torch.no_grad()
+    def text_embeddings(self, texts: list[str]) -> torch.Tensor:
+        """(N, projection_dim) unit-norm text embeddings."""
+        out = []
+        for i in range(0, len(texts), TEXT_BATCH):
+            tokens = self.processor.tokenizer(
+                texts[i : i + TEXT_BATCH],
+                padding="max_length",
+                truncation=True,
+                max_length=TEXT_MAX_TOKENS,
+                return_tensors="pt",
+            ).to(self.device)
+            out.append(self.model.get_text_features(**tokens).pooler_output.float().cpu())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def audio_embedding(self, waveform: np.ndarray, seed: int) -> torch.Tensor:
+        """(projection_dim,) unit-norm embedding of one 48 kHz waveform; `seed` fixes the fusion crops."""
+        extractor = self.processor.feature_extractor
+        state = np.random.get_state()  # the extractor draws its crops from numpy's global generator
+        try:
+            np.random.seed(seed)
+            features = extractor(waveform, sampling_rate=CLAP_SAMPLE_RATE, return_tensors="pt")
+        finally:
+            np.random.set_state(state)
+        # longer = fused crops taken: more than max_length samples and more frames than one chunk (laion_clap)
+        chunk_frames = extractor.nb_max_samples // extractor.hop_length + 1
+        longer = (
+            len(waveform) > extractor.nb_max_samples
+            and len(waveform) // extractor.hop_length + 1 != chunk_frames
+        )
+        is_longer = torch.tensor([[longer]])
+        emb = self.model.get_audio_features(
+            input_features=features["input_features"].to(self.device), is_longer=is_longer.to(self.device)
+        ).pooler_output
+        return emb[0].float().cpu()
+
+
+def clap_score(
+    scorer: ClapScorer, clips: dict[str, tuple[torch.Tensor, int]], prompts: dict[str, str], seed: int = 0
+) -> dict:
+    """Mean cosine between each clip (id -> (audio, sample rate)) and its prompt, over ids with both."""
+    ids = sorted(set(clips) & set(prompts))
+    if not ids:
+        raise ValueError("no generated clip has a prompt (ids are the file stems / prompts.json keys)")
+    text = scorer.text_embeddings([prompts[i] for i in ids])
+    cosines = []
+    for i, t in zip(ids, text, strict=True):
+        audio = scorer.audio_embedding(clap_waveform(*clips[i]), clip_seed(seed, i))
+        cosines.append(float(torch.nn.functional.cosine_similarity(audio, t, dim=0, eps=1e-8)))
+    return {
+        "value": float(np.mean(cosines)),
+        "scored_ids": len(ids),
+        "clips_without_prompt": len(set(clips) - set(prompts)),
+    }
+
+
+def _byte_level_vocab() -> dict[str, int]:
+    """RoBERTa's special tokens and the 256 byte symbols of byte-level BPE (no merges)."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    extra = [b for b in range(256) if b not in printable]
+    symbols = [chr(c) for c in printable] + [chr(256 + k) for k in range(len(extra))]
+    return {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>", *symbols, "<mask>"])}
+
+
+def write_random_clap(directory: str | Path, seed: int = 0) -> Path:
+    """A small random-weight CLAP (HTSAT with fusion + RoBERTa, byte-level tokenizer) as a local HF directory.
+
+    For tests and the offline demo only: its scores are not comparable to any published CLAP score.
+    """
+    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizer
+
+    directory = Path(directory)
+    vocab = _byte_level_vocab()
+    config = ClapConfig(
+        text_config=dict(
+            vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+            intermediate_size=64, max_position_embeddings=TEXT_MAX_TOKENS + 3, pad_token_id=1,
+            bos_token_id=0, eos_token_id=2,
+        ),
+        audio_config=dict(
+            patch_embeds_hidden_size=8, depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 1],
+            hidden_size=64, enable_fusion=True, projection_hidden_size=32,
+        ),
+        projection_dim=16,
+    )  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ClapModel(config).eval()
+    tokenizer = RobertaTokenizer(vocab=vocab, merges=[])
+    extractor = ClapFeatureExtractor(
+        frequency_min=50, frequency_max=14000
+    )  # laion/clap-htsat-fused's settings
+    model.save_pretrained(directory)
+    ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(directory)
+    (directory / "lafa_random_weights.json").write_text(
+        json.dumps({"seed": seed, "comparable_to_paper": False})
+    )
+    return directory
