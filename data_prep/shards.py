@@ -8,7 +8,6 @@ skipped on a re-run when its final file and its state record (same plan fingerpr
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tarfile
@@ -24,6 +23,7 @@ from tqdm import tqdm
 from data_prep.process import ChunkSettings, SkipFile, chunk_metadata, decode, encode_flac, split_chunks
 from data_prep.sources import Item
 from lafa.data.captions import caption_rng, draw_caption
+from lafa.data.tario import add_member, atomic_tar, remove_stale_temporaries
 
 SPLITS = ("train", "val", "test")
 FLAC_RATIO = 0.6  # planning estimate of FLAC size / 16-bit PCM size
@@ -69,25 +69,13 @@ def sample_key(item: Item, chunk: int) -> str:
     return f"{item.source}_{safe}_{chunk:03d}"
 
 
-def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)  # fixed owner, mode and mtime: identical inputs give identical bytes
-    info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = len(data), 0, 0o644, 0, 0, "", ""
-    tar.addfile(info, io.BytesIO(data))
-
-
 def write_shard(task: dict) -> dict:
     """Decode, chunk and encode every item of one planned shard; atomic write; returns the state record."""
     torch.set_num_threads(1)
-    final = Path(task["path"])
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     stats: dict = {"fingerprint": task["fingerprint"], "chunks": 0, "samples": 0, "files": 0, "skipped": [],
                    "dropped_chunks": [], "per_source": defaultdict(lambda: {"files": 0, "chunks": 0, "samples": 0})}
-    try:
-        _write_members(task, tmp, stats)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, final)  # a shard appears complete or not at all
+    with atomic_tar(task["path"]) as tar:  # a shard appears complete or not at all
+        _write_members(task, tar, stats)
     stats["per_source"] = dict(stats["per_source"])
     state = Path(task["state"])
     state.with_suffix(".tmp").write_text(json.dumps(stats, sort_keys=True, indent=1))
@@ -95,35 +83,34 @@ def write_shard(task: dict) -> dict:
     return stats
 
 
-def _write_members(task: dict, tmp: Path, stats: dict) -> None:
+def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
     settings: ChunkSettings = task["chunk"]
-    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for entry in task["items"]:
-            item: Item = entry["item"]
-            try:
-                audio = decode(item.path, settings)
-            except SkipFile as exc:
-                stats["skipped"].append({"source": item.source, "id": item.id, "path": str(item.path),
-                                         "reason": str(exc)})
-                continue
-            chunks, dropped = split_chunks(audio, settings)
-            stats["dropped_chunks"] += [{"source": item.source, "id": item.id, "reason": r} for r in dropped]
-            src = stats["per_source"][item.source]
-            stats["files"] += 1
-            src["files"] += 1
-            for i, (offset, piece) in enumerate(chunks):
-                key = sample_key(item, i)
-                meta = {"key": key, "id": item.id, "source": item.source, "chunk": i, "num_chunks": len(chunks),
-                        "sample_rate": settings.sample_rate, "channels": settings.channels,
-                        **chunk_metadata(offset, piece.shape[-1], audio.shape[-1], settings.sample_rate),
-                        "caption": draw_caption(item.metadata, caption_rng(task["seed"], key)),
-                        "license": item.license, "path": str(entry["rel_path"]), "metadata": item.metadata}
-                _tar_add(tar, f"{key}.flac", encode_flac(piece, settings))
-                _tar_add(tar, f"{key}.json", json.dumps(meta, sort_keys=True, ensure_ascii=False).encode())
-                stats["chunks"] += 1
-                stats["samples"] += piece.shape[-1]
-                src["chunks"] += 1
-                src["samples"] += piece.shape[-1]
+    for entry in task["items"]:
+        item: Item = entry["item"]
+        try:
+            audio = decode(item.path, settings)
+        except SkipFile as exc:
+            stats["skipped"].append({"source": item.source, "id": item.id, "path": str(item.path),
+                                     "reason": str(exc)})
+            continue
+        chunks, dropped = split_chunks(audio, settings)
+        stats["dropped_chunks"] += [{"source": item.source, "id": item.id, "reason": r} for r in dropped]
+        src = stats["per_source"][item.source]
+        stats["files"] += 1
+        src["files"] += 1
+        for i, (offset, piece) in enumerate(chunks):
+            key = sample_key(item, i)
+            meta = {"key": key, "id": item.id, "source": item.source, "chunk": i, "num_chunks": len(chunks),
+                    "sample_rate": settings.sample_rate, "channels": settings.channels,
+                    **chunk_metadata(offset, piece.shape[-1], audio.shape[-1], settings.sample_rate),
+                    "caption": draw_caption(item.metadata, caption_rng(task["seed"], key)),
+                    "license": item.license, "path": str(entry["rel_path"]), "metadata": item.metadata}
+            add_member(tar, f"{key}.flac", encode_flac(piece, settings))
+            add_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True, ensure_ascii=False).encode())
+            stats["chunks"] += 1
+            stats["samples"] += piece.shape[-1]
+            src["chunks"] += 1
+            src["samples"] += piece.shape[-1]
 
 
 def plan_shards(items: list[Item], headers: list[dict], s: BuildSettings) -> dict[str, list[list[int]]]:
@@ -158,8 +145,7 @@ def build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict
     out = Path(s.out)
     state_dir = out / ".state"
     state_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".*.tar.tmp-*"):  # left by a killed run
-        stale.unlink()
+    remove_stale_temporaries(out)
     jobs = s.jobs or os.cpu_count() or 1
     items = sorted(items, key=lambda it: (it.source, it.id))
     pool = _pool(jobs)

@@ -80,7 +80,9 @@ def test_train_crops_are_random_windows_with_timing(shards):
     for batch in dm.train_dataloader():
         for audio, mask, meta, s0 in zip(batch["audio"], batch["padding_mask"], batch["metadata"],
                                          batch["seconds_start"], strict=True):
-            assert int(mask.sum()) == min(4096, meta["num_samples"])
+            real = min(4096, meta["num_samples"])
+            assert int(mask.sum()) == real and float(audio[:, real:].abs().sum()) == 0.0
+            assert float(audio[0, :real].min()) > 0.04  # a window of the clip itself, never padding
             assert s0 >= meta["seconds_start"]
             starts.append(s0)
     assert len(starts) == 12  # 12 chunks, batches of 4, drop_last
