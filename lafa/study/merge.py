@@ -111,3 +111,20 @@ def check_one_factor(study: Study) -> None:
                 f"study {study.name}: runs {sorted(configs)} of stage '{stage}' differ in {stray}, which are not "
                 f"the study's factor ({study.factor}: factor_keys {study.factor_keys})"
             )
+
+
+def check_final_evaluation(study: Study) -> None:
+    """Every step-scheduled run must validate at its last step: its final value is the curve's end, and
+    last.ckpt (written after each validation) must hold the finished model that other runs read."""
+    for run in study.runs.values():
+        if run.ckpt:
+            continue
+        for seed in study.seeds_of(run):
+            trainer = run_config(study, run, seed).get("trainer") or {}
+            steps, every = trainer.get("max_steps"), trainer.get("val_check_interval")
+            if (isinstance(steps, int) and steps > 0 and isinstance(every, int) and not isinstance(every, bool)
+                    and trainer.get("check_val_every_n_epoch", 1) is None and steps % every):
+                raise ValueError(
+                    f"study {study.name}: run '{run.name}' has trainer.max_steps {steps}, not a multiple of "
+                    f"trainer.val_check_interval {every}: its last steps would be neither evaluated nor checkpointed"
+                )

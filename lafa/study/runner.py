@@ -1,9 +1,9 @@
 """Run a study: each run is a `lafa fit` subprocess with its own merged config, checkpoints and TensorBoard log.
 
 Per run instance, `<out_dir>/<run>/` holds `fit.yaml` (the merged config), `checkpoints/` (Lightning's
-ModelCheckpoint: last.ckpt every `checkpoint_every` steps and at the end), `tb/` (TensorBoardLogger) and
-`DONE` (written atomically once `lafa fit` exits 0). Re-running the study skips DONE runs, resumes the others
-with `--ckpt_path last` (so a kill -9 loses at most the steps since the last checkpoint) and starts the rest.
+ModelCheckpoint: last.ckpt after every validation), `tb/` (TensorBoardLogger) and `DONE` (written atomically
+once `lafa fit` exits 0). Re-running the study skips DONE runs, resumes the others with `--ckpt_path last` (so a
+kill -9 loses at most the steps since the last evaluation) and starts the rest.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from lafa.study.merge import check_one_factor, run_config
+from lafa.study.merge import check_final_evaluation, check_one_factor, run_config
 from lafa.study.spec import RunSpec, Study, order_runs
 
 DONE = "DONE"
@@ -49,8 +49,8 @@ def instances(study: Study) -> list[Instance]:
 
 
 def fit_config(study: Study, inst: Instance) -> dict[str, Any]:
-    """The run's merged config plus where it writes: TensorBoard in tb/, last.ckpt in checkpoints/ every
-    `checkpoint_every` steps and at the end (any ModelCheckpoint or logger of the stage config is replaced)."""
+    """The run's merged config plus where it writes: TensorBoard in tb/, checkpoints/last.ckpt after every
+    validation (any ModelCheckpoint or logger of the stage config is replaced)."""
     config = run_config(study, inst.run, inst.seed)
     trainer = config.setdefault("trainer", {})
     trainer["default_root_dir"] = str(inst.dir)
@@ -59,10 +59,12 @@ def fit_config(study: Study, inst: Instance) -> dict[str, Any]:
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
         "init_args": {"save_dir": str(inst.dir), "name": "", "version": "tb"},
     }
+    # last.ckpt after every evaluation, never before one: a run resumed from a checkpoint taken between a step
+    # and that step's validation would skip the validation (its point would be missing from the curves)
     checkpoint = {
         "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-        "init_args": {"dirpath": str(inst.dir / "checkpoints"), "save_last": True, "save_top_k": 0,
-                      "every_n_train_steps": study.checkpoint_every, "enable_version_counter": False},
+        "init_args": {"dirpath": str(inst.dir / "checkpoints"), "save_last": "link", "save_top_k": 1,
+                      "enable_version_counter": False},
     }
     # the stage's own ModelCheckpoints would write into a folder shared by every run (and `--ckpt_path last`
     # would resume from another run's checkpoint): the run's checkpoint callback replaces them
@@ -105,6 +107,7 @@ def write_fit_config(study: Study, inst: Instance) -> str:
 def plan(study: Study) -> list[str]:
     """Write every run's fit.yaml and return one shell command per run to train (dependency order)."""
     check_one_factor(study)
+    check_final_evaluation(study)
     commands = []
     for inst in instances(study):
         if inst.reused:
@@ -121,6 +124,7 @@ def is_done(inst: Instance) -> bool:
 def run_study(study: Study, log: Callable[[str], Any] = print, env: dict[str, str] | None = None) -> None:
     """Train what is missing, resume what was interrupted, skip what is finished."""
     check_one_factor(study)
+    check_final_evaluation(study)
     for inst in instances(study):
         if inst.reused:
             if not Path(inst.run.ckpt).is_file():

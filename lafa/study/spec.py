@@ -58,7 +58,6 @@ class Study:
     baseline: str
     metrics: dict[str, str]  # logged metric -> "min" | "max" (better direction); the first is the headline
     seeds: list[int] | None = None
-    checkpoint_every: int = 1000  # ModelCheckpoint(every_n_train_steps): what a kill -9 can lose
     analysis: dict[str, Any] | None = None  # arguments for `lafa analyze` on each latent space
     lafa: list[str] | None = None  # how runs call lafa (default: `lafa` in --plan, this Python's `-m lafa` here)
 
@@ -110,6 +109,10 @@ def load_raw(paths: list[str | Path]) -> dict[str, Any]:
 
 def parse_study(raw: dict[str, Any], source: str = "<study>") -> Study:
     """Validate a merged study mapping and build the Study (errors name the offending key)."""
+    unknown = set(raw) - {"name", "factor", "factor_keys", "out_dir", "stages", "runs", "baseline", "metrics",
+                          "seeds", "analysis", "lafa"}
+    if unknown:
+        raise ValueError(f"study config {source}: unknown keys {sorted(unknown)}")
     stages = {}
     for name, stage in _require(raw, "stages", source).items():
         if isinstance(stage, list):
@@ -156,7 +159,6 @@ def parse_study(raw: dict[str, Any], source: str = "<study>") -> Study:
         baseline=baseline,
         metrics=dict(metrics),
         seeds=[int(s) for s in raw["seeds"]] if raw.get("seeds") else None,
-        checkpoint_every=int(raw.get("checkpoint_every", 1000)),
         analysis=raw.get("analysis"),
         lafa=None if lafa is None else shlex.split(lafa) if isinstance(lafa, str) else list(lafa),
     )

@@ -23,7 +23,8 @@ def _write(path: Path, data) -> str:
 @pytest.fixture
 def study_files(tmp_path):
     stage = lambda cls, **args: {"seed_everything": 1, "model": {"class_path": cls, "init_args": args},  # noqa: E731
-                                 "trainer": {"max_steps": 100, "val_check_interval": 10, "callbacks": [
+                                 "trainer": {"max_steps": 100, "val_check_interval": 10,
+                                             "check_val_every_n_epoch": None, "callbacks": [
                                      {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor"},
                                      {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                                       "init_args": {"dirpath": "runs/shared/checkpoints", "save_last": True}}]}}
@@ -70,7 +71,7 @@ def test_plan_lists_every_run_in_dependency_order(study_files, capsys):
     assert lr_monitor == {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor"}
     assert ckpt["class_path"] == "lightning.pytorch.callbacks.ModelCheckpoint"
     assert ckpt["init_args"]["dirpath"] == str(out / "dit_lafa-seed1" / "checkpoints")
-    assert ckpt["init_args"]["save_last"] is True
+    assert ckpt["init_args"]["save_last"] == "link" and "every_n_train_steps" not in ckpt["init_args"]
 
 
 def test_reused_checkpoint_is_not_planned_and_is_what_dependants_read(study_files):
@@ -96,6 +97,13 @@ def test_runs_differ_only_in_the_factor(study_files):
         study_main(["--config", paper, "--config", stray, "--plan"])
 
 
+def test_runs_must_evaluate_at_their_last_step(study_files):
+    paper, tiny, tmp = study_files
+    odd = _write(tmp / "odd.yaml", {"stages": {"dit": {"set": {"trainer.max_steps": 55}}}})
+    with pytest.raises(ValueError, match="max_steps 55, not a multiple of trainer.val_check_interval 10"):
+        study_main(["--config", paper, "--config", odd, "--plan"])
+
+
 def test_bad_study_configs_are_named(study_files):
     paper, tiny, tmp = study_files
     cycle = _write(tmp / "cycle.yaml", {"runs": {"vae": {"set": {"model.init_args.x": "@dit_vae"}}}, "seeds": None})
@@ -104,6 +112,8 @@ def test_bad_study_configs_are_named(study_files):
     unknown = _write(tmp / "unknown.yaml", {"runs": {"lafa": {"set": {"model.init_args.vae_ckpt": "@vea"}}}})
     with pytest.raises(ValueError, match="unknown run 'vea'"):
         load_study([paper, unknown])
+    with pytest.raises(ValueError, match=r"unknown keys \['checkpoint_evry'\]"):
+        load_study([paper, _write(tmp / "k.yaml", {"checkpoint_evry": 5})])
     with pytest.raises(ValueError, match="metrics"):
         load_study([paper, _write(tmp / "m.yaml", {"metrics": {"val/loss": "lower"}})])
 
