@@ -116,7 +116,7 @@ class _ShardDataModule(LightningDataModule):
         self.specs = {"train": train_shards, "val": val_shards, "test": test_shards, "predict": predict_shards}
 
     def _rank_world(self) -> tuple[int, int]:
-        trainer = getattr(self, "_trainer", None)
+        trainer = self.trainer
         if trainer is not None:
             return trainer.global_rank, trainer.world_size
         if torch.distributed.is_available() and torch.distributed.is_initialized():
