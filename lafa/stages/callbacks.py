@@ -69,6 +69,12 @@ class LatentLocalityCallback(Callback):
         window = min(self.window, shortest)
         settings = AnalysisSettings(lam=self.lam, ridge=self.ridge, window=window, hop=window)
         results = {"latent": analyze_maps(latents, settings), "mel": analyze_maps(mels, settings)}
+        latent = results["latent"]
+        if latent["samples"] < 20 * 2 * latent["neighbour_radius"] and not self._warned:
+            rank_zero_warn(f"LatentLocalityCallback: {latent['samples']} latent frames for {2 * latent['neighbour_radius']} "
+                           "neighbours; in-sample R^2 is inflated (about 2r / N for unrelated channels): "
+                           "raise num_clips or the validation crop for a meaningful LPI")
+            self._warned = True
         pl_module.log_dict({f"analysis/{name}_{key}": float(r[key]) for name, r in results.items()
                             for key in ("alpha", "lpi")}, sync_dist=True)
         if self.log_figures and trainer.is_global_zero:
