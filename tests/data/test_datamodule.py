@@ -143,5 +143,10 @@ def test_shard_specs_expand_braces_globs_folders_and_remote(shards):
     assert expand_shards("s3://bucket/a-{0..1}.tar") == ["pipe:aws s3 cp s3://bucket/a-0.tar -",
                                                          "pipe:aws s3 cp s3://bucket/a-1.tar -"]
     assert expand_shards("pipe:cat x.tar") == ["pipe:cat x.tar"]
+    first = str(shards / names[0])
+    local = AudioDataModule(val_shards=first, sample_size=512, batch_size=2, num_workers=0)
+    piped = AudioDataModule(val_shards=[f"pipe:cat {first}"], sample_size=512, batch_size=2, num_workers=0)
+    a, b = list(local.val_dataloader()), list(piped.val_dataloader())
+    assert [x["id"] for x in a] == [x["id"] for x in b] and all(torch.equal(x["audio"], y["audio"]) for x, y in zip(a, b, strict=True))
     with pytest.raises(FileNotFoundError, match="nothing-here"):
         expand_shards(str(shards / "nothing-here-*.tar"))
