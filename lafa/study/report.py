@@ -81,48 +81,54 @@ def _format(stat: dict[str, Any] | str, digits: int = 2) -> str:
     return text + (f" +- {stat['std']:.{digits}f}" if stat["std"] is not None else "")
 
 
+def _seed_entry(curves: dict[str, Curve], base: dict[str, Curve], metrics: dict[str, str]) -> dict[str, Any]:
+    """One run at one seed against the baseline at the same seed, metric by metric."""
+    entry: dict[str, Any] = {"curves": {}, "final": {}, "target": {}, "steps_to_target": {}, "speedup": {}}
+    for metric, mode in metrics.items():
+        curve, base_curve = curves.get(metric, []), base.get(metric, [])
+        entry["curves"][metric] = [list(p) for p in curve]
+        entry["final"][metric] = curve[-1][1] if curve else None
+        if not curve or not base_curve:
+            entry["target"][metric] = entry["steps_to_target"][metric] = entry["speedup"][metric] = None
+            continue
+        target = base_curve[-1][1]
+        steps, base_steps = steps_to_target(curve, target, mode), steps_to_target(base_curve, target, mode)
+        entry["target"][metric] = target
+        entry["steps_to_target"][metric] = NOT_REACHED if steps is None else steps
+        entry["speedup"][metric] = NOT_REACHED if steps is None else base_steps / steps
+    return entry
+
+
+def _summary(cells: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """Across seeds: mean +- std of the final value, steps to target and speed-up (or "not reached")."""
+    if any(c["target"][metric] is None for c in cells):
+        return {"steps_to_target": None, "speedup": None, "final": None}
+    values = {key: [None if c[key][metric] == NOT_REACHED else c[key][metric] for c in cells]
+              for key in ("steps_to_target", "speedup", "final")}
+    return {key: summarise(v) for key, v in values.items()}
+
+
 def build_report(study: Study, latents: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Everything the report states, as plain JSON-able data. `latents` maps a run name to the analysis of the
     latent space it models (alpha, LPI, ...)."""
-    curves: dict[str, dict[str, Curve]] = {}
+    logged: dict[str, dict[str, dict[str, Curve]]] = {}  # run -> seed -> metric -> curve
+    finished: dict[str, bool] = {}
     for inst in instances(study):
         if inst.run.compare:
-            curves.setdefault(inst.run.name, {})["seed" if inst.seed is None else str(inst.seed)] = \
-                read_curves(inst.dir / "tb")
+            seed = "seed" if inst.seed is None else str(inst.seed)
+            logged.setdefault(inst.run.name, {})[seed] = read_curves(inst.dir / "tb")
+            finished[inst.run.name] = finished.get(inst.run.name, True) and (inst.dir / DONE).exists()
     seeds = ["seed"] if not study.seeds else [str(s) for s in study.seeds]
-    base = curves[study.baseline]
-
     runs = {}
     for run in study.compared:
-        per_seed = {}
-        for seed in seeds:
-            entry: dict[str, Any] = {"curves": {}, "final": {}, "target": {}, "steps_to_target": {}, "speedup": {}}
-            for metric, mode in study.metrics.items():
-                curve, base_curve = curves[run.name][seed].get(metric, []), base[seed].get(metric, [])
-                entry["curves"][metric] = [list(p) for p in curve]
-                entry["final"][metric] = curve[-1][1] if curve else None
-                if not curve or not base_curve:
-                    entry["target"][metric] = entry["steps_to_target"][metric] = entry["speedup"][metric] = None
-                    continue
-                target = base_curve[-1][1]
-                run_steps, base_steps = steps_to_target(curve, target, mode), steps_to_target(base_curve, target, mode)
-                entry["target"][metric] = target
-                entry["steps_to_target"][metric] = run_steps if run_steps is not None else NOT_REACHED
-                entry["speedup"][metric] = NOT_REACHED if run_steps is None else base_steps / run_steps
-            per_seed[seed] = entry
-        summary = {}
-        for metric in study.metrics:
-            cells = [per_seed[s] for s in seeds]
-            if any(c["target"][metric] is None for c in cells):
-                summary[metric] = {"steps_to_target": None, "speedup": None, "final": None}
-                continue
-            def reached(key: str, cells: list = cells, metric: str = metric) -> list[float | None]:
-                return [None if c[key][metric] == NOT_REACHED else c[key][metric] for c in cells]
-            summary[metric] = {"steps_to_target": summarise(reached("steps_to_target")),
-                               "speedup": summarise(reached("speedup")),
-                               "final": summarise([c["final"][metric] for c in cells])}
-        runs[run.name] = {"label": run.label or run.name, "value": run.value, "latent": (latents or {}).get(run.name),
-                          "summary": summary, "seeds": per_seed}
+        per_seed = {seed: _seed_entry(logged[run.name][seed], logged[study.baseline][seed], study.metrics)
+                    for seed in seeds}
+        runs[run.name] = {
+            "label": run.label or run.name, "value": run.value, "finished": finished[run.name],
+            "latent": (latents or {}).get(run.name),
+            "summary": {m: _summary([per_seed[s] for s in seeds], m) for m in study.metrics},
+            "seeds": per_seed,
+        }
     return {"study": study.name, "factor": study.factor, "baseline": study.baseline,
             "metrics": {m: {"better": mode, "label": METRIC_LABELS.get(m, m)} for m, mode in study.metrics.items()},
             "headline_metric": next(iter(study.metrics)), "seeds": study.seeds, "runs": runs}
@@ -180,7 +186,8 @@ def markdown_table(report: dict[str, Any]) -> str:
         s = run["summary"][metric]
         cells = ["-" if s[k] is None else _format(s[k], 4 if k == "final" else 2 if k == "speedup" else 0)
                  for k in ("final", "steps_to_target", "speedup")]
-        lines.append(f"| {run['label']} | {alpha} | {lpi} | " + " | ".join(cells) + " |")
+        label = run["label"] + ("" if run["finished"] else " (unfinished)")
+        lines.append(f"| {label} | {alpha} | {lpi} | " + " | ".join(cells) + " |")
     mel = next((r["latent"]["mel"] for r in report["runs"].values() if (r["latent"] or {}).get("mel")), None)
     if mel:
         lines += ["", f"Log-mel of the same clips: alpha {mel['alpha']:.2f}, LPI {mel['lpi']:.3f} (`lafa analyze`)."]

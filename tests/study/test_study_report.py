@@ -74,6 +74,7 @@ def test_report_speedup_across_seeds_and_not_reached(tmp_path):
     }
     for (name, seed), points in curves.items():
         _log(tmp_path / f"{name}-seed{seed}" / "tb", points)
+        (tmp_path / f"{name}-seed{seed}" / "DONE").write_text("{}")
 
     report = build_report(study)
     runs = report["runs"]
@@ -105,7 +106,7 @@ def test_factor_plot_when_runs_carry_levels(tmp_path):
         "out_dir": str(tmp_path), "baseline": "vae", "metrics": {"val/fd_mel": "min"},
         "stages": {"dit": ["unused.yaml"]},
         "runs": {"vae": {"stage": "dit", "compare": True},
-                 **{f"r{v}": {"stage": "dit", "compare": True, "value": v} for v in (0.3, 0.5, 1.0)}},
+                 **{f"r{v}": {"stage": "dit", "compare": True, "value": v, "label": f"rho={v}"} for v in (0.3, 0.5, 1.0)}},
     })
     for name, final in (("vae", 5.0), ("r0.3", 6.0), ("r0.5", 4.0), ("r1.0", 3.0)):
         _log(tmp_path / name / "tb", [(10, 9.0), (20, final)], tag="val/fd_mel")
@@ -114,6 +115,7 @@ def test_factor_plot_when_runs_carry_levels(tmp_path):
     assert report["runs"]["r0.3"]["summary"]["val/fd_mel"]["speedup"] == NOT_REACHED
     paths = write_report(report, tmp_path / "report")
     assert paths["factor"].stat().st_size > 5_000
+    assert "| rho=0.3 (unfinished) |" in paths["markdown"].read_text()  # no DONE marker: reported as such
 
 
 def test_alpha_and_lpi_come_from_one_lafa_analyze_call(tmp_path):
