@@ -1,0 +1,271 @@
+"""Score a folder of generated audio against a reference: FD_openl3, KL_PaSST, CLAP score (Tables 1-3, 5-8).
+
+`evaluate_folders` always computes the offline fd_mel, and each paper metric whose weights are configured.
+With `allow_random_weights` (the offline demo) a metric without weights runs on random-weight models built
+locally, and the result says plainly that those numbers are not comparable to the paper's. Every metric names
+the weights (SHA-256 of the file, or the random seed) and the settings that produced it. The reference side
+(OpenL3 / log-mel statistics, PaSST probabilities per id) can be cached to a file and passed as `reference`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from lafa.audio import load_audio
+from lafa.metrics.clap import ClapScorer, clap_score, write_random_clap
+from lafa.metrics.folders import audio_files
+from lafa.metrics.frechet import frechet_distance, gaussian_stats
+from lafa.metrics.mel_fd import SETTINGS as MEL_SETTINGS
+from lafa.metrics.mel_fd import fd_mel_from_stats, folder_mel_stats
+from lafa.metrics.openl3 import OpenL3Embedder, build_openl3
+from lafa.metrics.passt import KL_EPS, PasstTagger, build_passt, paired_kl
+
+RANDOM_NOTE = "random weights built locally: NOT comparable to the paper's numbers"
+OPENL3_SETTINGS = {"input_repr": "mel256", "embedding_size": 512, "channels": 2, "sample_rate": 44100,
+                   "hop_seconds": 0.5, "peak_dbfs": -1.0, "front_end": "openl3 0.4.2 / kapre 0.3"}  # fmt: skip
+PASST_SETTINGS = {"arch": "passt_s_swa_p16_128_ap476", "sample_rate": 32000, "window_seconds": 10,
+                  "step_seconds": 5, "collect": "mean of logits, softmax over 527", "eps": KL_EPS, "peak_dbfs": -1.0}  # fmt: skip
+CLAP_SETTINGS = {"sample_rate": 48000, "peak_dbfs": -1.0, "int16_round_trip": True, "text_max_tokens": 77,
+                 "is_longer": "num_samples > 480000 (fusion)", "crops": "seeded per clip id"}  # fmt: skip
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _weights(path: str | Path | None, seed: int) -> dict:
+    if path is None:
+        return {"kind": "random", "seed": seed, "note": RANDOM_NOTE}
+    path = Path(path)
+    if path.is_dir():  # a Hugging Face directory: hash its weight files together
+        files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
+        if not files:
+            raise FileNotFoundError(f"{path} holds no *.safetensors / *.bin weight files")
+        digest = hashlib.sha256("".join(f"{p.name}:{sha256_file(p)}" for p in files).encode()).hexdigest()
+        return {"kind": "file", "path": str(path), "sha256": digest, "files": [p.name for p in files]}
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    return {"kind": "file", "path": str(path), "sha256": sha256_file(path)}
+
+
+def _cache_key(weights: dict, settings: dict) -> str:
+    return json.dumps(
+        {"weights": {k: v for k, v in weights.items() if k != "path"}, "settings": settings}, sort_keys=True
+    )
+
+
+def save_reference_cache(path: str | Path, entries: dict[str, dict]) -> None:
+    """entries: metric -> {"key": str, "reference_ids": [...], "arrays": {name: array}} as one .npz."""
+    arrays = {f"{m}__{a}": np.asarray(v) for m, e in entries.items() for a, v in e["arrays"].items()}
+    manifest = {m: {"key": e["key"], "reference_ids": e["reference_ids"]} for m, e in entries.items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        np.savez(f, manifest=np.asarray(json.dumps(manifest)), **arrays)
+
+
+def load_reference_cache(path: str | Path) -> dict[str, dict]:
+    with np.load(path, allow_pickle=False) as data:
+        if "manifest" not in data:
+            raise ValueError(f"{path} is not a lafa reference statistics file (no manifest)")
+        manifest = json.loads(str(data["manifest"]))
+        return {
+            m: {**e, "arrays": {k.split("__", 1)[1]: data[k] for k in data.files if k.startswith(f"{m}__")}}
+            for m, e in manifest.items()
+        }
+
+
+def _openl3_stats(files: dict[str, Path], embedder: OpenL3Embedder, desc: str) -> dict:
+    frames = []
+    for path in tqdm(files.values(), desc=desc, leave=False):
+        audio, sr = load_audio(path)
+        frames.append(embedder.embed(audio, sr).double().numpy())
+    features = np.concatenate(frames)
+    mu, sigma = gaussian_stats(features)
+    return {"mu": mu, "sigma": sigma, "frames": np.asarray(len(features))}
+
+
+def _passt_probs(files: dict[str, Path], tagger: PasstTagger, desc: str) -> dict:
+    ids, probs = [], []
+    for clip_id, path in tqdm(files.items(), desc=desc, leave=False):
+        audio, sr = load_audio(path)
+        ids.append(clip_id)
+        probs.append(tagger.probabilities(audio, sr).numpy())
+    return {"ids": np.asarray(ids), "probs": np.stack(probs)}
+
+
+def _probs_by_id(arrays: dict) -> dict[str, torch.Tensor]:
+    return {str(i): torch.from_numpy(p) for i, p in zip(arrays["ids"], arrays["probs"], strict=True)}
+
+
+class _Reference:
+    """The reference side of every metric: from a cache file, a cache that still matches, or the folder."""
+
+    def __init__(self, reference: str | Path, stats_cache: str | Path | None):
+        reference = Path(reference)
+        self.folder = reference if reference.is_dir() else None
+        if self.folder is None and not reference.is_file():
+            raise FileNotFoundError(
+                f"reference is neither an audio folder nor a statistics file: {reference}"
+            )
+        self.files = audio_files(reference) if self.folder else None
+        self.cache_path = Path(stats_cache) if stats_cache else None
+        source = reference if self.folder is None else self.cache_path
+        self.entries = load_reference_cache(source) if source is not None and source.is_file() else {}
+        self.changed = False
+
+    @property
+    def ids(self) -> list[str] | None:
+        return list(self.files) if self.files is not None else None
+
+    def get(self, metric: str, key: str, compute: Callable[[dict[str, Path]], dict]) -> dict:
+        entry = self.entries.get(metric)
+        if (
+            entry is not None
+            and entry["key"] == key
+            and (self.ids is None or entry["reference_ids"] == self.ids)
+        ):
+            return entry["arrays"]
+        if self.folder is None:
+            have = "no entry" if entry is None else f"an entry made with {entry['key']}"
+            raise ValueError(f"reference statistics file has {have} for {metric}; it needs {key}")
+        arrays = compute(self.files)
+        self.entries[metric] = {"key": key, "reference_ids": self.ids, "arrays": arrays}
+        self.changed = True
+        return arrays
+
+    def save(self) -> None:
+        if self.cache_path is not None and self.changed:
+            save_reference_cache(self.cache_path, self.entries)
+
+
+def evaluate_folders(
+    generated_dir: str | Path,
+    reference: str | Path,
+    prompts: dict[str, str] | None = None,
+    openl3_weights: str | None = None,
+    passt_weights: str | None = None,
+    clap_dir: str | None = None,
+    content_type: str = "music",
+    allow_random_weights: bool = False,
+    seed: int = 0,
+    stats_cache: str | None = None,
+    device: str | None = None,
+) -> dict:
+    """Score `generated_dir` (files named <id>.<ext>) against a reference folder or statistics file."""
+    if content_type not in ("music", "env"):
+        raise ValueError(f"content_type must be 'music' or 'env', got {content_type!r}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    generated = audio_files(generated_dir)
+    ref = _Reference(reference, stats_cache)
+    metrics: dict[str, dict] = {}
+
+    mel_key = _cache_key({"kind": "none"}, MEL_SETTINGS)
+    ref_mel = ref.get(
+        "fd_mel",
+        mel_key,
+        lambda f: dict(zip(("mu", "sigma", "frames"), folder_mel_stats(ref.folder), strict=True)),
+    )
+    gen_mel = folder_mel_stats(generated_dir)
+    metrics["fd_mel"] = fd_mel_from_stats(gen_mel, (ref_mel["mu"], ref_mel["sigma"], int(ref_mel["frames"])))
+
+    def configured(name: str, path: str | None, flag: str) -> dict | None:
+        if path is None and not allow_random_weights:
+            metrics[name] = {"skipped": f"no weights configured ({flag}); see docs/metrics.md"}
+            return None
+        return _weights(path, seed)
+
+    if (weights := configured("fd_openl3", openl3_weights, "--openl3_weights")) is not None:
+        if openl3_weights and ("_env" in Path(openl3_weights).name) != (content_type == "env"):
+            raise ValueError(f"{openl3_weights} does not look like the {content_type} OpenL3 model")
+        settings = {**OPENL3_SETTINGS, "content_type": content_type}
+        embedder = OpenL3Embedder(build_openl3(openl3_weights, seed).to(device))
+        ref_l3 = ref.get(
+            "fd_openl3",
+            _cache_key(weights, settings),
+            lambda f: _openl3_stats(f, embedder, "openl3 reference"),
+        )
+        gen_l3 = _openl3_stats(generated, embedder, "openl3 generated")
+        metrics["fd_openl3"] = {
+            "value": frechet_distance(gen_l3["mu"], gen_l3["sigma"], ref_l3["mu"], ref_l3["sigma"]),
+            "label": "FD_openl3 (stable-audio-metrics pipeline)",
+            "frames_generated": int(gen_l3["frames"]),
+            "frames_reference": int(ref_l3["frames"]),
+            "weights": weights,
+            "settings": settings,
+        }
+
+    if (weights := configured("kl_passt", passt_weights, "--passt_weights")) is not None:
+        tagger = PasstTagger(build_passt(passt_weights, seed).to(device))
+        ref_p = ref.get(
+            "kl_passt",
+            _cache_key(weights, PASST_SETTINGS),
+            lambda f: _passt_probs(f, tagger, "passt reference"),
+        )
+        gen_p = _passt_probs(generated, tagger, "passt generated")
+        kl = paired_kl(_probs_by_id(gen_p), _probs_by_id(ref_p))
+        metrics["kl_passt"] = {**kl, "label": "KL_PaSST", "weights": weights, "settings": PASST_SETTINGS}
+
+    if not prompts:
+        metrics["clap_score"] = {"skipped": "no prompts given (prompts.json: {id: text})"}
+    elif (weights := configured("clap_score", clap_dir, "--clap_dir")) is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = clap_dir or write_random_clap(tmp, seed)
+            scorer = ClapScorer(model_dir, device=device)
+            clips = {i: load_audio(p) for i, p in generated.items() if i in prompts}
+            result = (
+                clap_score(scorer, clips, prompts, seed)
+                if clips
+                else {"value": float("nan"), "scored_ids": 0}
+            )
+        settings = {
+            **CLAP_SETTINGS,
+            "model": "small random HTSAT+RoBERTa (lafa)" if clap_dir is None else "local HF directory",
+        }
+        metrics["clap_score"] = {**result, "label": "CLAP score", "weights": weights, "settings": settings}
+
+    ref.save()
+    paper = ("fd_openl3", "kl_passt", "clap_score")
+    randoms = [m for m in paper if metrics[m].get("weights", {}).get("kind") == "random"]
+    return {
+        "generated": str(generated_dir),
+        "reference": str(reference),
+        "num_generated": len(generated),
+        "num_reference": len(ref.ids) if ref.ids is not None else None,
+        "content_type": content_type,
+        "seed": seed,
+        "comparable_to_paper": all(metrics[m].get("weights", {}).get("kind") == "file" for m in paper),
+        "warnings": [f"{m}: {RANDOM_NOTE}" for m in randoms],
+        "metrics": metrics,
+    }
+
+
+def table_row(result: dict) -> str:
+    """A Table-1-style line: FD_openl3, KL_PaSST, CLAP (and the offline fd_mel, labelled)."""
+
+    def cell(name: str, fmt: str) -> str:
+        m = result["metrics"].get(name, {})
+        if "value" not in m:
+            return "n/a"
+        return format(m["value"], fmt) + ("*" if m.get("weights", {}).get("kind") == "random" else "")
+
+    row = (
+        f"| FD_openl3 {cell('fd_openl3', '.2f')} | KL_PaSST {cell('kl_passt', '.3f')} "
+        f"| CLAP {cell('clap_score', '.3f')} | fd_mel {cell('fd_mel', '.2f')} |"
+    )
+    notes = ["fd_mel: offline log-mel Frechet distance, not FD_openl3"]
+    if result["warnings"]:
+        notes.insert(0, "*: " + RANDOM_NOTE)
+    return "\n".join([row, *notes])
