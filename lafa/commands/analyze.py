@@ -135,19 +135,24 @@ def read_clips(data: str | list[str], num_clips: int, sample_rate: int, channels
 @torch.no_grad()
 def encode_clips(autoencoder, clips: list[torch.Tensor], batch_size: int, device: torch.device,
                  desc: str) -> list[torch.Tensor]:
-    """(io, S_i) clips -> (C, S_i // ratio) latents of the real frames only (batches are zero padded)."""
+    """(io, S_i) clips -> (C, S_i // ratio) latents, in the clips' order.
+
+    Clips are cut to whole frames and batched only with clips of the same length, so no padding reaches
+    an encoder that mixes frames (convolutions, attention)."""
     ratio = autoencoder.downsampling_ratio
-    latents = []
-    for start in tqdm(range(0, len(clips), batch_size), desc=desc, unit="batch"):
-        chunk = clips[start : start + batch_size]
-        frames = [c.shape[-1] // ratio for c in chunk]
-        length = max(max(frames), 1) * ratio
-        batch = torch.zeros(len(chunk), chunk[0].shape[0], length)
-        for i, c in enumerate(chunk):
-            n = min(c.shape[-1], length)
-            batch[i, :, :n] = c[:, :n]
-        z = autoencoder.encode(batch.to(device)).float().cpu()  # (b, C, N)
-        latents += [z[i, :, :f] for i, f in enumerate(frames)]
+    frames = [c.shape[-1] // ratio for c in clips]
+    by_length: dict[int, list[int]] = {}
+    for i, f in enumerate(frames):
+        if f == 0:
+            raise ValueError(f"clip {i} has {clips[i].shape[-1]} samples, less than one latent frame ({ratio})")
+        by_length.setdefault(f, []).append(i)
+    batches = [idx[j : j + batch_size] for idx in by_length.values() for j in range(0, len(idx), batch_size)]
+    latents: list[torch.Tensor | None] = [None] * len(clips)
+    for idx in tqdm(batches, desc=desc, unit="batch"):
+        batch = torch.stack([clips[i][:, : frames[i] * ratio] for i in idx])  # (b, io, frames * ratio)
+        z = autoencoder.encode(batch.to(device)).float().cpu()  # (b, C, frames)
+        for k, i in enumerate(idx):
+            latents[i] = z[k]
     return latents
 
 
