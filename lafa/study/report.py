@@ -220,7 +220,8 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("training steps")
         ax.set_ylabel(metric)
         ax.set_title(report["metrics"][metric]["label"], fontsize=8)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.suptitle(f"study {report['study']}: {report['factor']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

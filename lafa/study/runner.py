@@ -117,11 +117,7 @@ def plan(study: Study) -> list[str]:
     return commands
 
 
-def is_done(inst: Instance) -> bool:
-    return inst.reused or (inst.dir / DONE).exists()
-
-
-def run_study(study: Study, log: Callable[[str], Any] = print, env: dict[str, str] | None = None) -> None:
+def run_study(study: Study, log: Callable[[str], Any] = print) -> None:
     """Train what is missing, resume what was interrupted, skip what is finished."""
     check_one_factor(study)
     check_final_evaluation(study)
@@ -140,7 +136,7 @@ def run_study(study: Study, log: Callable[[str], Any] = print, env: dict[str, st
         log(f"[study {study.name}] {inst.name}: {'resuming from ' + str(last) if last.exists() else 'starting'}")
         command = fit_command(study, inst)
         log("  " + shlex.join(command))
-        result = subprocess.run(command, env=env)
+        result = subprocess.run(command)
         if result.returncode != 0:
             raise RuntimeError(f"run '{inst.name}' failed (exit {result.returncode}): {shlex.join(command)}")
         if not last.is_file():
