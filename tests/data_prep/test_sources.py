@@ -120,3 +120,30 @@ def test_allow_list_and_dedup(tmp_path):
     assert [r["id"] for r in rejected] == ["2"]
     kept, _ = license_filter(items, None, keep_unlicensed=True)
     assert [(it.source, it.id) for it in kept] == [("fsd", "2"), ("fma", "7")]
+
+
+def test_build_command_on_fma_with_mp3_and_folder(tmp_path):
+    import io
+    import tarfile
+
+    from data_prep.__main__ import main as data_prep_main
+
+    _fma(tmp_path, three_rows=True)
+    t = np.arange(44100 * 2) / 44100
+    sf.write(tmp_path / "fma" / "000" / "000005.mp3", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 48000,
+             format="MP3")
+    (tmp_path / "fma" / "000" / "000005.wav").unlink()
+    _wav(tmp_path / "own" / "rec.wav", n=44100)
+    out = tmp_path / "shards"
+    assert data_prep_main(["build", "--out", str(out), "--fma_audio", str(tmp_path / "fma"), "--fma_tracks",
+                           str(tmp_path / "tracks.csv"), "--fma_genres", str(tmp_path / "genres.csv"), "--folder",
+                           str(tmp_path / "own"), "--keep_unlicensed", "--jobs", "2"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["files_listed"] == 3 and manifest["files_kept"] == 2
+    assert [s["id"] for s in manifest["skipped"]] == ["2"] and "NC" in manifest["skipped"][0]["reason"]
+    assert manifest["splits"]["test"]["files"] == 1  # FMA's own split for track 5
+    with tarfile.open(out / "test-000000.tar") as tar:
+        meta = json.loads(tar.extractfile("fma_5_000.json").read())
+        audio, sr = sf.read(io.BytesIO(tar.extractfile("fma_5_000.flac").read()))
+    assert meta["metadata"]["genre"] == "Rock, Hip-Hop" and meta["license"] == "CC-BY" and "rock" in meta["caption"].lower()
+    assert sr == 44100 and audio.shape[1] == 2 and abs(len(audio) / 44100 - 88200 / 48000) < 0.03  # mp3 48 kHz mono -> 44.1k stereo
