@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Literal
 
 import torch
 import yaml
@@ -43,7 +44,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--ablation_clips", type=int, default=1, help="clips with an ablation grid (0: none)")
     p.add_argument("--ablation_seconds", type=float, default=5.0, help="excerpt length decoded in the ablation")
     p.add_argument("--ablation_noise_std", type=float, default=0.1, help="std of the noise replacing a channel")
-    p.add_argument("--ablation_reference", type=str, default="ground_truth",
+    p.add_argument("--ablation_reference", type=Literal["ground_truth", "reconstruction"], default="ground_truth",
                    help="ground_truth (Appendix G) or reconstruction")
     p.add_argument("--seed", type=int, default=0)
     p.add_dataclass_arguments(AnalysisSettings, "analysis")

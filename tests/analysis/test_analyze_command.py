@@ -113,3 +113,13 @@ def test_repeated_flags_are_merged_and_stage_configs_recognised(tmp_path):
                            "--ckpt_path=b", "--label", "y"])
     assert argv == ["--stage_config", str(stage), "--config", str(own),
                     "--ckpt_path", "a", "b", "--label", "x", "y"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ckpt_path", "a.ckpt", "b.ckpt", "--label", "x"], "2 --ckpt_path but 1 --label"),
+    (["--ckpt_path", "a.ckpt", "--label", "mel"], "not 'mel'"),
+    (["--ckpt_path", "a.ckpt"], "pass --data"),
+])
+def test_bad_arguments_are_named(tmp_path, argv, message):
+    with pytest.raises(SystemExit, match=message):
+        main([*argv, "--out", str(tmp_path)])
