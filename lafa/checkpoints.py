@@ -56,6 +56,24 @@ def checkpoint_latent_dim(state_dict: dict[str, torch.Tensor]) -> int | None:
     return int(weight.shape[1]) if weight is not None and weight.ndim == 3 else None
 
 
+def infer_vae_kwargs(state_dict: dict[str, torch.Tensor]) -> dict:
+    """OobleckVAE arguments readable from an unwrapped VAE state dict's shapes: in_channels, channels, c_mults,
+    strides (downsampling conv kernel = 2 x stride), use_snake. Empty if the layout is not recognised."""
+    first = state_dict.get("encoder.layers.0.weight_v")
+    if first is None or first.ndim != 3:
+        return {}
+    channels, in_channels = int(first.shape[0]), int(first.shape[1])
+    widths, strides, i = [], [], 1
+    while (down := state_dict.get(f"encoder.layers.{i}.layers.4.weight_v")) is not None and down.ndim == 3:
+        widths.append(int(down.shape[0]))
+        strides.append(int(down.shape[-1]) // 2)
+        i += 1
+    if not widths or any(w % channels for w in widths):
+        return {}
+    return {"in_channels": in_channels, "channels": channels, "c_mults": tuple(w // channels for w in widths),
+            "strides": tuple(strides), "use_snake": "encoder.layers.1.layers.3.alpha" in state_dict}
+
+
 def _names(keys: list[str]) -> str:
     shown = ", ".join(keys[:_SHOWN])
     return shown + (f", ... ({len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else "")
@@ -91,9 +109,14 @@ def load_vae_state_dict(model: OobleckVAE, state_dict: dict[str, torch.Tensor], 
 
 
 def load_sao_vae(path: str | Path, latent_dim: int = 64, **model_kwargs) -> OobleckVAE:
-    """An `OobleckVAE(latent_dim=..., **model_kwargs)` holding the weights of `path` (see the module docstring)."""
+    """An `OobleckVAE(latent_dim=..., **model_kwargs)` holding the weights of `path` (see the module docstring).
+
+    Architecture arguments not given (channels, c_mults, strides, in_channels, use_snake) are read from the
+    file's shapes, so a VAE of any width exported by `lafa export` loads by path alone; the latent size is never
+    guessed: a file whose latent size differs from `latent_dim` is an error that says so.
+    """
     state_dict = unwrap_vae_state_dict(read_state_dict(path))
-    model = OobleckVAE(latent_dim=latent_dim, **model_kwargs)
+    model = OobleckVAE(latent_dim=latent_dim, **{**infer_vae_kwargs(state_dict), **model_kwargs})
     load_vae_state_dict(model, state_dict, source=str(path))
     return model
 

@@ -1,0 +1,227 @@
+"""Stage I: train (or fine-tune) the Oobleck waveform VAE the way Stable Audio trains it (Appendix D).
+
+Manual optimisation: odd global steps train the discriminator, even steps the VAE (stable-audio-tools'
+alternation). Generator loss = w_sd * sum-and-difference MR-STFT + w_ch * (left + right MR-STFT)
++ w_adv * hinge + w_fm * feature matching + w_kl * KL; discriminator loss = hinge. AdamW + Stable Audio's
+inverse-square-root LR schedule with exponential warm-up, for both optimisers. An EMA copy of the VAE
+(`vae_ema`) is what validation, test, `as_autoencoder()` and `lafa export` use.
+Validation/test report STFT distance, mel distance and SI-SDR on the real (unpadded) audio (Tables 4, 9).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lafa.checkpoints import load_sao_vae
+from lafa.metrics.reconstruction import ReconstructionMetrics
+from lafa.models.autoencoder import VaeAutoencoder
+from lafa.models.discriminators import MultiScaleSTFTDiscriminator
+from lafa.models.oobleck import OobleckVAE
+from lafa.models.vae_losses import (
+    SpectralReconstructionLoss,
+    feature_matching_loss,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+)
+
+
+def inverse_lr_factor(step: int, inv_gamma: float, power: float, warmup: float) -> float:
+    """stable-audio-tools' InverseLR: (1 - warmup^(step+1)) * (1 + step / inv_gamma)^-power."""
+    return (1.0 - warmup ** (step + 1)) * (1.0 + step / inv_gamma) ** -power
+
+
+class VaeStage(LightningModule):
+    def __init__(
+        self,
+        # model (SAO-1.0 autoencoder)
+        base_channels: int = 128,
+        c_mults: Sequence[int] = (1, 2, 4, 8, 16),
+        strides: Sequence[int] = (2, 4, 4, 8, 8),
+        latent_dim: int = 64,
+        io_channels: int = 2,
+        sample_rate: int = 44100,
+        use_snake: bool = True,
+        final_tanh: bool = False,
+        pretrained: str | None = None,
+        activation_checkpointing: bool = False,
+        # discriminator (EnCodec multi-scale STFT)
+        disc_filters: int = 64,
+        disc_n_ffts: Sequence[int] = (2048, 1024, 512, 256, 128),
+        disc_hop_lengths: Sequence[int] = (512, 256, 128, 64, 32),
+        disc_win_lengths: Sequence[int] = (2048, 1024, 512, 256, 128),
+        # spectral loss (auraloss MR-STFT)
+        stft_fft_sizes: Sequence[int] = (2048, 1024, 512, 256, 128, 64, 32),
+        stft_hop_sizes: Sequence[int] = (512, 256, 128, 64, 32, 16, 8),
+        stft_win_lengths: Sequence[int] = (2048, 1024, 512, 256, 128, 64, 32),
+        perceptual_weighting: bool = True,
+        # loss weights (Stable Audio's values)
+        stft_sum_diff_weight: float = 1.0,
+        stft_channel_weight: float = 0.5,
+        adversarial_weight: float = 0.1,
+        feature_matching_weight: float = 5.0,
+        kl_weight: float = 1e-4,
+        adversarial_start_step: int = 0,
+        # optimisation
+        lr: float = 1.5e-4,
+        disc_lr: float = 3e-4,
+        betas: Sequence[float] = (0.8, 0.99),
+        weight_decay: float = 1e-3,
+        lr_inv_gamma: float = 200000.0,
+        lr_power: float = 0.5,
+        lr_warmup: float = 0.999,
+        gradient_clip_norm: float = 0.0,
+        ema_decay: float = 0.9999,
+        ema_power: float = 0.75,
+        # logging
+        num_audio_examples: int = 2,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        vae_kwargs = dict(in_channels=io_channels, channels=base_channels, c_mults=tuple(c_mults), strides=tuple(strides),
+                          latent_dim=latent_dim, sample_rate=sample_rate, use_snake=use_snake, final_tanh=final_tanh)
+        self.vae = OobleckVAE(**vae_kwargs)
+        self.vae.set_checkpointing(activation_checkpointing)
+        self.vae_ema = None
+        if ema_decay > 0:
+            self.vae_ema = OobleckVAE(**vae_kwargs).requires_grad_(False)
+            self.vae_ema.load_state_dict(self.vae.state_dict())
+            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        self.discriminator = MultiScaleSTFTDiscriminator(io_channels, disc_filters, tuple(disc_n_ffts),
+                                                         tuple(disc_hop_lengths), tuple(disc_win_lengths))
+        self.spectral_loss = SpectralReconstructionLoss(sample_rate, tuple(stft_fft_sizes), tuple(stft_hop_sizes),
+                                                        tuple(stft_win_lengths), perceptual_weighting)
+        self.metrics = ReconstructionMetrics(sample_rate)
+
+    # ---- weights -------------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Fine-tuning: start from a VAE file (official SAO or `lafa export`); a resumed checkpoint overrides it."""
+        if stage == "fit" and self.hparams.pretrained:
+            h = self.hparams
+            source = load_sao_vae(h.pretrained, latent_dim=h.latent_dim, in_channels=h.io_channels,
+                                  channels=h.base_channels, c_mults=tuple(h.c_mults), strides=tuple(h.strides),
+                                  sample_rate=h.sample_rate, use_snake=h.use_snake, final_tanh=h.final_tanh)
+            self.vae.load_state_dict(source.state_dict())
+            if self.vae_ema is not None:
+                self.vae_ema.load_state_dict(source.state_dict())
+
+    @property
+    def eval_vae(self) -> OobleckVAE:
+        """The weights used for evaluation and export: the EMA copy when kept, else the trained VAE."""
+        return self.vae_ema if self.vae_ema is not None else self.vae
+
+    def as_autoencoder(self) -> VaeAutoencoder:
+        return VaeAutoencoder(self.eval_vae)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """EMA with ema_pytorch's warm-up as Stable Audio uses it: decay = min(ema_decay, 1 - (1 + n)^-power)."""
+        n = int(self.ema_updates)
+        decay = min(self.hparams.ema_decay, 1.0 - (1.0 + n) ** -self.hparams.ema_power)
+        ema = list(self.vae_ema.parameters())
+        torch._foreach_lerp_(ema, [p.detach() for p in self.vae.parameters()], 1.0 - decay)
+        self.ema_updates += 1
+
+    # ---- training ------------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        h = self.hparams
+        opt_g = torch.optim.AdamW(self.vae.parameters(), lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
+        opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=h.disc_lr, betas=tuple(h.betas),
+                                  weight_decay=h.weight_decay)
+
+        def factor(step: int) -> float:
+            return inverse_lr_factor(step, h.lr_inv_gamma, h.lr_power, h.lr_warmup)
+
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (opt_g, opt_d)]
+        return [opt_g, opt_d], schedulers
+
+    def _step_optimizer(self, loss: torch.Tensor, index: int) -> None:
+        opt = self.optimizers()[index]
+        opt.zero_grad()
+        self.manual_backward(loss)
+        if self.hparams.gradient_clip_norm > 0:
+            self.clip_gradients(opt, gradient_clip_val=self.hparams.gradient_clip_norm, gradient_clip_algorithm="norm")
+        opt.step()
+        self.lr_schedulers()[index].step()
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        h = self.hparams
+        reals = batch["audio"]  # (B, 2, S)
+        train_disc = self.global_step % 2 == 1
+        batch_size = reals.shape[0]
+        if train_disc:
+            with torch.no_grad():
+                decoded = self.vae(reals)[0]
+            real_logits, _ = self.discriminator(reals)
+            fake_logits, _ = self.discriminator(decoded.detach())
+            loss = hinge_discriminator_loss(real_logits, fake_logits)
+            self._step_optimizer(loss, 1)
+            self.log("train/disc_loss", loss.detach(), prog_bar=True, batch_size=batch_size)
+            return
+        decoded, kl = self.vae(reals)
+        terms = self.spectral_loss(decoded, reals)
+        terms["kl"] = kl
+        loss = (h.stft_sum_diff_weight * terms["stft_sum_diff"]
+                + h.stft_channel_weight * (terms["stft_left"] + terms["stft_right"]) + h.kl_weight * kl)
+        if self.global_step >= h.adversarial_start_step and (h.adversarial_weight > 0 or h.feature_matching_weight > 0):
+            with torch.no_grad():
+                _, real_features = self.discriminator(reals)
+            fake_logits, fake_features = self.discriminator(decoded)
+            terms["adversarial"] = hinge_generator_loss(fake_logits)
+            terms["feature_matching"] = feature_matching_loss(real_features, fake_features)
+            loss = loss + h.adversarial_weight * terms["adversarial"] + h.feature_matching_weight * terms["feature_matching"]
+        self._step_optimizer(loss, 0)
+        if self.vae_ema is not None:
+            self._update_ema()
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch_size)
+        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=batch_size)
+        self.log("train/lr", self.optimizers()[0].param_groups[0]["lr"], batch_size=batch_size)
+
+    # ---- evaluation ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def reconstruct(self, audio: torch.Tensor) -> torch.Tensor:
+        """Deterministic reconstruction with the evaluation weights (mean latent); any length (zero padded)."""
+        ratio = self.eval_vae.downsampling_ratio
+        length = audio.shape[-1]
+        padded = torch.nn.functional.pad(audio, (0, -length % ratio))
+        return self.eval_vae.decode(self.eval_vae.encode_mean(padded))[..., :length].float()
+
+    def _evaluate(self, batch: dict, batch_idx: int, split: str) -> None:
+        audio = batch["audio"]
+        decoded = self.reconstruct(audio)
+        scores = self.metrics(decoded, audio, batch.get("padding_mask"))
+        self.log_dict({f"{split}/{k}": v for k, v in scores.items()}, batch_size=audio.shape[0], sync_dist=True,
+                      prog_bar=split == "val")
+        if batch_idx == 0 and self.global_rank == 0:
+            self._log_examples(audio, decoded, batch.get("padding_mask"), split)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test")
+
+    def _log_examples(self, reals: torch.Tensor, decoded: torch.Tensor, mask: torch.Tensor | None, split: str) -> None:
+        """TensorBoard: real and reconstructed audio (mono mix: TensorBoard audio is one channel) and log-STFT images."""
+        if not isinstance(self.logger, TensorBoardLogger) or self.hparams.num_audio_examples <= 0:
+            return
+        from matplotlib.figure import Figure
+
+        writer, sr = self.logger.experiment, self.hparams.sample_rate
+        for i in range(min(self.hparams.num_audio_examples, reals.shape[0])):
+            n = int(mask[i].sum()) if mask is not None else reals.shape[-1]
+            fig = Figure(figsize=(10, 5))
+            for row, (name, x) in enumerate((("real", reals[i, :, :n]), ("reconstruction", decoded[i, :, :n]))):
+                mono = x.float().mean(0).cpu()
+                mono = torch.nn.functional.pad(mono, (0, max(0, 2048 - mono.shape[-1])))  # torch.stft needs >= n_fft
+                writer.add_audio(f"{split}/example_{i}/{name}", mono.clamp(-1, 1)[None], self.global_step, sr)
+                spec = torch.stft(mono, 2048, 512, window=torch.hann_window(2048), return_complex=True).abs()
+                ax = fig.add_subplot(2, 1, row + 1)
+                ax.imshow((spec + 1e-5).log10().numpy(), origin="lower", aspect="auto", cmap="magma")
+                ax.set_title(f"{name}: log10 |STFT| (n_fft 2048, hop 512)")
+            fig.tight_layout()
+            writer.add_figure(f"{split}/example_{i}/spectrogram", fig, self.global_step)

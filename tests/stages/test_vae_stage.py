@@ -1,0 +1,113 @@
+"""VaeStage: the tiny config learns, EMA follows Stable Audio's warm-up, and fit -> test -> export works end to end."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from lightning.pytorch import Trainer
+from vae_fixtures import SineData
+
+from lafa.checkpoints import load_sao_vae
+from lafa.models.autoencoder import VaeAutoencoder
+from lafa.stages.vae import VaeStage, inverse_lr_factor
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_init_args(**overrides) -> dict:
+    """configs/vae.yaml overlaid with configs/tiny/vae.yaml, as `lafa fit` merges them."""
+    args = {}
+    for name in ("configs/vae.yaml", "configs/tiny/vae.yaml"):
+        args.update(yaml.safe_load((REPO / name).read_text())["model"]["init_args"])
+    return {**args, **overrides}
+
+
+def spectral(stage: VaeStage, audio: torch.Tensor) -> float:
+    torch.manual_seed(123)  # the same posterior sample before and after
+    with torch.no_grad():
+        decoded, _ = stage.vae(audio)
+        terms = stage.spectral_loss(decoded, audio)
+    return float(terms["stft_sum_diff"] + 0.5 * (terms["stft_left"] + terms["stft_right"]))
+
+
+def test_tiny_config_steps_lower_reconstruction_loss():
+    torch.manual_seed(0)
+    stage = VaeStage(**tiny_init_args())
+    data = SineData(sample_size=8192, batch_size=2, n_train=2)
+    audio = next(iter(data.train_dataloader()))["audio"]
+    before = spectral(stage, audio)
+    trainer = Trainer(max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(stage, data)
+    after = spectral(stage, audio)
+    assert after < 0.8 * before, (before, after)
+    assert int(stage.ema_updates) == 3  # generator steps only: steps 0, 2, 4 (odd steps train the discriminator)
+    # the EMA copy moved off the initial weights but lags the trained ones
+    assert not torch.equal(stage.vae_ema.encoder.layers[0].weight_v, stage.vae.encoder.layers[0].weight_v)
+
+
+def test_ema_follows_warmup_decay():
+    stage = VaeStage(base_channels=2, c_mults=[1, 2], strides=[2, 2], disc_filters=2, ema_decay=0.9999)
+    params = lambda m: torch.cat([p.flatten() for p in m.parameters()])  # noqa: E731
+    with torch.no_grad():
+        for p in stage.vae.parameters():
+            p.add_(1.0)
+    stage._update_ema()  # n = 0: decay = 1 - 1^-0.75 = 0, the EMA becomes the weights
+    torch.testing.assert_close(params(stage.vae_ema), params(stage.vae))
+    old = params(stage.vae_ema)
+    with torch.no_grad():
+        for p in stage.vae.parameters():
+            p.add_(1.0)
+    stage._update_ema()  # n = 1: decay = 1 - 2^-0.75
+    decay = 1 - 2 ** -0.75
+    torch.testing.assert_close(params(stage.vae_ema), decay * old + (1 - decay) * params(stage.vae))
+    autoencoder = stage.as_autoencoder()
+    assert isinstance(autoencoder, VaeAutoencoder) and autoencoder.vae is stage.vae_ema
+    no_ema = VaeStage(base_channels=2, c_mults=[1, 2], strides=[2, 2], disc_filters=2, ema_decay=0.0)
+    assert no_ema.vae_ema is None and no_ema.as_autoencoder().vae is no_ema.vae
+
+
+def test_inverse_lr_schedule():
+    assert inverse_lr_factor(0, 200000, 0.5, 0.0) == 1.0
+    assert abs(inverse_lr_factor(200000, 200000, 0.5, 0.0) - 2 ** -0.5) < 1e-12  # inv_gamma steps: (1/2)^power
+    assert abs(inverse_lr_factor(0, 200000, 0.5, 0.999) - 0.001) < 1e-12  # exponential warm-up from 1 - 0.999
+
+
+def _lafa(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {"PYTHONPATH": f"{REPO}:{REPO / 'tests' / 'stages'}", "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", "lafa", *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_fit_test_export_end_to_end(tmp_path):
+    """lafa fit (base + tiny config, synthetic data), lafa test from the checkpoint alone, lafa export."""
+    override = {
+        "trainer": {"max_steps": 2, "val_check_interval": 2, "enable_progress_bar": False,
+                    "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                               "init_args": {"save_dir": str(tmp_path / "logs"), "name": ""}},
+                    "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                   "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True}}]},
+        "data": {"class_path": "vae_fixtures.SineData",
+                 "init_args": {"sample_size": 8192, "batch_size": 2, "n_train": 2, "n_eval": 2}},
+    }
+    (tmp_path / "override.yaml").write_text(yaml.safe_dump(override))
+    fit = _lafa(["fit", "--config", str(REPO / "configs/vae.yaml"), "--config", str(REPO / "configs/tiny/vae.yaml"),
+                 "--config", str(tmp_path / "override.yaml")], cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    ckpt = tmp_path / "ckpt" / "last.ckpt"
+    test = _lafa(["test", "--ckpt_path", str(ckpt)], cwd=tmp_path)
+    assert test.returncode == 0, test.stderr[-3000:]
+    for metric in ("test/stft_distance", "test/mel_distance", "test/si_sdr"):
+        assert metric in test.stdout
+    assert list((tmp_path / "logs").rglob("events.out.tfevents.*"))  # audio examples and spectrograms logged
+
+    out = tmp_path / "vae.safetensors"
+    export = _lafa(["export", "--ckpt_path", str(ckpt), "--out", str(out)], cwd=tmp_path)
+    assert export.returncode == 0, export.stderr[-3000:]
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    vae = load_sao_vae(out, latent_dim=64)  # architecture read from the file's shapes
+    for k, v in vae.state_dict().items():
+        assert torch.equal(v, state[f"vae_ema.{k}"]), k
