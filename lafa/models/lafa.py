@@ -179,5 +179,6 @@ class Lafa(nn.Module):
         if self.decoder_kind == "vit":
             return self.decoder(ctx, frame_keep)
         b, _, n = y.shape
-        noise = torch.randn((b, self.latent_channels, n), generator=generator, device=y.device, dtype=y.dtype)
+        dtype = torch.promote_types(y.dtype, torch.float32)  # integrate in at least float32 (Y may be bf16)
+        noise = torch.randn((b, self.latent_channels, n), generator=generator, device=y.device, dtype=dtype)
         return self.decoder.sample(ctx, noise, steps, frame_keep)
