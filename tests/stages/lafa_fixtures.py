@@ -10,7 +10,7 @@ import torch
 from lafa.checkpoints import save_vae_safetensors
 from lafa.models.oobleck import OobleckVAE
 
-TINY_VAE = dict(channels=4, c_mults=[1, 2], strides=[2, 4], latent_dim=8)  # 8 samples per latent frame
+TINY_VAE = dict(channels=4, c_mults=[1, 2], strides=[2, 4], latent_dim=16)  # 8 samples per latent frame
 
 
 def write_tiny_vae(path: Path, seed: int = 0) -> Path:
