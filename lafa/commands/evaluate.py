@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from jsonargparse import ArgumentParser
+from jsonargparse import ActionYesNo, ArgumentParser
 
 from lafa.metrics.generation import evaluate_folders, table_row
 
@@ -20,7 +20,9 @@ def read_prompts(path: str | Path) -> dict[str, str]:
     if isinstance(data, list):
         out = {}
         for i, rec in enumerate(data):
-            text = next((rec[k] for k in ("prompt", "caption", "text") if isinstance(rec, dict) and k in rec), None)
+            text = next(
+                (rec[k] for k in ("prompt", "caption", "text") if isinstance(rec, dict) and k in rec), None
+            )
             if text is None or "id" not in rec:
                 raise ValueError(f"{path}: record {i} needs 'id' and one of prompt/caption/text")
             out[str(rec["id"])] = text
@@ -32,17 +34,31 @@ def main(argv: list[str]) -> int:
     parser = ArgumentParser(prog="lafa evaluate", description=__doc__)
     parser.add_argument("--config", action="config")
     parser.add_argument("--generated", type=str, required=True, help="folder of generated audio, <id>.wav")
-    parser.add_argument("--reference", type=str, required=True,
-                        help="folder of reference audio (<id>.<ext>) or a reference statistics file (.npz)")
+    parser.add_argument(
+        "--reference",
+        type=str,
+        required=True,
+        help="folder of reference audio (<id>.<ext>) or a reference statistics file (.npz)",
+    )
     parser.add_argument("--prompts", type=str, default=None, help="prompts.json for the CLAP score")
-    parser.add_argument("--openl3_weights", type=str, default=None, help="openl3_audio_mel256_{music,env}-v0_4_0.h5")
+    parser.add_argument(
+        "--openl3_weights", type=str, default=None, help="openl3_audio_mel256_{music,env}-v0_4_0.h5"
+    )
     parser.add_argument("--passt_weights", type=str, default=None, help="passt-s-f128-p16-s10-ap.476-swa.pt")
-    parser.add_argument("--clap_dir", type=str, default=None, help="local HF CLAP directory (laion/clap-htsat-fused)")
+    parser.add_argument(
+        "--clap_dir", type=str, default=None, help="local HF CLAP directory (laion/clap-htsat-fused)"
+    )
     parser.add_argument("--content_type", type=str, default="music", choices=["music", "env"])
-    parser.add_argument("--allow_random_weights", type=bool, default=False,
-                        help="run metrics without weights on random-weight models (demo; NOT comparable)")
+    parser.add_argument(
+        "--allow_random_weights",
+        action=ActionYesNo,
+        default=False,
+        help="run metrics without weights on random-weight models (demo; NOT comparable)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--stats_cache", type=str, default=None, help="where to cache the reference statistics")
+    parser.add_argument(
+        "--stats_cache", type=str, default=None, help="where to cache the reference statistics"
+    )
     parser.add_argument("--device", type=str, default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--out", type=str, required=True, help="report .json")
     args = parser.parse_args(argv)

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from lafa.audio import peak_normalize, resample, to_channels
+from lafa.audio import load_audio, peak_normalize, resample, to_channels
 
 CLAP_SAMPLE_RATE = 48000
 TEXT_MAX_TOKENS = 77  # laion_clap's tokenizer settings
@@ -94,16 +95,20 @@ class ClapScorer:
 
 
 def clap_score(
-    scorer: ClapScorer, clips: dict[str, tuple[torch.Tensor, int]], prompts: dict[str, str], seed: int = 0
+    scorer: ClapScorer,
+    clips: dict[str, str | Path | tuple[torch.Tensor, int]],
+    prompts: dict[str, str],
+    seed: int = 0,
 ) -> dict:
-    """Mean cosine between each clip (id -> (audio, sample rate)) and its prompt, over ids with both."""
+    """Mean cosine between each clip (id -> file, or (audio, sample rate)) and its prompt, over ids with both."""
     ids = sorted(set(clips) & set(prompts))
     if not ids:
         raise ValueError("no generated clip has a prompt (ids are the file stems / prompts.json keys)")
     text = scorer.text_embeddings([prompts[i] for i in ids])
     cosines = []
-    for i, t in zip(ids, text, strict=True):
-        audio = scorer.audio_embedding(clap_waveform(*clips[i]), clip_seed(seed, i))
+    for i, t in zip(tqdm(ids, desc="clap", leave=False), text, strict=True):
+        clip = load_audio(clips[i]) if isinstance(clips[i], (str, Path)) else clips[i]  # one file at a time
+        audio = scorer.audio_embedding(clap_waveform(*clip), clip_seed(seed, i))
         cosines.append(float(torch.nn.functional.cosine_similarity(audio, t, dim=0, eps=1e-8)))
     return {
         "value": float(np.mean(cosines)),

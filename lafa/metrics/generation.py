@@ -188,7 +188,8 @@ def evaluate_folders(
         return _weights(path, seed)
 
     if (weights := configured("fd_openl3", openl3_weights, "--openl3_weights")) is not None:
-        if openl3_weights and ("_env" in Path(openl3_weights).name) != (content_type == "env"):
+        named = Path(openl3_weights or "").name
+        if ("_env" in named or "_music" in named) and f"_{content_type}" not in named:
             raise ValueError(f"{openl3_weights} does not look like the {content_type} OpenL3 model")
         settings = {**OPENL3_SETTINGS, "content_type": content_type}
         embedder = OpenL3Embedder(build_openl3(openl3_weights, seed).to(device))
@@ -222,14 +223,8 @@ def evaluate_folders(
         metrics["clap_score"] = {"skipped": "no prompts given (prompts.json: {id: text})"}
     elif (weights := configured("clap_score", clap_dir, "--clap_dir")) is not None:
         with tempfile.TemporaryDirectory() as tmp:
-            model_dir = clap_dir or write_random_clap(tmp, seed)
-            scorer = ClapScorer(model_dir, device=device)
-            clips = {i: load_audio(p) for i, p in generated.items() if i in prompts}
-            result = (
-                clap_score(scorer, clips, prompts, seed)
-                if clips
-                else {"value": float("nan"), "scored_ids": 0}
-            )
+            scorer = ClapScorer(clap_dir or write_random_clap(tmp, seed), device=device)
+            result = clap_score(scorer, generated, prompts, seed)
         settings = {
             **CLAP_SETTINGS,
             "model": "small random HTSAT+RoBERTa (lafa)" if clap_dir is None else "local HF directory",

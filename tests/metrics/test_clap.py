@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from lafa.audio import save_audio
 from lafa.metrics.clap import (
     CLAP_SAMPLE_RATE,
     ClapScorer,
@@ -29,7 +30,8 @@ def test_waveform_is_mono_48k_peak_normalised():
     tone = torch.sin(2 * torch.pi * 440 * torch.arange(44100) / 44100)
     wav = clap_waveform(torch.stack([0.1 * tone, 0.3 * tone]), 44100)  # mono mix 0.2 tone
     assert wav.shape == (SR,) and wav.dtype == np.float32
-    assert float(np.abs(wav).max()) == pytest.approx(10 ** (-1 / 20), abs=1e-4)  # peak -1 dBFS after resampling
+    # peak -1 dBFS after resampling
+    assert float(np.abs(wav).max()) == pytest.approx(10 ** (-1 / 20), abs=1e-4)
     ref = 0.2 * np.sin(2 * np.pi * 440 * np.arange(SR) / SR)
     np.testing.assert_allclose(wav[2000:-2000] / float(np.abs(wav).max()), ref[2000:-2000] / 0.2, atol=2e-3)
 
@@ -61,8 +63,9 @@ def test_fusion_crops_are_seeded(scorer):
     assert np.array_equal(np.random.get_state()[1], state[1])  # numpy's global generator is left as it was
 
 
-def test_clap_score_end_to_end(scorer):
-    clips = {"a": (_clip(2, 2.0), SR), "b": (_clip(3, 11.0), SR), "c": (_clip(4, 1.0), SR)}
+def test_clap_score_end_to_end(scorer, tmp_path):
+    save_audio(tmp_path / "a.wav", _clip(2, 2.0), SR, subtype="FLOAT")
+    clips = {"a": tmp_path / "a.wav", "b": (_clip(3, 11.0), SR), "c": (_clip(4, 1.0), SR)}  # a file or audio
     prompts = {"a": "a dog barks", "b": "rain on a tin roof", "z": "never generated"}
     out = clap_score(scorer, clips, prompts, seed=0)
     assert out["scored_ids"] == 2 and out["clips_without_prompt"] == 1
