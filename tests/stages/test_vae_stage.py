@@ -36,15 +36,16 @@ def spectral(stage: VaeStage, audio: torch.Tensor) -> float:
 def test_tiny_config_steps_lower_reconstruction_loss():
     torch.manual_seed(0)
     stage = VaeStage(**tiny_init_args())
-    data = SineData(sample_size=8192, batch_size=2, n_train=2)
+    data = SineData(sample_size=4096, batch_size=2, n_train=2)
     audio = next(iter(data.train_dataloader()))["audio"]
     before = spectral(stage, audio)
-    trainer = Trainer(max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False,
+    trainer = Trainer(max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
     trainer.fit(stage, data)
     after = spectral(stage, audio)
     assert after < 0.8 * before, (before, after)
-    assert int(stage.ema_updates) == 3  # generator steps only: steps 0, 2, 4 (odd steps train the discriminator)
+    print(f"spectral loss {before:.3f} -> {after:.3f}")
+    assert int(stage.ema_updates) == 2  # generator steps only: steps 0 and 2 (odd steps train the discriminator)
     # the EMA copy moved off the initial weights but lags the trained ones
     assert not torch.equal(stage.vae_ema.encoder.layers[0].weight_v, stage.vae.encoder.layers[0].weight_v)
 
@@ -91,7 +92,7 @@ def test_fit_test_export_end_to_end(tmp_path):
                     "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                                    "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True}}]},
         "data": {"class_path": "vae_fixtures.SineData",
-                 "init_args": {"sample_size": 8192, "batch_size": 2, "n_train": 2, "n_eval": 2}},
+                 "init_args": {"sample_size": 4096, "batch_size": 2, "n_train": 2, "n_eval": 2}},
     }
     (tmp_path / "override.yaml").write_text(yaml.safe_dump(override))
     fit = _lafa(["fit", "--config", str(REPO / "configs/vae.yaml"), "--config", str(REPO / "configs/tiny/vae.yaml"),
