@@ -112,3 +112,19 @@ def test_fit_test_export_end_to_end(tmp_path):
     vae = load_sao_vae(out, latent_dim=64)  # architecture read from the file's shapes
     for k, v in vae.state_dict().items():
         assert torch.equal(v, state[f"vae_ema.{k}"]), k
+
+
+def test_pretrained_weights_start_fine_tuning(tmp_path):
+    from lafa.checkpoints import save_vae_safetensors
+    from lafa.models.oobleck import OobleckVAE
+
+    small = dict(base_channels=2, c_mults=[1, 2], strides=[2, 2], disc_filters=2, latent_dim=4)
+    torch.manual_seed(5)
+    source = OobleckVAE(channels=2, c_mults=(1, 2), strides=(2, 2), latent_dim=4)
+    path = save_vae_safetensors(source, tmp_path / "vae.safetensors")
+    stage = VaeStage(**small, pretrained=str(path))
+    stage.setup("fit")
+    for k, v in source.state_dict().items():
+        assert torch.equal(stage.vae.state_dict()[k], v) and torch.equal(stage.vae_ema.state_dict()[k], v), k
+    with pytest.raises(ValueError, match="latent size 4"):
+        VaeStage(**{**small, "latent_dim": 8}, pretrained=str(path)).setup("fit")
