@@ -162,7 +162,10 @@ def analyze_latents(study: Study, log: Callable[[str], Any] = print) -> dict[str
         command = [*lafa_command(study), "analyze", "--ckpt_path", *latents.values(), "--label", *latents,
                    "--out", str(out), *[str(a) for a in study.analysis.get("args", [])]]
         log("  " + shlex.join(command))
-        subprocess.run(command, check=True)
+        result = subprocess.run(command)
+        if result.returncode != 0 or not path.is_file():  # the convergence report stands without alpha/LPI
+            log(f"[study {study.name}] `lafa analyze` failed (exit {result.returncode}): no alpha/LPI in the report")
+            return {}
     summary = json.loads(path.read_text())["summary"]
     results = {}
     for run in study.compared:
