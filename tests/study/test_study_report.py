@@ -156,3 +156,22 @@ def test_alpha_and_lpi_come_from_one_lafa_analyze_call(tmp_path):
     assert results["dit_vae"]["mel"] == {"alpha": 2.5, "lpi": 0.9}
     args = json.loads((tmp_path / "out" / "analysis" / "report.json").read_text())["args"]
     assert args[-2:] == ["--num_clips", "3"]
+
+
+def test_a_failing_lafa_analyze_leaves_the_report_without_alpha_and_lpi(tmp_path):
+    failing = tmp_path / "failing_lafa.py"
+    failing.write_text("import sys\nsys.exit(3)\n")
+    vae = tmp_path / "vae.ckpt"
+    vae.write_bytes(b"weights")
+    study = parse_study({
+        "name": "c", "factor": "latent space", "factor_keys": ["model.init_args.autoencoder_ckpt"],
+        "out_dir": str(tmp_path / "out"), "baseline": "dit_vae", "metrics": {"val/loss": "min"},
+        "lafa": [sys.executable, str(failing)], "analysis": {"args": []},
+        "stages": {"ae": ["unused.yaml"], "dit": ["unused.yaml"]},
+        "runs": {"vae": {"stage": "ae", "ckpt": str(vae)}, "dit_vae": {"stage": "dit", "compare": True, "latent": "vae"}},
+    })
+    from lafa.study.report import analyze_latents
+
+    logged = []
+    assert analyze_latents(study, log=logged.append) == {}
+    assert "failed (exit 3)" in logged[-1]
