@@ -1,0 +1,226 @@
+"""Stage II: a text-to-audio DiT (DiT-SAO or DiT-ETTA, paper Sec. 5.1) on the latents of a frozen autoencoder.
+
+The latent space is the autoencoder's (`autoencoder_ckpt`: a VAE or LAFA `lafa fit` checkpoint, or official
+Stable Audio Open VAE weights, through `lafa.stages.loading.load_autoencoder`); batches are audio (encoded on the
+fly, frozen) or pre-encoded latents (`latent` + `padding_mask`). The autoencoder's `encode` is normalised; an
+extra `latent_scale` divides latents on the way in and multiplies them on the way out (1.0 for SAO).
+
+The frozen text encoder and autoencoder are not part of the state dict (checkpoints hold the DiT alone and name
+the frozen parts by path in their stored config) and are shared, not copied, by EMA weight averaging.
+Validation reports the loss on a fixed grid of t with fixed noise (`val/loss` and `val/loss_t{t}`), so runs on
+different latent spaces and different days compare. `generate()` is what `lafa generate` and the sample
+callback (`lafa.stages.dit_callbacks`) use.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from lightning.pytorch import LightningModule
+
+from lafa.diffusion.cfg import drop_mask, guided
+from lafa.diffusion.objectives import diffusion_loss, sample_t
+from lafa.diffusion.samplers import sample
+from lafa.models.conditioners import TextConditioner
+from lafa.models.dit_etta import DiTETTA
+from lafa.models.dit_sao import DiTSAO
+
+MODELS = {"sao": DiTSAO, "etta": DiTETTA}
+
+
+class _Frozen:
+    """Holds the frozen helpers: not registered (never saved or trained), shared by deepcopy (EMA copies)."""
+
+    def __init__(self) -> None:
+        self.text = None
+        self.autoencoder = None
+
+    def __deepcopy__(self, memo: dict) -> _Frozen:
+        return self
+
+
+def inverse_lr_factor(step: int, inv_gamma: float, power: float, warmup: float) -> float:
+    """stable-audio-tools' InverseLR (SAO's DiT schedule): (1 - warmup^(step+1)) (1 + step / inv_gamma)^-power."""
+    return (1.0 - warmup ** (step + 1)) * (1.0 + step / inv_gamma) ** -power
+
+
+class DitStage(LightningModule):
+    def __init__(
+        self,
+        # latent space
+        autoencoder_ckpt: str | None = None,
+        autoencoder_latent_dim: int = 64,
+        latent_scale: float = 1.0,
+        decode_steps: int | None = None,
+        # model
+        model: str = "sao",
+        model_args: dict | None = None,
+        text_encoder: str = "t5-base",
+        text_max_length: int = 128,
+        compile: bool = False,
+        # objective (Sec. 5.1) and guidance
+        objective: str = "v",
+        t_sampler: str = "uniform",
+        cfg_dropout: float = 0.1,
+        # optimisation (SAO: AdamW 5e-5, betas (0.9, 0.999), wd 1e-3, InverseLR)
+        lr: float = 5e-5,
+        betas: Sequence[float] = (0.9, 0.999),
+        weight_decay: float = 1e-3,
+        lr_schedule: str = "inverse",
+        inv_gamma: float = 1e6,
+        power: float = 0.5,
+        warmup: float = 0.99,
+        # evaluation and sampling
+        val_t: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
+        seed: int = 0,
+        sample_frames: int = 0,
+        sampler: str | None = None,
+        steps: int = 100,
+        cfg_scale: float = 7.0,
+        test_eval: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if model not in MODELS:
+            raise ValueError(f"unknown model {model!r} (one of {tuple(MODELS)})")
+        self.frozen = _Frozen()
+        self.frozen.text = TextConditioner(text_encoder, text_max_length)
+        args = dict(model_args or {})
+        latent_dim = self._load_autoencoder().latent_dim if autoencoder_ckpt else args.get("io_channels", 64)
+        if args.setdefault("io_channels", latent_dim) != latent_dim:
+            raise ValueError(f"model_args.io_channels={args['io_channels']} but the autoencoder's latent has "
+                             f"{latent_dim} channels ({autoencoder_ckpt})")
+        args.setdefault("text_dim", self.frozen.text.dim)
+        self.model = MODELS[model](**args)
+        if compile:
+            for block in self.model.blocks:
+                block.compile()
+
+    # ---- frozen parts ------------------------------------------------------------------------------------------
+    def _load_autoencoder(self):
+        if self.frozen.autoencoder is None:
+            from lafa.stages.loading import load_autoencoder
+
+            if not self.hparams.autoencoder_ckpt:
+                raise ValueError("this needs the autoencoder: set autoencoder_ckpt")
+            ae = load_autoencoder(self.hparams.autoencoder_ckpt, latent_dim=self.hparams.autoencoder_latent_dim)
+            self.frozen.autoencoder = ae.requires_grad_(False).eval()
+        return self.frozen.autoencoder
+
+    @property
+    def autoencoder(self):
+        """The frozen autoencoder on this stage's device."""
+        ae = self._load_autoencoder()
+        return ae.to(self.device)
+
+    def encode_text(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """captions -> frozen text tokens (B, L, text_dim) and keep mask (B, L) on this stage's device."""
+        text = self.frozen.text.to(self.device)
+        return text(list(captions), self.device)
+
+    def _latents(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(scaled latent (B, C, N) float32, real-frame mask (B, N) or None) from a latent or an audio batch."""
+        padding = batch.get("padding_mask")
+        if "latent" in batch:
+            z = batch["latent"].float()
+            keep = None if padding is None else padding.bool()[:, : z.shape[-1]]
+        else:
+            ae = self.autoencoder
+            with torch.no_grad():
+                z = ae.encode(batch["audio"]).float()
+            # frame n covers samples [n r, (n + 1) r): real when its first sample is
+            keep = None if padding is None else padding[:, :: ae.downsampling_ratio][:, : z.shape[-1]].bool()
+        return z / self.hparams.latent_scale, keep
+
+    def _cond(self, batch: dict, b: int) -> dict[str, torch.Tensor]:
+        text, text_mask = self.encode_text(batch["caption"])
+        start = torch.as_tensor(batch.get("seconds_start", torch.zeros(b)), dtype=torch.float32, device=self.device)
+        total = torch.as_tensor(batch["seconds_total"], dtype=torch.float32, device=self.device)
+        return dict(text=text, text_mask=text_mask, seconds_start=start, seconds_total=total)
+
+    # ---- training ----------------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        h = self.hparams
+        opt = torch.optim.AdamW(self.model.parameters(), lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
+        if h.lr_schedule == "constant":
+            return opt
+        if h.lr_schedule != "inverse":
+            raise ValueError(f"unknown lr_schedule {h.lr_schedule!r} (inverse | constant)")
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: inverse_lr_factor(step, h.inv_gamma, h.power, h.warmup)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        z0, keep = self._latents(batch)
+        b = z0.shape[0]
+        cond = self._cond(batch, b)
+        cond["cond_drop"] = drop_mask(b, self.hparams.cfg_dropout, self.device)
+        t = sample_t(b, self.hparams.t_sampler, self.device)
+        loss = diffusion_loss(
+            lambda x, tt: self.model(x, tt, **cond), z0, t, torch.randn_like(z0), self.hparams.objective, keep
+        ).mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=b)
+        return loss
+
+    # ---- validation: the loss on a fixed t grid with fixed noise -------------------------------------------------
+    @torch.no_grad()
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        z0, keep = self._latents(batch)
+        b = z0.shape[0]
+        cond = self._cond(batch, b)
+        gen = torch.Generator().manual_seed(self.hparams.seed + batch_idx)
+        losses = []
+        for t_val in self.hparams.val_t:
+            eps = torch.randn(z0.shape, generator=gen).to(self.device)
+            t = torch.full((b,), float(t_val), device=self.device)
+            loss = diffusion_loss(lambda x, tt: self.model(x, tt, **cond), z0, t, eps, self.hparams.objective, keep)
+            self.log(f"val/loss_t{float(t_val):g}", loss.mean(), batch_size=b, sync_dist=True)
+            losses.append(loss.mean())
+        self.log("val/loss", torch.stack(losses).mean(), prog_bar=True, batch_size=b, sync_dist=True)
+
+    # ---- sampling ------------------------------------------------------------------------------------------------
+    def _frames(self, seconds: float) -> int:
+        ae = self.autoencoder
+        return max(math.ceil(seconds * ae.sample_rate / ae.downsampling_ratio), self.hparams.sample_frames, 1)
+
+    @torch.no_grad()
+    def sample_latents(
+        self,
+        captions: Sequence[str],
+        seconds_total: Sequence[float],
+        frames: int,
+        steps: int | None = None,
+        cfg_scale: float | None = None,
+        sampler: str | None = None,
+        seed: int | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Latents (B, C, frames) in the autoencoder's scale for captions and their seconds_total."""
+        b = len(captions)
+        gen = torch.Generator().manual_seed(self.hparams.seed if seed is None else seed)
+        noise = torch.randn(b, self.model.io_channels, frames, generator=gen).to(self.device)
+        cond = self._cond({"caption": list(captions), "seconds_total": list(map(float, seconds_total))}, b)
+        fn = guided(self.model, cond, self.hparams.cfg_scale if cfg_scale is None else cfg_scale)
+        steps = self.hparams.steps if steps is None else steps
+        z = sample(fn, noise, steps, self.hparams.objective, sampler or self.hparams.sampler, progress=progress)
+        return z.float() * self.hparams.latent_scale
+
+    @torch.no_grad()
+    def generate(
+        self,
+        captions: Sequence[str],
+        seconds: Sequence[float] | float,
+        decode_steps: int | None = None,
+        **sample_kwargs,
+    ) -> list[torch.Tensor]:
+        """Audio clips (io_channels, round(seconds * sample_rate)) float32 on CPU, one per caption: DiT sampling,
+        then the autoencoder's decoder (LAFA: `decode_steps` flow steps, then the VAE decoder)."""
+        seconds = [float(seconds)] * len(captions) if isinstance(seconds, (int, float)) else list(map(float, seconds))
+        ae = self.autoencoder
+        z = self.sample_latents(captions, seconds, self._frames(max(seconds)), **sample_kwargs)
+        steps = self.hparams.decode_steps if decode_steps is None else decode_steps
+        audio = ae.decode(z.to(next(iter(ae.parameters())).dtype), steps=steps).float().cpu()
+        return [a[:, : round(s * ae.sample_rate)] for a, s in zip(audio, seconds, strict=True)]
