@@ -8,18 +8,22 @@ extra `latent_scale` divides latents on the way in and multiplies them on the wa
 The frozen text encoder and autoencoder are not part of the state dict (checkpoints hold the DiT alone and name
 the frozen parts by path in their stored config) and are shared, not copied, by EMA weight averaging.
 Validation reports the loss on a fixed grid of t with fixed noise (`val/loss` and `val/loss_t{t}`), so runs on
-different latent spaces and different days compare. `generate()` is what `lafa generate` and the sample
-callback (`lafa.stages.dit_callbacks`) use.
+different latent spaces and different days compare. `generate()` is what `lafa generate`, the sample callback
+(`lafa.stages.dit_callbacks`) and `lafa test` use: test generates a clip per test caption and scores the folder
+against the real test clips with `lafa.metrics.generation.evaluate_folders` (settings in `test_eval`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningModule
 
+from lafa.audio import save_audio
 from lafa.diffusion.cfg import drop_mask, guided
 from lafa.diffusion.objectives import diffusion_loss, sample_t
 from lafa.diffusion.samplers import sample
@@ -224,3 +228,58 @@ class DitStage(LightningModule):
         steps = self.hparams.decode_steps if decode_steps is None else decode_steps
         audio = ae.decode(z.to(next(iter(ae.parameters())).dtype), steps=steps).float().cpu()
         return [a[:, : round(s * ae.sample_rate)] for a, s in zip(audio, seconds, strict=True)]
+
+    # ---- test: generate for the test captions and score them against the test clips (Table 1) ---------------
+    def _test_dir(self) -> Path:
+        """test_eval.out_dir, else <log dir>/test."""
+        out_dir = (self.hparams.test_eval or {}).get("out_dir")
+        if out_dir:
+            return Path(out_dir)
+        log_dir = self.trainer.log_dir if self.trainer is not None and self.trainer.log_dir else "."
+        return Path(log_dir) / "test"
+
+    def on_test_epoch_start(self) -> None:
+        self._test_prompts: dict[str, str] = {}
+
+    @torch.no_grad()
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        """Generate a clip per test caption (its seconds_total, a seed per batch) and write it beside the real
+        clip: <out>/generated/<id>.wav, <out>/reference/<id>.wav."""
+        ae = self.autoencoder
+        out = self._test_dir()
+        seconds = [max(float(s), 1.0 / ae.sample_rate) for s in torch.as_tensor(batch["seconds_total"]).tolist()]
+        clips = self.generate(batch["caption"], seconds, seed=self.hparams.seed + batch_idx)
+        if "audio" in batch:
+            audio = batch["audio"].float().cpu()
+            lengths = batch["padding_mask"].sum(-1).tolist() if "padding_mask" in batch else [audio.shape[-1]] * len(audio)
+            refs = [a[:, : int(n)] for a, n in zip(audio, lengths, strict=True)]
+        else:  # latent batches carry no audio: the reference is the autoencoder's reconstruction
+            z, _ = self._latents(batch)
+            decoded = ae.decode(z * self.hparams.latent_scale, steps=self.hparams.decode_steps).float().cpu()
+            refs = [a[:, : round(s * ae.sample_rate)] for a, s in zip(decoded, seconds, strict=True)]
+        for clip_id, caption, clip, ref in zip(batch["id"], batch["caption"], clips, refs, strict=True):
+            save_audio(out / "generated" / f"{clip_id}.wav", clip, ae.sample_rate)
+            save_audio(out / "reference" / f"{clip_id}.wav", ref, ae.sample_rate)
+            self._test_prompts[str(clip_id)] = caption
+
+    def on_test_epoch_end(self) -> None:
+        """Merge every rank's prompts, score the folders (`lafa.metrics.generation.evaluate_folders` with the
+        `test_eval` settings), print the Table-1 row and write <out>/metrics.json."""
+        from lafa.metrics.generation import evaluate_folders, table_row
+
+        out = self._test_dir()
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"prompts.rank{self.global_rank}.json").write_text(json.dumps(self._test_prompts, indent=2))
+        self.trainer.strategy.barrier()
+        if not self.trainer.is_global_zero:
+            return
+        prompts = {}
+        for part in sorted(out.glob("prompts.rank*.json")):
+            prompts.update(json.loads(part.read_text()))
+            part.unlink()
+        (out / "prompts.json").write_text(json.dumps(prompts, indent=2))
+        settings = {k: v for k, v in (self.hparams.test_eval or {}).items() if k != "out_dir"}
+        result = evaluate_folders(out / "generated", out / "reference", prompts=prompts, **settings)
+        (out / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
+        print(table_row(result))
+        print(f"generated audio, references and metrics.json in {out}")

@@ -1,6 +1,7 @@
 """DitStage end to end on a tiny autoencoder built here: training, the fixed-grid validation, the sample
 callback (val/fd_mel), one-clip overfitting, and `lafa generate` writing 44.1 kHz stereo of the asked length."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -48,14 +49,14 @@ def audio_batch(b=2, seconds=0.25, sr=44100, seed=0):
                 caption=["a soft piano", "loud drums"][:b] + ["noise"] * (b - 2), id=[f"c{i}" for i in range(b)])
 
 
-def test_fit_validates_on_fixed_grid_and_logs_fd_mel(vae_path, tmp_path):
+def test_fit_validates_on_fixed_grid_logs_fd_mel_and_tests(vae_path, tmp_path):
     from lightning.pytorch import Trainer
     from lightning.pytorch.callbacks import EMAWeightAveraging
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from lafa.stages.dit_callbacks import DitSamplesCallback
 
-    stage = DitStage(**stage_args(vae_path))
+    stage = DitStage(**stage_args(vae_path, test_eval={"out_dir": str(tmp_path / "test")}))
     loader = torch.utils.data.DataLoader([audio_batch()], batch_size=None)
     samples = DitSamplesCallback(prompts=["a soft piano"], seconds=0.2, every_n_steps=1, steps=2, fd_mel_clips=2)
     trainer = Trainer(max_steps=2, logger=TensorBoardLogger(tmp_path), callbacks=[samples, EMAWeightAveraging(decay=0.5)],
@@ -72,6 +73,15 @@ def test_fit_validates_on_fixed_grid_and_logs_fd_mel(vae_path, tmp_path):
     assert first == again
     # neither the frozen text encoder nor the autoencoder is in the state dict
     assert all(k.startswith("model.") for k in stage.state_dict())
+    # lafa test: generated and real clips by id, prompts, and the metrics of lafa.metrics.generation
+    trainer.test(stage, loader, verbose=False)
+    out = tmp_path / "test"
+    assert sorted(p.name for p in (out / "generated").glob("*.wav")) == ["c0.wav", "c1.wav"]
+    assert sf.info(str(out / "generated" / "c0.wav")).frames == round(0.125 * 44100)  # its seconds_total
+    assert sf.info(str(out / "reference" / "c0.wav")).frames == audio_batch()["padding_mask"][0].sum()
+    assert json.loads((out / "prompts.json").read_text()) == {"c0": "a soft piano", "c1": "loud drums"}
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["metrics"]["fd_mel"]["value"] >= 0 and result["num_generated"] == 2
 
 
 def test_tiny_config_overfits_one_clip(vae_path):
