@@ -1,0 +1,428 @@
+"""lafa's SAO-1.0 VAE and DiT-SAO against the reference implementation (stable-audio-tools 0.0.20), side by side
+on this CPU: the same random weights in both, outputs and gradients compared, then interleaved timings as ratios.
+
+    bench/setup_reference.sh                      # once: the reference into bench/.ref-site (isolated)
+    .venv/bin/python bench/bench_models.py [--quick] [--repeats 3] [--vae-frames 22] [--dit-frames 215]
+
+The reference runs in a subprocess (bench/_reference_worker.py, PYTHONPATH=bench/.ref-site); each timed call
+alternates lafa / reference (the order flips every round) so drift in a shared machine's load hits both alike.
+Writes bench/results/models.json (machine, versions, settings, agreement, seconds, ratios lafa / reference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lafa.models.dit_sao import DiTSAO
+from lafa.models.oobleck import OobleckVAE
+
+ROOT = Path(__file__).resolve().parent.parent
+REPLY_PREFIX = "@@reply "
+SAMPLE_RATE = 44100
+MAX_SECONDS = 512.0
+
+# SAO-1.0's autoencoder (its model_config.json "model" section), as stable-audio-tools' factory reads it
+SAO_AUTOENCODER_CONFIG = {
+    "sample_rate": SAMPLE_RATE,
+    "model": {
+        "encoder": {"type": "oobleck", "config": {"in_channels": 2, "channels": 128, "c_mults": [1, 2, 4, 8, 16],
+                                                  "strides": [2, 4, 4, 8, 8], "latent_dim": 128, "use_snake": True}},
+        "decoder": {"type": "oobleck", "config": {"out_channels": 2, "channels": 128, "c_mults": [1, 2, 4, 8, 16],
+                                                  "strides": [2, 4, 4, 8, 8], "latent_dim": 64, "use_snake": True,
+                                                  "final_tanh": False}},
+        "bottleneck": {"type": "vae"},
+        "latent_dim": 64,
+        "downsampling_ratio": 2048,
+        "io_channels": 2,
+    },
+}
+
+
+def dit_configs(dim: int, depth: int, heads: int, cond_dim: int) -> tuple[dict, dict]:
+    """(lafa DiTSAO kwargs, reference DiTWrapper kwargs) of one DiT, SAO-1.0's "diffusion" config at this size."""
+    lafa = {"io_channels": 64, "dim": dim, "depth": depth, "heads": heads, "text_dim": cond_dim, "cond_dim": cond_dim,
+            "max_seconds": MAX_SECONDS}
+    ref = {"diffusion_objective": "v", "io_channels": 64, "embed_dim": dim, "depth": depth, "num_heads": heads,
+           "cond_token_dim": cond_dim, "global_cond_dim": 2 * cond_dim, "project_cond_tokens": False,
+           "transformer_type": "continuous_transformer"}
+    return lafa, ref
+
+
+def dit_key_to_reference(key: str) -> str:
+    """A lafa DiTSAO state-dict key -> the key of the same tensor in the worker's ReferenceSAO."""
+    rules = [
+        ("cond.timing.start.weights", "seconds_start.embedder.embedding.0.weights"),
+        ("cond.timing.start.proj.", "seconds_start.embedder.embedding.1."),
+        ("cond.timing.total.weights", "seconds_total.embedder.embedding.0.weights"),
+        ("cond.timing.total.proj.", "seconds_total.embedder.embedding.1."),
+        ("cond.timestep.fourier.weight", "model.model.timestep_features.weight"),
+        ("cond.timestep.mlp.", "model.model.to_timestep_embed."),
+        ("cond.to_cond_embed.", "model.model.to_cond_embed."),
+        ("cond.to_global_embed.", "model.model.to_global_embed."),
+        ("project_in.", "model.model.transformer.project_in."),
+        ("project_out.", "model.model.transformer.project_out."),
+        ("preprocess_conv.", "model.model.preprocess_conv."),
+        ("postprocess_conv.", "model.model.postprocess_conv."),
+        ("blocks.", "model.model.transformer.layers."),
+    ]
+    for old, new in rules:
+        if key.startswith(old):
+            key = new + key[len(old):]
+            break
+    else:
+        raise KeyError(f"no reference name for lafa key {key!r}")
+    for old, new in [(".self_norm.weight", ".pre_norm.gamma"), (".cross_norm.weight", ".cross_attend_norm.gamma"),
+                     (".ff_norm.weight", ".ff_norm.gamma"), (".ff.proj_in.", ".ff.ff.0.proj."),
+                     (".ff.proj_out.", ".ff.ff.2.")]:
+        key = key.replace(old, new)
+    return key
+
+
+def randomize(model: nn.Module, seed: int) -> None:
+    """Perturb every parameter so no path is trivially zero (zero-initialised outputs, unit norms, snake logs 0)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            if name.endswith((".alpha", ".beta")):  # SnakeBeta's log-parameters
+                p.copy_(0.1 * noise)
+            elif name.endswith("weight_g") or (p.ndim == 1 and "norm" in name):
+                p.mul_(1 + 0.1 * noise)
+            elif p.abs().max() == 0:
+                p.copy_(0.02 * noise)
+
+
+class Reference:
+    """The reference worker subprocess: one JSON command per line, replies prefixed with REPLY_PREFIX."""
+
+    def __init__(self, site: Path, threads: int) -> None:
+        env = dict(os.environ, PYTHONPATH=str(site), ENABLE_TORCH_COMPILE="0", OMP_NUM_THREADS=str(threads))
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "_reference_worker.py"), str(threads)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+
+    def __call__(self, cmd: str, **kwargs) -> dict:
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **kwargs}) + "\n")
+        self.proc.stdin.flush()
+        for line in self.proc.stdout:
+            if line.startswith(REPLY_PREFIX):
+                reply = json.loads(line[len(REPLY_PREFIX):])
+                if "error" in reply:
+                    raise RuntimeError(f"reference worker, {cmd}: {reply['error']}")
+                return reply
+        raise RuntimeError(f"reference worker exited during {cmd} (rc {self.proc.wait()})")
+
+    def close(self) -> None:
+        self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def agreement(a: dict, b: dict, key_map=lambda k: k) -> dict:
+    """Max abs difference and max abs value for every tensor, and over all parameter gradients (relative)."""
+    out = {}
+    for k in a:
+        if k == "grads":
+            continue
+        diff = (a[k].double() - b[k].double()).abs().max().item()
+        out[k] = {"max_abs_diff": diff, "max_abs": a[k].abs().max().item()}
+    worst, worst_key, only_lafa = 0.0, None, []
+    for k, g in a["grads"].items():
+        if key_map(k) not in b["grads"]:
+            only_lafa.append(k)  # trained in lafa, a buffer in the reference
+            continue
+        ref = b["grads"][key_map(k)]
+        rel = ((g.double() - ref.double()).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
+        if rel >= worst:
+            worst, worst_key = rel, k
+    out["grads"] = {"compared": len(a["grads"]) - len(only_lafa), "reference_grads": len(b["grads"]),
+                    "lafa_only": only_lafa, "max_rel_diff": worst, "worst_param": worst_key}
+    return out
+
+
+def conv_flops(model: nn.Module, fn) -> int:
+    """FLOPs (2 per multiply-add) of every lafa WNConv1d that `fn` runs, counted with forward hooks."""
+    total = [0]
+
+    def hook(m, inputs, output):
+        w = m.weight()  # conv (out, in, k); transposed conv (in, out, k)
+        positions = inputs[0].shape[-1] if m.transposed else output.shape[-1]
+        total[0] += 2 * output.shape[0] * w.numel() * positions
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if type(m).__name__ == "WNConv1d"]
+    with torch.no_grad():
+        fn()
+    for h in handles:
+        h.remove()
+    return total[0]
+
+
+def dit_flops(dim: int, depth: int, heads: int, cond_dim: int, frames: int, text_tokens: int, batch: int) -> int:
+    """Analytic forward FLOPs of DiT-SAO (2 per multiply-add; matmuls and attention only, element-wise ops left out)."""
+    n, c, f = frames + 1, text_tokens + 2, 256  # tokens with the global token; context tokens; Fourier features
+    cond = (2 * (f + 1) * cond_dim + c * 2 * cond_dim**2 + 2 * cond_dim * dim + dim**2 + f * dim + dim**2
+            + 64 * 64 * frames * 2 + 64 * dim * frames * 2)  # timing, cond MLP, global MLP, timestep MLP, convs, proj
+    block = (n * 4 * dim**2 + 2 * n * n * dim  # self-attention: qkv + out, scores + values
+             + n * 2 * dim**2 + c * 2 * cond_dim * cond_dim + 2 * n * c * dim  # cross: q + out, kv, attention
+             + n * 12 * dim**2)  # SwiGLU x4: in (dim -> 8 dim), out (4 dim -> dim)
+    return 2 * batch * (cond + depth * block)
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            "load_average_at_start": list(os.getloadavg())}
+
+
+def versions(site: Path) -> dict:
+    ref = [d.version for d in importlib.metadata.distributions(path=[str(site)]) if d.metadata["Name"] ==
+           "stable-audio-tools"]
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "lafa": importlib.metadata.version("lafa"), "stable-audio-tools": ref[0] if ref else None}
+
+
+class LafaCases:
+    """lafa's side of every timed case: the same calls as the worker's (bench/_reference_worker.py)."""
+
+    def __init__(self, model: nn.Module, inputs: dict) -> None:
+        self.model, self.inputs = model, inputs
+
+    def vae_encode(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.encode(self.inputs["audio"])[0]
+
+    def vae_decode(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.decode(self.inputs["z"])
+
+    def vae_train_step(self) -> torch.Tensor:
+        self.model.zero_grad(set_to_none=True)
+        z, kl = self.model.encode(self.inputs["audio"])
+        loss = self.model.decode(z).pow(2).mean() + 1e-4 * kl
+        loss.backward()
+        return loss
+
+    def _dit(self) -> torch.Tensor:
+        i = self.inputs
+        return self.model(i["x"], i["t"], i["text"], i["text_mask"], i["seconds_start"], i["seconds_total"])
+
+    def dit_forward(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self._dit()
+
+    def _dit_step(self, checkpointing: bool) -> torch.Tensor:
+        self.model.checkpointing = checkpointing
+        self.model.zero_grad(set_to_none=True)
+        loss = (self._dit() - self.inputs["target"]).pow(2).mean()
+        loss.backward()
+        return loss
+
+    def dit_train_step(self) -> torch.Tensor:
+        return self._dit_step(False)
+
+    def dit_train_step_ckpt(self) -> torch.Tensor:
+        return self._dit_step(True)
+
+    def prepare(self, case: str) -> None:
+        self.model.train(case.startswith("dit_train"))
+
+    def outputs(self) -> dict:
+        out = {}
+        if "audio" in self.inputs:
+            self.model.eval()
+            with torch.no_grad():
+                out["encoder_raw"] = self.model.encoder(self.inputs["audio"])
+                torch.manual_seed(self.inputs["seed"])
+                out["z"], out["kl"] = self.model.encode(self.inputs["audio"])
+                out["decoded"] = self.model.decode(self.inputs["z"])
+            torch.manual_seed(self.inputs["seed"])
+            out["loss"] = self.vae_train_step().detach()
+        else:
+            self.model.eval()
+            out["output"] = self.dit_forward()
+            self.model.train()
+            out["loss"] = self.dit_train_step().detach()
+        out["grads"] = {k: p.grad.clone() for k, p in self.model.named_parameters() if p.grad is not None}
+        return out
+
+
+def interleaved(cases: list[str], lafa: LafaCases, ref: Reference, rounds: int, warmup: int) -> dict:
+    """Time each case once per round on each side, alternating which side goes first; warm-up rounds dropped."""
+    samples = {c: {"lafa": [], "reference": []} for c in cases}
+    for r in range(warmup + rounds):
+        for case in cases:
+            lafa.prepare(case)
+            for side in ("lafa", "reference") if r % 2 == 0 else ("reference", "lafa"):
+                if side == "lafa":
+                    t0 = time.perf_counter()
+                    getattr(lafa, case)()
+                    seconds = time.perf_counter() - t0
+                else:
+                    seconds = ref("time", case=case, reps=1)["seconds"][0]
+                if r >= warmup:
+                    samples[case][side].append(seconds)
+                print(f"  round {r + 1 - warmup:>2} {case:<20} {side:<9} {seconds:8.3f} s"
+                      + ("  (warm-up)" if r < warmup else ""), file=sys.stderr, flush=True)
+    out = {}
+    for case, s in samples.items():
+        lm, rm = statistics.median(s["lafa"]), statistics.median(s["reference"])
+        out[case] = {"lafa_s": lm, "reference_s": rm, "ratio": lm / rm,
+                     "paired_ratio_median": statistics.median([a / b for a, b in zip(s["lafa"], s["reference"], strict=True)]),
+                     "lafa_samples_s": s["lafa"], "reference_samples_s": s["reference"]}
+    return out
+
+
+def check(agree: dict, rtol: float, grad_rtol: float) -> bool:
+    ok = all(v["max_abs_diff"] <= rtol * max(v["max_abs"], 1e-30) for k, v in agree.items() if k != "grads")
+    return ok and agree["grads"]["max_rel_diff"] <= grad_rtol and agree["grads"]["compared"] > 0
+
+
+def bench_vae(ref: Reference, tmp: Path, args) -> dict:
+    vae = OobleckVAE()  # SAO-1.0 defaults: the same config as SAO_AUTOENCODER_CONFIG
+    randomize(vae, seed=0)
+    g = torch.Generator().manual_seed(1)
+    samples = args.vae_frames * vae.downsampling_ratio
+    inputs = {"audio": 0.3 * torch.randn(1, 2, samples, generator=g),
+              "z": torch.randn(1, vae.latent_dim, args.vae_frames, generator=g), "seed": 7}
+    torch.save(vae.state_dict(), tmp / "vae.pt")
+    torch.save(inputs, tmp / "vae_inputs.pt")
+    info = ref("setup_vae", config=SAO_AUTOENCODER_CONFIG, weights=str(tmp / "vae.pt"),
+               inputs=str(tmp / "vae_inputs.pt"))
+    lafa = LafaCases(vae, inputs)
+    ref("outputs", path=str(tmp / "vae_ref_out.pt"))
+    agree = agreement(lafa.outputs(), torch.load(tmp / "vae_ref_out.pt"))
+    flops = {"vae_encode": conv_flops(vae, lafa.vae_encode), "vae_decode": conv_flops(vae, lafa.vae_decode)}
+    timings = interleaved(["vae_encode", "vae_decode", "vae_train_step"], lafa, ref, args.repeats, args.warmup)
+    for case, f in flops.items():
+        timings[case].update(flops=f, lafa_flop_per_s=f / timings[case]["lafa_s"],
+                             reference_flop_per_s=f / timings[case]["reference_s"])
+    return {"config": SAO_AUTOENCODER_CONFIG, "clip": {"samples": samples, "seconds": samples / SAMPLE_RATE,
+            "channels": 2, "batch": 1, "latent_frames": args.vae_frames},
+            "parameters": {"lafa": sum(p.numel() for p in vae.parameters()), "reference": info["parameters"]},
+            "reference_load": {"missing_keys": info["missing_keys"], "unexpected_keys": info["unexpected_keys"]},
+            "agreement": agree, "agree": check(agree, args.rtol, args.grad_rtol), "timings": timings}
+
+
+def dit_setup(ref: Reference, tmp: Path, dim: int, depth: int, heads: int, cond_dim: int, frames: int,
+              text_tokens: int) -> tuple[LafaCases, dict]:
+    lafa_cfg, ref_cfg = dit_configs(dim, depth, heads, cond_dim)
+    model = DiTSAO(**lafa_cfg)
+    randomize(model, seed=2)
+    g = torch.Generator().manual_seed(3)
+    inputs = {"x": torch.randn(1, 64, frames, generator=g), "t": torch.rand(1, generator=g),
+              "text": torch.randn(1, text_tokens, cond_dim, generator=g),
+              "text_mask": torch.ones(1, text_tokens, dtype=torch.bool),  # the reference ignores masks (0.0.20)
+              "seconds_start": torch.tensor([3.0]), "seconds_total": torch.tensor([47.0]),
+              "target": torch.randn(1, 64, frames, generator=g)}
+    torch.save({dit_key_to_reference(k): v for k, v in model.state_dict().items()}, tmp / "dit.pt")
+    torch.save(inputs, tmp / "dit_inputs.pt")
+    info = ref("setup_dit", config=ref_cfg, max_seconds=MAX_SECONDS, weights=str(tmp / "dit.pt"),
+               inputs=str(tmp / "dit_inputs.pt"))
+    lafa = LafaCases(model, inputs)
+    ref("outputs", path=str(tmp / "dit_ref_out.pt"))
+    agree = agreement(lafa.outputs(), torch.load(tmp / "dit_ref_out.pt"), dit_key_to_reference)
+    result = {"config": {"lafa": lafa_cfg, "reference": ref_cfg, "frames": frames, "text_tokens": text_tokens,
+                         "context_tokens": text_tokens + 2, "batch": 1},
+              "parameters": {"lafa": sum(p.numel() for p in model.parameters()), "reference": info["parameters"],
+                             "reference_buffers": info["buffers"]},
+              "reference_load": {"missing_keys": info["missing_keys"], "unexpected_keys": info["unexpected_keys"]},
+              "agreement": agree}
+    return lafa, result
+
+
+def bench_dit(ref: Reference, tmp: Path, args) -> dict:
+    lafa, result = dit_setup(ref, tmp, args.dit_dim, args.dit_depth, args.dit_heads, 768, args.dit_frames, 128)
+    result["agree"] = check(result["agreement"], args.rtol, args.grad_rtol)
+    cases = ["dit_forward", "dit_train_step"] + ([] if args.quick else ["dit_train_step_ckpt"])
+    result["timings"] = interleaved(cases, lafa, ref, args.repeats, args.warmup)
+    fwd = dit_flops(args.dit_dim, args.dit_depth, args.dit_heads, 768, args.dit_frames, 128, 1)
+    for case, t in result["timings"].items():
+        f = fwd if case == "dit_forward" else 3 * fwd  # backward ~ 2x forward; recompute not counted
+        t.update(flops=f, lafa_flop_per_s=f / t["lafa_s"], reference_flop_per_s=f / t["reference_s"])
+    result["forward_flops"] = fwd
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny clip, 1-block DiT, 1 timed round")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds (each: lafa and reference once per case)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--vae-frames", type=int, default=22, help="latent frames of the clip (x 2048 samples)")
+    p.add_argument("--dit-dim", type=int, default=768)
+    p.add_argument("--dit-depth", type=int, default=4)
+    p.add_argument("--dit-heads", type=int, default=12)
+    p.add_argument("--dit-frames", type=int, default=215)
+    p.add_argument("--rtol", type=float, default=1e-4, help="max |lafa - reference| / max |reference| of outputs")
+    p.add_argument("--grad-rtol", type=float, default=1e-3, help="the same for every parameter gradient")
+    p.add_argument("--ref-site", type=Path, default=ROOT / "bench" / ".ref-site")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "models.json")
+    args = p.parse_args()
+    if args.quick:
+        args.repeats, args.vae_frames, args.dit_depth, args.dit_frames = 1, 2, 1, 64
+    if not (args.ref_site / "stable_audio_tools").is_dir():
+        sys.exit(f"reference not installed in {args.ref_site}: run bench/setup_reference.sh")
+    torch.set_num_threads(args.threads)
+
+    report = {"machine": machine(), "versions": versions(args.ref_site),
+              "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "method": "same random weights in both; timings interleaved lafa/reference per call, order flipped "
+                        "every round; medians over rounds after warm-up; ratio = lafa / reference (< 1: lafa faster)"}
+    ref = Reference(args.ref_site, args.threads)
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            tmp = Path(d)
+            print("VAE (SAO-1.0 Oobleck)", file=sys.stderr, flush=True)
+            report["vae"] = bench_vae(ref, tmp, args)
+            print("DiT-SAO at SAO width (numerics only: 1536 wide, 24 heads, 12 kv heads, 1 block)", file=sys.stderr)
+            _, sao_width = dit_setup(ref, tmp, 1536, 1, 24, 768, 32, 16)
+            sao_width["agree"] = check(sao_width["agreement"], args.rtol, args.grad_rtol)
+            report["dit_sao_width_check"] = sao_width
+            print("DiT-SAO (reduced)", file=sys.stderr, flush=True)
+            report["dit"] = bench_dit(ref, tmp, args)
+    finally:
+        ref.close()
+    report["machine"]["load_average_at_end"] = list(os.getloadavg())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print_table(report)
+    print(f"wrote {args.out}")
+
+
+def print_table(report: dict) -> None:
+    print(f"{'case':<22}{'lafa s':>10}{'ref s':>10}{'lafa/ref':>10}{'paired':>9}{'lafa GF/s':>11}{'ref GF/s':>10}")
+    for part in ("vae", "dit"):
+        for case, t in report[part]["timings"].items():
+            gf = (f"{t['lafa_flop_per_s'] / 1e9:>11.2f}{t['reference_flop_per_s'] / 1e9:>10.2f}"
+                  if "flops" in t else "")
+            print(f"{case:<22}{t['lafa_s']:>10.3f}{t['reference_s']:>10.3f}{t['ratio']:>10.3f}"
+                  f"{t['paired_ratio_median']:>9.3f}{gf}")
+    for part in ("vae", "dit_sao_width_check", "dit"):
+        a = report[part]["agreement"]
+        worst = max((v["max_abs_diff"] / max(v["max_abs"], 1e-30), k) for k, v in a.items() if k != "grads")
+        print(f"{part}: agree={report[part]['agree']} worst output rel diff {worst[0]:.2e} ({worst[1]}), "
+              f"grads max rel diff {a['grads']['max_rel_diff']:.2e} over {a['grads']['compared']} tensors")
+
+
+if __name__ == "__main__":
+    main()
