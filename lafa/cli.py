@@ -77,7 +77,17 @@ def _lightning_cli(argv: list[str]) -> None:
         def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:  # noqa: ANN001
             checkpoint[CHECKPOINT_CONFIG_KEY] = self.parser.dump(self.config, skip_none=False)
 
-    LightningCLI(
+    class LafaCLI(LightningCLI):
+        def _parse_ckpt_path(self) -> None:
+            # Lightning would re-apply the checkpoint's hyperparameters over the user's --model arguments;
+            # a lafa checkpoint's whole config was already put first in argv, so user arguments must win.
+            sub = self.config.get("subcommand")
+            ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+            if ckpt_path and Path(ckpt_path).is_file() and read_checkpoint_config(ckpt_path) is not None:
+                return
+            super()._parse_ckpt_path()
+
+    LafaCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,

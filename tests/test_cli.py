@@ -68,6 +68,19 @@ def test_a_later_config_overrides_the_stored_one(fitted: Path) -> None:
     assert mse(proc_over.stdout) > 10 * mse(proc_same.stdout)
 
 
+def test_model_arguments_override_the_checkpoint(fitted: Path) -> None:
+    ckpt = str(fitted / "ckpt" / "last.ckpt")
+    base = _run(["test", "--ckpt_path", ckpt], cwd=fitted)
+    zeroed = _run(["test", "--ckpt_path", ckpt, "--model.init_args.test_scale", "0.0"], cwd=fitted)
+    assert zeroed.returncode == 0, zeroed.stderr[-3000:]
+
+    def mse(out: str) -> float:
+        return float(next(ln for ln in out.splitlines() if "test/mse" in ln).replace("│", " ").split()[-1])
+
+    # predictions scaled to zero: the error becomes E[y^2] = 2.5^2 * E[x^2], far above the trained model's
+    assert mse(zeroed.stdout) > 1.0 > 100 * mse(base.stdout)
+
+
 def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="checkpoint not found"):
         with_checkpoint_config(["test", "--ckpt_path", str(tmp_path / "nope.ckpt")])
