@@ -44,7 +44,9 @@ class WNConv1d(nn.Module):
         self.stride, self.padding, self.dilation, self.transposed = stride, padding, dilation, transposed
 
     def weight(self) -> torch.Tensor:
-        return self.weight_g * self.weight_v / torch.linalg.vector_norm(self.weight_v, dim=(1, 2), keepdim=True)
+        # torch's fused weight-norm kernel (the one nn.utils.parametrizations.weight_norm calls): the same
+        # g * v / ||v||, about 4x faster forward + backward over the SAO VAE's weights (docs/benchmarks.md)
+        return torch._weight_norm(self.weight_v, self.weight_g, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.transposed:
