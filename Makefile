@@ -4,8 +4,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 LAFA   := $(BIN)/lafa
 JOBS   ?= 2
+DEMO   := runs/demo
+# `make shards` builds the offline demo corpus; `make shards ARGS="build --out data/shards --fma_audio ..."` a real one
+ARGS   ?= demo --out data/demo
 
-.PHONY: setup test shards demo bench lint clean-demo
+.PHONY: setup test shards demo study bench lint
 
 setup: $(VENV)/.installed
 
@@ -19,4 +22,40 @@ test: setup
 	$(BIN)/python -m pytest -n $(JOBS) -q tests
 
 lint: setup
-	$(BIN)/ruff check lafa data_prep tests
+	$(BIN)/ruff check lafa data_prep tests bench
+
+shards: setup
+	$(BIN)/python -m data_prep $(ARGS)
+
+data/demo/shards/manifest.json: | setup
+	$(BIN)/python -m data_prep demo --out data/demo
+
+# The main job end to end on the embedded default (tiny configs, the synthetic demo corpus, CPU).
+demo: setup data/demo/shards/manifest.json
+	$(LAFA) fit --config configs/vae.yaml --config configs/tiny/vae.yaml
+	$(LAFA) test --ckpt_path $(DEMO)/vae/checkpoints/last.ckpt
+	$(LAFA) fit --config configs/lafa.yaml --config configs/tiny/lafa.yaml
+	$(LAFA) test --ckpt_path $(DEMO)/lafa/checkpoints/last.ckpt
+	$(LAFA) analyze --ckpt_path $(DEMO)/vae/checkpoints/last.ckpt --label vae \
+	    --ckpt_path $(DEMO)/lafa/checkpoints/last.ckpt --label vae_lafa \
+	    --data 'data/demo/shards/val-*.tar' --num_clips 200 --analysis.window 32 --analysis.hop 32 \
+	    --ablation_seconds 1 --out $(DEMO)/analysis
+	$(LAFA) fit --config configs/dit_sao.yaml --config configs/tiny/dit_sao.yaml
+	$(LAFA) generate --ckpt_path $(DEMO)/dit/checkpoints/last.ckpt --prompts configs/tiny/demo_prompts.txt \
+	    --seconds 2 --steps 20 --cfg_scale 3 --out $(DEMO)/generated
+	$(LAFA) test --ckpt_path $(DEMO)/dit/checkpoints/last.ckpt
+	$(LAFA) evaluate --generated $(DEMO)/dit/test/generated --reference $(DEMO)/dit/test/reference \
+	    --prompts $(DEMO)/dit/test/prompts.json --allow_random_weights --out $(DEMO)/evaluation.json
+	@echo "demo done: checkpoints, TensorBoard logs, analysis figures and generated audio are under $(DEMO)/"
+
+# The tiny `converge` study (plain VAE vs VAE + LAFA latents under the same DiT) on the demo corpus.
+study: setup data/demo/shards/manifest.json
+	$(LAFA) study --config configs/studies/converge.yaml --config configs/tiny/studies/converge.yaml
+
+# Benchmarks write JSON (machine, versions, timings, ratios) to bench/results/; the model benchmark runs the
+# reference stable-audio-tools 0.0.20 from an isolated install (bench/.ref-site), never from .venv.
+bench: setup data/demo/shards/manifest.json
+	$(BIN)/python bench/bench_data.py
+	$(BIN)/python bench/bench_analysis.py
+	bash bench/setup_reference.sh
+	$(BIN)/python bench/bench_models.py
