@@ -128,16 +128,12 @@ def test_deep_merge_follows_jsonargparse_rules():
 
 @pytest.mark.parametrize("name", ["converge", "masking", "mask_ratio", "latent_dim"])
 def test_shipped_studies_differ_only_in_their_factor(name, monkeypatch):
-    """The committed study YAMLs (paper scale and tiny overlay), once their stage configs exist."""
+    """The committed study YAMLs (paper scale and tiny overlay) name existing stage configs and vary one factor."""
     monkeypatch.chdir(REPO)
-    paths = [REPO / "configs" / "studies" / f"{name}.yaml"]
-    if not paths[0].exists():
-        pytest.skip(f"{paths[0]} not in the tree yet")
-    if (REPO / "configs" / "tiny" / "studies" / f"{name}.yaml").exists():
-        paths.append(REPO / "configs" / "tiny" / "studies" / f"{name}.yaml")
+    paths = [REPO / "configs" / "studies" / f"{name}.yaml", REPO / "configs" / "tiny" / "studies" / f"{name}.yaml"]
+    assert all(p.exists() for p in paths), paths
     for variant in (paths[:1], paths):
         study = load_study(variant)
         missing = [c for s in study.stages.values() for c in s.config if not Path(c).exists()]
-        if missing:
-            pytest.skip(f"stage configs not in the tree yet: {missing}")
+        assert not missing, f"stage configs missing: {missing}"
         check_one_factor(study)
