@@ -8,6 +8,7 @@ Project subcommands live in `lafa/commands/<name>.py`, each with a `main(argv) -
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
 import sys
@@ -64,6 +65,7 @@ def with_checkpoint_config(argv: list[str]) -> list[str]:
     fd, path = tempfile.mkstemp(prefix="lafa-ckpt-config-", suffix=".yaml")
     with os.fdopen(fd, "w") as f:
         f.write(stored)
+    atexit.register(os.remove, path)  # the config is only read while the CLI parses its arguments
     return [argv[0], "--config", path, *argv[1:]]
 
 
