@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from data_prep.demo import write_demo_sources
+from data_prep.licenses import LICENSE_CLASSES, check_license_names
 from data_prep.process import ChunkSettings
 from data_prep.shards import BuildSettings, build
 from data_prep.sources import (
@@ -19,6 +19,7 @@ from data_prep.sources import (
     read_fsd,
     read_id_list,
 )
+from data_prep.summary import summary_table
 
 
 def _size(text: str) -> int:
@@ -53,7 +54,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--fma_genres", type=Path, help="FMA genres.csv (genre titles when genre_top is empty)")
     b.add_argument("--folder", type=Path, nargs="*", default=[], help="generic audio folders (JSON/CSV sidecars)")
     b.add_argument("--allow_ids", type=Path, nargs="*", default=[], help="licence allow-lists (ids)")
-    b.add_argument("--licenses", nargs="*", default=list(ALLOWED_LICENSES))
+    b.add_argument("--licenses", nargs="*", default=list(ALLOWED_LICENSES),
+                   help=f"licence classes kept ('any': every recognised one): {', '.join(LICENSE_CLASSES)}")
     b.add_argument("--keep_unlicensed", action="store_true", help="keep items with no licence field")
     d = sub.add_parser("demo", help="synthesise the offline demo corpus and shard it")
     _common(d, 4.0, "4MB")
@@ -62,6 +64,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (ValueError, OSError) as exc:  # a bad table or argument: one line naming it, not a traceback
+        print(f"data_prep: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     roots: dict[str, Path] = {}
     if args.command == "demo":
         raw = write_demo_sources(args.out / "raw", seed=args.seed)
@@ -85,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             roots[name] = folder
         if not items:
             raise SystemExit("data_prep: no audio found (give --fsd_audio, --fma_audio/--fma_tracks or --folder)")
-        out, keep_unlicensed, licenses = args.out, args.keep_unlicensed, tuple(args.licenses)
+        out, keep_unlicensed, licenses = args.out, args.keep_unlicensed, check_license_names(args.licenses)
         allow = read_id_list(args.allow_ids) if args.allow_ids else None
     items, rejected = dedup_ids(items)
     items, lic_rejected = license_filter(items, allow, keep_unlicensed, licenses)
@@ -94,9 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = BuildSettings(out=out, chunk=chunk, shard_bytes=args.shard_size, val_fraction=args.val_fraction,
                              test_fraction=args.test_fraction, seed=args.seed, jobs=args.jobs, prefix=args.prefix)
     manifest = build(items, settings, rejected + lic_rejected, roots)
-    summary = {k: {"shards": len(v["shards"]), "chunks": v["chunks"], "hours": round(v["hours"], 4)}
-               for k, v in manifest["splits"].items()}
-    print(json.dumps({"out": str(out), "splits": summary, "skipped": len(manifest["skipped"])}, indent=1))
+    print(summary_table(manifest, out))
+    if manifest["files_kept"] == 0:
+        counts = ", ".join(f"{k}: {n}" for k, n in manifest["skipped_by_category"].items())
+        print(f"data_prep: error: no input passed the filters ({manifest['files_listed']} listed, all skipped: "
+              f"{counts}); the reasons are in {out / 'manifest.json'} under `skipped`", file=sys.stderr)
+        return 1
     return 0
 
 

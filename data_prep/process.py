@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import soundfile as sf
 import torch
 
-from lafa.audio import SAMPLE_RATE, load_audio, peak_dbfs, resample, to_channels
+from lafa.audio import SAMPLE_RATE, TruncatedAudioError, load_audio_complete, peak_dbfs, resample, to_channels
 
 
 @dataclass
@@ -23,18 +23,26 @@ class ChunkSettings:
 
 
 class SkipFile(Exception):
-    """A file that is skipped and listed in the manifest (corrupt, empty, silent)."""
+    """A file that is skipped and listed in the manifest (corrupt, truncated, empty, silent)."""
+
+    def __init__(self, reason: str, category: str):
+        super().__init__(reason)
+        self.category = category
 
 
 def decode(path, settings: ChunkSettings) -> torch.Tensor:
-    """Any rate and channel count -> (channels, samples) at settings.sample_rate; raises SkipFile."""
+    """Any rate and channel count -> (channels, samples) at settings.sample_rate; raises SkipFile.
+    A truncated or partly decodable file is skipped whole (lafa's choice: a clip silently shorter than the
+    recording, or ending in a glitch, would enter training under the full file's metadata and timing)."""
     try:
-        audio, sr = load_audio(path)
+        audio, sr = load_audio_complete(path)
+    except TruncatedAudioError as exc:
+        raise SkipFile(str(exc), "truncated") from exc
     except Exception as exc:  # AudioDecodeError and anything libsndfile throws on garbage
-        raise SkipFile(f"unreadable: {exc}") from exc
+        raise SkipFile(f"unreadable: {exc}", "unreadable") from exc
     level = peak_dbfs(audio)
     if level < settings.silence_dbfs:
-        raise SkipFile(f"silent: peak {level:.1f} dBFS < {settings.silence_dbfs:g} dBFS")
+        raise SkipFile(f"silent: peak {level:.1f} dBFS < {settings.silence_dbfs:g} dBFS", "silent")
     return resample(to_channels(audio, settings.channels), sr, settings.sample_rate)
 
 

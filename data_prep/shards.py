@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tarfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -20,8 +21,8 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
+from data_prep.items import Item, printable, skip_record
 from data_prep.process import ChunkSettings, SkipFile, chunk_metadata, decode, encode_flac, split_chunks
-from data_prep.sources import Item
 from lafa.data.captions import caption_rng, draw_caption
 from lafa.data.tario import add_member, atomic_tar, remove_stale_temporaries
 
@@ -53,20 +54,34 @@ def file_header(item: Item) -> dict:
     """Duration and a content hash (sha256 of the file bytes), or the reason the file cannot be used."""
     try:
         data = Path(item.path).read_bytes()
-        if not data:
-            return {"error": "empty file"}
+    except OSError as exc:
+        return {"error": f"unreadable: {exc}", "category": "unreadable"}
+    if not data:
+        return {"error": "empty file (0 bytes)", "category": "empty"}
+    try:
         info = sf.info(str(item.path))
-        if info.frames <= 0:
-            return {"error": "no samples"}
-        return {"seconds": info.frames / info.samplerate, "sha256": hashlib.sha256(data).hexdigest()}
     except Exception as exc:  # corrupt headers: libsndfile raises several types
-        return {"error": f"unreadable: {exc}"}
+        return {"error": f"unreadable: {exc}", "category": "unreadable"}
+    if info.frames <= 0:
+        return {"error": "no samples", "category": "empty"}
+    return {"seconds": info.frames / info.samplerate, "sha256": hashlib.sha256(data).hexdigest()}
+
+
+MAX_KEY_BYTES = 90  # USTAR holds 100-byte member names; ".flac" / ".json" follow the key
 
 
 def sample_key(item: Item, chunk: int) -> str:
-    """A WebDataset key (no dots: webdataset splits the extension at the first one)."""
+    """A WebDataset key (no dots: webdataset splits the extension at the first one), short enough for any
+    tar writer; a long id is cut to its end plus a hash of the whole id, so keys stay distinct."""
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in item.id)
-    return f"{item.source}_{safe}_{chunk:03d}"
+    key = f"{item.source}_{safe}_{chunk:03d}"
+    if len(key.encode()) > MAX_KEY_BYTES:
+        digest = hashlib.sha1(f"{item.source}:{item.id}".encode()).hexdigest()[:16]
+        tail = safe
+        while len(f"{item.source}_{tail}_{digest}_{chunk:03d}".encode()) > MAX_KEY_BYTES:
+            tail = tail[1:]
+        key = f"{item.source}_{tail}_{digest}_{chunk:03d}"
+    return key
 
 
 def write_shard(task: dict) -> dict:
@@ -90,10 +105,12 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
         try:
             audio = decode(item.path, settings)
         except SkipFile as exc:
-            stats["skipped"].append({"source": item.source, "id": item.id, "path": str(item.path),
-                                     "reason": str(exc)})
+            stats["skipped"].append(skip_record(item, str(exc), exc.category))
             continue
         chunks, dropped = split_chunks(audio, settings)
+        if not chunks:  # every chunk silent (e.g. the only loud part is in a dropped short tail)
+            stats["skipped"].append(skip_record(item, "no chunk passed: " + "; ".join(dropped), "silent"))
+            continue
         stats["dropped_chunks"] += [{"source": item.source, "id": item.id, "reason": r} for r in dropped]
         src = stats["per_source"][item.source]
         stats["files"] += 1
@@ -104,7 +121,8 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
                     "sample_rate": settings.sample_rate, "channels": settings.channels,
                     **chunk_metadata(offset, piece.shape[-1], audio.shape[-1], settings.sample_rate),
                     "caption": draw_caption(item.metadata, caption_rng(task["seed"], key)),
-                    "license": item.license, "path": str(entry["rel_path"]), "metadata": item.metadata}
+                    "license": item.license, "license_text": item.license_text, "path": printable(entry["rel_path"]),
+                    "metadata": item.metadata}
             add_member(tar, f"{key}.flac", encode_flac(piece, settings))
             add_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True, ensure_ascii=False).encode())
             stats["chunks"] += 1
@@ -147,7 +165,9 @@ def build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict
     state_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
     jobs = s.jobs or os.cpu_count() or 1
-    items = sorted(items, key=lambda it: (it.source, it.id))
+    listed = len(items) + len(rejected)
+    rejected = list(rejected) + [skip_record(it) for it in items if it.problem]
+    items = sorted((it for it in items if not it.problem), key=lambda it: (it.source, it.id))
     pool = _pool(jobs)
     try:
         headers = list(tqdm((pool.imap if pool else map)(file_header, items), total=len(items),
@@ -155,11 +175,10 @@ def build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict
         skipped = list(rejected)
         kept, kept_headers, seen = [], [], {}
         for item, head in zip(items, headers, strict=True):
-            ref = {"source": item.source, "id": item.id, "path": str(item.path)}
             if "error" in head:
-                skipped.append({**ref, "reason": head["error"]})
+                skipped.append(skip_record(item, head["error"], head["category"]))
             elif head["sha256"] in seen:
-                skipped.append({**ref, "reason": f"duplicate content of {seen[head['sha256']]}"})
+                skipped.append(skip_record(item, f"duplicate content of {seen[head['sha256']]}", "duplicate content"))
             else:
                 seen[head["sha256"]] = f"{item.source}:{item.id}"
                 kept.append(item)
@@ -169,7 +188,8 @@ def build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict
             for n, group in enumerate(groups):
                 name = f"{s.prefix}{split}-{n:06d}.tar"
                 entries = [{"item": kept[i], "sha256": kept_headers[i]["sha256"],
-                            "rel_path": _relative(kept[i].path, roots.get(kept[i].source))} for i in group]
+                            "rel_path": kept[i].rel or _relative(kept[i].path, roots.get(kept[i].source))}
+                           for i in group]
                 tasks.append({"path": str(out / name), "state": str(state_dir / f"{name}.json"), "split": split,
                               "items": entries, "chunk": s.chunk, "seed": s.seed,
                               "fingerprint": _fingerprint(entries, s)})
@@ -181,16 +201,40 @@ def build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict
         if pool:
             pool.close()
             pool.join()
-    manifest = _manifest(tasks, skipped, s, len(items) + len(rejected))
+    manifest = _manifest(tasks, skipped, s, listed)
+    manifest["quarantined"] = quarantine_stale(out, {Path(t["path"]).name for t in tasks})
+    manifest["notes"] = [{**skip_record(it, note), "note": note} for it in kept for note in it.notes]
+    for note in manifest["notes"]:
+        del note["reason"], note["category"]
     tmp = out / ".manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
     os.replace(tmp, out / "manifest.json")
     return manifest
 
 
+QUARANTINE = ".stale"  # a hidden folder: no `*.tar` glob or folder spec of the output folder reads it
+
+
+def quarantine_stale(out: Path, current: set[str]) -> list[str]:
+    """Move shards of earlier builds that the new manifest does not list (`{prefix}{split}-NNNNNN.tar`, or any
+    tar that an earlier build's state names) to out/.stale/, so `train-*.tar` reads only this build."""
+    state_dir = out / ".state"
+    ours = {p.name.removesuffix(".json") for p in state_dir.glob("*.tar.json")}
+    moved = []
+    for tar in sorted(out.glob("*.tar")):
+        if tar.name in current or not (tar.name in ours or re.fullmatch(r".*(train|val|test)-\d{6}\.tar", tar.name)):
+            continue
+        (out / QUARANTINE).mkdir(exist_ok=True)
+        os.replace(tar, out / QUARANTINE / tar.name)
+        (state_dir / f"{tar.name}.json").unlink(missing_ok=True)
+        moved.append(tar.name)
+    return moved
+
+
 def _relative(path: Path, root: Path | None) -> str:
+    """The path under the source's root as the user laid it out (a symlink keeps its own folders)."""
     try:
-        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix() if root else Path(path).name
+        return Path(path).relative_to(Path(root)).as_posix() if root else Path(path).name
     except ValueError:
         return Path(path).name
 
@@ -226,7 +270,14 @@ def _manifest(tasks: list[dict], skipped: list[dict], s: BuildSettings, listed: 
             sources[name]["hours"] += v["samples"] / sr / 3600
     for sk in skipped:
         sources[sk["source"]]["skipped"] += 1
-    return {"files_listed": listed, "files_kept": sum(v["files"] for v in splits.values()),
+    kept = sum(v["files"] for v in splits.values())
+    if kept + len(skipped) != listed:  # every input in exactly one place: a bug if not, never a silent loss
+        raise RuntimeError(f"data_prep: {listed} inputs but {kept} in shards + {len(skipped)} skipped")
+    categories: dict[str, int] = defaultdict(int)
+    for sk in skipped:
+        categories[sk.get("category", "other")] += 1
+    return {"files_listed": listed, "files_kept": kept, "files_skipped": len(skipped),
+            "skipped_by_category": dict(sorted(categories.items())),
             "chunks": sum(v["chunks"] for v in splits.values()),
             "hours": sum(v["hours"] for v in splits.values()), "splits": splits, "sources": dict(sources),
             "skipped": sorted(skipped, key=lambda d: (d["source"], d["id"])), "dropped_chunks": dropped,

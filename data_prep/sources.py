@@ -10,43 +10,14 @@ import csv
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
-# Sec. 5: "all under CC-0, CC-BY, or CC-Sampling+"
-ALLOWED_LICENSES = ("CC0", "CC-BY", "CC-Sampling+")
-SPLIT_NAMES = {"train": "train", "training": "train", "dev": "train", "val": "val", "valid": "val",
-               "validation": "val", "test": "test", "eval": "test", "evaluation": "test"}
+from data_prep.folder import AUDIO_EXTENSIONS, read_folder
+from data_prep.items import Item, relative_to, skip_record, split_name
+from data_prep.licenses import ALLOWED_LICENSES, allowed_class, license_class
 
-
-@dataclass
-class Item:
-    source: str  # reader name, e.g. "fsd", "fma", "folder"
-    id: str  # unique within its source
-    path: Path
-    metadata: dict = field(default_factory=dict)  # raw fields; `kind` is "music" or "sound"
-    license: str | None = None  # raw licence text as the source gives it
-    split: str | None = None  # the source's own split (train/val/test) or None: hash split
-
-
-def license_class(text: str | None) -> str | None:
-    """Normalise a licence string or URL to CC0 / CC-BY / CC-Sampling+ / another CC tag; None if unknown."""
-    if not text:
-        return None
-    t = str(text).lower().replace("_", " ")
-    if "sampling+" in t or "sampling plus" in t or "sampling-plus" in t:
-        return "CC-Sampling+"
-    if "zero" in t or "cc0" in t or "commons 0" in t or "publicdomain" in t or "public domain" in t:
-        return "CC0"
-    nc = "noncommercial" in t or "non-commercial" in t or "non commercial" in t or "by-nc" in t
-    nd = "noderiv" in t or "no deriv" in t or "no-deriv" in t or "-nd" in t
-    sa = "sharealike" in t or "share alike" in t or "share-alike" in t or "-sa" in t
-    if "attribution" in t or re.search(r"(^|[/ -])by([/ -]|$)", t):
-        return "CC-BY" + ("-NC" if nc else "") + ("-ND" if nd else "") + ("-SA" if sa else "")
-    if "sampling" in t:
-        return "CC-Sampling"
-    return None
+__all__ = ["ALLOWED_LICENSES", "AUDIO_EXTENSIONS", "Item", "dedup_ids", "license_class", "license_filter",
+           "read_fma", "read_folder", "read_fsd", "read_id_list"]
 
 
 def read_id_list(paths: Iterable[str | Path]) -> set[str]:
@@ -68,13 +39,32 @@ def read_id_list(paths: Iterable[str | Path]) -> set[str]:
     return ids
 
 
-def _index_audio(root: Path) -> dict[str, Path]:
-    """File stem -> path for every audio file under root (first in sorted order wins)."""
+def _index_audio(root: Path) -> tuple[dict[str, Path], list[tuple[str, Path]]]:
+    """File stem -> path for every audio file under root (first in sorted order wins), and the (stem, path)
+    of every other file with an already taken stem (`123.wav` beside `123.flac`)."""
     index: dict[str, Path] = {}
+    repeats = []
     for p in sorted(root.rglob("*")):
         if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file():
-            index.setdefault(p.stem, p)
-    return index
+            if p.stem in index:
+                repeats.append((p.stem, p))
+            else:
+                index[p.stem] = p
+    return index, repeats
+
+
+def _unmatched(name: str, root: Path, audio: dict[str, Path], repeats: list[tuple[str, Path]], ids: set[str],
+               key=lambda stem: stem) -> list[Item]:
+    """Audio files no table row names, and files whose id another file already has: skipped, not lost."""
+    out = []
+    for stem, path in sorted(audio.items()):
+        if key(stem) not in ids:
+            out.append(Item(name, key(stem), path, rel=relative_to(path, root), category="no metadata row",
+                            problem="no row of the metadata tables names this file (its licence is unknown)"))
+    for stem, path in repeats:
+        out.append(Item(name, key(stem), path, rel=relative_to(path, root), category="duplicate id",
+                        problem=f"another file has id {key(stem)}: {relative_to(audio[stem], root)} is used"))
+    return out
 
 
 def _first(row: dict, names: tuple[str, ...]) -> str:
@@ -82,10 +72,6 @@ def _first(row: dict, names: tuple[str, ...]) -> str:
         if row.get(n, "") not in ("", None):
             return str(row[n]).strip()
     return ""
-
-
-def _split(value: str | None) -> str | None:
-    return SPLIT_NAMES.get(str(value).strip().lower()) if value else None
 
 
 def read_fsd(audio_dir: str | Path, tables: Iterable[str | Path], name: str = "fsd") -> list[Item]:
@@ -105,8 +91,9 @@ def read_fsd(audio_dir: str | Path, tables: Iterable[str | Path], name: str = "f
                 if not key:
                     raise ValueError(f"{table}: row without an id column (fname/id): {row}")
                 rows.setdefault(key, {}).update({k: v for k, v in row.items() if v not in ("", None)})
-    audio = _index_audio(Path(audio_dir))
-    items = []
+    root = Path(audio_dir)
+    audio, repeats = _index_audio(root)
+    items = _unmatched(name, root, audio, repeats, set(rows))
     for key, row in sorted(rows.items()):
         if key not in audio:
             continue
@@ -114,7 +101,7 @@ def read_fsd(audio_dir: str | Path, tables: Iterable[str | Path], name: str = "f
         meta = {"kind": "sound", "labels": labels, "description": row.get("description", ""),
                 "title": row.get("title", "")}
         items.append(Item(name, key, audio[key], meta, _first(row, ("license", "licence")) or None,
-                          _split(row.get("split"))))
+                          split_name(row.get("split")), rel=relative_to(audio[key], root)))
     return items
 
 
@@ -150,10 +137,13 @@ def read_fma(audio_dir: str | Path, tracks_csv: str | Path, genres_csv: str | Pa
     if genres_csv:
         with open(genres_csv, newline="") as f:
             genre_titles = {r["genre_id"]: r["title"] for r in csv.DictReader(f)}
-    audio = {stem.lstrip("0") or "0": p for stem, p in _index_audio(Path(audio_dir)).items()}
-    items = []
-    for raw in rows[n_header:]:
-        row = dict(zip(names, raw, strict=False))
+    root = Path(audio_dir)
+    by_stem, repeats = _index_audio(root)
+    audio = {stem.lstrip("0") or "0": p for stem, p in by_stem.items()}
+    table = [dict(zip(names, raw, strict=False)) for raw in rows[n_header:]]
+    items = _unmatched(name, root, by_stem, repeats, {row["track_id"].strip().lstrip("0") or "0" for row in table},
+                       key=lambda stem: stem.lstrip("0") or "0")
+    for row in table:
         tid = row["track_id"].strip().lstrip("0") or "0"
         if tid not in audio:
             continue
@@ -166,71 +156,47 @@ def read_fma(audio_dir: str | Path, tracks_csv: str | Path, genres_csv: str | Pa
                 "year": _year(row.get("track.date_recorded", ""), row.get("album.date_released", ""),
                               row.get("track.date_created", ""))}
         items.append(Item(name, tid, audio[tid], meta, row.get("track.license") or None,
-                          _split(row.get("set.split"))))
-    return items
-
-
-def read_folder(root: str | Path, name: str = "folder") -> list[Item]:
-    """Any audio under root. Metadata from a sidecar (`x.wav.json` or `x.json`) or from rows of CSV files in
-    root keyed by `file`/`path`/`filename` (relative path) or `id` (file stem)."""
-    root = Path(root)
-    table: dict[str, dict] = {}
-    for csv_path in sorted(root.glob("*.csv")):
-        with open(csv_path, newline="") as f:
-            for row in csv.DictReader(f):
-                row = {(k or "").strip().lower(): v for k, v in row.items() if v not in ("", None)}
-                key = _first(row, ("file", "path", "filename", "id"))
-                if key:
-                    table[key] = row
-    items = []
-    for path in sorted(root.rglob("*")):
-        if path.suffix.lower() not in AUDIO_EXTENSIONS or not path.is_file():
-            continue
-        rel = path.relative_to(root)
-        meta: dict = {}
-        for side in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
-            if side.is_file():
-                meta = json.loads(side.read_text())
-                break
-        meta = {**table.get(rel.with_suffix("").as_posix(), {}), **table.get(path.stem, {}),
-                **table.get(rel.as_posix(), {}), **meta}
-        item_id = re.sub(r"[^A-Za-z0-9_-]", "-", rel.with_suffix("").as_posix().replace("/", "_"))
-        lic = meta.pop("license", None) or meta.pop("licence", None)
-        split = _split(meta.pop("split", None))
-        for k in ("file", "path", "filename"):
-            meta.pop(k, None)
-        items.append(Item(name, item_id, path, meta, lic, split))
+                          split_name(row.get("set.split")), rel=relative_to(audio[tid], root)))
     return items
 
 
 def license_filter(items: list[Item], allow_ids: set[str] | None, keep_unlicensed: bool = False,
-                   allowed: tuple[str, ...] = ALLOWED_LICENSES) -> tuple[list[Item], list[dict]]:
-    """Keep CC0 / CC-BY / CC-Sampling+ (Sec. 5). With an allow-list, an id must be on it instead."""
+                   allowed: Iterable[str] = ALLOWED_LICENSES) -> tuple[list[Item], list[dict]]:
+    """Keep items with a licence option whose classes are all allowed (default CC0 / CC-BY / CC-Sampling+,
+    Sec. 5). With an allow-list, an id must be on it instead. Items with a problem are passed to the skip list."""
+    allowed = tuple(allowed)
     kept, rejected = [], []
     for it in items:
+        if it.problem:
+            rejected.append(skip_record(it))
+            continue
         if allow_ids is not None:
             ok = it.id in allow_ids or f"{it.source}:{it.id}" in allow_ids
             reason = "not on the licence allow-list"
-        else:
             cls = license_class(it.license)
-            ok = cls in allowed or (cls is None and not it.license and keep_unlicensed)
-            reason = f"licence {it.license!r} ({cls or 'unknown'}) not in {', '.join(allowed)}"
+        else:
+            cls = allowed_class(it.license, allowed)
+            ok = cls is not None or (not it.license and keep_unlicensed)
+            found = license_class(it.license)
+            reason = (f"licence {it.license!r} ({found or 'not recognised'}) not in {', '.join(allowed)}"
+                      if it.license else "no licence in the tags, sidecar or tables (--keep_unlicensed keeps it)")
         if ok:
-            it.license = license_class(it.license) or it.license
+            it.license_text, it.license = it.license, cls or it.license
             kept.append(it)
         else:
-            rejected.append({"source": it.source, "id": it.id, "path": str(it.path), "reason": reason})
+            rejected.append(skip_record(it, reason, "licence"))
     return kept, rejected
 
 
 def dedup_ids(items: list[Item]) -> tuple[list[Item], list[dict]]:
-    """Drop repeated (source, id) pairs, keeping the first."""
-    seen: set[tuple[str, str]] = set()
+    """Drop repeated (source, id) pairs, keeping the first (two sources may not both be named `folder`)."""
+    seen: dict[tuple[str, str], Item] = {}
     kept, dropped = [], []
     for it in items:
-        if (it.source, it.id) in seen:
-            dropped.append({"source": it.source, "id": it.id, "path": str(it.path), "reason": "duplicate id"})
+        first = seen.get((it.source, it.id))
+        if first is not None:
+            dropped.append(skip_record(it, f"duplicate id: {first.rel or first.path} has the same id", "duplicate id"))
         else:
-            seen.add((it.source, it.id))
+            seen[(it.source, it.id)] = it
             kept.append(it)
     return kept, dropped

@@ -8,6 +8,7 @@ windowed-sinc `resample` (Kaiser window, the settings torchaudio documents as cl
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,62 @@ def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
         raise AudioDecodeError(f"cannot decode {path}: {exc}") from exc
     if data.shape[0] == 0:
         raise AudioDecodeError(f"{path} holds no samples")
+    if not np.isfinite(data).all():
+        raise AudioDecodeError(f"{path} decodes to non-finite samples")
+    return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)
+
+
+class TruncatedAudioError(AudioDecodeError):
+    """A file that decodes to less audio than its header declares (cut-off download, damaged stream)."""
+
+
+LOSSY_FORMATS = ("MP3", "OGG")  # frame counts in their headers are estimates (Xing/LAME, granule positions)
+
+
+def _declared_frames(f: sf.SoundFile) -> int | None:
+    """The length a file's header declares where libsndfile's log shows it differs from what is there."""
+    log = f.extra_info
+    m = re.search(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)", log)  # WAV: data chunk longer than the file
+    if m and int(m.group(2)) > 0:
+        return round(f.frames * int(m.group(1)) / int(m.group(2)))
+    m = re.search(r"Frame count read from 'COMM' chunk \((\d+)\) not equal", log)  # AIFF
+    if m:
+        return int(m.group(1))
+    return None
+
+
+def load_audio_complete(path: str | Path, block: int = 1 << 14) -> tuple[torch.Tensor, int]:
+    """`load_audio` that also refuses partial audio: a file cut short (its header declares more samples than
+    decode) or one whose decoder fails part-way raises TruncatedAudioError, naming both durations."""
+    try:
+        f = sf.SoundFile(str(path))
+    except Exception as exc:
+        raise AudioDecodeError(f"cannot decode {path}: {exc}") from exc
+    with f:
+        sr, frames, fmt = f.samplerate, f.frames, f.format
+        declared = _declared_frames(f) or frames
+        blocks, decoded = [], 0
+        try:
+            while True:
+                data = f.read(block, dtype="float32", always_2d=True)  # (samples, channels)
+                if not len(data):
+                    break
+                blocks.append(data)
+                decoded += len(data)
+        except Exception as exc:  # libsndfile stops mid-stream (FLAC "lost sync", bad Ogg pages, ...)
+            raise TruncatedAudioError(f"{path}: partly decodable: {decoded / sr:.2f} s of {declared / sr:.2f} s "
+                                      f"decoded before the decoder failed ({exc})") from exc
+        ended_early = "ended unexpectedly" in f.extra_info.lower()
+    slack = (0.01 * declared + 2304) if fmt in LOSSY_FORMATS else 0
+    if decoded < declared - slack:
+        raise TruncatedAudioError(f"{path}: truncated: the header declares {declared / sr:.2f} s, only "
+                                  f"{decoded / sr:.2f} s decode")
+    if ended_early:
+        raise TruncatedAudioError(f"{path}: truncated: the stream ends without its end-of-stream marker after "
+                                  f"{decoded / sr:.2f} s")
+    if decoded == 0:
+        raise AudioDecodeError(f"{path} holds no samples")
+    data = np.concatenate(blocks)
     if not np.isfinite(data).all():
         raise AudioDecodeError(f"{path} decodes to non-finite samples")
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)

@@ -68,7 +68,7 @@ def test_batches_have_the_documented_shape_and_masks(shards):
             real = min(meta["num_samples"], 16384)
             assert int(mask.sum()) == real and bool(mask[:real].all())  # val: deterministic start 0
             assert float(audio[:, real:].abs().sum()) == 0.0  # zero padding after the real audio
-            level = 0.05 * (int(meta["id"][1:]) + 1)
+            level = 0.05 * (int(meta["path"][1:3]) + 1)  # c07.wav
             assert torch.allclose(audio[0, :real], torch.full((real,), level), atol=1e-4)
             assert torch.allclose(audio[1, :real], torch.full((real,), -level), atol=1e-4)
             assert total == np.ceil(meta["total_samples"] / SR)

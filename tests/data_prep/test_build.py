@@ -40,8 +40,8 @@ def _digests(folder):
 def test_corrupt_file_is_skipped_and_reported(tmp_path):
     items = _corpus(tmp_path / "src")
     manifest = build(items, _settings(tmp_path / "out"), [], {"folder": tmp_path / "src"})
-    assert [s["id"] for s in manifest["skipped"]] == ["broken"]
-    assert "unreadable" in manifest["skipped"][0]["reason"]
+    assert [s["path"] for s in manifest["skipped"]] == ["broken.wav"]
+    assert "unreadable" in manifest["skipped"][0]["reason"] and manifest["skipped"][0]["category"] == "unreadable"
     assert manifest["files_kept"] == 6
     # clip i lasts 0.5 (i + 1) s; 1 s chunks with tails >= 0.2 s kept
     expected = sum(len(chunk_bounds(int(0.5 * 44100 * (i + 1)), 44100, 8820)) for i in range(6))

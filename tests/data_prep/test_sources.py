@@ -83,10 +83,11 @@ def test_folder_reader_sidecars_and_csv(tmp_path):
     _wav(tmp_path / "two.flac")
     (tmp_path / "a" / "one.json").write_text(json.dumps({"genre": "ambient", "license": "CC0", "split": "val"}))
     (tmp_path / "meta.csv").write_text("file,genre,license\ntwo.flac,rock,cc-by\n")
-    items = {it.id: it for it in read_folder(tmp_path)}
-    assert set(items) == {"a_one", "two"}
-    assert items["a_one"].metadata == {"genre": "ambient"} and items["a_one"].split == "val"
-    assert items["two"].metadata == {"genre": "rock"} and items["two"].license == "cc-by"
+    items = {it.rel: it for it in read_folder(tmp_path)}
+    assert set(items) == {"a/one.wav", "two.flac"}  # the sidecar and the CSV table are metadata, not inputs
+    assert items["a/one.wav"].id.startswith("a_one_wav_") and items["two.flac"].id.startswith("two_flac_")
+    assert items["a/one.wav"].metadata == {"genre": "ambient", "kind": "music"} and items["a/one.wav"].split == "val"
+    assert items["two.flac"].metadata == {"genre": "rock", "kind": "music"} and items["two.flac"].license == "cc-by"
 
 
 def test_license_classes():
