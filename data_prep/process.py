@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import soundfile as sf
 import torch
@@ -36,10 +37,10 @@ def decode(path, settings: ChunkSettings) -> torch.Tensor:
     recording, or ending in a glitch, would enter training under the full file's metadata and timing)."""
     try:
         audio, sr = load_audio_complete(path)
-    except TruncatedAudioError as exc:
-        raise SkipFile(str(exc), "truncated") from exc
+    except TruncatedAudioError as exc:  # the skip record has the path: the reason names the file only
+        raise SkipFile(str(exc).replace(f"{path}: ", ""), "truncated") from exc
     except Exception as exc:  # AudioDecodeError and anything libsndfile throws on garbage
-        raise SkipFile(f"unreadable: {exc}", "unreadable") from exc
+        raise SkipFile(f"unreadable: {exc}".replace(str(path), Path(path).name), "unreadable") from exc
     level = peak_dbfs(audio)
     if level < settings.silence_dbfs:
         raise SkipFile(f"silent: peak {level:.1f} dBFS < {settings.silence_dbfs:g} dBFS", "silent")

@@ -167,7 +167,7 @@ def build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict
     jobs = s.jobs or os.cpu_count() or 1
     listed = len(items) + len(rejected)
     rejected = list(rejected) + [skip_record(it) for it in items if it.problem]
-    items = sorted((it for it in items if not it.problem), key=lambda it: (it.source, it.id))
+    items = sorted((it for it in items if not it.problem), key=lambda it: (it.source, it.rel or "", it.id))
     pool = _pool(jobs)
     try:
         headers = list(tqdm((pool.imap if pool else map)(file_header, items), total=len(items),
@@ -180,7 +180,7 @@ def build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict
             elif head["sha256"] in seen:
                 skipped.append(skip_record(item, f"duplicate content of {seen[head['sha256']]}", "duplicate content"))
             else:
-                seen[head["sha256"]] = f"{item.source}:{item.id}"
+                seen[head["sha256"]] = f"{printable(item.rel or item.path)} ({item.source})"
                 kept.append(item)
                 kept_headers.append(head)
         tasks = []
