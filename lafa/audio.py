@@ -55,7 +55,20 @@ def _declared_frames(f: sf.SoundFile) -> int | None:
     return None
 
 
-def load_audio_complete(path: str | Path, block: int = 1 << 14) -> tuple[torch.Tensor, int]:
+def _frames_before_failure(path: str | Path, block: int = 1 << 14) -> int:
+    """How many frames decode before libsndfile fails (for the message only: libsndfile 1.2's MP3 decoder
+    returns wrong samples after the first of several block reads, so the audio itself is read in one go)."""
+    decoded = 0
+    try:
+        with sf.SoundFile(str(path)) as f:
+            while n := len(f.read(block, dtype="float32", always_2d=True)):
+                decoded += n
+    except Exception:
+        pass
+    return decoded
+
+
+def load_audio_complete(path: str | Path) -> tuple[torch.Tensor, int]:
     """`load_audio` that also refuses partial audio: a file cut short (its header declares more samples than
     decode) or one whose decoder fails part-way raises TruncatedAudioError, naming both durations."""
     try:
@@ -63,20 +76,16 @@ def load_audio_complete(path: str | Path, block: int = 1 << 14) -> tuple[torch.T
     except Exception as exc:
         raise AudioDecodeError(f"cannot decode {path}: {exc}") from exc
     with f:
-        sr, frames, fmt = f.samplerate, f.frames, f.format
-        declared = _declared_frames(f) or frames
-        blocks, decoded = [], 0
+        sr, fmt = f.samplerate, f.format
+        declared = _declared_frames(f) or f.frames
         try:
-            while True:
-                data = f.read(block, dtype="float32", always_2d=True)  # (samples, channels)
-                if not len(data):
-                    break
-                blocks.append(data)
-                decoded += len(data)
+            data = f.read(dtype="float32", always_2d=True)  # (samples, channels)
         except Exception as exc:  # libsndfile stops mid-stream (FLAC "lost sync", bad Ogg pages, ...)
+            decoded = _frames_before_failure(path)
             raise TruncatedAudioError(f"{path}: partly decodable: {decoded / sr:.2f} s of {declared / sr:.2f} s "
                                       f"decoded before the decoder failed ({exc})") from exc
         ended_early = "ended unexpectedly" in f.extra_info.lower()
+    decoded = len(data)
     slack = (0.01 * declared + 2304) if fmt in LOSSY_FORMATS else 0
     if decoded < declared - slack:
         raise TruncatedAudioError(f"{path}: truncated: the header declares {declared / sr:.2f} s, only "
@@ -86,7 +95,6 @@ def load_audio_complete(path: str | Path, block: int = 1 << 14) -> tuple[torch.T
                                   f"{decoded / sr:.2f} s")
     if decoded == 0:
         raise AudioDecodeError(f"{path} holds no samples")
-    data = np.concatenate(blocks)
     if not np.isfinite(data).all():
         raise AudioDecodeError(f"{path} decodes to non-finite samples")
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)

@@ -84,3 +84,20 @@ def test_levels() -> None:
     assert torch.allclose(y[x != 0] / x[x != 0], (y[0, 0] / x[0, 0]).expand(int((x != 0).sum())))  # one gain
     assert peak_dbfs(torch.zeros(2, 4)) == float("-inf")
     assert torch.equal(peak_normalize(torch.zeros(2, 4)), torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC", "MP3", "OGG", "AIFF"])
+def test_load_audio_complete_refuses_a_cut_off_file(tmp_path, fmt) -> None:
+    from lafa.audio import TruncatedAudioError, load_audio_complete
+
+    x = (0.3 * np.sin(np.arange(3 * 44100) * 0.05)).astype(np.float32)
+    full = tmp_path / f"full.{fmt.lower()}"
+    sf.write(full, x, 44100, format=fmt)
+    audio, sr = load_audio_complete(full)
+    ref, _ = load_audio(full)
+    assert sr == 44100 and torch.equal(audio, ref)  # an intact file decodes exactly as load_audio does
+    data = full.read_bytes()
+    cut = tmp_path / f"cut.{fmt.lower()}"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TruncatedAudioError, match="truncated|partly decodable"):
+        load_audio_complete(cut)
