@@ -8,6 +8,7 @@ the skip list.
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -57,14 +58,17 @@ def _readable(text: str) -> str:
         elif not dash:
             out.append("-")
             dash = True
-    slug = "".join(out).strip("-_") or "x"
-    while len(slug.encode()) > READABLE_BYTES:  # keep the end: the file name says more than the folders
-        slug = slug[1:]
+    slug = re.sub(r"-*_-*", "_", "".join(out)).strip("-_") or "x"
+    if len(slug.encode()) > READABLE_BYTES:  # keep the end: the file name says more than the folders
+        while len(slug.encode()) > READABLE_BYTES:
+            slug = slug[1:]
+        cut = re.search(r"[-_]", slug)  # start at a word, not inside one
+        slug = slug[cut.end():] if cut and cut.end() < len(slug) else slug
     return slug.strip("-_") or "x"
 
 
 def folder_item_id(rel: str | PurePosixPath, hex_chars: int = HASH_HEX) -> str:
-    """`Artist/Album (Remaster)/01 - Title.wav` -> `Album-Remaster_01-Title_wav_3fa94c0e1b2d`: readable part,
+    """`Artist/Album (Remaster)/01 - Title.wav` -> `Artist_Album-Remaster_01-Title_wav_f77fb29184fc`: readable part,
     extension, and a hash of the whole relative path, so distinct paths never share an id (`日本.wav` and
     `中国.wav`, `take1.wav` and `take1.flac`, `a b.wav` and `a-b.wav` differ)."""
     rel = PurePosixPath(rel)
