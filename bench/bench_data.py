@@ -1,19 +1,26 @@
-"""Data-loading throughput: 30 s stereo 44.1 kHz FLAC chunks per second per worker (decode + crop + collate).
+"""Data throughput: shard building (`make shards`) against its decode bound, and data loading.
 
-    .venv/bin/python bench/bench_data.py [--clips 16] [--out bench/results/data.json]
+    .venv/bin/python bench/bench_data.py [--clips 16] [--files 12] [--out bench/results/data.json]
 
-Builds a temporary shard of synthetic 30 s chunks (tonal + noise content, so FLAC compresses as on music),
-then times the AudioDataModule in one process (= per worker) for a training crop (65536 samples, the FLAC
-is seeked) and for the whole chunk (1323000 samples, all decoded), and with a 2-worker DataLoader (one
-shard each, persistent workers). Numbers depend on the machine's load: the JSON records it.
+1. `make shards` vs the decode bound: a corpus of synthetic 20 s stereo 44.1 kHz music-like files (mp3,
+   flac, ogg, wav) is decoded alone (lafa.audio.load_audio, the bound) and sharded by data_prep's build,
+   both in one process (= per worker), interleaved repeats, medians of CPU time. The ratio is audio-seconds
+   per CPU-second of the build over that of decoding. Each stage of the build is timed on the same files
+   (decode with the truncation check, channels/resampling/silence, FLAC encoding, hashing), and shard sizes
+   are compared with the target.
+2. Loading: 30 s stereo FLAC chunks per second per worker through the AudioDataModule for a training crop
+   (65536 samples, the FLAC is seeked) and for the whole chunk (1323000 samples), and with 2 workers.
+Numbers depend on the machine's load: the JSON records it.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -23,12 +30,83 @@ import soundfile as sf
 import torch
 import webdataset
 
-from data_prep.process import ChunkSettings
+from data_prep.process import ChunkSettings, decode, encode_flac, split_chunks
 from data_prep.shards import BuildSettings, build
 from data_prep.sources import read_folder
+from lafa.audio import load_audio
 from lafa.data import AudioDataModule
 
 SR, SECONDS = 44100, 30
+FILE_SECONDS = 20
+FORMATS = ({"format": "MP3"}, {"format": "FLAC"}, {"format": "OGG"}, {"format": "WAV", "subtype": "PCM_16"})
+
+
+def _music(rng: np.random.Generator, seconds: float) -> np.ndarray:
+    t = np.arange(int(SR * seconds)) / SR
+    tone = sum(np.sin(2 * np.pi * f * t) / (k + 1) for k, f in enumerate(rng.uniform(80, 2000, 6)))
+    x = 0.2 * tone / 3 + 0.05 * rng.standard_normal(len(t))
+    return np.stack([x, np.roll(x, 100)], 1).clip(-1, 1).astype(np.float32)
+
+
+def make_corpus(src: Path, files: int) -> list[Path]:
+    rng = np.random.default_rng(1)
+    src.mkdir(parents=True)
+    paths = []
+    for i in range(files):
+        fmt = FORMATS[i % len(FORMATS)]
+        path = src / f"f{i:03d}.{fmt['format'].lower()}"
+        sf.write(path, _music(rng, FILE_SECONDS), SR, **fmt)
+        (src / f"f{i:03d}.json").write_text(json.dumps({"genre": "bench", "split": "train", "license": "CC0"}))
+        paths.append(path)
+    return paths
+
+
+def _cpu(fn) -> float:
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+def shard_bench(root: Path, files: int, repeats: int, target_mb: float) -> dict:
+    """`make shards` (build) vs decoding the same files, CPU seconds, interleaved; stage breakdown; sizes."""
+    paths = make_corpus(root / "corpus", files)
+    audio_seconds = files * FILE_SECONDS
+    settings = ChunkSettings()
+    target = int(target_mb * 2**20)
+    runs = {"decode_bound": [], "make_shards": []}
+    sizes: list[int] = []
+    for r in range(repeats + 1):  # the first round warms the page cache and is not counted
+        t_dec = _cpu(lambda: [load_audio(p) for p in paths])
+        out = root / f"shards{r}"
+        t_build = _cpu(lambda out=out: build(read_folder(root / "corpus"), BuildSettings(
+            out=out, chunk=settings, shard_bytes=target, jobs=1), [], {}))
+        if r:
+            runs["decode_bound"].append(t_dec)
+            runs["make_shards"].append(t_build)
+        sizes = [p.stat().st_size for p in sorted(out.glob("train-*.tar"))]
+    stages = {"decode_checked": 0.0, "channels_resample_silence": 0.0, "flac_encode": 0.0, "sha256": 0.0}
+    for p in paths:
+        stages["sha256"] += _cpu(lambda p=p: hashlib.sha256(p.read_bytes()).hexdigest())
+        full = _cpu(lambda p=p: decode(p, settings))
+        audio = decode(p, settings)
+        stages["flac_encode"] += _cpu(lambda audio=audio: [encode_flac(c, settings) for _, c in split_chunks(audio, settings)[0]])
+        dec = _cpu(lambda p=p: load_audio(p))
+        stages["decode_checked"] += dec
+        stages["channels_resample_silence"] += max(full - dec, 0.0)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    whole = sizes[:-1] or sizes  # the last shard holds the remainder
+    return {
+        "what": f"{files} files x {FILE_SECONDS} s stereo 44.1 kHz (mp3/flac/ogg/wav), 1 process, CPU seconds",
+        "cpu_seconds_median": {k: round(v, 3) for k, v in med.items()},
+        "cpu_seconds_all": {k: [round(x, 3) for x in v] for k, v in runs.items()},
+        "audio_hours_per_cpu_hour": {k: round(audio_seconds / v, 1) for k, v in med.items()},
+        "ratio_make_shards_vs_decode_bound": round(med["decode_bound"] / med["make_shards"], 3),
+        "stage_cpu_seconds": {k: round(v, 3) for k, v in stages.items()},
+        "ratio_vs_decode_plus_flac_encode": round((stages["decode_checked"] + stages["flac_encode"])
+                                                  / med["make_shards"], 3),
+        "shards": {"target_mb": target_mb, "sizes_mb": [round(x / 2**20, 2) for x in sizes],
+                   "max_deviation_of_full_shards": round(max(abs(x / target - 1) for x in whole), 3)},
+    }
 
 
 def make_shards(root: Path, clips: int) -> Path:
@@ -62,9 +140,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--clips", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--files", type=int, default=12, help="files of the make-shards corpus")
+    p.add_argument("--shard_mb", type=float, default=10.0, help="target shard size of the make-shards run")
     p.add_argument("--out", type=Path, default=Path("bench/results/data.json"))
     args = p.parse_args()
     torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        shards_report = shard_bench(Path(tmp) / "make_shards", args.files, args.repeats, args.shard_mb)
     with tempfile.TemporaryDirectory() as tmp:
         shards = make_shards(Path(tmp), args.clips)
         spec = str(shards / "train-*.tar")
@@ -76,6 +158,7 @@ def main() -> int:
             results[name] = round(rate(dm, "train", args.repeats), 2)
         shard_mb = sum(p.stat().st_size for p in shards.glob("*.tar")) / 2**20
     report = {
+        "make_shards": shards_report,
         "what": "30 s stereo 44.1 kHz FLAC chunks per second: decode + crop (+ resample no-op) + collate",
         "clips_per_second": results,
         "ratios": {"crop_vs_full_decode": round(results["crop_65536_1worker"] / results["full_30s_1worker"], 2),

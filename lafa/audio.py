@@ -97,7 +97,9 @@ def load_audio_complete(path: str | Path) -> tuple[torch.Tensor, int]:
         raise AudioDecodeError(f"{path} holds no samples")
     if not np.isfinite(data).all():
         raise AudioDecodeError(f"{path} decodes to non-finite samples")
-    return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)
+    # a (channels, samples) view of the decoder's (samples, channels) buffer: no transposing copy, and
+    # writing a chunk back (encode_flac) needs none either
+    return torch.from_numpy(data).T, int(sr)
 
 
 def to_channels(audio: torch.Tensor, channels: int = 2) -> torch.Tensor:
@@ -147,7 +149,10 @@ def save_audio(path: str | Path, audio: torch.Tensor, sample_rate: int, subtype:
 
 def peak_dbfs(audio: torch.Tensor) -> float:
     """Peak level in dBFS (-inf for digital silence)."""
-    peak = float(audio.abs().max()) if audio.numel() else 0.0
+    if not audio.numel():
+        return float("-inf")
+    low, high = torch.aminmax(audio)  # no |x| copy of a long file
+    peak = max(-float(low), float(high))
     return 20.0 * math.log10(peak) if peak > 0 else float("-inf")
 
 

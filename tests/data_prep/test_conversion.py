@@ -67,3 +67,20 @@ def test_timing_fields_follow_stable_audio():
     meta = chunk_metadata(offset=3 * 44100 + 7, length=44100, total=10 * 44100 + 1, sr=44100)
     assert meta["seconds_start"] == 3 and meta["seconds_total"] == 11
     assert meta["seconds_total"] == math.ceil((10 * 44100 + 1) / 44100)
+
+
+def test_flac_encoding_through_int16_gives_libsndfiles_own_bytes():
+    import io
+
+    from data_prep.process import encode_flac
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(-1.2, 1.2, (2, 20000)), np.array([[1.0, -1.0, 0.5 / 32768, 1.5 / 32768]] * 2)], 1)
+    audio = torch.from_numpy(x.astype(np.float32))
+    ref = io.BytesIO()
+    sf.write(ref, audio.clamp(-1, 1).numpy().T, 44100, format="FLAC", subtype="PCM_16")  # libsndfile converts
+    assert encode_flac(audio, ChunkSettings()) == ref.getvalue()
+    assert encode_flac(audio.T.contiguous().T, ChunkSettings()) == ref.getvalue()  # a (S, C) buffer's view
+    small = encode_flac(audio, ChunkSettings(flac_level=8))
+    decoded, _ = sf.read(io.BytesIO(small), dtype="int16")
+    assert np.array_equal(decoded, sf.read(io.BytesIO(ref.getvalue()), dtype="int16")[0])  # lossless at any level
