@@ -28,7 +28,7 @@ def _size(text: str) -> int:
     return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
 
 
-def _common(p: argparse.ArgumentParser, chunk: float, shard: str) -> None:
+def _common(p: argparse.ArgumentParser, chunk: float, shard: str, estimate: str) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder for shards and manifest.json")
     p.add_argument("--chunk_seconds", type=float, default=chunk, help="chunk length (Sec. 5.1: 30 s)")
     p.add_argument("--min_tail_seconds", type=float, default=1.0, help="drop shorter last chunks of long files")
@@ -42,13 +42,16 @@ def _common(p: argparse.ArgumentParser, chunk: float, shard: str) -> None:
     p.add_argument("--seed", type=int, default=0, help="caption draws stored in the shards")
     p.add_argument("--jobs", type=int, default=0, help="worker processes (0: all cores)")
     p.add_argument("--prefix", default="", help="shard names are {prefix}{split}-000000.tar")
+    p.add_argument("--size_estimate", choices=["probe", "pcm"], default=estimate,
+                   help="probe: plan shards from the FLAC size of a 1 s excerpt per file (close to --shard_size); "
+                        "pcm: a fixed FLAC/PCM ratio of 0.6")
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="shard real sources (FSD, FMA, folders)")
-    _common(b, 30.0, "256MB")
+    _common(b, 30.0, "256MB", "probe")
     b.add_argument("--fsd_audio", type=Path, help="FreeSound audio folder (<id>.wav)")
     b.add_argument("--fsd_tables", type=Path, nargs="*", default=[], help="CSVs / clips_info JSON, merged by id")
     b.add_argument("--fma_audio", type=Path, help="FMA audio tree (000/000002.mp3)")
@@ -60,7 +63,7 @@ def parser() -> argparse.ArgumentParser:
                    help=f"licence classes kept ('any': every recognised one): {', '.join(LICENSE_CLASSES)}")
     b.add_argument("--keep_unlicensed", action="store_true", help="keep items with no licence field")
     d = sub.add_parser("demo", help="synthesise the offline demo corpus and shard it")
-    _common(d, 4.0, "4MB")
+    _common(d, 4.0, "4MB", "pcm")  # the demo keeps its 4 train shards
     return p
 
 
@@ -105,7 +108,8 @@ def _run(args: argparse.Namespace) -> int:
                           silence_dbfs=args.silence_dbfs, flac_subtype=args.flac_subtype,
                           flac_level=args.flac_level)
     settings = BuildSettings(out=out, chunk=chunk, shard_bytes=args.shard_size, val_fraction=args.val_fraction,
-                             test_fraction=args.test_fraction, seed=args.seed, jobs=args.jobs, prefix=args.prefix)
+                             test_fraction=args.test_fraction, seed=args.seed, jobs=args.jobs, prefix=args.prefix,
+                             size_estimate=args.size_estimate)
     manifest = build(items, settings, rejected + lic_rejected, roots)
     print(summary_table(manifest, out))
     if manifest["files_kept"] == 0:

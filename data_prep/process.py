@@ -46,6 +46,8 @@ def decode(path, settings: ChunkSettings) -> torch.Tensor:
     level = peak_dbfs(audio)
     if level < settings.silence_dbfs:
         raise SkipFile(f"silent: peak {level:.1f} dBFS < {settings.silence_dbfs:g} dBFS", "silent")
+    if sr != settings.sample_rate:
+        audio = audio.contiguous()  # the sinc filter runs along samples
     return resample(to_channels(audio, settings.channels), sr, settings.sample_rate)
 
 

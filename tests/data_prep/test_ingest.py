@@ -159,8 +159,8 @@ def _corpus(src, n):
 def test_rebuild_quarantines_shards_not_in_the_new_manifest(tmp_path):
     src, out = tmp_path / "src", tmp_path / "shards"
     _corpus(src, 8)
-    args = ["build", "--out", str(out), "--folder", str(src), "--jobs", "1"]
-    assert data_prep_main(args + ["--shard_size", "100KB"]) == 0
+    args = ["build", "--out", str(out), "--folder", str(src), "--jobs", "1", "--size_estimate", "pcm"]
+    assert data_prep_main(args + ["--shard_size", "100KB"]) == 0  # 1 s stereo x 0.6 of PCM: one file a shard
     first = sorted(p.name for p in out.glob("train-*.tar"))
     assert len(first) == 8
     (out / "notes.tar").write_bytes(b"")  # not data_prep's: left alone
@@ -211,3 +211,25 @@ def test_wavpack_is_listed_as_unsupported_with_its_tags_readable(tmp_path):
     assert read_tags(tmp_path / "song.wv")[0] == {"title": "WV Song", "artist": "Low Tide", "license": "CC0"}
     (item,) = read_folder(tmp_path)
     assert item.category == "unsupported format" and "WavPack" in item.problem
+
+
+def test_probed_shard_sizes_are_within_10_percent_of_the_target(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    t = np.arange(SR) / SR
+    for i in range(30):  # music-like files whose FLAC size varies 2x with the noise level
+        x = 0.2 * np.sin(2 * np.pi * rng.uniform(100, 1000) * t) + rng.uniform(0.002, 0.05) * rng.standard_normal(SR)
+        sf.write(src / f"m{i:02d}.flac", np.stack([x, np.roll(x, 50)], 1).astype(np.float32), SR)
+        (src / f"m{i:02d}.json").write_text(json.dumps({"license": "CC0", "split": "train"}))
+    target = 800_000
+    deviations = {}
+    for mode in ("probe", "pcm"):
+        out = tmp_path / mode
+        assert data_prep_main(["build", "--out", str(out), "--folder", str(src), "--jobs", "1", "--shard_size",
+                               str(target), "--size_estimate", mode]) == 0
+        sizes = [p.stat().st_size for p in sorted(out.glob("train-*.tar"))]
+        assert len(sizes) >= 3
+        deviations[mode] = max(abs(x / target - 1) for x in sizes[:-1])  # the last shard holds the remainder
+    assert deviations["probe"] <= 0.10, deviations
+    assert deviations["pcm"] > 0.10, deviations  # the fixed ratio misses this content: the probe is what helps
