@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_data.py [--clips 16] [--files 12] [--out bench/results/data.json]
 
-1. `make shards` vs the decode bound: a corpus of synthetic 20 s stereo 44.1 kHz music-like files (mp3,
+1. `make shards` vs the decode bound: a corpus of synthetic 8 s stereo 44.1 kHz music-like files (mp3,
    flac, ogg, wav) is decoded alone (lafa.audio.load_audio, the bound) and sharded by data_prep's build,
    both in one process (= per worker), interleaved repeats, medians of CPU time. The ratio is audio-seconds
    per CPU-second of the build over that of decoding. Each stage of the build is timed on the same files
@@ -37,7 +37,7 @@ from lafa.audio import load_audio
 from lafa.data import AudioDataModule
 
 SR, SECONDS = 44100, 30
-FILE_SECONDS = 20
+FILE_SECONDS = 8
 FORMATS = ({"format": "MP3"}, {"format": "FLAC"}, {"format": "OGG"}, {"format": "WAV", "subtype": "PCM_16"})
 
 
@@ -79,17 +79,21 @@ def shard_bench(root: Path, files: int, repeats: int, target_mb: float) -> dict:
         t_dec = _cpu(lambda: [load_audio(p) for p in paths])
         out = root / f"shards{r}"
         t_build = _cpu(lambda out=out: build(read_folder(root / "corpus"), BuildSettings(
-            out=out, chunk=settings, shard_bytes=target, jobs=1), [], {}))
+            out=out, chunk=settings, shard_bytes=target, jobs=1, size_estimate="probe"), [], {}))
         if r:
             runs["decode_bound"].append(t_dec)
             runs["make_shards"].append(t_build)
         sizes = [p.stat().st_size for p in sorted(out.glob("train-*.tar"))]
-    stages = {"decode_checked": 0.0, "channels_resample_silence": 0.0, "flac_encode": 0.0, "sha256": 0.0}
+    stages = {"decode_checked": 0.0, "channels_resample_silence": 0.0, "flac_encode": 0.0, "flac_encode_level0": 0.0,
+              "sha256": 0.0}
+    level0 = ChunkSettings(flac_level=0)
     for p in paths:
         stages["sha256"] += _cpu(lambda p=p: hashlib.sha256(p.read_bytes()).hexdigest())
         full = _cpu(lambda p=p: decode(p, settings))
         audio = decode(p, settings)
-        stages["flac_encode"] += _cpu(lambda audio=audio: [encode_flac(c, settings) for _, c in split_chunks(audio, settings)[0]])
+        chunks = [c for _, c in split_chunks(audio, settings)[0]]
+        stages["flac_encode"] += _cpu(lambda chunks=chunks: [encode_flac(c, settings) for c in chunks])
+        stages["flac_encode_level0"] += _cpu(lambda chunks=chunks: [encode_flac(c, level0) for c in chunks])
         dec = _cpu(lambda p=p: load_audio(p))
         stages["decode_checked"] += dec
         stages["channels_resample_silence"] += max(full - dec, 0.0)
@@ -140,8 +144,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--clips", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--files", type=int, default=12, help="files of the make-shards corpus")
-    p.add_argument("--shard_mb", type=float, default=10.0, help="target shard size of the make-shards run")
+    p.add_argument("--files", type=int, default=32, help="files of the make-shards corpus")
+    p.add_argument("--shard_mb", type=float, default=8.0, help="target shard size of the make-shards run")
     p.add_argument("--out", type=Path, default=Path("bench/results/data.json"))
     args = p.parse_args()
     torch.set_num_threads(1)

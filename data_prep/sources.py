@@ -67,6 +67,12 @@ def _unmatched(name: str, root: Path, audio: dict[str, Path], repeats: list[tupl
     return out
 
 
+def _missing(name: str, key: str, root: Path) -> Item:
+    """A table row whose audio file is not under the audio folder (a partial download, a subset release)."""
+    return Item(name, key, root / key, rel=key, category="missing audio",
+                problem=f"the metadata tables list id {key} but no audio file under {root} has it")
+
+
 def _first(row: dict, names: tuple[str, ...]) -> str:
     for n in names:
         if row.get(n, "") not in ("", None):
@@ -96,6 +102,7 @@ def read_fsd(audio_dir: str | Path, tables: Iterable[str | Path], name: str = "f
     items = _unmatched(name, root, audio, repeats, set(rows))
     for key, row in sorted(rows.items()):
         if key not in audio:
+            items.append(_missing(name, key, root))
             continue
         labels = row.get("labels") or row.get("tags") or ""
         meta = {"kind": "sound", "labels": labels, "description": row.get("description", ""),
@@ -146,6 +153,7 @@ def read_fma(audio_dir: str | Path, tracks_csv: str | Path, genres_csv: str | Pa
     for row in table:
         tid = row["track_id"].strip().lstrip("0") or "0"
         if tid not in audio:
+            items.append(_missing(name, tid, root))
             continue
         genre = row.get("track.genre_top", "")
         if not genre and genre_titles:

@@ -51,6 +51,9 @@ def test_fma_reader_handles_three_and_two_row_headers(tmp_path):
     for three in (True, False):
         _fma(tmp_path, three)
         items = read_fma(tmp_path / "fma", tmp_path / "tracks.csv", tmp_path / "genres.csv")
+        missing = [it for it in items if it.problem]
+        assert [(it.id, it.category) for it in missing] == [("7", "missing audio")]  # listed, not dropped
+        items = [it for it in items if not it.problem]
         assert [it.id for it in items] == ["2", "5"]  # track 7 has no audio
         a, b = items
         assert a.metadata == {"kind": "music", "title": "Food", "artist": "AWOL", "album": "AWOL - A Way Of Life",
@@ -68,8 +71,13 @@ def test_fsd_reader_merges_csvs_and_clips_info_json(tmp_path):
         "64760": {"title": "guitar riff", "description": "A riff.", "tags": ["guitar"],
                   "license": "http://creativecommons.org/licenses/by/3.0/"},
         "16399": {"title": "bark", "description": "", "tags": [], "license": "http://creativecommons.org/licenses/by-nc/3.0/"}}))
+    _wav(tmp_path / "audio" / "555.wav")  # in no table
+    _wav(tmp_path / "audio" / "sub" / "64760.flac")  # a second file with id 64760
     items = read_fsd(tmp_path / "audio", [tmp_path / "dev.csv", tmp_path / "info.json"])
-    assert [it.id for it in items] == ["16399", "64760"]
+    problems = {(it.rel, it.category) for it in items if it.problem}
+    assert problems == {("555.wav", "no metadata row"), ("sub/64760.flac", "duplicate id"), ("99999", "missing audio")}
+    items = [it for it in items if not it.problem]
+    assert [it.id for it in items] == ["16399", "64760"] and items[1].rel == "64760.wav"
     guitar = items[1]
     assert guitar.metadata["labels"] == "Electric_guitar,Guitar" and guitar.metadata["description"] == "A riff."
     assert guitar.split == "train" and items[0].split == "val"
@@ -140,8 +148,9 @@ def test_build_command_on_fma_with_mp3_and_folder(tmp_path):
                            str(tmp_path / "tracks.csv"), "--fma_genres", str(tmp_path / "genres.csv"), "--folder",
                            str(tmp_path / "own"), "--keep_unlicensed", "--jobs", "2"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["files_listed"] == 3 and manifest["files_kept"] == 2
-    assert [s["id"] for s in manifest["skipped"]] == ["2"] and "NC" in manifest["skipped"][0]["reason"]
+    assert manifest["files_listed"] == 4 and manifest["files_kept"] == 2  # track 7 of tracks.csv has no audio
+    assert [s["id"] for s in manifest["skipped"]] == ["2", "7"] and "NC" in manifest["skipped"][0]["reason"]
+    assert manifest["skipped_by_category"] == {"licence": 1, "missing audio": 1}
     assert manifest["splits"]["test"]["files"] == 1  # FMA's own split for track 5
     with tarfile.open(out / "test-000000.tar") as tar:
         meta = json.loads(tar.extractfile("fma_5_000.json").read())
