@@ -179,7 +179,7 @@ def license_filter(items: list[Item], allow_ids: set[str] | None, keep_unlicense
             rejected.append(skip_record(it))
             continue
         if allow_ids is not None:
-            ok = it.id in allow_ids or f"{it.source}:{it.id}" in allow_ids
+            ok = bool({it.id, f"{it.source}:{it.id}", it.rel, f"{it.source}:{it.rel}"} & allow_ids)
             reason = "not on the licence allow-list"
             cls = license_class(it.license)
         else:

@@ -52,6 +52,9 @@ def _declared_frames(f: sf.SoundFile) -> int | None:
     m = re.search(r"Frame count read from 'COMM' chunk \((\d+)\) not equal", log)  # AIFF
     if m:
         return int(m.group(1))
+    m = re.search(r"PCM end\s*:\s*(\d+)", log)  # Ogg: the last page's granule position
+    if m and int(m.group(1)) > f.frames:
+        return int(m.group(1))
     return None
 
 
@@ -84,12 +87,17 @@ def load_audio_complete(path: str | Path) -> tuple[torch.Tensor, int]:
             decoded = _frames_before_failure(path)
             raise TruncatedAudioError(f"{path}: partly decodable: {decoded / sr:.2f} s of {declared / sr:.2f} s "
                                       f"decoded before the decoder failed ({exc})") from exc
-        ended_early = "ended unexpectedly" in f.extra_info.lower()
+        log = f.extra_info.lower()
+        ended_early = "ended unexpectedly" in log
+        damaged = "corrupted bitstream" in log or "reports a hole" in log  # Ogg pages lost mid-stream
     decoded = len(data)
     slack = (0.01 * declared + 2304) if fmt in LOSSY_FORMATS else 0
     if decoded < declared - slack:
         raise TruncatedAudioError(f"{path}: truncated: the header declares {declared / sr:.2f} s, only "
                                   f"{decoded / sr:.2f} s decode")
+    if damaged:
+        raise TruncatedAudioError(f"{path}: partly decodable: pages of the stream are damaged or missing, "
+                                  f"{decoded / sr:.2f} s of {declared / sr:.2f} s decode")
     if ended_early:
         raise TruncatedAudioError(f"{path}: truncated: the stream ends without its end-of-stream marker after "
                                   f"{decoded / sr:.2f} s")

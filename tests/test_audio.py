@@ -101,3 +101,17 @@ def test_load_audio_complete_refuses_a_cut_off_file(tmp_path, fmt) -> None:
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(TruncatedAudioError, match="truncated|partly decodable"):
         load_audio_complete(cut)
+
+
+@pytest.mark.parametrize("fmt", ["FLAC", "MP3", "OGG"])
+def test_load_audio_complete_refuses_a_damaged_middle(tmp_path, fmt) -> None:
+    from lafa.audio import TruncatedAudioError, load_audio_complete
+
+    path = tmp_path / f"x.{fmt.lower()}"
+    sf.write(path, (0.3 * np.sin(np.arange(3 * 44100) * 0.05)).astype(np.float32), 44100, format=fmt)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 2000] = np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    with pytest.raises(TruncatedAudioError, match=r"of 3\.00 s|declares 3\.00 s"):  # both durations named
+        load_audio_complete(path)

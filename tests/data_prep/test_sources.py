@@ -157,3 +157,13 @@ def test_build_command_on_fma_with_mp3_and_folder(tmp_path):
         audio, sr = sf.read(io.BytesIO(tar.extractfile("fma_5_000.flac").read()))
     assert meta["metadata"]["genre"] == "Rock, Hip-Hop" and meta["license"] == "CC-BY" and "rock" in meta["caption"].lower()
     assert sr == 44100 and audio.shape[1] == 2 and abs(len(audio) / 44100 - 88200 / 48000) < 0.03  # mp3 48 kHz mono -> 44.1k stereo
+
+
+def test_allow_list_names_folder_items_by_relative_path(tmp_path):
+    _wav(tmp_path / "src" / "keep me.wav")
+    _wav(tmp_path / "src" / "sub" / "drop.wav", n=882)
+    items = read_folder(tmp_path / "src")
+    kept, rejected = license_filter(items, {"keep me.wav"})
+    assert [it.rel for it in kept] == ["keep me.wav"] and [r["path"] for r in rejected] == ["sub/drop.wav"]
+    kept, _ = license_filter(items, {"folder:sub/drop.wav"})
+    assert [it.rel for it in kept] == ["sub/drop.wav"]
