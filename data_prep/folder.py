@@ -127,8 +127,7 @@ def read_folder(root: str | Path, name: str = "folder") -> list[Item]:
         item = Item(name, ids[rel], path, rel=rel)
         if path.suffix.lower() == ".json":
             item.problem, item.category = "sidecar JSON without an audio file of the same name", "orphan sidecar"
-        elif path.suffix.lower() in UNSUPPORTED_AUDIO or audio_kind(path):
-            fmt = UNSUPPORTED_AUDIO.get(path.suffix.lower()) or audio_kind(path)
+        elif fmt := UNSUPPORTED_AUDIO.get(path.suffix.lower()) or audio_kind(path):
             item.problem, item.category = f"unsupported format: {fmt}; {CONVERT_HINT}", "unsupported format"
         else:
             item.problem, item.category = f"not audio ({path.suffix or 'no extension'})", "not audio"

@@ -15,6 +15,7 @@ import mutagen
 import soundfile as sf
 
 FIELDS = ("title", "artist", "album", "genre", "year", "license", "copyright")
+RIFF_AIFF = (".wav", ".wave", ".w64", ".rf64", ".aif", ".aiff", ".aifc", ".caf")  # text chunks libsndfile reads
 
 # lower-cased tag keys of Vorbis comments, APEv2 and ASF -> field
 _TEXT_KEYS = {
@@ -109,8 +110,9 @@ def read_tags(path: str | Path) -> tuple[dict, str | None]:
             out = _from_mutagen(f)
     except Exception as exc:  # mutagen raises its own error per format on damaged tag blocks
         problem = f"unreadable tags: {type(exc).__name__}: {exc}"
-    for field, value in _from_soundfile(path).items():
-        out.setdefault(field, value)
+    if path.suffix.lower() in RIFF_AIFF:
+        for field, value in _from_soundfile(path).items():
+            out.setdefault(field, value)
     return {k: out[k] for k in FIELDS if out.get(k)}, problem
 
 
