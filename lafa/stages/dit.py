@@ -8,9 +8,11 @@ extra `latent_scale` divides latents on the way in and multiplies them on the wa
 The frozen text encoder and autoencoder are not part of the state dict (checkpoints hold the DiT alone and name
 the frozen parts by path in their stored config) and are shared, not copied, by EMA weight averaging.
 Validation reports the loss on a fixed grid of t with fixed noise (`val/loss` and `val/loss_t{t}`), so runs on
-different latent spaces and different days compare. `generate()` is what `lafa generate`, the sample callback
-(`lafa.stages.dit_callbacks`) and `lafa test` use: test generates a clip per test caption and scores the folder
-against the real test clips with `lafa.metrics.generation.evaluate_folders` (settings in `test_eval`).
+different latent spaces and different days compare. `generate()` / `generate_samples()` are what `lafa generate`, the
+sample callback (`lafa.stages.dit_callbacks`) and `lafa test` use: test generates a clip per test crop, exactly
+its real length at its seconds_start (`lafa.data.geometry`), and scores the folder against the real crops with
+`lafa.metrics.generation.evaluate_folders` (settings in `test_eval`). Padded frames are masked out of the DiT's
+self-attention; the frozen autoencoder runs outside autocast; sampling draws come from seeded CPU generators.
 """
 
 from __future__ import annotations
