@@ -5,7 +5,10 @@
     lafa generate --ckpt_path X --prompts prompts.txt --out generated/     # one prompt per line
 
 A prompt file writes `<out>/<index>_<slug>.wav` for each line and `<out>/prompts.json` (file -> prompt).
-Clips are 44.1 kHz stereo (the autoencoder's rate and channels), exactly `seconds` long.
+Clips are 44.1 kHz stereo (the autoencoder's rate and channels), exactly `seconds` long, conditioned on
+seconds_total = ceil(seconds) and `--seconds_start` (Stable Audio's timing, as in training). `--seed` seeds
+every draw on a CPU generator (the DiT's initial noise, then LAFA's decoder noise): a seed gives the same clips
+on every device. Batch i of `--batch_size` prompts uses seed + i.
 """
 
 from __future__ import annotations
@@ -49,11 +52,14 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--prompt", type=str | None, default=None, help="one prompt (writes --out as a file)")
     parser.add_argument("--prompts", type=str | None, default=None, help="text file, one prompt per line")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each clip")
+    parser.add_argument("--seconds_start", type=float, default=0.0,
+                        help="timing condition: where in a source file the clip starts (training crops start mid-file)")
     parser.add_argument("--steps", type=int | None, default=None, help="sampler steps (default: the stage's)")
     parser.add_argument("--cfg_scale", type=float | None, default=None, help="guidance (default: the stage's)")
     parser.add_argument("--sampler", type=str | None, default=None, help="euler|heun (rf), dpmpp_2m|ddim (v)")
     parser.add_argument("--decode_steps", type=int | None, default=None, help="LAFA flow-decoder steps")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds every draw (DiT noise, LAFA decoder noise) on a CPU generator: same on every device")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--autoencoder_ckpt", type=str | None, default=None,
                         help="use this autoencoder file instead of the one the checkpoint names")
@@ -68,6 +74,8 @@ def main(argv: list[str]) -> int:
         raise SystemExit("lafa generate: give exactly one of --prompt or --prompts")
     if args.seconds <= 0:
         raise SystemExit(f"lafa generate: --seconds must be positive, got {args.seconds}")
+    if args.seconds_start < 0:
+        raise SystemExit(f"lafa generate: --seconds_start must be >= 0, got {args.seconds_start}")
     if not Path(args.ckpt_path).is_file():
         raise SystemExit(f"lafa generate: checkpoint not found: {args.ckpt_path}")
     from lafa.stages.loading import load_stage
@@ -83,7 +91,7 @@ def main(argv: list[str]) -> int:
     clips = []
     for i in tqdm(range(0, len(prompts), args.batch_size), desc="generate", disable=len(prompts) <= args.batch_size):
         batch = prompts[i: i + args.batch_size]
-        clips += stage.generate(batch, args.seconds, decode_steps=args.decode_steps, seed=args.seed + i,
+        clips += stage.generate(batch, args.seconds, args.seconds_start, decode_steps=args.decode_steps, seed=args.seed + i,
                                 progress=len(prompts) <= args.batch_size, **kwargs)
     if args.prompt is not None:
         save_audio(args.out, clips[0], sample_rate)

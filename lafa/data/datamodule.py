@@ -16,8 +16,9 @@ from lightning.pytorch import LightningDataModule
 
 from lafa.audio import SAMPLE_RATE, resample, to_channels
 from lafa.data.captions import caption_rng, draw_caption
+from lafa.data.geometry import timing
 from lafa.data.stream import EpochLoader, ShardStream, expand_shards
-from lafa.data.transforms import crop_pad, draw_start, timing
+from lafa.data.transforms import crop_pad, draw_start
 
 AUDIO_KEYS = ("flac", "wav", "mp3", "ogg", "opus")
 ShardSpec = str | list[str] | None
@@ -42,6 +43,7 @@ def collate(examples: list[dict]) -> dict[str, Any]:
     return {
         data_key: torch.stack([e[data_key] for e in examples]),
         "padding_mask": torch.stack([e["padding_mask"] for e in examples]),
+        "real_samples": torch.tensor([e["real_samples"] for e in examples], dtype=torch.long),
         "seconds_start": torch.tensor([e["seconds_start"] for e in examples], dtype=torch.float32),
         "seconds_total": torch.tensor([e["seconds_total"] for e in examples], dtype=torch.float32),
         "caption": [e["caption"] for e in examples],
@@ -51,8 +53,10 @@ def collate(examples: list[dict]) -> dict[str, Any]:
 
 
 class AudioDecoder:
-    """One shard sample -> {audio (C, sample_size), padding_mask (sample_size,), timing, caption, id, metadata}.
-    Only the cropped window is decoded (FLAC seeks), so 30 s chunks cost about one crop of work."""
+    """One shard sample -> {audio (C, sample_size), padding_mask (sample_size,), real_samples, timing, caption,
+    id, metadata}. Only the cropped window is decoded (FLAC seeks), so 30 s chunks cost about one crop of work.
+    Timing is the crop's (`lafa.data.geometry.timing`): seconds_start from its offset in the source file,
+    seconds_total from its real samples."""
 
     def __init__(self, sample_size: int, sample_rate: int, channels: int, seed: int, fresh_captions: bool):
         self.sample_size, self.sample_rate, self.channels = sample_size, sample_rate, channels
@@ -73,16 +77,18 @@ class AudioDecoder:
         audio = torch.from_numpy(np.ascontiguousarray(data.T))  # (C_file, s)
         audio = resample(to_channels(audio, self.channels), sr, self.sample_rate)
         audio, mask = crop_pad(audio, self.sample_size, 0)  # (C, sample_size), (sample_size,)
-        offset = meta.get("offset_samples", 0) * sr // meta.get("sample_rate", sr) + start
-        total = meta.get("total_samples", length) * sr // meta.get("sample_rate", sr)
-        seconds_start, seconds_total = timing(offset, total, sr)
-        return {"audio": audio, "padding_mask": mask, "seconds_start": seconds_start,
+        real = int(mask.sum())
+        offset = meta.get("offset_samples", 0) * sr // meta.get("sample_rate", sr) + start  # in the source file
+        seconds_start = float(offset // sr)  # offset in the file's rate, real samples in sample_rate
+        seconds_total = timing(0, real, self.sample_rate)[1]
+        return {"audio": audio, "padding_mask": mask, "real_samples": real, "seconds_start": seconds_start,
                 "seconds_total": seconds_total, "id": sample["__key__"], "metadata": meta,
                 "caption": _caption(meta, rng, sample["__key__"], epoch, self.seed, self.fresh_captions)}
 
 
 class LatentDecoder:
-    """One latent-shard sample -> {latent (C, latent_size), padding_mask (latent_size,), timing, caption, ...}."""
+    """One latent-shard sample -> {latent (C, latent_size), padding_mask (latent_size,), real_samples, timing,
+    caption, ...}. real_samples counts the crop's audio samples (its last frame may be partly padding)."""
 
     def __init__(self, latent_size: int, seed: int, fresh_captions: bool):
         self.latent_size, self.seed, self.fresh_captions = latent_size, seed, fresh_captions
@@ -96,9 +102,10 @@ class LatentDecoder:
         start = draw_start(valid, self.latent_size, rng)
         latent, mask = crop_pad(latent[:, :valid], self.latent_size, start)  # (C, latent_size), (latent_size,)
         ratio, sr = int(meta["downsampling_ratio"]), int(meta["sample_rate"])
-        seconds_start, seconds_total = timing(meta.get("offset_samples", 0) + start * ratio,
-                                              meta.get("total_samples", valid * ratio), sr)
-        return {"latent": latent, "padding_mask": mask, "seconds_start": seconds_start,
+        length = int(meta.get("num_samples", valid * ratio))  # the chunk's audio samples the latent covers
+        real = min(int(mask.sum()) * ratio, length - start * ratio)
+        seconds_start, seconds_total = timing(meta.get("offset_samples", 0) + start * ratio, real, sr)
+        return {"latent": latent, "padding_mask": mask, "real_samples": real, "seconds_start": seconds_start,
                 "seconds_total": seconds_total, "id": sample["__key__"], "metadata": meta,
                 "caption": _caption(meta, rng, sample["__key__"], epoch, self.seed, self.fresh_captions)}
 

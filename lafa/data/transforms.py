@@ -6,7 +6,6 @@ samples (or frames) and False on the zero padding after them.
 
 from __future__ import annotations
 
-import math
 import random
 
 import torch
@@ -29,7 +28,3 @@ def crop_pad(x: torch.Tensor, size: int, start: int) -> tuple[torch.Tensor, torc
         piece = torch.nn.functional.pad(piece, (0, size - real))  # (C, real) -> (C, size)
     return piece.contiguous(), mask
 
-
-def timing(offset_samples: int, total_samples: int, sample_rate: int) -> tuple[float, float]:
-    """Stable Audio's timing condition: seconds_start = floor(offset / sr), seconds_total = ceil(len / sr)."""
-    return float(math.floor(offset_samples / sample_rate)), float(math.ceil(total_samples / sample_rate))

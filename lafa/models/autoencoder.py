@@ -22,13 +22,22 @@ class Autoencoder(Protocol):
     latent_dim: int  # latent channels C
     downsampling_ratio: int  # audio samples per latent frame (2048 for SAO)
 
-    def encode(self, audio: torch.Tensor) -> torch.Tensor:
-        """(B, io_channels, S) -> (B, latent_dim, S // downsampling_ratio); deterministic, normalised."""
+    def encode(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, io_channels, S) -> (B, latent_dim, S // downsampling_ratio); deterministic, normalised.
+        padding_mask (B, S) bool, True on real samples (`lafa.data.transforms.crop_pad`): padding is ignored."""
         ...
 
-    def decode(self, latent: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-        """(B, latent_dim, N) -> (B, io_channels, N * downsampling_ratio); steps: flow steps where relevant."""
+    def decode(
+        self, latent: torch.Tensor, steps: int | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """(B, latent_dim, N) -> (B, io_channels, N * downsampling_ratio); steps: flow steps where relevant;
+        generator: the draws of a stochastic decoder."""
         ...
+
+
+def _zero_padding(audio: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, C, S) with the samples where padding_mask (B, S) is False set to zero."""
+    return audio if padding_mask is None else audio * padding_mask[:, None, : audio.shape[-1]].to(audio.dtype)
 
 
 class VaeAutoencoder(nn.Module):
@@ -42,12 +51,15 @@ class VaeAutoencoder(nn.Module):
         self.latent_dim = vae.latent_dim
         self.downsampling_ratio = vae.downsampling_ratio
 
-    def encode(self, audio: torch.Tensor) -> torch.Tensor:
-        """(B, io_channels, S) -> (B, latent_dim, S // downsampling_ratio), the posterior mean."""
-        return self.vae.encode_mean(audio)
+    def encode(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, io_channels, S) -> (B, latent_dim, S // downsampling_ratio), the posterior mean of the audio with
+        its padding (padding_mask (B, S) False) zeroed."""
+        return self.vae.encode_mean(_zero_padding(audio, padding_mask))
 
-    def decode(self, latent: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-        """(B, latent_dim, N) -> (B, io_channels, N * downsampling_ratio); `steps` is unused (no flow)."""
+    def decode(
+        self, latent: torch.Tensor, steps: int | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """(B, latent_dim, N) -> (B, io_channels, N * downsampling_ratio); `steps`, `generator` unused (no flow)."""
         return self.vae.decode(latent)
 
 
@@ -66,9 +78,12 @@ class LafaAutoencoder(nn.Module):
         self.latent_dim = lafa.lafa_channels
         self.downsampling_ratio = vae.downsampling_ratio
 
-    def encode(self, audio: torch.Tensor) -> torch.Tensor:
-        """(B, io_channels, S) -> (B, C_lafa, S // downsampling_ratio), normalised."""
-        return self.lafa.normalizer.normalize(self.lafa.encode(self.vae.encode_mean(audio)))
+    def encode(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, io_channels, S) -> (B, C_lafa, S // downsampling_ratio), normalised. padding_mask (B, S): the
+        padding is zeroed for the VAE and its frames (frame n is real when sample n r is) are LAFA's frame_keep."""
+        z = self.vae.encode_mean(_zero_padding(audio, padding_mask))
+        keep = None if padding_mask is None else padding_mask.bool()[:, :: self.downsampling_ratio][:, : z.shape[-1]]
+        return self.lafa.normalizer.normalize(self.lafa.encode(z, keep))
 
     def decode(
         self, latent: torch.Tensor, steps: int | None = None, generator: torch.Generator | None = None

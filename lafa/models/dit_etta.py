@@ -34,10 +34,17 @@ class EttaBlock(nn.Module):
         nn.init.zeros_(self.ada_ln[1].bias)
 
     def forward(
-        self, x: torch.Tensor, c: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor, rotary: torch.Tensor
+        self,
+        x: torch.Tensor,
+        c: torch.Tensor,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        rotary: torch.Tensor,
+        self_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = self.ada_ln(c).chunk(6, dim=-1)  # 6 x (B, dim)
-        x = x + gate_sa[:, None] * self.self_attn(modulate(self.self_norm(x), shift_sa, scale_sa), rotary=rotary)
+        h = modulate(self.self_norm(x), shift_sa, scale_sa)
+        x = x + gate_sa[:, None] * self.self_attn(h, rotary=rotary, key_padding_mask=self_mask)
         x = x + self.cross_attn(self.cross_norm(x), context=context, key_padding_mask=context_mask)
         return x + gate_ff[:, None] * self.ff(modulate(self.ff_norm(x), shift_ff, scale_ff))
 
@@ -61,7 +68,8 @@ class FinalLayer(nn.Module):
 
 class DiTETTA(nn.Module):
     """forward(x (B, C, N), t (B,), text (B, L, text_dim), text_mask (B, L), seconds_start (B,), seconds_total (B,),
-    cond_drop (B,) bool) -> model output (B, C, N); exactly zero at initialisation."""
+    cond_drop (B,) bool, frame_keep (B, N) bool) -> model output (B, C, N); exactly zero at initialisation.
+    frame_keep marks real frames (True) and padding (False): self-attention keys at padded frames are masked."""
 
     def __init__(
         self,
@@ -95,14 +103,15 @@ class DiTETTA(nn.Module):
         seconds_start: torch.Tensor,
         seconds_total: torch.Tensor,
         cond_drop: torch.Tensor | None = None,
+        frame_keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         context, context_mask, c = self.cond(t, text, text_mask, seconds_start, seconds_total, cond_drop)
         h = self.project_in(x.transpose(1, 2))  # (B, C, N) -> (B, N, dim)
         c = c.to(h.dtype)
         rotary = self.rotary(h.shape[1], device=h.device)
-        for block in self.blocks:
+        for block in self.blocks:  # frame_keep (B, N): self-attention keys at padded frames are masked
             if self.checkpointing and self.training:
-                h = checkpoint(block, h, c, context, context_mask, rotary, use_reentrant=False)
+                h = checkpoint(block, h, c, context, context_mask, rotary, frame_keep, use_reentrant=False)
             else:
-                h = block(h, c, context, context_mask, rotary)
+                h = block(h, c, context, context_mask, rotary, frame_keep)
         return self.final(h, c).transpose(1, 2)  # (B, N, C) -> (B, C, N)

@@ -34,16 +34,23 @@ class SaoBlock(nn.Module):
         self.ff = FeedForward(dim, mult=ff_mult, kind="swiglu", zero_init_out=True)
 
     def forward(
-        self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor, rotary: torch.Tensor
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        rotary: torch.Tensor,
+        self_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.self_attn(self.self_norm(x), rotary=rotary)
+        x = x + self.self_attn(self.self_norm(x), rotary=rotary, key_padding_mask=self_mask)
         x = x + self.cross_attn(self.cross_norm(x), context=context, key_padding_mask=context_mask)
         return x + self.ff(self.ff_norm(x))
 
 
 class DiTSAO(nn.Module):
     """forward(x (B, C, N), t (B,), text (B, L, text_dim), text_mask (B, L), seconds_start (B,), seconds_total (B,),
-    cond_drop (B,) bool) -> model output (B, C, N) (v or rectified-flow velocity, by the objective trained)."""
+    cond_drop (B,) bool, frame_keep (B, N) bool) -> model output (B, C, N) (v or rectified-flow velocity, by the
+    objective trained). frame_keep marks real frames (True) and padding (False): self-attention keys at padded
+    frames are masked, so a clip's real frames do not depend on its padding (every other op is per token)."""
 
     def __init__(
         self,
@@ -82,16 +89,20 @@ class DiTSAO(nn.Module):
         seconds_start: torch.Tensor,
         seconds_total: torch.Tensor,
         cond_drop: torch.Tensor | None = None,
+        frame_keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         context, context_mask, global_vec = self.cond(t, text, text_mask, seconds_start, seconds_total, cond_drop)
         x = self.preprocess_conv(x) + x
         h = self.project_in(x.transpose(1, 2))  # (B, C, N) -> (B, N, dim)
         h = torch.cat((global_vec[:, None].to(h.dtype), h), dim=1)  # (B, 1 + N, dim): prepended global token
         rotary = self.rotary(h.shape[1], device=h.device)
+        self_mask = None  # (B, 1 + N): the global token is always attended
+        if frame_keep is not None:
+            self_mask = torch.cat((torch.ones_like(frame_keep[:, :1], dtype=torch.bool), frame_keep.bool()), dim=1)
         for block in self.blocks:
             if self.checkpointing and self.training:
-                h = checkpoint(block, h, context, context_mask, rotary, use_reentrant=False)
+                h = checkpoint(block, h, context, context_mask, rotary, self_mask, use_reentrant=False)
             else:
-                h = block(h, context, context_mask, rotary)
+                h = block(h, context, context_mask, rotary, self_mask)
         out = self.project_out(h[:, 1:]).transpose(1, 2)  # (B, N, dim) -> (B, C, N)
         return self.postprocess_conv(out) + out

@@ -161,8 +161,9 @@ class Lafa(nn.Module):
         if self.decoder_kind == "vit":
             return masked_mse(self.decoder(ctx, frame_keep), z0, frame_keep)
         b = z0.shape[0]
-        t = torch.rand(b, generator=generator, device=z0.device)  # t ~ U[0, 1]
-        noise = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
+        draw_on = generator.device if generator is not None else z0.device  # a CPU generator: device-independent
+        t = torch.rand(b, generator=generator, device=draw_on).to(z0.device)  # t ~ U[0, 1]
+        noise = torch.randn(z0.shape, generator=generator, device=draw_on, dtype=z0.dtype).to(z0.device)
         z_t, target = flow_pair(z0, noise, t)
         return masked_mse(self.decoder(z_t, t, ctx, frame_keep), target, frame_keep)
 
@@ -180,5 +181,6 @@ class Lafa(nn.Module):
             return self.decoder(ctx, frame_keep)
         b, _, n = y.shape
         dtype = torch.promote_types(y.dtype, torch.float32)  # integrate in at least float32 (Y may be bf16)
-        noise = torch.randn((b, self.latent_channels, n), generator=generator, device=y.device, dtype=dtype)
+        draw_on = generator.device if generator is not None else y.device  # a CPU generator: device-independent
+        noise = torch.randn((b, self.latent_channels, n), generator=generator, device=draw_on, dtype=dtype).to(y.device)
         return self.decoder.sample(ctx, noise, steps, frame_keep)

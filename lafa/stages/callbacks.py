@@ -9,6 +9,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lafa.analysis.figures import correlation_figure, psd_figure
 from lafa.analysis.mel import LogMel
 from lafa.analysis.report import AnalysisSettings, analyze_maps
+from lafa.data.geometry import real_samples
 
 
 class LatentLocalityCallback(Callback):
@@ -43,7 +44,7 @@ class LatentLocalityCallback(Callback):
         if not isinstance(batch, dict) or "audio" not in batch:
             return
         audio = batch["audio"].detach()
-        lengths = batch["padding_mask"].sum(-1).tolist() if "padding_mask" in batch else [audio.shape[-1]] * len(audio)
+        lengths = real_samples(batch).tolist()
         for clip, n in zip(audio, lengths, strict=True):
             if len(self._clips) < self.num_clips and n > 0:
                 self._clips.append(clip[:, : int(n)].float().cpu())

@@ -8,15 +8,16 @@ extra `latent_scale` divides latents on the way in and multiplies them on the wa
 The frozen text encoder and autoencoder are not part of the state dict (checkpoints hold the DiT alone and name
 the frozen parts by path in their stored config) and are shared, not copied, by EMA weight averaging.
 Validation reports the loss on a fixed grid of t with fixed noise (`val/loss` and `val/loss_t{t}`), so runs on
-different latent spaces and different days compare. `generate()` is what `lafa generate`, the sample callback
-(`lafa.stages.dit_callbacks`) and `lafa test` use: test generates a clip per test caption and scores the folder
-against the real test clips with `lafa.metrics.generation.evaluate_folders` (settings in `test_eval`).
+different latent spaces and different days compare. `generate()` / `generate_samples()` are what `lafa generate`, the
+sample callback (`lafa.stages.dit_callbacks`) and `lafa test` use: test generates a clip per test crop, exactly
+its real length at its seconds_start (`lafa.data.geometry`), and scores the folder against the real crops with
+`lafa.metrics.generation.evaluate_folders` (settings in `test_eval`). Padded frames are masked out of the DiT's
+self-attention; the frozen autoencoder runs outside autocast; sampling draws come from seeded CPU generators.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +25,15 @@ import torch
 from lightning.pytorch import LightningModule
 
 from lafa.audio import save_audio
+from lafa.data.geometry import (
+    frame_keep,
+    frames_for,
+    keep_from_lengths,
+    real_samples,
+    seconds_to_samples,
+    seconds_total,
+    trim,
+)
 from lafa.diffusion.cfg import drop_mask, guided
 from lafa.diffusion.objectives import diffusion_loss, sample_t
 from lafa.diffusion.samplers import sample
@@ -125,17 +135,17 @@ class DitStage(LightningModule):
         return text(list(captions), self.device)
 
     def _latents(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(scaled latent (B, C, N) float32, real-frame mask (B, N) or None) from a latent or an audio batch."""
+        """(scaled latent (B, C, N) float32, real-frame keep mask (B, N) or None) from a latent or an audio batch.
+        Audio is encoded by the frozen autoencoder in float32 (outside any bf16 autocast), its padding masked."""
         padding = batch.get("padding_mask")
         if "latent" in batch:
             z = batch["latent"].float()
             keep = None if padding is None else padding.bool()[:, : z.shape[-1]]
         else:
             ae = self.autoencoder
-            with torch.no_grad():
-                z = ae.encode(batch["audio"]).float()
-            # frame n covers samples [n r, (n + 1) r): real when its first sample is
-            keep = None if padding is None else padding[:, :: ae.downsampling_ratio][:, : z.shape[-1]].bool()
+            with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+                z = ae.encode(batch["audio"].float(), padding_mask=padding).float()
+            keep = frame_keep(padding, ae.downsampling_ratio, z.shape[-1])
         return z / self.hparams.latent_scale, keep
 
     def _cond(self, batch: dict, b: int) -> dict[str, torch.Tensor]:
@@ -162,6 +172,8 @@ class DitStage(LightningModule):
         b = z0.shape[0]
         cond = self._cond(batch, b)
         cond["cond_drop"] = drop_mask(b, self.hparams.cfg_dropout, self.device)
+        if keep is not None:
+            cond["frame_keep"] = keep
         t = sample_t(b, self.hparams.t_sampler, self.device)
         loss = diffusion_loss(
             lambda x, tt: self.model(x, tt, **cond), z0, t, torch.randn_like(z0), self.hparams.objective, keep
@@ -175,6 +187,8 @@ class DitStage(LightningModule):
         z0, keep = self._latents(batch)
         b = z0.shape[0]
         cond = self._cond(batch, b)
+        if keep is not None:
+            cond["frame_keep"] = keep
         gen = torch.Generator().manual_seed(self.hparams.seed + batch_idx)
         losses = []
         for t_val in self.hparams.val_t:
@@ -186,48 +200,109 @@ class DitStage(LightningModule):
         self.log("val/loss", torch.stack(losses).mean(), prog_bar=True, batch_size=b, sync_dist=True)
 
     # ---- sampling ------------------------------------------------------------------------------------------------
-    def _frames(self, seconds: float) -> int:
-        ae = self.autoencoder
-        return max(math.ceil(seconds * ae.sample_rate / ae.downsampling_ratio), self.hparams.sample_frames, 1)
-
     @torch.no_grad()
     def sample_latents(
         self,
         captions: Sequence[str],
         seconds_total: Sequence[float],
         frames: int,
+        seconds_start: Sequence[float] | None = None,
+        frame_keep: torch.Tensor | None = None,
         steps: int | None = None,
         cfg_scale: float | None = None,
         sampler: str | None = None,
         seed: int | None = None,
+        generator: torch.Generator | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
-        """Latents (B, C, frames) in the autoencoder's scale for captions and their seconds_total."""
+        """Latents (B, C, frames) in the autoencoder's scale for captions and their timing condition.
+
+        frame_keep (B, frames) bool marks each clip's real frames (the DiT's self-attention ignores the rest);
+        the initial noise comes from `generator` (CPU), else a CPU generator seeded with `seed` (else the
+        stage's), so a seed gives the same latents on every device."""
         b = len(captions)
-        gen = torch.Generator().manual_seed(self.hparams.seed if seed is None else seed)
+        gen = generator if generator is not None else torch.Generator().manual_seed(
+            self.hparams.seed if seed is None else seed)
         noise = torch.randn(b, self.model.io_channels, frames, generator=gen).to(self.device)
-        cond = self._cond({"caption": list(captions), "seconds_total": list(map(float, seconds_total))}, b)
+        starts = [0.0] * b if seconds_start is None else list(map(float, seconds_start))
+        cond = self._cond({"caption": list(captions), "seconds_total": list(map(float, seconds_total)),
+                           "seconds_start": starts}, b)
+        if frame_keep is not None:
+            cond["frame_keep"] = frame_keep.bool().to(self.device)
         fn = guided(self.model, cond, self.hparams.cfg_scale if cfg_scale is None else cfg_scale)
         steps = self.hparams.steps if steps is None else steps
         z = sample(fn, noise, steps, self.hparams.objective, sampler or self.hparams.sampler, progress=progress)
         return z.float() * self.hparams.latent_scale
 
     @torch.no_grad()
+    def decode_latents(
+        self,
+        z: torch.Tensor,
+        frames: Sequence[int],
+        decode_steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[torch.Tensor]:
+        """Latents (B, C, N) in the autoencoder's scale -> B clips (io_channels, frames[i] * ratio) float32 on CPU.
+
+        Each clip is decoded from its real frames alone (clips of equal length together), so its padding never
+        reaches the decoder; the frozen autoencoder runs in its own precision, outside any autocast. LAFA's
+        flow-decoder noise comes from `generator` (CPU)."""
+        ae = self.autoencoder
+        steps = self.hparams.decode_steps if decode_steps is None else decode_steps
+        dtype = next(iter(ae.parameters())).dtype
+        frames = [int(n) for n in frames]
+        clips: list[torch.Tensor | None] = [None] * len(frames)
+        for n in sorted(set(frames)):
+            idx = [i for i, f in enumerate(frames) if f == n]
+            with torch.autocast(self.device.type, enabled=False):
+                audio = ae.decode(z[idx, :, :n].to(self.device, dtype), steps=steps, generator=generator)
+            for i, clip in zip(idx, audio.float().cpu(), strict=True):
+                clips[i] = clip
+        return clips
+
+    @torch.no_grad()
+    def generate_samples(
+        self,
+        captions: Sequence[str],
+        samples: Sequence[int],
+        seconds_start: Sequence[float] | float = 0.0,
+        decode_steps: int | None = None,
+        seed: int | None = None,
+        **sample_kwargs,
+    ) -> list[torch.Tensor]:
+        """Audio clips (io_channels, samples[i]) float32 on CPU, one per caption, each conditioned on its
+        seconds_start and seconds_total = ceil(samples / sr) (`lafa.data.geometry`, as in training): DiT sampling
+        on the clip's real frames, then the autoencoder's decoder. One CPU generator seeded with `seed` (else the
+        stage's) draws the DiT noise, then LAFA's decoder noise."""
+        ae = self.autoencoder
+        sr, ratio = ae.sample_rate, ae.downsampling_ratio
+        samples = [int(n) for n in samples]
+        if len(samples) != len(captions) or min(samples, default=1) < 1:
+            raise ValueError(f"need one positive length per caption, got {samples} for {len(captions)} captions")
+        starts = [float(seconds_start)] * len(captions) if isinstance(seconds_start, (int, float)) else list(
+            map(float, seconds_start))
+        lengths = torch.tensor([frames_for(n, ratio) for n in samples])  # real latent frames per clip
+        frames = max(int(lengths.max()), self.hparams.sample_frames)
+        gen = torch.Generator().manual_seed(self.hparams.seed if seed is None else seed)
+        z = self.sample_latents(captions, [seconds_total(n, sr) for n in samples], frames, seconds_start=starts,
+                                frame_keep=keep_from_lengths(lengths, frames), generator=gen, **sample_kwargs)
+        return trim(self.decode_latents(z, lengths.tolist(), decode_steps, gen), samples)
+
+    @torch.no_grad()
     def generate(
         self,
         captions: Sequence[str],
         seconds: Sequence[float] | float,
+        seconds_start: Sequence[float] | float = 0.0,
         decode_steps: int | None = None,
         **sample_kwargs,
     ) -> list[torch.Tensor]:
-        """Audio clips (io_channels, round(seconds * sample_rate)) float32 on CPU, one per caption: DiT sampling,
-        then the autoencoder's decoder (LAFA: `decode_steps` flow steps, then the VAE decoder)."""
+        """Audio clips (io_channels, round(seconds * sample_rate)) float32 on CPU, one per caption
+        (`generate_samples` with the lengths in seconds)."""
         seconds = [float(seconds)] * len(captions) if isinstance(seconds, (int, float)) else list(map(float, seconds))
-        ae = self.autoencoder
-        z = self.sample_latents(captions, seconds, self._frames(max(seconds)), **sample_kwargs)
-        steps = self.hparams.decode_steps if decode_steps is None else decode_steps
-        audio = ae.decode(z.to(next(iter(ae.parameters())).dtype), steps=steps).float().cpu()
-        return [a[:, : round(s * ae.sample_rate)] for a, s in zip(audio, seconds, strict=True)]
+        sr = self.autoencoder.sample_rate
+        return self.generate_samples(captions, [seconds_to_samples(s, sr) for s in seconds], seconds_start,
+                                     decode_steps, **sample_kwargs)
 
     # ---- test: generate for the test captions and score them against the test clips (Table 1) ---------------
     def _test_dir(self) -> Path:
@@ -243,20 +318,21 @@ class DitStage(LightningModule):
 
     @torch.no_grad()
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        """Generate a clip per test caption (its seconds_total, a seed per batch) and write it beside the real
-        clip: <out>/generated/<id>.wav, <out>/reference/<id>.wav."""
+        """Generate a clip per test caption, exactly as long as its crop's real audio and at its seconds_start
+        (seed `seed + batch_idx`), and write it beside the real crop: <out>/generated/<id>.wav,
+        <out>/reference/<id>.wav (latent batches: the autoencoder's reconstruction of the real frames)."""
         ae = self.autoencoder
         out = self._test_dir()
-        seconds = [max(float(s), 1.0 / ae.sample_rate) for s in torch.as_tensor(batch["seconds_total"]).tolist()]
-        clips = self.generate(batch["caption"], seconds, seed=self.hparams.seed + batch_idx)
+        samples = real_samples(batch, ae.downsampling_ratio).tolist()
+        clips = self.generate_samples(batch["caption"], samples, batch.get("seconds_start", 0.0),
+                                      seed=self.hparams.seed + batch_idx)
         if "audio" in batch:
-            audio = batch["audio"].float().cpu()
-            lengths = batch["padding_mask"].sum(-1).tolist() if "padding_mask" in batch else [audio.shape[-1]] * len(audio)
-            refs = [a[:, : int(n)] for a, n in zip(audio, lengths, strict=True)]
-        else:  # latent batches carry no audio: the reference is the autoencoder's reconstruction
+            refs = trim(batch["audio"].float().cpu(), samples)
+        else:
             z, _ = self._latents(batch)
-            decoded = ae.decode(z * self.hparams.latent_scale, steps=self.hparams.decode_steps).float().cpu()
-            refs = [a[:, : round(s * ae.sample_rate)] for a, s in zip(decoded, seconds, strict=True)]
+            gen = torch.Generator().manual_seed(self.hparams.seed + batch_idx)
+            frames = [frames_for(n, ae.downsampling_ratio) for n in samples]
+            refs = trim(self.decode_latents(z * self.hparams.latent_scale, frames, generator=gen), samples)
         for clip_id, caption, clip, ref in zip(batch["id"], batch["caption"], clips, refs, strict=True):
             save_audio(out / "generated" / f"{clip_id}.wav", clip, ae.sample_rate)
             save_audio(out / "reference" / f"{clip_id}.wav", ref, ae.sample_rate)

@@ -1,9 +1,10 @@
 """Generation while a DiT trains: demo audio for fixed prompts, and the offline metric `val/fd_mel`.
 
-Both use the stage's `generate()` with a fixed seed, so successive evaluations (and runs on different latent
-spaces) see the same prompts and the same noise. Put this callback BEFORE `EMAWeightAveraging` in the
-trainer's callback list: Lightning runs callbacks in order, and the EMA callback swaps the averaged weights
-out at the end of validation, so only a callback listed before it generates with the EMA weights.
+Both use the stage's generation with a fixed seed (CPU generators), so successive evaluations (and runs on
+different latent spaces and devices) see the same prompts and the same noise. They generate with the EMA
+weights wherever the callback is listed: Lightning runs callbacks in list order and a weight-averaging callback
+(`EMAWeightAveraging`) swaps the averaged weights out at the end of validation, so at setup this callback moves
+itself before the first weight-averaging callback of the trainer.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from collections.abc import Sequence
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from lafa.data.geometry import frames_for, real_samples, trim
 from lafa.metrics.mel_fd import fd_mel
 
 
@@ -21,10 +24,11 @@ class DitSamplesCallback(Callback):
     """At the end of a validation, at most every `every_n_steps` optimiser steps:
 
     - renders `prompts` (each `seconds` long) and writes them to TensorBoard as `samples/{i}` (mono mix);
-    - with `fd_mel_clips` > 0, generates audio for the captions (and seconds_total) of the first `fd_mel_clips`
-      validation examples and logs `val/fd_mel`: the Frechet distance between the log-mel frame statistics of
-      those generated clips and of the real validation clips (`lafa.metrics.mel_fd`; for latent batches the real
-      clips are the autoencoder's reconstructions of the latents). It is an offline proxy, not FD_openl3.
+    - with `fd_mel_clips` > 0, generates audio for the first `fd_mel_clips` validation examples (each exactly as
+      long as its crop's real audio, with its caption and seconds_start) and logs `val/fd_mel`: the Frechet
+      distance between the log-mel frame statistics of those generated clips and of the real crops, trimmed to
+      their real audio (`lafa.metrics.mel_fd`; for latent batches the real clips are the autoencoder's
+      reconstructions of the real frames). It is an offline proxy, not FD_openl3.
     """
 
     def __init__(
@@ -43,7 +47,16 @@ class DitSamplesCallback(Callback):
         self.sample_kwargs = {"steps": steps, "cfg_scale": cfg_scale}
         self.seed, self.fd_mel_clips, self.batch_size = seed, fd_mel_clips, batch_size
         self._last_step: int | None = None
-        self._val: list[tuple[str, float, torch.Tensor, torch.Tensor | None, bool]] = []
+        self._val: list[tuple[str, float, int, torch.Tensor, bool]] = []  # caption, start, samples, data, audio?
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Run before every weight-averaging callback, so that generation sees the averaged (EMA) weights."""
+        callbacks = list(trainer.callbacks)
+        first = next((i for i, c in enumerate(callbacks) if isinstance(c, WeightAveraging)), None)
+        if first is not None and callbacks.index(self) > first:
+            callbacks.remove(self)
+            callbacks.insert(first, self)
+            trainer.callbacks = callbacks  # a new list: the hook loop running now iterates over the old one
 
     def _due(self, trainer: Trainer) -> bool:
         if trainer.sanity_checking:
@@ -57,34 +70,34 @@ class DitSamplesCallback(Callback):
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
         if not self.fd_mel_clips or len(self._val) >= self.fd_mel_clips or not self._due(trainer):
             return
-        totals = torch.as_tensor(batch["seconds_total"]).float().tolist()
+        ratio = pl_module.autoencoder.downsampling_ratio
+        samples = real_samples(batch, ratio).tolist()
+        starts = torch.as_tensor(batch.get("seconds_start", torch.zeros(len(samples)))).float().tolist()
         is_audio = "audio" in batch
         data = batch["audio"] if is_audio else batch["latent"]
-        padding = batch.get("padding_mask")
         for i, caption in enumerate(batch["caption"]):
             if len(self._val) < self.fd_mel_clips:
-                keep = None if padding is None else padding[i].detach().cpu()
-                self._val.append((caption, totals[i], data[i].detach().float().cpu(), keep, is_audio))
+                self._val.append((caption, starts[i], int(samples[i]), data[i].detach().float().cpu(), is_audio))
 
-    def _generate(self, pl_module, captions: list[str], seconds: list[float]) -> list[torch.Tensor]:
+    def _generate(self, pl_module, captions: list[str], samples: list[int], starts: list[float]) -> list[torch.Tensor]:
         clips = []
         for i in range(0, len(captions), self.batch_size):
-            clips += pl_module.generate(captions[i: i + self.batch_size], seconds[i: i + self.batch_size],
-                                        seed=self.seed + i, **self.sample_kwargs)
+            part = slice(i, i + self.batch_size)
+            clips += pl_module.generate_samples(captions[part], samples[part], starts[part], seed=self.seed + i,
+                                                **self.sample_kwargs)
         return clips
 
     def _references(self, pl_module) -> list[torch.Tensor]:
-        """The real validation clips (audio trimmed to its padding mask, or decoded latents)."""
-        ae = pl_module.autoencoder
+        """The real validation crops trimmed to their real audio (latent batches: the decoded real frames)."""
+        ratio = pl_module.autoencoder.downsampling_ratio
         refs = []
-        for _, total, data, keep, is_audio in self._val:
+        for i, (_, _, samples, data, is_audio) in enumerate(self._val):
             if is_audio:  # (io_channels, samples)
-                refs.append(data[:, : int(keep.sum())] if keep is not None else data)
+                refs += trim(data[None], [samples])
             else:
-                z = data[None].to(pl_module.device)
-                n = int(keep.sum()) if keep is not None else z.shape[-1]
-                audio = ae.decode(z[..., :n], steps=pl_module.hparams.decode_steps)[0].float().cpu()
-                refs.append(audio[:, : round(total * ae.sample_rate)])
+                gen = torch.Generator().manual_seed(self.seed + i)
+                decoded = pl_module.decode_latents(data[None], [frames_for(samples, ratio)], generator=gen)
+                refs += trim(decoded, [samples])
         return refs
 
     @torch.no_grad()
@@ -96,14 +109,16 @@ class DitSamplesCallback(Callback):
         if trainer.is_global_zero:
             sr = pl_module.autoencoder.sample_rate
             if self.prompts:
-                clips = self._generate(pl_module, self.prompts, [self.seconds] * len(self.prompts))
+                n = len(self.prompts)
+                clips = self._generate(pl_module, self.prompts, [round(self.seconds * sr)] * n, [0.0] * n)
                 for logger in trainer.loggers:
                     if isinstance(logger, TensorBoardLogger):
                         for i, clip in enumerate(clips):
                             mono = clip.mean(dim=0, keepdim=True).clamp(-1, 1)
                             logger.experiment.add_audio(f"samples/{i}", mono, trainer.global_step, sample_rate=sr)
             if self._val:
-                generated = self._generate(pl_module, [v[0] for v in self._val], [v[1] for v in self._val])
+                generated = self._generate(pl_module, [v[0] for v in self._val], [v[2] for v in self._val],
+                                           [v[1] for v in self._val])
                 value = fd_mel(generated, self._references(pl_module), sample_rate=sr)["value"]
         if self.fd_mel_clips:
             value = trainer.strategy.broadcast(value, src=0)

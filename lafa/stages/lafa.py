@@ -22,6 +22,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lafa.checkpoints import load_sao_vae
+from lafa.data.geometry import frame_keep
 from lafa.metrics.reconstruction import ReconstructionMetrics
 from lafa.models.autoencoder import LafaAutoencoder, VaeAutoencoder
 from lafa.models.flow_decoder import masked_mse
@@ -106,17 +107,18 @@ class LafaStage(LightningModule):
     # ---- shared ----------------------------------------------------------------------------------------------
     def _latents(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Frozen-VAE latent Z (B, C, N) in float32 and its real-frame mask (B, N) (None without padding mask)."""
-        with torch.no_grad():
-            z = self.vae.encode_mean(batch["audio"]).float()
-        padding = batch.get("padding_mask")
-        if padding is None:
-            return z, None
-        # frame n covers samples [n r, (n + 1) r): real when its first sample is
-        return z, padding[:, :: self.vae.downsampling_ratio][:, : z.shape[-1]].bool()
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):  # frozen targets in float32
+            z = self.vae.encode_mean(batch["audio"].float()).float()
+        return z, frame_keep(batch.get("padding_mask"), self.vae.downsampling_ratio, z.shape[-1])
+
+    def _vae_decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The frozen VAE's decoder in float32, outside any bf16 autocast."""
+        with torch.autocast(self.device.type, enabled=False):
+            return self.vae.decode(z.float())
 
     def _generator(self, batch_idx: int) -> torch.Generator:
-        """Evaluation draws (masks, flow noise) reproducible per batch."""
-        return torch.Generator(device=self.device).manual_seed(self.hparams.seed + batch_idx)
+        """Evaluation draws (masks, flow noise) reproducible per batch, on the CPU: the same on every device."""
+        return torch.Generator().manual_seed(self.hparams.seed + batch_idx)
 
     def _decode_settings(self) -> list[int | None]:
         return list(self.hparams.eval_steps) if self.hparams.decoder == "flow" else [None]
@@ -166,14 +168,14 @@ class LafaStage(LightningModule):
         z0, keep = self._latents(batch)
         b = z0.shape[0]
         gen = self._generator(batch_idx)
-        mask = self.lafa.masker(b, gen, self.device)
+        mask = self.lafa.masker(b, gen).to(self.device)
         log = dict(batch_size=b, sync_dist=True)
         self.log(f"{prefix}/loss", self.lafa.loss(z0, mask, keep, gen), prog_bar=True, **log)
 
         y = self.lafa.encode(z0, keep)  # nothing masked
         if prefix == "val" and batch_idx < self.hparams.norm_batches and not self.trainer.sanity_checking:
             self.lafa.normalizer.accumulate(y, keep)
-        vae_audio = self.vae.decode(z0)[..., : audio.shape[-1]]
+        vae_audio = self._vae_decode(z0)[..., : audio.shape[-1]]
         for name, value in self.metrics(vae_audio, audio, padding).items():
             self.log(f"{prefix}/vae/{name}", value, **log)
         decoded = {}
@@ -181,7 +183,7 @@ class LafaStage(LightningModule):
             tag = f"k{steps}" if steps is not None else "vit"
             z_hat = self.lafa.decode(y, steps or 1, keep, gen).float()
             self.log(f"{prefix}/{tag}/latent_mse", masked_mse(z_hat, z0, keep), **log)
-            audio_hat = self.vae.decode(z_hat)[..., : audio.shape[-1]]
+            audio_hat = self._vae_decode(z_hat)[..., : audio.shape[-1]]
             for name, value in self.metrics(audio_hat, audio, padding).items():
                 self.log(f"{prefix}/{tag}/{name}", value, **log)
             decoded[tag] = (z_hat, audio_hat)

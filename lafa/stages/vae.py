@@ -17,6 +17,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lafa.checkpoints import load_sao_vae
+from lafa.data.geometry import real_samples
 from lafa.metrics.reconstruction import ReconstructionMetrics
 from lafa.models.autoencoder import VaeAutoencoder
 from lafa.models.discriminators import MultiScaleSTFTDiscriminator
@@ -212,8 +213,9 @@ class VaeStage(LightningModule):
         from matplotlib.figure import Figure
 
         writer, sr = self.logger.experiment, self.hparams.sample_rate
+        lengths = real_samples({"audio": reals, "padding_mask": mask}).tolist()
         for i in range(min(self.hparams.num_audio_examples, reals.shape[0])):
-            n = int(mask[i].sum()) if mask is not None else reals.shape[-1]
+            n = lengths[i]
             fig = Figure(figsize=(10, 5))
             for row, (name, x) in enumerate((("real", reals[i, :, :n]), ("reconstruction", decoded[i, :, :n]))):
                 mono = x.float().mean(0).cpu()

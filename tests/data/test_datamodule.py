@@ -57,7 +57,8 @@ def test_batches_have_the_documented_shape_and_masks(shards):
     batches = list(dm.val_dataloader())
     assert sum(len(b["id"]) for b in batches) == len(LENGTHS)
     b = batches[0]
-    assert set(b) == {"audio", "padding_mask", "seconds_start", "seconds_total", "caption", "id", "metadata"}
+    assert set(b) == {"audio", "padding_mask", "real_samples", "seconds_start", "seconds_total", "caption", "id",
+                      "metadata"}
     assert b["audio"].shape == (3, 2, 16384) and b["audio"].dtype == torch.float32
     assert b["padding_mask"].shape == (3, 16384) and b["padding_mask"].dtype == torch.bool
     assert b["seconds_start"].dtype == torch.float32 and b["seconds_total"].shape == (3,)
@@ -71,7 +72,7 @@ def test_batches_have_the_documented_shape_and_masks(shards):
             level = 0.05 * (int(meta["path"][1:3]) + 1)  # c07.wav
             assert torch.allclose(audio[0, :real], torch.full((real,), level), atol=1e-4)
             assert torch.allclose(audio[1, :real], torch.full((real,), -level), atol=1e-4)
-            assert total == np.ceil(meta["total_samples"] / SR)
+            assert total == np.ceil(real / SR)  # the crop's real seconds (lafa.data.geometry), not the file's
 
 
 def test_train_crops_are_random_windows_with_timing(shards):

@@ -40,6 +40,20 @@ def test_self_attention_matches_reference_with_padding_mask():
     torch.testing.assert_close(out, attn.to_out(ref), atol=1e-5, rtol=1e-5)
 
 
+def test_masked_self_attention_with_rotary_equals_the_unpadded_sequence():
+    """The DiTs' self-attention: with trailing padding masked out of the keys, the real tokens' outputs equal
+    those of the real tokens alone (rotary positions are relative, and padding only follows real tokens)."""
+    torch.manual_seed(0)
+    attn = Attention(32, heads=4)
+    rotary = RotaryEmbedding(4)(9)
+    x = torch.randn(1, 5, 32)
+    padded = torch.cat((x, 10 * torch.randn(1, 4, 32)), dim=1)
+    keep = torch.arange(9)[None] < 5
+    out = attn(padded, key_padding_mask=keep, rotary=rotary)
+    torch.testing.assert_close(out[:, :5], attn(x, rotary=rotary), atol=1e-5, rtol=1e-5)
+    assert (attn(padded, rotary=rotary)[:, :5] - out[:, :5]).abs().max() > 1e-2  # unmasked padding leaks in
+
+
 def test_cross_attention_ignores_padded_context_and_supports_gqa():
     torch.manual_seed(0)
     attn = Attention(32, heads=4, context_dim=12, kv_heads=2)

@@ -120,3 +120,47 @@ def test_minilm_text_conditioner_is_frozen_and_zeroes_padding():
     assert torch.count_nonzero(tokens[~mask]) == 0 and torch.count_nonzero(tokens[mask]) > 0
     again, _ = cond(["a calm piano melody"])
     torch.testing.assert_close(again[0], tokens[0], atol=1e-5, rtol=1e-5)  # deterministic, batch-independent
+
+
+@pytest.mark.parametrize("cls", [DiTSAO, DiTETTA])
+def test_padding_never_reaches_the_real_frames(cls):
+    """A clip's real frames come out the same whether it is padded with zeros, with noise or not at all, and
+    batched beside a longer clip; without the mask the padding does change them (the control)."""
+    model = _randomise(cls(**TINY)).eval()
+    real, size = 6, 10
+    inp = _inputs(b=1, n=real)
+    cond = {k: v for k, v in inp.items() if k != "x"}
+    x = inp["x"]  # (1, 8, real)
+    alone = model(x, **cond)
+    keep = torch.arange(size)[None] < real  # (1, size)
+    zeros = torch.nn.functional.pad(x, (0, size - real))
+    noise = torch.cat((x, 5 * torch.randn(1, 8, size - real, generator=torch.Generator().manual_seed(7))), dim=-1)
+    with torch.no_grad():
+        for padded in (zeros, noise):
+            out = model(padded, **cond, frame_keep=keep)
+            torch.testing.assert_close(out[..., :real], alone, rtol=1e-5, atol=1e-6)
+        # in a batch beside a full-length clip with another condition
+        other = _inputs(b=1, n=size, seed=3)
+        batch = {k: torch.cat((cond[k], other[k])) for k in cond}
+        out = model(torch.cat((noise, other["x"])), **batch, frame_keep=torch.cat((keep, torch.ones_like(keep))))
+        torch.testing.assert_close(out[:1, :, :real], alone, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(out[1:], model(other["x"], **{k: other[k] for k in cond}), rtol=1e-5, atol=1e-6)
+        unmasked = model(noise, **cond)
+        assert (unmasked[..., :real] - alone).abs().max() > 1e-3  # the mask is what keeps the padding out
+
+
+@pytest.mark.parametrize("cls", [DiTSAO, DiTETTA])
+def test_guided_doubled_batch_carries_the_frame_mask(cls):
+    """CFG's doubled batch keeps each example's frame mask: a guided step on a padded clip equals the guided
+    step on the clip alone."""
+    from lafa.diffusion.cfg import guided
+
+    model = _randomise(cls(**TINY)).eval()
+    inp = _inputs(b=1, n=4)
+    cond = {k: v for k, v in inp.items() if k not in ("x", "t")}
+    t = torch.full((1,), 0.5)
+    padded = torch.cat((inp["x"], torch.randn(1, 8, 3)), dim=-1)
+    keep = torch.arange(7)[None] < 4
+    with torch.no_grad():
+        out = guided(model, {**cond, "frame_keep": keep}, 3.0)(padded, t)
+        torch.testing.assert_close(out[..., :4], guided(model, cond, 3.0)(inp["x"], t), rtol=1e-5, atol=1e-6)

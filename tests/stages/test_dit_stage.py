@@ -1,16 +1,22 @@
 """DitStage end to end on a tiny autoencoder built here: training, the fixed-grid validation, the sample
-callback (val/fd_mel), one-clip overfitting, and `lafa generate` writing 44.1 kHz stereo of the asked length."""
+callback (val/fd_mel), `lafa test` on data_prep shards of a file longer than the crop, EMA weights whatever the
+callback order, frozen targets under bf16-mixed, seeding, one-clip overfitting, and `lafa generate`."""
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
 import yaml
 
+from data_prep.process import ChunkSettings
+from data_prep.shards import BuildSettings, build
+from data_prep.sources import read_folder
 from lafa.checkpoints import save_vae_safetensors
 from lafa.cli import CHECKPOINT_CONFIG_KEY
+from lafa.data import AudioDataModule
 from lafa.diffusion.objectives import noisy, target
 from lafa.models.oobleck import OobleckVAE
 from lafa.stages.dit import DitStage
@@ -38,14 +44,16 @@ def stage_args(vae_path, **overrides) -> dict:
 
 
 def audio_batch(b=2, seconds=0.25, sr=44100, seed=0):
+    """A batch as AudioDataModule builds it: crops padded to one size, the first half-real, timing of the crop."""
     g = torch.Generator().manual_seed(seed)
     n = int(seconds * sr) // RATIO * RATIO
     audio = 0.3 * torch.randn(b, 2, n, generator=g)
     padding = torch.ones(b, n, dtype=torch.bool)
     padding[0, n // 2:] = False
     audio[0, :, n // 2:] = 0
-    return dict(audio=audio, padding_mask=padding, seconds_start=torch.zeros(b),
-                seconds_total=torch.tensor([seconds / 2, seconds] + [seconds] * (b - 2)),
+    real = padding.sum(-1)
+    return dict(audio=audio, padding_mask=padding, real_samples=real, seconds_start=torch.zeros(b),
+                seconds_total=torch.ceil(real / sr).float(),
                 caption=["a soft piano", "loud drums"][:b] + ["noise"] * (b - 2), id=[f"c{i}" for i in range(b)])
 
 
@@ -77,8 +85,9 @@ def test_fit_validates_on_fixed_grid_logs_fd_mel_and_tests(vae_path, tmp_path):
     trainer.test(stage, loader, verbose=False)
     out = tmp_path / "test"
     assert sorted(p.name for p in (out / "generated").glob("*.wav")) == ["c0.wav", "c1.wav"]
-    assert sf.info(str(out / "generated" / "c0.wav")).frames == round(0.125 * 44100)  # its seconds_total
-    assert sf.info(str(out / "reference" / "c0.wav")).frames == audio_batch()["padding_mask"][0].sum()
+    real = audio_batch()["padding_mask"].sum(-1).tolist()
+    for i, n in enumerate(real):  # generated and reference: the crop's real audio, like for like
+        assert sf.info(str(out / "generated" / f"c{i}.wav")).frames == sf.info(str(out / "reference" / f"c{i}.wav")).frames == n
     assert json.loads((out / "prompts.json").read_text()) == {"c0": "a soft piano", "c1": "loud drums"}
     result = json.loads((out / "metrics.json").read_text())
     assert result["metrics"]["fd_mel"]["value"] >= 0 and result["num_generated"] == 2
@@ -137,3 +146,149 @@ def test_lafa_generate_writes_stereo_44k_of_the_asked_length(vae_path, tmp_path)
     assert len(wavs) == 2 and all(sf.info(str(w)).frames == 4410 for w in wavs)
     with pytest.raises(SystemExit):
         main(["--ckpt_path", str(ckpt), "--out", str(out)])
+
+
+SR = 44100
+
+
+def _long_file_shards(root: Path) -> tuple[Path, np.ndarray]:
+    """data_prep shards of one 2.5 s test-split file cut into 1 s chunks: real lengths 1, 1 and 0.5 s at offsets
+    0, 1 and 2 s of the file (a miniature of a 30 s chunk of a 240 s FMA track)."""
+    src = root / "src"
+    src.mkdir()
+    x = (0.3 * np.random.default_rng(0).standard_normal((int(2.5 * SR), 2))).astype(np.float32)
+    sf.write(src / "long.wav", x, SR, subtype="PCM_16")
+    (src / "long.json").write_text(json.dumps({"title": "a long take", "genre": "noise", "split": "test"}))
+    settings = BuildSettings(out=root / "shards", chunk=ChunkSettings(chunk_seconds=1.0, min_tail_seconds=0.01),
+                             jobs=1)
+    build(read_folder(src), settings, [], {})
+    return root / "shards", sf.read(src / "long.wav", dtype="float32")[0]
+
+
+def test_lafa_test_generates_each_crop_at_its_length_and_start_and_scores_like_for_like(vae_path, tmp_path):
+    from lightning.pytorch import Trainer
+
+    shards, source = _long_file_shards(tmp_path)
+    crop = 45056  # > 1 s: every chunk is padded, the last one by more than half
+    dm = AudioDataModule(test_shards=str(shards / "test-*.tar"), sample_size=crop, batch_size=3, num_workers=0)
+    stage = DitStage(**stage_args(vae_path, steps=2, test_eval={"out_dir": str(tmp_path / "test")}))
+    conditions = []
+    sample_latents = stage.sample_latents
+
+    def spy(captions, seconds_total, frames, seconds_start=None, frame_keep=None, **kwargs):
+        conditions.append((list(seconds_start), list(seconds_total), frame_keep.sum(-1).tolist()))
+        return sample_latents(captions, seconds_total, frames, seconds_start, frame_keep, **kwargs)
+
+    stage.sample_latents = spy
+    Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+            default_root_dir=tmp_path).test(stage, datamodule=dm, verbose=False)
+    out = tmp_path / "test"
+    generated = {p.stem: sf.info(str(p)).frames for p in (out / "generated").glob("*.wav")}
+    reference = {p.stem: sf.read(str(p), dtype="float32")[0] for p in (out / "reference").glob("*.wav")}
+    # independent: the file was cut at whole seconds -> (offset s, real samples) per chunk
+    expected = {0: (0, SR), 1: (1, SR), 2: (2, SR // 2)}
+    assert len(generated) == 3 and set(generated) == set(reference)
+    for key, frames in generated.items():
+        start, real = expected[int(key.rsplit("_", 1)[1])]
+        assert frames == len(reference[key]) == real  # the crop's real audio, not 2.5 s and not the padded crop
+        np.testing.assert_allclose(reference[key], source[start * SR: start * SR + real], atol=1e-4)  # the crop
+    (starts, totals, real_frames), = conditions  # one batch of three
+    assert sorted(zip(starts, totals, real_frames, strict=True)) == [
+        (0.0, 1.0, SR // RATIO + 1), (1.0, 1.0, SR // RATIO + 1),
+        (2.0, 1.0, -(-(SR // 2) // RATIO))]
+    # seconds_total is the crop's ceil(real seconds) = 1, not the file's ceil(2.5) = 3; seconds_start reaches it
+
+
+@pytest.mark.parametrize("samples_first", [True, False])
+def test_samples_use_the_ema_weights_whatever_the_callback_order(vae_path, tmp_path, samples_first):
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    from lafa.stages.dit_callbacks import DitSamplesCallback
+
+    stage = DitStage(**stage_args(vae_path))
+    loader = torch.utils.data.DataLoader([audio_batch()], batch_size=None)
+    samples = DitSamplesCallback(prompts=["a soft piano"], seconds=0.05, every_n_steps=1, steps=1)
+    ema = EMAWeightAveraging(decay=0.5)
+    seen = []
+    generate_samples = stage.generate_samples
+
+    def spy(*args, **kwargs):
+        raw = ema._average_model.module.model.state_dict()  # during validation it holds the current weights
+        seen.append(({k: v.clone() for k, v in stage.model.state_dict().items()}, {k: v.clone() for k, v in raw.items()}))
+        return generate_samples(*args, **kwargs)
+
+    stage.generate_samples = spy
+    Trainer(max_steps=2, callbacks=[samples, ema] if samples_first else [ema, samples], logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            num_sanity_val_steps=0, default_root_dir=tmp_path).fit(stage, loader, loader)
+    assert len(seen) == 2  # one validation per epoch of one batch
+    used, raw = seen[-1]  # the last validation, after the last step: its EMA weights are the final ones
+    final = stage.model.state_dict()  # EMAWeightAveraging copies the average into the model at the end
+    assert all(torch.equal(used[k], final[k]) for k in final)
+    assert any(not torch.equal(used[k], raw[k]) for k in final)  # and they are not the raw weights
+
+
+def test_bf16_mixed_training_leaves_the_frozen_targets_identical_to_fp32(vae_path, tmp_path):
+    from lightning.pytorch import Trainer
+
+    batch = audio_batch()
+    loader = torch.utils.data.DataLoader([batch], batch_size=None)
+    targets = {}
+    for precision in ("32-true", "bf16-mixed"):
+        stage = DitStage(**stage_args(vae_path))
+        latents = stage._latents
+
+        def spy(b, latents=latents, precision=precision):
+            z, keep = latents(b)
+            targets.setdefault(precision, z.detach().clone())
+            return z, keep
+
+        stage._latents = spy
+        Trainer(max_steps=1, precision=precision, logger=False, enable_checkpointing=False, limit_val_batches=0,
+                enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path).fit(stage, loader)
+    assert targets["bf16-mixed"].dtype == torch.float32
+    assert torch.equal(targets["bf16-mixed"], targets["32-true"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the control: the same encode under the Trainer's autocast
+        in_bf16 = stage.autoencoder.encode(batch["audio"]).float()
+    assert not torch.equal(in_bf16, targets["32-true"])
+
+
+def test_lafa_stage_frozen_vae_targets_ignore_bf16_autocast(tmp_path):
+    from lafa.stages.lafa import LafaStage
+    from tests.stages.lafa_fixtures import TINY_VAE, ToneData, write_tiny_vae
+
+    stage = LafaStage(vae_ckpt=str(write_tiny_vae(tmp_path / "vae.safetensors")), vae_args=TINY_VAE, lafa_channels=8,
+                      channel_group_size=2, encoder_dim=32, encoder_depth=1, encoder_heads=4, decoder_dim=32,
+                      decoder_depth=1, decoder_heads=4)
+    data = ToneData(n=4)
+    batch = next(iter(data.train_dataloader()))
+    z32, keep32 = stage._latents(batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what bf16-mixed wraps every step in
+        z16, keep16 = stage._latents(batch)
+        decoded = stage._vae_decode(z16)
+        control = stage.vae.encode_mean(batch["audio"]).float()
+    assert torch.equal(z16, z32) and torch.equal(keep16, keep32) and decoded.dtype == torch.float32
+    torch.testing.assert_close(decoded, stage.vae.decode(z32), rtol=0, atol=0)
+    assert not torch.equal(control, z32)
+
+
+def test_generation_depends_on_the_seed_alone_lafa_decoder_noise_included(vae_path):
+    from lafa.models.autoencoder import LafaAutoencoder
+    from lafa.models.lafa import Lafa
+    from lafa.stages.loading import load_autoencoder
+
+    stage = DitStage(**stage_args(vae_path, steps=2))
+    vae = load_autoencoder(str(vae_path), latent_dim=LATENT).vae
+    lafa = Lafa(latent_channels=LATENT, lafa_channels=LATENT, channel_group_size=2, encoder_dim=32, encoder_depth=1,
+                encoder_heads=4, decoder_dim=32, decoder_depth=1, decoder_heads=4)
+    stage.frozen.autoencoder = LafaAutoencoder(vae, lafa).requires_grad_(False).eval()
+    runs = []
+    for global_seed, seed in ((1, 5), (2, 5), (1, 6)):
+        torch.manual_seed(global_seed)  # the global RNG must not matter
+        runs.append(stage.generate(["rain"], 0.05, seed=seed)[0])
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+    # the flow decoder's noise is the generator's: same latents, same generator seed -> same audio, else not
+    z = torch.randn(1, LATENT, 4)
+    decode = [stage.decode_latents(z, [4], generator=torch.Generator().manual_seed(s))[0] for s in (0, 0, 1)]
+    assert torch.equal(decode[0], decode[1]) and not torch.equal(decode[0], decode[2])
