@@ -18,9 +18,24 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from tqdm import tqdm
 
 from lafa.analysis.ablation import channel_ablation
-from lafa.analysis.figures import ablation_figure, correlation_figure, psd_figure, save_figure
+from lafa.analysis.figures import (
+    ablation_figure,
+    correlation_figure,
+    eigen_figure,
+    permutation_figure,
+    psd_figure,
+    save_figure,
+)
 from lafa.analysis.mel import LogMel
-from lafa.analysis.report import AnalysisSettings, analyze_maps, build_report, write_report
+from lafa.analysis.report import (
+    AnalysisSettings,
+    analyze_maps,
+    build_report,
+    measures_table,
+    summarise,
+    text_table,
+    write_report,
+)
 
 STAGE_CONFIG_KEYS = ("model", "data", "trainer")
 PAIRED_FLAGS = ("--ckpt_path", "--label")
@@ -195,17 +210,20 @@ def main(argv: list[str]) -> int:
 
     mel_settings = args.mel.as_dict()
     mel = LogMel(sample_rate=sample_rate, **mel_settings)
-    results = {"mel": analyze_maps([mel(a[None])[0] for a in audio], settings)}
+    results = {"mel": analyze_maps([mel(a[None])[0] for a in audio], settings, args.seed)}
     for label, ae in autoencoders.items():
         latents = encode_clips(ae, audio, args.batch_size, device, f"encoding ({label})")
-        results[label] = analyze_maps(latents, settings)
-        print(f"{label}: alpha = {results[label]['alpha']:.3f}  LPI = {results[label]['lpi']:.3f}")
-    print(f"mel: alpha = {results['mel']['alpha']:.3f}  LPI = {results['mel']['lpi']:.3f}")
+        results[label] = analyze_maps(latents, settings, args.seed)
+    print(text_table(*measures_table({k: summarise(r) for k, r in results.items()})))
+    print(f"[{settings.confidence:.0%} bootstrap intervals over {len(clips)} clips ({settings.bootstrap} resamples); "
+          f"perm. = mean over {settings.permutations} random channel orders; excess = measured - perm.]")
 
     figures = {"psd": str(save_figure(psd_figure(results), out / "psd.png")),
                "correlation": str(save_figure(
                    correlation_figure({k: {**r, "lam": settings.lam} for k, r in results.items()}),
-                   out / "correlation.png"))}
+                   out / "correlation.png")),
+               "permutation": str(save_figure(permutation_figure(results), out / "permutation.png")),
+               "eigen": str(save_figure(eigen_figure(results), out / "eigen.png"))}
     ablation = {}
     excerpt = round(args.ablation_seconds * sample_rate)
     for label, ae in autoencoders.items():

@@ -172,7 +172,9 @@ def analyze_latents(study: Study, log: Callable[[str], Any] = print) -> dict[str
         label = None if run.latent is None else run.latent if run.latent in study.runs else Path(run.latent).stem
         if label in summary:
             results[run.name] = {"latent": label, "checkpoint": latents.get(label), "alpha": summary[label]["alpha"],
-                                 "lpi": summary[label]["lpi"], "mel": summary.get("mel"), "analysis": str(path)}
+                                 "lpi": summary[label]["lpi"], "mel": summary.get("mel"), "analysis": str(path),
+                                 # permutation baselines, eigen measures, bootstrap intervals (lafa.analysis.controls)
+                                 "controls": {k: v for k, v in summary[label].items() if k not in ("alpha", "lpi")}}
     return results
 
 
@@ -194,11 +196,35 @@ def markdown_table(report: dict[str, Any]) -> str:
     mel = next((r["latent"]["mel"] for r in report["runs"].values() if (r["latent"] or {}).get("mel")), None)
     if mel:
         lines += ["", f"Log-mel of the same clips: alpha {mel['alpha']:.2f}, LPI {mel['lpi']:.3f} (`lafa analyze`)."]
+    lines += controls_table(report)
     silent = [m for m in report["metrics"]
               if not any(seed["curves"][m] for run in report["runs"].values() for seed in run["seeds"].values())]
     if silent:
         lines += ["", "Not logged by these runs: " + ", ".join(f"`{m}`" for m in silent) + "."]
     return "\n".join(lines) + "\n"
+
+
+def controls_table(report: dict[str, Any]) -> list[str]:
+    """Markdown lines: every locality measure of each run's latent (and of mel) with its bootstrap interval,
+    when `lafa analyze` computed them (lafa.analysis.controls); nothing otherwise."""
+    from lafa.analysis.report import measures_table
+
+    summary = {}
+    for run in report["runs"].values():
+        latent = run["latent"] or {}
+        if latent.get("controls"):
+            summary[f"{run['label']} ({latent['latent']})"] = {"alpha": latent["alpha"], "lpi": latent["lpi"],
+                                                               **latent["controls"]}
+    mel = next((r["latent"]["mel"] for r in report["runs"].values() if (r["latent"] or {}).get("mel")), None)
+    if not summary:
+        return []
+    if mel and "intervals" in mel:
+        summary["mel"] = mel
+    headings, rows = measures_table(summary)
+    return ["", "Locality controls of each latent space (`lafa analyze`; bootstrap intervals over clips; perm. = "
+            "the same latent with its channels randomly permuted; excess = measured - perm.; PR = participation "
+            "ratio of the channel covariance):", "", "| " + " | ".join(headings) + " |",
+            "|" + "---|" * len(headings), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
 def plot_curves(report: dict[str, Any], path: Path) -> None:

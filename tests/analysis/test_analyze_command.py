@@ -95,9 +95,23 @@ def test_latent_lpi_matches_direct_read_and_encode(analyzed):
     assert report["summary"]["plain"]["lpi"] == pytest.approx(lpi(latents), abs=1e-9)
 
 
+def test_report_holds_the_controls_with_intervals(analyzed):
+    _, report = analyzed
+    for label in ("mel", "plain", "local"):
+        summary, controls = report["summary"][label], report["representations"][label]["controls"]
+        assert summary["lpi_excess"] == pytest.approx(summary["lpi"] - summary["lpi_permuted"])
+        assert controls["lpi"]["value"] == pytest.approx(summary["lpi"], abs=1e-9)
+        low, high = summary["intervals"]["lpi"]
+        assert low <= summary["lpi"] <= high
+        assert len(controls["lpi_permuted"]["values"]) == report["settings"]["permutations"] == 20
+    # duplicated pairs are local (each channel's twin is its neighbour); a random order loses that
+    assert report["summary"]["local"]["lpi_excess"] > 0.1
+    assert report["summary"]["local"]["intervals"]["lpi_excess"][0] > 0
+
+
 def test_figures_written(analyzed):
     tmp, report = analyzed
-    names = {"psd", "correlation", "ablation_plain_0", "ablation_local_0"}
+    names = {"psd", "correlation", "permutation", "eigen", "ablation_plain_0", "ablation_local_0"}
     assert names <= set(report["figures"])
     for name in names:
         image = imread(report["figures"][name])
