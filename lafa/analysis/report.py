@@ -39,9 +39,13 @@ def analyze_maps(maps: list[torch.Tensor], settings: AnalysisSettings, seed: int
     measures, bootstrap intervals; `seed` draws the permutations and resamples).
     """
     maps = [m.detach().cpu() for m in maps]  # spectra in the maps' precision, LPI in float64
+    if not all(torch.isfinite(m).all() for m in maps):
+        raise ValueError("the maps hold NaN or infinite values")
+    samples = stack_samples(maps)  # (C, N)
+    if bool((samples == samples[:, :1]).all()):
+        raise ValueError("every channel is constant over every clip: nothing to analyse")
     freq, spectrum, num_windows = mean_spectrum(maps, settings.window, settings.hop)
     alpha, intercept = spectral_slope(freq, spectrum, settings.grid_points)
-    samples = stack_samples(maps)
     per_channel = lpi_per_channel([samples], settings.lam, settings.ridge)
     return {
         "alpha": alpha,
