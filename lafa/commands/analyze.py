@@ -11,6 +11,8 @@ JSON report, PNG figures and an HTML page.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from pathlib import Path
 from typing import Literal
@@ -29,6 +31,7 @@ from lafa.analysis.figures import (
     psd_figure,
     save_figure,
 )
+from lafa.analysis.html import analysis_page, write_html
 from lafa.analysis.mel import LogMel
 from lafa.analysis.report import (
     AnalysisSettings,
@@ -74,6 +77,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--ablation_noise_std", type=float, default=0.1, help="std of the noise replacing a channel")
     p.add_argument("--ablation_reference", type=Literal["ground_truth", "reconstruction"], default="ground_truth",
                    help="ground_truth (Appendix G) or reconstruction")
+    p.add_argument("--listen_clips", type=int, default=2,
+                   help="clips written as WAV for report.html: the input excerpt and each autoencoder's reconstruction")
+    p.add_argument("--listen_seconds", type=float, default=5.0, help="length of those excerpts")
     p.add_argument("--seed", type=int, default=0)
     p.add_dataclass_arguments(AnalysisSettings, "analysis")
     p.add_class_arguments(LogMel, "mel", skip={"sample_rate"})
@@ -207,6 +213,32 @@ def encode_clips(autoencoder, clips: list[torch.Tensor], batch_size: int, device
     return latents
 
 
+@torch.no_grad()
+def write_listening_clips(clips: list[tuple[str, torch.Tensor]], sample_rate: int, autoencoders: dict, args,
+                          device: torch.device, folder: Path) -> dict[str, list[str]]:
+    """WAV excerpts for the HTML page: the input of each of the first --listen_clips clips and each
+    autoencoder's reconstruction decode(encode(x)) of it. Returns group -> paths."""
+    from lafa.analysis.html import wav_bytes
+
+    audio: dict[str, list[str]] = {}
+    for i, (_, clip) in enumerate(clips[: args.listen_clips]):
+        excerpt = clip[:, : round(args.listen_seconds * sample_rate)]
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"reference_{i}.wav"
+        path.write_bytes(wav_bytes(excerpt.numpy(), sample_rate))
+        audio.setdefault("reference", []).append(str(path))
+        for label, ae in autoencoders.items():
+            x = for_autoencoder(excerpt, sample_rate, ae)
+            x = x[:, : x.shape[-1] // ae.downsampling_ratio * ae.downsampling_ratio]
+            if x.shape[-1] == 0:
+                continue
+            y = ae.decode(ae.encode(x[None].to(device)), steps=args.steps)[0].float().cpu()
+            path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', label)}_{i}.wav"
+            path.write_bytes(wav_bytes(y.numpy(), ae.sample_rate))
+            audio.setdefault(label, []).append(str(path))
+    return audio
+
+
 def _analyze(label: str, maps: list[torch.Tensor], settings: AnalysisSettings, seed: int) -> dict:
     try:
         return analyze_maps(maps, settings, seed)
@@ -304,8 +336,11 @@ def main(argv: list[str]) -> int:
     report["ablation"] = ablation
     report["clips"] = [key for key, _ in clips]
     report["skipped"] = skipped
+    report["audio"] = write_listening_clips(clips, sample_rate, autoencoders, args, device, out / "audio")
+    report["html"] = str(out / "report.html")
     report["figures"] = figures
     report["seconds_elapsed"] = round(time.time() - started, 2)
     path = write_report(report, out / "report.json")
-    print(f"report: {path}")
+    write_html(analysis_page(json.loads(path.read_text())), report["html"])
+    print(f"report: {path}\npage:   {report['html']}")
     return 0

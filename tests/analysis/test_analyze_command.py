@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
-from analysis_doubles import FrameProjectionStage
+from analysis_doubles import FrameProjectionStage, write_checkpoint
 from matplotlib.image import imread
 
 from lafa.analysis.locality import lpi
@@ -32,13 +32,6 @@ def write_shard(path, clips: int, seconds: float, seed: int = 0) -> None:
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
-
-
-def write_checkpoint(path, **init_args) -> None:
-    stage = FrameProjectionStage(sample_rate=SR, **init_args)
-    config = {"model": {"class_path": "analysis_doubles.FrameProjectionStage",
-                        "init_args": {"sample_rate": SR, **init_args}}}
-    torch.save({"state_dict": stage.state_dict(), "lafa_config": yaml.safe_dump(config)}, path)
 
 
 @pytest.fixture(scope="module")
