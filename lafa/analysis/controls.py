@@ -87,6 +87,16 @@ def _clip_statistics(maps: list[torch.Tensor], perms: torch.Tensor, window: int,
             "windows": torch.tensor(nwin, dtype=torch.float64)}
 
 
+def _pc_periodogram(m: torch.Tensor, vectors: torch.Tensor, window: int, hop: int) -> torch.Tensor:
+    """(C, T) map -> (C, window // 2 + 1): summed over its windows, the temporal periodogram of each principal
+    component (the window projected onto the eigenvectors); zeros for a clip shorter than a window."""
+    wins = windows(m.double(), window, hop)  # (K, C, window)
+    if len(wins) == 0:
+        return torch.zeros(m.shape[0], window // 2 + 1, dtype=torch.float64)
+    projected = torch.einsum("ck,wct->wkt", vectors, wins)  # (K, C, window): component k of each window
+    return (torch.fft.rfft(projected, dim=-1).abs().square() / window).sum(0)
+
+
 def _pooled(stats: dict, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Clip weights (..., clips) -> (N (...,), centred scatter (..., C, C)) of the weighted union of the clips'
     frames: within-clip scatter plus the between-clip term of the clip means (centred at the pooled mean of
@@ -170,9 +180,7 @@ def locality_measures(latents: torch.Tensor | Sequence[torch.Tensor], lam: float
 
     # temporal-only PSD of each principal component, summed over every clip's windows: (clips, C, F)
     t_freq = np.fft.rfftfreq(window)
-    pc_spectra = torch.stack([
-        (torch.fft.rfft(torch.einsum("ck,wct->wkt", vectors, windows(m.double(), window, hop)), dim=-1)
-         .abs().square() / window).sum(0) for m in maps])
+    pc_spectra = torch.stack([_pc_periodogram(m, vectors, window, hop) for m in maps])
     pc_weights = lam_np * significant
 
     def pc_slope(spectra: np.ndarray) -> tuple[np.ndarray, float]:

@@ -143,3 +143,23 @@ def test_a_constant_latent_is_named_not_analysed(folder, tmp_path):
         main(["--audio", str(folder / "a.wav"), "--ckpt_path", str(tmp_path / "encodec_zero_codebooks"),
               "--codec_latent", "quantized", "--out", str(tmp_path / "out"), *FAST])
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_stable_audio_open_vae_file_next_to_mel(folder, tmp_path):
+    """A VAE file in the official Stable Audio Open layout (a tiny Oobleck, random weights): read by path."""
+    from lafa.checkpoints import save_vae_safetensors
+    from lafa.models.oobleck import OobleckVAE
+
+    torch.manual_seed(0)
+    vae = OobleckVAE(channels=2, c_mults=(1, 2), strides=(2, 4), latent_dim=64).eval()
+    save_vae_safetensors(vae, tmp_path / "model.safetensors")
+    out = tmp_path / "out"
+    assert main(["--audio", str(folder), "--ckpt_path", str(tmp_path / "model.safetensors"), "--label", "sao",
+                 "--out", str(out), "--seconds", "0.3", "--ablation_clips", "0", "--listen_clips", "1", *FAST]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["sample_rate"] == 44100  # the VAE's rate: the 8/16 kHz files are resampled
+    with torch.no_grad():
+        latents = [vae.encode_mean(c[None, :, : c.shape[-1] // 8 * 8])[0] for c in direct_clips(folder, 44100, 2, 0.3)]
+    assert report["representations"]["sao"]["channels"] == 64
+    assert report["summary"]["sao"]["lpi"] == pytest.approx(lpi(latents), abs=1e-4)
+    assert len(report["audio"]["sao"]) == 1  # its reconstruction is on the page

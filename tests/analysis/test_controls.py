@@ -49,7 +49,8 @@ def test_permutation_baseline_separates_local_field_from_its_shuffled_copy():
 
 def test_measured_values_equal_the_paper_measures_and_every_measure_is_reported():
     maps = [z.float() for z in ar1_field(6, 8, 40, 0.7, seed=2)]
-    maps[2] = maps[2][:, :20]  # clips of different lengths, one shorter than a window
+    maps[2] = maps[2][:, :20]  # clips of different lengths
+    maps[3] = maps[3][:, :10]  # one shorter than a window: in LPI and the eigen measures, in no spectrum
     settings = AnalysisSettings(window=16, hop=8)
     direct = analyze_maps(maps, settings)
     m = locality_measures(maps, window=16, hop=8, permutations=5, bootstrap=20)
@@ -58,7 +59,7 @@ def test_measured_values_equal_the_paper_measures_and_every_measure_is_reported(
     assert set(MEASURES) <= set(m)
     for name in MEASURES:
         assert m[name]["low"] <= m[name]["high"]
-    assert m["counts"] == {**m["counts"], "clips": 6, "channels": 8, "samples": 5 * 40 + 20}
+    assert m["counts"] == {**m["counts"], "clips": 6, "channels": 8, "samples": 4 * 40 + 20 + 10}
     assert len(m["alpha_permuted"]["values"]) == 5
 
 
