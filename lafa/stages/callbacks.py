@@ -74,7 +74,11 @@ class LatentLocalityCallback(Callback):
         window = min(self.window, shortest)
         settings = AnalysisSettings(lam=self.lam, ridge=self.ridge, window=window, hop=window,
                                     permutations=self.permutations, bootstrap=self.bootstrap, confidence=self.confidence)
-        results = {"latent": analyze_maps(latents, settings, self.seed), "mel": analyze_maps(mels, settings, self.seed)}
+        try:
+            results = {"latent": analyze_maps(latents, settings, self.seed), "mel": analyze_maps(mels, settings, self.seed)}
+        except ValueError as exc:  # e.g. a constant latent at init: training goes on, the user is told why
+            rank_zero_warn(f"LatentLocalityCallback: nothing logged at step {trainer.global_step}: {exc}")
+            return
         latent = results["latent"]
         if latent["samples"] < 20 * 2 * latent["neighbour_radius"] and not self._warned:
             rank_zero_warn(f"LatentLocalityCallback: {latent['samples']} latent frames for {2 * latent['neighbour_radius']} "

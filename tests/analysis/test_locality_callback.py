@@ -71,3 +71,22 @@ def test_callback_logs_alpha_lpi_and_figures(tmp_path):
     run = EventAccumulator(str(next((tmp_path / "tb").glob("version_*"))), size_guidance={"images": 0}).Reload()
     assert {"analysis/psd", "analysis/correlation", "analysis/permutation", "analysis/eigen"} <= set(run.Tags()["images"])
     assert len(run.Images("analysis/psd")) == 1  # the sanity check logs nothing
+
+
+class ConstantStage(TinyStage):
+    """An autoencoder whose latent is all zeros (as some stages are at init)."""
+
+    def as_autoencoder(self):
+        ae = self.stage.as_autoencoder()
+        ae.proj.zero_()
+        return ae
+
+
+def test_a_constant_latent_warns_and_training_goes_on(tmp_path):
+    data = AudioClips()
+    trainer = Trainer(max_epochs=1, limit_train_batches=1, accelerator="cpu", enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, logger=False,
+                      callbacks=[LatentLocalityCallback(num_clips=3, window=16, bootstrap=0)])
+    with pytest.warns(UserWarning, match="nothing logged at step 1: every channel is constant"):
+        trainer.fit(ConstantStage(), DataLoader(data, batch_size=2), DataLoader(data, batch_size=2))
+    assert trainer.state.finished and "analysis/latent_lpi" not in trainer.callback_metrics
