@@ -73,3 +73,56 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
+
+
+def permutation_figure(results: dict[str, dict]) -> Figure:
+    """results: label -> analyze_maps output. alpha and LPI of each representation (dot, bootstrap interval)
+    beside its channel-permutation baseline (grey: each permutation; bar: their mean)."""
+    fig = Figure(figsize=(1.6 * len(results) + 4, 3.8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, (name, title) in zip(axes, (("alpha", "spectral slope alpha"), ("lpi", "LPI")), strict=True):
+        for i, r in enumerate(results.values()):
+            c = r["controls"]
+            perm = c[f"{name}_permuted"].get("values") or []
+            ax.scatter(np.full(len(perm), i + 0.15), perm, s=8, color="0.6", label="permuted channels" if i == 0 else None)
+            if perm:
+                ax.hlines(np.mean(perm), i + 0.05, i + 0.25, color="0.3")
+            m = c[name]
+            if m["low"] is not None:  # a percentile interval need not contain the estimate: drawn as a bar
+                ax.vlines(i - 0.1, m["low"], m["high"], color=f"C{i}", linewidth=2)
+            ax.plot([i - 0.1], [m["value"]], "o", color=f"C{i}", label="measured (bootstrap interval)" if i == 0 else None)
+        ax.set_xticks(range(len(results)), list(results))
+        ax.set_title(title, fontsize=9)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("measured vs the same latent with its channels randomly permuted", fontsize=9)
+    return fig
+
+
+def eigen_figure(results: dict[str, dict]) -> Figure:
+    """Order-invariant view: normalised eigen-spectrum of the channel covariance (participation ratio and
+    decay slope in the legend) and the temporal PSD slope of each principal component."""
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax_eig, ax_pc = fig.subplots(1, 2)
+    for i, (label, r) in enumerate(results.items()):
+        c = r["controls"]
+        lam = np.asarray(c["eigenvalues"], dtype=float)
+        keep = lam > 0
+        ranks = np.arange(1, len(lam) + 1)
+        slope = c["eigen_decay_slope"]["value"]
+        ax_eig.loglog(ranks[keep], lam[keep] / lam.sum(), color=f"C{i}",
+                      label=f"{label} (PR {c['participation_ratio']['value']:.1f}, slope "
+                            f"{'-' if slope is None else f'{slope:.2f}'})")
+        pcs = np.array([np.nan if s is None else s for s in c["pc_temporal_slope"]["per_component"]], dtype=float)
+        ax_pc.plot(ranks, pcs, ".-", color=f"C{i}", label=label)
+    ax_eig.set_xlabel("rank k")
+    ax_eig.set_ylabel("eigenvalue / trace")
+    ax_eig.set_title("channel-covariance eigen-spectrum", fontsize=9)
+    ax_eig.grid(True, which="both", alpha=0.3)
+    ax_eig.legend(fontsize=7)
+    ax_pc.set_xlabel("principal component")
+    ax_pc.set_ylabel("temporal PSD slope")
+    ax_pc.set_title("temporal-only PSD slope per principal component", fontsize=9)
+    ax_pc.grid(True, alpha=0.3)
+    ax_pc.legend(fontsize=7)
+    return fig

@@ -49,22 +49,29 @@ def neighbour_radius(channels: int, lam: float) -> int:
 def lpi_per_channel(maps: Iterable[torch.Tensor], lam: float = 0.06, ridge: float = 1.0) -> torch.Tensor:
     """In-sample ridge R^2 of each channel from its +-r neighbours: (C,), float64. LPI is its mean."""
     z = standardise(stack_samples(maps))
-    channels, n = z.shape
-    gram = z @ z.T  # (C, C); diagonal n for every non-constant channel
+    return lpi_from_gram(z @ z.T, lam, ridge)  # (C, C) Gram; diagonal N for every non-constant channel
+
+
+def lpi_from_gram(gram: torch.Tensor, lam: float = 0.06, ridge: float = 1.0) -> torch.Tensor:
+    """Per-channel ridge R^2 from the Gram matrix of the standardised channels: (..., C, C) -> (..., C).
+
+    gram = z z^T over the N samples (diagonal N, or 0 for a constant channel), so any batch of Gram matrices
+    (bootstrap resamples, channel permutations gram[p][:, p]) is scored in one batched solve.
+    """
+    channels = gram.shape[-1]
     r = neighbour_radius(channels, lam)
     offsets = torch.cat([torch.arange(-r, 0), torch.arange(1, r + 1)])  # (2r,)
     idx = torch.arange(channels)[:, None] + offsets[None, :]  # (C, 2r) neighbour channel of each slot
     valid = (idx >= 0) & (idx < channels)
     idx = idx.clamp(0, channels - 1)
     pair_valid = valid[:, :, None] & valid[:, None, :]  # (C, 2r, 2r)
-    a = torch.where(pair_valid, gram[idx[:, :, None], idx[:, None, :]], 0.0)  # (C, 2r, 2r) neighbour Gram
-    a = a + torch.diag_embed(torch.where(valid, ridge, 1.0).double())  # missing slots: identity rows
-    b = torch.where(valid, gram[torch.arange(channels)[:, None], idx], 0.0)  # (C, 2r) neighbour-target products
-    w = torch.linalg.solve(a, b[..., None])[..., 0]  # (C, 2r) ridge weights; 0 on missing slots
-    # residual sum of squares: y.y - 2 w.X'y + w.X'X w, with y.y = n (or 0 for a constant channel)
-    a_data = torch.where(pair_valid, gram[idx[:, :, None], idx[:, None, :]], 0.0)
-    sse = gram.diagonal() - 2 * (w * b).sum(-1) + torch.einsum("ci,cij,cj->c", w, a_data, w)
-    sst = gram.diagonal()
+    a_data = torch.where(pair_valid, gram[..., idx[:, :, None], idx[:, None, :]], 0.0)  # (..., C, 2r, 2r)
+    a = a_data + torch.diag_embed(torch.where(valid, ridge, 1.0).to(gram.dtype))  # missing slots: identity rows
+    b = torch.where(valid, gram[..., torch.arange(channels)[:, None], idx], 0.0)  # (..., C, 2r) X'y
+    w = torch.linalg.solve(a, b[..., None])[..., 0]  # (..., C, 2r) ridge weights; 0 on missing slots
+    # residual sum of squares: y.y - 2 w.X'y + w.X'X w, with y.y = N (or 0 for a constant channel)
+    sst = gram.diagonal(dim1=-2, dim2=-1)
+    sse = sst - 2 * (w * b).sum(-1) + (w[..., None, :] @ a_data @ w[..., :, None])[..., 0, 0]
     return torch.where(sst > 0, 1.0 - sse / sst.clamp_min(1e-300), torch.zeros_like(sst))
 
 

@@ -99,3 +99,36 @@ def spectral_slope(freq: np.ndarray, spectrum: np.ndarray, num_points: int | Non
     grid = np.linspace(log_f[0], log_f[-1], num_points or int(keep.sum()))
     slope, intercept = np.polyfit(grid, np.interp(grid, log_f, log_s), 1)
     return float(-slope), float(intercept)
+
+
+def slope_operator(freq: np.ndarray, num_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`spectral_slope` as a linear map, for many spectra on one frequency grid at once.
+
+    Returns (keep, op): keep (R,) marks the non-DC frequencies and op (2, keep.sum()) maps log S on them to
+    (alpha, b): the interpolation onto the even log-f grid and the least-squares line are both linear in log S.
+    """
+    freq = np.asarray(freq, dtype=np.float64)
+    keep = freq > 0
+    if keep.sum() < 2:
+        raise ValueError("need at least two non-DC rings to fit a slope")
+    log_f = np.log(freq[keep])
+    grid = np.linspace(log_f[0], log_f[-1], num_points or int(keep.sum()))
+    interp = np.stack([np.interp(grid, log_f, e) for e in np.eye(len(log_f))], axis=1)  # (J, R') log S -> grid
+    fit = np.linalg.pinv(np.stack([grid, np.ones_like(grid)], axis=1))  # (2, J): [slope, intercept]
+    op = fit @ interp
+    op[0] *= -1.0  # alpha = -slope
+    return keep, op
+
+
+def fit_slopes(freq: np.ndarray, spectra: np.ndarray, num_points: int | None = None) -> np.ndarray:
+    """alpha of each spectrum on one grid: (..., R) -> (...,); NaN where a non-DC power is not positive."""
+    keep, op = _cached_operator(tuple(np.asarray(freq, dtype=np.float64).tolist()), num_points)
+    spectra = np.asarray(spectra, dtype=np.float64)[..., keep]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_s = np.where(spectra > 0, np.log(np.where(spectra > 0, spectra, 1.0)), np.nan)
+    return log_s @ op[0]
+
+
+@lru_cache(maxsize=64)
+def _cached_operator(freq: tuple[float, ...], num_points: int | None) -> tuple[np.ndarray, np.ndarray]:
+    return slope_operator(np.asarray(freq), num_points)

@@ -6,9 +6,9 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lafa.analysis.figures import correlation_figure, psd_figure
+from lafa.analysis.figures import correlation_figure, eigen_figure, permutation_figure, psd_figure
 from lafa.analysis.mel import LogMel
-from lafa.analysis.report import AnalysisSettings, analyze_maps
+from lafa.analysis.report import AnalysisSettings, analyze_maps, summarise
 from lafa.data.geometry import real_samples
 
 
@@ -19,15 +19,20 @@ class LatentLocalityCallback(Callback):
 
     Works with any stage that has `as_autoencoder()` and validates on audio batches (`audio` (B, io, S),
     optional `padding_mask` (B, S)); the first `num_clips` real clips seen in each validation epoch are used.
-    Logged: analysis/latent_alpha, analysis/latent_lpi, analysis/mel_alpha, analysis/mel_lpi (averaged
-    over DDP ranks). The spectral window shrinks to the shortest clip's frame count when clips are short.
+    Logged, for `latent` and `mel` (averaged over DDP ranks): analysis/<name>_<measure> for alpha, lpi and
+    every control of `lafa.analysis.controls` (alpha_permuted, alpha_excess, lpi_permuted, lpi_excess,
+    participation_ratio, eigen_decay_slope, pc_temporal_slope), with `permutations` random channel orders;
+    `bootstrap` > 0 also logs each measure's interval bounds as <measure>_low / <measure>_high. The spectral
+    window shrinks to the shortest clip's frame count when clips are short.
     """
 
     def __init__(self, num_clips: int = 8, lam: float = 0.06, ridge: float = 1.0, window: int = 64,
-                 every_n_epochs: int = 1, log_figures: bool = True, n_mels: int = 64) -> None:
+                 every_n_epochs: int = 1, log_figures: bool = True, n_mels: int = 64, permutations: int = 20,
+                 bootstrap: int = 100, confidence: float = 0.95, seed: int = 0) -> None:
         super().__init__()
         self.num_clips, self.every_n_epochs, self.log_figures = num_clips, every_n_epochs, log_figures
         self.lam, self.ridge, self.window, self.n_mels = lam, ridge, window, n_mels
+        self.permutations, self.bootstrap, self.confidence, self.seed = permutations, bootstrap, confidence, seed
         self._clips: list[torch.Tensor] = []
         self._warned = False
 
@@ -68,16 +73,29 @@ class LatentLocalityCallback(Callback):
         mels = [mel(c[None])[0] for c in clips]
         shortest = min(min(z.shape[-1] for z in latents), min(m.shape[-1] for m in mels))
         window = min(self.window, shortest)
-        settings = AnalysisSettings(lam=self.lam, ridge=self.ridge, window=window, hop=window)
-        results = {"latent": analyze_maps(latents, settings), "mel": analyze_maps(mels, settings)}
+        settings = AnalysisSettings(lam=self.lam, ridge=self.ridge, window=window, hop=window,
+                                    permutations=self.permutations, bootstrap=self.bootstrap, confidence=self.confidence)
+        try:
+            results = {"latent": analyze_maps(latents, settings, self.seed), "mel": analyze_maps(mels, settings, self.seed)}
+        except ValueError as exc:  # e.g. a constant latent at init: training goes on, the user is told why
+            rank_zero_warn(f"LatentLocalityCallback: nothing logged at step {trainer.global_step}: {exc}")
+            return
         latent = results["latent"]
         if latent["samples"] < 20 * 2 * latent["neighbour_radius"] and not self._warned:
             rank_zero_warn(f"LatentLocalityCallback: {latent['samples']} latent frames for {2 * latent['neighbour_radius']} "
                            "neighbours; in-sample R^2 is inflated (about 2r / N for unrelated channels): "
                            "raise num_clips or the validation crop for a meaningful LPI")
             self._warned = True
-        pl_module.log_dict({f"analysis/{name}_{key}": float(r[key]) for name, r in results.items()
-                            for key in ("alpha", "lpi")}, sync_dist=True)
+        logged = {}
+        for name, r in results.items():
+            summary = summarise(r)
+            for key, value in summary.items():
+                if key != "intervals" and value is not None:
+                    logged[f"analysis/{name}_{key}"] = float(value)
+            for key, (low, high) in (summary.get("intervals") or {}).items():
+                if low is not None:
+                    logged[f"analysis/{name}_{key}_low"], logged[f"analysis/{name}_{key}_high"] = low, high
+        pl_module.log_dict(logged, sync_dist=True)
         if self.log_figures and trainer.is_global_zero:
             self._log_figures(trainer, results, settings)
 
@@ -89,3 +107,5 @@ class LatentLocalityCallback(Callback):
                 experiment.add_figure("analysis/psd", psd_figure(results), step)
                 panels = {k: {**r, "lam": settings.lam} for k, r in results.items()}
                 experiment.add_figure("analysis/correlation", correlation_figure(panels), step)
+                experiment.add_figure("analysis/permutation", permutation_figure(results), step)
+                experiment.add_figure("analysis/eigen", eigen_figure(results), step)

@@ -172,7 +172,9 @@ def analyze_latents(study: Study, log: Callable[[str], Any] = print) -> dict[str
         label = None if run.latent is None else run.latent if run.latent in study.runs else Path(run.latent).stem
         if label in summary:
             results[run.name] = {"latent": label, "checkpoint": latents.get(label), "alpha": summary[label]["alpha"],
-                                 "lpi": summary[label]["lpi"], "mel": summary.get("mel"), "analysis": str(path)}
+                                 "lpi": summary[label]["lpi"], "mel": summary.get("mel"), "analysis": str(path),
+                                 # permutation baselines, eigen measures, bootstrap intervals (lafa.analysis.controls)
+                                 "controls": {k: v for k, v in summary[label].items() if k not in ("alpha", "lpi")}}
     return results
 
 
@@ -194,11 +196,35 @@ def markdown_table(report: dict[str, Any]) -> str:
     mel = next((r["latent"]["mel"] for r in report["runs"].values() if (r["latent"] or {}).get("mel")), None)
     if mel:
         lines += ["", f"Log-mel of the same clips: alpha {mel['alpha']:.2f}, LPI {mel['lpi']:.3f} (`lafa analyze`)."]
+    lines += controls_table(report)
     silent = [m for m in report["metrics"]
               if not any(seed["curves"][m] for run in report["runs"].values() for seed in run["seeds"].values())]
     if silent:
         lines += ["", "Not logged by these runs: " + ", ".join(f"`{m}`" for m in silent) + "."]
     return "\n".join(lines) + "\n"
+
+
+def controls_table(report: dict[str, Any]) -> list[str]:
+    """Markdown lines: every locality measure of each run's latent (and of mel) with its bootstrap interval,
+    when `lafa analyze` computed them (lafa.analysis.controls); nothing otherwise."""
+    from lafa.analysis.report import measures_table
+
+    summary = {}
+    for run in report["runs"].values():
+        latent = run["latent"] or {}
+        if latent.get("controls"):
+            summary[f"{run['label']} ({latent['latent']})"] = {"alpha": latent["alpha"], "lpi": latent["lpi"],
+                                                               **latent["controls"]}
+    mel = next((r["latent"]["mel"] for r in report["runs"].values() if (r["latent"] or {}).get("mel")), None)
+    if not summary:
+        return []
+    if mel and "intervals" in mel:
+        summary["mel"] = mel
+    headings, rows = measures_table(summary)
+    return ["", "Locality controls of each latent space (`lafa analyze`; bootstrap intervals over clips; perm. = "
+            "the same latent with its channels randomly permuted; excess = measured - perm.; PR = participation "
+            "ratio of the channel covariance):", "", "| " + " | ".join(headings) + " |",
+            "|" + "---|" * len(headings), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
 def plot_curves(report: dict[str, Any], path: Path) -> None:
@@ -262,8 +288,31 @@ def plot_factor(report: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def write_html_report(report: dict[str, Any], paths: dict[str, Path]) -> Path:
+    """report.html beside report.json: the tables, curves.png/factor.png and, from the study's `lafa analyze`
+    report (when the runs carry one), its figures and listening clips, and the settings; self-contained."""
+    from lafa.analysis.html import FIGURE_CAPTIONS, study_page, write_html
+
+    figures = {"convergence curves (Fig. 1 style): each metric against training steps, one line per seed": paths["curves"]}
+    if "factor" in paths:
+        figures["final value of the headline metric against the factor's level (Fig. 5 style)"] = paths["factor"]
+    analysis_path = next((r["latent"]["analysis"] for r in report["runs"].values() if (r["latent"] or {}).get("analysis")), None)
+    analysis = json.loads(Path(analysis_path).read_text()) if analysis_path and Path(analysis_path).is_file() else {}
+    for name, png in (analysis.get("figures") or {}).items():
+        figures[f"lafa analyze: {FIGURE_CAPTIONS.get(name, name.replace('_', ' '))}"] = png
+    settings = {"study": report["study"], "factor": report["factor"], "baseline": report["baseline"],
+                "seeds": report["seeds"], "metrics": report["metrics"],
+                "runs": {name: {"label": r["label"], "value": r["value"], "finished": r["finished"]}
+                         for name, r in report["runs"].items()}}
+    if analysis:
+        settings["analysis"] = {"report": analysis_path, **analysis.get("settings", {})}
+    text = study_page(report, {k: str(v) for k, v in figures.items()}, controls_table(report),
+                      analysis.get("audio") or {}, settings)
+    return write_html(text, paths["json"].with_name("report.html"))
+
+
 def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    """report.json, report.md, curves.png and (when runs carry factor levels) factor.png in out_dir."""
+    """report.json, report.md, curves.png, (when runs carry factor levels) factor.png and report.html in out_dir."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "curves": out_dir / "curves.png"}
@@ -272,4 +321,5 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     plot_curves(report, paths["curves"])
     if plot_factor(report, out_dir / "factor.png"):
         paths["factor"] = out_dir / "factor.png"
+    paths["html"] = write_html_report(report, paths)
     return paths

@@ -47,3 +47,13 @@ class FrameProjectionStage(nn.Module):
 
     def as_autoencoder(self) -> FrameProjectionAutoencoder:
         return self.autoencoder
+
+
+def write_checkpoint(path, sample_rate: int = 8000, **init_args) -> None:
+    """A `lafa fit`-style checkpoint of FrameProjectionStage (state dict + stored config)."""
+    import yaml
+
+    stage = FrameProjectionStage(sample_rate=sample_rate, **init_args)
+    config = {"model": {"class_path": "analysis_doubles.FrameProjectionStage",
+                        "init_args": {"sample_rate": sample_rate, **init_args}}}
+    torch.save({"state_dict": stage.state_dict(), "lafa_config": yaml.safe_dump(config)}, path)

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
-from analysis_doubles import FrameProjectionStage
+from analysis_doubles import FrameProjectionStage, write_checkpoint
 from matplotlib.image import imread
 
 from lafa.analysis.locality import lpi
@@ -32,13 +32,6 @@ def write_shard(path, clips: int, seconds: float, seed: int = 0) -> None:
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
-
-
-def write_checkpoint(path, **init_args) -> None:
-    stage = FrameProjectionStage(sample_rate=SR, **init_args)
-    config = {"model": {"class_path": "analysis_doubles.FrameProjectionStage",
-                        "init_args": {"sample_rate": SR, **init_args}}}
-    torch.save({"state_dict": stage.state_dict(), "lafa_config": yaml.safe_dump(config)}, path)
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +88,23 @@ def test_latent_lpi_matches_direct_read_and_encode(analyzed):
     assert report["summary"]["plain"]["lpi"] == pytest.approx(lpi(latents), abs=1e-9)
 
 
+def test_report_holds_the_controls_with_intervals(analyzed):
+    _, report = analyzed
+    for label in ("mel", "plain", "local"):
+        summary, controls = report["summary"][label], report["representations"][label]["controls"]
+        assert summary["lpi_excess"] == pytest.approx(summary["lpi"] - summary["lpi_permuted"])
+        assert controls["lpi"]["value"] == pytest.approx(summary["lpi"], abs=1e-9)
+        low, high = summary["intervals"]["lpi"]
+        assert low <= summary["lpi"] <= high
+        assert len(controls["lpi_permuted"]["values"]) == report["settings"]["permutations"] == 20
+    # duplicated pairs are local (each channel's twin is its neighbour); a random order loses that
+    assert report["summary"]["local"]["lpi_excess"] > 0.1
+    assert report["summary"]["local"]["intervals"]["lpi_excess"][0] > 0
+
+
 def test_figures_written(analyzed):
     tmp, report = analyzed
-    names = {"psd", "correlation", "ablation_plain_0", "ablation_local_0"}
+    names = {"psd", "correlation", "permutation", "eigen", "ablation_plain_0", "ablation_local_0"}
     assert names <= set(report["figures"])
     for name in names:
         image = imread(report["figures"][name])

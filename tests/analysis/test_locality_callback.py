@@ -8,6 +8,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader, Dataset
 
+from lafa.analysis.controls import locality_measures
 from lafa.analysis.locality import lpi
 from lafa.stages.callbacks import LatentLocalityCallback
 
@@ -60,6 +61,32 @@ def test_callback_logs_alpha_lpi_and_figures(tmp_path):
     latents = [ae.encode(data[i]["audio"][None, :, : data.lengths[i] // RATIO * RATIO])[0] for i in range(5)]
     assert float(metrics["analysis/latent_lpi"]) == pytest.approx(lpi(latents), rel=1e-6)
     assert {"analysis/latent_alpha", "analysis/mel_alpha", "analysis/mel_lpi"} <= set(metrics)
+    # the controls: the same numbers as a direct call with the callback's settings (window 16, seed 0)
+    direct = locality_measures(latents, window=16, permutations=20, bootstrap=100, seed=0)
+    for name in ("lpi_excess", "alpha_excess", "lpi_permuted", "participation_ratio", "pc_temporal_slope"):
+        assert float(metrics[f"analysis/latent_{name}"]) == pytest.approx(direct[name]["value"], rel=1e-5, abs=1e-6)
+        assert float(metrics[f"analysis/latent_{name}_low"]) == pytest.approx(direct[name]["low"], rel=1e-5, abs=1e-6)
+        assert float(metrics[f"analysis/latent_{name}_high"]) == pytest.approx(direct[name]["high"], rel=1e-5, abs=1e-6)
+    assert {"analysis/mel_lpi_excess", "analysis/mel_eigen_decay_slope"} <= set(metrics)
     run = EventAccumulator(str(next((tmp_path / "tb").glob("version_*"))), size_guidance={"images": 0}).Reload()
-    assert {"analysis/psd", "analysis/correlation"} <= set(run.Tags()["images"])
+    assert {"analysis/psd", "analysis/correlation", "analysis/permutation", "analysis/eigen"} <= set(run.Tags()["images"])
     assert len(run.Images("analysis/psd")) == 1  # the sanity check logs nothing
+
+
+class ConstantStage(TinyStage):
+    """An autoencoder whose latent is all zeros (as some stages are at init)."""
+
+    def as_autoencoder(self):
+        ae = self.stage.as_autoencoder()
+        ae.proj.zero_()
+        return ae
+
+
+def test_a_constant_latent_warns_and_training_goes_on(tmp_path):
+    data = AudioClips()
+    trainer = Trainer(max_epochs=1, limit_train_batches=1, accelerator="cpu", enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, logger=False,
+                      callbacks=[LatentLocalityCallback(num_clips=3, window=16, bootstrap=0)])
+    with pytest.warns(UserWarning, match="nothing logged at step 1: every channel is constant"):
+        trainer.fit(ConstantStage(), DataLoader(data, batch_size=2), DataLoader(data, batch_size=2))
+    assert trainer.state.finished and "analysis/latent_lpi" not in trainer.callback_metrics

@@ -175,3 +175,17 @@ def test_a_failing_lafa_analyze_leaves_the_report_without_alpha_and_lpi(tmp_path
     logged = []
     assert analyze_latents(study, log=logged.append) == {}
     assert "failed (exit 3)" in logged[-1]
+
+
+def test_markdown_lists_the_locality_controls_of_each_latent(tmp_path):
+    """analyze_latents' controls (lafa analyze's summary) reach the report's second table, intervals included."""
+    study = _study(tmp_path, None)
+    for name in ("base", "twice", "never", "once"):
+        _log(tmp_path / name / "tb", [(10, 2.0), (20, 1.0)])
+    summary = {"alpha": 1.5, "lpi": 0.6, "lpi_permuted": 0.4, "lpi_excess": 0.2, "participation_ratio": 7.25,
+               "intervals": {"lpi": [0.55, 0.65], "lpi_excess": [0.15, 0.25]}}
+    latents = {"twice": {"latent": "vae", "alpha": 1.5, "lpi": 0.6, "mel": None,
+                         "controls": {k: v for k, v in summary.items() if k not in ("alpha", "lpi")}}}
+    table = write_report(build_report(study, latents), tmp_path / "report")["markdown"].read_text()
+    assert "| representation | alpha | alpha perm. |" in table
+    assert "| twice (vae) | 1.50 | - | - | 0.600 [0.550, 0.650] | 0.400 | 0.200 [0.150, 0.250] | 7.2 | - | - |" in table

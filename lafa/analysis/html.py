@@ -1,0 +1,174 @@
+"""Self-contained HTML reports (`report.html` beside report.json) for `lafa analyze` and `lafa study`.
+
+One file that opens offline in any browser: tables, every figure (PNG, base64 data URIs), audio players
+(WAV, base64 data URIs) and the settings; inline CSS, no script, no external asset, no network request.
+Hand-written with the standard library's `html.escape` rather than a template engine: the pages are a few
+tables and figures, and a dependency would buy nothing here.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; white-space: nowrap; }
+th:first-child, td:first-child { text-align: left; } th { background: #f3f3f3; }
+figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption, .note { font-size: 0.85em; color: #555; }
+.players { display: flex; flex-wrap: wrap; gap: 1em; } .player { border: 1px solid #ddd; padding: 0.5em; }
+.scroll { overflow-x: auto; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }
+"""
+
+
+def esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def table(headings: list[str], rows: Iterable[list], caption: str | None = None) -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in headings)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    cap = f"<caption class='note'>{esc(caption)}</caption>" if caption else ""
+    return f"<div class='scroll'><table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+
+
+def figure(png: str | Path, caption: str) -> str:
+    """A PNG file embedded as a data URI."""
+    data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
+    return (f"<figure><img src='data:image/png;base64,{data}' alt='{esc(caption)}'>"
+            f"<figcaption>{esc(caption)}</figcaption></figure>")
+
+
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """(channels, S) or (S,) float audio -> 16-bit PCM WAV bytes (plays in every browser)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    audio = audio.T if audio.ndim == 2 else audio
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(audio, -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def audio_player(source: str | Path | bytes, caption: str) -> str:
+    """An <audio controls> element with the clip embedded: a WAV path/bytes as is, any other file re-encoded
+    to 16-bit WAV (so FLAC/OGG sources play everywhere)."""
+    if isinstance(source, bytes):
+        data = source
+    elif Path(source).suffix.lower() == ".wav":
+        data = Path(source).read_bytes()
+    else:
+        audio, sr = sf.read(str(source), dtype="float32", always_2d=True)
+        data = wav_bytes(audio.T, sr)
+    encoded = base64.b64encode(data).decode("ascii")
+    return (f"<div class='player'><div>{esc(caption)}</div>"
+            f"<audio controls preload='auto' src='data:audio/wav;base64,{encoded}'></audio></div>")
+
+
+def settings_block(settings: dict, title: str = "settings") -> str:
+    text = json.dumps(settings, indent=2, default=str)
+    return f"<details open><summary>{esc(title)}</summary><pre>{esc(text)}</pre></details>"
+
+
+def page(title: str, sections: list[tuple[str, str]], note: str = "") -> str:
+    """sections: (heading, inner HTML) in order."""
+    body = "".join(f"<h2>{esc(h)}</h2>{inner}" for h, inner in sections if inner)
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>{esc(title)}</title><link rel='icon' href='data:,'><style>{CSS}</style></head>"
+            f"<body><h1>{esc(title)}</h1><p class='note'>{esc(note)}</p>{body}</body></html>\n")
+
+
+def players(audio: dict[str, list[str]]) -> str:
+    """audio: group (e.g. "reference", a model label) -> clip paths; one player per existing clip."""
+    items = [audio_player(p, f"{group}: {Path(p).name}") for group, paths in audio.items() for p in paths
+             if Path(p).is_file()]
+    return f"<div class='players'>{''.join(items)}</div>" if items else ""
+
+
+def write_html(text: str, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+FIGURE_CAPTIONS = {
+    "psd": "Radially averaged power spectrum of each representation with its fitted power law (Fig. 2)",
+    "correlation": "Channel-correlation matrices with LPI (Fig. 3)",
+    "permutation": "alpha and LPI measured (with bootstrap interval) vs the same latent with permuted channels",
+    "eigen": "Order-invariant view: channel-covariance eigen-spectrum and temporal PSD slope per principal component",
+}
+
+
+def analysis_page(report: dict) -> str:
+    """The page of one `lafa analyze` report (its JSON as written, figure and audio paths inside it)."""
+    from lafa.analysis.report import measures_table
+
+    settings = report.get("settings", {})
+    headings, rows = measures_table(report["summary"])
+    reps = report["representations"]
+    counts = [[label, r["channels"], r["clips"], r["samples"], r["windows"], r["neighbour_radius"]]
+              for label, r in reps.items()]
+    conf = settings.get("confidence")
+    note = (f"{settings.get('num_clips', '?')} clips; intervals: {conf:.0%} percentile bootstrap over clips "
+            f"({settings.get('bootstrap')} resamples); perm. = mean over {settings.get('permutations')} random "
+            "channel orders; excess = measured - perm.; PR = participation ratio" if conf else "")
+    figures = "".join(figure(path, FIGURE_CAPTIONS.get(name, name.replace("_", " ")))
+                      for name, path in report.get("figures", {}).items() if Path(path).is_file())
+    skipped = report.get("skipped") or []
+    sections = [
+        ("locality measures", table(headings, rows, note)),
+        ("what each number rests on", table(["representation", "channels", "clips", "frames (N)", "windows", "LPI radius r"],
+                                            counts)),
+        ("figures", figures),
+        ("audio", players(report.get("audio") or {})),
+        ("skipped files", table(["file", "reason"], [[s["path"], s["reason"]] for s in skipped]) if skipped else ""),
+        ("settings", settings_block({"settings": settings, "versions": report.get("versions", {})})),
+    ]
+    return page("lafa analyze", sections, "alpha and LPI (Sec. 3) with channel-permutation controls and intervals")
+
+
+def study_page(report: dict, figures: dict[str, str], latent_table: list[str], audio: dict[str, list[str]],
+               settings: dict) -> str:
+    """The page of one study report. figures: caption -> PNG path; latent_table: the markdown lines of the
+    controls table (or []); audio: group -> clip paths."""
+    metric = report["headline_metric"]
+    headings = ["run", "alpha", "LPI", "final", "steps to target", "speed-up"]
+    rows = []
+    for run in report["runs"].values():
+        latent = run["latent"] or {}
+        s = run["summary"][metric]
+        cells = []
+        for key, digits in (("final", 4), ("steps_to_target", 0), ("speedup", 2)):
+            v = s[key]
+            cells.append("-" if v is None else v if isinstance(v, str) else
+                         f"{v['mean']:.{digits}f}" + (f" +- {v['std']:.{digits}f}" if v["std"] is not None else ""))
+        rows.append([run["label"] + ("" if run["finished"] else " (unfinished)"),
+                     "-" if latent.get("alpha") is None else f"{latent['alpha']:.2f}",
+                     "-" if latent.get("lpi") is None else f"{latent['lpi']:.3f}", *cells])
+    better = "lower" if report["metrics"][metric]["better"] == "min" else "higher"
+    note = (f"metric: {report['metrics'][metric]['label']} ({metric}, {better} is better); target: the final "
+            f"value of {report['baseline']}; mean +- sample std over seeds {report['seeds']}")
+    controls = ""
+    if latent_table:
+        rows_md = [line for line in latent_table if line.startswith("| ")]
+        cells = [[c.strip() for c in line.strip("|").split("|")] for line in rows_md]
+        controls = table(cells[0], cells[1:], next((line for line in latent_table if line and not line.startswith("|")), None))
+    sections = [
+        ("convergence", table(headings, rows, note)),
+        ("locality of each latent space", controls),
+        ("figures", "".join(figure(path, caption) for caption, path in figures.items() if Path(path).is_file())),
+        ("audio", players(audio)),
+        ("settings", settings_block(settings)),
+    ]
+    return page(f"lafa study {report['study']}", sections, f"factor: {report['factor']}")
