@@ -21,6 +21,7 @@ import inspect
 import os
 import pickle
 import re
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,11 @@ def _torch_load(path: Path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)  # the legacy (non-zip) torch format
 
 
+def _truncated(path: Path, what: str) -> LafaUserError:
+    return LafaUserError(f"{path} is truncated or damaged ({path.stat().st_size} bytes; its torch zip archive is "
+                         f"incomplete): copy it again or use an earlier {what}")
+
+
 def read_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
     """torch.load(weights_only=True) of `path`, with one clear error per way the file can be wrong."""
     path = Path(path)
@@ -53,6 +59,13 @@ def read_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
     if path.stat().st_size == 0:
         raise LafaUserError(f"{path} is empty (0 bytes): the copy or the save was interrupted; "
                             f"copy it again or use another {what}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):  # torch.save's zip: its directory is at the end
+        raise _truncated(path, what)
+    if head != b"PK\x03\x04" and not head.startswith(b"\x80"):  # neither zip nor legacy torch (a pickle)
+        raise LafaUserError(f"{path} is not a PyTorch {what} (it starts with {head!r}); check that it is the "
+                            f"right file")
     try:
         return _torch_load(path)
     except pickle.UnpicklingError as e:
@@ -63,10 +76,9 @@ def read_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
         raise LafaUserError(f"{path} is not a PyTorch {what} ({e}); check that it is the right file") from e
     except RuntimeError as e:
         if "PytorchStreamReader" in str(e) or "zip archive" in str(e):
-            raise LafaUserError(f"{path} is truncated or damaged ({path.stat().st_size} bytes; the torch zip "
-                                f"archive is incomplete): copy it again or use an earlier {what}") from e
+            raise _truncated(path, what) from e
         raise LafaUserError(f"{path} cannot be read as a PyTorch {what}: {str(e).splitlines()[0]}") from e
-    except (EOFError, KeyError, ValueError, OSError) as e:
+    except Exception as e:  # any other failure of the unpickler on this file (EOFError, KeyError, IndexError...)
         raise LafaUserError(f"{path} is not a PyTorch {what} ({type(e).__name__}: {e}); "
                             f"check that it is the right file") from e
 

@@ -134,6 +134,18 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _user_error(error: BaseException | None) -> LafaUserError | None:
+    """`error` or the first of its direct causes (`raise ... from`) that is a LafaUserError: jsonargparse wraps
+    what a class raises while it is instantiated from a config."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, LafaUserError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -145,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
             module = importlib.import_module(module_name)
             return int(module.main(argv[1:]) or 0)
         _lightning_cli(with_checkpoint_config(argv))
-    except LafaUserError as e:
-        print(f"lafa {argv[0]}: error: {' '.join(str(e).split())}", file=sys.stderr)
+    except Exception as e:  # re-raised unless it is, or was directly caused by, a user error
+        user_error = _user_error(e)
+        if user_error is None:
+            raise
+        print(f"lafa {argv[0]}: error: {' '.join(str(user_error).split())}", file=sys.stderr)
         return USER_ERROR_EXIT
     return 0
 

@@ -66,14 +66,14 @@ class FiniteGuard(Callback):
 
     # ---- where we are, what went wrong ---------------------------------------------------------------------
     def _error(self, trainer: Trainer, problem: str) -> NonFiniteTrainingError:
-        where = f"step {trainer.global_step} (epoch {trainer.current_epoch}, batch {self._batch_idx})"
+        where = f"global step {trainer.global_step} (epoch {trainer.current_epoch}, batch {self._batch_idx})"
         ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or getattr(
             trainer.checkpoint_callback, "best_model_path", "")
-        saved = f"the last checkpoint written is {ckpt}" if ckpt else "no checkpoint was written by this run"
+        then = f"resume from the last checkpoint written, {ckpt}, or train again" if ckpt else "train again"
         return NonFiniteTrainingError(
-            f"training stopped at {where}: {problem}. This step was not applied and nothing was saved from it "
-            f"({saved}). Lower the learning rate or clip gradients (gradient_clip_val), then train again or resume "
-            f"from that checkpoint; finite_guard.check_loss/check_gradients false turn these checks off")
+            f"training stopped at {where}: {problem}. This step was not applied and nothing was saved from it. "
+            f"Lower the learning rate or clip gradients (gradient_clip_val), then {then}; "
+            f"finite_guard.check_loss/check_gradients/check_checkpoints false turn these checks off")
 
     def _describe_loss(self, pl_module: LightningModule, loss: torch.Tensor) -> str:
         text = f"the loss is {float(loss.detach().float().sum()):g}"
