@@ -4,6 +4,12 @@ Lightning subcommands take YAML configs (`lafa fit --config configs/lafa.yaml --
 Every checkpoint written by a `lafa fit` run carries the merged config it was trained with, so
 `lafa test --ckpt_path X` needs nothing else; a `--config` given after it still overrides any value.
 Project subcommands live in `lafa/commands/<name>.py`, each with a `main(argv) -> int`.
+
+Callbacks every Lightning subcommand gets without listing them in a YAML are in `ALWAYS_ON_CALLBACKS` (config
+key -> class); each one's init arguments are a config section of that name (`--finite_guard.check_gradients
+false`). A checkpoint's stored config is data: it is checked against the trusted classes
+(`lafa.checkpoints.check_config_classes`) before it reaches the parser. Errors in what the user gave (a
+file, a checkpoint, a stored config, a run that diverged) are a `LafaUserError`: one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
@@ -23,18 +29,29 @@ PROJECT_COMMANDS = {
     "evaluate": ("lafa.commands.evaluate", "FD_openl3, KL_PaSST, CLAP score of a folder of audio"),
     "study": ("lafa.commands.study", "run, resume, plan or report a study (a set of lafa fit runs)"),
 }
-CHECKPOINT_CONFIG_KEY = "lafa_config"
+CHECKPOINT_CONFIG_KEY = "lafa_config"  # also lafa.checkpoints.CHECKPOINT_CONFIG_KEY
 _CKPT_SUBCOMMANDS = ("validate", "test", "predict")
+# config key -> class of the callbacks every Lightning subcommand adds to its Trainer (add one line per callback)
+ALWAYS_ON_CALLBACKS = {
+    "finite_guard": "lafa.stages.finite.FiniteGuard",  # stop on NaN/inf loss, gradients or saved weights
+}
+USER_ERROR_EXIT = 2
+
+
+class LafaUserError(ValueError):
+    """An error in what the user gave lafa (a file, a checkpoint, a config) or in how a run went (it diverged):
+    `main` prints its message, which names the file and the fix, as one line and exits with code 2."""
+
+
+class MissingFileError(LafaUserError, FileNotFoundError):
+    """A file lafa was pointed to does not exist."""
 
 
 def read_checkpoint_config(ckpt_path: str | os.PathLike) -> str | None:
     """The YAML config a `lafa fit` run stored in its checkpoint, or None if the file has none."""
-    import torch
+    from lafa.checkpoints import read_checkpoint_config as read
 
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{ckpt_path} is not a Lightning checkpoint (top level is {type(ckpt).__name__})")
-    return ckpt.get(CHECKPOINT_CONFIG_KEY)
+    return read(ckpt_path)
 
 
 def _ckpt_path_arg(argv: list[str]) -> str | None:
@@ -53,14 +70,14 @@ def with_checkpoint_config(argv: list[str]) -> list[str]:
     ckpt_path = _ckpt_path_arg(argv)
     if ckpt_path is None or ckpt_path in ("last", "best"):
         return argv
+    from lafa.checkpoints import read_trusted_checkpoint
+
     if not Path(ckpt_path).is_file():
-        raise SystemExit(f"lafa: checkpoint not found: {ckpt_path}")
-    stored = read_checkpoint_config(ckpt_path)
+        raise MissingFileError(f"checkpoint not found: {ckpt_path} (check the path; `last`/`best` need a fit)")
+    stored = read_trusted_checkpoint(ckpt_path).get(CHECKPOINT_CONFIG_KEY)  # refuses untrusted classes, NaN
     if stored is None:
         if "--config" not in argv and not any(a.startswith("--config=") for a in argv):
-            raise SystemExit(
-                f"lafa: {ckpt_path} carries no lafa config (not written by `lafa fit`?); pass --config too"
-            )
+            raise LafaUserError(f"{ckpt_path} carries no lafa config (not written by `lafa fit`?); pass --config too")
         return argv
     fd, path = tempfile.mkstemp(prefix="lafa-ckpt-config-", suffix=".yaml")
     with os.fdopen(fd, "w") as f:
@@ -79,14 +96,23 @@ def _lightning_cli(argv: list[str]) -> None:
         def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:  # noqa: ANN001
             checkpoint[CHECKPOINT_CONFIG_KEY] = self.parser.dump(self.config, skip_none=False)
 
+    from lafa.checkpoints import read_trusted_checkpoint
+
     class LafaCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001
+            for key, class_path in ALWAYS_ON_CALLBACKS.items():
+                module_name, _, name = class_path.rpartition(".")
+                parser.add_lightning_class_args(getattr(importlib.import_module(module_name), name), key)
+
         def _parse_ckpt_path(self) -> None:
             # Lightning would re-apply the checkpoint's hyperparameters over the user's --model arguments;
             # a lafa checkpoint's whole config was already put first in argv, so user arguments must win.
+            # Any checkpoint (fit resumes too) is first refused if it names untrusted classes or holds NaN/inf.
             sub = self.config.get("subcommand")
             ckpt_path = self.config[sub].get("ckpt_path") if sub else None
-            if ckpt_path and Path(ckpt_path).is_file() and read_checkpoint_config(ckpt_path) is not None:
-                return
+            if ckpt_path and Path(ckpt_path).is_file():
+                if read_trusted_checkpoint(ckpt_path).get(CHECKPOINT_CONFIG_KEY) is not None:
+                    return
             super()._parse_ckpt_path()
 
     LafaCLI(
@@ -108,16 +134,35 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _user_error(error: BaseException | None) -> LafaUserError | None:
+    """`error` or the first of its direct causes (`raise ... from`) that is a LafaUserError: jsonargparse wraps
+    what a class raises while it is instantiated from a config."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, LafaUserError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
-    if argv[0] in PROJECT_COMMANDS:
-        module_name = PROJECT_COMMANDS[argv[0]][0]
-        module = importlib.import_module(module_name)
-        return int(module.main(argv[1:]) or 0)
-    _lightning_cli(with_checkpoint_config(argv))
+    try:
+        if argv[0] in PROJECT_COMMANDS:
+            module_name = PROJECT_COMMANDS[argv[0]][0]
+            module = importlib.import_module(module_name)
+            return int(module.main(argv[1:]) or 0)
+        _lightning_cli(with_checkpoint_config(argv))
+    except Exception as e:  # re-raised unless it is, or was directly caused by, a user error
+        user_error = _user_error(e)
+        if user_error is None:
+            raise
+        print(f"lafa {argv[0]}: error: {' '.join(str(user_error).split())}", file=sys.stderr)
+        return USER_ERROR_EXIT
     return 0
 
 

@@ -80,7 +80,7 @@ class _NotATensor:
 def test_unsafe_pickle_refused(tmp_path):
     path = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {"x": _NotATensor()}}, path)
-    with pytest.raises(ValueError, match="cannot be loaded safely"):
+    with pytest.raises(ValueError, match="holds pickled Python objects besides tensors, which lafa refuses"):
         load_sao_vae(path, **KW)
 
 

@@ -11,10 +11,16 @@ import yaml
 from lafa.cli import CHECKPOINT_CONFIG_KEY, main, with_checkpoint_config
 
 REPO = Path(__file__).resolve().parents[1]
+TRUST = {"LAFA_TRUSTED_CLASSES": "tests.cli_fixtures"}  # the fixture classes these checkpoints name
+
+
+@pytest.fixture(autouse=True)
+def trust_fixtures(monkeypatch) -> None:
+    monkeypatch.setenv(*next(iter(TRUST.items())))
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", **TRUST}
     return subprocess.run([sys.executable, "-m", "lafa", *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
@@ -82,14 +88,14 @@ def test_model_arguments_override_the_checkpoint(fitted: Path) -> None:
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="checkpoint not found"):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         with_checkpoint_config(["test", "--ckpt_path", str(tmp_path / "nope.ckpt")])
 
 
 def test_checkpoint_without_config_needs_one(tmp_path: Path) -> None:
     path = tmp_path / "plain.ckpt"
     torch.save({"state_dict": {}}, path)
-    with pytest.raises(SystemExit, match="carries no lafa config"):
+    with pytest.raises(ValueError, match="carries no lafa config"):
         with_checkpoint_config(["test", "--ckpt_path", str(path)])
 
 

@@ -1,5 +1,7 @@
 """`lafa export --ckpt_path X --out vae.safetensors`: a VAE stage checkpoint's EMA weights alone, as safetensors
-in the official unwrapped layout (`encoder.layers.N...`), which `lafa.checkpoints.load_sao_vae` reads back."""
+in the official unwrapped layout (`encoder.layers.N...`), which `lafa.checkpoints.load_sao_vae` reads back.
+A checkpoint of another stage, one whose stored config names untrusted classes, and weights holding NaN or inf
+are refused, and nothing is written."""
 
 from __future__ import annotations
 
@@ -8,7 +10,16 @@ from pathlib import Path
 import torch
 from jsonargparse import ArgumentParser
 
-from lafa.checkpoints import save_vae_safetensors
+from lafa.checkpoints import (
+    CHECKPOINT_CONFIG_KEY,
+    check_config_classes,
+    checkpoint_state_dict,
+    read_checkpoint,
+    refuse_nonfinite,
+    save_vae_safetensors,
+    trusted_class,
+)
+from lafa.cli import LafaUserError
 
 PREFIXES = {"ema": "vae_ema.", "raw": "vae."}
 
@@ -16,17 +27,31 @@ PREFIXES = {"ema": "vae_ema.", "raw": "vae."}
 def vae_weights(ckpt_path: str | Path, weights: str = "ema") -> dict[str, torch.Tensor]:
     """The VAE tensors of a `lafa fit` VAE-stage checkpoint under unwrapped names: the EMA copy (`vae_ema.`) when
     weights="ema" and the checkpoint has one (else the trained weights, `vae.`), or the trained ones for "raw"."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"{ckpt_path} is not a Lightning checkpoint (no 'state_dict')")
+    ckpt = read_checkpoint(ckpt_path)
+    stored = ckpt.get(CHECKPOINT_CONFIG_KEY)
+    if stored is not None:  # a `lafa fit` checkpoint: it must be the VAE stage's
+        import yaml
+
+        from lafa.stages.vae import VaeStage
+
+        check_config_classes(stored, ckpt_path)
+        class_path = ((yaml.safe_load(stored) or {}).get("model") or {}).get("class_path", "")
+        cls = trusted_class(class_path, ckpt_path) if class_path else None
+        if cls is not None and not issubclass(cls, VaeStage):
+            raise LafaUserError(f"{ckpt_path} is a {cls.__name__} checkpoint; lafa export writes a VAE stage's "
+                                f"weights: pass a checkpoint of `lafa fit --config configs/vae.yaml` (a LAFA or DiT "
+                                f"stage's VAE is the file its config names)")
+    state = checkpoint_state_dict(ckpt, ckpt_path)
     order = ["vae_ema.", "vae."] if weights == "ema" else ["vae."]
     for prefix in order:
         found = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if found:
+            refuse_nonfinite(found, f"{ckpt_path} ({prefix}* weights)",
+                             "the run that wrote it diverged; nothing was exported: export an earlier checkpoint")
             return found
     tops = sorted({k.split(".", 1)[0] for k in state})
-    raise ValueError(f"{ckpt_path} holds no VAE weights under {' or '.join(order)} (top-level names: {tops})")
+    raise LafaUserError(f"{ckpt_path} holds no VAE weights under {' or '.join(order)} (top-level names: {tops}); "
+                        f"pass a VAE stage checkpoint")
 
 
 def main(argv: list[str]) -> int:
@@ -37,8 +62,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--weights", type=str, default="ema", choices=list(PREFIXES),
                         help="ema (default; the trained weights if the run kept no EMA) or raw")
     args = parser.parse_args(argv)
-    if not Path(args.ckpt_path).is_file():
-        raise SystemExit(f"lafa export: checkpoint not found: {args.ckpt_path}")
     state = vae_weights(args.ckpt_path, args.weights)
     out = save_vae_safetensors(state, args.out)
     print(f"wrote {len(state)} tensors ({sum(v.numel() for v in state.values()) / 1e6:.2f} M parameters) to {out}")

@@ -22,6 +22,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lafa.checkpoints import load_sao_vae
+from lafa.cli import LafaUserError
 from lafa.data.geometry import frame_keep
 from lafa.metrics.reconstruction import ReconstructionMetrics
 from lafa.models.autoencoder import LafaAutoencoder, VaeAutoencoder
@@ -38,7 +39,8 @@ def load_frozen_vae(path: str | Path, vae_args: dict | None = None) -> OobleckVA
         return load_sao_vae(path, **vae_args)
     autoencoder = load_autoencoder(path)
     if not isinstance(autoencoder, VaeAutoencoder):
-        raise ValueError(f"{path} holds a {type(autoencoder).__name__}; LAFA trains on a plain VAE checkpoint")
+        raise LafaUserError(f"{path} holds a {type(autoencoder).__name__}; LAFA trains on a plain VAE: give a VAE "
+                            f"stage checkpoint or Stable Audio Open VAE weights as vae_ckpt")
     return autoencoder.vae
 
 

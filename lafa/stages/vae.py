@@ -160,6 +160,7 @@ class VaeStage(LightningModule):
             real_logits, _ = self.discriminator(reals)
             fake_logits, _ = self.discriminator(decoded.detach())
             loss = hinge_discriminator_loss(real_logits, fake_logits)
+            self.loss_terms = {"disc_loss": loss.detach()}  # named by lafa.stages.finite.FiniteGuard if non-finite
             self._step_optimizer(loss, 1)
             self.log("train/disc_loss", loss.detach(), prog_bar=True, batch_size=batch_size)
             return
@@ -175,6 +176,7 @@ class VaeStage(LightningModule):
             terms["adversarial"] = hinge_generator_loss(fake_logits)
             terms["feature_matching"] = feature_matching_loss(real_features, fake_features)
             loss = loss + h.adversarial_weight * terms["adversarial"] + h.feature_matching_weight * terms["feature_matching"]
+        self.loss_terms = {k: v.detach() for k, v in terms.items()}
         self._step_optimizer(loss, 0)
         if self.vae_ema is not None:
             self._update_ema()

@@ -119,7 +119,7 @@ def test_ablation_switches_train_and_evaluate(vae_file: Path, tmp_path: Path, sw
 
 
 @pytest.mark.slow
-def test_lafa_fit_and_test_from_the_checkpoint(vae_file: Path, tmp_path: Path) -> None:
+def test_lafa_fit_and_test_from_the_checkpoint(vae_file: Path, tmp_path: Path, monkeypatch) -> None:
     """`lafa fit --config` writes a checkpoint that `lafa test --ckpt_path` and `load_autoencoder` rebuild."""
     config = {
         "model": {"class_path": "lafa.stages.lafa.LafaStage",
@@ -131,7 +131,9 @@ def test_lafa_fit_and_test_from_the_checkpoint(vae_file: Path, tmp_path: Path) -
                                    "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True}}]},
     }
     (tmp_path / "fit.yaml").write_text(yaml.safe_dump(config))
-    env = {"PYTHONPATH": f"{REPO}:{REPO / 'tests' / 'stages'}", "PATH": "/usr/bin:/bin"}
+    monkeypatch.setenv("LAFA_TRUSTED_CLASSES", "lafa_fixtures")  # the test data module a stored config may name
+    env = {"PYTHONPATH": f"{REPO}:{REPO / 'tests' / 'stages'}", "PATH": "/usr/bin:/bin",
+           "LAFA_TRUSTED_CLASSES": "lafa_fixtures"}
 
     def lafa(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "lafa", *args], cwd=tmp_path, env=env, capture_output=True,

@@ -78,7 +78,8 @@ def test_inverse_lr_schedule():
 
 
 def _lafa(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {"PYTHONPATH": f"{REPO}:{REPO / 'tests' / 'stages'}", "PATH": "/usr/bin:/bin"}
+    env = {"PYTHONPATH": f"{REPO}:{REPO / 'tests' / 'stages'}", "PATH": "/usr/bin:/bin",
+           "LAFA_TRUSTED_CLASSES": "vae_fixtures"}  # the test data module a stored config may name
     return subprocess.run([sys.executable, "-m", "lafa", *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
