@@ -120,6 +120,7 @@ class _ShardDataModule(LightningDataModule):
         self.save_hyperparameters()
         self.specs = {"train": train_shards, "val": val_shards, "test": test_shards, "predict": predict_shards}
         self._scans: dict[tuple[str, ...], list[int] | None] = {}
+        self._damaged: dict[str, str] = {}  # shard -> what the scan found wrong with it
         self._train_loader: EpochLoader | None = None
 
     def _rank_world(self) -> tuple[int, int]:
@@ -146,6 +147,7 @@ class _ShardDataModule(LightningDataModule):
                 for line in damaged:
                     log.warning("damaged shard, its readable samples are used: %s", line)
                 self._scans[key] = [n for n, _ in scans]
+                self._damaged.update({u: problem for u, (_, problem) in zip(urls, scans, strict=True) if problem})
         return self._scans[key]
 
     def stream(self, split: str, rank: int | None = None, world_size: int | None = None) -> ShardStream:
@@ -171,6 +173,8 @@ class _ShardDataModule(LightningDataModule):
     def _report(self, split: str, stats: dict) -> None:
         """End of a pass: damaged data to stderr (per rank) and to the Lightning loggers (rank 0's counts)."""
         trainer, rank = self.trainer, self._rank_world()[0]
+        urls = set(expand_shards(self.specs[split]))
+        stats = {**stats, "shards": sorted(set(stats["shards"]) | {u for u in self._damaged if u in urls})}
         if stats["shards"] or stats["samples"] or stats["repeats"]:
             log.warning("%s epoch %d, rank %d: skipped %d damaged shard(s) and %d damaged sample(s) in %d batches%s",
                         split, stats["epoch"], rank, len(stats["shards"]), stats["samples"], stats["batches"],

@@ -297,8 +297,8 @@ class ShardStream(IterableDataset):
             out[STREAM_KEY] = {"worker": w, "samples": position, "events": list(events)}
             events.clear()
             yield out
-        for event in events:  # no batch left to carry them to the main process
-            log.warning("damaged data skipped: %s", _describe(event))
+        if events:  # no batch left to carry them: a marker without data (EpochLoader drops it)
+            yield {STREAM_KEY: {"worker": w, "samples": position, "events": list(events), "marker": True}}
 
 
 def _describe(event: dict) -> str:
@@ -371,6 +371,8 @@ class EpochLoader(torch.utils.data.DataLoader):
             for batch in iterator:
                 tag = batch.pop(STREAM_KEY)
                 self._note(tag["events"], stats)
+                if tag.get("marker"):
+                    continue
                 self._pending.append((tag["worker"], tag["samples"]))
                 stats["batches"] += 1
                 if self.consume_on_yield:

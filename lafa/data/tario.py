@@ -90,21 +90,27 @@ def read_shard(url: str) -> Iterator[dict]:
 
 def scan_shard(path: str | Path) -> tuple[int, str | None]:
     """Sample count of a local shard from its headers alone (tarfile seeks over the data), and what is wrong
-    with it (None when whole). A truncated plain tar counts the samples read_shard will yield."""
+    with it (None when whole). A damaged shard counts the whole samples read_shard will yield from it."""
     plain = str(path).endswith(".tar")
+    members, problem = [], None
     try:
         with tarfile.open(path, "r:" if plain else "r:*") as tar:
-            members = [m for m in tar if m.isreg() and not m.name.startswith("__")]
-            whole = True
-            if plain:  # the end-of-archive block must be there, and every member's data before it
+            try:
+                for m in tar:
+                    if m.isreg() and not m.name.startswith("__"):
+                        members.append(m)
+            except (tarfile.TarError, OSError, EOFError) as exn:
+                problem = f"{type(exn).__name__}: {exn}"
+            if problem is None and plain:  # the end-of-archive block must be there, and every member before it
                 size = os.path.getsize(path)
                 tar.fileobj.seek(tar.offset)
-                whole = tar.fileobj.read(tarfile.BLOCKSIZE) == bytes(tarfile.BLOCKSIZE) and all(
-                    m.offset_data + m.size <= size for m in members)
+                if tar.fileobj.read(tarfile.BLOCKSIZE) != bytes(tarfile.BLOCKSIZE) or any(
+                        m.offset_data + m.size > size for m in members):
+                    problem = "truncated: no end-of-archive block"
     except (tarfile.TarError, OSError, EOFError) as exn:
         return 0, f"{type(exn).__name__}: {exn}"
     keys = [k for k in (base_plus_ext(m.name)[0] for m in members) if k is not None]
     count = sum(1 for i, k in enumerate(keys) if i == 0 or k != keys[i - 1])
-    if not whole:  # read_shard drops the last sample too: it may be missing members
-        return max(count - 1, 0), "truncated: no end-of-archive block"
+    if problem is not None:  # read_shard drops the sample being read at the damage: it may miss members
+        return max(count - 1, 0), problem
     return count, None
