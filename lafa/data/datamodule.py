@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import random
+import warnings
 from typing import Any
 
 import numpy as np
@@ -17,11 +19,13 @@ from lightning.pytorch import LightningDataModule
 from lafa.audio import SAMPLE_RATE, resample, to_channels
 from lafa.data.captions import caption_rng, draw_caption
 from lafa.data.geometry import timing
-from lafa.data.stream import EpochLoader, ShardStream, expand_shards
+from lafa.data.stream import DamagedDataError, EpochLoader, ShardStream, expand_shards
+from lafa.data.tario import scan_shard
 from lafa.data.transforms import crop_pad, draw_start
 
 AUDIO_KEYS = ("flac", "wav", "mp3", "ogg", "opus")
 ShardSpec = str | list[str] | None
+log = logging.getLogger(__name__)
 
 
 def _metadata(sample: dict) -> dict:
@@ -111,16 +115,20 @@ class LatentDecoder:
 
 
 class _ShardDataModule(LightningDataModule):
-    """Shared wiring of the audio and latent DataModules (shard specs, DDP slots, loaders); a subclass
-    sets `self.decoder` (sample -> example)."""
+    """Shared wiring of the audio and latent DataModules (shard specs, DDP slots, loaders, the stream position
+    in checkpoints, damaged-data reports); a subclass sets `self.decoder` (sample -> example)."""
 
     def __init__(self, train_shards: ShardSpec, val_shards: ShardSpec, test_shards: ShardSpec,
                  predict_shards: ShardSpec, batch_size: int, val_batch_size: int | None, num_workers: int,
                  shuffle_buffer: int, resampled: bool, epoch_length: int | None, split_mode: str,
-                 fresh_captions: bool, seed: int, pin_memory: bool, persistent_workers: bool) -> None:
+                 fresh_captions: bool, seed: int, pin_memory: bool, persistent_workers: bool,
+                 strict: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.specs = {"train": train_shards, "val": val_shards, "test": test_shards, "predict": predict_shards}
+        self._scans: dict[tuple[str, ...], list[int] | None] = {}
+        self._damaged: dict[str, str] = {}  # shard -> what the scan found wrong with it
+        self._train_loader: EpochLoader | None = None
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -130,28 +138,81 @@ class _ShardDataModule(LightningDataModule):
             return torch.distributed.get_rank(), torch.distributed.get_world_size()
         return 0, 1
 
+    def _counts(self, urls: list[str]) -> list[int] | None:
+        """Samples per shard from the tar headers of local shards (None with any `pipe:`/remote shard); damaged
+        shards are named here, before any worker starts (strict: DamagedDataError)."""
+        key = tuple(urls)
+        if key not in self._scans:
+            if any(u.startswith("pipe:") for u in urls):
+                self._scans[key] = None
+            else:
+                scans = [scan_shard(u) for u in urls]
+                damaged = [f"{u}: {problem}" for u, (_, problem) in zip(urls, scans, strict=True) if problem]
+                if damaged and self.hparams.strict:
+                    raise DamagedDataError(f"{len(damaged)} damaged shard(s) (strict mode; strict: false skips "
+                                           "them): " + "; ".join(damaged))
+                for line in damaged:
+                    log.warning("damaged shard, its readable samples are used: %s", line)
+                self._scans[key] = [n for n, _ in scans]
+                self._damaged.update({u: problem for u, (_, problem) in zip(urls, scans, strict=True) if problem})
+        return self._scans[key]
+
     def stream(self, split: str, rank: int | None = None, world_size: int | None = None) -> ShardStream:
         """The ShardStream of one split for one rank (rank/world from the Trainer unless given)."""
         spec = self.specs[split]
         if spec is None:
             raise ValueError(f"{type(self).__name__}: no {split}_shards given")
         r, w = self._rank_world()
+        r, w = (r if rank is None else rank), (w if world_size is None else world_size)
         hp = self.hparams
         train = split == "train"
+        urls = expand_shards(spec)
+        counts = self._counts(urls)
+        if train and w > 1 and counts is None and not hp.epoch_length:
+            raise ValueError(f"{w} ranks reading remote/pipe: shards need epoch_length (batches per rank and epoch) "
+                             "or resampled: true, so that every rank takes the same number of steps")
         return ShardStream(
-            expand_shards(spec), self.decoder, collate,
-            hp.batch_size if train else (hp.val_batch_size or hp.batch_size), train=train,
-            shuffle_buffer=hp.shuffle_buffer if train else 0, resampled=hp.resampled and train,
-            epoch_length=hp.epoch_length if train else None, split_mode=hp.split_mode,
-            rank=r if rank is None else rank, world_size=w if world_size is None else world_size, seed=hp.seed)
+            urls, self.decoder, collate, hp.batch_size if train else (hp.val_batch_size or hp.batch_size),
+            train=train, shuffle_buffer=hp.shuffle_buffer if train else 0, resampled=hp.resampled and train,
+            epoch_length=hp.epoch_length if train else None, split_mode=hp.split_mode, rank=r, world_size=w,
+            seed=hp.seed, num_workers=hp.num_workers, counts=counts, strict=hp.strict)
+
+    def _report(self, split: str, stats: dict) -> None:
+        """End of a pass: damaged data to stderr (per rank) and to the Lightning loggers (rank 0's counts)."""
+        trainer, rank = self.trainer, self._rank_world()[0]
+        urls = set(expand_shards(self.specs[split]))
+        stats = {**stats, "shards": sorted(set(stats["shards"]) | {u for u in self._damaged if u in urls})}
+        if stats["shards"] or stats["samples"] or stats["repeats"]:
+            log.warning("%s epoch %d, rank %d: skipped %d damaged shard(s) and %d damaged sample(s) in %d batches%s",
+                        split, stats["epoch"], rank, len(stats["shards"]), stats["samples"], stats["batches"],
+                        f"; {stats['repeats']} extra pass(es) to fill the epoch" if stats["repeats"] else "")
+        if trainer is not None and not trainer.sanity_checking:
+            for logger in trainer.loggers:
+                logger.log_metrics({f"data/{split}_damaged_shards": float(len(stats["shards"])),
+                                    f"data/{split}_damaged_samples": float(stats["samples"])},
+                                   step=trainer.global_step)
 
     def _loader(self, split: str) -> EpochLoader:
         hp = self.hparams
-        return EpochLoader(self.stream(split), batch_size=None, num_workers=hp.num_workers,
-                           pin_memory=hp.pin_memory, persistent_workers=hp.persistent_workers and hp.num_workers > 0)
+        loader = EpochLoader(self.stream(split), batch_size=None, num_workers=hp.num_workers,
+                             pin_memory=hp.pin_memory, persistent_workers=hp.persistent_workers and hp.num_workers > 0,
+                             report=lambda stats: self._report(split, stats))
+        loader.consume_on_yield = not (split == "train" and self.trainer is not None)
+        return loader
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """The trainer takes a training batch: it counts in the stream position a checkpoint stores."""
+        trainer = self.trainer
+        if trainer is not None and trainer.training and self._train_loader is not None:
+            self._train_loader.consume()
+        return batch
 
     def train_dataloader(self) -> EpochLoader:
-        return self._loader("train")
+        # the stream's length is exact in every worker layout (ShardStream.quotas); Lightning's generic caution
+        # about IterableDataset lengths does not apply
+        warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
+        self._train_loader = self._loader("train")
+        return self._train_loader
 
     def val_dataloader(self) -> EpochLoader:
         return self._loader("val")
@@ -172,10 +233,10 @@ class AudioDataModule(_ShardDataModule):
                  channels: int = 2, batch_size: int = 8, val_batch_size: int | None = None, num_workers: int = 2,
                  shuffle_buffer: int = 1000, resampled: bool = False, epoch_length: int | None = None,
                  split_mode: str = "auto", fresh_captions: bool = True, seed: int = 0, pin_memory: bool = False,
-                 persistent_workers: bool = False) -> None:
+                 persistent_workers: bool = False, strict: bool = False) -> None:
         super().__init__(train_shards, val_shards, test_shards, predict_shards, batch_size, val_batch_size,
                          num_workers, shuffle_buffer, resampled, epoch_length, split_mode, fresh_captions, seed,
-                         pin_memory, persistent_workers)
+                         pin_memory, persistent_workers, strict)
 
         self.decoder = AudioDecoder(sample_size, sample_rate, channels, seed, fresh_captions)
 
@@ -189,9 +250,9 @@ class LatentDataModule(_ShardDataModule):
                  val_batch_size: int | None = None, num_workers: int = 2, shuffle_buffer: int = 1000,
                  resampled: bool = False, epoch_length: int | None = None, split_mode: str = "auto",
                  fresh_captions: bool = True, seed: int = 0, pin_memory: bool = False,
-                 persistent_workers: bool = False) -> None:
+                 persistent_workers: bool = False, strict: bool = False) -> None:
         super().__init__(train_shards, val_shards, test_shards, predict_shards, batch_size, val_batch_size,
                          num_workers, shuffle_buffer, resampled, epoch_length, split_mode, fresh_captions, seed,
-                         pin_memory, persistent_workers)
+                         pin_memory, persistent_workers, strict)
 
         self.decoder = LatentDecoder(latent_size, seed, fresh_captions)

@@ -1,14 +1,21 @@
-"""Shard specs -> a stream of batches: node/worker splitting, shuffle buffer, resampling, epoch length.
+"""Shard specs -> a stream of batches: rank/worker splitting, equal batch counts per rank, shuffle buffer,
+resampling, damaged shards skipped and counted, and an exact position for resuming mid-epoch.
 
-A `ShardStream` is an IterableDataset that yields whole batches (the DataLoader runs with
-batch_size=None), so each worker decodes, crops and collates its own batches.
+A `ShardStream` is an IterableDataset that yields whole batches (the DataLoader runs with batch_size=None), so
+each worker decodes, crops and collates its own batches. Every batch carries its worker's position under
+STREAM_KEY; `EpochLoader` (the DataLoader) strips it and keeps the position of the batches the trainer
+consumed, which is what a checkpoint stores (Lightning's stateful-dataloader interface).
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
+import logging
 import os
 import random
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +23,8 @@ from typing import Any
 import torch
 from braceexpand import braceexpand
 from torch.utils.data import IterableDataset, get_worker_info
-from webdataset.tariterators import tarfile_samples
+
+from lafa.data.tario import ShardError, read_shard
 
 REMOTE = {"s3://": "pipe:aws s3 cp {} -", "gs://": "pipe:gsutil cat {}",
           "http://": "pipe:curl -s -L --fail {}", "https://": "pipe:curl -s -L --fail {}"}
@@ -50,78 +58,191 @@ def expand_shards(spec: str | os.PathLike | list | tuple | None) -> list[str]:
     return urls
 
 
+log = logging.getLogger(__name__)
+
+STREAM_KEY = "__stream__"  # a batch's worker position and damage reports, stripped by EpochLoader
+# what a member that does not decode raises: libsndfile (RuntimeError), bad JSON or .npy (ValueError, EOFError),
+# a missing member (KeyError), an unreadable file object (OSError); other exceptions are bugs and propagate
+DECODE_ERRORS = (KeyError, ValueError, RuntimeError, EOFError, OSError)
+
+
+class DamagedDataError(RuntimeError):
+    """Strict mode: a damaged shard or sample stops the run."""
+
+
 class ShardStream(IterableDataset):
     """Batches from WebDataset shards for one DDP rank.
 
-    - split_mode "shard": rank r of W and worker w of K read shards[r::W][w::K];
-      "sample": every slot reads all shards and keeps sample i where i % (W*K) == r*K + w;
-      "auto": "shard" when there are at least W*K shards, else "sample" (tiny corpora).
+    - split_mode "range" (needs the shards' sample counts): one pass is the shards concatenated in epoch order,
+      and slot s of S = W*K (rank r, worker w: s = r*K + w) reads samples [s*N//S, (s+1)*N//S);
+      "shard": slot s reads shards[s::S]; "sample": every slot reads all shards and keeps sample i where
+      i % S == s; "auto": "range" when counts are known (local shards), else "shard" with at least S shards,
+      else "sample".
+    - Train batches per rank and epoch are the same on every rank: epoch_length, or, with known counts, the
+      smallest rank's number of full batches (every rank stops there, as DistributedSampler(drop_last=True)).
+      A worker whose samples run short (damaged members) reads its share again rather than fall behind.
     - resampled: each slot draws shards with replacement, forever; epoch_length bounds the epoch.
-    - epoch_length (batches per rank): without resampling the slot's shards cycle until it is reached.
-    - decode(sample, rng, epoch) -> example dict; rng is None for val/test (deterministic crops).
+    - decode(sample, rng, epoch) -> example dict; rng is None for val/test (deterministic crops), else a
+      generator of its own per sample, so a resumed epoch can skip samples without decoding them.
+    - Damaged shards (ShardError) and samples (DECODE_ERRORS) are skipped and reported with the batches
+      (strict: DamagedDataError instead).
     """
 
     def __init__(self, urls: list[str], decode: Callable[[dict, random.Random | None, int], dict],
                  collate: Callable[[list[dict]], dict], batch_size: int, *, train: bool,
                  shuffle_buffer: int = 0, resampled: bool = False, epoch_length: int | None = None,
-                 split_mode: str = "auto", rank: int = 0, world_size: int = 1, seed: int = 0) -> None:
+                 split_mode: str = "auto", rank: int = 0, world_size: int = 1, seed: int = 0,
+                 num_workers: int = 0, counts: list[int] | None = None, strict: bool = False) -> None:
         if not urls:
             raise ValueError("ShardStream needs at least one shard")
         if resampled and not epoch_length:
             raise ValueError("resampled mode needs epoch_length (batches per rank and epoch)")
-        if split_mode not in ("auto", "shard", "sample"):
-            raise ValueError(f"split_mode must be auto, shard or sample, not {split_mode!r}")
+        if split_mode not in ("auto", "range", "shard", "sample"):
+            raise ValueError(f"split_mode must be auto, range, shard or sample, not {split_mode!r}")
+        if split_mode == "range" and counts is None:
+            raise ValueError("split_mode range needs the shards' sample counts (local shard files)")
+        if counts is not None and len(counts) != len(urls):
+            raise ValueError(f"{len(counts)} sample counts for {len(urls)} shards")
         self.urls, self.decode, self.collate, self.batch_size = list(urls), decode, collate, batch_size
         self.train, self.shuffle_buffer, self.resampled = train, shuffle_buffer, resampled
         self.epoch_length, self.split_mode = epoch_length, split_mode
         self.rank, self.world_size, self.seed = rank, world_size, seed
-        self.epoch = 0  # advanced by EpochLoader in the main process
-        self._local_iters = 0  # advanced in a persistent worker (its copy of epoch is stale)
+        self.num_workers, self.counts, self.strict = max(num_workers, 1), counts, strict
+        self.epoch = 0  # set by EpochLoader in the main process
+        self._local_iters = 0  # passes made by this copy (a persistent worker's copy of epoch is stale)
+        self._resume: dict | None = None  # position to skip to in the next pass (set by EpochLoader)
+
+    # ---- the plan of an epoch: same on every rank ----------------------------------------------------------------
+    def mode(self) -> str:
+        if self.split_mode != "auto":
+            return self.split_mode
+        if self.counts is not None:
+            return "range"
+        return "shard" if len(self.urls) >= self.world_size * self.num_workers else "sample"
+
+    def _slot_size(self, slot: int, n_slots: int) -> int:
+        counts, mode = self.counts, self.mode()
+        n = sum(counts)
+        if mode == "range":
+            return (slot + 1) * n // n_slots - slot * n // n_slots
+        if mode == "shard":
+            return sum(counts[slot::n_slots])
+        return len(range(slot, n, n_slots))
+
+    def quotas(self) -> list[int] | None:
+        """Train batches of each of this rank's workers per epoch (None: until the shards run out)."""
+        if not self.train:
+            return None
+        nw = self.num_workers
+        if self.epoch_length is not None:
+            return [self.epoch_length // nw + (1 if w < self.epoch_length % nw else 0) for w in range(nw)]
+        if self.counts is None:
+            return None
+        n_slots = self.world_size * nw
+        per_rank = [[self._slot_size(r * nw + w, n_slots) // self.batch_size for w in range(nw)]
+                    for r in range(self.world_size)]
+        target = min(sum(q) for q in per_rank)
+        mine = per_rank[self.rank]
+        while sum(mine) > target:  # every rank stops at the smallest rank's count
+            mine[mine.index(max(mine))] -= 1
+        return mine
 
     def __len__(self) -> int:
-        if self.epoch_length is None:
-            raise TypeError("a ShardStream without epoch_length has no length")
-        return self.epoch_length
+        quotas = self.quotas()
+        if quotas is None:
+            raise TypeError("this ShardStream has no length (no epoch_length, shard sample counts unknown)")
+        return sum(quotas)
 
-    def _slot(self) -> tuple[int, int, int]:
+    def fingerprint(self) -> str:
+        """What a saved position depends on: resuming with another corpus, batch size or layout cannot skip."""
+        spec = [self.urls, self.counts, self.batch_size, self.world_size, self.num_workers, self.seed, self.mode(),
+                self.shuffle_buffer, self.resampled, self.epoch_length]
+        return hashlib.sha1(json.dumps(spec).encode()).hexdigest()
+
+    # ---- one worker's pass -----------------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
+        self._local_iters += 1
+        if info is not None:
+            self.num_workers = info.num_workers
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        return self.rank * nw + wid, self.world_size * nw, wid
+        epoch = self.epoch if info is None else self.epoch + self._local_iters - 1
+        resume = self._resume if info is None or self._local_iters == 1 else None
+        return self._batches(wid, nw, epoch, resume)
 
-    def _batches_for_worker(self, wid: int, nw: int) -> int | None:
-        if self.epoch_length is None:
-            return None
-        return self.epoch_length // nw + (1 if wid < self.epoch_length % nw else 0)
+    def _read(self, url: str, events: list[dict]) -> Iterator[dict]:
+        try:
+            yield from read_shard(url)
+        except ShardError as exn:
+            if self.strict:
+                raise DamagedDataError(f"damaged shard {exn} (strict mode; strict: false skips it)") from None
+            events.append({"kind": "shard", "url": exn.url, "key": None, "reason": exn.reason})
 
-    def _shard_urls(self, slot: int, n_slots: int, rng: random.Random, epoch: int) -> tuple[Iterator[str], bool]:
-        """The slot's shard sequence and whether it must filter samples by index."""
-        if self.resampled:
-            return iter(lambda: rng.choice(self.urls), None), False
-        order_rng = random.Random(f"{self.seed}/{epoch}/order")  # shared by all slots: sample split stays disjoint
-        by_sample = self.split_mode == "sample" or (self.split_mode == "auto" and len(self.urls) < n_slots)
-        mine = list(self.urls) if by_sample else self.urls[slot::n_slots]
-        if not mine:
-            return iter(()), False
-
-        def cycle() -> Iterator[str]:
-            while True:
-                order = list(mine)
-                if self.train:
-                    order_rng.shuffle(order)
-                yield from order
-                if self.epoch_length is None:
-                    return
-
-        return cycle(), by_sample
-
-    def _samples(self, urls: Iterator[str], by_sample: bool, slot: int, n_slots: int) -> Iterator[dict]:
-        index = 0
-        for sample in tarfile_samples({"url": u} for u in urls):
-            if by_sample:
-                index += 1
-                if (index - 1) % n_slots != slot:
+    def _pass(self, slot: int, n_slots: int, order: list[int], events: list[dict]) -> Iterator[dict]:
+        """The slot's samples in one pass over the shards (in `order`)."""
+        mode = self.mode()
+        if mode == "range":
+            n = sum(self.counts)
+            lo, hi, start = slot * n // n_slots, (slot + 1) * n // n_slots, 0
+            for j in order:
+                first, start = start, start + self.counts[j]
+                if start <= lo or first >= hi:
                     continue
-            yield sample
+                for i, sample in enumerate(self._read(self.urls[j], events), first):
+                    if i >= hi:
+                        break
+                    if i >= lo:
+                        yield sample
+        elif mode == "shard":
+            for j in order:
+                if j % n_slots == slot:
+                    yield from self._read(self.urls[j], events)
+        else:
+            index = 0
+            for j in order:
+                for sample in self._read(self.urls[j], events):
+                    if index % n_slots == slot:
+                        yield sample
+                    index += 1
+
+    def _drawn(self, slot: int, base: str, events: list[dict]) -> Iterator[dict]:
+        """Resampled mode: shards drawn with replacement, forever."""
+        shard_rng, empty = random.Random(f"{base}/{slot}/shards"), 0
+        while True:
+            got = False
+            for sample in self._read(shard_rng.choice(self.urls), events):
+                got, empty = True, 0
+                yield sample
+            empty += not got
+            if empty > 10 * len(self.urls):
+                raise DamagedDataError(f"no readable sample in {10 * len(self.urls)} draws from {self.urls}")
+
+    def _samples(self, slot: int, n_slots: int, base: str, limited: bool, events: list[dict]) -> Iterator[dict]:
+        """The slot's samples in shuffle-buffer order; passes over its share repeat while `limited` (a quota
+        to fill), each pass shuffled on its own so a pass starts only once the previous one is used up."""
+        buffer_rng = random.Random(f"{base}/{slot}/buffer")
+        if self.resampled:
+            yield from self._shuffled(self._drawn(slot, base, events), buffer_rng)
+            return
+        order_rng = random.Random(f"{base}/order")  # the same in every slot: the split stays disjoint
+        passes = 0
+        while True:
+            order = list(range(len(self.urls)))
+            if self.train:
+                order_rng.shuffle(order)
+            count = 0
+            for sample in self._shuffled(self._pass(slot, n_slots, order, events), buffer_rng):
+                count += 1
+                yield sample
+            passes += 1
+            if limited and count == 0:
+                events.append({"kind": "empty", "url": None, "key": None,
+                               "reason": f"slot {slot} has no readable sample: its rank makes fewer batches"})
+            if not limited or count == 0:
+                return
+            if self.epoch_length is None:  # counts promised more samples: damaged ones are made up by repeats
+                events.append({"kind": "repeat", "url": None, "key": None,
+                               "reason": f"slot {slot}: pass {passes + 1} over its samples to fill its batches"})
 
     def _shuffled(self, samples: Iterator[dict], rng: random.Random) -> Iterator[dict]:
         if not self.train or self.shuffle_buffer <= 1:
@@ -138,32 +259,182 @@ class ShardStream(IterableDataset):
         rng.shuffle(buffer)
         yield from buffer
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        self._local_iters += 1
-        slot, n_slots, wid = self._slot()
-        epoch = self.epoch * 1000 + self._local_iters  # distinct for every epoch in every worker mode
-        rng = random.Random(f"{self.seed}/{epoch}/{slot}")
-        nw = n_slots // self.world_size
-        limit = self._batches_for_worker(wid, nw)
-        if limit == 0:
+    def _batches(self, wid: int, nw: int, epoch: int, resume: dict | None) -> Iterator[dict[str, Any]]:
+        w = (wid + (resume["next"] if resume else 0)) % nw  # logical worker: a resumed pass keeps the batch order
+        slot, n_slots = self.rank * nw + w, self.world_size * nw
+        quotas = self.quotas()
+        limit = None if quotas is None else quotas[w] - (resume["batches"][w] if resume else 0)
+        skip = resume["samples"][w] if resume else 0
+        if limit is not None and limit <= 0:
             return
-        urls, by_sample = self._shard_urls(slot, n_slots, rng, epoch)
-        samples = self._shuffled(self._samples(urls, by_sample, slot, n_slots), rng)
-        batch, produced = [], 0
+        base, events = f"{self.seed}/{epoch}", []
+        samples = self._samples(slot, n_slots, base, limit is not None, events)
+        batch, produced, position = [], 0, 0
         for sample in samples:
-            batch.append(self.decode(sample, rng if self.train else None, epoch))
+            position += 1  # samples this slot has taken from its shuffle buffer in this pass
+            if position <= skip:
+                continue
+            rng = random.Random(f"{base}/{slot}/{position}") if self.train else None
+            try:
+                batch.append(self.decode(sample, rng, epoch))
+            except DECODE_ERRORS as exn:
+                reason = f"{type(exn).__name__}: {exn}"
+                if self.strict:
+                    raise DamagedDataError(f"damaged sample {sample['__key__']} in {sample['__url__']}: {reason} "
+                                           "(strict mode; strict: false skips it)") from None
+                events.append({"kind": "sample", "url": sample["__url__"], "key": sample["__key__"], "reason": reason})
+                continue
             if len(batch) == self.batch_size:
-                yield self.collate(batch)
+                out = self.collate(batch)
+                out[STREAM_KEY] = {"worker": w, "samples": position, "events": list(events)}
+                events.clear()
                 batch, produced = [], produced + 1
+                yield out
                 if limit is not None and produced >= limit:
                     return
         if batch and not self.train:
-            yield self.collate(batch)
+            out = self.collate(batch)
+            out[STREAM_KEY] = {"worker": w, "samples": position, "events": list(events)}
+            events.clear()
+            yield out
+        if events:  # no batch left to carry them: a marker without data (EpochLoader drops it)
+            yield {STREAM_KEY: {"worker": w, "samples": position, "events": list(events), "marker": True}}
+
+
+def _describe(event: dict) -> str:
+    where = event["url"] if event["key"] is None else f"sample {event['key']} in {event['url']}"
+    return event["reason"] if event["url"] is None else f"{where}: {event['reason']}"
+
+
+def _gather(state: dict) -> list[dict]:
+    """Every rank's state (all ranks save a checkpoint together; rank 0 writes it)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        states: list = [None] * dist.get_world_size()
+        dist.all_gather_object(states, state)
+        return states
+    return [state]
 
 
 class EpochLoader(torch.utils.data.DataLoader):
-    """A DataLoader over a ShardStream that advances the stream's epoch at every new pass."""
+    """A DataLoader over a ShardStream: a new epoch at every pass, the position of the consumed batches as a
+    state dict (Lightning stores it in checkpoints and restores it on resume: the resumed pass skips, without
+    decoding, what was trained on and yields the same batches in the same order), and damaged data reported.
+
+    Lightning pre-fetches a batch ahead of the step, so the DataModule marks a batch consumed (`consume`) when
+    the trainer moves it to the device; without a trainer a batch counts as consumed when it is yielded.
+    `report(stats)` is called at the end of every pass with the damaged shards and samples it skipped.
+    """
+
+    def __init__(self, dataset: ShardStream, *, report: Callable[[dict], None] | None = None, **kwargs: Any) -> None:
+        super().__init__(dataset, **kwargs)
+        self.report = report
+        self.consume_on_yield = True
+        self._pending: deque[tuple[int, int]] = deque()
+        self._state: dict | None = None
+        self._restore: dict | None = None
+        self._warned: set[tuple] = set()
+
+    def _workers(self) -> int:
+        return max(self.num_workers, 1)
+
+    def _fresh(self, epoch: int) -> dict:
+        n = self._workers()
+        return {"epoch": epoch, "consumed": 0, "next": 0, "batches": [0] * n, "samples": [0] * n, "complete": False}
 
     def __iter__(self):
-        self.dataset.epoch += 1
-        return super().__iter__()
+        ds = self.dataset
+        restore, self._restore = self._restore, None
+        if restore is not None and not restore["complete"]:
+            ds.epoch = restore["epoch"]
+            state = {k: (list(v) if isinstance(v, list) else v) for k, v in restore.items()}
+            ds._resume = {k: state[k] for k in ("next", "batches", "samples")}
+        else:
+            ds.epoch = (restore["epoch"] if restore is not None else ds.epoch) + 1
+            state = self._fresh(ds.epoch)
+        self._state = state
+        self._pending.clear()
+        try:
+            iterator = super().__iter__()  # workers take their copy of the stream (and its resume point) here
+        finally:
+            ds._resume = None
+        return self._yield(iterator, state)
+
+    def _yield(self, iterator: Iterator, state: dict) -> Iterator[dict]:
+        stats = {"epoch": state["epoch"], "shards": set(), "samples": 0, "repeats": 0, "batches": 0}
+        try:
+            length = len(self)
+        except TypeError:
+            length = None
+        reported = False
+        try:
+            for batch in iterator:
+                tag = batch.pop(STREAM_KEY)
+                self._note(tag["events"], stats)
+                if tag.get("marker"):
+                    continue
+                self._pending.append((tag["worker"], tag["samples"]))
+                stats["batches"] += 1
+                if self.consume_on_yield:
+                    self.consume()
+                if length is not None and stats["batches"] >= length and not reported:
+                    reported = self._report(stats)  # Lightning stops asking after the last batch of a sized loader
+                yield batch
+        except DamagedDataError as exn:  # raised in a worker: keep the message, drop the worker traceback
+            raise DamagedDataError(str(exn).strip().splitlines()[-1].split("DamagedDataError: ")[-1]) from None
+        state["complete"] = True
+        if not reported:
+            self._report(stats)
+
+    def _note(self, events: list[dict], stats: dict) -> None:
+        for event in events:
+            if event["kind"] == "shard":
+                stats["shards"].add(event["url"])
+            elif event["kind"] == "sample":
+                stats["samples"] += 1
+            else:
+                stats["repeats"] += 1
+            ident = (event["kind"], event["url"], event["key"])
+            if ident not in self._warned:  # each damaged item is named once per run
+                self._warned.add(ident)
+                log.warning("damaged data skipped: %s", _describe(event))
+
+    def _report(self, stats: dict) -> bool:
+        if self.report is not None:
+            self.report({**stats, "shards": sorted(stats["shards"])})
+        return True
+
+    def consume(self) -> None:
+        """The trainer took the oldest batch yielded and not yet consumed."""
+        if not self._pending or self._state is None:
+            return
+        worker, samples = self._pending.popleft()
+        st = self._state
+        st["consumed"] += 1
+        st["batches"][worker] += 1
+        st["samples"][worker] = samples
+        st["next"] = (worker + 1) % self._workers()
+        try:
+            st["complete"] = st["complete"] or st["consumed"] >= len(self)
+        except TypeError:
+            pass
+
+    def state_dict(self) -> dict:
+        state = dict(self._state) if self._state is not None else {**self._fresh(self.dataset.epoch), "complete": True}
+        state["fingerprint"] = self.dataset.fingerprint()
+        return {"ranks": _gather(state)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        ds = self.dataset
+        ranks = state_dict.get("ranks") or []
+        if not ranks:
+            return
+        state = ranks[ds.rank] if len(ranks) == ds.world_size else ranks[0]
+        if len(ranks) != ds.world_size or state.get("fingerprint") != ds.fingerprint():
+            why = (f"saved by {len(ranks)} ranks, now {ds.world_size}" if len(ranks) != ds.world_size else
+                   "the shards, batch size, workers, seed or split differ")
+            if not state["complete"]:
+                log.warning("the data stream cannot resume at batch %d of epoch %d (%s): that epoch restarts from "
+                            "its first batch", state["consumed"], state["epoch"], why)
+            state = {"epoch": state["epoch"] - (0 if state["complete"] else 1), "complete": True}
+        self._restore = state

@@ -151,3 +151,70 @@ def test_shard_specs_expand_braces_globs_folders_and_remote(shards):
     assert [x["id"] for x in a] == [x["id"] for x in b] and all(torch.equal(x["audio"], y["audio"]) for x, y in zip(a, b, strict=True))
     with pytest.raises(FileNotFoundError, match="nothing-here"):
         expand_shards(str(shards / "nothing-here-*.tar"))
+
+
+def _signature(batches):
+    return [(tuple(b["id"]), b["audio"].sum().item(), tuple(b["caption"])) for b in batches]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_restored_stream_position_yields_exactly_the_rest_of_the_epoch(shards, workers):
+    def make():
+        return AudioDataModule(train_shards=str(shards), sample_size=2048, batch_size=2, num_workers=workers,
+                               shuffle_buffer=4).train_dataloader()
+
+    straight = make()
+    epochs = [_signature(straight), _signature(straight)]
+    assert len(epochs[0]) == len(straight) and epochs[0] != epochs[1]
+    for cut in (1, 3):  # 3 with 2 workers: the resumed pass starts in the middle of a worker round
+        first = make()
+        it = iter(first)
+        head = _signature([next(it) for _ in range(cut)])
+        state = first.state_dict()
+        assert state["ranks"][0]["consumed"] == cut
+        resumed = make()
+        resumed.load_state_dict(state)
+        assert head + _signature(resumed) == epochs[0]
+        assert _signature(resumed) == epochs[1]  # and the next epoch is the uninterrupted one's
+
+
+def test_ranks_get_equal_batch_counts_from_uneven_shards_without_repeats(shards):
+    dm = AudioDataModule(train_shards=str(shards), sample_size=1024, batch_size=2, num_workers=0, shuffle_buffer=1)
+    per_rank = []
+    for rank in range(3):
+        ds = dm.stream("train", rank=rank, world_size=3)
+        batches = list(ds)
+        assert len(batches) == len(ds)
+        per_rank.append([k for b in batches for k in b["id"]])
+    assert [len(ids) for ids in per_rank] == [4, 4, 4]  # 12 samples in uneven shards: 4 each
+    flat = [k for ids in per_rank for k in ids]
+    assert len(flat) == len(set(flat)) == len(LENGTHS)  # nothing repeated, nothing left out
+    # whole shards per rank would be uneven; the batch counts are still equalised (the smallest rank's)
+    counts = dm._counts(expand_shards(str(shards)))
+    assert len({sum(counts[r::3]) for r in range(3)}) > 1
+    shard = AudioDataModule(train_shards=str(shards), sample_size=1024, batch_size=2, num_workers=0, split_mode="shard")
+    lengths = [len(list(shard.stream("train", rank=r, world_size=3))) for r in range(3)]
+    assert len(set(lengths)) == 1 and lengths[0] == min(sum(counts[r::3]) // 2 for r in range(3))
+
+
+def test_a_position_from_another_layout_restarts_the_epoch_with_a_warning(shards, caplog):
+    def make(batch_size):
+        return AudioDataModule(train_shards=str(shards), sample_size=1024, batch_size=batch_size, num_workers=0,
+                               shuffle_buffer=4).train_dataloader()
+
+    first = make(2)
+    it = iter(first)
+    next(it)
+    other = make(3)
+    other.load_state_dict(first.state_dict())
+    epoch = [k for b in other for k in b["id"]]
+    assert "cannot resume at batch 1 of epoch 1" in caplog.text
+    assert epoch == [k for b in make(3) for k in b["id"]]  # epoch 1 from its first batch
+
+
+def test_remote_shards_under_ddp_need_an_epoch_length():
+    dm = AudioDataModule(train_shards=["pipe:cat a.tar", "pipe:cat b.tar"], num_workers=0)
+    with pytest.raises(ValueError, match="epoch_length"):
+        dm.stream("train", rank=0, world_size=2)
+    assert len(AudioDataModule(train_shards=["pipe:cat a.tar"], num_workers=0, epoch_length=5)
+               .stream("train", rank=1, world_size=2)) == 5
