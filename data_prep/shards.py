@@ -68,7 +68,7 @@ def file_header(item: Item, chunk: ChunkSettings | None = None) -> dict:
     try:
         info = sf.info(str(item.path))
     except Exception as exc:  # corrupt headers: libsndfile raises several types
-        return {"error": f"unreadable: {exc}", "category": "unreadable"}
+        return {"error": f"unreadable: {exc}".replace(str(item.path), Path(item.path).name), "category": "unreadable"}
     if info.frames <= 0:
         return {"error": "no samples", "category": "empty"}
     head = {"seconds": info.frames / info.samplerate, "sha256": hashlib.sha256(data).hexdigest()}
