@@ -240,7 +240,7 @@ def build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict
             pool.close()
             pool.join()
     manifest = _manifest(tasks, skipped, s, listed)
-    manifest["quarantined"] = quarantine_stale(out, {Path(t["path"]).name for t in tasks})
+    manifest["quarantined"] = quarantine_stale(out, {Path(t["path"]).name for t in tasks}, s.prefix)
     manifest["notes"] = [{**skip_record(it, note), "note": note} for it in kept for note in it.notes]
     for note in manifest["notes"]:
         del note["reason"], note["category"]
@@ -253,18 +253,18 @@ def build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict
 QUARANTINE = ".stale"  # a hidden folder: no `*.tar` glob or folder spec of the output folder reads it
 
 
-def quarantine_stale(out: Path, current: set[str]) -> list[str]:
-    """Move shards of earlier builds that the new manifest does not list (`{prefix}{split}-NNNNNN.tar`, or any
-    tar that an earlier build's state names) to out/.stale/, so `train-*.tar` reads only this build."""
-    state_dir = out / ".state"
-    ours = {p.name.removesuffix(".json") for p in state_dir.glob("*.tar.json")}
+def quarantine_stale(out: Path, current: set[str], prefix: str = "") -> list[str]:
+    """Move shards of earlier builds with this prefix (`{prefix}{split}-NNNNNN.tar`) that the new manifest
+    does not list to out/.stale/, so `{prefix}train-*.tar` reads only this build. Other tars are left alone
+    (another prefix's build, the user's own files)."""
+    name = re.compile(re.escape(prefix) + r"(train|val|test)-\d{6}\.tar")
     moved = []
     for tar in sorted(out.glob("*.tar")):
-        if tar.name in current or not (tar.name in ours or re.fullmatch(r".*(train|val|test)-\d{6}\.tar", tar.name)):
+        if tar.name in current or not name.fullmatch(tar.name):
             continue
         (out / QUARANTINE).mkdir(exist_ok=True)
         os.replace(tar, out / QUARANTINE / tar.name)
-        (state_dir / f"{tar.name}.json").unlink(missing_ok=True)
+        (out / ".state" / f"{tar.name}.json").unlink(missing_ok=True)
         moved.append(tar.name)
     return moved
 
