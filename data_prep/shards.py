@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from data_prep.items import Item, printable, skip_record
 from data_prep.process import ChunkSettings, SkipFile, chunk_metadata, decode, encode_flac, split_chunks
-from lafa.audio import to_channels
+from lafa.audio import sf_source, to_channels
 from lafa.data.captions import caption_rng, draw_caption
 from lafa.data.tario import add_member, atomic_tar, remove_stale_temporaries
 
@@ -66,7 +66,7 @@ def file_header(item: Item, chunk: ChunkSettings | None = None) -> dict:
     if not data:
         return {"error": "empty file (0 bytes)", "category": "empty"}
     try:
-        info = sf.info(str(item.path))
+        info = sf.info(sf_source(item.path))  # bytes: names that are not UTF-8 open too
     except Exception as exc:  # corrupt headers: libsndfile raises several types
         return {"error": f"unreadable: {exc}".replace(str(item.path), Path(item.path).name), "category": "unreadable"}
     if info.frames <= 0:
@@ -88,7 +88,7 @@ def estimate_bytes(path: Path, info, chunk: ChunkSettings) -> float:
     chunks = max(1, math.ceil(seconds / chunk.chunk_seconds))
     n = min(info.frames, max(1, round(PROBE_SECONDS * info.samplerate)))
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(sf_source(path)) as f:
             f.seek((info.frames - n) // 2)
             excerpt = f.read(n, dtype="float32", always_2d=True)  # one read (see lafa.audio on MP3 blocks)
         probe = to_channels(torch.from_numpy(excerpt).T, chunk.channels)
