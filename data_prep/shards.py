@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from data_prep.items import Item, printable, skip_record
 from data_prep.process import ChunkSettings, SkipFile, chunk_metadata, decode, encode_flac, split_chunks
-from lafa.audio import to_channels
+from lafa.audio import sf_source, to_channels
 from lafa.data.captions import caption_rng, draw_caption
 from lafa.data.tario import add_member, atomic_tar, remove_stale_temporaries
 
@@ -66,9 +66,9 @@ def file_header(item: Item, chunk: ChunkSettings | None = None) -> dict:
     if not data:
         return {"error": "empty file (0 bytes)", "category": "empty"}
     try:
-        info = sf.info(str(item.path))
+        info = sf.info(sf_source(item.path))  # bytes: names that are not UTF-8 open too
     except Exception as exc:  # corrupt headers: libsndfile raises several types
-        return {"error": f"unreadable: {exc}", "category": "unreadable"}
+        return {"error": f"unreadable: {exc}".replace(str(item.path), Path(item.path).name), "category": "unreadable"}
     if info.frames <= 0:
         return {"error": "no samples", "category": "empty"}
     head = {"seconds": info.frames / info.samplerate, "sha256": hashlib.sha256(data).hexdigest()}
@@ -88,7 +88,7 @@ def estimate_bytes(path: Path, info, chunk: ChunkSettings) -> float:
     chunks = max(1, math.ceil(seconds / chunk.chunk_seconds))
     n = min(info.frames, max(1, round(PROBE_SECONDS * info.samplerate)))
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(sf_source(path)) as f:
             f.seek((info.frames - n) // 2)
             excerpt = f.read(n, dtype="float32", always_2d=True)  # one read (see lafa.audio on MP3 blocks)
         probe = to_channels(torch.from_numpy(excerpt).T, chunk.channels)
@@ -240,7 +240,7 @@ def build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict
             pool.close()
             pool.join()
     manifest = _manifest(tasks, skipped, s, listed)
-    manifest["quarantined"] = quarantine_stale(out, {Path(t["path"]).name for t in tasks})
+    manifest["quarantined"] = quarantine_stale(out, {Path(t["path"]).name for t in tasks}, s.prefix)
     manifest["notes"] = [{**skip_record(it, note), "note": note} for it in kept for note in it.notes]
     for note in manifest["notes"]:
         del note["reason"], note["category"]
@@ -253,18 +253,18 @@ def build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict
 QUARANTINE = ".stale"  # a hidden folder: no `*.tar` glob or folder spec of the output folder reads it
 
 
-def quarantine_stale(out: Path, current: set[str]) -> list[str]:
-    """Move shards of earlier builds that the new manifest does not list (`{prefix}{split}-NNNNNN.tar`, or any
-    tar that an earlier build's state names) to out/.stale/, so `train-*.tar` reads only this build."""
-    state_dir = out / ".state"
-    ours = {p.name.removesuffix(".json") for p in state_dir.glob("*.tar.json")}
+def quarantine_stale(out: Path, current: set[str], prefix: str = "") -> list[str]:
+    """Move shards of earlier builds with this prefix (`{prefix}{split}-NNNNNN.tar`) that the new manifest
+    does not list to out/.stale/, so `{prefix}train-*.tar` reads only this build. Other tars are left alone
+    (another prefix's build, the user's own files)."""
+    name = re.compile(re.escape(prefix) + r"(train|val|test)-\d{6}\.tar")
     moved = []
     for tar in sorted(out.glob("*.tar")):
-        if tar.name in current or not (tar.name in ours or re.fullmatch(r".*(train|val|test)-\d{6}\.tar", tar.name)):
+        if tar.name in current or not name.fullmatch(tar.name):
             continue
         (out / QUARANTINE).mkdir(exist_ok=True)
         os.replace(tar, out / QUARANTINE / tar.name)
-        (state_dir / f"{tar.name}.json").unlink(missing_ok=True)
+        (out / ".state" / f"{tar.name}.json").unlink(missing_ok=True)
         moved.append(tar.name)
     return moved
 

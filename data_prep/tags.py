@@ -14,6 +14,8 @@ from pathlib import Path
 import mutagen
 import soundfile as sf
 
+from lafa.audio import sf_source
+
 FIELDS = ("title", "artist", "album", "genre", "year", "license", "copyright")
 RIFF_AIFF = (".wav", ".wave", ".w64", ".rf64", ".aif", ".aiff", ".aifc", ".caf")  # text chunks libsndfile reads
 
@@ -86,7 +88,7 @@ def _from_mutagen(f) -> dict:
 def _from_soundfile(path: Path) -> dict:
     """RIFF INFO / AIFF text chunks, which mutagen does not read."""
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(sf_source(path)) as f:
             meta = f.copy_metadata()
     except Exception:  # not decodable by libsndfile: the decoder reports the file later
         return {}

@@ -8,6 +8,7 @@ windowed-sinc `resample` (Kaiser window, the settings torchaudio documents as cl
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 
@@ -23,10 +24,15 @@ class AudioDecodeError(RuntimeError):
     """A file that cannot be decoded (corrupt, empty, unsupported). The message names the file."""
 
 
+def sf_source(path):
+    """What soundfile opens: a path as bytes (a file name that is not valid UTF-8 opens too), or a file object."""
+    return os.fsencode(path) if isinstance(path, (str, os.PathLike)) else path
+
+
 def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
     """Decode a file to float32 (channels, samples) in [-1, 1] at its native rate."""
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (samples, channels)
+        data, sr = sf.read(sf_source(path), dtype="float32", always_2d=True)  # (samples, channels)
     except Exception as exc:  # libsndfile raises several types for corrupt input
         raise AudioDecodeError(f"cannot decode {path}: {exc}") from exc
     if data.shape[0] == 0:
@@ -63,7 +69,7 @@ def _frames_before_failure(path: str | Path, block: int = 1 << 14) -> int:
     returns wrong samples after the first of several block reads, so the audio itself is read in one go)."""
     decoded = 0
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(sf_source(path)) as f:
             while n := len(f.read(block, dtype="float32", always_2d=True)):
                 decoded += n
     except Exception:
@@ -75,7 +81,7 @@ def load_audio_complete(path: str | Path) -> tuple[torch.Tensor, int]:
     """`load_audio` that also refuses partial audio: a file cut short (its header declares more samples than
     decode) or one whose decoder fails part-way raises TruncatedAudioError, naming both durations."""
     try:
-        f = sf.SoundFile(str(path))
+        f = sf.SoundFile(sf_source(path))
     except Exception as exc:
         raise AudioDecodeError(f"cannot decode {path}: {exc}") from exc
     with f:

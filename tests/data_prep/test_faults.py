@@ -2,6 +2,7 @@
 files, bad sidecars, unsupported formats. Every input ends in exactly one place (shards or the skip list)."""
 
 import json
+import os
 import re
 import shutil
 import struct
@@ -20,6 +21,7 @@ LONG_DIR = "Some Artist With A Long Name/Greatest Hits Collection (2011 Remaster
 LONG_FILE = "01 - The First Title Of This Rather Long Album (2011 Remaster) (Live At The Hall).wav"
 GOOD = ["take1.wav", "take1.flac", "coded.mp3", "coded.ogg", "coded.opus", "a b.wav", "a-b.wav", "日本.wav",
         "中国.wav", "Ünïcödé ñame.flac", "संगीत.wav", f"{LONG_DIR}/{LONG_FILE}"]
+LATIN1 = "caf\\xe9.wav"  # recorded as valid UTF-8 text, the undecodable byte shown as \xe9
 SKIPPED = {  # relative path -> category
     "trunc.wav": "truncated", "trunc.flac": "truncated", "garbage.wav": "unreadable", "empty.wav": "empty",
     "silent.wav": "silent", "badside.wav": "bad sidecar", "listside.wav": "bad sidecar",
@@ -59,6 +61,8 @@ def _fault_folder(root):
     sf.write(root / "nc.wav", _tone(1.0, 700), SR)
     (root / "nc.wav.json").write_text(json.dumps({"license": "CC-BY-NC-4.0"}))
     (root / "meta.csv").write_text("file,genre\n" + "".join(f"{rel},folk\n" for rel in GOOD))
+    sf.write(root / "latin1.tmp", _tone(1.0, 900), SR, format="WAV")
+    os.rename(root / "latin1.tmp", os.path.join(os.fsencode(root), b"caf\xe9.wav"))  # a Latin-1 name: not UTF-8
 
 
 def _members(out):
@@ -80,19 +84,19 @@ def test_fault_folder_every_input_in_exactly_one_place(tmp_path, capsys):
     assert rc == 0
     manifest = json.loads((out / "manifest.json").read_text())
     # the three sidecars that belong to audio and the CSV table are metadata; everything else is an input
-    assert manifest["files_listed"] == len(GOOD) + len(SKIPPED)
-    assert manifest["files_kept"] == len(GOOD) and manifest["files_skipped"] == len(SKIPPED)
+    assert manifest["files_listed"] == len(GOOD) + 1 + len(SKIPPED)
+    assert manifest["files_kept"] == len(GOOD) + 1 and manifest["files_skipped"] == len(SKIPPED)
     assert manifest["files_kept"] + manifest["files_skipped"] == manifest["files_listed"]
     assert {s["path"]: s["category"] for s in manifest["skipped"]} == SKIPPED
     assert manifest["skipped_by_category"] == {c: list(SKIPPED.values()).count(c) for c in set(SKIPPED.values())}
 
     metas = _members(out)
-    assert sorted(m["path"] for m in metas.values()) == sorted(GOOD)  # one chunk each, paths as laid out
-    assert len({m["id"] for m in metas.values()}) == len(GOOD)  # no collisions: take1.wav/.flac, 日本/中国, a b/a-b
+    assert sorted(m["path"] for m in metas.values()) == sorted(GOOD + [LATIN1])  # one chunk each, paths as laid out
+    assert len({m["id"] for m in metas.values()}) == len(GOOD) + 1  # no collisions: take1.wav/.flac, 日本/中国, a b/a-b
     by_path = {m["path"]: m for m in metas.values()}
     assert by_path["日本.wav"]["id"].startswith("日本_wav_") and by_path["中国.wav"]["id"].startswith("中国_wav_")
     assert by_path["take1.flac"]["id"].startswith("take1_flac_") and by_path["a b.wav"]["id"].startswith("a-b_wav_")
-    assert all(m["metadata"]["genre"] == "folk" for m in metas.values())  # CSV rows found by relative path
+    assert all(m["metadata"]["genre"] == "folk" for m in metas.values() if m["path"] != LATIN1)  # CSV rows by path
     long_meta = by_path[f"{LONG_DIR}/{LONG_FILE}"]
     assert long_meta["total_samples"] == int((1.0 + 0.1 * (len(GOOD) - 1)) * SR)
 
@@ -108,8 +112,8 @@ def test_fault_folder_every_input_in_exactly_one_place(tmp_path, capsys):
     table = capsys.readouterr().out  # the summary: label, count, details
     rows = {m.group(1): int(m.group(2)) for line in table.splitlines()
             if (m := re.match(r"\s*(\S.*?)\s{2,}(\d+)\b", line))}
-    assert rows["inputs listed"] == len(GOOD) + len(SKIPPED)
-    assert rows["-> train"] == len(GOOD) and rows["-> skipped"] == len(SKIPPED)
+    assert rows["inputs listed"] == len(GOOD) + 1 + len(SKIPPED)
+    assert rows["-> train"] == len(GOOD) + 1 and rows["-> skipped"] == len(SKIPPED)
     assert {c: rows[c] for c in manifest["skipped_by_category"]} == manifest["skipped_by_category"]
 
     # the loader reads every chunk, whatever the script or length of its name

@@ -164,6 +164,7 @@ def test_rebuild_quarantines_shards_not_in_the_new_manifest(tmp_path):
     first = sorted(p.name for p in out.glob("train-*.tar"))
     assert len(first) == 8
     (out / "notes.tar").write_bytes(b"")  # not data_prep's: left alone
+    (out / "fsd_train-000000.tar").write_bytes(b"")  # another prefix's build: left alone
     for i in range(4, 8):
         (src / f"t{i:02d}.wav").unlink()
         (src / f"t{i:02d}.json").unlink()
@@ -173,7 +174,7 @@ def test_rebuild_quarantines_shards_not_in_the_new_manifest(tmp_path):
     assert len(manifest["splits"]["train"]["shards"]) == 2 and manifest["chunks"] == 4
     assert sorted(manifest["quarantined"]) == sorted(set(first) - set(manifest["splits"]["train"]["shards"]))
     assert sorted(p.name for p in (out / ".stale").glob("*.tar")) == sorted(manifest["quarantined"])
-    assert (out / "notes.tar").exists()
+    assert (out / "notes.tar").exists() and (out / "fsd_train-000000.tar").exists()
     chunks = 0
     for tar_path in out.glob("train-*.tar"):  # the documented glob reads each clip once
         with tarfile.open(tar_path) as tar:
