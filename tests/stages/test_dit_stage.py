@@ -316,3 +316,26 @@ def test_lafa_test_on_latent_shards_generates_and_decodes_each_crops_real_audio(
     for part in ("generated", "reference"):
         frames = {p.stem.rsplit("_", 1)[1]: sf.info(str(p)).frames for p in (out / part).glob("*.wav")}
         assert frames == {"000": SR, "001": SR, "002": SR // 2}  # 22050 is not a whole number of 32-sample frames
+
+
+def test_on_the_fly_encoding_passes_the_padding_mask(vae_path):
+    """What fills a crop's padding does not change its latents: the stage hands the batch's padding mask to the
+    autoencoder's encode, which zeroes the padding before the VAE (for LAFA too; LAFA also receives the frame keep
+    mask for its attention, whose effect the LAFA model tests cover)."""
+    from lafa.models.autoencoder import LafaAutoencoder
+    from lafa.models.lafa import Lafa
+    from lafa.stages.loading import load_autoencoder
+
+    batch = audio_batch()
+    noisy_padding = dict(batch, audio=torch.where(batch["padding_mask"][:, None], batch["audio"], 0.9))
+    stage = DitStage(**stage_args(vae_path))
+    z, keep = stage._latents(batch)
+    z_noisy, _ = stage._latents(noisy_padding)
+    assert torch.equal(z, z_noisy) and keep[0].sum() == -(-int(batch["real_samples"][0]) // RATIO)
+    vae = load_autoencoder(str(vae_path), latent_dim=LATENT).vae
+    lafa = Lafa(latent_channels=LATENT, lafa_channels=LATENT, channel_group_size=2, encoder_dim=32, encoder_depth=1,
+                encoder_heads=4, decoder_dim=32, decoder_depth=1, decoder_heads=4)
+    stage.frozen.autoencoder = LafaAutoencoder(vae, lafa).requires_grad_(False).eval()
+    z, _ = stage._latents(batch)
+    assert torch.equal(z, stage._latents(noisy_padding)[0])
+    assert not torch.equal(stage.autoencoder.encode(noisy_padding["audio"]), z)  # the control: no mask, no luck
