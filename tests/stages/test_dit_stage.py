@@ -132,8 +132,8 @@ def test_lafa_generate_writes_stereo_44k_of_the_asked_length(vae_path, tmp_path)
     torch.save({"state_dict": stage.state_dict(), CHECKPOINT_CONFIG_KEY: yaml.safe_dump(config)}, ckpt)
 
     out = tmp_path / "one.wav"
-    assert main(["--ckpt_path", str(ckpt), "--prompt", "rain on a roof", "--seconds", "0.3", "--steps", "3",
-                 "--cfg_scale", "7", "--out", str(out)]) == 0
+    assert main(["--ckpt_path", str(ckpt), "--prompt", "rain on a roof", "--seconds", "0.3", "--seconds_start", "12",
+                 "--steps", "3", "--cfg_scale", "7", "--out", str(out)]) == 0
     info = sf.info(str(out))
     assert (info.samplerate, info.channels, info.frames) == (44100, 2, round(0.3 * 44100))
 
@@ -146,6 +146,8 @@ def test_lafa_generate_writes_stereo_44k_of_the_asked_length(vae_path, tmp_path)
     assert len(wavs) == 2 and all(sf.info(str(w)).frames == 4410 for w in wavs)
     with pytest.raises(SystemExit):
         main(["--ckpt_path", str(ckpt), "--out", str(out)])
+    with pytest.raises(SystemExit, match="seconds_start"):
+        main(["--ckpt_path", str(ckpt), "--prompt", "x", "--seconds_start", "-1", "--out", str(out)])
 
 
 SR = 44100
@@ -292,3 +294,48 @@ def test_generation_depends_on_the_seed_alone_lafa_decoder_noise_included(vae_pa
     z = torch.randn(1, LATENT, 4)
     decode = [stage.decode_latents(z, [4], generator=torch.Generator().manual_seed(s))[0] for s in (0, 0, 1)]
     assert torch.equal(decode[0], decode[1]) and not torch.equal(decode[0], decode[2])
+
+
+def test_lafa_test_on_latent_shards_generates_and_decodes_each_crops_real_audio(vae_path, tmp_path):
+    """The latent path: data_prep shards -> `lafa encode` shards -> LatentDataModule -> lafa test. Generated clip
+    and reference (the decoded real frames) both have the crop's real samples, not whole frames or the crop."""
+    from lightning.pytorch import Trainer
+
+    from lafa.data import LatentDataModule
+    from lafa.data.latent_shards import encode_shards
+    from lafa.stages.loading import load_autoencoder
+
+    shards, _ = _long_file_shards(tmp_path)
+    encode_shards(load_autoencoder(str(vae_path), latent_dim=LATENT), [str(p) for p in shards.glob("test-*.tar")],
+                  tmp_path / "lat")
+    dm = LatentDataModule(test_shards=str(tmp_path / "lat"), latent_size=1400, batch_size=3, num_workers=0)
+    stage = DitStage(**stage_args(vae_path, steps=1, test_eval={"out_dir": str(tmp_path / "test")}))
+    Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+            default_root_dir=tmp_path).test(stage, datamodule=dm, verbose=False)
+    out = tmp_path / "test"
+    for part in ("generated", "reference"):
+        frames = {p.stem.rsplit("_", 1)[1]: sf.info(str(p)).frames for p in (out / part).glob("*.wav")}
+        assert frames == {"000": SR, "001": SR, "002": SR // 2}  # 22050 is not a whole number of 32-sample frames
+
+
+def test_on_the_fly_encoding_passes_the_padding_mask(vae_path):
+    """What fills a crop's padding does not change its latents: the stage hands the batch's padding mask to the
+    autoencoder's encode, which zeroes the padding before the VAE (for LAFA too; LAFA also receives the frame keep
+    mask for its attention, whose effect the LAFA model tests cover)."""
+    from lafa.models.autoencoder import LafaAutoencoder
+    from lafa.models.lafa import Lafa
+    from lafa.stages.loading import load_autoencoder
+
+    batch = audio_batch()
+    noisy_padding = dict(batch, audio=torch.where(batch["padding_mask"][:, None], batch["audio"], 0.9))
+    stage = DitStage(**stage_args(vae_path))
+    z, keep = stage._latents(batch)
+    z_noisy, _ = stage._latents(noisy_padding)
+    assert torch.equal(z, z_noisy) and keep[0].sum() == -(-int(batch["real_samples"][0]) // RATIO)
+    vae = load_autoencoder(str(vae_path), latent_dim=LATENT).vae
+    lafa = Lafa(latent_channels=LATENT, lafa_channels=LATENT, channel_group_size=2, encoder_dim=32, encoder_depth=1,
+                encoder_heads=4, decoder_dim=32, decoder_depth=1, decoder_heads=4)
+    stage.frozen.autoencoder = LafaAutoencoder(vae, lafa).requires_grad_(False).eval()
+    z, _ = stage._latents(batch)
+    assert torch.equal(z, stage._latents(noisy_padding)[0])
+    assert not torch.equal(stage.autoencoder.encode(noisy_padding["audio"]), z)  # the control: no mask, no luck
