@@ -79,7 +79,12 @@ def load_transformers_codec(path: str | Path, latent: CodecLatent = "pre_quant")
     if model_type == "encodec":
         from transformers import EncodecModel as cls
     elif model_type == "dac":
-        from transformers import DacModel as cls
+        try:
+            from transformers import DacModel as cls
+        except ImportError as exc:  # DacModel arrived in transformers 4.45
+            import transformers
+
+            raise ImportError(f"{path}: DacModel needs transformers >= 4.45 (installed: {transformers.__version__})") from exc
     else:
         raise ValueError(f"{path}: model_type {model_type!r} is not an audio autoencoder lafa reads {CODEC_TYPES}")
     return TransformersCodec(cls.from_pretrained(str(path), local_files_only=True), latent)

@@ -22,12 +22,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from lafa.analysis.locality import lpi_from_gram
+from lafa.analysis.locality import lpi_from_gram, neighbour_radius
 from lafa.analysis.spectrum import fit_slopes, rapsd, ring_frequencies, slope_operator, windows
 
 MEASURES = ("alpha", "alpha_permuted", "alpha_excess", "lpi", "lpi_permuted", "lpi_excess",
             "participation_ratio", "eigen_decay_slope", "pc_temporal_slope")
 EIGEN_FLOOR = 1e-10  # eigenvalues below this fraction of the largest are numerical zeros (rank deficiency)
+ELEMENTS = 2**23  # float64 elements of one batched LPI solve (64 MiB): wide latents are scored in slices
 
 
 def participation_ratio(eigenvalues: np.ndarray | torch.Tensor) -> float:
@@ -122,8 +123,11 @@ def _standardised_gram(n: torch.Tensor, scatter: torch.Tensor) -> torch.Tensor:
 def _lpis(n: torch.Tensor, scatter: torch.Tensor, perms: torch.Tensor, lam: float, ridge: float) -> torch.Tensor:
     """LPI of the latent under each channel permutation: (...,), (..., C, C) -> (..., P)."""
     gram = _standardised_gram(n, scatter)
-    permuted = gram[..., perms[:, :, None], perms[:, None, :]]  # (..., P, C, C): gram of z[p]
-    return lpi_from_gram(permuted, lam, ridge).mean(-1)
+    channels, batch = gram.shape[-1], gram[..., 0, 0].numel()
+    width = 2 * neighbour_radius(channels, lam)
+    per_call = max(1, ELEMENTS // (batch * channels * max(channels, width * width)))  # bounds the solve's memory
+    return torch.cat([lpi_from_gram(gram[..., p[:, :, None], p[:, None, :]], lam, ridge).mean(-1)  # gram of z[p]
+                      for p in perms.split(per_call)], dim=-1)
 
 
 def _interval(samples: np.ndarray, confidence: float) -> tuple[float | None, float | None]:
@@ -201,8 +205,8 @@ def locality_measures(latents: torch.Tensor | Sequence[torch.Tensor], lam: float
         spec_b = torch.einsum("bi,ipr->bpr", weights, stats["spectra"]) / win_b[:, None, None]
         alpha_b = fit_slopes(freq, spec_b.numpy(), grid_points)  # (B, P); NaN where a resample has no window
         pc_b = (torch.einsum("bi,ikf->bkf", weights, pc_spectra) / win_b[:, None, None]).numpy()
-        r = 2 * math.ceil(lam * channels)
-        chunk = max(1, 2**23 // (len(perms) * channels * max(channels, r * r)))  # resamples per batched solve
+        width = 2 * neighbour_radius(channels, lam)
+        chunk = max(1, ELEMENTS // (len(perms) * channels * max(channels, width * width)))  # resamples per solve
         for start in range(0, bootstrap, chunk):
             part = slice(start, min(start + chunk, bootstrap))
             n_b, scatter_b = _pooled(stats, weights[part])  # (b,), (b, C, C)

@@ -150,7 +150,10 @@ def load_any_autoencoder(path: str, codec_latent: str):
     from lafa.analysis.codecs import is_transformers_codec, load_transformers_codec
 
     if is_transformers_codec(path):
-        return load_transformers_codec(path, codec_latent)
+        try:
+            return load_transformers_codec(path, codec_latent)
+        except (ValueError, ImportError) as exc:
+            raise SystemExit(f"lafa analyze: {exc}") from exc
     if not Path(path).is_file():
         raise SystemExit(f"lafa analyze: {path} is neither a checkpoint file nor a transformers model directory")
     from lafa.stages.loading import load_autoencoder

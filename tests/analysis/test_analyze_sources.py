@@ -163,3 +163,12 @@ def test_stable_audio_open_vae_file_next_to_mel(folder, tmp_path):
     assert report["representations"]["sao"]["channels"] == 64
     assert report["summary"]["sao"]["lpi"] == pytest.approx(lpi(latents), abs=1e-4)
     assert len(report["audio"]["sao"]) == 1  # its reconstruction is on the page
+
+
+def test_a_model_directory_that_is_no_audio_codec_is_named(folder, tmp_path):
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(SystemExit, match="model_type 'bert' is not an audio autoencoder"):
+        main(["--audio", str(folder), "--ckpt_path", str(tmp_path / "bert"), "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="neither a checkpoint file nor a transformers model directory"):
+        main(["--audio", str(folder), "--ckpt_path", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])

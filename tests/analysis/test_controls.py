@@ -144,3 +144,16 @@ def test_one_clip_has_no_interval_and_short_clips_are_named():
         locality_measures(torch.randn(3, 8, 10), window=16)
     with pytest.raises(ValueError, match=r"\(N, C, T\)"):
         locality_measures(torch.randn(8, 10), window=16)
+
+
+def test_sliced_solves_of_wide_latents_give_the_same_numbers(monkeypatch):
+    """The memory bound slices the permutations and resamples into several solves: same numbers."""
+    import lafa.analysis.controls as controls
+
+    maps = ar1_field(8, 12, 32, 0.5, seed=9)
+    whole = locality_measures(maps, window=16, permutations=6, bootstrap=12)
+    monkeypatch.setattr(controls, "ELEMENTS", 1)  # one permutation and one resample per solve
+    sliced = locality_measures(maps, window=16, permutations=6, bootstrap=12)
+    for name in MEASURES:
+        assert sliced[name]["value"] == pytest.approx(whole[name]["value"], rel=1e-12)
+        assert sliced[name]["low"] == pytest.approx(whole[name]["low"], rel=1e-12)
