@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import inspect
 import os
@@ -108,7 +109,7 @@ def nonfinite_tensors(state: Mapping[str, Any]) -> list[str]:
         return []
     # max |x| is NaN or inf exactly when x holds one: one reduction per tensor (no overflow), one device sync
     peaks = torch._foreach_norm([state[k].detach() for k in names], float("inf"))
-    finite = torch.stack([p.float().cpu() for p in peaks]).isfinite()
+    finite = torch.stack([p.float().to(peaks[0].device) for p in peaks]).isfinite().cpu()
     return [] if bool(finite.all()) else [k for k, ok in zip(names, finite.tolist(), strict=True) if not ok]
 
 
@@ -170,6 +171,11 @@ def _code_params(cls: type) -> set[str]:
     return names
 
 
+def _names_code(value: Any) -> bool:
+    """A string jsonargparse could resolve to a Python object: a dotted path, or a builtin's name."""
+    return isinstance(value, str) and (bool(_DOTTED.fullmatch(value)) or hasattr(builtins, value))
+
+
 def _walk(node: Any, where: str) -> Iterator[tuple[str, dict]]:
     """(location, dict) for every dict of a config tree, depth first."""
     if isinstance(node, dict):
@@ -221,7 +227,7 @@ def check_config_classes(config: Any, source: str | Path) -> None:
             cls = _import_trusted(class_path, source, at)
             init_args = node.get("init_args") if isinstance(node.get("init_args"), dict) else {}
             for name in sorted(_code_params(cls) & set(init_args)):
-                if isinstance(init_args[name], str):
+                if _names_code(init_args[name]):
                     raise _refuse(source, f"{where}.init_args.{name}".lstrip("."), init_args[name],
                                   "a dotted string given to an argument typed as a callable or a class (code)")
 

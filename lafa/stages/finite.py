@@ -44,7 +44,7 @@ def _grad_names(optimizer, names: dict[int, str]) -> list[str]:
     if not params:
         return []
     peaks = torch._foreach_norm([p.grad.detach() for p in params], float("inf"))  # max |g|: NaN/inf iff any
-    if bool(torch.stack([x.float() for x in peaks]).isfinite().all()):
+    if bool(torch.stack([x.float().to(peaks[0].device) for x in peaks]).isfinite().all()):
         return []
     return [names.get(id(p), f"<parameter {tuple(p.shape)}>") for p, x in zip(params, peaks, strict=True)
             if not torch.isfinite(x)]

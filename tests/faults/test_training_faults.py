@@ -220,3 +220,56 @@ def test_the_guard_is_always_on_with_its_switches(tmp_path: Path, capsys) -> Non
     assert done.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["finite_guard"] == {"check_loss": True, "check_gradients": False, "check_checkpoints": True}
+
+
+DDP_SCRIPT = '''
+import sys
+import lightning as L
+import torch
+from lafa.stages.finite import FiniteGuard, NonFiniteTrainingError
+
+class Model(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.net(batch).pow(2).mean()
+        if self.global_rank == 1 and self.global_step == 2:
+            loss = loss * float("nan")  # one rank only
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.randn(64, 2), batch_size=4)
+
+trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=6, logger=False,
+                    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                    callbacks=[FiniteGuard()])
+try:
+    trainer.fit(Model())
+except NonFiniteTrainingError as e:
+    print(f"rank {trainer.global_rank}: {e}", flush=True)
+    sys.exit(2)
+print(f"rank {trainer.global_rank}: finished", flush=True)
+'''
+
+
+@pytest.mark.slow
+def test_ddp_ranks_stop_together_when_one_rank_has_a_nan_loss(tmp_path: Path) -> None:
+    """2 CPU processes (gloo): rank 1's loss is NaN at step 2; the ranks agree and stop there, nobody hangs."""
+    script = tmp_path / "ddp_nan.py"
+    script.write_text(DDP_SCRIPT)
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode != 0, proc.stdout + proc.stderr[-3000:]
+    assert "finished" not in proc.stdout
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("rank ")]
+    assert any(ln.startswith("rank 0: training stopped at global step 2 ") for ln in lines), proc.stdout
+    for line in lines:
+        assert "training stopped at global step 2 " in line, line
+    rank1 = [ln for ln in lines if ln.startswith("rank 1: ")]
+    assert all("the loss is nan" in ln for ln in rank1), rank1
