@@ -75,7 +75,9 @@ def run_rank(shards: str, out: str) -> None:
     dm = AudioDataModule(train_shards=shards, sample_size=1024, batch_size=2, num_workers=0, shuffle_buffer=4)
     trainer = pl.Trainer(accelerator="cpu", devices=2, num_nodes=1, max_epochs=1, logger=False,
                          strategy=pl.strategies.DDPStrategy(process_group_backend="gloo", timeout=timedelta(seconds=60)),
-                         callbacks=[RankSeedCallback()], enable_checkpointing=False, enable_progress_bar=False,
+                         callbacks=[RankSeedCallback(), pl.callbacks.ModelCheckpoint(
+                             dirpath=Path(out, "ckpt"), save_last=True, save_top_k=0, every_n_train_steps=2)],
+                         enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1)
     trainer.fit(Recorder(out), datamodule=dm)
 
@@ -109,3 +111,7 @@ def test_two_rank_ddp_epoch_is_balanced_disjoint_covering_and_draws_differ(tmp_p
     assert sorted(seen[0]["ids"] + seen[1]["ids"]) == ids  # together the whole split
     for key in ("noise", "t", "drop", "mask"):
         assert seen[0][key] != seen[1][key], f"both ranks drew the same {key}"
+    # the checkpoint rank 0 wrote after step 2 holds both ranks' stream positions
+    ckpt = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)
+    ranks = ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["ranks"]
+    assert [(r["epoch"], r["consumed"]) for r in ranks] == [(1, 2), (1, 2)]

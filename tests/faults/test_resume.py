@@ -53,7 +53,8 @@ def _fit(cwd: Path, *extra: str, expect_kill: bool = False) -> None:
     cmd = [sys.executable, "-m", "lafa", "fit", "--config", str(ROOT / "configs/vae.yaml"),
            "--config", str(ROOT / "configs/tiny/vae.yaml"), "--trainer.max_steps", "8",
            "--trainer.enable_progress_bar", "false", "--trainer.callbacks+=lafa.stages.seeding.RankSeedCallback",
-           "--data.init_args.num_workers", "2", "--data.init_args.shuffle_buffer", "4", *extra]
+           "--data.init_args.num_workers", "2", "--data.init_args.shuffle_buffer", "4",
+           "--data.init_args.sample_size", "8192", *extra]
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     if expect_kill:
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
@@ -97,6 +98,7 @@ def test_killed_and_resumed_fit_ends_with_the_uninterrupted_weights(tmp_path):
     assert ta.keys() == tb.keys() and len(ta) > 50
     differ = [k for k in ta if not torch.equal(ta[k], tb[k])]
     assert not differ, f"{len(differ)} of {len(ta)} tensors differ, e.g. {differ[:5]}"
+    assert not list((tmp_path / "killed" / ckpt.parent).glob("last-v*.ckpt"))  # one last.ckpt, the newest
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
