@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from lafa.cli import LafaUserError, MissingFileError
+from lafa.errors import LafaUserError, MissingFileError
 from lafa.models.oobleck import OobleckVAE
 
 SAO_VAE_PREFIX = "pretransform.model."

@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lafa.errors import USER_ERROR_EXIT, LafaUserError, MissingFileError  # noqa: F401 (re-exported)
+
 PROJECT_COMMANDS = {
     "analyze": ("lafa.commands.analyze", "spectral slope, LPI, correlation maps, channel ablation of latents"),
     "encode": ("lafa.commands.encode", "pre-encode audio shards into latent shards with any autoencoder"),
@@ -34,19 +36,8 @@ _CKPT_SUBCOMMANDS = ("validate", "test", "predict")
 # config key -> class of the callbacks every Lightning subcommand adds to its Trainer (add one line per callback)
 ALWAYS_ON_CALLBACKS = {
     "finite_guard": "lafa.stages.finite.FiniteGuard",  # stop on NaN/inf loss, gradients or saved weights
+    "seeding": "lafa.stages.seeding.RankSeedCallback",  # per-rank, per-batch draws: DDP ranks differ, resume is exact
 }
-USER_ERROR_EXIT = 2
-
-
-class LafaUserError(ValueError):
-    """An error in what the user gave lafa (a file, a checkpoint, a config) or in how a run went (it diverged):
-    `main` prints its message, which names the file and the fix, as one line and exits with code 2."""
-
-
-class MissingFileError(LafaUserError, FileNotFoundError):
-    """A file lafa was pointed to does not exist."""
-
-
 def read_checkpoint_config(ckpt_path: str | os.PathLike) -> str | None:
     """The YAML config a `lafa fit` run stored in its checkpoint, or None if the file has none."""
     from lafa.checkpoints import read_checkpoint_config as read

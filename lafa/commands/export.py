@@ -19,7 +19,7 @@ from lafa.checkpoints import (
     save_vae_safetensors,
     trusted_class,
 )
-from lafa.cli import LafaUserError
+from lafa.errors import LafaUserError
 
 PREFIXES = {"ema": "vae_ema.", "raw": "vae."}
 

@@ -24,7 +24,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lafa.checkpoints import nonfinite_tensors
-from lafa.cli import LafaUserError
+from lafa.errors import LafaUserError
 
 LOSS_TERMS = "loss_terms"  # the attribute a stage may set to name its loss terms
 _SHOWN = 8

@@ -22,8 +22,8 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lafa.checkpoints import load_sao_vae
-from lafa.cli import LafaUserError
 from lafa.data.geometry import frame_keep
+from lafa.errors import LafaUserError
 from lafa.metrics.reconstruction import ReconstructionMetrics
 from lafa.models.autoencoder import LafaAutoencoder, VaeAutoencoder
 from lafa.models.flow_decoder import masked_mse

@@ -20,7 +20,7 @@ from lafa.checkpoints import (
     read_trusted_checkpoint,
     trusted_class,
 )
-from lafa.cli import LafaUserError, MissingFileError
+from lafa.errors import LafaUserError, MissingFileError
 
 _SHOWN = 8
 

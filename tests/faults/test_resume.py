@@ -52,7 +52,7 @@ def _fit(cwd: Path, *extra: str, expect_kill: bool = False) -> None:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{Path(__file__).parent}"}
     cmd = [sys.executable, "-m", "lafa", "fit", "--config", str(ROOT / "configs/vae.yaml"),
            "--config", str(ROOT / "configs/tiny/vae.yaml"), "--trainer.max_steps", "8",
-           "--trainer.enable_progress_bar", "false", "--trainer.callbacks+=lafa.stages.seeding.RankSeedCallback",
+           "--trainer.enable_progress_bar", "false",
            "--data.init_args.num_workers", "2", "--data.init_args.shuffle_buffer", "4",
            "--data.init_args.sample_size", "8192", *extra]
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
