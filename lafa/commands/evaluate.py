@@ -50,6 +50,22 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--content_type", type=str, default="music", choices=["music", "env"])
     parser.add_argument(
+        "--openl3_input_repr",
+        type=str,
+        default="mel256",
+        choices=["mel256", "mel128", "linear"],
+        help="OpenL3 input representation (the paper's FD_openl3: mel256); the weight file must hold it",
+    )
+    parser.add_argument("--openl3_embedding_size", type=int, default=512, choices=[512, 6144])
+    parser.add_argument(
+        "--openl3_channel_mode",
+        type=str,
+        default="stereo",
+        choices=["stereo", "mono"],
+        help="stable-audio-metrics path: stereo = batched, channels embedded separately (its published "
+        "statistics); mono = its non-batched default, down-mixed (see docs/metrics.md)",
+    )
+    parser.add_argument(
         "--allow_random_weights",
         action=ActionYesNo,
         default=False,
@@ -70,6 +86,9 @@ def main(argv: list[str]) -> int:
         passt_weights=args.passt_weights,
         clap_dir=args.clap_dir,
         content_type=args.content_type,
+        openl3_input_repr=args.openl3_input_repr,
+        openl3_embedding_size=args.openl3_embedding_size,
+        openl3_channel_mode=args.openl3_channel_mode,
         allow_random_weights=args.allow_random_weights,
         seed=args.seed,
         stats_cache=args.stats_cache,

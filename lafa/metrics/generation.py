@@ -29,11 +29,18 @@ from lafa.metrics.openl3 import OpenL3Embedder, build_openl3
 from lafa.metrics.passt import KL_EPS, PasstTagger, build_passt, paired_kl
 
 RANDOM_NOTE = "random weights built locally: NOT comparable to the paper's numbers"
-OPENL3_SETTINGS = {"input_repr": "mel256", "embedding_size": 512, "channels": 2, "sample_rate": 44100,
-                   "hop_seconds": 0.5, "peak_dbfs": -1.0, "front_end": "openl3 0.4.2 / kapre 0.3"}  # fmt: skip
-PASST_SETTINGS = {"arch": "passt_s_swa_p16_128_ap476", "sample_rate": 32000, "window_seconds": 10,
+OPENL3_SETTINGS = {"channels": 2, "sample_rate": 44100, "hop_seconds": 0.5, "peak_dbfs": -1.0,
+                   "front_end": "openl3 0.4.2 / kapre 0.3",
+                   "resampling": "soxr HQ to 44.1 kHz, resampy kaiser_best to 48 kHz"}  # fmt: skip
+OPENL3_PATHS = {
+    "stereo": "stable-audio-metrics extract_embeddings (batching=N): channels embedded separately; "
+    "the path of its published reference statistics",
+    "mono": "stable-audio-metrics extract_embeddings_nobatching (openl3_fd's default batching=False): "
+    "down-mixed, mono embedding used as L and R",
+}
+PASST_SETTINGS = {"arch": "passt_s_swa_p16_128_ap476", "sample_rate": 32000, "resampling": "librosa soxr_hq", "window_seconds": 10,
                   "step_seconds": 5, "collect": "mean of logits, softmax over 527", "eps": KL_EPS, "peak_dbfs": -1.0}  # fmt: skip
-CLAP_SETTINGS = {"sample_rate": 48000, "peak_dbfs": -1.0, "int16_round_trip": True, "text_max_tokens": 77,
+CLAP_SETTINGS = {"sample_rate": 48000, "resampling": "librosa soxr_hq (librosa's output length)", "peak_dbfs": -1.0, "int16_round_trip": True, "text_max_tokens": 77,
                  "is_longer": "num_samples > 480000 (fusion)", "crops": "seeded per clip id"}  # fmt: skip
 
 
@@ -90,8 +97,7 @@ def load_reference_cache(path: str | Path) -> dict[str, dict]:
 def _openl3_stats(files: dict[str, Path], embedder: OpenL3Embedder, desc: str) -> dict:
     frames = []
     for path in tqdm(files.values(), desc=desc, leave=False):
-        audio, sr = load_audio(path)
-        frames.append(embedder.embed(audio, sr).double().numpy())
+        frames.append(embedder.embed_file(path).double().numpy())
     features = np.concatenate(frames)
     mu, sigma = gaussian_stats(features)
     return {"mu": mu, "sigma": sigma, "frames": np.asarray(len(features))}
@@ -159,6 +165,9 @@ def evaluate_folders(
     passt_weights: str | None = None,
     clap_dir: str | None = None,
     content_type: str = "music",
+    openl3_input_repr: str = "mel256",
+    openl3_embedding_size: int = 512,
+    openl3_channel_mode: str = "stereo",
     allow_random_weights: bool = False,
     seed: int = 0,
     stats_cache: str | None = None,
@@ -188,11 +197,18 @@ def evaluate_folders(
         return _weights(path, seed)
 
     if (weights := configured("fd_openl3", openl3_weights, "--openl3_weights")) is not None:
-        named = Path(openl3_weights or "").name
-        if ("_env" in named or "_music" in named) and f"_{content_type}" not in named:
-            raise ValueError(f"{openl3_weights} does not look like the {content_type} OpenL3 model")
-        settings = {**OPENL3_SETTINGS, "content_type": content_type}
-        embedder = OpenL3Embedder(build_openl3(openl3_weights, seed).to(device))
+        model = build_openl3(
+            openl3_weights, seed, openl3_input_repr, content_type, openl3_embedding_size
+        )  # refuses a file that holds another input representation or content type
+        embedder = OpenL3Embedder(model.to(device), channel_mode=openl3_channel_mode)
+        settings = {
+            **OPENL3_SETTINGS,
+            "content_type": content_type,
+            "input_repr": openl3_input_repr,
+            "embedding_size": openl3_embedding_size,
+            "channel_mode": openl3_channel_mode,
+            "path": OPENL3_PATHS[openl3_channel_mode],
+        }
         ref_l3 = ref.get(
             "fd_openl3",
             _cache_key(weights, settings),
@@ -201,7 +217,7 @@ def evaluate_folders(
         gen_l3 = _openl3_stats(generated, embedder, "openl3 generated")
         metrics["fd_openl3"] = {
             "value": frechet_distance(gen_l3["mu"], gen_l3["sigma"], ref_l3["mu"], ref_l3["sigma"]),
-            "label": "FD_openl3 (stable-audio-metrics pipeline)",
+            "label": f"FD_openl3 (stable-audio-metrics pipeline, {openl3_channel_mode} path)",
             "frames_generated": int(gen_l3["frames"]),
             "frames_reference": int(ref_l3["frames"]),
             "weights": weights,
