@@ -75,6 +75,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--stats_cache", type=str, default=None, help="where to cache the reference statistics"
     )
+    parser.add_argument(
+        "--embedding_cache",
+        type=str,
+        default=None,
+        help="folder of per-file OpenL3/PaSST embeddings keyed by file content and model (a set is embedded once)",
+    )
     parser.add_argument("--device", type=str, default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--out", type=str, required=True, help="report .json")
     args = parser.parse_args(argv)
@@ -93,11 +99,17 @@ def main(argv: list[str]) -> int:
         seed=args.seed,
         stats_cache=args.stats_cache,
         device=args.device,
+        embedding_cache=args.embedding_cache,
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(table_row(result))
+    for name, metric in result["metrics"].items():
+        speed = metric.get("throughput")
+        if speed and speed["clips_per_second"]:
+            print(f"{name}: {speed['clips_embedded']} clips in {speed['seconds']:.1f} s "
+                  f"({speed['clips_per_second']:.2f} clips/s)")  # fmt: skip
     for warning in result["warnings"]:
         print(f"WARNING {warning}")
     print(f"wrote {out}")

@@ -72,7 +72,12 @@ def librosa_soxr_hq(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarr
 # 0.9475937167399596. resampy >= 0.3 ships a different "kaiser_best" (50 crossings, rolloff 0.917), whose output
 # differs by ~5% of the peak on broadband audio; lafa rebuilds the 0.2.2 table with resampy's own sinc_window
 # (equal to the 0.2.2 file to 2e-16).
-RESAMPY_022_KAISER_BEST = {"num_zeros": 64, "precision": 9, "beta": 14.769656459379492, "rolloff": 0.9475937167399596}
+RESAMPY_022_KAISER_BEST = {
+    "num_zeros": 64,
+    "precision": 9,
+    "beta": 14.769656459379492,
+    "rolloff": 0.9475937167399596,
+}
 
 
 def resampy_kaiser_best(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:

@@ -29,7 +29,9 @@ def test_int16_round_trip_truncates_like_laion_clap():
 def test_waveform_is_mono_48k_peak_normalised():
     tone = torch.sin(2 * torch.pi * 440 * torch.arange(44100) / 44100)
     wav = clap_waveform(torch.stack([0.1 * tone, 0.3 * tone]), 44100)  # mono mix 0.2 tone
-    assert wav.shape == (SR + 1,) and wav.dtype == np.float32  # librosa's length: ceil(44100 * 1.088...) = 48001
+    assert (
+        wav.shape == (SR + 1,) and wav.dtype == np.float32
+    )  # librosa's length: ceil(44100 * 1.088...) = 48001
     # peak -1 dBFS after resampling
     assert float(np.abs(wav).max()) == pytest.approx(10 ** (-1 / 20), abs=1e-4)
     ref = 0.2 * np.sin(2 * np.pi * 440 * np.arange(SR) / SR)

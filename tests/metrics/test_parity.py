@@ -6,7 +6,8 @@ Targets: per-file embeddings and probabilities within 1e-4 relative, end-to-end 
 the published 44.1 kHz evaluation rate is the exception, with a stated bound: there the 22.05-24 kHz band that
 OpenL3's 48 kHz STFT sees is empty, TensorFlow's float32 FFT fills it with rounding noise ~20 dB above the true
 level (a property of the reference, not reproducible without TensorFlow), and the random-weight network turns
-that into ~2-3% per file; on broadband 48 kHz audio, where no band is empty, the 1e-4 target holds.
+that into 2-12% per file and ~10% in FD; the network's inputs match to 1e-7 there, and on broadband 48 kHz audio,
+where no band is empty, the 1e-4 / 1e-3 targets hold.
 """
 
 from __future__ import annotations
@@ -30,11 +31,25 @@ from lafa.metrics.frechet import frechet_distance, gaussian_stats  # noqa: E402
 from lafa.metrics.generation import evaluate_folders  # noqa: E402
 from lafa.metrics.openl3 import OpenL3Embedder, build_openl3, weight_file_config  # noqa: E402
 from lafa.metrics.passt import PasstTagger, build_passt, paired_kl  # noqa: E402
+from lafa.metrics.reference_audio import load_native  # noqa: E402
 
 FIX = dict(np.load(PARITY / "fixtures.npz", allow_pickle=False))
 EMBEDDING_RTOL, SCORE_RTOL = 1e-4, 1e-3
-# 44.1 kHz OpenL3 bounds (module docstring): measured 2.0-2.8% per file and the FD figures in docs/metrics.md
-TF_NOISE_EMBEDDING_RTOL, TF_NOISE_FD_RTOL = 5e-2, 2e-2
+# 44.1 kHz OpenL3 bounds (module docstring; figures in docs/metrics.md): the emptier the spectrum, the more
+# TensorFlow's FFT noise weighs: clips recorded at >= 44.1 kHz measured 2.0-3.2% per file, 32 / 22.05 kHz clips
+# (empty above 16 / 11 kHz) up to 12%. The network's inputs are checked to 1e-5 separately.
+TF_NOISE_EMBEDDING_RTOL = {"full band": 5e-2, "low rate": 0.15}
+TF_NOISE_FD_RTOL = 0.15  # measured 10.6% (stereo) and 9.8% (mono) on these 5 + 5 clips
+NATIVE_RATE = {n: sr for n, sr, *_ in clips.GENERATED + clips.REFERENCE}
+
+
+def tf_noise_bound(name: str) -> float:
+    return TF_NOISE_EMBEDDING_RTOL["full band" if NATIVE_RATE[name] >= 44100 else "low rate"]
+
+
+def report(name: str, value) -> None:
+    """Print a parity figure (pytest -s shows them; docs/metrics.md quotes them)."""
+    print(f"PARITY {name}: {value}")
 
 
 def rel(ours: np.ndarray, ref: np.ndarray) -> float:
@@ -67,7 +82,9 @@ def openl3_file(folder: Path, input_repr: str = "mel256") -> Path:
     assert clips.weights_sha256(layers) == str(FIX["openl3_weights_sha256"])
     layout = json.loads(str(FIX["openl3_keras_layout"]))
     if input_repr == "linear":  # openl3's linear network saves its kapre front end as stft_magnitude
-        layout["layers"] = [[("stft_magnitude" if n == "melspectrogram" else n), w] for n, w in layout["layers"]]
+        layout["layers"] = [
+            [("stft_magnitude" if n == "melspectrogram" else n), w] for n, w in layout["layers"]
+        ]
     folder.mkdir(parents=True, exist_ok=True)
     return clips.write_openl3_file(folder / f"openl3_audio_{input_repr}_music.h5", layout, layers)
 
@@ -96,20 +113,41 @@ def test_openl3_broadband_48k_embeddings_and_fd(tmp_path, weights):
     embedder = OpenL3Embedder(build_openl3(weights), eval_sample_rate=48000)
     emb = {p.stem: embedder.embed_file(p).numpy() for s in (gen, ref) for p in sorted(s.glob("*.wav"))}
     diffs = {n: rel(e, FIX[f"l3_48k_{n}"]) for n, e in emb.items()}
+    report("openl3 48k per-file max", max(diffs.values()))
     assert max(diffs.values()) < EMBEDDING_RTOL, diffs
-    stats = [gaussian_stats(np.concatenate([emb[n] for n, *_ in specs])) for specs in (clips.GENERATED_48K, clips.REFERENCE_48K)]
+    stats = [
+        gaussian_stats(np.concatenate([emb[n] for n, *_ in specs]))
+        for specs in (clips.GENERATED_48K, clips.REFERENCE_48K)
+    ]
     fd = frechet_distance(*stats[0], *stats[1])
+    report("fd_openl3 48k (lafa, ref, rel)", (fd, float(FIX["fd_openl3_48k"]), rel(fd, FIX["fd_openl3_48k"])))
     assert rel(fd, FIX["fd_openl3_48k"]) < SCORE_RTOL, (fd, float(FIX["fd_openl3_48k"]))
+
+
+def test_openl3_inputs_match_reference_at_44k(sets):
+    # what openl3 0.4.2 feeds its network (soxr to 44.1 kHz, resampy 0.2.2 kaiser_best to 48 kHz, centring,
+    # framing), per clip and side, sampled every 97th sample: equal without TensorFlow in the way
+    embedder = OpenL3Embedder(build_openl3(None))
+    diffs = {}
+    for folder in sets:
+        for p in sorted(folder.glob("*.wav")):
+            for side, signal in zip("LR", embedder.clip_channels(*load_native(p)), strict=False):
+                windows = embedder.channel_windows(signal).numpy()[:, ::97]
+                diffs[f"{p.stem}{side}"] = rel(windows, FIX[f"l3_input_{p.stem}_{side}"])
+    report("openl3 44.1k network inputs max", max(diffs.values()))
+    assert max(diffs.values()) < 1e-5, diffs
 
 
 def test_openl3_per_file_embeddings_stereo_path(stereo_embeddings):
     diffs = {n: rel(e, FIX[f"l3_stereo_{n}"]) for n, e in stereo_embeddings.items()}
-    assert max(diffs.values()) < TF_NOISE_EMBEDDING_RTOL, diffs
+    report("openl3 44.1k stereo per-file", diffs)
+    assert all(d < tf_noise_bound(n) for n, d in diffs.items()), diffs
 
 
 def test_openl3_per_file_embeddings_mono_path(mono_embeddings):
     diffs = {n: rel(e, FIX[f"l3_mono_{n}"]) for n, e in mono_embeddings.items()}
-    assert max(diffs.values()) < TF_NOISE_EMBEDDING_RTOL, diffs
+    report("openl3 44.1k mono per-file", diffs)
+    assert all(d < tf_noise_bound(n) for n, d in diffs.items()), diffs
     # the two paths really differ on stereo files (the reason the path is named), and agree on mono ones
     assert rel(FIX["l3_mono_g0"], FIX["l3_stereo_g0"]) > 1e-2
     np.testing.assert_allclose(FIX["l3_mono_g2"], FIX["l3_stereo_g2"], rtol=1e-5, atol=1e-6)
@@ -123,19 +161,36 @@ def test_openl3_other_configurations(tmp_path, sets, input_repr, size):
     ours = embedder.embed_file(sets[0] / f"{make_fixtures.OTHER_CLIP}.wav").numpy()
     ref = FIX[f"l3_{input_repr}_{size}_{make_fixtures.OTHER_CLIP}"]
     assert ours.shape == ref.shape == (3, 2 * size)
-    assert rel(ours, ref) < TF_NOISE_EMBEDDING_RTOL  # a 44.1 kHz clip (module docstring)
+    report(f"openl3 {input_repr}/{size} 44.1k", rel(ours, ref))
+    assert rel(ours, ref) < tf_noise_bound(make_fixtures.OTHER_CLIP)  # a 44.1 kHz clip (module docstring)
 
 
 def test_fd_openl3_end_to_end_stereo(sets, weights):
-    result = evaluate_folders(sets[0], sets[1], openl3_weights=str(weights), content_type="music", device="cpu")
+    result = evaluate_folders(
+        sets[0], sets[1], openl3_weights=str(weights), content_type="music", device="cpu"
+    )
     fd = result["metrics"]["fd_openl3"]
     assert fd["settings"]["channel_mode"] == "stereo" and "stereo" in fd["label"]
-    assert rel(fd["value"], FIX["fd_openl3_stereo"]) < TF_NOISE_FD_RTOL, (fd["value"], float(FIX["fd_openl3_stereo"]))
+    report(
+        "fd_openl3 44.1k stereo (lafa, ref, rel)",
+        (fd["value"], float(FIX["fd_openl3_stereo"]), rel(fd["value"], FIX["fd_openl3_stereo"])),
+    )
+    assert rel(fd["value"], FIX["fd_openl3_stereo"]) < TF_NOISE_FD_RTOL, (
+        fd["value"],
+        float(FIX["fd_openl3_stereo"]),
+    )
 
 
 def test_fd_openl3_mono_path(mono_embeddings):
-    stats = [gaussian_stats(np.concatenate([mono_embeddings[n] for n, *_ in specs])) for specs in (clips.GENERATED, clips.REFERENCE)]
+    stats = [
+        gaussian_stats(np.concatenate([mono_embeddings[n] for n, *_ in specs]))
+        for specs in (clips.GENERATED, clips.REFERENCE)
+    ]
     fd = frechet_distance(*stats[0], *stats[1])
+    report(
+        "fd_openl3 44.1k mono (lafa, ref, rel)",
+        (fd, float(FIX["fd_openl3_mono"]), rel(fd, FIX["fd_openl3_mono"])),
+    )
     assert rel(fd, FIX["fd_openl3_mono"]) < TF_NOISE_FD_RTOL, (fd, float(FIX["fd_openl3_mono"]))
 
 
@@ -178,8 +233,10 @@ def test_kl_passt_matches_reference(passt_sets):
             audio, sr = sf.read(p, dtype="float32", always_2d=True)
             probs[side][p.stem] = tagger.probabilities(audio.T, sr)
             ref = FIX[f"passt_probs_{side}_{p.stem}"]
+            report(f"passt probs {side} {p.stem}", rel(probs[side][p.stem].numpy(), ref))
             assert rel(probs[side][p.stem].numpy(), ref) < EMBEDDING_RTOL, (side, p.stem)
     kl = paired_kl(probs["generated"], probs["reference"])["value"]
+    report("kl_passt (lafa, ref, rel)", (kl, float(FIX["passt_kl"]), rel(kl, FIX["passt_kl"])))
     assert rel(kl, FIX["passt_kl"]) < SCORE_RTOL, (kl, float(FIX["passt_kl"]))
 
 
@@ -191,10 +248,12 @@ def test_clap_waveforms_and_score_match_reference(tmp_path, sets):
         audio, sr = sf.read(folder / f"{name}.wav", dtype="float32", always_2d=True)
         wave = clap_waveform(audio.T, sr)
         assert len(wave) == int(FIX[f"clap_len_{name}"]), name  # librosa's length, e.g. 240001 for g5
+        report(f"clap waveform {name}", rel(wave[::97], FIX[f"clap_wave_{name}"]))
         assert rel(wave[::97], FIX[f"clap_wave_{name}"]) < EMBEDDING_RTOL, name
     assert int(FIX["clap_len_g5"]) == 240001
     scorer = ClapScorer(write_random_clap(tmp_path / "clap", seed=0))
     files = {p.stem: p for p in folder.glob("*.wav")}
     assert sorted(files) == sorted(clips.PROMPTS)
     score = clap_score(scorer, files, clips.PROMPTS, seed=0)["value"]
+    report("clap score (lafa, ref, rel)", (score, float(FIX["clap_score"]), rel(score, FIX["clap_score"])))
     assert rel(score, FIX["clap_score"]) < SCORE_RTOL, (score, float(FIX["clap_score"]))

@@ -29,7 +29,14 @@ REFERENCE_48K = [("s0", 48000, 2, 1.4), ("s1", 48000, 2, 1.6), ("s2", 48000, 1, 
 # CLAP: the generated set plus a 5.000 s clip at 44.1 kHz (librosa makes it 240001 samples at 48 kHz, which
 # flips CLAP's repeat-padding) and a 2.6 s mono one at 48 kHz
 CLAP_EXTRA = [("g5", 44100, 2, 5.0), ("g6", 48000, 1, 2.6)]
-PASST_LENGTHS = {"g0": 3.0, "g1": 11.5, "g2": 2.0, "r0": 4.0, "r1": 11.0, "r2": 6.5}  # KL_PaSST set (ids g/r i)
+PASST_LENGTHS = {
+    "g0": 3.0,
+    "g1": 11.5,
+    "g2": 2.0,
+    "r0": 4.0,
+    "r1": 11.0,
+    "r2": 6.5,
+}  # KL_PaSST set (ids g/r i)
 PROMPTS = {
     "g0": "a dog barks twice", "g1": "rain on a tin roof", "g2": "solo piano, slow", "g3": "crowd cheering",
     "g4": "synth bass line", "g5": "birds at dawn", "g6": "a car passes by",
@@ -70,7 +77,9 @@ def write_clips(folder: str | Path, specs: list[tuple[str, int, int, float]]) ->
 
 def passt_specs() -> tuple[list, list]:
     """(generated, reference) specs of the KL_PaSST set: mono/stereo at 44.1/48 kHz, 3-12.5 s."""
-    spec = {n: (n, 44100 if n[1] in "02" else 48000, 1 if n[1] == "2" else 2, s) for n, s in PASST_LENGTHS.items()}
+    spec = {
+        n: (n, 44100 if n[1] in "02" else 48000, 1 if n[1] == "2" else 2, s) for n, s in PASST_LENGTHS.items()
+    }
     gen = [spec[n] for n in sorted(spec) if n[0] == "g"]
     ref = [(f"g{n[1]}", *spec[n][1:]) for n in sorted(spec) if n[0] == "r"]  # same ids, other audio
     return gen, ref
@@ -111,7 +120,10 @@ def write_openl3_file(path: str | Path, layout: dict, layers: list[list[np.ndarr
     """A Keras `save_weights` HDF5 file with `layout` (as make_fixtures recorded it) and these weights."""
     import h5py
 
-    kinds = {"batch_normalization": ["gamma", "beta", "moving_mean", "moving_variance"], "conv": ["kernel", "bias"]}
+    kinds = {
+        "batch_normalization": ["gamma", "beta", "moving_mean", "moving_variance"],
+        "conv": ["kernel", "bias"],
+    }
     arrays = iter(layers)
     with h5py.File(path, "w") as f:
         for k, v in layout["attrs"].items():

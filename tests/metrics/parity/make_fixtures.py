@@ -63,7 +63,9 @@ def keras_layout(path: Path) -> dict:
         return {
             "attrs": {k: str(f.attrs[k]) for k in ("backend", "keras_version") if k in f.attrs},
             "layers": [[n, text(f[n].attrs["weight_names"])] for n in text(f.attrs["layer_names"])],
-            "extra_groups": sorted(set(f) - set(text(f.attrs["layer_names"]))),  # Keras 2.13: top_level_model_weights
+            "extra_groups": sorted(
+                set(f) - set(text(f.attrs["layer_names"]))
+            ),  # Keras 2.13: top_level_model_weights
         }
 
 
@@ -107,7 +109,9 @@ def part_openl3(args: argparse.Namespace) -> None:
     for name, *_ in clips.GENERATED + clips.REFERENCE:
         folder = gen_dir if name[0] == "g" else ref_dir
         pattern = str(folder / f"{name}.wav")
-        out[f"l3_stereo_{name}"] = np.stack(sam.extract_embeddings(pattern, 2, 44100, "music", 0.5, batch_size=4))
+        out[f"l3_stereo_{name}"] = np.stack(
+            sam.extract_embeddings(pattern, 2, 44100, "music", 0.5, batch_size=4)
+        )
         out[f"l3_mono_{name}"] = np.stack(sam.extract_embeddings_nobatching(pattern, 2, 44100, "music", 0.5))
     # end to end: the statistics and the distance of openl3_fd (its own functions) over each set's frames;
     # openl3_fd's glob order only permutes the frames, which the mean and covariance do not see
@@ -139,7 +143,9 @@ def part_openl3(args: argparse.Namespace) -> None:
         out[f"clap_wave_{name}"] = waves[name][::97]  # every 97th sample: enough to see a resampler change
     np.savez(work / "clap_waveforms.npz", **waves)
     out["versions_openl3"] = json.dumps(
-        _versions(["tensorflow-cpu", "keras", "numpy", "librosa", "resampy", "soxr", "pyloudnorm", "h5py", "scipy"])
+        _versions(
+            ["tensorflow-cpu", "keras", "numpy", "librosa", "resampy", "soxr", "pyloudnorm", "h5py", "scipy"]
+        )
         | {"openl3": "0.4.2 (git tag v0.4.2)", "kapre": "0.3.7 (git tag Kapre-0.3.7)"}
     )
     _merge(out)
@@ -155,7 +161,10 @@ def part_openl3_48k(args: argparse.Namespace) -> None:
     package_dir = Path(openl3.models.__file__).parent
     assert (package_dir / "openl3_audio_mel256_music.h5").exists(), "run part openl3 first"
     gen_dir, ref_dir = work / "generated_48k", work / "reference_48k"
-    hashes = {**clips.write_clips(gen_dir, clips.GENERATED_48K), **clips.write_clips(ref_dir, clips.REFERENCE_48K)}
+    hashes = {
+        **clips.write_clips(gen_dir, clips.GENERATED_48K),
+        **clips.write_clips(ref_dir, clips.REFERENCE_48K),
+    }
     out: dict[str, object] = {"clip_sha256_48k": json.dumps(hashes)}
     for name, *_ in clips.GENERATED_48K + clips.REFERENCE_48K:
         folder = gen_dir if name[0] == "h" else ref_dir
@@ -166,6 +175,32 @@ def part_openl3_48k(args: argparse.Namespace) -> None:
         for specs in (clips.GENERATED_48K, clips.REFERENCE_48K)
     ]
     out["fd_openl3_48k"] = float(sam.calculate_frechet_distance(*stats[0], *stats[1]))
+    _merge(out)
+
+
+def part_openl3_inputs(args: argparse.Namespace) -> None:
+    """The 48 kHz windows openl3 0.4.2 feeds its network, per clip and side, every 97th sample (TF-free check).
+
+    The loading lines are those of stable-audio-metrics' extract_embeddings (librosa.load(sr=None, mono=False),
+    pyloudnorm peak -1, soxr.resample to 44.1 kHz, channels split); the windows are openl3's own
+    core._preprocess_audio_batch (resampy kaiser_best, centring, padding, framing) at hop 0.5 s.
+    """
+    sys.path[:0] = [args.openl3_src, args.kapre_src]
+    import librosa
+    import openl3.core
+    import pyloudnorm as pyln
+    import soxr
+
+    work = Path(args.work)
+    out: dict[str, object] = {}
+    for name, *_ in clips.GENERATED + clips.REFERENCE:
+        folder = work / ("generated" if name[0] == "g" else "reference")
+        audio, sr = librosa.load(folder / f"{name}.wav", sr=None, mono=False)
+        audio = soxr.resample(pyln.normalize.peak(audio.T, -1.0), sr, 44100)
+        sides = [audio] if audio.ndim == 1 else [audio[:, 0], audio[:, 1]]
+        for side, signal in zip("LR", sides, strict=False):
+            x = openl3.core._preprocess_audio_batch(signal, 44100, hop_size=0.5)[:, 0]
+            out[f"l3_input_{name}_{side}"] = x[:, ::97]
     _merge(out)
 
 
@@ -227,7 +262,10 @@ def part_passt(args: argparse.Namespace) -> None:
 
     work = Path(args.work)
     gen, ref = clips.passt_specs()
-    hashes = {**clips.write_clips(work / "passt_generated", gen), **clips.write_clips(work / "passt_reference", ref)}
+    hashes = {
+        **clips.write_clips(work / "passt_generated", gen),
+        **clips.write_clips(work / "passt_reference", ref),
+    }
     ids = [n for n, *_ in gen]
     os.chdir(work)
     with contextlib.redirect_stdout(sys.stderr):
@@ -237,7 +275,9 @@ def part_passt(args: argparse.Namespace) -> None:
                               "passt_weights_sha256": made["sha"]}  # fmt: skip
     for side in ("generated", "reference"):
         for i in ids:
-            out[f"passt_probs_{side}_{i}"] = sam.return_probabilities(model, str(work / f"passt_{side}" / f"{i}.wav")).double().numpy()
+            out[f"passt_probs_{side}_{i}"] = (
+                sam.return_probabilities(model, str(work / f"passt_{side}" / f"{i}.wav")).double().numpy()
+            )
 
     # CLAP score of the reference waveforms (part one) with the random CLAP model, model side as lafa's
     sys.path.insert(0, str(HERE.parents[2]))
@@ -262,14 +302,15 @@ def part_passt(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", choices=["openl3", "openl3_48k", "passt"])
+    p.add_argument("part", choices=["openl3", "openl3_48k", "openl3_inputs", "passt"])
     p.add_argument("--sam_src", required=True, help="stable-audio-metrics' src/ folder")
     p.add_argument("--openl3_src", help="a checkout of marl/openl3 at v0.4.2 (the folder holding openl3/)")
     p.add_argument("--kapre_src", help="a checkout of kapre at Kapre-0.3.7 (the folder holding kapre/)")
     p.add_argument("--work", required=True, help="scratch folder for the clips and model copies")
     args = p.parse_args()
     Path(args.work).mkdir(parents=True, exist_ok=True)
-    {"openl3": part_openl3, "openl3_48k": part_openl3_48k, "passt": part_passt}[args.part](args)
+    parts = {"openl3": part_openl3, "openl3_48k": part_openl3_48k, "openl3_inputs": part_openl3_inputs}
+    parts.get(args.part, part_passt)(args)
 
 
 if __name__ == "__main__":
