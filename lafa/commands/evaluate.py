@@ -50,6 +50,22 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--content_type", type=str, default="music", choices=["music", "env"])
     parser.add_argument(
+        "--openl3_input_repr",
+        type=str,
+        default="mel256",
+        choices=["mel256", "mel128", "linear"],
+        help="OpenL3 input representation (the paper's FD_openl3: mel256); the weight file must hold it",
+    )
+    parser.add_argument("--openl3_embedding_size", type=int, default=512, choices=[512, 6144])
+    parser.add_argument(
+        "--openl3_channel_mode",
+        type=str,
+        default="stereo",
+        choices=["stereo", "mono"],
+        help="stable-audio-metrics path: stereo = batched, channels embedded separately (its published "
+        "statistics); mono = its non-batched default, down-mixed (see docs/metrics.md)",
+    )
+    parser.add_argument(
         "--allow_random_weights",
         action=ActionYesNo,
         default=False,
@@ -58,6 +74,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--stats_cache", type=str, default=None, help="where to cache the reference statistics"
+    )
+    parser.add_argument(
+        "--embedding_cache",
+        type=str,
+        default=None,
+        help="folder of per-file OpenL3/PaSST embeddings keyed by file content and model (a set is embedded once)",
     )
     parser.add_argument("--device", type=str, default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--out", type=str, required=True, help="report .json")
@@ -70,15 +92,24 @@ def main(argv: list[str]) -> int:
         passt_weights=args.passt_weights,
         clap_dir=args.clap_dir,
         content_type=args.content_type,
+        openl3_input_repr=args.openl3_input_repr,
+        openl3_embedding_size=args.openl3_embedding_size,
+        openl3_channel_mode=args.openl3_channel_mode,
         allow_random_weights=args.allow_random_weights,
         seed=args.seed,
         stats_cache=args.stats_cache,
         device=args.device,
+        embedding_cache=args.embedding_cache,
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(table_row(result))
+    for name, metric in result["metrics"].items():
+        speed = metric.get("throughput")
+        if speed and speed["clips_per_second"]:
+            print(f"{name}: {speed['clips_embedded']} clips in {speed['seconds']:.1f} s "
+                  f"({speed['clips_per_second']:.2f} clips/s)")  # fmt: skip
     for warning in result["warnings"]:
         print(f"WARNING {warning}")
     print(f"wrote {out}")

@@ -1,6 +1,8 @@
 """CLAP score as Stability's stable-audio-metrics computes it, with transformers' ClapModel from a local directory.
 
-Per clip: mono, 48 kHz, peak -1 dBFS, int16 round trip (clip, x 32767, truncate, / 32767), then the directory's
+Per clip: mono (librosa's down-mix), 48 kHz with librosa's soxr_hq and its output length (as librosa.load(sr=48000)
+in the reference: 5.000 s at 44.1 kHz becomes 240001 samples, not 240000, which decides the repeat-padding),
+peak -1 dBFS, int16 round trip (clip, x 32767, truncate, / 32767 in float64), then the directory's
 CLAP feature extractor (fusion + repeat-padding for the LAION fused checkpoints). transformers marks a random
 clip as "longer" when none is; the reference (laion_clap) does not, so is_longer is set from the clip itself,
 and the random fusion crops of clips longer than 10 s are seeded per clip id. Text: RoBERTa tokens padded and
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from lafa.audio import load_audio, peak_normalize, resample, to_channels
+from lafa.metrics.reference_audio import librosa_mono, librosa_soxr_hq, load_native, peak_normalize
 
 CLAP_SAMPLE_RATE = 48000
 TEXT_MAX_TOKENS = 77  # laion_clap's tokenizer settings
@@ -26,16 +28,17 @@ TEXT_BATCH = 64
 
 
 def int16_round_trip(x: np.ndarray) -> np.ndarray:
-    """laion_clap's float32_to_int16 then int16_to_float32."""
-    return (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16).astype(np.float32) / 32767.0
+    """laion_clap's float32_to_int16 then int16_to_float32 (the division in float64, then float32)."""
+    q = (np.clip(x, -1.0, 1.0) * np.float32(32767.0)).astype(np.int16)
+    return (q / 32767.0).astype(np.float32)
 
 
-def clap_waveform(audio: torch.Tensor, sample_rate: int) -> np.ndarray:
+def clap_waveform(audio: torch.Tensor | np.ndarray, sample_rate: int) -> np.ndarray:
     """(channels, S) at any rate -> (S',) float32 at 48 kHz as the reference feeds CLAP."""
-    mono = resample(
-        to_channels(audio.float(), 1), sample_rate, CLAP_SAMPLE_RATE
-    )  # librosa: mono, then resample
-    return int16_round_trip(peak_normalize(mono)[0].numpy())
+    audio = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
+    audio = np.asarray(audio, np.float32)
+    mono = librosa_mono(audio if audio.ndim == 2 else audio[None])  # librosa.load: mono, then resample
+    return int16_round_trip(peak_normalize(librosa_soxr_hq(mono, sample_rate, CLAP_SAMPLE_RATE)))
 
 
 def clip_seed(seed: int, clip_id: str) -> int:
@@ -107,7 +110,7 @@ def clap_score(
     text = scorer.text_embeddings([prompts[i] for i in ids])
     cosines = []
     for i, t in zip(tqdm(ids, desc="clap", leave=False), text, strict=True):
-        clip = load_audio(clips[i]) if isinstance(clips[i], (str, Path)) else clips[i]  # one file at a time
+        clip = load_native(clips[i])  # one file at a time
         audio = scorer.audio_embedding(clap_waveform(*clip), clip_seed(seed, i))
         cosines.append(float(torch.nn.functional.cosine_similarity(audio, t, dim=0, eps=1e-8)))
     return {

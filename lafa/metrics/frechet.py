@@ -3,9 +3,14 @@
 FD = ||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr(sqrt(S1 S2)), as FD_openl3 in Stability-AI's
 stable-audio-metrics computes it (docs/metrics.md). Two routes to tr(sqrt(S1 S2)):
 - "sqrtm": scipy's matrix square root of S1 S2, retried with 1e-6 added to both diagonals when it is not
-  finite, real part taken (the reference's route);
+  finite; an imaginary part on its diagonal beyond 1e-3 raises, else the real part is taken (the reference's
+  route and its test);
 - "eigen": tr(sqrt(S1 S2)) = tr(sqrt(A S2 A)) with A = S1^(1/2), a symmetric positive semi-definite matrix,
   so two symmetric eigen-decompositions give it (faster and stable for 1024-d covariances; the default).
+  A negative eigenvalue -l would put i sqrt(l) into the trace: beyond the reference's 1e-3 it raises, below
+  it is round-off and counts as zero.
+Non-finite features or statistics raise NonFiniteFeaturesError naming what is wrong, instead of NumPy's bare
+LinAlgError.
 """
 
 from __future__ import annotations
@@ -16,6 +21,26 @@ import numpy as np
 from scipy import linalg
 
 SQRTM_EPS = 1e-6  # diagonal offset of the reference's retry
+IMAG_ATOL = 1e-3  # the reference's np.allclose(diag(covmean).imag, 0, atol=1e-3)
+
+
+class NonFiniteFeaturesError(ValueError):
+    """Features or statistics hold NaN or infinity (a failed embedding, silent audio normalised by zero)."""
+
+
+class ComplexSqrtError(ValueError):
+    """sqrt(S1 S2) has a significant imaginary part: the statistics are not valid covariances of real data."""
+
+
+def check_finite(name: str, array: np.ndarray) -> None:
+    """Raise NonFiniteFeaturesError naming `name` and where the first bad value sits."""
+    bad = ~np.isfinite(array)
+    if bad.any():
+        where = np.argwhere(bad)[0].tolist()
+        raise NonFiniteFeaturesError(
+            f"{name} holds {int(bad.sum())} non-finite values (NaN/inf), the first at index {where}: "
+            "the Frechet distance is undefined (check the audio and the embedding model)"
+        )
 
 
 def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -25,6 +50,7 @@ def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"features must be (N, D), got shape {features.shape}")
     if features.shape[0] < 2:
         raise ValueError(f"need at least 2 samples for a covariance, got {features.shape[0]}")
+    check_finite("features", features)
     mu = features.mean(axis=0)
     sigma = np.cov(features, rowvar=False, ddof=1)
     return mu, np.atleast_2d(sigma)
@@ -35,19 +61,37 @@ def _trace_sqrt_product_sqrtm(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     if not np.isfinite(covmean).all():
         offset = np.eye(sigma1.shape[0]) * SQRTM_EPS
         covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    return float(np.trace(np.real(covmean)))
+    if np.iscomplexobj(covmean):
+        imag = np.abs(np.diagonal(covmean).imag)
+        if not np.allclose(imag, 0, atol=IMAG_ATOL):
+            raise ComplexSqrtError(
+                f"sqrt(S1 S2) has an imaginary component of up to {np.abs(covmean.imag).max():.3g} "
+                f"(diagonal {imag.max():.3g} > {IMAG_ATOL}); the reference rejects it too"
+            )
+        covmean = covmean.real
+    return float(np.trace(covmean))
+
+
+def _check_eigenvalues(w: np.ndarray, what: str) -> np.ndarray:
+    """Clip round-off negatives to 0; a negative eigenvalue whose root exceeds IMAG_ATOL raises."""
+    if w.size and w.min() < 0 and np.sqrt(-w.min()) > IMAG_ATOL:
+        raise ComplexSqrtError(
+            f"{what} has an eigenvalue {w.min():.3g}: its square root would add an imaginary part "
+            f"{np.sqrt(-w.min()):.3g} > {IMAG_ATOL} (not a covariance of real data)"
+        )
+    return np.clip(w, 0.0, None)
 
 
 def _psd_sqrt(sigma: np.ndarray) -> np.ndarray:
     w, v = np.linalg.eigh((sigma + sigma.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    return (v * np.sqrt(_check_eigenvalues(w, "sigma1"))) @ v.T
 
 
 def _trace_sqrt_product_eigen(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     a = _psd_sqrt(sigma1)
     m = a @ sigma2 @ a  # similar to S1 S2 (up to the null space of S1), symmetric PSD
     w = np.linalg.eigvalsh((m + m.T) / 2)
-    return float(np.sqrt(np.clip(w, 0.0, None)).sum())
+    return float(np.sqrt(_check_eigenvalues(w, "S1^1/2 S2 S1^1/2")).sum())
 
 
 def frechet_distance(
@@ -63,6 +107,8 @@ def frechet_distance(
         raise ValueError(
             f"mismatched statistics: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}"
         )
+    for name, value in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)):
+        check_finite(name, value)
     if method == "eigen":
         tr_covmean = _trace_sqrt_product_eigen(sigma1, sigma2)
     elif method == "sqrtm":

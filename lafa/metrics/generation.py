@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,11 +31,18 @@ from lafa.metrics.openl3 import OpenL3Embedder, build_openl3
 from lafa.metrics.passt import KL_EPS, PasstTagger, build_passt, paired_kl
 
 RANDOM_NOTE = "random weights built locally: NOT comparable to the paper's numbers"
-OPENL3_SETTINGS = {"input_repr": "mel256", "embedding_size": 512, "channels": 2, "sample_rate": 44100,
-                   "hop_seconds": 0.5, "peak_dbfs": -1.0, "front_end": "openl3 0.4.2 / kapre 0.3"}  # fmt: skip
-PASST_SETTINGS = {"arch": "passt_s_swa_p16_128_ap476", "sample_rate": 32000, "window_seconds": 10,
+OPENL3_SETTINGS = {"channels": 2, "sample_rate": 44100, "hop_seconds": 0.5, "peak_dbfs": -1.0,
+                   "front_end": "openl3 0.4.2 / kapre 0.3",
+                   "resampling": "soxr HQ to 44.1 kHz, resampy kaiser_best to 48 kHz"}  # fmt: skip
+OPENL3_PATHS = {
+    "stereo": "stable-audio-metrics extract_embeddings (batching=N): channels embedded separately; "
+    "the path of its published reference statistics",
+    "mono": "stable-audio-metrics extract_embeddings_nobatching (openl3_fd's default batching=False): "
+    "down-mixed, mono embedding used as L and R",
+}
+PASST_SETTINGS = {"arch": "passt_s_swa_p16_128_ap476", "sample_rate": 32000, "resampling": "librosa soxr_hq", "window_seconds": 10,
                   "step_seconds": 5, "collect": "mean of logits, softmax over 527", "eps": KL_EPS, "peak_dbfs": -1.0}  # fmt: skip
-CLAP_SETTINGS = {"sample_rate": 48000, "peak_dbfs": -1.0, "int16_round_trip": True, "text_max_tokens": 77,
+CLAP_SETTINGS = {"sample_rate": 48000, "resampling": "librosa soxr_hq (librosa's output length)", "peak_dbfs": -1.0, "int16_round_trip": True, "text_max_tokens": 77,
                  "is_longer": "num_samples > 480000 (fusion)", "crops": "seeded per clip id"}  # fmt: skip
 
 
@@ -87,22 +96,73 @@ def load_reference_cache(path: str | Path) -> dict[str, dict]:
         }
 
 
-def _openl3_stats(files: dict[str, Path], embedder: OpenL3Embedder, desc: str) -> dict:
+class EmbeddingCache:
+    """Per-file embeddings keyed by the file's content (SHA-256 of its bytes) and the model + settings key.
+
+    A reference set is embedded once: later runs, other generated folders and renamed copies hit the cache;
+    an edited file or other weights/settings miss it. `folder=None` caches nothing. Entries are written
+    atomically (temporary file, then rename), so an interrupted run leaves no half-written entry.
+    """
+
+    def __init__(self, folder: str | Path | None, model_key: str):
+        self.folder = Path(folder) if folder is not None else None
+        self.model = hashlib.sha256(model_key.encode()).hexdigest()[:16]
+        self.computed = 0  # files embedded (cache misses) in this run
+
+    def get(self, path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        if self.folder is None:
+            self.computed += 1
+            return compute()
+        entry = self.folder / f"{self.model}-{sha256_file(path)}.npy"
+        if entry.is_file():
+            return np.load(entry, allow_pickle=False)
+        value = np.asarray(compute())
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = entry.with_suffix(f".tmp{os.getpid()}")
+        with open(tmp, "wb") as f:
+            np.save(f, value)
+        os.replace(tmp, entry)
+        self.computed += 1
+        return value
+
+
+class Throughput:
+    """Clips embedded (not read from a cache) and wall seconds per metric in this run."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, list[float]] = {}
+
+    def timed(
+        self, metric: str, fn: Callable[[], dict], cache: EmbeddingCache | None = None, count: int = 0
+    ) -> dict:
+        """Run fn, adding its wall time and the clips it embedded (the cache's misses, or `count`)."""
+        start, before = time.perf_counter(), cache.computed if cache else 0
+        out = fn()
+        entry = self.counts.setdefault(metric, [0, 0.0])
+        entry[0] += (cache.computed - before) if cache else count
+        entry[1] += time.perf_counter() - start
+        return out
+
+    def report(self, metric: str) -> dict:
+        clips, seconds = self.counts.get(metric, [0, 0.0])
+        rate = clips / seconds if seconds > 0 and clips else None
+        return {"clips_embedded": int(clips), "seconds": round(seconds, 3), "clips_per_second": rate}
+
+
+def _openl3_stats(files: dict[str, Path], embedder: OpenL3Embedder, cache: EmbeddingCache, desc: str) -> dict:
     frames = []
     for path in tqdm(files.values(), desc=desc, leave=False):
-        audio, sr = load_audio(path)
-        frames.append(embedder.embed(audio, sr).double().numpy())
+        frames.append(np.asarray(cache.get(path, lambda p=path: embedder.embed_file(p).numpy()), np.float64))
     features = np.concatenate(frames)
     mu, sigma = gaussian_stats(features)
     return {"mu": mu, "sigma": sigma, "frames": np.asarray(len(features))}
 
 
-def _passt_probs(files: dict[str, Path], tagger: PasstTagger, desc: str) -> dict:
+def _passt_probs(files: dict[str, Path], tagger: PasstTagger, cache: EmbeddingCache, desc: str) -> dict:
     ids, probs = [], []
     for clip_id, path in tqdm(files.items(), desc=desc, leave=False):
-        audio, sr = load_audio(path)
         ids.append(clip_id)
-        probs.append(tagger.probabilities(audio, sr).numpy())
+        probs.append(cache.get(path, lambda p=path: tagger.probabilities(*load_audio(p)).numpy()))
     return {"ids": np.asarray(ids), "probs": np.stack(probs)}
 
 
@@ -159,10 +219,14 @@ def evaluate_folders(
     passt_weights: str | None = None,
     clap_dir: str | None = None,
     content_type: str = "music",
+    openl3_input_repr: str = "mel256",
+    openl3_embedding_size: int = 512,
+    openl3_channel_mode: str = "stereo",
     allow_random_weights: bool = False,
     seed: int = 0,
     stats_cache: str | None = None,
     device: str | None = None,
+    embedding_cache: str | None = None,
 ) -> dict:
     """Score `generated_dir` (files named <id>.<ext>) against a reference folder or statistics file."""
     if content_type not in ("music", "env"):
@@ -171,6 +235,7 @@ def evaluate_folders(
     generated = audio_files(generated_dir)
     ref = _Reference(reference, stats_cache)
     metrics: dict[str, dict] = {}
+    speed = Throughput()
 
     mel_key = _cache_key({"kind": "none"}, MEL_SETTINGS)
     ref_mel = ref.get(
@@ -188,48 +253,71 @@ def evaluate_folders(
         return _weights(path, seed)
 
     if (weights := configured("fd_openl3", openl3_weights, "--openl3_weights")) is not None:
-        named = Path(openl3_weights or "").name
-        if ("_env" in named or "_music" in named) and f"_{content_type}" not in named:
-            raise ValueError(f"{openl3_weights} does not look like the {content_type} OpenL3 model")
-        settings = {**OPENL3_SETTINGS, "content_type": content_type}
-        embedder = OpenL3Embedder(build_openl3(openl3_weights, seed).to(device))
+        model = build_openl3(
+            openl3_weights, seed, openl3_input_repr, content_type, openl3_embedding_size
+        )  # refuses a file that holds another input representation or content type
+        embedder = OpenL3Embedder(model.to(device), channel_mode=openl3_channel_mode)
+        settings = {
+            **OPENL3_SETTINGS,
+            "content_type": content_type,
+            "input_repr": openl3_input_repr,
+            "embedding_size": openl3_embedding_size,
+            "channel_mode": openl3_channel_mode,
+            "path": OPENL3_PATHS[openl3_channel_mode],
+        }
+        l3_cache = EmbeddingCache(embedding_cache, _cache_key(weights, settings))
         ref_l3 = ref.get(
             "fd_openl3",
             _cache_key(weights, settings),
-            lambda f: _openl3_stats(f, embedder, "openl3 reference"),
+            lambda f: speed.timed(
+                "fd_openl3", lambda: _openl3_stats(f, embedder, l3_cache, "openl3 reference"), l3_cache
+            ),
         )
-        gen_l3 = _openl3_stats(generated, embedder, "openl3 generated")
+        gen_l3 = speed.timed(
+            "fd_openl3", lambda: _openl3_stats(generated, embedder, l3_cache, "openl3 generated"), l3_cache
+        )
         metrics["fd_openl3"] = {
             "value": frechet_distance(gen_l3["mu"], gen_l3["sigma"], ref_l3["mu"], ref_l3["sigma"]),
-            "label": "FD_openl3 (stable-audio-metrics pipeline)",
+            "label": f"FD_openl3 (stable-audio-metrics pipeline, {openl3_channel_mode} path)",
             "frames_generated": int(gen_l3["frames"]),
             "frames_reference": int(ref_l3["frames"]),
             "weights": weights,
             "settings": settings,
+            "throughput": speed.report("fd_openl3"),
         }
 
     if (weights := configured("kl_passt", passt_weights, "--passt_weights")) is not None:
         tagger = PasstTagger(build_passt(passt_weights, seed).to(device))
+        p_cache = EmbeddingCache(embedding_cache, _cache_key(weights, PASST_SETTINGS))
         ref_p = ref.get(
             "kl_passt",
             _cache_key(weights, PASST_SETTINGS),
-            lambda f: _passt_probs(f, tagger, "passt reference"),
+            lambda f: speed.timed(
+                "kl_passt", lambda: _passt_probs(f, tagger, p_cache, "passt reference"), p_cache
+            ),
         )
-        gen_p = _passt_probs(generated, tagger, "passt generated")
+        gen_p = speed.timed(
+            "kl_passt", lambda: _passt_probs(generated, tagger, p_cache, "passt generated"), p_cache
+        )
         kl = paired_kl(_probs_by_id(gen_p), _probs_by_id(ref_p))
-        metrics["kl_passt"] = {**kl, "label": "KL_PaSST", "weights": weights, "settings": PASST_SETTINGS}
+        metrics["kl_passt"] = {**kl, "label": "KL_PaSST", "weights": weights, "settings": PASST_SETTINGS,
+                               "throughput": speed.report("kl_passt")}  # fmt: skip
 
     if not prompts:
         metrics["clap_score"] = {"skipped": "no prompts given (prompts.json: {id: text})"}
     elif (weights := configured("clap_score", clap_dir, "--clap_dir")) is not None:
         with tempfile.TemporaryDirectory() as tmp:
             scorer = ClapScorer(clap_dir or write_random_clap(tmp, seed), device=device)
-            result = clap_score(scorer, generated, prompts, seed)
+            n_scored = len(set(generated) & set(prompts))  # CLAP embeddings are not cached
+            result = speed.timed(
+                "clap_score", lambda: clap_score(scorer, generated, prompts, seed), count=n_scored
+            )
         settings = {
             **CLAP_SETTINGS,
             "model": "small random HTSAT+RoBERTa (lafa)" if clap_dir is None else "local HF directory",
         }
-        metrics["clap_score"] = {**result, "label": "CLAP score", "weights": weights, "settings": settings}
+        metrics["clap_score"] = {**result, "label": "CLAP score", "weights": weights, "settings": settings,
+                                 "throughput": speed.report("clap_score")}  # fmt: skip
 
     ref.save()
     paper = ("fd_openl3", "kl_passt", "clap_score")

@@ -1,15 +1,21 @@
-"""OpenL3 audio embeddings (mel256, 512-d) in PyTorch, for FD_openl3 as Stability's stable-audio-metrics computes it.
+"""OpenL3 audio embeddings in PyTorch, for FD_openl3 as Stability's stable-audio-metrics computes it.
 
-The front end reproduces openl3 0.4.2 with kapre 0.3: 1 s windows at 48 kHz, STFT n_fft 2048 / hop 242 with a
-periodic Hann window and padding at the end only (199 frames), magnitude through a slaney mel filterbank
-(librosa.filters.mel(sr=48000, n_fft=2048, n_mels=256)), 10 log10(max(x, 1e-10)) minus the window's maximum,
-floored at -80 dB. The network (BatchNorm first, four conv blocks, max-pool over the last 32 x 24 map) loads the
-official Keras `openl3_audio_mel256_{music,env}-v0_4_0.h5` weights by position, as Keras' load_weights does.
+All six audio models of openl3 0.4.2 (input representation linear / mel128 / mel256, embedding size 512 /
+6144; content type music / env is a property of the weight file) with the kapre 0.3 front ends openl3 0.4.2
+builds: 1 s windows at 48 kHz; STFT hop 242 with a periodic Hann window; mel: n_fft 2048, padding at the end
+only (199 frames), magnitude through a slaney mel filterbank (librosa.filters.mel(sr=48000, n_fft=2048,
+n_mels=128|256)); linear: n_fft 512, no padding (257 bins x 197 frames); then 10 log10(max(x, 1e-10)) minus
+the window's maximum, floored at -80 dB. The network (BatchNorm first, four conv blocks, max-pool to the
+embedding size, flattened in Keras' (freq, time, channel) order) loads the official Keras
+`openl3_audio_<repr>_<content>*.h5` weights by position, as Keras' load_weights does. The three input
+representations have identically shaped weights, so which one a file holds is read from the file (its name,
+as openl3 itself requires, and its front-end layer), never assumed.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import h5py
@@ -19,19 +25,39 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 from torch import nn
 
-from lafa.audio import peak_normalize, resample, to_channels
+from lafa.metrics.reference_audio import (
+    as_numpy,
+    librosa_mono,
+    load_native,
+    peak_normalize,
+    resampy_kaiser_best,
+    soxr_hq,
+)
 
 OPENL3_SAMPLE_RATE = 48000
 WINDOW = 48000  # 1 s analysis window
-N_FFT, STFT_HOP, N_MELS = 2048, 242, 256
-N_FRAMES = math.ceil(WINDOW / STFT_HOP)  # 199: tf.signal.stft(pad_end=True)
+STFT_HOP = 242
+N_FRAMES = math.ceil(WINDOW / STFT_HOP)  # 199: tf.signal.stft(pad_end=True) (mel front ends)
 BN_EPS = 1e-3  # Keras BatchNormalization default
 WIDTHS = (64, 64, 128, 128, 256, 256, 512, 512)
 POOL_AFTER = (1, 3, 5)  # 2x2 max-pool after the second conv of blocks 1-3
+INPUT_REPRS = ("linear", "mel128", "mel256")
+CONTENT_TYPES = ("music", "env")
+EMBEDDING_SIZES = (512, 6144)
+# openl3 0.4.2 AUDIO_POOLING_SIZES: the final max-pool ('same' padding) that sets the embedding size
+POOL_SIZES = {
+    "linear": {6144: (8, 8), 512: (32, 24)},
+    "mel128": {6144: (4, 8), 512: (16, 24)},
+    "mel256": {6144: (8, 8), 512: (32, 24)},
+}
+# the kapre layer openl3 puts in front of the network (in a weight file's layer_names when saved with it)
+FRONT_END_LAYER = {"linear": "stft_magnitude", "mel128": "melspectrogram", "mel256": "melspectrogram"}
+FILE_NAME = re.compile(r"openl3_audio_(linear|mel128|mel256)_(music|env)(?:[-.]|$)")
+CHANNEL_MODES = ("stereo", "mono")
 
 
 def slaney_mel_filterbank(
-    sample_rate: int = OPENL3_SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS
+    sample_rate: int = OPENL3_SAMPLE_RATE, n_fft: int = 2048, n_mels: int = 256
 ) -> torch.Tensor:
     """(n_fft // 2 + 1, n_mels) slaney-scale, slaney-normalised triangles: librosa.filters.mel(...).T."""
     return AF.melscale_fbanks(
@@ -39,33 +65,59 @@ def slaney_mel_filterbank(
     )
 
 
-class Mel256FrontEnd(nn.Module):
-    """(B, 48000) windows at 48 kHz -> (B, 1, 256, 199) dB mel spectrograms (kapre 0.3 as openl3 0.4.2 uses it)."""
+def magnitude_to_db(x: torch.Tensor) -> torch.Tensor:
+    """openl3's kapre_v0_1_4_magnitude_to_decibel: 10 log10(max(x, 1e-10)) - per-window max, floored at -80."""
+    db = 10.0 * torch.log10(x.clamp_min(1e-10))
+    return (db - db.amax(dim=(1, 2), keepdim=True)).clamp_min(-80.0)
 
-    def __init__(self) -> None:
+
+class SpectrogramFrontEnd(nn.Module):
+    """(B, 48000) windows at 48 kHz -> (B, 1, bins, frames) dB spectrograms (kapre 0.3 as openl3 0.4.2 uses it).
+
+    mel128 / mel256: n_fft 2048, pad_end (199 frames), slaney mel; linear: n_fft 512, no padding (197 frames).
+    """
+
+    def __init__(self, input_repr: str = "mel256") -> None:
         super().__init__()
-        self.register_buffer("window", torch.hann_window(N_FFT, periodic=True), persistent=False)
-        self.register_buffer("filterbank", slaney_mel_filterbank(), persistent=False)
+        if input_repr not in INPUT_REPRS:
+            raise ValueError(f"input_repr must be one of {INPUT_REPRS}, got {input_repr!r}")
+        self.input_repr = input_repr
+        self.n_fft = 512 if input_repr == "linear" else 2048
+        self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
+        if input_repr == "linear":
+            self.filterbank = None
+        else:
+            fb = slaney_mel_filterbank(n_mels=int(input_repr[3:]))
+            self.register_buffer("filterbank", fb, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        padded = (
-            N_FRAMES - 1
-        ) * STFT_HOP + N_FFT  # pad_end: zeros after the window so every hop gets a frame
-        x = F.pad(x, (0, padded - x.shape[-1]))
-        frames = x.unfold(-1, N_FFT, STFT_HOP)  # (B, 199, 2048)
-        magnitude = torch.fft.rfft(frames * self.window).abs()  # (B, 199, 1025)
-        mel = magnitude @ self.filterbank  # (B, 199, 256)
-        db = 10.0 * torch.log10(mel.clamp_min(1e-10))
-        db = (db - db.amax(dim=(1, 2), keepdim=True)).clamp_min(-80.0)
-        return db.transpose(1, 2).unsqueeze(1)  # (B, 1, 256 mels, 199 frames)
+        if self.filterbank is not None:  # pad_end: zeros after the window so every hop gets a frame
+            x = F.pad(x, (0, (N_FRAMES - 1) * STFT_HOP + self.n_fft - x.shape[-1]))
+        frames = x.unfold(-1, self.n_fft, STFT_HOP)  # (B, frames, n_fft)
+        spec = torch.fft.rfft(frames * self.window).abs()  # (B, frames, n_fft // 2 + 1)
+        if self.filterbank is not None:
+            spec = spec @ self.filterbank  # (B, 199, n_mels)
+        return magnitude_to_db(spec).transpose(1, 2).unsqueeze(1)  # (B, 1, bins, frames)
+
+
+def _max_pool_same(x: torch.Tensor, pool: tuple[int, int]) -> torch.Tensor:
+    """Keras MaxPooling2D(pool_size=pool, padding='same'): stride = pool, -inf padding split as TF does."""
+    pads = []
+    for size, k in zip(reversed(x.shape[-2:]), reversed(pool), strict=True):
+        total = max((math.ceil(size / k) - 1) * k + k - size, 0)
+        pads += [total // 2, total - total // 2]
+    return F.max_pool2d(F.pad(x, pads, value=float("-inf")), pool)
 
 
 class OpenL3Audio(nn.Module):
-    """openl3 0.4.2 `_construct_mel256_audio_network` + the 512-d max-pool; (B, 48000) -> (B, 512)."""
+    """openl3 0.4.2 `_construct_<repr>_audio_network` + its embedding max-pool; (B, 48000) -> (B, size)."""
 
-    def __init__(self) -> None:
+    def __init__(self, input_repr: str = "mel256", embedding_size: int = 512) -> None:
         super().__init__()
-        self.frontend = Mel256FrontEnd()
+        if embedding_size not in EMBEDDING_SIZES:
+            raise ValueError(f"embedding_size must be one of {EMBEDDING_SIZES}, got {embedding_size}")
+        self.input_repr, self.embedding_size = input_repr, embedding_size
+        self.frontend = SpectrogramFrontEnd(input_repr)
         self.input_norm = nn.BatchNorm2d(1, eps=BN_EPS)
         in_widths = (1, *WIDTHS[:-1])
         self.convs = nn.ModuleList(
@@ -83,26 +135,27 @@ class OpenL3Audio(nn.Module):
         return [m for pair in zip([self.input_norm, *self.norms], self.convs, strict=True) for m in pair]
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        x = self.input_norm(self.frontend(windows))  # (B, 1, 256, 199)
+        x = self.input_norm(self.frontend(windows))  # (B, 1, bins, frames)
         for i, (conv, norm) in enumerate(zip(self.convs[:-1], self.norms, strict=True)):
             x = F.relu(norm(conv(x)))
             if i in POOL_AFTER:
-                x = F.max_pool2d(x, 2)  # 256x199 -> 128x99 -> 64x49 -> 32x24
-        x = self.convs[-1](x)  # (B, 512, 32, 24): the audio_embedding_layer
-        return x.amax(dim=(2, 3))  # MaxPooling2D((32, 24)) + Flatten -> (B, 512)
+                x = F.max_pool2d(x, 2)  # mel256: 256x199 -> 128x99 -> 64x49 -> 32x24 (mel128: 16x24)
+        x = self.convs[-1](x)  # (B, 512, 32 | 16, 24): the audio_embedding_layer
+        x = _max_pool_same(x, POOL_SIZES[self.input_repr][self.embedding_size])  # (B, 512, h, w)
+        return x.permute(0, 2, 3, 1).flatten(1)  # Keras Flatten of (h, w, 512) -> (B, 512 h w)
 
 
-def _keras_layers(path: str | Path) -> list[tuple[str, dict[str, np.ndarray]]]:
-    """(layer name, {weight kind: array}) of every layer with weights, in the file's layer order."""
+def _keras_layers(path: str | Path) -> tuple[list[str], list[tuple[str, dict[str, np.ndarray]]]]:
+    """All layer names, and (layer name, {weight kind: array}) of every layer with weights, in file order."""
     with h5py.File(path, "r") as f:
         group = (
             f["model_weights"] if "model_weights" in f else f
         )  # save_weights file or a full model.save file
         if "layer_names" not in group.attrs:
             raise ValueError(f"{path} is not a Keras HDF5 weight file (no 'layer_names' attribute)")
+        names = [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in group.attrs["layer_names"]]
         layers = []
-        for raw in group.attrs["layer_names"]:
-            name = raw.decode() if isinstance(raw, bytes) else str(raw)
+        for name in names:
             weight_names = [
                 w.decode() if isinstance(w, bytes) else str(w) for w in group[name].attrs["weight_names"]
             ]
@@ -110,7 +163,34 @@ def _keras_layers(path: str | Path) -> list[tuple[str, dict[str, np.ndarray]]]:
                 layers.append(
                     (name, {w.split("/")[-1].split(":")[0]: np.array(group[name][w]) for w in weight_names})
                 )
-        return layers
+        return names, layers
+
+
+def weight_file_config(path: str | Path) -> tuple[str, str]:
+    """(input_repr, content_type) of an OpenL3 weight file, read from the file; ValueError when it cannot tell.
+
+    openl3 0.4.2 determines a file's model from its name (`*openl3_audio_<repr>_<content>.h5` or `...-*.h5`,
+    e.g. the release's openl3_audio_mel256_music-v0_4_0.h5); the weights themselves have the same shapes for
+    every representation, so a name that says nothing is refused. When the file records openl3's kapre
+    front-end layer (stft_magnitude for linear, melspectrogram for mel) it must agree with the name.
+    """
+    path = Path(path)
+    match = FILE_NAME.search(path.name)
+    if match is None:
+        raise ValueError(
+            f"{path.name}: cannot tell which OpenL3 model this file holds (linear, mel128 and mel256 weights "
+            "have the same shapes); name it as openl3 does, openl3_audio_<linear|mel128|mel256>_<music|env>"
+            "[-v0_4_0].h5"
+        )
+    input_repr, content_type = match.groups()
+    names, _ = _keras_layers(path)
+    front_ends = {FRONT_END_LAYER[r] for r in INPUT_REPRS} & {n.split("/")[-1] for n in names}
+    if front_ends and front_ends != {FRONT_END_LAYER[input_repr]}:
+        raise ValueError(
+            f"{path.name} is named {input_repr} but its front-end layer is {sorted(front_ends)} "
+            f"({FRONT_END_LAYER[input_repr]} expected): the file was renamed or is damaged"
+        )
+    return input_repr, content_type
 
 
 def _copy(target: torch.Tensor, value: np.ndarray, where: str) -> None:
@@ -121,12 +201,12 @@ def _copy(target: torch.Tensor, value: np.ndarray, where: str) -> None:
 
 
 def load_keras_weights(model: OpenL3Audio, path: str | Path) -> None:
-    """Copy an official `openl3_audio_mel256_*-v0_4_0.h5` file into `model` by layer position ([BN, Conv] x 8)."""
-    layers = _keras_layers(path)
+    """Copy an official `openl3_audio_*-v0_4_0.h5` file into `model` by layer position ([BN, Conv] x 8)."""
+    _, layers = _keras_layers(path)
     modules = model.weighted_layers()
     if len(layers) != len(modules):
         raise ValueError(
-            f"{path} holds {len(layers)} layers with weights; the mel256 network has {len(modules)}"
+            f"{path} holds {len(layers)} layers with weights; the OpenL3 audio network has {len(modules)}"
         )
     for (name, weights), module in zip(layers, modules, strict=True):
         where = f"{path}:{name}"
@@ -161,7 +241,17 @@ def frame_windows(audio_48k: torch.Tensor, hop: int = WINDOW // 2) -> torch.Tens
 
 
 class OpenL3Embedder:
-    """Stability's FD_openl3 embedding of a clip: (channels, S) audio -> (frames, 1024) [left | right]."""
+    """Stability's FD_openl3 embedding of a clip: (channels, S) audio -> (frames, 2 x embedding size) [L | R].
+
+    channel_mode names which of stable-audio-metrics' two OpenL3 paths is followed (they differ by ~10% in
+    FD on the same folders):
+    - "stereo": `extract_embeddings` (openl3_fd(..., batching=N)), the path behind its published reference
+      statistics (`..._batch4.npz`): loaded with librosa mono=False, one peak gain for both channels, each
+      channel embedded separately (a mono file is used for both sides); lafa's default;
+    - "mono": `extract_embeddings_nobatching`, openl3_fd's default (batching=False): librosa.load(mono=True)
+      down-mixes first and the mono embedding is used as both L and R.
+    Resampling as the reference: soxr HQ to eval_sample_rate, then resampy kaiser_best to 48 kHz.
+    """
 
     def __init__(
         self,
@@ -169,38 +259,80 @@ class OpenL3Embedder:
         eval_sample_rate: int = 44100,
         hop_seconds: float = 0.5,
         batch_size: int = 16,
+        channel_mode: str = "stereo",
     ):
+        if channel_mode not in CHANNEL_MODES:
+            raise ValueError(f"channel_mode must be one of {CHANNEL_MODES}, got {channel_mode!r}")
         self.model = model.eval()
         self.eval_sample_rate = eval_sample_rate
         self.hop = int(hop_seconds * OPENL3_SAMPLE_RATE)
         self.batch_size = batch_size
+        self.channel_mode = channel_mode
+
+    def channel_windows(self, mono: np.ndarray) -> torch.Tensor:
+        """(S,) float32 at the evaluation rate -> (windows, 48000) at 48 kHz (resampy kaiser_best, framing)."""
+        at48 = resampy_kaiser_best(mono, self.eval_sample_rate, OPENL3_SAMPLE_RATE)
+        return frame_windows(torch.from_numpy(np.ascontiguousarray(at48, dtype=np.float32)), self.hop)
 
     @torch.no_grad()
-    def embed_channel(self, mono: torch.Tensor) -> torch.Tensor:
-        """(S,) mono at the evaluation rate -> (frames, 512)."""
+    def embed_windows(self, windows: torch.Tensor) -> torch.Tensor:
+        """(N, 48000) -> (N, embedding size) in batches of batch_size."""
         device = next(self.model.parameters()).device
-        n_out = int(mono.shape[-1] * OPENL3_SAMPLE_RATE / self.eval_sample_rate)  # resampy's output length
-        at48 = resample(mono[None].float(), self.eval_sample_rate, OPENL3_SAMPLE_RATE)[0, :n_out]
-        windows = frame_windows(at48, self.hop)
         out = [
-            self.model(windows[i : i + self.batch_size].to(device)).cpu()
+            self.model(windows[i : i + self.batch_size].to(device)).float().cpu()
             for i in range(0, len(windows), self.batch_size)
         ]
         return torch.cat(out)
 
-    def embed(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """(channels, S) at any rate -> (frames, 1024): peak -1 dBFS, resample, L and R embedded separately."""
-        audio = resample(peak_normalize(audio.float()), sample_rate, self.eval_sample_rate)
-        stereo = to_channels(audio, 2)  # a mono file is used for both sides
-        return torch.cat([self.embed_channel(stereo[0]), self.embed_channel(stereo[1])], dim=1)
+    def clip_channels(self, audio: torch.Tensor | np.ndarray, sample_rate: int) -> list[np.ndarray]:
+        """The per-channel (S,) signals at the evaluation rate that this path embeds (one for mono)."""
+        audio = as_numpy(audio)
+        if audio.ndim == 1:
+            audio = audio[None]
+        if self.channel_mode == "mono" or audio.shape[0] == 1:
+            audio = peak_normalize(librosa_mono(audio))[None]
+        else:
+            audio = peak_normalize(audio)
+        audio = soxr_hq(audio, sample_rate, self.eval_sample_rate)
+        return [audio[0]] if audio.shape[0] == 1 else [audio[0], audio[1]]
+
+    def embed(self, audio: torch.Tensor | np.ndarray, sample_rate: int) -> torch.Tensor:
+        """(channels, S) at any rate -> (frames, 2 x size): the two sides concatenated per frame."""
+        sides = [self.embed_windows(self.channel_windows(c)) for c in self.clip_channels(audio, sample_rate)]
+        return torch.cat(sides * 2 if len(sides) == 1 else sides, dim=1)
+
+    def embed_file(self, path_or_clip) -> torch.Tensor:
+        """A file path or an (audio, sample rate) pair -> (frames, 2 x size)."""
+        return self.embed(*load_native(path_or_clip))
 
 
-def build_openl3(weights: str | Path | None, seed: int = 0) -> OpenL3Audio:
-    """The network with official weights, or with seeded random weights when `weights` is None."""
+def build_openl3(
+    weights: str | Path | None,
+    seed: int = 0,
+    input_repr: str = "mel256",
+    content_type: str = "music",
+    embedding_size: int = 512,
+) -> OpenL3Audio:
+    """The network with a weight file's weights, or seeded random weights when `weights` is None.
+
+    A file must hold the model asked for (input_repr, content_type, read by weight_file_config), else
+    ValueError: the representations share tensor shapes, so a wrong file would load and give wrong embeddings.
+    """
+    if input_repr not in INPUT_REPRS or content_type not in CONTENT_TYPES:
+        raise ValueError(
+            f"OpenL3 model {input_repr}/{content_type}: input_repr must be one of {INPUT_REPRS}, "
+            f"content_type one of {CONTENT_TYPES}"
+        )
     if weights is None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return OpenL3Audio().eval()
-    model = OpenL3Audio()
+            return OpenL3Audio(input_repr, embedding_size).eval()
+    file_repr, file_content = weight_file_config(weights)
+    if (file_repr, file_content) != (input_repr, content_type):
+        raise ValueError(
+            f"{Path(weights).name} holds the OpenL3 {file_repr}/{file_content} model; "
+            f"{input_repr}/{content_type} was asked for"
+        )
+    model = OpenL3Audio(input_repr, embedding_size)
     load_keras_weights(model, weights)
     return model.eval()

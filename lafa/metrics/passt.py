@@ -1,6 +1,7 @@
 """KL_PaSST as Stability's stable-audio-metrics computes it, with hear21passt's PaSST from a local checkpoint.
 
-Per clip: mono, 32 kHz, peak -1 dBFS; 10 s windows at a 5 s step starting at range(0, max(step, len - step),
+Per clip: mono (librosa's down-mix), 32 kHz (librosa's soxr_hq, as librosa.load(sr=32000) in the reference),
+then peak -1 dBFS (pyloudnorm's formula); 10 s windows at a 5 s step starting at range(0, max(step, len - step),
 step); a window shorter than 10 s but longer than 1.5 s is zero-padded to 10 s (a shorter one goes in as it
 is); logits averaged over windows, softmax over the 527 AudioSet classes. KL(P_gen || P_ref) with 1e-6 added to
 the reference, averaged over prompt ids present in both sets; audiocraft's direction KL(P_ref || P_gen) is
@@ -14,10 +15,11 @@ import io
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from lafa.audio import peak_normalize, resample, to_channels
+from lafa.metrics.reference_audio import librosa_mono, librosa_soxr_hq, peak_normalize
 
 PASST_SAMPLE_RATE = 32000
 WINDOW = 10 * PASST_SAMPLE_RATE
@@ -33,14 +35,14 @@ def window_starts(num_samples: int, step: int = STEP) -> list[int]:
     return list(range(0, max(step, num_samples - step), step))
 
 
-def cut_windows(audio: torch.Tensor) -> list[torch.Tensor]:
-    """(S,) mono at 32 kHz -> the windows PaSST sees (10 s, or a short last one when it is <= 1.5 s)."""
+def cut_windows(audio: np.ndarray) -> list[torch.Tensor]:
+    """(S,) float32 mono at 32 kHz -> the float32 windows PaSST sees (10 s, or a short last one <= 1.5 s)."""
     windows = []
     for start in window_starts(audio.shape[-1]):
         w = audio[start : start + WINDOW]
         if MIN_PADDED < w.shape[-1] < WINDOW:
-            w = torch.nn.functional.pad(w, (0, WINDOW - w.shape[-1]))
-        windows.append(w)
+            w = np.concatenate([w, np.zeros(WINDOW - w.shape[-1], w.dtype)])
+        windows.append(torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)))
     return windows
 
 
@@ -91,10 +93,12 @@ class PasstTagger:
         self.model = model.eval()
 
     @torch.no_grad()
-    def probabilities(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    def probabilities(self, audio: torch.Tensor | np.ndarray, sample_rate: int) -> torch.Tensor:
         """(channels, S) at any rate -> (527,) float64 probabilities."""
-        mono = to_channels(audio.float(), 1)  # librosa.load(mono=True) averages before resampling
-        mono = peak_normalize(resample(mono, sample_rate, PASST_SAMPLE_RATE))[0]
+        audio = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
+        audio = np.asarray(audio, np.float32)
+        mono = librosa_mono(audio if audio.ndim == 2 else audio[None])  # librosa.load: down-mix first
+        mono = peak_normalize(librosa_soxr_hq(mono, sample_rate, PASST_SAMPLE_RATE))
         device = next(self.model.parameters()).device
         logits = []
         with _quiet():

@@ -29,11 +29,13 @@ def test_int16_round_trip_truncates_like_laion_clap():
 def test_waveform_is_mono_48k_peak_normalised():
     tone = torch.sin(2 * torch.pi * 440 * torch.arange(44100) / 44100)
     wav = clap_waveform(torch.stack([0.1 * tone, 0.3 * tone]), 44100)  # mono mix 0.2 tone
-    assert wav.shape == (SR,) and wav.dtype == np.float32
+    assert (
+        wav.shape == (SR + 1,) and wav.dtype == np.float32
+    )  # librosa's length: ceil(44100 * 1.088...) = 48001
     # peak -1 dBFS after resampling
     assert float(np.abs(wav).max()) == pytest.approx(10 ** (-1 / 20), abs=1e-4)
     ref = 0.2 * np.sin(2 * np.pi * 440 * np.arange(SR) / SR)
-    np.testing.assert_allclose(wav[2000:-2000] / float(np.abs(wav).max()), ref[2000:-2000] / 0.2, atol=2e-3)
+    np.testing.assert_allclose(wav[2000:-2001] / float(np.abs(wav).max()), ref[2000:-2000] / 0.2, atol=2e-3)
 
 
 def _clip(seed: int, seconds: float) -> torch.Tensor:
@@ -83,3 +85,17 @@ def test_clap_score_end_to_end(scorer, tmp_path):
 def test_missing_directory_is_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="no config.json"):
         ClapScorer(tmp_path)
+
+
+def test_waveform_length_is_librosas():
+    # 5.000 s at 44.1 kHz: 220500 * float(48000) / 44100 = 240000.00000000003 -> ceil 240001 in librosa,
+    # which decides repeat-padding (480000 // 240001 == 1 copy, not 2); lafa keeps librosa's length
+    tone = torch.sin(2 * torch.pi * 440 * torch.arange(220500) / 44100)[None]
+    assert len(clap_waveform(tone, 44100)) == 240001
+    assert len(clap_waveform(tone[:, :44100], 44100)) == 48001  # float ratio rounds up here too
+    assert len(clap_waveform(tone[:, :22050], 48000)) == 22050  # no resampling at 48 kHz
+
+
+def test_silent_clip_is_refused():
+    with pytest.raises(ValueError, match="silent"):
+        clap_waveform(torch.zeros(1, 48000), 48000)

@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from lafa.metrics.frechet import frechet_distance, gaussian_stats, load_stats, save_stats
+from lafa.metrics.frechet import (
+    ComplexSqrtError,
+    NonFiniteFeaturesError,
+    frechet_distance,
+    gaussian_stats,
+    load_stats,
+    save_stats,
+)
 
 
 def _random_spd(rng: np.random.Generator, d: int, rank: int | None = None) -> np.ndarray:
@@ -88,3 +95,33 @@ def test_stats_round_trip(tmp_path):
 def test_mismatched_shapes_are_rejected():
     with pytest.raises(ValueError, match="mismatched"):
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+
+
+def test_nan_feature_is_named_not_a_bare_linalg_error():
+    x = np.random.default_rng(5).standard_normal((10, 4))
+    x[3, 2] = np.nan
+    with pytest.raises(NonFiniteFeaturesError, match=r"features holds 1 non-finite values .* index \[3, 2\]"):
+        gaussian_stats(x)
+    s = np.eye(4)
+    s[1, 1] = np.inf
+    for method in ("eigen", "sqrtm"):
+        with pytest.raises(NonFiniteFeaturesError, match="sigma2"):
+            frechet_distance(np.zeros(4), np.eye(4), np.zeros(4), s, method=method)
+
+
+@pytest.mark.parametrize("method", ["eigen", "sqrtm"])
+def test_significant_imaginary_square_root_is_rejected(method):
+    # an indefinite "covariance": sqrt(S1 S2) is genuinely complex; the reference raises, so does lafa
+    s1 = np.diag([1.0, 2.0, -0.5])
+    s2 = np.eye(3)
+    with pytest.raises(ComplexSqrtError, match="imaginary"):
+        frechet_distance(np.zeros(3), s1, np.zeros(3), s2, method=method)
+
+
+@pytest.mark.parametrize("method", ["eigen", "sqrtm"])
+def test_round_off_negative_eigenvalues_are_tolerated(method):
+    # -1e-9 on the diagonal: imaginary part 3e-5 < 1e-3, the reference takes the real part; so does lafa
+    s1 = np.diag([1.0, 2.0, -1e-9])
+    got = frechet_distance(np.zeros(3), s1, np.zeros(3), np.eye(3), method=method)
+    expected = 3.0 - 1e-9 + 3.0 - 2 * (1.0 + np.sqrt(2.0))
+    assert got == pytest.approx(expected, rel=1e-6)

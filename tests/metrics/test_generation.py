@@ -63,6 +63,9 @@ def test_fd_openl3_matches_direct_pipeline_and_is_cached(folders, keras_file, tm
     # the cached reference reproduces the value without the reference audio
     again = evaluate_folders(gen, cache, openl3_weights=str(path), device="cpu")
     assert again["metrics"]["fd_openl3"]["value"] == pytest.approx(fd["value"], rel=1e-9)
+    # throughput counts what this run embedded: both sets first, only the generated clips once cached
+    assert fd["throughput"]["clips_embedded"] == 4 and fd["throughput"]["clips_per_second"] > 0
+    assert again["metrics"]["fd_openl3"]["throughput"]["clips_embedded"] == 2
     # a cache made with other weights is refused rather than silently reused
     other = tmp_path / "openl3_audio_mel256_music-other.h5"
     other.write_bytes(path.read_bytes() + b"\0")
@@ -112,3 +115,31 @@ def test_cli_writes_report_and_prints_table_row(folders, tmp_path, capsys):
     assert "| FD_openl3 n/a | KL_PaSST n/a | CLAP n/a | fd_mel" in printed and "not FD_openl3" in printed
     data = json.loads(report.read_text())
     assert data["metrics"]["fd_mel"]["value"] > 0
+
+
+def test_embedding_cache_is_keyed_by_content_and_model(folders, keras_file, tmp_path):
+    gen, ref, _ = folders
+    path, _ = keras_file
+    cache = tmp_path / "embeddings"
+    first = evaluate_folders(gen, ref, openl3_weights=str(path), embedding_cache=str(cache), device="cpu")
+    fd = first["metrics"]["fd_openl3"]
+    assert fd["throughput"]["clips_embedded"] == 4 and len(list(cache.glob("*.npy"))) == 4
+    # a second run (and a renamed copy of the generated folder) embeds nothing and gives the same value
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for i, p in enumerate(sorted(gen.iterdir())):
+        (copy / f"renamed{i}{p.suffix}").write_bytes(p.read_bytes())
+    again = evaluate_folders(copy, ref, openl3_weights=str(path), embedding_cache=str(cache), device="cpu")
+    assert again["metrics"]["fd_openl3"]["throughput"]["clips_embedded"] == 0
+    assert again["metrics"]["fd_openl3"]["value"] == pytest.approx(fd["value"], rel=1e-12)
+    # an edited file misses; another path (mono) keys other entries
+    edited = sorted(copy.iterdir())[0]
+    audio, sr = load_audio(edited)
+    save_audio(edited, audio * 0.5, sr)
+    third = evaluate_folders(copy, ref, openl3_weights=str(path), embedding_cache=str(cache), device="cpu")
+    assert third["metrics"]["fd_openl3"]["throughput"]["clips_embedded"] == 1
+    mono = evaluate_folders(
+        gen, ref, openl3_weights=str(path), embedding_cache=str(cache), openl3_channel_mode="mono", device="cpu"
+    )
+    assert mono["metrics"]["fd_openl3"]["throughput"]["clips_embedded"] == 4
+    assert not list(cache.glob("*.tmp*"))

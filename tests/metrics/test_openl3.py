@@ -6,12 +6,15 @@ import torch
 from lafa.metrics.openl3 import (
     N_FRAMES,
     OPENL3_SAMPLE_RATE,
-    Mel256FrontEnd,
+    OpenL3Audio,
     OpenL3Embedder,
+    SpectrogramFrontEnd,
+    _max_pool_same,
     build_openl3,
     frame_windows,
     num_windows,
     slaney_mel_filterbank,
+    weight_file_config,
 )
 
 
@@ -49,7 +52,7 @@ def test_front_end_matches_direct_computation():
     rng = np.random.default_rng(1)
     x = rng.uniform(-0.5, 0.5, OPENL3_SAMPLE_RATE)
     x[:1000] = 0
-    got = Mel256FrontEnd()(torch.tensor(x, dtype=torch.float32)[None])[0, 0].double().numpy()
+    got = SpectrogramFrontEnd("mel256")(torch.tensor(x, dtype=torch.float32)[None])[0, 0].double().numpy()
     assert got.shape == (256, N_FRAMES) == (256, 199)
     # pad_end, periodic Hann, |rfft|, slaney mel, dB minus the window maximum floored at -80
     padded = np.concatenate([x, np.zeros(198 * 242 + 2048 - len(x))])
@@ -61,6 +64,63 @@ def test_front_end_matches_direct_computation():
     ref = np.maximum(db - db.max(), -80.0).T
     np.testing.assert_allclose(got, ref, atol=2e-3)
     assert got.max() == 0.0 and got.min() >= -80.0
+
+
+def test_linear_front_end_matches_direct_computation():
+    # openl3's linear network: kapre STFT n_fft 512, hop 242, no padding -> 257 bins x 197 frames
+    rng = np.random.default_rng(2)
+    x = rng.uniform(-0.5, 0.5, OPENL3_SAMPLE_RATE)
+    got = SpectrogramFrontEnd("linear")(torch.tensor(x, dtype=torch.float32)[None])[0, 0].double().numpy()
+    assert got.shape == (257, 197)
+    frames = np.stack([x[i * 242 : i * 242 + 512] for i in range(197)])
+    hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(512) / 512)
+    db = 10 * np.log10(np.maximum(np.abs(np.fft.rfft(frames * hann, axis=1)), 1e-10))
+    np.testing.assert_allclose(got, np.maximum(db - db.max(), -80.0).T, atol=2e-3)
+
+
+@pytest.mark.parametrize(
+    "input_repr, size, bins",
+    [("mel256", 512, 256), ("mel256", 6144, 256), ("mel128", 512, 128), ("mel128", 6144, 128),
+     ("linear", 512, 257), ("linear", 6144, 257)],
+)  # fmt: skip
+def test_every_openl3_configuration_has_its_shape(input_repr, size, bins):
+    model = build_openl3(None, input_repr=input_repr, embedding_size=size)
+    x = torch.randn(2, OPENL3_SAMPLE_RATE) * 0.1
+    with torch.no_grad():
+        assert model.frontend(x).shape[2] == bins
+        assert model(x).shape == (2, size)
+
+
+def test_embedding_pool_flattens_in_keras_order():
+    # 6144 = 512 channels x (4 x 3) pooled cells; Keras flattens (h, w, c): index (h * 3 + w) * 512 + c
+    model = OpenL3Audio("mel256", 6144).eval()
+    feature = {}
+    model.convs[-1].register_forward_hook(lambda m, i, o: feature.setdefault("map", o))
+    with torch.no_grad():
+        emb = model(torch.randn(1, OPENL3_SAMPLE_RATE) * 0.1)[0]
+    fmap = feature["map"][0]  # (512, 32, 24)
+    for c, h, w in [(0, 0, 0), (5, 1, 2), (511, 3, 1)]:
+        cell = fmap[c, 8 * h : 8 * h + 8, 8 * w : 8 * w + 8].max()
+        assert emb[(h * 3 + w) * 512 + c] == cell
+
+
+def test_same_padding_pool_matches_tensorflow_rule():
+    # TF 'same': out = ceil(n / k), padding split with the extra cell after; -inf never wins
+    x = torch.arange(1.0, 6.0).reshape(1, 1, 1, 5)  # width 5, pool 2 -> 3 outputs, pad 1 at the end
+    assert _max_pool_same(x, (1, 2)).flatten().tolist() == [2.0, 4.0, 5.0]
+    y = torch.arange(7.0).reshape(1, 1, 7, 1)  # height 7, pool 4 -> 2 outputs, pad 0 before / 1 after
+    assert _max_pool_same(y, (4, 1)).flatten().tolist() == [3.0, 6.0]
+
+
+@pytest.mark.parametrize(
+    "name, config",
+    [("openl3_audio_mel256_music-v0_4_0.h5", ("mel256", "music")), ("openl3_audio_mel256_env.h5", ("mel256", "env")),
+     ("my_openl3_audio_mel128_env-v0_4_0.h5", ("mel128", "env"))],
+)  # fmt: skip
+def test_weight_file_config_reads_openl3_names(tmp_path, keras_file, name, config):
+    path = tmp_path / name
+    path.write_bytes(keras_file[0].read_bytes())
+    assert weight_file_config(path) == config
 
 
 def test_keras_file_maps_by_position(keras_file):
@@ -109,6 +169,15 @@ def test_runs_end_to_end_with_512_per_window(keras_file):
     assert not torch.allclose(out[:, :512], out[:, 512:])
     mono = embedder.embed(left[None], 44100)
     torch.testing.assert_close(mono[:, :512], mono[:, 512:])
+    # the non-batched (mono) path embeds the down-mix and uses it for both sides
+    mono_path = OpenL3Embedder(model, channel_mode="mono")
+    down = mono_path.embed(torch.stack([left, 0.3 * left]), 44100)
+    torch.testing.assert_close(down[:, :512], down[:, 512:])
+    (signal,) = mono_path.clip_channels(torch.stack([left, 0.3 * left]), 44100)
+    (direct,) = embedder.clip_channels((0.65 * left)[None], 44100)
+    np.testing.assert_allclose(signal, direct, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="channel_mode"):
+        OpenL3Embedder(model, channel_mode="left")
 
 
 def test_wrong_file_layout_is_rejected(tmp_path):
@@ -119,8 +188,12 @@ def test_wrong_file_layout_is_rejected(tmp_path):
         g.attrs["weight_names"] = [b"conv2d_1/kernel:0", b"conv2d_1/bias:0"]
         g.create_dataset("conv2d_1/kernel:0", data=np.zeros((3, 3, 1, 64), np.float32))
         g.create_dataset("conv2d_1/bias:0", data=np.zeros(64, np.float32))
-    with pytest.raises(ValueError, match="1 layers with weights"):
+    with pytest.raises(ValueError, match="cannot tell which OpenL3 model"):
         build_openl3(path)
+    named = tmp_path / "openl3_audio_mel256_music.h5"
+    named.write_bytes(path.read_bytes())
+    with pytest.raises(ValueError, match="1 layers with weights"):
+        build_openl3(named)
 
 
 @pytest.mark.parametrize("seconds, expected", [(10, 20), (15, 30), (47, 94), (0.5, 1)])

@@ -1,0 +1,259 @@
+"""lafa's FD_openl3, KL_PaSST and CLAP score against outputs of the reference code (tests/metrics/parity).
+
+The fixtures were produced once by parity/make_fixtures.py running stable-audio-metrics' own modules on
+openl3 0.4.2 / kapre 0.3.7 / TensorFlow and hear21passt (README.md there); these tests need no TensorFlow.
+Targets: per-file embeddings and probabilities within 1e-4 relative, end-to-end scores within 1e-3. OpenL3 at
+the published 44.1 kHz evaluation rate is the exception, with a stated bound: there the 22.05-24 kHz band that
+OpenL3's 48 kHz STFT sees is empty, TensorFlow's float32 FFT fills it with rounding noise ~20 dB above the true
+level (a property of the reference, not reproducible without TensorFlow), and the random-weight network turns
+that into 2-12% per file and ~10% in FD; the network's inputs match to 1e-7 there, and on broadband 48 kHz audio,
+where no band is empty, the 1e-4 / 1e-3 targets hold.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+PARITY = Path(__file__).parent / "parity"
+sys.path.insert(0, str(PARITY))
+import clips  # noqa: E402
+import make_fixtures  # noqa: E402
+
+from lafa.metrics.clap import ClapScorer, clap_score, clap_waveform, write_random_clap  # noqa: E402
+from lafa.metrics.frechet import frechet_distance, gaussian_stats  # noqa: E402
+from lafa.metrics.generation import evaluate_folders  # noqa: E402
+from lafa.metrics.openl3 import OpenL3Embedder, build_openl3, weight_file_config  # noqa: E402
+from lafa.metrics.passt import PasstTagger, build_passt, paired_kl  # noqa: E402
+from lafa.metrics.reference_audio import load_native  # noqa: E402
+
+FIX = dict(np.load(PARITY / "fixtures.npz", allow_pickle=False))
+EMBEDDING_RTOL, SCORE_RTOL = 1e-4, 1e-3
+# 44.1 kHz OpenL3 bounds (module docstring; figures in docs/metrics.md): the emptier the spectrum, the more
+# TensorFlow's FFT noise weighs: clips recorded at >= 44.1 kHz measured 2.0-3.2% per file, 32 / 22.05 kHz clips
+# (empty above 16 / 11 kHz) up to 12%. The network's inputs are checked to 1e-5 separately.
+TF_NOISE_EMBEDDING_RTOL = {"full band": 5e-2, "low rate": 0.15}
+TF_NOISE_FD_RTOL = 0.15  # measured 10.6% (stereo) and 9.8% (mono) on these 5 + 5 clips
+NATIVE_RATE = {n: sr for n, sr, *_ in clips.GENERATED + clips.REFERENCE}
+
+
+def tf_noise_bound(name: str) -> float:
+    return TF_NOISE_EMBEDDING_RTOL["full band" if NATIVE_RATE[name] >= 44100 else "low rate"]
+
+
+def report(name: str, value) -> None:
+    """Print a parity figure (pytest -s shows them; docs/metrics.md quotes them)."""
+    print(f"PARITY {name}: {value}")
+
+
+def rel(ours: np.ndarray, ref: np.ndarray) -> float:
+    """||ours - ref|| / ||ref|| (Frobenius), the relative difference the parity table reports."""
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    return float(np.linalg.norm(ours - ref) / np.linalg.norm(ref))
+
+
+def _write_and_check(folder: Path, specs, recorded: str) -> Path:
+    hashes = clips.write_clips(folder, specs)
+    expected = json.loads(recorded)
+    assert {k: expected[k] for k in hashes} == hashes, "the seeded clips differ from those the reference saw"
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("parity")
+    recorded = str(FIX["clip_sha256"])
+    return (
+        _write_and_check(root / "generated", clips.GENERATED, recorded),
+        _write_and_check(root / "reference", clips.REFERENCE, recorded),
+    )
+
+
+def openl3_file(folder: Path, input_repr: str = "mel256") -> Path:
+    """The random-weight file as Keras wrote it, named as openl3 names model files (front-end layer to match)."""
+    layers = clips.openl3_weights()
+    assert clips.weights_sha256(layers) == str(FIX["openl3_weights_sha256"])
+    layout = json.loads(str(FIX["openl3_keras_layout"]))
+    if input_repr == "linear":  # openl3's linear network saves its kapre front end as stft_magnitude
+        layout["layers"] = [
+            [("stft_magnitude" if n == "melspectrogram" else n), w] for n, w in layout["layers"]
+        ]
+    folder.mkdir(parents=True, exist_ok=True)
+    return clips.write_openl3_file(folder / f"openl3_audio_{input_repr}_music.h5", layout, layers)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    return openl3_file(tmp_path_factory.mktemp("openl3"))
+
+
+@pytest.fixture(scope="module")
+def stereo_embeddings(sets, weights) -> dict[str, np.ndarray]:
+    embedder = OpenL3Embedder(build_openl3(weights), channel_mode="stereo")
+    return {p.stem: embedder.embed_file(p).numpy() for s in sets for p in sorted(s.glob("*.wav"))}
+
+
+@pytest.fixture(scope="module")
+def mono_embeddings(sets, weights) -> dict[str, np.ndarray]:
+    embedder = OpenL3Embedder(build_openl3(weights), channel_mode="mono")
+    return {p.stem: embedder.embed_file(p).numpy() for s in sets for p in sorted(s.glob("*.wav"))}
+
+
+def test_openl3_broadband_48k_embeddings_and_fd(tmp_path, weights):
+    recorded = str(FIX["clip_sha256_48k"])
+    gen = _write_and_check(tmp_path / "g", clips.GENERATED_48K, recorded)
+    ref = _write_and_check(tmp_path / "r", clips.REFERENCE_48K, recorded)
+    embedder = OpenL3Embedder(build_openl3(weights), eval_sample_rate=48000)
+    emb = {p.stem: embedder.embed_file(p).numpy() for s in (gen, ref) for p in sorted(s.glob("*.wav"))}
+    diffs = {n: rel(e, FIX[f"l3_48k_{n}"]) for n, e in emb.items()}
+    report("openl3 48k per-file max", max(diffs.values()))
+    assert max(diffs.values()) < EMBEDDING_RTOL, diffs
+    stats = [
+        gaussian_stats(np.concatenate([emb[n] for n, *_ in specs]))
+        for specs in (clips.GENERATED_48K, clips.REFERENCE_48K)
+    ]
+    fd = frechet_distance(*stats[0], *stats[1])
+    report("fd_openl3 48k (lafa, ref, rel)", (fd, float(FIX["fd_openl3_48k"]), rel(fd, FIX["fd_openl3_48k"])))
+    assert rel(fd, FIX["fd_openl3_48k"]) < SCORE_RTOL, (fd, float(FIX["fd_openl3_48k"]))
+
+
+def test_openl3_inputs_match_reference_at_44k(sets):
+    # what openl3 0.4.2 feeds its network (soxr to 44.1 kHz, resampy 0.2.2 kaiser_best to 48 kHz, centring,
+    # framing), per clip and side, sampled every 97th sample: equal without TensorFlow in the way
+    embedder = OpenL3Embedder(build_openl3(None))
+    diffs = {}
+    for folder in sets:
+        for p in sorted(folder.glob("*.wav")):
+            for side, signal in zip("LR", embedder.clip_channels(*load_native(p)), strict=False):
+                windows = embedder.channel_windows(signal).numpy()[:, ::97]
+                diffs[f"{p.stem}{side}"] = rel(windows, FIX[f"l3_input_{p.stem}_{side}"])
+    report("openl3 44.1k network inputs max", max(diffs.values()))
+    assert max(diffs.values()) < 1e-5, diffs
+
+
+def test_openl3_per_file_embeddings_stereo_path(stereo_embeddings):
+    diffs = {n: rel(e, FIX[f"l3_stereo_{n}"]) for n, e in stereo_embeddings.items()}
+    report("openl3 44.1k stereo per-file", diffs)
+    assert all(d < tf_noise_bound(n) for n, d in diffs.items()), diffs
+
+
+def test_openl3_per_file_embeddings_mono_path(mono_embeddings):
+    diffs = {n: rel(e, FIX[f"l3_mono_{n}"]) for n, e in mono_embeddings.items()}
+    report("openl3 44.1k mono per-file", diffs)
+    assert all(d < tf_noise_bound(n) for n, d in diffs.items()), diffs
+    # the two paths really differ on stereo files (the reason the path is named), and agree on mono ones
+    assert rel(FIX["l3_mono_g0"], FIX["l3_stereo_g0"]) > 1e-2
+    np.testing.assert_allclose(FIX["l3_mono_g2"], FIX["l3_stereo_g2"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("input_repr, size", make_fixtures.OTHER_CONFIGS)
+def test_openl3_other_configurations(tmp_path, sets, input_repr, size):
+    path = openl3_file(tmp_path, input_repr)
+    assert weight_file_config(path) == (input_repr, "music")
+    embedder = OpenL3Embedder(build_openl3(path, input_repr=input_repr, embedding_size=size))
+    ours = embedder.embed_file(sets[0] / f"{make_fixtures.OTHER_CLIP}.wav").numpy()
+    ref = FIX[f"l3_{input_repr}_{size}_{make_fixtures.OTHER_CLIP}"]
+    assert ours.shape == ref.shape == (3, 2 * size)
+    report(f"openl3 {input_repr}/{size} 44.1k", rel(ours, ref))
+    assert rel(ours, ref) < tf_noise_bound(make_fixtures.OTHER_CLIP)  # a 44.1 kHz clip (module docstring)
+
+
+def test_fd_openl3_end_to_end_stereo(sets, weights):
+    result = evaluate_folders(
+        sets[0], sets[1], openl3_weights=str(weights), content_type="music", device="cpu"
+    )
+    fd = result["metrics"]["fd_openl3"]
+    assert fd["settings"]["channel_mode"] == "stereo" and "stereo" in fd["label"]
+    report(
+        "fd_openl3 44.1k stereo (lafa, ref, rel)",
+        (fd["value"], float(FIX["fd_openl3_stereo"]), rel(fd["value"], FIX["fd_openl3_stereo"])),
+    )
+    assert rel(fd["value"], FIX["fd_openl3_stereo"]) < TF_NOISE_FD_RTOL, (
+        fd["value"],
+        float(FIX["fd_openl3_stereo"]),
+    )
+
+
+def test_fd_openl3_mono_path(mono_embeddings):
+    stats = [
+        gaussian_stats(np.concatenate([mono_embeddings[n] for n, *_ in specs]))
+        for specs in (clips.GENERATED, clips.REFERENCE)
+    ]
+    fd = frechet_distance(*stats[0], *stats[1])
+    report(
+        "fd_openl3 44.1k mono (lafa, ref, rel)",
+        (fd, float(FIX["fd_openl3_mono"]), rel(fd, FIX["fd_openl3_mono"])),
+    )
+    assert rel(fd, FIX["fd_openl3_mono"]) < TF_NOISE_FD_RTOL, (fd, float(FIX["fd_openl3_mono"]))
+
+
+def test_wrong_openl3_file_is_refused(tmp_path, weights):
+    # the mel256 file renamed to mel128 still says "melspectrogram" but loads into a 128-mel network only if
+    # asked for mel128; asked for the paper's mel256 it is refused, as is a mel file named linear
+    renamed = tmp_path / "openl3_audio_mel128_music.h5"
+    shutil.copy(weights, renamed)
+    with pytest.raises(ValueError, match="mel128/music model; mel256/music was asked for"):
+        build_openl3(renamed)
+    shutil.copy(weights, tmp_path / "openl3_audio_linear_music.h5")
+    with pytest.raises(ValueError, match="front-end layer is"):
+        build_openl3(tmp_path / "openl3_audio_linear_music.h5", input_repr="linear")
+    shutil.copy(weights, tmp_path / "weights.h5")
+    with pytest.raises(ValueError, match="cannot tell which OpenL3 model"):
+        build_openl3(tmp_path / "weights.h5")
+    with pytest.raises(ValueError, match="mel256/music model; mel256/env was asked for"):
+        build_openl3(weights, content_type="env")
+
+
+@pytest.fixture(scope="module")
+def passt_sets(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("passt")
+    gen, ref = clips.passt_specs()
+    clips.write_clips(root / "generated", gen)  # same ids as the reference: only its hashes were recorded,
+    # the per-clip probabilities below check the generated inputs
+    return root / "generated", _write_and_check(root / "reference", ref, str(FIX["passt_clip_sha256"]))
+
+
+def test_kl_passt_matches_reference(passt_sets):
+    model = build_passt(None)
+    state = make_fixtures.passt_random_state(model.net)
+    assert make_fixtures.state_sha256(state) == str(FIX["passt_weights_sha256"])
+    model.net.load_state_dict(state)
+    tagger = PasstTagger(model)
+    probs = {}
+    for side, folder in zip(("generated", "reference"), passt_sets, strict=True):
+        probs[side] = {}
+        for p in sorted(folder.glob("*.wav")):
+            audio, sr = sf.read(p, dtype="float32", always_2d=True)
+            probs[side][p.stem] = tagger.probabilities(audio.T, sr)
+            ref = FIX[f"passt_probs_{side}_{p.stem}"]
+            report(f"passt probs {side} {p.stem}", rel(probs[side][p.stem].numpy(), ref))
+            assert rel(probs[side][p.stem].numpy(), ref) < EMBEDDING_RTOL, (side, p.stem)
+    kl = paired_kl(probs["generated"], probs["reference"])["value"]
+    report("kl_passt (lafa, ref, rel)", (kl, float(FIX["passt_kl"]), rel(kl, FIX["passt_kl"])))
+    assert rel(kl, FIX["passt_kl"]) < SCORE_RTOL, (kl, float(FIX["passt_kl"]))
+
+
+def test_clap_waveforms_and_score_match_reference(tmp_path, sets):
+    folder = tmp_path / "clap_set"
+    shutil.copytree(sets[0], folder)
+    _write_and_check(folder, clips.CLAP_EXTRA, str(FIX["clip_sha256"]))
+    for name, *_ in clips.GENERATED + clips.CLAP_EXTRA:
+        audio, sr = sf.read(folder / f"{name}.wav", dtype="float32", always_2d=True)
+        wave = clap_waveform(audio.T, sr)
+        assert len(wave) == int(FIX[f"clap_len_{name}"]), name  # librosa's length, e.g. 240001 for g5
+        report(f"clap waveform {name}", rel(wave[::97], FIX[f"clap_wave_{name}"]))
+        assert rel(wave[::97], FIX[f"clap_wave_{name}"]) < EMBEDDING_RTOL, name
+    assert int(FIX["clap_len_g5"]) == 240001
+    scorer = ClapScorer(write_random_clap(tmp_path / "clap", seed=0))
+    files = {p.stem: p for p in folder.glob("*.wav")}
+    assert sorted(files) == sorted(clips.PROMPTS)
+    score = clap_score(scorer, files, clips.PROMPTS, seed=0)["value"]
+    report("clap score (lafa, ref, rel)", (score, float(FIX["clap_score"]), rel(score, FIX["clap_score"])))
+    assert rel(score, FIX["clap_score"]) < SCORE_RTOL, (score, float(FIX["clap_score"]))
