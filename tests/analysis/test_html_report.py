@@ -27,10 +27,13 @@ def analysis(tmp_path_factory):
     for i in range(3):
         sf.write(root / "music" / f"{i}.wav", (0.3 * np.sin(2 * np.pi * (300 + 100 * i) * t)).astype(np.float32), 8000)
     write_checkpoint(root / "proj.ckpt", seed=1)
-    assert main(["--audio", str(root / "music"), "--ckpt_path", str(root / "proj.ckpt"), "--out", str(root / "out"),
-                 "--analysis.window", "8", "--analysis.hop", "8", "--analysis.bootstrap", "20",
-                 "--analysis.permutations", "5", "--mel.n_fft", "256", "--mel.hop_length", "64", "--mel.n_mels", "16",
-                 "--ablation_seconds", "0.5", "--listen_seconds", "0.5", "--device", "cpu"]) == 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LAFA_TRUSTED_CLASSES", "analysis_doubles")  # the test double a stored config may name
+        assert main(["--audio", str(root / "music"), "--ckpt_path", str(root / "proj.ckpt"), "--out",
+                     str(root / "out"), "--analysis.window", "8", "--analysis.hop", "8", "--analysis.bootstrap", "20",
+                     "--analysis.permutations", "5", "--mel.n_fft", "256", "--mel.hop_length", "64",
+                     "--mel.n_mels", "16", "--ablation_seconds", "0.5", "--listen_seconds", "0.5",
+                     "--device", "cpu"]) == 0
     report = json.loads((root / "out" / "report.json").read_text())
     return root, report, (root / "out" / "report.html").read_text()
 
