@@ -33,7 +33,15 @@ def load_stage(ckpt_path: str | Path, map_location: str | torch.device = "cpu", 
         raise ValueError(f"{ckpt_path} carries no lafa config: it was not written by `lafa fit`")
     cls, init_args = stage_class_and_args(config_yaml)
     init_args.update(overrides)
-    stage = cls(**init_args)
+    # LightningCLI hands the hyperparameters of the stage it builds to every save_hyperparameters() called while
+    # building it: a stage loaded inside another stage's __init__ would store the outer stage's arguments
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+
+    token = _given_hyperparameters.set(None)
+    try:
+        stage = cls(**init_args)
+    finally:
+        _given_hyperparameters.reset(token)
     ckpt = torch.load(ckpt_path, map_location=map_location, weights_only=True)
     stage.load_state_dict(ckpt["state_dict"], strict=True)
     if hasattr(stage, "on_load_checkpoint"):

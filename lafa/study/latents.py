@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lafa.study.runner import DONE, instances, lafa_command
+from lafa.study.runner import DONE, instances, lafa_command, run_env
 from lafa.study.spec import Study
 
 ANALYSIS_DIR = "analysis_latents"
@@ -66,7 +66,7 @@ def _run_analysis(study: Study, ckpts: dict[str, str], log: Callable[[str], Any]
         command = [*lafa_command(study), "analyze", "--ckpt_path", *ckpts.values(), "--label", *ckpts,
                    "--out", str(out), *[str(a) for a in (study.analysis or {}).get("args", [])]]
         log("  " + shlex.join(command))
-        result = subprocess.run(command)
+        result = subprocess.run(command, env=run_env(study))
         if result.returncode != 0 or not path.is_file():
             log(f"[study {study.name}] `lafa analyze` of the latent runs failed (exit {result.returncode})")
             return None

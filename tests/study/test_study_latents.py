@@ -132,3 +132,4 @@ def test_shipped_locality_control_study_plans(monkeypatch, tmp_path: Path) -> No
         commands = plan(study)
         assert len(commands) == 1 + 3 * 2 + 3 + 3 * 3
         assert study.latents.contrast == ["lafa_mask", "lafa_nomask"]
+    assert commands[0].startswith("OMP_NUM_THREADS=1 lafa fit")  # the tiny overlay's env reaches every run
