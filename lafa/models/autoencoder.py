@@ -1,6 +1,13 @@
 """The autoencoder interface everything downstream of Stage I uses (DiT, analysis, latent shards, generate).
 
-Both the plain waveform VAE and VAE + LAFA expose it, so a DiT or an analysis runs on either latent space.
+The plain waveform VAE, VAE + LAFA and a fixed linear map of either (`LinearLatentAutoencoder`: whitening, a
+random rotation) expose it, so a DiT or an analysis runs on any latent space.
+
+Padding: `encode(audio, padding_mask)` takes the (B, S) bool mask of real samples. A latent frame n covers
+samples [n r, (n + 1) r) and is real when its first sample is (`lafa.data.geometry.frame_keep`). Padded samples are zeroed before
+the VAE (a convolutional encoder sees them only through its receptive field at the clip's end, as in its own
+training on zero-padded clips), and LAFA's time attention never attends to padding frames, so the real frames
+of a padded clip do not depend on what its padding holds.
 """
 
 from __future__ import annotations
@@ -9,6 +16,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+from lafa.data.geometry import frame_keep
 
 if TYPE_CHECKING:
     from lafa.models.lafa import Lafa
@@ -23,8 +32,8 @@ class Autoencoder(Protocol):
     downsampling_ratio: int  # audio samples per latent frame (2048 for SAO)
 
     def encode(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, io_channels, S) -> (B, latent_dim, S // downsampling_ratio); deterministic, normalised.
-        padding_mask (B, S) bool, True on real samples (`lafa.data.transforms.crop_pad`): padding is ignored."""
+        """(B, io_channels, S), padding_mask (B, S) bool (True = real sample) -> (B, latent_dim, S // ratio);
+        deterministic, normalised; real frames do not depend on the padding's content."""
         ...
 
     def decode(
@@ -35,8 +44,8 @@ class Autoencoder(Protocol):
         ...
 
 
-def _zero_padding(audio: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
-    """(B, C, S) with the samples where padding_mask (B, S) is False set to zero."""
+def zero_padding(audio: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+    """Audio with its padded samples set to zero (unchanged without a mask)."""
     return audio if padding_mask is None else audio * padding_mask[:, None, : audio.shape[-1]].to(audio.dtype)
 
 
@@ -53,8 +62,8 @@ class VaeAutoencoder(nn.Module):
 
     def encode(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, io_channels, S) -> (B, latent_dim, S // downsampling_ratio), the posterior mean of the audio with
-        its padding (padding_mask (B, S) False) zeroed."""
-        return self.vae.encode_mean(_zero_padding(audio, padding_mask))
+        its padding zeroed."""
+        return self.vae.encode_mean(zero_padding(audio, padding_mask))
 
     def decode(
         self, latent: torch.Tensor, steps: int | None = None, generator: torch.Generator | None = None
@@ -65,8 +74,9 @@ class VaeAutoencoder(nn.Module):
 
 class LafaAutoencoder(nn.Module):
     """VAE + LAFA behind the Autoencoder interface (paper Fig. 4):
-    encode: audio -> VAE posterior mean -> LAFA encoder (nothing masked) -> normalised LAFA latent;
-    decode: un-normalise -> `steps` Euler steps of the flow decoder (Table 7; 2 by default) -> VAE decoder."""
+    encode: audio -> VAE posterior mean -> LAFA encoder (nothing masked, padding frames unseen) -> normalised
+    LAFA latent; decode: un-normalise -> `steps` Euler steps of the flow decoder (Table 7; 2 by default) -> VAE
+    decoder. `vae` is any frozen base with `encode_mean`/`decode` (an OobleckVAE, or a stand-in latent)."""
 
     def __init__(self, vae: OobleckVAE, lafa: Lafa, default_steps: int = 2) -> None:
         super().__init__()
@@ -79,10 +89,9 @@ class LafaAutoencoder(nn.Module):
         self.downsampling_ratio = vae.downsampling_ratio
 
     def encode(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, io_channels, S) -> (B, C_lafa, S // downsampling_ratio), normalised. padding_mask (B, S): the
-        padding is zeroed for the VAE and its frames (frame n is real when sample n r is) are LAFA's frame_keep."""
-        z = self.vae.encode_mean(_zero_padding(audio, padding_mask))
-        keep = None if padding_mask is None else padding_mask.bool()[:, :: self.downsampling_ratio][:, : z.shape[-1]]
+        """(B, io_channels, S), padding_mask (B, S) -> (B, C_lafa, S // downsampling_ratio), normalised."""
+        z = self.vae.encode_mean(zero_padding(audio, padding_mask))
+        keep = frame_keep(padding_mask, self.downsampling_ratio, z.shape[-1])
         return self.lafa.normalizer.normalize(self.lafa.encode(z, keep))
 
     def decode(
@@ -94,3 +103,49 @@ class LafaAutoencoder(nn.Module):
         steps = self.default_steps if steps is None else steps
         z0 = self.lafa.decode(self.lafa.normalizer.denormalize(latent), steps, generator=generator)
         return self.vae.decode(z0)
+
+
+def random_rotation(channels: int, seed: int) -> torch.Tensor:
+    """A Haar-random orthogonal (C, C) matrix from a seed (QR of a Gaussian matrix, signs fixed), float64."""
+    g = torch.Generator().manual_seed(seed)
+    q, r = torch.linalg.qr(torch.randn(channels, channels, generator=g, dtype=torch.float64))
+    return q * torch.sign(torch.diagonal(r))[None, :]
+
+
+class LinearLatentAutoencoder(nn.Module):
+    """Another autoencoder seen through a fixed invertible map of its latent channels: latent = A (z - mu).
+
+    The locality study's controls: A = R W (ZCA whitening W, then a random rotation R) turns log-mel into a
+    decorrelated stand-in for a VAE latent with no channel locality; A = R alone rotates a LAFA latent (the
+    rotation control: the same information, the channel order scrambled). `encode_mean` (= encode without a
+    padding mask) lets LAFA train on it as on a frozen VAE."""
+
+    def __init__(self, base: nn.Module, matrix: torch.Tensor, mean: torch.Tensor | None = None) -> None:
+        super().__init__()
+        c = base.latent_dim
+        if matrix.shape != (c, c):
+            raise ValueError(f"matrix must be ({c}, {c}) for a {c}-channel latent, got {tuple(matrix.shape)}")
+        self.base = base
+        self.register_buffer("matrix", matrix.double().clone())  # A (C, C)
+        self.register_buffer("inverse", torch.linalg.inv(matrix.double()))  # A^-1
+        self.register_buffer("mean", (torch.zeros(c, 1) if mean is None else mean.reshape(c, 1)).double().clone())
+        self.sample_rate = base.sample_rate
+        self.io_channels = base.io_channels
+        self.latent_dim = c
+        self.downsampling_ratio = base.downsampling_ratio
+
+    def forward_map(self, z: torch.Tensor) -> torch.Tensor:
+        """Base latent (B, C, N) -> A (z - mu)."""
+        return torch.einsum("ij,bjn->bin", self.matrix.to(z.dtype), z - self.mean.to(z.dtype))
+
+    def inverse_map(self, latent: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("ij,bjn->bin", self.inverse.to(latent.dtype), latent) + self.mean.to(latent.dtype)
+
+    def encode(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_map(self.base.encode(audio, padding_mask))
+
+    def encode_mean(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.encode(audio)
+
+    def decode(self, latent: torch.Tensor, steps: int | None = None, **kwargs) -> torch.Tensor:
+        return self.base.decode(self.inverse_map(latent), steps, **kwargs)

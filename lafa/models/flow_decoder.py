@@ -5,6 +5,10 @@ Rectified flow (Sec. 4.3): Z_t = (1 - t) Z0 + t eps, t ~ U[0, 1]; the decoder pr
 Sampling integrates dZ/dt = U with Euler steps from t = 1 (noise) to t = 0 (Table 7: 1, 2, 10, 100 steps).
 
 The Table 6 ablation replaces it with a ViT decoder that maps h straight to Z0, trained with MSE.
+
+Frame positions follow the encoder's `positions`: "rope" (default) rotates queries and keys of the self- and
+cross-attention by frame index (relative positions only), "absolute" adds a sinusoidal frame embedding to the
+Z_t and h tokens.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import torch
 from torch import nn
 
 from lafa.models.blocks import Attention, FeedForward, TimestepEmbedder
-from lafa.models.lafa_encoder import frame_positions, init_vit_weights
+from lafa.models.lafa_encoder import TimeRotary, frame_positions, init_vit_weights
 
 
 def flow_pair(z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,11 +63,15 @@ class DecoderBlock(nn.Module):
         self.ff = FeedForward(dim, mlp_ratio)
 
     def forward(
-        self, x: torch.Tensor, context: torch.Tensor | None, frame_keep: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None,
+        frame_keep: torch.Tensor | None,
+        rotary: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.self_attn(self.norm_self(x), key_padding_mask=frame_keep)
-        if self.cross_attn is not None:
-            x = x + self.cross_attn(self.norm_cross(x), context=context, key_padding_mask=frame_keep)
+        x = x + self.self_attn(self.norm_self(x), key_padding_mask=frame_keep, rotary=rotary)
+        if self.cross_attn is not None:  # query frame n and context frame m: rotary sees n - m
+            x = x + self.cross_attn(self.norm_cross(x), context=context, key_padding_mask=frame_keep, rotary=rotary)
         return x + self.ff(self.norm_ff(x))
 
 
@@ -78,8 +86,10 @@ class FlowDecoder(nn.Module):
         depth: int = 8,
         heads: int = 8,
         mlp_ratio: float = 4.0,
+        positions: str = "rope",
     ) -> None:
         super().__init__()
+        self.rotary = TimeRotary(positions, dim, heads)
         self.proj_in = nn.Linear(latent_channels, dim)
         self.context_in = nn.Linear(context_channels, dim)
         self.time_embed = TimestepEmbedder(dim, features="sinusoidal")
@@ -93,12 +103,15 @@ class FlowDecoder(nn.Module):
         self, z_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor, frame_keep: torch.Tensor | None = None
     ) -> torch.Tensor:
         n = z_t.shape[-1]
-        pos = frame_positions(n, self.proj_in.out_features, z_t.device)  # (N, D)
-        x = self.proj_in(z_t.transpose(1, 2)) + pos.to(z_t.dtype)  # (B, C, N) -> (B, N, D)
+        x = self.proj_in(z_t.transpose(1, 2))  # (B, C, N) -> (B, N, D)
         x = x + self.time_embed(t)[:, None].to(x.dtype)  # timestep conditioning on every token
-        ctx = self.context_in(context.transpose(1, 2)) + pos.to(context.dtype)  # (B, N, D)
+        ctx = self.context_in(context.transpose(1, 2))  # (B, N, D)
+        rotary = self.rotary(n, z_t.device)
+        if rotary is None:  # absolute positions
+            pos = frame_positions(n, x.shape[-1], z_t.device)  # (N, D)
+            x, ctx = x + pos.to(x.dtype), ctx + pos.to(ctx.dtype)
         for block in self.blocks:
-            x = block(x, ctx, frame_keep)
+            x = block(x, ctx, frame_keep, rotary)
         return self.proj_out(self.norm_out(x)).transpose(1, 2)  # (B, N, C) -> (B, C, N)
 
     def sample(
@@ -123,8 +136,10 @@ class VitDecoder(nn.Module):
         depth: int = 8,
         heads: int = 8,
         mlp_ratio: float = 4.0,
+        positions: str = "rope",
     ) -> None:
         super().__init__()
+        self.rotary = TimeRotary(positions, dim, heads)
         self.proj_in = nn.Linear(context_channels, dim)
         self.blocks = nn.ModuleList(DecoderBlock(dim, heads, False, mlp_ratio) for _ in range(depth))
         self.norm_out = nn.LayerNorm(dim)
@@ -133,8 +148,10 @@ class VitDecoder(nn.Module):
 
     def forward(self, context: torch.Tensor, frame_keep: torch.Tensor | None = None) -> torch.Tensor:
         n = context.shape[-1]
-        pos = frame_positions(n, self.proj_in.out_features, context.device)
-        x = self.proj_in(context.transpose(1, 2)) + pos.to(context.dtype)  # (B, C_h, N) -> (B, N, D)
+        x = self.proj_in(context.transpose(1, 2))  # (B, C_h, N) -> (B, N, D)
+        rotary = self.rotary(n, context.device)
+        if rotary is None:  # absolute positions
+            x = x + frame_positions(n, x.shape[-1], context.device).to(x.dtype)
         for block in self.blocks:
-            x = block(x, None, frame_keep)
+            x = block(x, None, frame_keep, rotary)
         return self.proj_out(self.norm_out(x)).transpose(1, 2)  # (B, C, N)

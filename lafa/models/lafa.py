@@ -7,6 +7,9 @@ the unmasked Z; decoding runs k Euler steps of the flow decoder (Table 7).
 mask_site "input" (Fig. 4, Sec. 4.3; default) masks Z before the encoder; "latent" (Proposition 1) encodes
 the unmasked Z and masks Y before the decoder's cross-attention. Both use the same masker.
 
+The VAE latent is standardised before LAFA sees it (`input_norm`, statistics measured once on the first
+batch LAFA trains or evaluates on, then frozen; "none" is the paper-literal reading): the encoder reads, and
+the decoder reconstructs, the standardised Z; `encode`/`loss`/`decode` take and return the VAE's own scale.
 The latent a DiT models is Y normalised by statistics measured on data (`LatentNormalizer`), stored as
 buffers with the model.
 """
@@ -23,6 +26,7 @@ from lafa.models.masking import ChannelSpanMasker
 MASK_SITES = ("input", "latent")
 DECODERS = ("flow", "vit")
 NORM_MODES = ("scalar", "channel")
+INPUT_NORMS = ("channel", "scalar", "none")
 
 
 class LatentNormalizer(nn.Module):
@@ -105,8 +109,13 @@ class Lafa(nn.Module):
         p_all: float = 0.1,
         span: bool = True,
         norm_mode: str = "scalar",
+        positions: str = "rope",
+        output_heads: str = "group",
+        input_norm: str = "channel",
     ) -> None:
         super().__init__()
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"unknown input_norm {input_norm!r} ({' | '.join(INPUT_NORMS)})")
         if mask_site not in MASK_SITES:
             raise ValueError(f"unknown mask_site {mask_site!r} ({' | '.join(MASK_SITES)})")
         if decoder not in DECODERS:
@@ -118,7 +127,7 @@ class Lafa(nn.Module):
         self.masker = ChannelSpanMasker(masked_channels, mask_ratio, max_spans, mask_length, p_all, span)
         self.encoder = LafaEncoder(
             latent_channels, lafa_channels, channel_group_size, encoder_dim, encoder_depth, encoder_heads, causal,
-            mlp_ratio,
+            mlp_ratio, positions, output_heads,
         )
         context_channels = lafa_channels
         if mask_site == "latent":  # masked Y entries: a learned value plus a flag channel each
@@ -126,13 +135,28 @@ class Lafa(nn.Module):
             context_channels = 2 * lafa_channels
         decoder_cls = FlowDecoder if decoder == "flow" else VitDecoder
         self.decoder = decoder_cls(
-            latent_channels, context_channels, decoder_dim, decoder_depth, decoder_heads, mlp_ratio
+            latent_channels, context_channels, decoder_dim, decoder_depth, decoder_heads, mlp_ratio, positions
         )
         self.normalizer = LatentNormalizer(lafa_channels, norm_mode)
+        # the VAE latent's statistics ("none": identity, count stays 0 and nothing is measured)
+        self.input_normalizer = LatentNormalizer(latent_channels, "channel" if input_norm == "none" else input_norm)
+        self.input_norm = input_norm
+
+    @property
+    def needs_input_stats(self) -> bool:
+        """True until the VAE latent's statistics are measured (never for input_norm "none")."""
+        return self.input_norm != "none" and float(self.input_normalizer.count) == 0
+
+    def normalize_input(self, z: torch.Tensor) -> torch.Tensor:
+        return z if self.input_norm == "none" else self.input_normalizer.normalize(z)
+
+    def denormalize_input(self, z: torch.Tensor) -> torch.Tensor:
+        return z if self.input_norm == "none" else self.input_normalizer.denormalize(z)
 
     def encode(self, z: torch.Tensor, frame_keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Unmasked VAE latent (B, C, N) -> raw (un-normalised) LAFA latent Y (B, C_lafa, N)."""
-        return self.encoder(z, None, frame_keep)
+        """Unmasked VAE latent (B, C, N) -> raw (un-normalised) LAFA latent Y (B, C_lafa, N); frame_keep (B, N)
+        bool: real frames never attend to padding frames, so their Y does not depend on the padding."""
+        return self.encoder(self.normalize_input(z), None, frame_keep)
 
     def context(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """What the decoder attends to: Y itself, or for mask_site "latent" the masked Y and its mask flags."""
@@ -153,7 +177,8 @@ class Lafa(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """The training objective on a clean VAE latent z0 (B, C, N) under a channel mask (B, C) from `masker`:
-        Sec. 4.3's rectified-flow loss, or Table 6's MSE for the ViT decoder."""
+        Sec. 4.3's rectified-flow loss, or Table 6's MSE for the ViT decoder (on the standardised Z)."""
+        z0 = self.normalize_input(z0)
         if self.mask_site == "input":
             ctx = self.encoder(z0, mask, frame_keep)
         else:
@@ -174,13 +199,13 @@ class Lafa(nn.Module):
         frame_keep: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Raw LAFA latent Y (B, C_lafa, N) -> Z0_hat (B, C, N): k Euler steps of the flow decoder (Table 7), or
-        one pass of the ViT decoder."""
+        """Raw LAFA latent Y (B, C_lafa, N) -> Z0_hat (B, C, N) in the VAE's scale: k Euler steps of the flow
+        decoder (Table 7), or one pass of the ViT decoder."""
         ctx = self.context(y)
         if self.decoder_kind == "vit":
-            return self.decoder(ctx, frame_keep)
+            return self.denormalize_input(self.decoder(ctx, frame_keep))
         b, _, n = y.shape
         dtype = torch.promote_types(y.dtype, torch.float32)  # integrate in at least float32 (Y may be bf16)
         draw_on = generator.device if generator is not None else y.device  # a CPU generator: device-independent
         noise = torch.randn((b, self.latent_channels, n), generator=generator, device=draw_on, dtype=dtype).to(y.device)
-        return self.decoder.sample(ctx, noise, steps, frame_keep)
+        return self.denormalize_input(self.decoder.sample(ctx, noise, steps, frame_keep))

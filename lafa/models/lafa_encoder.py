@@ -1,11 +1,18 @@
 """The LAFA encoder (paper Sec. 4.3, Fig. 4): a ViT over the frozen VAE latent, on a (time x channel-group) grid.
 
 A token is one frame of one group of g consecutive channels. Masked channels are replaced by a learned mask
-value and flagged; each token's g values and g flags go through a Linear to the hidden width, and position
-embeddings are added (frame: sinusoidal, group: learned). Blocks alternate attention along time
-(bidirectional, within a group) and attention along the channel groups of a frame, optionally causal (group j
-sees groups <= j: the Sec. 4.1 causal mask along the channel index). A final Linear maps each token to its
-share of the LAFA latent's channels, so the output keeps the frame rate.
+value and flagged; each token's g values and g flags go through a Linear to the hidden width. Blocks alternate
+attention along time (bidirectional, within a group) and attention along the channel groups of a frame,
+optionally causal (group j sees groups <= j: the Sec. 4.1 causal mask along the channel index). An output head
+maps each token to its share of the LAFA latent's channels, so the output keeps the frame rate.
+
+Sec. 4.3 says "position embedding is added". Two readings, both kept (docs/lafa.md):
+- positions "rope" (default): frame position enters only through rotary embeddings in the time attention, so
+  the encoder is translation-equivariant in time and no part of Y depends on the absolute frame index;
+  positions "absolute": a sinusoidal frame embedding is added to every token (the literal reading).
+- output_heads "group" (default): each channel group has its own output head; "shared": one Linear for every
+  group (the literal single projection), which ties output channel c to c + C_out/G at init.
+Channel groups always get a learned group embedding.
 
 With g = C there is one group per frame: the model is the plain time-token ViT that Sec. 4.3 describes, the
 channel-group attention is left out and `causal` has no effect.
@@ -16,7 +23,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lafa.models.blocks import Attention, FeedForward, sinusoidal_embedding
+from lafa.models.blocks import Attention, FeedForward, RotaryEmbedding, sinusoidal_embedding
+
+POSITIONS = ("rope", "absolute")
+OUTPUT_HEADS = ("group", "shared")
 
 
 def init_vit_weights(module: nn.Module) -> None:
@@ -35,6 +45,23 @@ def frame_positions(frames: int, dim: int, device: torch.device) -> torch.Tensor
     return sinusoidal_embedding(torch.arange(frames, device=device), dim)
 
 
+def check_positions(positions: str) -> None:
+    if positions not in POSITIONS:
+        raise ValueError(f"unknown positions {positions!r} ({' | '.join(POSITIONS)})")
+
+
+class TimeRotary(nn.Module):
+    """Rotary angles for time attention over all of a head's dims (base 10,000), or None for absolute positions."""
+
+    def __init__(self, positions: str, dim: int, heads: int) -> None:
+        super().__init__()
+        check_positions(positions)
+        self.rotary = RotaryEmbedding(dim // heads) if positions == "rope" else None
+
+    def forward(self, frames: int, device: torch.device) -> torch.Tensor | None:
+        return None if self.rotary is None else self.rotary(frames, device)  # (N, head_dim)
+
+
 class AxialBlock(nn.Module):
     """Pre-norm block on (B, N, G, D) tokens: attention along time, then along groups (if G > 1), then MLP."""
 
@@ -48,17 +75,33 @@ class AxialBlock(nn.Module):
         self.norm_ff = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, mlp_ratio)
 
-    def forward(self, x: torch.Tensor, frame_keep: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, frame_keep: torch.Tensor | None, rotary: torch.Tensor | None = None
+    ) -> torch.Tensor:
         b, n, g, d = x.shape
         h = x.transpose(1, 2).reshape(b * g, n, d)  # (B, N, G, D) -> (B*G, N, D): sequences along time
         keep = frame_keep.repeat_interleave(g, dim=0) if frame_keep is not None else None
-        h = h + self.time_attn(self.norm_time(h), key_padding_mask=keep)
+        h = h + self.time_attn(self.norm_time(h), key_padding_mask=keep, rotary=rotary)
         x = h.reshape(b, g, n, d).transpose(1, 2)
         if self.group_attn is not None:
             h = x.reshape(b * n, g, d)  # sequences along the channel groups of one frame
             h = h + self.group_attn(self.norm_group(h), causal=self.causal)
             x = h.reshape(b, n, g, d)
         return x + self.ff(self.norm_ff(x))
+
+
+class GroupHeads(nn.Module):
+    """One Linear(dim, k) per channel group: (B, N, G, D) -> (B, N, G, k); xavier-uniform per group, zero bias."""
+
+    def __init__(self, groups: int, dim: int, out_per_group: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(groups, dim, out_per_group))
+        self.bias = nn.Parameter(torch.zeros(groups, out_per_group))
+        for w in self.weight:
+            nn.init.xavier_uniform_(w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bngd,gdk->bngk", x, self.weight) + self.bias
 
 
 class LafaEncoder(nn.Module):
@@ -74,6 +117,8 @@ class LafaEncoder(nn.Module):
         heads: int = 8,
         causal: bool = True,
         mlp_ratio: float = 4.0,
+        positions: str = "rope",
+        output_heads: str = "group",
     ) -> None:
         super().__init__()
         if in_channels % channel_group_size:
@@ -81,16 +126,21 @@ class LafaEncoder(nn.Module):
         self.groups = in_channels // channel_group_size
         if out_channels % self.groups:
             raise ValueError(f"{out_channels} output channels do not split into {self.groups} channel groups")
+        if output_heads not in OUTPUT_HEADS:
+            raise ValueError(f"unknown output_heads {output_heads!r} ({' | '.join(OUTPUT_HEADS)})")
         self.in_channels, self.out_channels, self.group_size = in_channels, out_channels, channel_group_size
         self.causal = causal and self.groups > 1
+        self.positions = positions
         self.mask_value = nn.Parameter(torch.zeros(in_channels))  # learned stand-in for a masked channel
         self.proj_in = nn.Linear(2 * channel_group_size, dim)  # a group's values and mask flags
         self.group_embed = nn.Parameter(torch.zeros(self.groups, dim))
+        self.rotary = TimeRotary(positions, dim, heads)
         self.blocks = nn.ModuleList(
             AxialBlock(dim, heads, self.groups, self.causal, mlp_ratio) for _ in range(depth)
         )
         self.norm_out = nn.LayerNorm(dim)
-        self.proj_out = nn.Linear(dim, out_channels // self.groups)
+        per_group = out_channels // self.groups
+        self.proj_out = GroupHeads(self.groups, dim, per_group) if output_heads == "group" else nn.Linear(dim, per_group)
         self.apply(init_vit_weights)
         nn.init.normal_(self.group_embed, std=0.02)
 
@@ -98,7 +148,8 @@ class LafaEncoder(nn.Module):
         self, z: torch.Tensor, mask: torch.Tensor | None = None, frame_keep: torch.Tensor | None = None
     ) -> torch.Tensor:
         """z (B, C, N); mask (B, C) bool, True = masked (None: nothing masked); frame_keep (B, N) bool, True on
-        real frames (padding frames are not attended to). Returns (B, C_out, N)."""
+        real frames (padding frames are never attended to, so real frames do not depend on them).
+        Returns (B, C_out, N)."""
         b, c, n = z.shape
         if c != self.in_channels:
             raise ValueError(f"LAFA encoder expects {self.in_channels} latent channels, got {tuple(z.shape)}")
@@ -109,9 +160,11 @@ class LafaEncoder(nn.Module):
         g, gs = self.groups, self.group_size
         tokens = torch.cat((z.reshape(b, g, gs, n), flags.reshape(b, g, gs, n).to(z.dtype)), dim=2)
         tokens = tokens.permute(0, 3, 1, 2)  # (B, G, 2g, N) -> (B, N, G, 2g)
-        x = self.proj_in(tokens)  # (B, N, G, D)
-        x = x + frame_positions(n, x.shape[-1], z.device).to(x.dtype)[None, :, None] + self.group_embed
+        x = self.proj_in(tokens) + self.group_embed  # (B, N, G, D)
+        if self.positions == "absolute":
+            x = x + frame_positions(n, x.shape[-1], z.device).to(x.dtype)[None, :, None]
+        rotary = self.rotary(n, z.device)
         for block in self.blocks:
-            x = block(x, frame_keep)
+            x = block(x, frame_keep, rotary)
         y = self.proj_out(self.norm_out(x))  # (B, N, G, C_out / G)
         return y.reshape(b, n, self.out_channels).transpose(1, 2)  # (B, C_out, N)

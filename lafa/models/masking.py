@@ -9,6 +9,7 @@ For C channels, ratio rho and max span count m, per example:
 A channel is masked for every frame of its example (masks are (B, C), constant over time).
 
 span=False is Table 5's "no span mask" cell: the same L channels, scattered point-wise at random.
+ratio = 0 with p_all = 0 masks nothing: the masking-off control of the locality study (docs/study.md).
 Everything is vectorised over the batch; a `torch.Generator` makes a draw reproducible.
 """
 
@@ -50,8 +51,8 @@ class ChannelSpanMasker:
     ) -> None:
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
-        if not 0.0 < ratio <= 1.0:
-            raise ValueError(f"mask ratio must be in (0, 1], got {ratio}")
+        if not 0.0 <= ratio <= 1.0:  # 0: nothing is ever masked (with p_all = 0: the no-masking control)
+            raise ValueError(f"mask ratio must be in [0, 1], got {ratio}")
         if max_spans < 1:
             raise ValueError(f"max_spans must be >= 1, got {max_spans}")
         if length_mode not in LENGTH_MODES:

@@ -5,10 +5,12 @@ The VAE comes from `vae_ckpt` (official Stable Audio Open weights or a `lafa fit
 trains. Paper defaults (Sec. 5.1): lr 5e-5, rho = 1.0 (Fig. 5); 30 s stereo chunks, batch 64 and 600k steps
 live in configs/lafa.yaml. Table 5's switches are `span` and `causal`, Table 6's is `decoder` ("flow" | "vit").
 
-Validation/test report the masked training loss, the latent MSE of the unmasked round trip, and audio
+Validation/test report the masked training loss, the latent MSE of the unmasked round trip (also relative to
+the VAE latent's per-channel variance on the same frames: 1 = no better than predicting each channel's mean), and audio
 reconstruction (STFT and mel distance, SI-SDR) through the frozen VAE decoder at every step count in
 `eval_steps` (Tables 4 and 7), beside the plain VAE's reconstruction of the same audio. Each validation also
-measures the LAFA latent's normalisation statistics on its first `norm_batches` batches (see docs/lafa.md).
+measures the LAFA latent's normalisation statistics on its first `norm_batches` batches, and the first batch
+LAFA sees measures the VAE latent's input statistics once (`input_norm`; see docs/lafa.md).
 """
 
 from __future__ import annotations
@@ -34,14 +36,18 @@ from lafa.stages.loading import load_autoencoder
 
 def load_frozen_vae(path: str | Path, vae_args: dict | None = None) -> OobleckVAE:
     """The VAE LAFA is trained on: a `lafa fit` VAE checkpoint or official SAO weights (`load_autoencoder`), or,
-    with `vae_args` (OobleckVAE arguments), a raw weights file of a VAE of another size."""
+    with `vae_args` (OobleckVAE arguments), a raw weights file of a VAE of another size. Any other autoencoder
+    with `encode_mean`/`decode` (the locality study's stand-in latent, `lafa.stages.standin`) works too; a LAFA
+    checkpoint does not (LAFA on LAFA is not a model lafa offers)."""
     if vae_args:
         return load_sao_vae(path, **vae_args)
     autoencoder = load_autoencoder(path)
-    if not isinstance(autoencoder, VaeAutoencoder):
+    if isinstance(autoencoder, VaeAutoencoder):
+        return autoencoder.vae
+    if isinstance(autoencoder, LafaAutoencoder) or not hasattr(autoencoder, "encode_mean"):
         raise LafaUserError(f"{path} holds a {type(autoencoder).__name__}; LAFA trains on a plain VAE: give a VAE "
                             f"stage checkpoint or Stable Audio Open VAE weights as vae_ckpt")
-    return autoencoder.vae
+    return autoencoder
 
 
 class LafaStage(LightningModule):
@@ -68,6 +74,10 @@ class LafaStage(LightningModule):
         max_spans: int = 4,
         mask_length: str = "uniform",
         p_all: float = 0.1,
+        # the latent as a latent (docs/lafa.md; paper-literal: absolute, shared, none)
+        positions: str = "rope",
+        output_heads: str = "group",
+        input_norm: str = "channel",
         # latent normalisation
         norm_mode: str = "scalar",
         norm_batches: int = 16,
@@ -90,7 +100,8 @@ class LafaStage(LightningModule):
             causal=causal, encoder_dim=encoder_dim, encoder_depth=encoder_depth, encoder_heads=encoder_heads,
             decoder=decoder, decoder_dim=decoder_dim, decoder_depth=decoder_depth, decoder_heads=decoder_heads,
             mlp_ratio=mlp_ratio, mask_site=mask_site, mask_ratio=mask_ratio, max_spans=max_spans,
-            mask_length=mask_length, p_all=p_all, span=span, norm_mode=norm_mode,
+            mask_length=mask_length, p_all=p_all, span=span, norm_mode=norm_mode, positions=positions,
+            output_heads=output_heads, input_norm=input_norm,
         )
         self.metrics = ReconstructionMetrics(self.vae.sample_rate)
 
@@ -118,6 +129,13 @@ class LafaStage(LightningModule):
         with torch.autocast(self.device.type, enabled=False):
             return self.vae.decode(z.float())
 
+    def _measure_input(self, z: torch.Tensor, keep: torch.Tensor | None) -> None:
+        """Once, on the first batch LAFA sees (every process's share): the VAE latent's statistics, frozen after."""
+        normalizer = self.lafa.input_normalizer
+        normalizer.reset()
+        normalizer.accumulate(z, keep)
+        normalizer.commit(self.trainer.strategy.reduce(normalizer.pending(), reduce_op="sum"))
+
     def _generator(self, batch_idx: int) -> torch.Generator:
         """Evaluation draws (masks, flow noise) reproducible per batch, on the CPU: the same on every device."""
         return torch.Generator().manual_seed(self.hparams.seed + batch_idx)
@@ -135,6 +153,8 @@ class LafaStage(LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         z0, keep = self._latents(batch)
+        if self.lafa.needs_input_stats:
+            self._measure_input(z0, keep)
         mask = self.lafa.masker(z0.shape[0], device=self.device)
         loss = self.lafa.loss(z0, mask, keep)
         self.log("train/loss", loss, prog_bar=True, batch_size=z0.shape[0])
@@ -168,7 +188,10 @@ class LafaStage(LightningModule):
     def _evaluate(self, batch: dict, batch_idx: int, prefix: str) -> None:
         audio, padding = batch["audio"], batch.get("padding_mask")
         z0, keep = self._latents(batch)
+        if self.lafa.needs_input_stats:
+            self._measure_input(z0, keep)
         b = z0.shape[0]
+        variance = _channel_variance(z0, keep)  # what predicting each channel's mean scores
         gen = self._generator(batch_idx)
         mask = self.lafa.masker(b, gen).to(self.device)
         log = dict(batch_size=b, sync_dist=True)
@@ -184,7 +207,9 @@ class LafaStage(LightningModule):
         for steps in self._decode_settings():
             tag = f"k{steps}" if steps is not None else "vit"
             z_hat = self.lafa.decode(y, steps or 1, keep, gen).float()
-            self.log(f"{prefix}/{tag}/latent_mse", masked_mse(z_hat, z0, keep), **log)
+            mse = masked_mse(z_hat, z0, keep)
+            self.log(f"{prefix}/{tag}/latent_mse", mse, **log)
+            self.log(f"{prefix}/{tag}/latent_rel_mse", mse / variance, prog_bar=tag == "k2", **log)
             audio_hat = self._vae_decode(z_hat)[..., : audio.shape[-1]]
             for name, value in self.metrics(audio_hat, audio, padding).items():
                 self.log(f"{prefix}/{tag}/{name}", value, **log)
@@ -212,3 +237,9 @@ class LafaStage(LightningModule):
             tb.add_image(f"{prefix}/latent_{i}/lafa_y", image(y[i]), step, dataformats="HW")
             for tag, (z_hat, _) in decoded.items():
                 tb.add_image(f"{prefix}/latent_{i}/z_hat_{tag}", image(z_hat[i]), step, dataformats="HW")
+
+
+def _channel_variance(z: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """Mean over channels of each channel's variance over the real frames of the batch: (B, C, N) -> ()."""
+    values = z.transpose(1, 2).reshape(-1, z.shape[1]) if keep is None else z.transpose(1, 2)[keep]  # (frames, C)
+    return values.float().var(dim=0, unbiased=False).mean().clamp_min(1e-12)

@@ -58,7 +58,15 @@ def load_stage(ckpt_path: str | Path, map_location: str | torch.device = "cpu", 
     ckpt = read_trusted_checkpoint(ckpt_path)  # refuses untrusted classes and NaN/inf weights
     cls, init_args = stage_class_and_args(_stored_config(ckpt, ckpt_path), ckpt_path)
     init_args.update(overrides)
-    stage = cls(**init_args)
+    # LightningCLI hands the hyperparameters of the stage it builds to every save_hyperparameters() called while
+    # building it: a stage loaded inside another stage's __init__ would store the outer stage's arguments
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+
+    token = _given_hyperparameters.set(None)
+    try:
+        stage = cls(**init_args)
+    finally:
+        _given_hyperparameters.reset(token)
     state = checkpoint_state_dict(ckpt, ckpt_path)
     expected = stage.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))

@@ -62,23 +62,23 @@ def _load_yaml(path: str) -> dict[str, Any]:
     return data
 
 
-def resolve_refs(study: Study, values: dict[str, Any]) -> dict[str, Any]:
-    """Replace "@run" values by that run's final checkpoint path."""
+def resolve_refs(study: Study, values: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
+    """Replace "@run" values by that run's final checkpoint path (the same seed's, for a run repeated per seed)."""
     from lafa.study.spec import REF_PREFIX
 
-    return {k: study.final_checkpoint(v[len(REF_PREFIX):]) if isinstance(v, str) and v.startswith(REF_PREFIX)
+    return {k: study.final_checkpoint(v[len(REF_PREFIX):], seed) if isinstance(v, str) and v.startswith(REF_PREFIX)
             else v for k, v in values.items()}
 
 
 def run_config(study: Study, run: RunSpec, seed: int | None) -> dict[str, Any]:
     """The merged `lafa fit` config of one run instance: its stage's configs, the stage's and the run's `set`,
-    and the seed (compared runs). The runner adds only where the run writes (logger, checkpoints)."""
+    and the seed (compared and seeded runs). The runner adds only where the run writes (logger, checkpoints)."""
     stage = study.stages[run.stage]
     config: dict[str, Any] = {}
     for path in stage.config:
         config = deep_merge(config, _load_yaml(path))
     config = deep_merge(config, dotted_to_nested(stage.set))
-    config = deep_merge(config, dotted_to_nested(resolve_refs(study, run.set)))
+    config = deep_merge(config, dotted_to_nested(resolve_refs(study, run.set, seed)))
     if seed is not None:
         config["seed_everything"] = seed
     return config

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lafa.study.latents import latent_runs_report, latents_markdown
 from lafa.study.runner import DONE, instances, lafa_command
 from lafa.study.spec import Study
 
@@ -131,7 +132,8 @@ def build_report(study: Study, latents: dict[str, dict[str, Any]] | None = None)
         }
     return {"study": study.name, "factor": study.factor, "baseline": study.baseline,
             "metrics": {m: {"better": mode, "label": METRIC_LABELS.get(m, m)} for m, mode in study.metrics.items()},
-            "headline_metric": next(iter(study.metrics)), "seeds": study.seeds, "runs": runs}
+            "headline_metric": next(iter(study.metrics)), "seeds": study.seeds, "runs": runs,
+            "latent_runs": latent_runs_report(study)}
 
 
 def analyze_latents(study: Study, log: Callable[[str], Any] = print) -> dict[str, dict[str, Any]]:
@@ -197,6 +199,8 @@ def markdown_table(report: dict[str, Any]) -> str:
     if mel:
         lines += ["", f"Log-mel of the same clips: alpha {mel['alpha']:.2f}, LPI {mel['lpi']:.3f} (`lafa analyze`)."]
     lines += controls_table(report)
+    if report.get("latent_runs"):
+        lines.append(latents_markdown(report["latent_runs"]).rstrip("\n"))
     silent = [m for m in report["metrics"]
               if not any(seed["curves"][m] for run in report["runs"].values() for seed in run["seeds"].values())]
     if silent:

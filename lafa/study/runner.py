@@ -74,6 +74,11 @@ def fit_config(study: Study, inst: Instance) -> dict[str, Any]:
     return config
 
 
+def run_env(study: Study) -> dict[str, str] | None:
+    """The environment of every run subprocess: this one's, plus the study's `env` (None: inherited as is)."""
+    return None if not study.env else {**os.environ, **study.env}
+
+
 def lafa_command(study: Study, plan: bool = False) -> list[str]:
     """How a run calls lafa: the study's `lafa`, else `lafa` in a printed plan and this interpreter here."""
     return study.lafa or (["lafa"] if plan else [sys.executable, "-m", "lafa"])
@@ -109,11 +114,13 @@ def plan(study: Study) -> list[str]:
     check_one_factor(study)
     check_final_evaluation(study)
     commands = []
+    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in (study.env or {}).items())
     for inst in instances(study):
         if inst.reused:
             continue
         write_fit_config(study, inst)
-        commands.append(shlex.join(fit_command(study, inst, plan=True)))
+        command = shlex.join(fit_command(study, inst, plan=True))
+        commands.append(f"{prefix} {command}" if prefix else command)
     return commands
 
 
@@ -136,7 +143,7 @@ def run_study(study: Study, log: Callable[[str], Any] = print) -> None:
         log(f"[study {study.name}] {inst.name}: {'resuming from ' + str(last) if last.exists() else 'starting'}")
         command = fit_command(study, inst)
         log("  " + shlex.join(command))
-        result = subprocess.run(command)
+        result = subprocess.run(command, env=run_env(study))
         if result.returncode != 0:
             raise RuntimeError(f"run '{inst.name}' failed (exit {result.returncode}): {shlex.join(command)}")
         if not last.is_file():

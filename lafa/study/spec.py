@@ -3,6 +3,10 @@
 A study is loaded from one or more YAML files (`--config paper.yaml --config tiny_overlay.yaml`); later files
 are deep-merged into earlier ones (mappings merge key by key, lists and scalars are replaced), so an overlay
 only names what it changes. Every run is an ordinary `lafa fit` run of one stage.
+
+Seeds: compared runs, and runs marked `seeded: true` (e.g. the LAFA models a seeded DiT reads), repeat once per
+study seed. "@run" from a seeded run to a seeded run means the same seed's instance, so seed s of a study is
+one whole chain (LAFA at seed s -> its rotation at seed s -> the DiT at seed s).
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ class RunSpec:
     latent: str | None = None  # run (or checkpoint path) whose latent space this run models: alpha and LPI
     label: str | None = None  # legend / table name
     value: float | None = None  # the factor's numeric level (mask ratio, latent size) for the factor plot
+    seeded: bool = False  # repeated once per study seed although not compared (compared runs always are)
+
+    @property
+    def repeats(self) -> bool:
+        return self.compare or self.seeded
 
     @property
     def needs(self) -> list[str]:
@@ -60,6 +69,8 @@ class Study:
     seeds: list[int] | None = None
     analysis: dict[str, Any] | None = None  # arguments for `lafa analyze` on each latent space
     lafa: list[str] | None = None  # how runs call lafa (default: `lafa` in --plan, this Python's `-m lafa` here)
+    latents: LatentsSpec | None = None  # latent spaces measured seed by seed (the locality study's LAFA arm)
+    env: dict[str, str] | None = None  # environment variables added for every run (e.g. OMP_NUM_THREADS)
 
     @property
     def compared(self) -> list[RunSpec]:
@@ -69,18 +80,33 @@ class Study:
         """Where one run instance keeps its merged config, checkpoints/, tb/ (TensorBoard) and DONE marker."""
         return Path(self.out_dir) / instance
 
-    def final_checkpoint(self, run: str) -> str:
-        """The checkpoint other runs read from `run`: its reused `ckpt`, else its run dir's last.ckpt."""
+    def final_checkpoint(self, run: str, seed: int | None = None) -> str:
+        """The checkpoint other runs read from `run` (at `seed`, for a run repeated per seed): its reused `ckpt`,
+        else its run dir's last.ckpt."""
         spec = self.runs[run]
-        return spec.ckpt if spec.ckpt else str(self.run_dir(run) / "checkpoints" / "last.ckpt")
+        if spec.ckpt:
+            return spec.ckpt
+        instance = self.instance_name(spec, seed if spec.repeats and self.seeds else None)
+        return str(self.run_dir(instance) / "checkpoints" / "last.ckpt")
 
     def seeds_of(self, run: RunSpec) -> list[int | None]:
-        """Compared runs repeat once per study seed; the others (autoencoders) run once."""
-        return list(self.seeds) if (run.compare and self.seeds) else [None]
+        """Compared and seeded runs repeat once per study seed; the others (autoencoders) run once."""
+        return list(self.seeds) if (run.repeats and self.seeds) else [None]
 
     @staticmethod
     def instance_name(run: RunSpec, seed: int | None) -> str:
         return run.name if seed is None else f"{run.name}-seed{seed}"
+
+
+@dataclass
+class LatentsSpec:
+    """Latent spaces measured per seed: `lafa analyze` on each run instance's autoencoder (the study's
+    `analysis.args`), plus the final value of logged `metrics` (e.g. reconstruction); `contrast` [a, b] reports
+    a - b seed by seed (paired) with its interval."""
+
+    runs: list[str]
+    metrics: list[str] = field(default_factory=list)
+    contrast: list[str] | None = None
 
 
 def _looks_like_path(value: str) -> bool:
@@ -110,7 +136,7 @@ def load_raw(paths: list[str | Path]) -> dict[str, Any]:
 def parse_study(raw: dict[str, Any], source: str = "<study>") -> Study:
     """Validate a merged study mapping and build the Study (errors name the offending key)."""
     unknown = set(raw) - {"name", "factor", "factor_keys", "out_dir", "stages", "runs", "baseline", "metrics",
-                          "seeds", "analysis", "lafa"}
+                          "seeds", "analysis", "lafa", "latents", "env"}
     if unknown:
         raise ValueError(f"study config {source}: unknown keys {sorted(unknown)}")
     stages = {}
@@ -125,7 +151,7 @@ def parse_study(raw: dict[str, Any], source: str = "<study>") -> Study:
     runs = {}
     for name, run in _require(raw, "runs", source).items():
         run = dict(run or {})
-        unknown = set(run) - {"stage", "set", "ckpt", "compare", "latent", "label", "value"}
+        unknown = set(run) - {"stage", "set", "ckpt", "compare", "latent", "label", "value", "seeded"}
         if unknown:
             raise ValueError(f"study config {source}: runs.{name} has unknown keys {sorted(unknown)}")
         stage = _require(run, "stage", f"{source} runs.{name}")
@@ -133,14 +159,15 @@ def parse_study(raw: dict[str, Any], source: str = "<study>") -> Study:
             raise ValueError(f"study config {source}: runs.{name}.stage '{stage}' is not one of {sorted(stages)}")
         runs[name] = RunSpec(name=name, stage=stage, set=dict(run.get("set") or {}), ckpt=run.get("ckpt"),
                              compare=bool(run.get("compare", False)), latent=run.get("latent"),
-                             label=run.get("label"), value=run.get("value"))
+                             label=run.get("label"), value=run.get("value"), seeded=bool(run.get("seeded", False)))
 
     for run in runs.values():
         for dep in run.needs:
             if dep not in runs:
                 raise ValueError(f"study config {source}: runs.{run.name} refers to unknown run '{dep}'")
-            if runs[dep].compare and raw.get("seeds"):
-                raise ValueError(f"study config {source}: runs.{run.name} depends on compared (seeded) run '{dep}'")
+            if runs[dep].repeats and raw.get("seeds") and not run.repeats:
+                raise ValueError(f"study config {source}: runs.{run.name} runs once but depends on '{dep}', which "
+                                 f"repeats per seed: mark runs.{run.name} seeded: true (or compare: true)")
 
     metrics = _require(raw, "metrics", source)
     if not isinstance(metrics, dict) or any(m not in ("min", "max") for m in metrics.values()):
@@ -149,6 +176,21 @@ def parse_study(raw: dict[str, Any], source: str = "<study>") -> Study:
     if baseline not in runs or not runs[baseline].compare:
         raise ValueError(f"study config {source}: baseline '{baseline}' must be a run with compare: true")
     lafa = raw.get("lafa")
+    latents = None
+    if raw.get("latents"):
+        spec = dict(raw["latents"])
+        unknown = set(spec) - {"runs", "metrics", "contrast"}
+        if unknown:
+            raise ValueError(f"study config {source}: latents has unknown keys {sorted(unknown)}")
+        latents = LatentsSpec(runs=list(_require(spec, "runs", f"{source} latents")),
+                              metrics=list(spec.get("metrics") or []), contrast=spec.get("contrast"))
+        for name in latents.runs + list(latents.contrast or []):
+            if name not in runs:
+                raise ValueError(f"study config {source}: latents names unknown run '{name}'")
+        if latents.contrast is not None and (len(latents.contrast) != 2 or not set(latents.contrast) <= set(latents.runs)):
+            raise ValueError(f"study config {source}: latents.contrast must name two of latents.runs")
+        if not raw.get("analysis"):
+            raise ValueError(f"study config {source}: latents needs an analysis section (`lafa analyze` arguments)")
     study = Study(
         name=_require(raw, "name", source),
         factor=_require(raw, "factor", source),
@@ -161,6 +203,8 @@ def parse_study(raw: dict[str, Any], source: str = "<study>") -> Study:
         seeds=[int(s) for s in raw["seeds"]] if raw.get("seeds") else None,
         analysis=raw.get("analysis"),
         lafa=None if lafa is None else shlex.split(lafa) if isinstance(lafa, str) else list(lafa),
+        latents=latents,
+        env={str(k): str(v) for k, v in raw["env"].items()} if raw.get("env") else None,
     )
     order_runs(study)  # fails early on a dependency cycle
     return study

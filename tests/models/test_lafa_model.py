@@ -191,3 +191,122 @@ def test_autoencoders_follow_the_interface() -> None:
         assert out.shape == audio.shape
         z0 = lafa.decode(y * 2.0 + 0.5, 3, generator=torch.Generator().manual_seed(1))
         assert torch.allclose(out, vae.decode(z0), atol=1e-6)
+
+
+# ---- the LAFA latent as a latent: no absolute frame position, no shared-head periodicity, standardised input ----
+LITERAL = dict(positions="absolute", output_heads="shared")  # the paper-literal reading (docs/lafa.md)
+
+
+def _wide_encoder(seed: int = 0, **variant) -> LafaEncoder:
+    torch.manual_seed(seed)
+    return LafaEncoder(64, 64, 8, dim=64, depth=2, heads=4, **variant).eval()
+
+
+@pytest.mark.parametrize("variant,equivariant", [({}, True), (LITERAL, False)])
+def test_shifting_the_input_by_k_frames_shifts_y_by_k(variant: dict, equivariant: bool) -> None:
+    """The same 12 real frames placed at frames 0..11 or k..k+11 of a 20-frame input (the rest padding): with
+    rotary positions Y of the real frames is the same, shifted by k; with the added sinusoidal embedding it
+    is not (so the test can fail)."""
+    enc = _wide_encoder(**variant)
+    z = torch.randn(2, 64, 12)
+    for k in (1, 5, 8):
+        a, b = torch.randn(2, 64, 20), torch.randn(2, 64, 20)  # padding content differs too
+        a[..., :12], b[..., k : k + 12] = z, z
+        keep_a, keep_b = torch.zeros(2, 20, dtype=torch.bool), torch.zeros(2, 20, dtype=torch.bool)
+        keep_a[:, :12], keep_b[:, k : k + 12] = True, True
+        with torch.no_grad():
+            ya, yb = enc(a, None, keep_a)[..., :12], enc(b, None, keep_b)[..., k : k + 12]
+        assert torch.allclose(ya, yb, atol=1e-4) == equivariant, (k, (ya - yb).abs().max())
+
+
+@pytest.mark.parametrize("variant,constant", [({}, True), (LITERAL, False)])
+def test_a_time_constant_input_gives_a_time_constant_latent(variant: dict, constant: bool) -> None:
+    """No part of Y may depend on the absolute frame index: a latent that is the same at every frame encodes to
+    a Y that is the same at every frame (with the literal frame embedding it varies along time)."""
+    enc = _wide_encoder(**variant)
+    z = torch.randn(3, 64, 1).expand(3, 64, 30)
+    with torch.no_grad():
+        y = enc(z)
+    spread = (y - y[..., :1]).abs().max().item()
+    assert (spread < 1e-4) == constant, spread
+
+
+def _lag_correlation(y: torch.Tensor) -> dict[int, float]:
+    """Mean |Pearson correlation| between channels c and c + lag over all (batch, frame) samples."""
+    x = y.transpose(0, 1).reshape(y.shape[1], -1)
+    x = (x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True)
+    r = x @ x.T / x.shape[1]
+    return {lag: r.diagonal(lag).abs().mean().item() for lag in range(1, 17)}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_no_shared_head_periodicity_at_init(seed: int) -> None:
+    """White input, untrained encoder, 8 groups of 8 channels: with a head per group the lag-8 channel correlation
+    of Y is no larger than the lag 1..7 ones; the shared head of the literal variant ties c to c + 8 (measured:
+    |corr| 0.68 at lag 8 vs 0.14-0.31 at lags 1..7)."""
+    z = torch.randn(8, 64, 64, generator=torch.Generator().manual_seed(seed + 10))
+    with torch.no_grad():
+        ours = _lag_correlation(_wide_encoder(seed)(z))
+        literal = _lag_correlation(_wide_encoder(seed, **LITERAL)(z))
+    near = lambda lags: sum(lags[k] for k in range(1, 8)) / 7  # noqa: E731
+    assert ours[8] < 1.2 * near(ours), ours
+    assert literal[8] > 2.0 * near(literal), literal  # the defect the default removes
+
+
+def test_input_standardisation_makes_y_blind_to_the_vae_latent_scale() -> None:
+    """With input_norm "channel", LAFA measures the VAE latent's per-channel mean/std once and sees the
+    standardised latent: a per-channel affine change of the VAE latent (its statistics re-measured) leaves Y
+    and the loss unchanged, and decode returns the VAE's own scale."""
+    torch.manual_seed(0)
+    lafa = Lafa(latent_channels=8, lafa_channels=8, channel_group_size=4, **TINY).double().eval()
+    z = torch.randn(4, 8, 12, dtype=torch.float64)
+    scale, shift = torch.linspace(0.1, 30.0, 8, dtype=torch.float64)[:, None], torch.arange(8.0).double()[:, None]
+    assert lafa.needs_input_stats
+    outputs = []
+    for zz in (z, z * scale + shift):
+        lafa.input_normalizer.reset()
+        lafa.input_normalizer.accumulate(zz)
+        lafa.input_normalizer.commit()
+        gen = torch.Generator().manual_seed(3)
+        with torch.no_grad():
+            mask = lafa.masker(4, gen)
+            outputs.append((lafa.encode(zz), lafa.loss(zz, mask, None, gen), zz))
+    assert not lafa.needs_input_stats
+    (y1, l1, _), (y2, l2, z2) = outputs
+    assert torch.allclose(y1, y2, atol=1e-8) and torch.allclose(l1, l2, atol=1e-10)
+    with torch.no_grad():  # an oracle-free check of the scale: the ViT path is deterministic
+        vit = Lafa(latent_channels=8, lafa_channels=8, channel_group_size=4, decoder="vit", **TINY).double()
+        vit.input_normalizer.load_state_dict(lafa.input_normalizer.state_dict())
+        standard = vit.decoder(vit.context(vit.encode(z2)))
+        assert torch.allclose(vit.decode(vit.encode(z2)), standard * z2.std(dim=(0, 2), unbiased=False)[:, None]
+                              + z2.mean(dim=(0, 2))[:, None], atol=1e-8)
+    literal = Lafa(latent_channels=8, lafa_channels=8, channel_group_size=4, input_norm="none", **TINY)
+    assert not literal.needs_input_stats
+
+
+# ---- padding masks (issue 13): a padded clip's real frames do not depend on its padding ---------------------------
+def test_padded_clip_real_frames_are_unchanged_by_the_padding() -> None:
+    """VaeAutoencoder and LafaAutoencoder.encode(audio, padding_mask): whatever the padding holds, the real frames
+    are the same; and LAFA's part alone gives the real frames of the unpadded latent exactly."""
+    torch.manual_seed(0)
+    vae = OobleckVAE(channels=4, c_mults=(1, 2), strides=(2, 4), latent_dim=8).eval()
+    lafa = Lafa(latent_channels=8, lafa_channels=8, channel_group_size=4, **TINY).eval()
+    lafa.input_normalizer.accumulate(torch.randn(2, 8, 10) * 3 + 1)
+    lafa.input_normalizer.commit()
+    audio = torch.randn(2, 2, 8 * 20)
+    mask = torch.ones(2, 8 * 20, dtype=torch.bool)
+    mask[1, 8 * 13 :] = False  # clip 1: 13 real frames, 7 padding frames
+    loud = audio.clone()
+    loud[1, :, 8 * 13 :] = 50.0 * torch.randn(2, 8 * 7)  # other padding content
+    plain, bottleneck = VaeAutoencoder(vae), LafaAutoencoder(vae, lafa)
+    with torch.no_grad():
+        for ae in (plain, bottleneck):
+            a, b = ae.encode(audio, mask), ae.encode(loud, mask)
+            assert torch.allclose(a, b, atol=1e-6)
+        unmasked = bottleneck.encode(loud)  # without the mask the padding leaks into every real frame
+        assert not torch.allclose(unmasked[1, :, :13], bottleneck.encode(loud, mask)[1, :, :13], atol=1e-3)
+        z = vae.encode_mean(audio * mask[:, None])
+        keep = mask[:, ::8]
+        y_padded = lafa.encode(z, keep)[1, :, :13]
+        y_alone = lafa.encode(z[1:, :, :13])[0]  # the same 13 frames with no padding at all
+        assert torch.allclose(y_padded, y_alone, atol=1e-5)

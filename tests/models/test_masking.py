@@ -130,9 +130,19 @@ def test_seeded_draws_are_reproducible() -> None:
     assert not torch.equal(masker(32, _gen(11)), masker(32, _gen(12)))
 
 
+def test_ratio_zero_without_p_all_masks_nothing() -> None:
+    """The masking-off control: rho = 0 and p_all = 0 never mask a channel, in either mode."""
+    for mode in ("uniform", "fixed"):
+        for span in (True, False):
+            draw = ChannelSpanMasker(16, 0.0, 4, length_mode=mode, p_all=0.0, span=span).draw(500, _gen(13))
+            assert not draw.mask.any() and not draw.length.any()
+
+
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="ratio"):
-        ChannelSpanMasker(64, ratio=0.0)
+        ChannelSpanMasker(64, ratio=-0.1)
+    with pytest.raises(ValueError, match="ratio"):
+        ChannelSpanMasker(64, ratio=1.5)
     with pytest.raises(ValueError, match="length_mode"):
         ChannelSpanMasker(64, length_mode="gaussian")
     with pytest.raises(ValueError, match="max_spans"):
