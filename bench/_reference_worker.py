@@ -130,6 +130,37 @@ class Worker:
         torch.save(out, path)
         return {"saved": path}
 
+    def vae_inputs(self, frames: int, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The matrix cases' inputs, generated from the seed exactly as bench_models.vae_inputs does."""
+        key = (frames, batch, seed)
+        if self.inputs.get("matrix_key") != key:
+            g = torch.Generator().manual_seed(seed)
+            audio = 0.3 * torch.randn(batch, 2, frames * 2048, generator=g)
+            z = torch.randn(batch, 64, frames, generator=g)
+            self.inputs.update(matrix_key=key, matrix=(audio, z))
+        return self.inputs["matrix"]
+
+    def time_vae(self, op: str, frames: int, batch: int, seed: int, reps: int) -> dict:
+        """Encode (sampling bottleneck) or decode of the (frames, batch) input: CPU and wall seconds per call."""
+        self.model.eval()
+        audio, z = self.vae_inputs(frames, batch, seed)
+        cpu, wall = [], []
+        with torch.no_grad():
+            for _ in range(reps):
+                c0, t0 = time.process_time(), time.perf_counter()
+                self.model.encode(audio) if op == "encode" else self.model.decode(z)
+                cpu.append(time.process_time() - c0)
+                wall.append(time.perf_counter() - t0)
+        return {"cpu": cpu, "wall": wall}
+
+    def vae_matrix_outputs(self, frames: int, batch: int, seed: int, path: str) -> dict:
+        """The encoder's raw output and the decoding of the matrix inputs, saved for the agreement check."""
+        self.model.eval()
+        audio, z = self.vae_inputs(frames, batch, seed)
+        with torch.no_grad():
+            torch.save({"encoder_raw": self.model.encoder(audio), "decoded": self.model.decode(z)}, path)
+        return {"saved": path}
+
     def time(self, case: str, reps: int) -> dict:
         if self.kind == "dit":
             self.model.train(case != "dit_forward")

@@ -28,6 +28,7 @@ from torch import nn
 
 from lafa.models.dit_sao import DiTSAO
 from lafa.models.oobleck import OobleckVAE
+from lafa.models.vae_inference import bf16_supported
 
 ROOT = Path(__file__).resolve().parent.parent
 REPLY_PREFIX = "@@reply "
@@ -296,6 +297,102 @@ def check(agree: dict, rtol: float, grad_rtol: float) -> bool:
     return ok and agree["grads"]["max_rel_diff"] <= grad_rtol and agree["grads"]["compared"] > 0
 
 
+def vae_inputs(frames: int, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Audio (batch, 2, frames * 2048) and latents (batch, 64, frames); the worker draws the same from the seed."""
+    g = torch.Generator().manual_seed(seed)
+    return 0.3 * torch.randn(batch, 2, frames * 2048, generator=g), torch.randn(batch, 64, frames, generator=g)
+
+
+def parse_matrix(spec: str) -> list[tuple[float, int]]:
+    """'1x1,10x4' -> [(1.0 s, batch 1), (10.0 s, batch 4)]."""
+    return [(float(a), int(b)) for a, b in (item.split("x") for item in spec.split(",") if item)]
+
+
+def timed(fn) -> tuple[float, float]:
+    c0, t0 = time.process_time(), time.perf_counter()
+    fn()
+    return time.process_time() - c0, time.perf_counter() - t0
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30)).item()
+
+
+def bench_vae_matrix(ref: Reference, vae: OobleckVAE, tmp: Path, args) -> dict:
+    """lafa's inference path (eval, no grad: folded weight norm, fused SnakeBeta, packed transposed convs,
+    chunks of 128 frames overlapping by 24) against the reference's whole-clip encode/decode, per clip length and
+    batch: agreement at batch 1, then CPU and wall time interleaved per call (order flipped every round)."""
+    vae.eval()
+    cases = [(sec, batch, round(sec * SAMPLE_RATE / vae.downsampling_ratio))
+             for sec, batch in parse_matrix(args.vae_matrix)]
+    out = {"inference": dict(vars(vae.inference), dtype=str(vae.inference.dtype)), "cases": {}}
+    with torch.no_grad():
+        for sec, batch, frames in cases:
+            if batch != 1:
+                continue
+            audio, z = vae_inputs(frames, 1, 11)
+            ref("vae_matrix_outputs", frames=frames, batch=1, seed=11, path=str(tmp / "matrix.pt"))
+            theirs = torch.load(tmp / "matrix.pt")
+            ours = {"encoder_raw": vae._encoder_out(audio), "decoded": vae.decode(z)}
+            out["cases"][f"{sec:g}s_b1_agreement"] = {k: rel_diff(ours[k], theirs[k]) for k in ours}
+            print(f"  agreement {sec:g} s: {out['cases'][f'{sec:g}s_b1_agreement']}", file=sys.stderr, flush=True)
+    samples: dict[str, dict[str, list]] = {}
+    with torch.no_grad():
+        for r in range(args.warmup + args.repeats):
+            for sec, batch, frames in cases:
+                audio, z = vae_inputs(frames, batch, 11)
+                for op in ("encode", "decode"):
+                    name = f"vae_{op}_{sec:g}s_b{batch}"
+                    s = samples.setdefault(name, {"lafa": [], "reference": []})
+                    for side in ("lafa", "reference") if r % 2 == 0 else ("reference", "lafa"):
+                        if side == "lafa":
+                            cpu, wall = timed(lambda a=audio, z=z, op=op: vae.encode(a) if op == "encode" else vae.decode(z))
+                        else:
+                            reply = ref("time_vae", op=op, frames=frames, batch=batch, seed=11, reps=1)
+                            cpu, wall = reply["cpu"][0], reply["wall"][0]
+                        if r >= args.warmup:
+                            s[side].append((cpu, wall))
+                        print(f"  round {r + 1 - args.warmup:>2} {name:<22} {side:<9} cpu {cpu:8.3f} s wall {wall:8.3f} s"
+                              + ("  (warm-up)" if r < args.warmup else ""), file=sys.stderr, flush=True)
+    for name, s in samples.items():
+        med = {side: {"cpu_s": statistics.median(c for c, _ in v), "wall_s": statistics.median(w for _, w in v)}
+               for side, v in s.items()}
+        out["cases"][name] = {
+            "lafa": med["lafa"], "reference": med["reference"],
+            "speedup_cpu": med["reference"]["cpu_s"] / med["lafa"]["cpu_s"],
+            "speedup_wall": med["reference"]["wall_s"] / med["lafa"]["wall_s"],
+            "paired_speedup_cpu_median": statistics.median(b[0] / a[0] for a, b in zip(s["lafa"], s["reference"],
+                                                                                         strict=True)),
+            "samples": s}
+    return out
+
+
+def bf16_error(vae: OobleckVAE, frames: int) -> dict:
+    """bf16 inference against float32 on the bench's SAO weights (emulated where the CPU has no native bf16:
+    the error is the arithmetic's, the speed would not be)."""
+    audio, z = vae_inputs(frames, 1, 13)
+    vae.eval()
+    with torch.no_grad():
+        ref_enc, ref_dec = vae.encode_mean(audio), vae.decode(z)
+        saved = vae.inference
+        vae.configure_inference(dtype=torch.bfloat16, allow_emulated_bf16=True)
+        try:
+            enc, dec = vae.encode_mean(audio), vae.decode(z)
+        finally:
+            vae.configure_inference(**saved.__dict__)
+    return {"native_bf16": bf16_supported("cpu"), "frames": frames,
+            "encode_mean_max_rel": rel_diff(enc, ref_enc), "decode_max_rel": rel_diff(dec, ref_dec),
+            "decode_rms_rel": ((dec - ref_dec).pow(2).mean().sqrt() / ref_dec.pow(2).mean().sqrt()).item()}
+
+
+def peak_matmul_flops(threads: int) -> float:
+    """This CPU's fp32 matmul throughput (best of 5 2048^3 GEMMs): the denominator of the MFU figures."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    best = min(timed(lambda: a @ b)[1] for _ in range(5))
+    return 2 * 2048**3 / best
+
+
 def bench_vae(ref: Reference, tmp: Path, args) -> dict:
     vae = OobleckVAE()  # SAO-1.0 defaults: the same config as SAO_AUTOENCODER_CONFIG
     randomize(vae, seed=0)
@@ -315,7 +412,13 @@ def bench_vae(ref: Reference, tmp: Path, args) -> dict:
     for case, f in flops.items():
         timings[case].update(flops=f, lafa_flop_per_s=f / timings[case]["lafa_s"],
                              reference_flop_per_s=f / timings[case]["reference_s"])
-    return {"config": SAO_AUTOENCODER_CONFIG, "clip": {"samples": samples, "seconds": samples / SAMPLE_RATE,
+    extra = {}
+    if args.vae_matrix:
+        print("VAE inference matrix (lafa inference path vs reference whole clip)", file=sys.stderr, flush=True)
+        extra["matrix"] = bench_vae_matrix(ref, vae, tmp, args)
+    if args.bf16_frames:
+        extra["bf16_error"] = bf16_error(vae, args.bf16_frames)
+    return {**extra, "config": SAO_AUTOENCODER_CONFIG, "clip": {"samples": samples, "seconds": samples / SAMPLE_RATE,
             "channels": 2, "batch": 1, "latent_frames": args.vae_frames},
             "parameters": {"lafa": sum(p.numel() for p in vae.parameters()), "reference": info["parameters"]},
             "reference_load": {"missing_keys": info["missing_keys"], "unexpected_keys": info["unexpected_keys"]},
@@ -359,6 +462,9 @@ def bench_dit(ref: Reference, tmp: Path, args) -> dict:
         f = fwd if case == "dit_forward" else 3 * fwd  # backward ~ 2x forward; recompute not counted
         t.update(flops=f, lafa_flop_per_s=f / t["lafa_s"], reference_flop_per_s=f / t["reference_s"])
     result["forward_flops"] = fwd
+    result["peak_matmul_flop_per_s"] = peak = peak_matmul_flops(args.threads)
+    for t in result["timings"].values():
+        t.update(lafa_mfu=t["lafa_flop_per_s"] / peak, reference_mfu=t["reference_flop_per_s"] / peak)
     return result
 
 
@@ -369,6 +475,10 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--vae-frames", type=int, default=22, help="latent frames of the clip (x 2048 samples)")
+    p.add_argument("--vae-matrix", default="1x1,1x4,10x1,10x4,30x1,30x4",
+                   help="inference cases SECONDSxBATCH, comma-separated ('' skips)")
+    p.add_argument("--bf16-frames", type=int, default=4, help="clip of the bf16 error measurement (0 skips)")
+    p.add_argument("--skip-dit", action="store_true", help="VAE only")
     p.add_argument("--dit-dim", type=int, default=768)
     p.add_argument("--dit-depth", type=int, default=4)
     p.add_argument("--dit-heads", type=int, default=12)
@@ -380,6 +490,7 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.repeats, args.vae_frames, args.dit_depth, args.dit_frames = 1, 2, 1, 64
+        args.vae_matrix, args.bf16_frames = "1x1", 2
     if not (args.ref_site / "stable_audio_tools").is_dir():
         sys.exit(f"reference not installed in {args.ref_site}: run bench/setup_reference.sh")
     torch.set_num_threads(args.threads)
@@ -394,6 +505,8 @@ def main() -> None:
             tmp = Path(d)
             print("VAE (SAO-1.0 Oobleck)", file=sys.stderr, flush=True)
             report["vae"] = bench_vae(ref, tmp, args)
+            if args.skip_dit:
+                return finish(report, args)
             print("DiT-SAO at SAO width (numerics only: 1536 wide, 24 heads, 12 kv heads, 1 block)", file=sys.stderr)
             _, sao_width = dit_setup(ref, tmp, 1536, 1, 24, 768, 32, 16)
             sao_width["agree"] = check(sao_width["agreement"], args.rtol, args.grad_rtol)
@@ -402,6 +515,10 @@ def main() -> None:
             report["dit"] = bench_dit(ref, tmp, args)
     finally:
         ref.close()
+    finish(report, args)
+
+
+def finish(report: dict, args) -> None:
     report["machine"]["load_average_at_end"] = list(os.getloadavg())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
@@ -410,14 +527,30 @@ def main() -> None:
 
 
 def print_table(report: dict) -> None:
+    matrix = report["vae"].get("matrix", {}).get("cases", {})
+    if matrix:
+        print(f"{'inference case':<24}{'lafa cpu':>10}{'ref cpu':>10}{'x cpu':>7}{'lafa wall':>11}{'ref wall':>10}"
+              f"{'x wall':>8}")
+        for case, t in matrix.items():
+            if "agreement" in case:
+                print(f"{case:<24} max rel diff {t}")
+                continue
+            print(f"{case:<24}{t['lafa']['cpu_s']:>10.3f}{t['reference']['cpu_s']:>10.3f}{t['speedup_cpu']:>7.2f}"
+                  f"{t['lafa']['wall_s']:>11.3f}{t['reference']['wall_s']:>10.3f}{t['speedup_wall']:>8.2f}")
+    if "bf16_error" in report["vae"]:
+        print(f"bf16 vs fp32: {report['vae']['bf16_error']}")
     print(f"{'case':<22}{'lafa s':>10}{'ref s':>10}{'lafa/ref':>10}{'paired':>9}{'lafa GF/s':>11}{'ref GF/s':>10}")
     for part in ("vae", "dit"):
+        if part not in report:
+            continue
         for case, t in report[part]["timings"].items():
             gf = (f"{t['lafa_flop_per_s'] / 1e9:>11.2f}{t['reference_flop_per_s'] / 1e9:>10.2f}"
                   if "flops" in t else "")
             print(f"{case:<22}{t['lafa_s']:>10.3f}{t['reference_s']:>10.3f}{t['ratio']:>10.3f}"
                   f"{t['paired_ratio_median']:>9.3f}{gf}")
     for part in ("vae", "dit_sao_width_check", "dit"):
+        if part not in report:
+            continue
         a = report[part]["agreement"]
         worst = max((v["max_abs_diff"] / max(v["max_abs"], 1e-30), k) for k, v in a.items() if k != "grads")
         print(f"{part}: agree={report[part]['agree']} worst output rel diff {worst[0]:.2e} ({worst[1]}), "

@@ -3,6 +3,10 @@
 Paper Sec. 4.3 / Appendix D build on it: stereo 44.1 kHz audio -> (B, latent_dim, S / 2048) latents at 21.5 Hz.
 Parameter names follow the official checkpoint (`encoder.layers.N...`, `weight_g`/`weight_v`, `alpha`/`beta`),
 so `lafa.checkpoints.load_sao_vae` loads official weights by name.
+
+In eval mode with autograd off, every call takes the inference path of `lafa.models.vae_inference` (folded weight
+norm, fused SnakeBeta, chunked long clips, optional bf16; `OobleckVAE.configure_inference`); training and any
+call that records gradients run the parameters as stored.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from lafa.models import vae_inference
+from lafa.models.vae_inference import InferenceConfig, is_inference
 
 
 class WNConv1d(nn.Module):
@@ -42,6 +49,8 @@ class WNConv1d(nn.Module):
         self.weight_v = nn.Parameter(v)
         self.bias = conv.bias
         self.stride, self.padding, self.dilation, self.transposed = stride, padding, dilation, transposed
+        self.kernel_size = kernel_size
+        self.folded = vae_inference.FoldedWeight()  # inference cache; not state: never in the state dict
 
     def weight(self) -> torch.Tensor:
         # torch's fused weight-norm kernel (the one nn.utils.parametrizations.weight_norm calls): the same
@@ -49,6 +58,13 @@ class WNConv1d(nn.Module):
         return torch._weight_norm(self.weight_v, self.weight_g, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if is_inference(self):  # the folded weight, computed once per parameter version
+            w = self.folded.get(self.weight_v, self.weight_g, x.dtype)
+            bias = None if self.bias is None else self.bias.to(x.dtype)
+            if self.transposed:
+                return vae_inference.conv_transpose_inference(x, self.folded, bias, self.stride, self.padding,
+                                                              self.dilation)
+            return F.conv1d(x, w, bias, self.stride, self.padding, self.dilation)
         if self.transposed:
             return F.conv_transpose1d(x, self.weight(), self.bias, self.stride, self.padding, dilation=self.dilation)
         return F.conv1d(x, self.weight(), self.bias, self.stride, self.padding, self.dilation)
@@ -61,8 +77,13 @@ class SnakeBeta(nn.Module):
         super().__init__()
         self.alpha = nn.Parameter(torch.zeros(channels))
         self.beta = nn.Parameter(torch.zeros(channels))
+        self.fused = True  # inference path: one compiled elementwise kernel (vae_inference.snake_fused)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused and is_inference(self):
+            alpha = self.alpha.exp().to(x.dtype)[None, :, None]  # (1, C, 1)
+            inv_beta = (1.0 / (self.beta.exp() + 1e-9)).to(x.dtype)[None, :, None]
+            return vae_inference.snake_fused(x, alpha, inv_beta)
         alpha = self.alpha.exp()[None, :, None]  # (1, C, 1)
         beta = self.beta.exp()[None, :, None]
         return x + 1.0 / (beta + 1e-9) * torch.sin(alpha * x).pow(2)
@@ -203,6 +224,39 @@ class OobleckVAE(nn.Module):
         self.encoder = OobleckEncoder(in_channels, channels, tuple(c_mults), tuple(strides), 2 * latent_dim, use_snake)
         self.decoder = OobleckDecoder(in_channels, channels, tuple(c_mults), tuple(strides), latent_dim, use_snake,
                                       final_tanh)
+        self.inference = InferenceConfig()
+        # one-sided receptive-field reach in latent frames (bounds; the chunked path's exactness margin)
+        self.encoder_reach = vae_inference.receptive_reach(_convs(self.encoder), 1, self.downsampling_ratio)
+        self.decoder_reach = vae_inference.receptive_reach(_convs(self.decoder), 1, 1)
+
+    def configure_inference(self, allow_emulated_bf16: bool = False, **options) -> InferenceConfig:
+        """Set the inference path's options (`InferenceConfig` fields: chunk_frames, overlap_frames, fused_snake,
+        dtype). bf16 needs native bf16 on the parameters' device (`vae_inference.bf16_supported`); elsewhere it is
+        refused unless `allow_emulated_bf16` (for measuring its error, not for speed)."""
+        config = InferenceConfig(**{**self.inference.__dict__, **options})
+        device = next(self.parameters()).device
+        if config.dtype == torch.bfloat16 and not allow_emulated_bf16 and not vae_inference.bf16_supported(device):
+            raise ValueError(f"bf16 inference needs native bf16 arithmetic; {device} has none (the CPU needs "
+                             "AVX512-BF16 or AMX): it would be slower than float32")
+        for m in self.modules():
+            if isinstance(m, SnakeBeta):
+                m.fused = config.fused_snake
+        self.inference = config
+        self.release_inference_cache()
+        return config
+
+    def release_inference_cache(self) -> None:
+        """Drop the folded weights (they are rebuilt on the next inference call)."""
+        for m in self.modules():
+            if isinstance(m, WNConv1d):
+                m.folded.clear()
+
+    def train(self, mode: bool = True) -> OobleckVAE:
+        """Back to training frees the folded weights: the training path never reads them."""
+        super().train(mode)
+        if mode:
+            self.release_inference_cache()
+        return self
 
     def set_checkpointing(self, enabled: bool) -> None:
         """Activation checkpointing of every encoder/decoder block (memory for recompute in training)."""
@@ -212,23 +266,43 @@ class OobleckVAE(nn.Module):
         if audio.ndim != 3 or audio.shape[1] != self.io_channels:
             raise ValueError(f"audio must be (B, {self.io_channels}, S), got {tuple(audio.shape)}")
 
+    def _check_latent(self, z: torch.Tensor) -> None:
+        if z.ndim != 3 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"latent must be (B, {self.latent_dim}, N), got {tuple(z.shape)}")
+
+    def _encoder_out(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, 2, S) -> (B, 2C, S // 2048): the training path, or the inference path (chunked beyond chunk_frames)."""
+        if not is_inference(self):
+            return self.encoder(audio)
+        cfg = self.inference
+        x = audio if cfg.dtype is None else audio.to(cfg.dtype)
+        frames = audio.shape[-1] // self.downsampling_ratio
+        chunk = cfg.chunk_frames or max(frames, 1)
+        return vae_inference.chunked(self.encoder, x, frames, self.downsampling_ratio, 1, 2 * self.latent_dim,
+                                     chunk, min(cfg.overlap_frames, chunk - 1), self.encoder_reach).to(audio.dtype)
+
     def encode(self, audio: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 2, S) -> z (B, C, S // 2048), kl (scalar). sample=False returns the mean (KL still computed)."""
         self._check_audio(audio)
-        mean, scale = self.encoder(audio).chunk(2, dim=1)  # (B, 2C, N) -> 2 x (B, C, N)
+        mean, scale = self._encoder_out(audio).chunk(2, dim=1)  # (B, 2C, N) -> 2 x (B, C, N)
         z, kl = vae_sample(mean, scale)
         return (z if sample else mean), kl
 
     def encode_mean(self, audio: torch.Tensor) -> torch.Tensor:
         """Deterministic encode (the posterior mean), (B, 2, S) -> (B, C, S // 2048)."""
         self._check_audio(audio)
-        return self.encoder(audio).chunk(2, dim=1)[0]
+        return self._encoder_out(audio).chunk(2, dim=1)[0]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, C, N) -> (B, 2, N * 2048)."""
-        if z.ndim != 3 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"latent must be (B, {self.latent_dim}, N), got {tuple(z.shape)}")
-        return self.decoder(z)
+        self._check_latent(z)
+        if not is_inference(self):
+            return self.decoder(z)
+        cfg = self.inference
+        x = z if cfg.dtype is None else z.to(cfg.dtype)
+        chunk = cfg.chunk_frames or max(z.shape[-1], 1)
+        return vae_inference.chunked(self.decoder, x, z.shape[-1], 1, self.downsampling_ratio, self.io_channels,
+                                     chunk, min(cfg.overlap_frames, chunk - 1), self.decoder_reach).to(z.dtype)
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Sampling encode then decode: (reconstruction (B, 2, S), kl)."""
@@ -236,41 +310,22 @@ class OobleckVAE(nn.Module):
         return self.decode(z), kl
 
     def encode_chunked(self, audio: torch.Tensor, chunk_size: int, overlap: int) -> torch.Tensor:
-        """Deterministic encode (the mean) of long audio in windows of `chunk_size` latent frames that overlap by
-        `overlap` frames; each window keeps its centre, so memory is bounded by the chunk size. Trailing samples
-        beyond a whole latent frame are dropped (as in `encode`)."""
+        """Deterministic encode (the mean) in windows of at most `chunk_size` latent frames overlapping by at least
+        `overlap`, crossfaded (`vae_inference.chunked`), in any mode; trailing samples short of a frame are
+        read by the last window, as in `encode`."""
         self._check_audio(audio)
-        ratio = self.downsampling_ratio
-        frames = audio.shape[-1] // ratio
-        return _chunked(lambda a: self.encode_mean(a), audio[..., : frames * ratio], frames, ratio, 1,
-                        chunk_size, overlap, self.latent_dim)
+        frames = audio.shape[-1] // self.downsampling_ratio
+        out = vae_inference.chunked(self.encoder, audio, frames, self.downsampling_ratio, 1, 2 * self.latent_dim,
+                                    chunk_size, overlap, self.encoder_reach)
+        return out.chunk(2, dim=1)[0].to(audio.dtype)
 
     def decode_chunked(self, z: torch.Tensor, chunk_size: int, overlap: int) -> torch.Tensor:
-        """Decode long latents in windows of `chunk_size` frames overlapping by `overlap` frames (centres kept)."""
-        if z.ndim != 3 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"latent must be (B, {self.latent_dim}, N), got {tuple(z.shape)}")
-        return _chunked(self.decode, z, z.shape[-1], 1, self.downsampling_ratio, chunk_size, overlap,
-                        self.io_channels)
+        """Decode in windows of at most `chunk_size` frames overlapping by at least `overlap`, crossfaded."""
+        self._check_latent(z)
+        return vae_inference.chunked(self.decoder, z, z.shape[-1], 1, self.downsampling_ratio, self.io_channels,
+                                     chunk_size, overlap, self.decoder_reach).to(z.dtype)
 
 
-def _chunked(fn, x: torch.Tensor, frames: int, in_per_frame: int, out_per_frame: int, chunk_size: int,
-             overlap: int, out_channels: int) -> torch.Tensor:
-    """Apply `fn` on overlapping windows of `chunk_size` frames (frame = `in_per_frame` input steps) and stitch.
-
-    Window starts step by chunk_size - overlap; the last window is aligned to the end. Each output frame is taken
-    from the window where it lies farthest from an inner edge: the stitch points are the midpoints of overlaps.
-    """
-    if not 0 <= overlap < chunk_size:
-        raise ValueError(f"need 0 <= overlap < chunk_size, got overlap={overlap}, chunk_size={chunk_size}")
-    if frames <= chunk_size:
-        return fn(x)
-    hop = chunk_size - overlap
-    starts = list(range(0, frames - chunk_size, hop)) + [frames - chunk_size]
-    out = x.new_zeros(x.shape[0], out_channels, frames * out_per_frame)
-    for i, start in enumerate(starts):
-        y = fn(x[..., start * in_per_frame: (start + chunk_size) * in_per_frame])  # (B, out_channels, chunk)
-        keep_from = 0 if i == 0 else (starts[i - 1] + chunk_size + start) // 2  # midpoint of the overlap
-        keep_to = frames if i == len(starts) - 1 else (start + chunk_size + starts[i + 1]) // 2
-        out[..., keep_from * out_per_frame: keep_to * out_per_frame] = y[
-            ..., (keep_from - start) * out_per_frame: (keep_to - start) * out_per_frame]
-    return out
+def _convs(module: nn.Module) -> list[tuple[int, int, int, bool]]:
+    """(kernel, stride, dilation, transposed) of every WNConv1d in forward order."""
+    return [(m.kernel_size, m.stride, m.dilation, m.transposed) for m in module.modules() if isinstance(m, WNConv1d)]

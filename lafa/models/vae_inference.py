@@ -1,0 +1,238 @@
+"""The Oobleck VAE's inference path: folded weight norm, fused SnakeBeta, optional bf16, chunked encode/decode.
+
+Used by `lafa.models.oobleck` whenever the VAE runs in eval mode with autograd off (`torch.no_grad()` or
+`torch.inference_mode()`); training, and any call that records gradients, takes the unchanged parameter path.
+
+- Weight norm folded: each conv's w = g * v / ||v|| is computed once and cached, keyed by the parameters' storage
+  and version counters, so an optimizer step, `load_state_dict` or `.to()` invalidates it. Same kernel, same
+  result: bit-identical to the unfolded model. `OobleckVAE.train()` drops the caches (restored for training).
+  Transposed convolutions on CPU also cache oneDNN's packed weight layout: torch's dense path reorders
+  the weight on every call, which dominates at short clips (docs/benchmarks.md).
+- Fused SnakeBeta: x + sin(alpha x)^2 / beta in one `torch.compile`d elementwise kernel (dynamic shapes, compiled
+  once per process) for tensors of at least `FUSED_SNAKE_MIN_NUMEL` elements; if compiling fails the reason is
+  warned once and an in-place eager form (4 kernels instead of 5, 2 temporaries fewer) is used.
+- bf16 (opt-in, `InferenceConfig.dtype`): activations and cached weights in bfloat16 where the hardware has
+  bf16 arithmetic (`bf16_supported`); the output is returned in float32.
+- Chunked: clips longer than `chunk_frames` latent frames are cut into evenly spaced windows that overlap by at
+  least `overlap_frames`, each run separately (memory bounded by the window), and stitched with a linear crossfade
+  over the centre of each overlap. When the overlap exceeds twice the network's receptive-field reach (default: 24
+  frames against a reach of at most 11), every output frame comes from window interiors: equal to whole-clip
+  processing up to float rounding everywhere, seams included.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+FUSED_SNAKE_MIN_NUMEL = 1 << 20  # below this compiling does not pay (kernel launch dominates); eager in-place form
+
+
+@dataclass
+class InferenceConfig:
+    """Knobs of the VAE's inference path (eval mode, autograd off)."""
+
+    chunk_frames: int | None = 128  # longest window in latent frames (5.9 s at 44.1 kHz); None: whole clips
+    overlap_frames: int = 24  # least overlap of neighbouring windows; >= 2 x reach + 1 makes chunking exact
+    fused_snake: bool = True  # compiled SnakeBeta kernel (falls back to eager with a warning)
+    dtype: torch.dtype | None = None  # torch.bfloat16: bf16 activations and weights; None: the input's float32
+
+    def __post_init__(self) -> None:
+        if self.chunk_frames is not None and not 0 <= self.overlap_frames < self.chunk_frames:
+            raise ValueError(f"need 0 <= overlap_frames < chunk_frames, got {self.overlap_frames}, "
+                             f"{self.chunk_frames}")
+        if self.dtype not in (None, torch.float32, torch.bfloat16):
+            raise ValueError(f"inference dtype must be float32 or bfloat16, got {self.dtype}")
+
+
+def bf16_supported(device: torch.device | str) -> bool:
+    """Whether `device` has native bf16 arithmetic: CUDA bf16, or oneDNN bf16 on the CPU (AVX512-BF16 / AMX)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def is_inference(module: torch.nn.Module) -> bool:
+    """The inference path applies in eval mode with autograd off; anything else is the training path."""
+    return not module.training and not torch.is_grad_enabled()
+
+
+# ---- folded weight norm -------------------------------------------------------------------------------------
+
+class FoldedWeight:
+    """A conv's folded weight, valid while its g and v keep their storage and version (no in-place update)."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.sources: tuple[torch.Tensor, ...] = ()  # detached aliases: keep the storages alive, so no reuse
+        self.weight: torch.Tensor | None = None
+        self.packed: tuple[tuple, torch.Tensor] | None = None  # (input shape, oneDNN-packed transposed weight)
+
+    @staticmethod
+    def _key(v: torch.Tensor, g: torch.Tensor, dtype: torch.dtype) -> tuple:
+        return (v.data_ptr(), v._version, g.data_ptr(), g._version, v.device, dtype)
+
+    def get(self, v: torch.Tensor, g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        key = self._key(v, g, dtype)
+        if key != self.key:
+            with torch.no_grad():
+                self.weight = torch._weight_norm(v, g, 0).to(dtype)  # the training path's kernel: bit-identical
+            self.key, self.sources, self.packed = key, (v.detach(), g.detach()), None
+        return self.weight
+
+    def clear(self) -> None:
+        self.__init__()
+
+    def __deepcopy__(self, memo: dict) -> FoldedWeight:  # a cache, not state: copies (EMA, deepcopy) start empty
+        return FoldedWeight()
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+
+_PACKED_TRANSPOSE_FAILED: list[str] = []
+
+
+def conv_transpose_inference(x: torch.Tensor, cache: FoldedWeight, bias: torch.Tensor | None, stride: int,
+                             padding: int, dilation: int) -> torch.Tensor:
+    """Transposed conv with the folded weight, through oneDNN's packed weight layout on CPU float32.
+
+    torch's dense CPU path reorders the (in, out, k) weight on every call; packing once per input shape removes
+    that (exact: same oneDNN kernel). Elsewhere, or if the packed op is unavailable (warned once), the dense op.
+    """
+    w = cache.weight
+    if x.device.type == "cpu" and x.dtype == torch.float32 and not _PACKED_TRANSPOSE_FAILED:
+        try:
+            shape = (x.shape[0], x.shape[1], 1, x.shape[2])
+            if cache.packed is None or cache.packed[0] != shape:
+                packed = torch.ops.mkldnn._reorder_convolution_transpose_weight(
+                    w.unsqueeze(2), [0, padding], [0, 0], [1, stride], [1, dilation], 1, list(shape))
+                cache.packed = (shape, packed)
+            y = torch.ops.mkldnn._convolution_transpose_pointwise(
+                x.unsqueeze(2), cache.packed[1], bias, [0, padding], [0, 0], [1, stride], [1, dilation], 1,
+                "none", [], "")  # (B, out, 1, L * stride)
+            return y.squeeze(2)
+        except (AttributeError, RuntimeError) as e:  # op missing in this torch build, or oneDNN refused
+            _PACKED_TRANSPOSE_FAILED.append(f"{type(e).__name__}: {e}")
+            warnings.warn("lafa VAE inference: oneDNN packed transposed convolution unavailable "
+                          f"({_PACKED_TRANSPOSE_FAILED[0]}); using torch's dense conv_transpose1d", stacklevel=2)
+            cache.packed = None
+    return torch.nn.functional.conv_transpose1d(x, w, bias, stride, padding, dilation=dilation)
+
+
+# ---- fused SnakeBeta ----------------------------------------------------------------------------------------
+
+def _snake(x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor) -> torch.Tensor:
+    return x + inv_beta * torch.sin(alpha * x).pow(2)
+
+
+def snake_eager(x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor) -> torch.Tensor:
+    """x + inv_beta * sin(alpha x)^2 with one temporary, updated in place (no autograd: inference only)."""
+    t = x * alpha
+    t.sin_()
+    t.square_()
+    return torch.addcmul(x, t, inv_beta)
+
+
+_compiled_snake: list[Callable | None] = []  # [] not tried yet; [None] compile unavailable (warned); [fn]
+
+
+def snake_fused(x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor) -> torch.Tensor:
+    """SnakeBeta in one compiled kernel; the eager in-place form for small tensors or where compile fails."""
+    if x.numel() < FUSED_SNAKE_MIN_NUMEL or _compiled_snake == [None]:
+        return snake_eager(x, alpha, inv_beta)
+    if not _compiled_snake:
+        _compiled_snake.append(torch.compile(_snake, dynamic=True))
+    try:
+        return _compiled_snake[0](x, alpha, inv_beta)
+    except Exception as e:  # noqa: BLE001 - any compiler failure (no C++ compiler, backend error) means eager
+        _compiled_snake[0] = None
+        warnings.warn(f"lafa VAE inference: torch.compile of SnakeBeta failed ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0] if str(e) else ''}); using the eager SnakeBeta (slower)",
+                      stacklevel=2)
+        return snake_eager(x, alpha, inv_beta)
+
+
+# ---- chunking -----------------------------------------------------------------------------------------------
+
+def windows(frames: int, chunk: int, overlap: int) -> list[tuple[int, int]]:
+    """Evenly spaced [start, end) windows of at most `chunk` frames covering `frames`, neighbours overlapping by
+    at least `overlap`. n windows of equal length L = ceil((frames + (n - 1) overlap) / n), so the frames run
+    are about frames + (n - 1) overlap: overhead <= chunk / (chunk - overlap) for any length."""
+    if frames <= chunk:
+        return [(0, frames)]
+    n = math.ceil((frames - overlap) / (chunk - overlap))
+    length = math.ceil((frames + (n - 1) * overlap) / n)
+    starts = [(i * (frames - length)) // (n - 1) for i in range(n)]
+    return [(s, s + length) for s in starts]
+
+
+def _ramp(n: int, device: torch.device) -> torch.Tensor:
+    return (torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n  # rises over n steps, sums to 1 w/ flip
+
+
+def chunked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, frames: int, in_per_frame: int,
+            out_per_frame: int, out_channels: int, chunk: int, overlap: int, reach: int,
+            out_frames: int | None = None) -> torch.Tensor:
+    """Run `fn` on overlapping windows of x (B, C, >= frames * in_per_frame) and crossfade them together.
+
+    A window [a, b) in frames reads x[..., a * in_per_frame : b * in_per_frame] (the last one reads to the end of
+    x, so trailing samples reach `fn` as in a whole-clip call) and gives (b - a) * out_per_frame outputs. In each
+    overlap [a_next, b) the first `m` and last `m` frames are dropped (m = min(reach, (overlap - 1) // 2): the
+    frames within a window's receptive-field reach of its edge) and a linear crossfade spans the rest.
+    Returns (B, out_channels, frames * out_per_frame) in float32.
+    """
+    if not 0 <= overlap < chunk:
+        raise ValueError(f"need 0 <= overlap < chunk, got overlap={overlap}, chunk={chunk}")
+    spans = windows(frames, chunk, overlap)
+    if any(spans[i - 1][1] > spans[i + 1][0] for i in range(1, len(spans) - 1)):
+        raise ValueError(f"overlap {overlap} too large for chunk {chunk} at {frames} frames: three windows would "
+                         "overlap; use overlap <= chunk / 3")
+    if len(spans) == 1:
+        return fn(x).float()
+    out = torch.zeros(x.shape[0], out_channels, frames * out_per_frame, device=x.device)
+    for i, (a, b) in enumerate(spans):
+        end = x.shape[-1] if i == len(spans) - 1 else b * in_per_frame
+        y = fn(x[..., a * in_per_frame: end]).float()[..., : (b - a) * out_per_frame]  # (B, out, (b - a) opf)
+        w = torch.ones((b - a) * out_per_frame, device=x.device)
+        if i > 0:  # fade in over the centre of the overlap with the previous window
+            prev_end = spans[i - 1][1]
+            m = min(reach, (prev_end - a - 1) // 2)
+            lo, hi = (m * out_per_frame, (prev_end - a - m) * out_per_frame)
+            w[:lo] = 0
+            w[lo:hi] = _ramp(hi - lo, x.device)
+        if i < len(spans) - 1:  # fade out over the centre of the overlap with the next window
+            next_start = spans[i + 1][0]
+            m = min(reach, (b - next_start - 1) // 2)
+            lo, hi = ((next_start - a + m) * out_per_frame, (b - a - m) * out_per_frame)
+            w[lo:hi] = 1 - _ramp(hi - lo, x.device)
+            w[hi:] = 0
+        out[..., a * out_per_frame: b * out_per_frame] += y * w
+    return out
+
+
+def receptive_reach(convs: list[tuple[int, int, int, bool]], start_step: float, frame: float) -> int:
+    """An upper bound, in frames, of how far (one side) an output depends on input: the sum over the conv stack
+    (kernel, stride, dilation, transposed) of each kernel's one-sided reach times the step size where it runs.
+    `start_step`: the input's step in the unit `frame` is measured in."""
+    step, reach = start_step, 0.0
+    for k, s, d, transposed in convs:
+        if transposed:
+            reach += math.ceil(k / s) * step  # each output reads ceil(k / s) inputs
+            step /= s
+        elif s > 1:
+            reach += k * step  # strided: conservatively the whole kernel span
+            step *= s
+        else:
+            reach += math.ceil((k - 1) * d / 2) * step
+    return math.ceil(reach / frame)
