@@ -48,14 +48,18 @@ demo: setup data/demo/shards/manifest.json
 	    --prompts $(DEMO)/dit/test/prompts.json --allow_random_weights --out $(DEMO)/evaluation.json
 	@echo "demo done: checkpoints, TensorBoard logs, analysis figures and generated audio are under $(DEMO)/"
 
-# The tiny `converge` study (plain VAE vs VAE + LAFA latents under the same DiT) on the demo corpus.
+# The tiny `converge` study (plain VAE vs VAE + LAFA latents under the same DiT) on the demo corpus, then the
+# locality control (LAFA masked vs unmasked on a decorrelated stand-in latent, 3 seeds; DiT on Y vs rotated Y).
 study: setup data/demo/shards/manifest.json
 	$(LAFA) study --config configs/studies/converge.yaml --config configs/tiny/studies/converge.yaml
+	OMP_NUM_THREADS=1 $(LAFA) study --config configs/studies/locality_control.yaml \
+	    --config configs/tiny/studies/locality_control.yaml
 
 # Benchmarks write JSON (machine, versions, timings, ratios) to bench/results/; the model benchmark runs the
 # reference stable-audio-tools 0.0.20 from an isolated install (bench/.ref-site), never from .venv.
 bench: setup data/demo/shards/manifest.json
 	$(BIN)/python bench/bench_data.py
 	$(BIN)/python bench/bench_analysis.py
+	$(BIN)/python bench/bench_precision.py
 	bash bench/setup_reference.sh
 	$(BIN)/python bench/bench_models.py
