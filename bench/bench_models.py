@@ -319,9 +319,10 @@ def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def bench_vae_matrix(ref: Reference, vae: OobleckVAE, tmp: Path, args) -> dict:
-    """lafa's inference path (eval, no grad: folded weight norm, fused SnakeBeta, packed transposed convs,
-    chunks of 128 frames overlapping by 24) against the reference's whole-clip encode/decode, per clip length and
-    batch: agreement at batch 1, then CPU and wall time interleaved per call (order flipped every round)."""
+    """lafa's inference path (eval, no grad: folded weight norm, fused SnakeBeta, packed convs, channels-last
+    activations, tiled residual units, chunks of 256 frames overlapping by 24) against the reference's whole-clip
+    encode/decode, per clip length and batch: agreement at batch 1, then CPU and wall time interleaved per call
+    (order flipped every round)."""
     vae.eval()
     cases = [(sec, batch, round(sec * SAMPLE_RATE / vae.downsampling_ratio))
              for sec, batch in parse_matrix(args.vae_matrix)]

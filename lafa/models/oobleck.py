@@ -57,14 +57,21 @@ class WNConv1d(nn.Module):
         # g * v / ||v||, about 4x faster forward + backward over the SAO VAE's weights (docs/benchmarks.md)
         return torch._weight_norm(self.weight_v, self.weight_g, 0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """conv(x), or residual + conv(x) (the inference path fuses the add into the conv's output pass)."""
         if is_inference(self):  # the folded weight, computed once per parameter version
-            w = self.folded.get(self.weight_v, self.weight_g, x.dtype)
+            self.folded.get(self.weight_v, self.weight_g, x.dtype)
             bias = None if self.bias is None else self.bias.to(x.dtype)
             if self.transposed:
-                return vae_inference.conv_transpose_inference(x, self.folded, bias, self.stride, self.padding,
-                                                              self.dilation)
-            return F.conv1d(x, w, bias, self.stride, self.padding, self.dilation)
+                y = vae_inference.conv_transpose_inference(x, self.folded, bias, self.stride, self.padding,
+                                                           self.dilation)
+                return y if residual is None else residual + y
+            return vae_inference.conv_inference(x, self.folded, bias, self.stride, self.padding, self.dilation,
+                                                residual)
+        y = self._forward_train(x)
+        return y if residual is None else residual + y
+
+    def _forward_train(self, x: torch.Tensor) -> torch.Tensor:
         if self.transposed:
             return F.conv_transpose1d(x, self.weight(), self.bias, self.stride, self.padding, dilation=self.dilation)
         return F.conv1d(x, self.weight(), self.bias, self.stride, self.padding, self.dilation)
@@ -106,7 +113,14 @@ class ResidualUnit(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if is_inference(self):  # the residual add fused into the last conv (vae_inference.conv_inference)
+            return self.layers[3](self.layers[:3](x), residual=x)
         return x + self.layers(x)
+
+
+def _reach(layers: nn.Module) -> int:
+    """One-sided receptive-field reach, in samples, of a stack of stride-1 layers: sum of (k - 1) / 2 x dilation."""
+    return sum((m.kernel_size - 1) // 2 * m.dilation for m in layers.modules() if isinstance(m, WNConv1d))
 
 
 class EncoderBlock(nn.Module):
@@ -119,8 +133,13 @@ class EncoderBlock(nn.Module):
             activation(in_channels, use_snake),
             WNConv1d(in_channels, out_channels, 2 * stride, stride=stride, padding=math.ceil(stride / 2)),
         )
+        self.halo = _reach(self.layers[:4])  # the residual units' reach (39 samples at k7, dilations 1, 3, 9)
+        self.tile_elements: int | None = InferenceConfig.tile_elements  # set by OobleckVAE.configure_inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if is_inference(self):  # the length-preserving part on cache-sized time tiles (exact halos)
+            x = vae_inference.tiled(self.layers[:4], x, self.tile_elements, self.halo)
+            return self.layers[4](x)
         return self.layers(x)
 
 
@@ -135,8 +154,13 @@ class DecoderBlock(nn.Module):
                      transposed=True),
             *(ResidualUnit(out_channels, d, use_snake) for d in (1, 3, 9)),
         )
+        self.halo = _reach(self.layers[2:])
+        self.tile_elements: int | None = InferenceConfig.tile_elements  # set by OobleckVAE.configure_inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if is_inference(self):  # the residual units on cache-sized time tiles (exact halos)
+            return vae_inference.tiled(self.layers[2:], self.layers[1](self.layers[0](x)), self.tile_elements,
+                                       self.halo)
         return self.layers(x)
 
 
@@ -241,6 +265,8 @@ class OobleckVAE(nn.Module):
         for m in self.modules():
             if isinstance(m, SnakeBeta):
                 m.fused = config.fused_snake
+            if isinstance(m, (EncoderBlock, DecoderBlock)):
+                m.tile_elements = config.tile_elements
         self.inference = config
         self.release_inference_cache()
         return config
@@ -278,8 +304,9 @@ class OobleckVAE(nn.Module):
         x = audio if cfg.dtype is None else audio.to(cfg.dtype)
         frames = audio.shape[-1] // self.downsampling_ratio
         chunk = cfg.chunk_frames or max(frames, 1)
-        return vae_inference.chunked(self.encoder, x, frames, self.downsampling_ratio, 1, 2 * self.latent_dim,
-                                     chunk, min(cfg.overlap_frames, chunk - 1), self.encoder_reach).to(audio.dtype)
+        out = vae_inference.chunked(self._inference_fn(self.encoder), x, frames, self.downsampling_ratio, 1,
+                                    2 * self.latent_dim, chunk, min(cfg.overlap_frames, chunk - 1), self.encoder_reach)
+        return out.to(audio.dtype).contiguous()
 
     def encode(self, audio: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 2, S) -> z (B, C, S // 2048), kl (scalar). sample=False returns the mean (KL still computed)."""
@@ -301,8 +328,15 @@ class OobleckVAE(nn.Module):
         cfg = self.inference
         x = z if cfg.dtype is None else z.to(cfg.dtype)
         chunk = cfg.chunk_frames or max(z.shape[-1], 1)
-        return vae_inference.chunked(self.decoder, x, z.shape[-1], 1, self.downsampling_ratio, self.io_channels,
-                                     chunk, min(cfg.overlap_frames, chunk - 1), self.decoder_reach).to(z.dtype)
+        out = vae_inference.chunked(self._inference_fn(self.decoder), x, z.shape[-1], 1, self.downsampling_ratio,
+                                    self.io_channels, chunk, min(cfg.overlap_frames, chunk - 1), self.decoder_reach)
+        return out.to(z.dtype).contiguous()
+
+    def _inference_fn(self, net: nn.Module):
+        """The encoder or decoder as the inference path runs it: channels-last activations if configured."""
+        if not self.inference.channels_last:
+            return net
+        return lambda x: net(vae_inference.channels_last(x))
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Sampling encode then decode: (reconstruction (B, 2, S), kl)."""

@@ -1,4 +1,4 @@
-"""The Oobleck VAE's inference path: folded weight norm, fused SnakeBeta, optional bf16, chunked encode/decode.
+"""The Oobleck VAE's inference path: folded weight norm, packed convs, tiles, fused SnakeBeta, bf16, chunking.
 
 Used by `lafa.models.oobleck` whenever the VAE runs in eval mode with autograd off (`torch.no_grad()` or
 `torch.inference_mode()`); training, and any call that records gradients, takes the unchanged parameter path.
@@ -6,8 +6,11 @@ Used by `lafa.models.oobleck` whenever the VAE runs in eval mode with autograd o
 - Weight norm folded: each conv's w = g * v / ||v|| is computed once and cached, keyed by the parameters' storage
   and version counters, so an optimizer step, `load_state_dict` or `.to()` invalidates it. Same kernel, same
   result: bit-identical to the unfolded model. `OobleckVAE.train()` drops the caches (restored for training).
-  Transposed convolutions on CPU also cache oneDNN's packed weight layout: torch's dense path reorders
-  the weight on every call, which dominates at short clips (docs/benchmarks.md).
+  On CPU float32 every convolution also caches oneDNN's packed weight layout (torch's dense path reorders the
+  weight on every call, which dominates the transposed convs at short clips; docs/benchmarks.md).
+- Channels-last activations (`channels_last`): stored (B, L, C) in memory so oneDNN runs its direct 1-D kernels.
+- Tiled residual units (`tile_elements`): each block's length-preserving stack runs on cache-sized time tiles,
+  each read with a halo of the stack's receptive-field reach: exact up to summation order.
 - Fused SnakeBeta: x + sin(alpha x)^2 / beta in one `torch.compile`d elementwise kernel (dynamic shapes, compiled
   once per process) for tensors of at least `FUSED_SNAKE_MIN_NUMEL` elements; if compiling fails the reason is
   warned once and an in-place eager form (4 kernels instead of 5, 2 temporaries fewer) is used.
@@ -36,12 +39,17 @@ FUSED_SNAKE_MIN_NUMEL = 1 << 20  # below this compiling does not pay (kernel lau
 class InferenceConfig:
     """Knobs of the VAE's inference path (eval mode, autograd off)."""
 
-    chunk_frames: int | None = 128  # longest window in latent frames (5.9 s at 44.1 kHz); None: whole clips
+    chunk_frames: int | None = 256  # longest window in latent frames (11.9 s at 44.1 kHz); None: whole clips
     overlap_frames: int = 24  # least overlap of neighbouring windows; >= 2 x reach + 1 makes chunking exact
     fused_snake: bool = True  # compiled SnakeBeta kernel (falls back to eager with a warning)
     dtype: torch.dtype | None = None  # torch.bfloat16: bf16 activations and weights; None: the input's float32
+    channels_last: bool = True  # activations with the channel fastest (oneDNN's direct 1-D kernels); False: (B, C, L)
+    tile_elements: int | None = 128 * 45056  # residual units run on time tiles of about this many B x C x L
+    # elements (23 MB in float32, cache-sized), with exact halos; None: whole activations
 
     def __post_init__(self) -> None:
+        if self.tile_elements is not None and self.tile_elements < 1:
+            raise ValueError(f"tile_elements must be positive or None, got {self.tile_elements}")
         if self.chunk_frames is not None and not 0 <= self.overlap_frames < self.chunk_frames:
             raise ValueError(f"need 0 <= overlap_frames < chunk_frames, got {self.overlap_frames}, "
                              f"{self.chunk_frames}")
@@ -100,7 +108,93 @@ class FoldedWeight:
         self.__init__()
 
 
-_PACKED_TRANSPOSE_FAILED: list[str] = []
+_PACKED_FAILED: list[str] = []  # the first reason oneDNN's packed convolutions were unavailable (then dense)
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, L) with the channel as the fastest dimension (strides (C L, 1, C)): oneDNN's fast 1-D layout.
+
+    Elementwise ops keep this layout, and `x.unsqueeze(2)` is then a channels-last (B, C, 1, L) conv input."""
+    return x.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+def _packed_ok(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype == torch.float32 and not _PACKED_FAILED
+
+
+def _packed_failed(e: Exception, cache: FoldedWeight) -> None:
+    _PACKED_FAILED.append(f"{type(e).__name__}: {e}")
+    warnings.warn("lafa VAE inference: oneDNN packed convolution unavailable "
+                  f"({_PACKED_FAILED[0]}); using torch's dense conv1d / conv_transpose1d", stacklevel=3)
+    cache.packed = None
+
+
+def conv_inference(x: torch.Tensor, cache: FoldedWeight, bias: torch.Tensor | None, stride: int, padding: int,
+                   dilation: int, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """Conv1d with the folded weight (plus `residual`, added in the conv's output pass), through oneDNN's packed
+    weight layout on CPU float32.
+
+    torch's dense CPU path reorders the weight into oneDNN's blocked layout on every call, and a (B, C, L) input
+    and output too; packing once per input shape and a channels-last input (`channels_last`) remove both, so oneDNN
+    runs its direct 1-D kernel. The residual add as oneDNN's binary post-op saves a pass over the activation
+    (1x1 conv + add at (1, 128, 45056): 49 -> 32 ms here, bit-identical). Same arithmetic up to the summation
+    order: 1e-6 of the max. Elsewhere, or if the packed op is unavailable (warned once), dense conv1d (+ add).
+    """
+    w = cache.weight
+    if _packed_ok(x) and stride > 1 and _space_to_depth_ok(x, w, stride, padding):
+        try:
+            return _strided_conv_space_to_depth(x, cache, bias, stride, padding)
+        except (AttributeError, RuntimeError) as e:
+            _packed_failed(e, cache)
+    if _packed_ok(x):
+        try:
+            x4 = x.unsqueeze(2)  # (B, C, 1, L)
+            if cache.packed is None or cache.packed[0] != x4.shape:
+                packed = torch.ops.mkldnn._reorder_convolution_weight(
+                    w.unsqueeze(2), [0, padding], [1, stride], [1, dilation], 1, list(x4.shape))
+                cache.packed = (x4.shape, packed)
+            args = (cache.packed[1], bias, [0, padding], [1, stride], [1, dilation], 1)
+            fmt = torch.channels_last if x4.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+            if residual is not None and residual.shape[1] == w.shape[0] and stride == 1 and \
+                    residual.unsqueeze(2).is_contiguous(memory_format=fmt):  # same layout as the output: fuse
+                y = torch.ops.mkldnn._convolution_pointwise.binary(x4, residual.unsqueeze(2), *args, "add", None,
+                                                                   None, [], None)
+                return y.squeeze(2)  # (B, out, L), in x's layout
+            y = torch.ops.mkldnn._convolution_pointwise(x4, *args, "none", [], "").squeeze(2)
+            return y if residual is None else residual + y
+        except (AttributeError, RuntimeError) as e:  # op missing in this torch build, or oneDNN refused
+            _packed_failed(e, cache)
+    y = torch.nn.functional.conv1d(x, w, bias, stride, padding, dilation)
+    return y if residual is None else residual + y
+
+
+def _space_to_depth_ok(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int) -> bool:
+    """The encoder's downsampling convs (kernel 2s, stride s, padding s / 2) on a channels-last input."""
+    return w.shape[-1] == 2 * stride and 2 * padding == stride and x.transpose(1, 2).is_contiguous()
+
+
+def _strided_conv_space_to_depth(x: torch.Tensor, cache: FoldedWeight, bias: torch.Tensor | None, stride: int,
+                                 padding: int) -> torch.Tensor:
+    """A kernel-2s, stride-s conv as a kernel-2, stride-1 conv over s x C channels: on a channels-last input the
+    regrouping of s consecutive samples into one frame is a free view (after the zero padding).
+
+    y[t] = sum_{j<2, r<s} W[:, :, s j + r] x_pad[s (t + j) + r]: the same products, summed in another order.
+    oneDNN's strided 1-D kernels ran at 20-40 GF/s here against 40-78 for this form (docs/benchmarks.md).
+    """
+    b, c, length = x.shape
+    w = cache.weight  # (O, C, 2s)
+    frames = length // stride  # the strided conv's output length: floor((L + 2p - 2s) / s) + 1 with 2p = s
+    need = (frames + 1) * stride
+    xp = torch.nn.functional.pad(x.transpose(1, 2), (0, 0, padding, max(need - padding - length, 0)))[:, :need]
+    xs = xp.reshape(b, frames + 1, stride * c).transpose(1, 2).unsqueeze(2)  # (B, sC, 1, T + 1) channels-last
+    if cache.packed is None or cache.packed[0] != xs.shape:
+        w2 = w.view(w.shape[0], c, 2, stride).permute(0, 3, 1, 2).reshape(w.shape[0], stride * c, 1, 2)
+        packed = torch.ops.mkldnn._reorder_convolution_weight(w2.contiguous(), [0, 0], [1, 1], [1, 1], 1,
+                                                              list(xs.shape))
+        cache.packed = (xs.shape, packed)
+    y = torch.ops.mkldnn._convolution_pointwise(xs, cache.packed[1], bias, [0, 0], [1, 1], [1, 1], 1, "none", [],
+                                                "")
+    return y.squeeze(2)  # (B, O, T), channels-last
 
 
 def conv_transpose_inference(x: torch.Tensor, cache: FoldedWeight, bias: torch.Tensor | None, stride: int,
@@ -111,22 +205,19 @@ def conv_transpose_inference(x: torch.Tensor, cache: FoldedWeight, bias: torch.T
     that (exact: same oneDNN kernel). Elsewhere, or if the packed op is unavailable (warned once), the dense op.
     """
     w = cache.weight
-    if x.device.type == "cpu" and x.dtype == torch.float32 and not _PACKED_TRANSPOSE_FAILED:
+    if _packed_ok(x):
         try:
-            shape = (x.shape[0], x.shape[1], 1, x.shape[2])
-            if cache.packed is None or cache.packed[0] != shape:
+            x4 = x.unsqueeze(2)  # (B, C, 1, L)
+            if cache.packed is None or cache.packed[0] != x4.shape:
                 packed = torch.ops.mkldnn._reorder_convolution_transpose_weight(
-                    w.unsqueeze(2), [0, padding], [0, 0], [1, stride], [1, dilation], 1, list(shape))
-                cache.packed = (shape, packed)
+                    w.unsqueeze(2), [0, padding], [0, 0], [1, stride], [1, dilation], 1, list(x4.shape))
+                cache.packed = (x4.shape, packed)
             y = torch.ops.mkldnn._convolution_transpose_pointwise(
-                x.unsqueeze(2), cache.packed[1], bias, [0, padding], [0, 0], [1, stride], [1, dilation], 1,
+                x4, cache.packed[1], bias, [0, padding], [0, 0], [1, stride], [1, dilation], 1,
                 "none", [], "")  # (B, out, 1, L * stride)
             return y.squeeze(2)
         except (AttributeError, RuntimeError) as e:  # op missing in this torch build, or oneDNN refused
-            _PACKED_TRANSPOSE_FAILED.append(f"{type(e).__name__}: {e}")
-            warnings.warn("lafa VAE inference: oneDNN packed transposed convolution unavailable "
-                          f"({_PACKED_TRANSPOSE_FAILED[0]}); using torch's dense conv_transpose1d", stacklevel=2)
-            cache.packed = None
+            _packed_failed(e, cache)
     return torch.nn.functional.conv_transpose1d(x, w, bias, stride, padding, dilation=dilation)
 
 
@@ -161,6 +252,35 @@ def snake_fused(x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor) ->
                       f"{str(e).splitlines()[0] if str(e) else ''}); using the eager SnakeBeta (slower)",
                       stacklevel=2)
         return snake_eager(x, alpha, inv_beta)
+
+
+# ---- tiling ---------------------------------------------------------------------------------------------------
+
+def tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile_elements: int | None,
+          halo: int) -> torch.Tensor:
+    """Run a length-preserving stack `fn` on time tiles of x (B, C, L), each read with `halo` samples of context on
+    either side (clamped at the clip's edges, where the convolutions' own zero padding applies as in a whole call).
+
+    With halo >= the stack's one-sided receptive-field reach every output equals the whole-tensor call up to the
+    convolutions' float summation order. Tiles of about `tile_elements` B x C x L elements keep the activations
+    cache-sized: long clips ran ~1.4x slower per sample than 1 s tiles in the SAO encoder's first block
+    (docs/benchmarks.md). Returns (B, C, L) in x's layout (channels-last input gives channels-last output).
+    """
+    b, c, length = x.shape
+    tile = max(tile_elements // (b * c), 4 * halo, 1) if tile_elements else length
+    if length <= tile:
+        return fn(x)
+    n = math.ceil(length / tile)
+    bounds = [round(i * length / n) for i in range(n + 1)]  # evenly sized tiles: no short last one
+    out = None
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        a, z = max(lo - halo, 0), min(hi + halo, length)
+        y = fn(x[..., a:z])[..., lo - a: hi - a]  # (B, C', hi - lo)
+        if out is None:
+            out = (torch.empty(b, length, y.shape[1], dtype=y.dtype, device=y.device).transpose(1, 2)
+                   if y.stride(1) == 1 else y.new_empty(b, y.shape[1], length))
+        out[..., lo:hi] = y
+    return out
 
 
 # ---- chunking -----------------------------------------------------------------------------------------------

@@ -219,3 +219,101 @@ def test_bf16_error_against_float32():
         assert z16.dtype == torch.float32
         assert rel(z16, z32) <= BF16_REL_ERROR_BOUND
         assert rel(vae.decode(z32), reference(vae, "decode", z32)) <= BF16_REL_ERROR_BOUND
+
+
+@pytest.mark.parametrize("kernel,stride,dilation,padding", [(7, 1, 1, 3), (7, 1, 9, 27), (1, 1, 1, 0), (16, 8, 1, 4),
+                                                             (3, 1, 1, 1), (4, 2, 1, 1), (8, 4, 1, 2), (6, 3, 1, 2)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_packed_conv_equals_dense(kernel, stride, dilation, padding, layout):
+    torch.manual_seed(0)
+    conv = WNConv1d(6, 5, kernel, stride=stride, padding=padding, dilation=dilation).eval()
+    with torch.no_grad():
+        for shape in [(2, 6, 304), (1, 6, 457), (2, 6, 304), (1, 6, 301)]:  # repacks on a new shape; L % s != 0
+            x = torch.randn(shape)
+            x = vae_inference.channels_last(x) if layout == "channels_last" else x
+            out = conv(x)
+            assert conv.folded.packed is not None  # it took a packed op: the direct one, or space-to-depth for the
+            s2d = layout == "channels_last" and kernel == 2 * stride and 2 * padding == stride  # downsampling convs
+            assert conv.folded.packed[0][1] == (stride * 6 if s2d else 6)
+            torch.testing.assert_close(out, torch.nn.functional.conv1d(x, conv.weight(), conv.bias, stride, padding,
+                                                                       dilation), rtol=1e-5, atol=1e-6)
+
+
+def test_packed_conv_unavailable_warns_and_runs_dense(monkeypatch):
+    def refuse(*args):
+        raise RuntimeError("oneDNN refused")
+
+    monkeypatch.setattr(vae_inference, "_PACKED_FAILED", [])
+    monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", refuse, raising=False)
+    conv = WNConv1d(4, 4, 7, padding=3).eval()
+    x = torch.randn(1, 4, 50)
+    with torch.no_grad(), pytest.warns(UserWarning, match="packed convolution unavailable .*oneDNN refused"):
+        out = conv(x)
+    torch.testing.assert_close(out, torch.nn.functional.conv1d(x, conv.weight().detach(), conv.bias.detach(),
+                                                               padding=3))
+    assert vae_inference._PACKED_FAILED
+
+
+@pytest.mark.parametrize("tile_elements", [4 * 700, 4 * 333, 2 * 4 * 1000])
+def test_tiled_residual_units_equal_whole_clip(tile_elements, monkeypatch):
+    """Time tiles with exact halos: many tiles (the tiny VAE has 4 channels), clip not a multiple of a tile,
+    batch 2; equal to the training path's whole-clip call to float rounding."""
+    vae = tiny().eval()
+    vae.configure_inference(tile_elements=tile_elements, chunk_frames=None)
+    audio, z = torch.randn(2, 2, 3 * RATIO + 321), torch.randn(2, 8, 3)
+    calls, tiled = [], vae_inference.tiled
+
+    def counting(fn, x, tile, halo):
+        calls.append(x.shape[-1])
+        return tiled(fn, x, tile, halo)
+
+    monkeypatch.setattr(vae_inference, "tiled", counting)
+    with torch.no_grad():
+        enc, dec = vae.encode_mean(audio), vae.decode(z)
+    tile = tile_elements // (2 * 4)
+    assert max(calls) > tile  # some block did run on several tiles
+    assert rel(enc, reference(vae, "encode_mean", audio)) <= 1e-5
+    assert rel(dec, reference(vae, "decode", z)) <= 1e-5
+
+
+def test_tiled_needs_the_full_halo():
+    """The halo is the stack's receptive-field reach: one sample short and the tile edges are wrong."""
+    torch.manual_seed(0)
+    stack = torch.nn.Sequential(WNConv1d(3, 3, 7, padding=3, dilation=1), WNConv1d(3, 3, 7, padding=9, dilation=3))
+    stack.eval()
+    reach = 3 + 9
+    x = torch.randn(1, 3, 1000)
+    with torch.no_grad():
+        whole = stack(x)
+        exact = vae_inference.tiled(stack, x, 3 * 100, reach)
+        short = vae_inference.tiled(stack, x, 3 * 100, reach - 1)
+    torch.testing.assert_close(exact, whole, rtol=1e-5, atol=1e-6)
+    assert (short - whole).abs().max() > 1e-3
+
+
+def test_channels_last_layout_is_an_option_with_equal_results():
+    vae = tiny().eval()
+    audio, z = torch.randn(1, 2, 4 * RATIO), torch.randn(1, 8, 4)
+    with torch.no_grad():
+        fast = vae.encode_mean(audio), vae.decode(z)
+        vae.configure_inference(channels_last=False)
+        plain = vae.encode_mean(audio), vae.decode(z)
+    for a, b in zip(fast, plain, strict=True):
+        assert a.is_contiguous() and b.is_contiguous()  # callers get the usual layout either way
+        assert rel(a, b) <= 1e-5
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "tile_view"])
+def test_residual_add_fused_into_conv_equals_separate_add(layout):
+    """residual + conv(x) through oneDNN's binary post-op (or, for a residual in another layout, a separate add)."""
+    torch.manual_seed(0)
+    conv = WNConv1d(6, 6, 1).eval()
+    x, r = torch.randn(2, 6, 300), torch.randn(2, 6, 300)
+    if layout != "contiguous":
+        x, r = vae_inference.channels_last(x), vae_inference.channels_last(r)
+    if layout == "tile_view":  # a tile of a longer channels-last activation, as vae_inference.tiled passes it
+        r = vae_inference.channels_last(torch.randn(2, 6, 500))[..., 100:400]
+    with torch.no_grad():
+        out = conv(x, residual=r)
+        expected = r + torch.nn.functional.conv1d(x, conv.weight(), conv.bias)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
