@@ -12,6 +12,7 @@ Writes bench/results/models.json (machine, versions, settings, agreement, second
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.metadata
 import json
 import os
@@ -324,6 +325,9 @@ def bench_vae_matrix(ref: Reference, vae: OobleckVAE, tmp: Path, args) -> dict:
     encode/decode, per clip length and batch: agreement at batch 1, then CPU and wall time interleaved per call
     (order flipped every round)."""
     vae.eval()
+    if args.vae_chunk_frames is not None or args.vae_overlap_frames is not None:
+        options = {"chunk_frames": args.vae_chunk_frames, "overlap_frames": args.vae_overlap_frames}
+        vae.configure_inference(**{k: v for k, v in options.items() if v is not None})
     cases = [(sec, batch, round(sec * SAMPLE_RATE / vae.downsampling_ratio))
              for sec, batch in parse_matrix(args.vae_matrix)]
     out = {"inference": dict(vars(vae.inference), dtype=str(vae.inference.dtype)), "cases": {}}
@@ -338,16 +342,27 @@ def bench_vae_matrix(ref: Reference, vae: OobleckVAE, tmp: Path, args) -> dict:
             out["cases"][f"{sec:g}s_b1_agreement"] = {k: rel_diff(ours[k], theirs[k]) for k in ours}
             print(f"  agreement {sec:g} s: {out['cases'][f'{sec:g}s_b1_agreement']}", file=sys.stderr, flush=True)
     samples: dict[str, dict[str, list]] = {}
+    # clips longer than a window: lafa's whole-clip inference too (a copy, so the packed caches stay apart), for
+    # the chunking overhead = chunked CPU / whole-clip CPU
+    whole = None
+    if any(frames > (vae.inference.chunk_frames or frames) for _, _, frames in cases):
+        whole = copy.deepcopy(vae)
+        whole.configure_inference(chunk_frames=None)
+    models = {"lafa": vae, "lafa_whole": whole}
     with torch.no_grad():
         for r in range(args.warmup + args.repeats):
             for sec, batch, frames in cases:
                 audio, z = vae_inputs(frames, batch, 11)
+                sides = ["lafa", "reference"] + (["lafa_whole"] if frames > (vae.inference.chunk_frames or frames)
+                                                  else [])
                 for op in ("encode", "decode"):
                     name = f"vae_{op}_{sec:g}s_b{batch}"
-                    s = samples.setdefault(name, {"lafa": [], "reference": []})
-                    for side in ("lafa", "reference") if r % 2 == 0 else ("reference", "lafa"):
-                        if side == "lafa":
-                            cpu, wall = timed(lambda a=audio, z=z, op=op: vae.encode(a) if op == "encode" else vae.decode(z))
+                    s = samples.setdefault(name, {side: [] for side in sides})
+                    for side in sides if r % 2 == 0 else sides[::-1]:
+                        if side != "reference":
+                            m = models[side]
+                            cpu, wall = timed(lambda a=audio, z=z, op=op, m=m: m.encode(a) if op == "encode"
+                                              else m.decode(z))
                         else:
                             reply = ref("time_vae", op=op, frames=frames, batch=batch, seed=11, reps=1)
                             cpu, wall = reply["cpu"][0], reply["wall"][0]
@@ -365,6 +380,9 @@ def bench_vae_matrix(ref: Reference, vae: OobleckVAE, tmp: Path, args) -> dict:
             "paired_speedup_cpu_median": statistics.median(b[0] / a[0] for a, b in zip(s["lafa"], s["reference"],
                                                                                          strict=True)),
             "samples": s}
+        if "lafa_whole" in med:
+            out["cases"][name].update(lafa_whole=med["lafa_whole"],
+                                      chunking_overhead_cpu=med["lafa"]["cpu_s"] / med["lafa_whole"]["cpu_s"])
     return out
 
 
@@ -478,6 +496,8 @@ def main() -> None:
     p.add_argument("--vae-frames", type=int, default=22, help="latent frames of the clip (x 2048 samples)")
     p.add_argument("--vae-matrix", default="1x1,1x4,10x1,10x4,30x1,30x4",
                    help="inference cases SECONDSxBATCH, comma-separated ('' skips)")
+    p.add_argument("--vae-chunk-frames", type=int, default=None, help="lafa's inference window (default: lafa's)")
+    p.add_argument("--vae-overlap-frames", type=int, default=None, help="lafa's window overlap (default: lafa's)")
     p.add_argument("--bf16-frames", type=int, default=4, help="clip of the bf16 error measurement (0 skips)")
     p.add_argument("--skip-dit", action="store_true", help="VAE only")
     p.add_argument("--dit-dim", type=int, default=768)
@@ -537,7 +557,8 @@ def print_table(report: dict) -> None:
                 print(f"{case:<24} max rel diff {t}")
                 continue
             print(f"{case:<24}{t['lafa']['cpu_s']:>10.3f}{t['reference']['cpu_s']:>10.3f}{t['speedup_cpu']:>7.2f}"
-                  f"{t['lafa']['wall_s']:>11.3f}{t['reference']['wall_s']:>10.3f}{t['speedup_wall']:>8.2f}")
+                  f"{t['lafa']['wall_s']:>11.3f}{t['reference']['wall_s']:>10.3f}{t['speedup_wall']:>8.2f}"
+                  + (f"  chunked/whole cpu {t['chunking_overhead_cpu']:.3f}" if "chunking_overhead_cpu" in t else ""))
     if "bf16_error" in report["vae"]:
         print(f"bf16 vs fp32: {report['vae']['bf16_error']}")
     print(f"{'case':<22}{'lafa s':>10}{'ref s':>10}{'lafa/ref':>10}{'paired':>9}{'lafa GF/s':>11}{'ref GF/s':>10}")

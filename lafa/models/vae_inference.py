@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
+PACKED_SHAPES = 2  # input shapes whose packed weights a conv keeps (tiles and windows of a clip take two)
 FUSED_SNAKE_MIN_NUMEL = 1 << 20  # below this compiling does not pay (kernel launch dominates); eager in-place form
 
 
@@ -81,7 +82,16 @@ class FoldedWeight:
         self.key: tuple | None = None
         self.sources: tuple[torch.Tensor, ...] = ()  # detached aliases: keep the storages alive, so no reuse
         self.weight: torch.Tensor | None = None
-        self.packed: tuple[tuple, torch.Tensor] | None = None  # (input shape, oneDNN-packed transposed weight)
+        self.packed: dict[tuple, torch.Tensor] = {}  # input shape -> oneDNN-packed weight, the last PACKED_SHAPES
+
+    def packed_for(self, shape: tuple, pack: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """oneDNN's packed weight for this input shape, packed on first use; at most PACKED_SHAPES shapes are kept
+        (a clip's tiles and windows take at most two: the common length and the last one)."""
+        if shape not in self.packed:
+            if len(self.packed) >= PACKED_SHAPES:
+                self.packed.pop(next(iter(self.packed)))
+            self.packed[shape] = pack()
+        return self.packed[shape]
 
     @staticmethod
     def _key(v: torch.Tensor, g: torch.Tensor, dtype: torch.dtype) -> tuple:
@@ -92,7 +102,7 @@ class FoldedWeight:
         if key != self.key:
             with torch.no_grad():
                 self.weight = torch._weight_norm(v, g, 0).to(dtype)  # the training path's kernel: bit-identical
-            self.key, self.sources, self.packed = key, (v.detach(), g.detach()), None
+            self.key, self.sources, self.packed = key, (v.detach(), g.detach()), {}
         return self.weight
 
     def clear(self) -> None:
@@ -126,7 +136,7 @@ def _packed_failed(e: Exception, cache: FoldedWeight) -> None:
     _PACKED_FAILED.append(f"{type(e).__name__}: {e}")
     warnings.warn("lafa VAE inference: oneDNN packed convolution unavailable "
                   f"({_PACKED_FAILED[0]}); using torch's dense conv1d / conv_transpose1d", stacklevel=3)
-    cache.packed = None
+    cache.packed = {}
 
 
 def conv_inference(x: torch.Tensor, cache: FoldedWeight, bias: torch.Tensor | None, stride: int, padding: int,
@@ -149,11 +159,9 @@ def conv_inference(x: torch.Tensor, cache: FoldedWeight, bias: torch.Tensor | No
     if _packed_ok(x):
         try:
             x4 = x.unsqueeze(2)  # (B, C, 1, L)
-            if cache.packed is None or cache.packed[0] != x4.shape:
-                packed = torch.ops.mkldnn._reorder_convolution_weight(
-                    w.unsqueeze(2), [0, padding], [1, stride], [1, dilation], 1, list(x4.shape))
-                cache.packed = (x4.shape, packed)
-            args = (cache.packed[1], bias, [0, padding], [1, stride], [1, dilation], 1)
+            packed = cache.packed_for(tuple(x4.shape), lambda: torch.ops.mkldnn._reorder_convolution_weight(
+                w.unsqueeze(2), [0, padding], [1, stride], [1, dilation], 1, list(x4.shape)))
+            args = (packed, bias, [0, padding], [1, stride], [1, dilation], 1)
             fmt = torch.channels_last if x4.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
             if residual is not None and residual.shape[1] == w.shape[0] and stride == 1 and \
                     residual.unsqueeze(2).is_contiguous(memory_format=fmt):  # same layout as the output: fuse
@@ -187,13 +195,10 @@ def _strided_conv_space_to_depth(x: torch.Tensor, cache: FoldedWeight, bias: tor
     need = (frames + 1) * stride
     xp = torch.nn.functional.pad(x.transpose(1, 2), (0, 0, padding, max(need - padding - length, 0)))[:, :need]
     xs = xp.reshape(b, frames + 1, stride * c).transpose(1, 2).unsqueeze(2)  # (B, sC, 1, T + 1) channels-last
-    if cache.packed is None or cache.packed[0] != xs.shape:
-        w2 = w.view(w.shape[0], c, 2, stride).permute(0, 3, 1, 2).reshape(w.shape[0], stride * c, 1, 2)
-        packed = torch.ops.mkldnn._reorder_convolution_weight(w2.contiguous(), [0, 0], [1, 1], [1, 1], 1,
-                                                              list(xs.shape))
-        cache.packed = (xs.shape, packed)
-    y = torch.ops.mkldnn._convolution_pointwise(xs, cache.packed[1], bias, [0, 0], [1, 1], [1, 1], 1, "none", [],
-                                                "")
+    w2 = w.view(w.shape[0], c, 2, stride).permute(0, 3, 1, 2).reshape(w.shape[0], stride * c, 1, 2)  # [o, rC+c, 0, j]
+    packed = cache.packed_for(tuple(xs.shape), lambda: torch.ops.mkldnn._reorder_convolution_weight(
+        w2.contiguous(), [0, 0], [1, 1], [1, 1], 1, list(xs.shape)))
+    y = torch.ops.mkldnn._convolution_pointwise(xs, packed, bias, [0, 0], [1, 1], [1, 1], 1, "none", [], "")
     return y.squeeze(2)  # (B, O, T), channels-last
 
 
@@ -208,12 +213,10 @@ def conv_transpose_inference(x: torch.Tensor, cache: FoldedWeight, bias: torch.T
     if _packed_ok(x):
         try:
             x4 = x.unsqueeze(2)  # (B, C, 1, L)
-            if cache.packed is None or cache.packed[0] != x4.shape:
-                packed = torch.ops.mkldnn._reorder_convolution_transpose_weight(
-                    w.unsqueeze(2), [0, padding], [0, 0], [1, stride], [1, dilation], 1, list(x4.shape))
-                cache.packed = (x4.shape, packed)
+            packed = cache.packed_for(tuple(x4.shape), lambda: torch.ops.mkldnn._reorder_convolution_transpose_weight(
+                w.unsqueeze(2), [0, padding], [0, 0], [1, stride], [1, dilation], 1, list(x4.shape)))
             y = torch.ops.mkldnn._convolution_transpose_pointwise(
-                x4, cache.packed[1], bias, [0, padding], [0, 0], [1, stride], [1, dilation], 1,
+                x4, packed, bias, [0, padding], [0, 0], [1, stride], [1, dilation], 1,
                 "none", [], "")  # (B, out, 1, L * stride)
             return y.squeeze(2)
         except (AttributeError, RuntimeError) as e:  # op missing in this torch build, or oneDNN refused
@@ -271,7 +274,8 @@ def tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile_elem
     if length <= tile:
         return fn(x)
     n = math.ceil(length / tile)
-    bounds = [round(i * length / n) for i in range(n + 1)]  # evenly sized tiles: no short last one
+    step = math.ceil(length / n)  # equal tiles but the last (two shapes: each conv packs its weight twice at most)
+    bounds = [min(i * step, length) for i in range(n + 1)]
     out = None
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         a, z = max(lo - halo, 0), min(hi + halo, length)
