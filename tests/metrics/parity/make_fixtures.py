@@ -204,6 +204,74 @@ def part_openl3_inputs(args: argparse.Namespace) -> None:
     _merge(out)
 
 
+FRONT_END_WINDOWS = [("mel256", "g0", "L", 1), ("mel256", "g4", "L", 1), ("linear", "g2", "L", 1)]
+RFFT_SEED = 77
+
+
+def rfft_frames(n: int) -> np.ndarray:
+    """(3, n) float32 seeded frames for the TensorFlow FFT check: white noise, a Hann-windowed tone, an impulse."""
+    rng = np.random.RandomState(RFFT_SEED + n)
+    t = np.arange(n)
+    return np.stack([
+        rng.standard_normal(n), np.sin(2 * np.pi * 0.1234 * t) * (0.5 - 0.5 * np.cos(2 * np.pi * t / n)),
+        np.eye(1, n, 3)[0],
+    ]).astype(np.float32)  # fmt: skip
+
+
+def part_front_end(args: argparse.Namespace) -> None:
+    """TensorFlow's STFT pieces and kapre's front-end outputs, layer by layer (after part "openl3").
+
+    The pieces lafa reproduces bit for bit: tf.signal.hann_window, tf.signal.rfft (Eigen's FFT on the CPU),
+    kapre's mel filterbank (its SHA-256) and openl3's 48 kHz network inputs (SHA-256 of every window of every
+    clip and side); then the front end's dB output on three windows (every 6th value) and the network's
+    embedding of the same windows.
+    """
+    sys.path[:0] = [args.openl3_src, args.kapre_src]
+    import librosa
+    import openl3.core
+    import pyloudnorm as pyln
+    import soxr
+    import tensorflow as tf
+    from kapre import backend as kapre_backend
+    from openl3.models import load_audio_embedding_model
+
+    work = Path(args.work)
+    recorded = json.loads(str(np.load(HERE / "fixtures.npz")["clip_sha256"]))
+    for folder, specs in (("generated", clips.GENERATED), ("reference", clips.REFERENCE)):
+        hashes = clips.write_clips(work / folder, specs)
+        assert all(recorded[k] == v for k, v in hashes.items()), "the seeded clips differ from those recorded"
+    out: dict[str, object] = {}
+    for n in (512, 2048):
+        out[f"tf_hann_{n}"] = tf.signal.hann_window(n, periodic=True).numpy()
+        spectrum = tf.signal.rfft(rfft_frames(n)).numpy()
+        out[f"tf_rfft_{n}_re"], out[f"tf_rfft_{n}_im"] = spectrum.real, spectrum.imag
+    for n_mels in (128, 256):
+        fb = kapre_backend.filterbank_mel(sample_rate=48000, n_freq=1025, n_mels=n_mels).numpy()
+        digest = hashlib.sha256(np.ascontiguousarray(fb).tobytes()).hexdigest()
+        out[f"kapre_filterbank_{n_mels}_sha256"] = digest
+    windows = {}
+    for name, *_ in clips.GENERATED + clips.REFERENCE:
+        folder = work / ("generated" if name[0] == "g" else "reference")
+        audio, sr = librosa.load(folder / f"{name}.wav", sr=None, mono=False)
+        audio = soxr.resample(pyln.normalize.peak(audio.T, -1.0), sr, 44100)
+        sides = [audio] if audio.ndim == 1 else [audio[:, 0], audio[:, 1]]
+        for side, signal in zip("LR", sides, strict=False):
+            x = openl3.core._preprocess_audio_batch(signal, 44100, hop_size=0.5)[:, 0]  # (N, 48000)
+            windows[f"{name}_{side}"] = x
+    out["l3_input_sha256"] = json.dumps(
+        {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest() for k, v in windows.items()}
+    )
+    for repr_, name, side, index in FRONT_END_WINDOWS:
+        model = load_audio_embedding_model(repr_, "music", 512)  # the random-weight file part "openl3" put
+        x = windows[f"{name}_{side}"][index][None, None]  # (1, 1, 48000)
+        db = model.layers[1](tf.constant(x)).numpy()[0, :, :, 0]  # kapre + openl3's decibel, (bins, frames)
+        key = f"front_end_{repr_}_{name}{side}{index}"
+        out[f"{key}_db"] = db.reshape(-1)[::6]
+        out[f"{key}_shape"] = np.array(db.shape)
+        out[f"{key}_embedding"] = model.predict(x, verbose=0)[0]
+    _merge(out)
+
+
 def seeded_state(module, seed: int, scale: float = 0.02) -> dict:
     """A state dict of seeded normals from numpy's frozen RandomState (independent of torch's RNG)."""
     import torch
@@ -302,14 +370,15 @@ def part_passt(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", choices=["openl3", "openl3_48k", "openl3_inputs", "passt"])
+    p.add_argument("part", choices=["openl3", "openl3_48k", "openl3_inputs", "front_end", "passt"])
     p.add_argument("--sam_src", required=True, help="stable-audio-metrics' src/ folder")
     p.add_argument("--openl3_src", help="a checkout of marl/openl3 at v0.4.2 (the folder holding openl3/)")
     p.add_argument("--kapre_src", help="a checkout of kapre at Kapre-0.3.7 (the folder holding kapre/)")
     p.add_argument("--work", required=True, help="scratch folder for the clips and model copies")
     args = p.parse_args()
     Path(args.work).mkdir(parents=True, exist_ok=True)
-    parts = {"openl3": part_openl3, "openl3_48k": part_openl3_48k, "openl3_inputs": part_openl3_inputs}
+    parts = {"openl3": part_openl3, "openl3_48k": part_openl3_48k, "openl3_inputs": part_openl3_inputs,
+             "front_end": part_front_end}  # fmt: skip
     parts.get(args.part, part_passt)(args)
 
 
