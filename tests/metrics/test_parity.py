@@ -309,3 +309,30 @@ def test_clap_waveforms_and_score_match_reference(tmp_path, sets):
     score = clap_score(scorer, files, clips.PROMPTS, seed=0)["value"]
     report("clap score (lafa, ref, rel)", (score, float(FIX["clap_score"]), rel(score, FIX["clap_score"])))
     assert rel(score, FIX["clap_score"]) < SCORE_RTOL, (score, float(FIX["clap_score"]))
+
+
+def test_clap_audio_embedding_matches_laion_clap(tmp_path, sets):
+    # laion_clap 1.1.4's HTSAT-tiny (fusion) audio embedding, run once with seeded random weights
+    # (make_fixtures.py part clap_laion), against transformers' ClapModel with the same weights through lafa
+    from transformers import ClapModel
+
+    from lafa.metrics.clap import clip_seed
+
+    directory = write_random_clap(tmp_path / "clap", seed=0)  # its processor: laion/clap-htsat-fused's settings
+    model = ClapModel(make_fixtures.laion_clap_config()).eval()
+    state = make_fixtures.clap_seeded_state(model)
+    assert make_fixtures.state_sha256(state) == str(FIX["clap_laion_weights_sha256"])
+    model.load_state_dict(state, strict=False)
+    model.save_pretrained(directory)
+    scorer = ClapScorer(directory)
+    folder = tmp_path / "clips"
+    specs = clips.GENERATED + clips.CLAP_EXTRA + clips.CLAP_LONG
+    _write_and_check(folder, specs, str(FIX["clap_laion_clip_sha256"]))
+    diffs = {}
+    for name, *_ in specs:
+        audio, sr = sf.read(folder / f"{name}.wav", dtype="float32", always_2d=True)
+        ours = scorer.audio_embedding(clap_waveform(audio.T, sr), clip_seed(0, name)).numpy()
+        diffs[name] = rel(ours / np.linalg.norm(ours), FIX[f"clap_laion_emb_{name}"])
+    report("clap audio embedding vs laion_clap", diffs)
+    assert bool(FIX["clap_laion_longer_g7"]) and not bool(FIX["clap_laion_longer_g5"])  # fusion taken for g7
+    assert max(diffs.values()) < EMBEDDING_RTOL, diffs
