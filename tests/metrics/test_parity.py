@@ -30,7 +30,7 @@ import make_fixtures  # noqa: E402
 from lafa.metrics.clap import ClapScorer, clap_score, clap_waveform, write_random_clap  # noqa: E402
 from lafa.metrics.eigen_fft import eigen_rfft, tensorflow_hann_window  # noqa: E402
 from lafa.metrics.frechet import frechet_distance, gaussian_stats  # noqa: E402
-from lafa.metrics.generation import evaluate_folders  # noqa: E402
+from lafa.metrics.generation import evaluate_folders, sha256_file  # noqa: E402
 from lafa.metrics.openl3 import (  # noqa: E402
     OpenL3Embedder,
     SpectrogramFrontEnd,
@@ -93,9 +93,23 @@ def weights(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stereo_embeddings(sets, weights) -> dict[str, np.ndarray]:
-    embedder = OpenL3Embedder(build_openl3(weights), channel_mode="stereo")
-    return {p.stem: embedder.embed_file(p).numpy() for s in sets for p in sorted(s.glob("*.wav"))}
+def stereo_run(sets, weights, tmp_path_factory) -> tuple[dict, dict[str, np.ndarray]]:
+    """`evaluate_folders` on the 44.1 kHz sets (stereo path, defaults) and the per-file embeddings it cached."""
+    cache = tmp_path_factory.mktemp("l3_cache")
+    result = evaluate_folders(
+        sets[0], sets[1], openl3_weights=str(weights), content_type="music", device="cpu",
+        embedding_cache=str(cache),
+    )  # fmt: skip
+    embeddings = {}
+    for p in sorted(p for s in sets for p in s.glob("*.wav")):
+        (entry,) = cache.glob(f"*-{sha256_file(p)}.npy")
+        embeddings[p.stem] = np.load(entry)
+    return result, embeddings
+
+
+@pytest.fixture(scope="module")
+def stereo_embeddings(stereo_run) -> dict[str, np.ndarray]:
+    return stereo_run[1]
 
 
 @pytest.fixture(scope="module")
@@ -216,11 +230,8 @@ def test_openl3_other_configurations(tmp_path, sets, input_repr, size):
     assert rel(ours, ref) < EMBEDDING_RTOL
 
 
-def test_fd_openl3_end_to_end_stereo(sets, weights):
-    result = evaluate_folders(
-        sets[0], sets[1], openl3_weights=str(weights), content_type="music", device="cpu"
-    )
-    fd = result["metrics"]["fd_openl3"]
+def test_fd_openl3_end_to_end_stereo(stereo_run):
+    fd = stereo_run[0]["metrics"]["fd_openl3"]
     assert fd["settings"]["channel_mode"] == "stereo" and "stereo" in fd["label"]
     report(
         "fd_openl3 44.1k stereo (lafa, ref, rel)",
