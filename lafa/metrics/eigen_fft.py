@@ -2,19 +2,19 @@
 
 The FD_openl3 reference (stable-audio-metrics pins tensorflow 2.13.1) computes its STFT with `tf.signal.rfft`,
 which TensorFlow 2.13 evaluates on the CPU with Eigen's `TensorFFT` (tensorflow/include/unsupported/Eigen/CXX11/
-src/Tensor/TensorFFT.h in the wheel; DUCC replaced it in later releases). For a power-of-two length Eigen runs a
+src/Tensor/TensorFFT.h in the wheel; later releases use DUCC, tensorflow/tensorflow#6541, not reproduced here). For a power-of-two length Eigen runs a
 radix-2 decimation-in-time transform on the real input made complex: a bit-reversal permutation, 8-point
 butterflies, then merges of 16, 32, ..., n points. Each merge of size m makes its twiddle factors with a float32
 recurrence, w <- w * (1 + wp)^4 with wp = (-2 sin^2(pi/m), -sin(2 pi/m)) rounded to float32, applying
 (data * w) * (1 + wp)^j to the four points j = 0..3 of each step. Rounding 1 + wp to float32 and raising it to
-the m/8-th power drifts the twiddles by ~1e-5, so the transform is ~40x less accurate than a float32 FFT with
-exact twiddles (8e-6 against 2e-7 of the peak on white noise). On 44.1 kHz audio that error is most of what the
+the m/8-th power drifts the twiddles by up to 1.1e-5 (m = 2048), so the transform is ~40x less accurate than a
+float32 FFT with exact twiddles (7e-6 against 2e-7 of the peak on white noise). On 44.1 kHz audio that error is most of what the
 reference sees in the empty 22.05-24 kHz band, and openl3's 80 dB floor keeps it (docs/metrics.md, "Parity").
 
 `eigen_rfft` repeats these float32 operations in the same order (complex products as (ac - bd, ad + bc), no
 fused multiply-add, on any device), so it equals `tf.signal.rfft` bit for bit on the CPU; tests check it
 against recorded TensorFlow outputs. `tensorflow_hann_window` is `tf.signal.hann_window(n, periodic=True)`, whose
-cosine is Eigen's float32 `pcos` (1-2 ulp from the correctly rounded value in ~4% of the 2048 samples, enough
+cosine is Eigen's float32 `pcos` (the window differs from torch's in ~11% of its samples, by up to 6e-8: enough
 to move the FFT's error pattern in the empty band by tenths of a dB).
 """
 
