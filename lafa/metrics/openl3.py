@@ -7,8 +7,8 @@ only (199 frames), magnitude through a slaney mel filterbank (librosa.filters.me
 n_mels=128|256)); linear: n_fft 512, no padding (257 bins x 197 frames); then 10 log10(max(x, 1e-10)) minus
 the window's maximum, floored at -80 dB. The STFT is by default TensorFlow 2.13's own, bit for bit (its Hann
 window and Eigen's FFT, eigen_fft.py): at 44.1 kHz its rounding fills the empty 22.05-24 kHz band and is part of
-the reference's numbers (SpectrogramFrontEnd, docs/metrics.md). The network (BatchNorm first, four conv blocks, max-pool to the
-embedding size, flattened in Keras' (freq, time, channel) order) loads the official Keras
+the reference's numbers (SpectrogramFrontEnd, docs/metrics.md). The network (BatchNorm first, four conv blocks,
+max-pool to the embedding size, flattened in Keras' (freq, time, channel) order) loads the official Keras
 `openl3_audio_<repr>_<content>*.h5` weights by position, as Keras' load_weights does. The three input
 representations have identically shaped weights, so which one a file holds is read from the file (its name,
 as openl3 itself requires, and its front-end layer), never assumed.
