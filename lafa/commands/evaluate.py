@@ -66,6 +66,14 @@ def main(argv: list[str]) -> int:
         "statistics); mono = its non-batched default, down-mixed (see docs/metrics.md)",
     )
     parser.add_argument(
+        "--openl3_fft",
+        type=str,
+        default="reference",
+        choices=["reference", "exact"],
+        help="OpenL3 STFT: reference = TensorFlow 2.13's, bit for bit, as the reference code computes it; "
+        "exact = torch.fft (differs by ~10%% in FD at 44.1 kHz, see docs/metrics.md)",
+    )
+    parser.add_argument(
         "--allow_random_weights",
         action=ActionYesNo,
         default=False,
@@ -95,6 +103,7 @@ def main(argv: list[str]) -> int:
         openl3_input_repr=args.openl3_input_repr,
         openl3_embedding_size=args.openl3_embedding_size,
         openl3_channel_mode=args.openl3_channel_mode,
+        openl3_fft=args.openl3_fft,
         allow_random_weights=args.allow_random_weights,
         seed=args.seed,
         stats_cache=args.stats_cache,

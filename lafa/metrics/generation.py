@@ -33,12 +33,16 @@ from lafa.metrics.passt import KL_EPS, PasstTagger, build_passt, paired_kl
 RANDOM_NOTE = "random weights built locally: NOT comparable to the paper's numbers"
 OPENL3_SETTINGS = {"channels": 2, "sample_rate": 44100, "hop_seconds": 0.5, "peak_dbfs": -1.0,
                    "front_end": "openl3 0.4.2 / kapre 0.3",
-                   "resampling": "soxr HQ to 44.1 kHz, resampy kaiser_best to 48 kHz"}  # fmt: skip
+                   "resampling": "soxr HQ to 44.1 kHz, resampy 0.2.2 kaiser_best to 48 kHz"}  # fmt: skip
 OPENL3_PATHS = {
     "stereo": "stable-audio-metrics extract_embeddings (batching=N): channels embedded separately; "
     "the path of its published reference statistics",
     "mono": "stable-audio-metrics extract_embeddings_nobatching (openl3_fd's default batching=False): "
     "down-mixed, mono embedding used as L and R",
+}
+OPENL3_FFTS = {
+    "reference": "reference: TensorFlow 2.13's CPU STFT bit for bit (its Hann window, Eigen's FFT), as the reference",
+    "exact": "exact: torch.fft (no TensorFlow rounding; not comparable with the reference at 44.1 kHz)",
 }
 PASST_SETTINGS = {"arch": "passt_s_swa_p16_128_ap476", "sample_rate": 32000, "resampling": "librosa soxr_hq", "window_seconds": 10,
                   "step_seconds": 5, "collect": "mean of logits, softmax over 527", "eps": KL_EPS, "peak_dbfs": -1.0}  # fmt: skip
@@ -222,6 +226,7 @@ def evaluate_folders(
     openl3_input_repr: str = "mel256",
     openl3_embedding_size: int = 512,
     openl3_channel_mode: str = "stereo",
+    openl3_fft: str = "reference",
     allow_random_weights: bool = False,
     seed: int = 0,
     stats_cache: str | None = None,
@@ -254,7 +259,7 @@ def evaluate_folders(
 
     if (weights := configured("fd_openl3", openl3_weights, "--openl3_weights")) is not None:
         model = build_openl3(
-            openl3_weights, seed, openl3_input_repr, content_type, openl3_embedding_size
+            openl3_weights, seed, openl3_input_repr, content_type, openl3_embedding_size, openl3_fft
         )  # refuses a file that holds another input representation or content type
         embedder = OpenL3Embedder(model.to(device), channel_mode=openl3_channel_mode)
         settings = {
@@ -264,6 +269,7 @@ def evaluate_folders(
             "embedding_size": openl3_embedding_size,
             "channel_mode": openl3_channel_mode,
             "path": OPENL3_PATHS[openl3_channel_mode],
+            "fft": OPENL3_FFTS[openl3_fft],
         }
         l3_cache = EmbeddingCache(embedding_cache, _cache_key(weights, settings))
         ref_l3 = ref.get(
@@ -278,7 +284,8 @@ def evaluate_folders(
         )
         metrics["fd_openl3"] = {
             "value": frechet_distance(gen_l3["mu"], gen_l3["sigma"], ref_l3["mu"], ref_l3["sigma"]),
-            "label": f"FD_openl3 (stable-audio-metrics pipeline, {openl3_channel_mode} path)",
+            "label": f"FD_openl3 (stable-audio-metrics pipeline, {openl3_channel_mode} path"
+            + (")" if openl3_fft == "reference" else ", exact FFT: not the reference's numbers)"),
             "frames_generated": int(gen_l3["frames"]),
             "frames_reference": int(ref_l3["frames"]),
             "weights": weights,

@@ -5,8 +5,10 @@ All six audio models of openl3 0.4.2 (input representation linear / mel128 / mel
 builds: 1 s windows at 48 kHz; STFT hop 242 with a periodic Hann window; mel: n_fft 2048, padding at the end
 only (199 frames), magnitude through a slaney mel filterbank (librosa.filters.mel(sr=48000, n_fft=2048,
 n_mels=128|256)); linear: n_fft 512, no padding (257 bins x 197 frames); then 10 log10(max(x, 1e-10)) minus
-the window's maximum, floored at -80 dB. The network (BatchNorm first, four conv blocks, max-pool to the
-embedding size, flattened in Keras' (freq, time, channel) order) loads the official Keras
+the window's maximum, floored at -80 dB. The STFT is by default TensorFlow 2.13's own, bit for bit (its Hann
+window and Eigen's FFT, eigen_fft.py): at 44.1 kHz its rounding fills the empty 22.05-24 kHz band and is part of
+the reference's numbers (SpectrogramFrontEnd, docs/metrics.md). The network (BatchNorm first, four conv blocks,
+max-pool to the embedding size, flattened in Keras' (freq, time, channel) order) loads the official Keras
 `openl3_audio_<repr>_<content>*.h5` weights by position, as Keras' load_weights does. The three input
 representations have identically shaped weights, so which one a file holds is read from the file (its name,
 as openl3 itself requires, and its front-end layer), never assumed.
@@ -22,9 +24,9 @@ import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchaudio.functional as AF
 from torch import nn
 
+from lafa.metrics.eigen_fft import complex_magnitude, eigen_rfft, tensorflow_hann_window
 from lafa.metrics.reference_audio import (
     as_numpy,
     librosa_mono,
@@ -54,15 +56,21 @@ POOL_SIZES = {
 FRONT_END_LAYER = {"linear": "stft_magnitude", "mel128": "melspectrogram", "mel256": "melspectrogram"}
 FILE_NAME = re.compile(r"openl3_audio_(linear|mel128|mel256)_(music|env)(?:[-.]|$)")
 CHANNEL_MODES = ("stereo", "mono")
+FFT_MODES = ("reference", "exact")
 
 
 def slaney_mel_filterbank(
     sample_rate: int = OPENL3_SAMPLE_RATE, n_fft: int = 2048, n_mels: int = 256
 ) -> torch.Tensor:
-    """(n_fft // 2 + 1, n_mels) slaney-scale, slaney-normalised triangles: librosa.filters.mel(...).T."""
-    return AF.melscale_fbanks(
-        n_fft // 2 + 1, 0.0, sample_rate / 2, n_mels, sample_rate, norm="slaney", mel_scale="slaney"
-    )
+    """(n_fft // 2 + 1, n_mels) slaney-scale, slaney-normalised triangles: librosa.filters.mel(...).T in float32.
+
+    kapre 0.3's filterbank_mel is this very call (librosa's float32 weights, bit for bit; torchaudio's
+    melscale_fbanks differs in the last bits of ~1% of them).
+    """
+    import librosa
+
+    fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, htk=False, norm="slaney")
+    return torch.from_numpy(np.ascontiguousarray(fb.T, dtype=np.float32))
 
 
 def magnitude_to_db(x: torch.Tensor) -> torch.Tensor:
@@ -75,15 +83,25 @@ class SpectrogramFrontEnd(nn.Module):
     """(B, 48000) windows at 48 kHz -> (B, 1, bins, frames) dB spectrograms (kapre 0.3 as openl3 0.4.2 uses it).
 
     mel128 / mel256: n_fft 2048, pad_end (199 frames), slaney mel; linear: n_fft 512, no padding (197 frames).
+    fft names how the STFT is computed (docs/metrics.md, "OpenL3 at 44.1 kHz"):
+    - "reference" (default): TensorFlow 2.13's CPU STFT bit for bit, its Hann window and Eigen's FFT
+      (eigen_fft.py), whose twiddle drift puts ~1e-5 of the peak into bins that hold no signal; the 80 dB floor
+      keeps it, so FD_openl3 of 44.1 kHz audio depends on it (10% on the parity fixtures). This is what the
+      reference code computes (stable-audio-metrics pins tensorflow 2.13.1);
+    - "exact": torch.hann_window and torch.fft.rfft (float32, ~40x smaller FFT error): the procedure without
+      TensorFlow's rounding; numbers not comparable with the reference's at 44.1 kHz.
     """
 
-    def __init__(self, input_repr: str = "mel256") -> None:
+    def __init__(self, input_repr: str = "mel256", fft: str = "reference") -> None:
         super().__init__()
         if input_repr not in INPUT_REPRS:
             raise ValueError(f"input_repr must be one of {INPUT_REPRS}, got {input_repr!r}")
-        self.input_repr = input_repr
+        if fft not in FFT_MODES:
+            raise ValueError(f"fft must be one of {FFT_MODES}, got {fft!r}")
+        self.input_repr, self.fft = input_repr, fft
         self.n_fft = 512 if input_repr == "linear" else 2048
-        self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
+        window = tensorflow_hann_window(self.n_fft) if fft == "reference" else torch.hann_window(self.n_fft)
+        self.register_buffer("window", window, persistent=False)  # periodic Hann
         if input_repr == "linear":
             self.filterbank = None
         else:
@@ -93,8 +111,11 @@ class SpectrogramFrontEnd(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.filterbank is not None:  # pad_end: zeros after the window so every hop gets a frame
             x = F.pad(x, (0, (N_FRAMES - 1) * STFT_HOP + self.n_fft - x.shape[-1]))
-        frames = x.unfold(-1, self.n_fft, STFT_HOP)  # (B, frames, n_fft)
-        spec = torch.fft.rfft(frames * self.window).abs()  # (B, frames, n_fft // 2 + 1)
+        frames = x.unfold(-1, self.n_fft, STFT_HOP) * self.window  # (B, frames, n_fft)
+        if self.fft == "reference":  # TensorFlow 2.13's CPU FFT, bit for bit (eigen_fft.py)
+            spec = complex_magnitude(*eigen_rfft(frames))  # (B, frames, n_fft // 2 + 1)
+        else:
+            spec = torch.fft.rfft(frames).abs()
         if self.filterbank is not None:
             spec = spec @ self.filterbank  # (B, 199, n_mels)
         return magnitude_to_db(spec).transpose(1, 2).unsqueeze(1)  # (B, 1, bins, frames)
@@ -112,12 +133,12 @@ def _max_pool_same(x: torch.Tensor, pool: tuple[int, int]) -> torch.Tensor:
 class OpenL3Audio(nn.Module):
     """openl3 0.4.2 `_construct_<repr>_audio_network` + its embedding max-pool; (B, 48000) -> (B, size)."""
 
-    def __init__(self, input_repr: str = "mel256", embedding_size: int = 512) -> None:
+    def __init__(self, input_repr: str = "mel256", embedding_size: int = 512, fft: str = "reference") -> None:
         super().__init__()
         if embedding_size not in EMBEDDING_SIZES:
             raise ValueError(f"embedding_size must be one of {EMBEDDING_SIZES}, got {embedding_size}")
         self.input_repr, self.embedding_size = input_repr, embedding_size
-        self.frontend = SpectrogramFrontEnd(input_repr)
+        self.frontend = SpectrogramFrontEnd(input_repr, fft)
         self.input_norm = nn.BatchNorm2d(1, eps=BN_EPS)
         in_widths = (1, *WIDTHS[:-1])
         self.convs = nn.ModuleList(
@@ -312,11 +333,13 @@ def build_openl3(
     input_repr: str = "mel256",
     content_type: str = "music",
     embedding_size: int = 512,
+    fft: str = "reference",
 ) -> OpenL3Audio:
     """The network with a weight file's weights, or seeded random weights when `weights` is None.
 
     A file must hold the model asked for (input_repr, content_type, read by weight_file_config), else
     ValueError: the representations share tensor shapes, so a wrong file would load and give wrong embeddings.
+    fft: "reference" (TensorFlow 2.13's STFT, bit for bit) or "exact" (torch's), see SpectrogramFrontEnd.
     """
     if input_repr not in INPUT_REPRS or content_type not in CONTENT_TYPES:
         raise ValueError(
@@ -326,13 +349,13 @@ def build_openl3(
     if weights is None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return OpenL3Audio(input_repr, embedding_size).eval()
+            return OpenL3Audio(input_repr, embedding_size, fft).eval()
     file_repr, file_content = weight_file_config(weights)
     if (file_repr, file_content) != (input_repr, content_type):
         raise ValueError(
             f"{Path(weights).name} holds the OpenL3 {file_repr}/{file_content} model; "
             f"{input_repr}/{content_type} was asked for"
         )
-    model = OpenL3Audio(input_repr, embedding_size)
+    model = OpenL3Audio(input_repr, embedding_size, fft)
     load_keras_weights(model, weights)
     return model.eval()

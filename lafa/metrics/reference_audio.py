@@ -4,8 +4,8 @@ Every paper metric resamples with the library the reference uses, not with lafa'
 (lafa.audio.resample): the resamplers differ by far more than the metrics' tolerance (docs/metrics.md,
 "Parity"). In the reference:
 - FD_openl3 loads at the native rate and resamples to the evaluation rate with `soxr.resample` (quality HQ);
-  openl3 0.4.2 then resamples to 48 kHz with resampy 0.2.2's `resample(filter="kaiser_best")` (rebuilt below:
-  newer resampy releases changed that filter);
+  openl3 0.4.2 then resamples to 48 kHz with resampy 0.2.2's `resample(filter="kaiser_best")` (its filter and
+  its loop rebuilt below, bit for bit: newer resampy releases changed both);
 - KL_PaSST (32 kHz) and CLAP (48 kHz) load with `librosa.load(sr=...)`, i.e. librosa's default `soxr_hq`,
   whose output length is `ceil(n * float(target) / orig)`: one sample longer than the exact product when
   the float ratio rounds up (5.000 s at 44.1 kHz -> 240001 samples at 48 kHz), which changes CLAP's
@@ -71,7 +71,7 @@ def librosa_soxr_hq(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarr
 # a Kaiser-windowed sinc with 64 zero crossings, 2^9 table steps per crossing, beta 14.769656459379492, rolloff
 # 0.9475937167399596. resampy >= 0.3 ships a different "kaiser_best" (50 crossings, rolloff 0.917), whose output
 # differs by ~5% of the peak on broadband audio; lafa rebuilds the 0.2.2 table with resampy's own sinc_window
-# (equal to the 0.2.2 file to 2e-16).
+# (equal to the 0.2.2 file to 2e-16, and giving the same output samples bit for bit).
 RESAMPY_022_KAISER_BEST = {
     "num_zeros": 64,
     "precision": 9,
@@ -80,26 +80,79 @@ RESAMPY_022_KAISER_BEST = {
 }
 
 
-def resampy_kaiser_best(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """resampy 0.2.2's resample(x, orig, target, filter="kaiser_best") of (S,): openl3 0.4.2's step to 48 kHz.
-
-    Output length int(n * (target / orig)) as 0.2.2 computes it (newer resampy rounds differently, #111);
-    zeros appended to the input only feed filter taps that multiply zeros, so they change no sample.
-    """
-    import resampy
+@functools.cache
+def _resampy_022_table() -> np.ndarray:
+    """resampy 0.2.2's kaiser_best interpolation table (float64, 64 x 2^9 + 1 taps), rebuilt with resampy."""
+    import resampy.filters
     import scipy.signal
 
+    p = RESAMPY_022_KAISER_BEST
+    window = functools.partial(scipy.signal.windows.kaiser, beta=p["beta"])
+    table, _, _ = resampy.filters.get_filter(
+        "sinc_window", num_zeros=p["num_zeros"], precision=p["precision"], window=window, rolloff=p["rolloff"]
+    )
+    return table
+
+
+@functools.cache
+def _resampy_022_kernel():
+    """resampy 0.2.2's interpolation loop (interpn.resample_f), compiled with numba on first use.
+
+    Its operations, in its order: a float64 time register advanced by 1 / ratio per output sample (resampy >= 0.3
+    computes t * (1 / ratio) instead, which moves the last bit of about half the output samples), the two wings
+    of the filter tap by tap, each product added to the float32 output sample and rounded there. Those last bits
+    matter for FD_openl3: the reference's FFT turns them into dB-level changes in empty bands (eigen_fft.py).
+    """
+    import numba
+
+    @numba.jit(nopython=True, nogil=True, cache=False)
+    def resample_f(x, y, sample_ratio, interp_win, interp_delta, num_table):  # (S,), (S_out,) float32
+        scale = min(1.0, sample_ratio)
+        time_increment = 1.0 / sample_ratio
+        index_step = int(scale * num_table)
+        time_register = 0.0
+        nwin = interp_win.shape[0]
+        n_orig = x.shape[0]
+        for t in range(y.shape[0]):
+            n = int(time_register)
+            frac = scale * (time_register - n)  # left wing
+            index_frac = frac * num_table
+            offset = int(index_frac)
+            eta = index_frac - offset
+            for i in range(min(n + 1, (nwin - offset) // index_step)):
+                weight = interp_win[offset + i * index_step] + eta * interp_delta[offset + i * index_step]
+                y[t] += weight * x[n - i]
+            frac = scale - frac  # right wing
+            index_frac = frac * num_table
+            offset = int(index_frac)
+            eta = index_frac - offset
+            for k in range(min(n_orig - n - 1, (nwin - offset) // index_step)):
+                weight = interp_win[offset + k * index_step] + eta * interp_delta[offset + k * index_step]
+                y[t] += weight * x[n + k + 1]
+            time_register += time_increment
+
+    return resample_f
+
+
+def resampy_kaiser_best(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """resampy 0.2.2's resample(x, orig, target, filter="kaiser_best") of (S,) float32: openl3 0.4.2's step to 48 kHz.
+
+    The same samples, bit for bit (tests/metrics/test_parity.py checks openl3's recorded network inputs): 0.2.2's
+    table and loop (_resampy_022_kernel), its output length int(n * (target / orig)) (newer resampy rounds
+    differently, #111) and its output dtype (the input's).
+    """
     if orig_sr == target_sr:
         return audio
-    p = RESAMPY_022_KAISER_BEST
-    length = int(audio.shape[-1] * (float(target_sr) / orig_sr))
-    padded = np.concatenate([audio, np.zeros(8, audio.dtype)])
-    window = functools.partial(scipy.signal.windows.kaiser, beta=p["beta"])
-    out = resampy.resample(
-        padded, orig_sr, target_sr, filter="sinc_window", num_zeros=p["num_zeros"],
-        precision=p["precision"], window=window, rolloff=p["rolloff"],
-    )  # fmt: skip
-    return out[:length]
+    audio = np.ascontiguousarray(audio)
+    ratio = float(target_sr) / orig_sr
+    out = np.zeros(int(audio.shape[-1] * ratio), dtype=audio.dtype)
+    table = _resampy_022_table()
+    if ratio < 1:
+        table = table * ratio
+    delta = np.zeros_like(table)
+    delta[:-1] = np.diff(table)
+    _resampy_022_kernel()(audio, out, ratio, table, delta, 2 ** RESAMPY_022_KAISER_BEST["precision"])
+    return out
 
 
 def load_native(path_or_clip) -> tuple[np.ndarray, int]:

@@ -142,4 +142,10 @@ def test_embedding_cache_is_keyed_by_content_and_model(folders, keras_file, tmp_
         gen, ref, openl3_weights=str(path), embedding_cache=str(cache), openl3_channel_mode="mono", device="cpu"
     )
     assert mono["metrics"]["fd_openl3"]["throughput"]["clips_embedded"] == 4
+    # the STFT mode keys other entries too, and the label says when it is not the reference's
+    assert first["metrics"]["fd_openl3"]["settings"]["fft"].startswith("reference")
+    exact = evaluate_folders(gen, ref, openl3_weights=str(path), embedding_cache=str(cache), openl3_fft="exact",
+                             device="cpu")  # fmt: skip
+    assert exact["metrics"]["fd_openl3"]["throughput"]["clips_embedded"] == 4
+    assert "exact FFT: not the reference's numbers" in exact["metrics"]["fd_openl3"]["label"]
     assert not list(cache.glob("*.tmp*"))

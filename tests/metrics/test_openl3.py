@@ -48,11 +48,13 @@ def test_filterbank_matches_librosa_formula():
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6)  # float32 at triangle edges
 
 
-def test_front_end_matches_direct_computation():
+@pytest.mark.parametrize("fft", ["reference", "exact"])
+def test_front_end_matches_direct_computation(fft):
+    # both FFT modes compute the same procedure; they differ only in the rounding (visible in empty bands)
     rng = np.random.default_rng(1)
     x = rng.uniform(-0.5, 0.5, OPENL3_SAMPLE_RATE)
     x[:1000] = 0
-    got = SpectrogramFrontEnd("mel256")(torch.tensor(x, dtype=torch.float32)[None])[0, 0].double().numpy()
+    got = SpectrogramFrontEnd("mel256", fft)(torch.tensor(x, dtype=torch.float32)[None])[0, 0].double().numpy()
     assert got.shape == (256, N_FRAMES) == (256, 199)
     # pad_end, periodic Hann, |rfft|, slaney mel, dB minus the window maximum floored at -80
     padded = np.concatenate([x, np.zeros(198 * 242 + 2048 - len(x))])
@@ -66,11 +68,12 @@ def test_front_end_matches_direct_computation():
     assert got.max() == 0.0 and got.min() >= -80.0
 
 
-def test_linear_front_end_matches_direct_computation():
+@pytest.mark.parametrize("fft", ["reference", "exact"])
+def test_linear_front_end_matches_direct_computation(fft):
     # openl3's linear network: kapre STFT n_fft 512, hop 242, no padding -> 257 bins x 197 frames
     rng = np.random.default_rng(2)
     x = rng.uniform(-0.5, 0.5, OPENL3_SAMPLE_RATE)
-    got = SpectrogramFrontEnd("linear")(torch.tensor(x, dtype=torch.float32)[None])[0, 0].double().numpy()
+    got = SpectrogramFrontEnd("linear", fft)(torch.tensor(x, dtype=torch.float32)[None])[0, 0].double().numpy()
     assert got.shape == (257, 197)
     frames = np.stack([x[i * 242 : i * 242 + 512] for i in range(197)])
     hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(512) / 512)
@@ -215,3 +218,10 @@ def test_random_weights_are_deterministic_under_a_seed():
     with torch.no_grad():
         assert torch.equal(a(x), b(x))
         assert not torch.equal(a(x), c(x))
+
+
+def test_fft_mode_is_checked_and_recorded():
+    with pytest.raises(ValueError, match="fft must be one of"):
+        build_openl3(None, fft="tensorflow")
+    assert build_openl3(None).frontend.fft == "reference"  # the reference's numbers by default
+    assert build_openl3(None, fft="exact").frontend.fft == "exact"

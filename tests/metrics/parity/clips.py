@@ -29,6 +29,8 @@ REFERENCE_48K = [("s0", 48000, 2, 1.4), ("s1", 48000, 2, 1.6), ("s2", 48000, 1, 
 # CLAP: the generated set plus a 5.000 s clip at 44.1 kHz (librosa makes it 240001 samples at 48 kHz, which
 # flips CLAP's repeat-padding) and a 2.6 s mono one at 48 kHz
 CLAP_EXTRA = [("g5", 44100, 2, 5.0), ("g6", 48000, 1, 2.6)]
+# the laion_clap comparison: the CLAP set plus a 12.5 s clip, whose fusion crops (random, seeded) are taken
+CLAP_LONG = [("g7", 44100, 2, 12.5)]
 PASST_LENGTHS = {
     "g0": 3.0,
     "g1": 11.5,

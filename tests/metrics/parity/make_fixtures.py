@@ -204,6 +204,74 @@ def part_openl3_inputs(args: argparse.Namespace) -> None:
     _merge(out)
 
 
+FRONT_END_WINDOWS = [("mel256", "g0", "L", 1), ("mel256", "g4", "L", 1), ("linear", "g2", "L", 1)]
+RFFT_SEED = 77
+
+
+def rfft_frames(n: int) -> np.ndarray:
+    """(3, n) float32 seeded frames for the TensorFlow FFT check: white noise, a Hann-windowed tone, an impulse."""
+    rng = np.random.RandomState(RFFT_SEED + n)
+    t = np.arange(n)
+    return np.stack([
+        rng.standard_normal(n), np.sin(2 * np.pi * 0.1234 * t) * (0.5 - 0.5 * np.cos(2 * np.pi * t / n)),
+        np.eye(1, n, 3)[0],
+    ]).astype(np.float32)  # fmt: skip
+
+
+def part_front_end(args: argparse.Namespace) -> None:
+    """TensorFlow's STFT pieces and kapre's front-end outputs, layer by layer (after part "openl3").
+
+    The pieces lafa reproduces bit for bit: tf.signal.hann_window, tf.signal.rfft (Eigen's FFT on the CPU),
+    kapre's mel filterbank (its SHA-256) and openl3's 48 kHz network inputs (SHA-256 of every window of every
+    clip and side); then the front end's dB output on three windows (every 6th value) and the network's
+    embedding of the same windows.
+    """
+    sys.path[:0] = [args.openl3_src, args.kapre_src]
+    import librosa
+    import openl3.core
+    import pyloudnorm as pyln
+    import soxr
+    import tensorflow as tf
+    from kapre import backend as kapre_backend
+    from openl3.models import load_audio_embedding_model
+
+    work = Path(args.work)
+    recorded = json.loads(str(np.load(HERE / "fixtures.npz")["clip_sha256"]))
+    for folder, specs in (("generated", clips.GENERATED), ("reference", clips.REFERENCE)):
+        hashes = clips.write_clips(work / folder, specs)
+        assert all(recorded[k] == v for k, v in hashes.items()), "the seeded clips differ from those recorded"
+    out: dict[str, object] = {}
+    for n in (512, 2048):
+        out[f"tf_hann_{n}"] = tf.signal.hann_window(n, periodic=True).numpy()
+        spectrum = tf.signal.rfft(rfft_frames(n)).numpy()
+        out[f"tf_rfft_{n}_re"], out[f"tf_rfft_{n}_im"] = spectrum.real, spectrum.imag
+    for n_mels in (128, 256):
+        fb = kapre_backend.filterbank_mel(sample_rate=48000, n_freq=1025, n_mels=n_mels).numpy()
+        digest = hashlib.sha256(np.ascontiguousarray(fb).tobytes()).hexdigest()
+        out[f"kapre_filterbank_{n_mels}_sha256"] = digest
+    windows = {}
+    for name, *_ in clips.GENERATED + clips.REFERENCE:
+        folder = work / ("generated" if name[0] == "g" else "reference")
+        audio, sr = librosa.load(folder / f"{name}.wav", sr=None, mono=False)
+        audio = soxr.resample(pyln.normalize.peak(audio.T, -1.0), sr, 44100)
+        sides = [audio] if audio.ndim == 1 else [audio[:, 0], audio[:, 1]]
+        for side, signal in zip("LR", sides, strict=False):
+            x = openl3.core._preprocess_audio_batch(signal, 44100, hop_size=0.5)[:, 0]  # (N, 48000)
+            windows[f"{name}_{side}"] = x
+    out["l3_input_sha256"] = json.dumps(
+        {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest() for k, v in windows.items()}
+    )
+    for repr_, name, side, index in FRONT_END_WINDOWS:
+        model = load_audio_embedding_model(repr_, "music", 512)  # the random-weight file part "openl3" put
+        x = windows[f"{name}_{side}"][index][None, None]  # (1, 1, 48000)
+        db = model.layers[1](tf.constant(x)).numpy()[0, :, :, 0]  # kapre + openl3's decibel, (bins, frames)
+        key = f"front_end_{repr_}_{name}{side}{index}"
+        out[f"{key}_db"] = db.reshape(-1)[::6]
+        out[f"{key}_shape"] = np.array(db.shape)
+        out[f"{key}_embedding"] = model.predict(x, verbose=0)[0]
+    _merge(out)
+
+
 def seeded_state(module, seed: int, scale: float = 0.02) -> dict:
     """A state dict of seeded normals from numpy's frozen RandomState (independent of torch's RNG)."""
     import torch
@@ -300,16 +368,165 @@ def part_passt(args: argparse.Namespace) -> None:
     _merge(out)
 
 
+# laion_clap 1.1.4 -> transformers ClapModel key renames (the rules of transformers' convert_clap script)
+LAION_TO_HF = {
+    "text_branch": "text_model", "audio_branch": "audio_model.audio_encoder", "attn": "attention.self",
+    "self.proj": "output.dense", "attention.self_mask": "attn_mask", "mlp.fc1": "intermediate.dense",
+    "mlp.fc2": "output.dense", "norm1": "layernorm_before", "norm2": "layernorm_after", "bn0": "batch_norm",
+}  # fmt: skip
+LAION_ONLY = ("spectrogram_extractor", "logmel_extractor", "attn_mask", ".head.", "tscam_conv")
+
+
+def laion_clap_config():
+    """transformers' ClapConfig of laion_clap's HTSAT-tiny with fusion (laion/clap-htsat-fused), a tiny text side."""
+    from transformers import ClapConfig
+
+    text = dict(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    return ClapConfig(text_config=text, audio_config=dict(enable_fusion=True), projection_dim=512)
+
+
+def clap_seeded_state(model) -> dict:
+    """Seeded random weights for a transformers ClapModel's audio side (numpy RandomState per tensor name)."""
+    params = dict(model.named_parameters())
+    state = {}
+    for name, value in model.state_dict().items():
+        if not name.startswith(("audio_model", "audio_projection")) or not value.is_floating_point():
+            continue
+        if name not in params and not name.endswith(("running_mean", "running_var")):
+            continue  # constant buffers stay as built
+        rng = np.random.RandomState((WEIGHT_SEED_CLAP + zlib.crc32(name.encode())) % (2**31))
+        shape = tuple(value.shape)
+        if name.endswith("running_var"):
+            new = rng.uniform(0.5, 1.5, shape)
+        elif "norm" in name and name.endswith("weight"):
+            new = 1 + 0.1 * rng.standard_normal(shape)
+        elif name.endswith(("bias", "running_mean")):
+            new = 0.1 * rng.standard_normal(shape)
+        else:
+            new = 0.02 * rng.standard_normal(shape)
+        state[name] = value.new_tensor(new.astype(np.float32))
+    return state
+
+
+WEIGHT_SEED_CLAP = 4321
+
+
+def laion_key_map(laion_keys) -> dict[str, tuple[str, int | None]]:
+    """{laion audio key: (transformers key, qkv part or None)} for every laion key transformers has."""
+    import re
+
+    out = {}
+    for key in laion_keys:
+        if not key.startswith(("audio_branch", "audio_projection")) or any(s in key for s in LAION_ONLY):
+            continue
+        hf = key
+        for a, b in LAION_TO_HF.items():
+            if a in hf:
+                hf = hf.replace(a, b)
+        m = re.match(r".*_projection.(\d+).*", hf)
+        if m:
+            layer = int(m.group(1))
+            hf = hf.replace(f"_projection.{layer}.", f"_projection.linear{1 if layer == 0 else 2}.")
+        out[key] = (hf, None) if "qkv" not in hf else (hf, 3)  # qkv: query, key, value stacked on dim 0
+    return out
+
+
+def part_clap_laion(args: argparse.Namespace) -> None:
+    """laion_clap 1.1.4's audio embedding (HTSAT-tiny, fusion) on the CLAP clips, with seeded random weights.
+
+    Runs in lafa's environment with laion_clap 1.1.4 and torchlibrosa 0.1.0 installed --no-deps into
+    --laion_src (pip install --no-deps --target DIR laion_clap==1.1.4 torchlibrosa ftfy wcwidth wget): built
+    offline (no tokenizer or roberta download: the text side is a tiny random RobertaModel, unused), every audio
+    tensor loaded from the transformers-side seeded weights through the convert script's key renames, the
+    audio steps as stable-audio-metrics' clap_score (int16 round trip, get_audio_embedding_from_data with
+    use_tensor=True, i.e. get_audio_features(fusion, repeatpad) + get_audio_embedding). torchvision's Resize
+    is given antialias=False: torchvision 0.16.0 (the reference's pin) did not antialias tensors, 0.17+ does.
+    """
+    import importlib.machinery
+    import types
+
+    import soundfile as sf
+    import torch
+    import torchvision.transforms
+
+    sys.path[:0] = [args.laion_src, str(Path(args.laion_src) / "laion_clap"), str(HERE.parents[2])]
+    pandas = types.ModuleType("pandas")  # imported by laion_clap.training.data, not used by its audio steps
+    pandas.__spec__ = importlib.machinery.ModuleSpec("pandas", None)
+    sys.modules.setdefault("pandas", pandas)
+    import transformers
+    from transformers import ClapModel, RobertaConfig, RobertaModel
+
+    tokenizers = (transformers.BertTokenizer, transformers.RobertaTokenizer, transformers.BartTokenizer)
+    saved = {cls: cls.__dict__.get("from_pretrained") for cls in tokenizers}
+    for cls in tokenizers:  # training.data loads three tokenizers at import; none is used here
+        cls.from_pretrained = classmethod(lambda c, *a, **k: None)
+    text = RobertaConfig(vocab_size=100, hidden_size=768, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)  # fmt: skip
+    RobertaModel.from_pretrained = classmethod(lambda c, *a, **k: RobertaModel(text))
+    from clap_module import create_model
+    from training.data import get_audio_features
+
+    for cls, fn in saved.items():
+        if fn is None:
+            del cls.from_pretrained
+        else:
+            cls.from_pretrained = fn
+    resize = torchvision.transforms.Resize
+    torchvision.transforms.Resize = lambda size, **k: resize(size, antialias=False)
+
+    from lafa.metrics.clap import clap_waveform, clip_seed
+
+    hf = ClapModel(laion_clap_config()).eval()
+    hf_state = clap_seeded_state(hf)
+    model, cfg = create_model("HTSAT-tiny", "roberta", "", precision="fp32", device="cpu", enable_fusion=True,
+                              fusion_type="aff_2d")  # fmt: skip
+    model.eval()
+    laion_state = model.state_dict()
+    mapping = laion_key_map(laion_state)
+    hf_audio = {k for k in hf.state_dict() if k.startswith(("audio_model", "audio_projection"))}
+    paired = {h.replace("qkv", n) for h, parts in mapping.values() for n in (("query", "key", "value") if parts else ("qkv",))}
+    assert paired == hf_audio, ("laion and transformers audio tensors do not pair up", paired ^ hf_audio)
+    full = hf.state_dict() | hf_state
+    with torch.no_grad():
+        for key, (hf_key, parts) in mapping.items():
+            if parts is None:
+                value = full[hf_key]
+            else:
+                value = torch.cat([full[hf_key.replace("qkv", n)] for n in ("query", "key", "value")])
+            assert value.shape == laion_state[key].shape, key
+            laion_state[key].copy_(value)
+    work = Path(args.work)
+    specs = clips.GENERATED + clips.CLAP_EXTRA + clips.CLAP_LONG
+    out: dict[str, object] = {"clap_laion_clip_sha256": json.dumps(clips.write_clips(work / "clap_laion", specs))}
+    for name, *_ in specs:
+        audio, sr = sf.read(work / "clap_laion" / f"{name}.wav", dtype="float32", always_2d=True)
+        wave = clap_waveform(audio.T, sr)  # librosa's load + peak + int16 round trip (checked in part openl3)
+        np.random.seed(clip_seed(0, name))  # the fusion crops of clips over 10 s
+        with torch.no_grad():
+            feats = get_audio_features({}, torch.from_numpy(wave).float(), 480000, data_truncating="fusion",
+                                       data_filling="repeatpad", audio_cfg=cfg["audio_cfg"])  # fmt: skip
+            out[f"clap_laion_emb_{name}"] = model.get_audio_embedding([feats])[0].numpy()
+        out[f"clap_laion_longer_{name}"] = bool(feats["longer"])
+    out["clap_laion_weights_sha256"] = state_sha256(hf_state)
+    out["versions_clap_laion"] = json.dumps(
+        _versions(["laion_clap", "torchlibrosa", "torch", "torchaudio", "torchvision", "transformers", "numpy"])
+        | {"torchvision_resize": "antialias=False, as torchvision 0.16.0"}
+    )
+    _merge(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", choices=["openl3", "openl3_48k", "openl3_inputs", "passt"])
-    p.add_argument("--sam_src", required=True, help="stable-audio-metrics' src/ folder")
+    p.add_argument("part", choices=["openl3", "openl3_48k", "openl3_inputs", "front_end", "passt", "clap_laion"])
+    p.add_argument("--sam_src", help="stable-audio-metrics' src/ folder (all parts but clap_laion)")
     p.add_argument("--openl3_src", help="a checkout of marl/openl3 at v0.4.2 (the folder holding openl3/)")
     p.add_argument("--kapre_src", help="a checkout of kapre at Kapre-0.3.7 (the folder holding kapre/)")
+    p.add_argument("--laion_src", help="a folder holding laion_clap 1.1.4 and torchlibrosa (pip --target)")
     p.add_argument("--work", required=True, help="scratch folder for the clips and model copies")
     args = p.parse_args()
     Path(args.work).mkdir(parents=True, exist_ok=True)
-    parts = {"openl3": part_openl3, "openl3_48k": part_openl3_48k, "openl3_inputs": part_openl3_inputs}
+    parts = {"openl3": part_openl3, "openl3_48k": part_openl3_48k, "openl3_inputs": part_openl3_inputs,
+             "front_end": part_front_end, "clap_laion": part_clap_laion}  # fmt: skip
     parts.get(args.part, part_passt)(args)
 
 

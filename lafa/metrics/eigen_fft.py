@@ -1,0 +1,178 @@
+"""TensorFlow 2.13's CPU STFT pieces in PyTorch, bit for bit: the FFT and the Hann window of openl3 0.4.2's front end.
+
+The FD_openl3 reference (stable-audio-metrics pins tensorflow 2.13.1) computes its STFT with `tf.signal.rfft`,
+which TensorFlow 2.13 evaluates on the CPU with Eigen's `TensorFFT` (tensorflow/include/unsupported/Eigen/CXX11/
+src/Tensor/TensorFFT.h in the wheel; later releases use DUCC, tensorflow/tensorflow#6541, not reproduced here). For a power-of-two length Eigen runs a
+radix-2 decimation-in-time transform on the real input made complex: a bit-reversal permutation, 8-point
+butterflies, then merges of 16, 32, ..., n points. Each merge of size m makes its twiddle factors with a float32
+recurrence, w <- w * (1 + wp)^4 with wp = (-2 sin^2(pi/m), -sin(2 pi/m)) rounded to float32, applying
+(data * w) * (1 + wp)^j to the four points j = 0..3 of each step. Rounding 1 + wp to float32 and raising it to
+the m/8-th power drifts the twiddles by up to 1.1e-5 (m = 2048), so the transform is ~40x less accurate than a
+float32 FFT with exact twiddles (7e-6 against 2e-7 of the peak on white noise). On 44.1 kHz audio that error is most of what the
+reference sees in the empty 22.05-24 kHz band, and openl3's 80 dB floor keeps it (docs/metrics.md, "Parity").
+
+`eigen_rfft` repeats these float32 operations in the same order (complex products as (ac - bd, ad + bc), no
+fused multiply-add, on any device), so it equals `tf.signal.rfft` bit for bit on the CPU; tests check it
+against recorded TensorFlow outputs. `tensorflow_hann_window` is `tf.signal.hann_window(n, periodic=True)`, whose
+cosine is Eigen's float32 `pcos` (the window differs from torch's in ~11% of its samples, by up to 6e-8: enough
+to move the FFT's error pattern in the empty band by tenths of a dB).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+# Eigen's tables, as written in TensorFFT.h (15 significant digits, cast to float32 there):
+# SIN_PI_DIV_N[i] = -2 sin^2(pi / 2^i), MINUS_SIN_2PI_DIV_N[i] = -sin(2 pi / 2^i)
+SIN_PI_DIV_N = (
+    0.0, -2, -0.999999999999999, -0.292893218813453, -0.0761204674887130, -0.0192147195967696,
+    -0.00481527332780311, -0.00120454379482761, -3.01181303795779e-04, -7.52981608554592e-05,
+    -1.88247173988574e-05, -4.70619042382852e-06, -1.17654829809007e-06, -2.94137117780840e-07,
+    -7.35342821488550e-08, -1.83835707061916e-08,
+)  # fmt: skip
+MINUS_SIN_2PI_DIV_N = (
+    0.0, 0.0, -1.00000000000000e00, -7.07106781186547e-01, -3.82683432365090e-01, -1.95090322016128e-01,
+    -9.80171403295606e-02, -4.90676743274180e-02, -2.45412285229123e-02, -1.22715382857199e-02,
+    -6.13588464915448e-03, -3.06795676296598e-03, -1.53398018628477e-03, -7.66990318742704e-04,
+    -3.83495187571396e-04, -1.91747597310703e-04,
+)  # fmt: skip
+SQRT2DIV2 = np.float32(0.7071067811865476)
+MAX_LOG2 = len(SIN_PI_DIV_N) - 1
+
+
+def _cmul(ar, ai, br, bi):
+    """std::complex<float> product as compiled without FMA: (ac - bd, ad + bc), each operation rounded."""
+    return ar * br - ai * bi, ar * bi + ai * br
+
+
+@functools.cache
+def bit_reversal(n: int) -> np.ndarray:
+    """The index order Eigen's scramble_FFT leaves: out[i] = in[perm[i]] (the bit reversal of i)."""
+    bits = n.bit_length() - 1
+    return np.array([int(format(i, f"0{bits}b")[::-1], 2) for i in range(n)], dtype=np.int64)
+
+
+@functools.cache
+def merge_twiddles(m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 factors of Eigen's butterfly_1D_merge for size m (forward).
+
+    Returns (w, p): w[k] = the recurrence's w at step k (k = 0 .. m/8 - 1; w_0 = 1, w_k = w_{k-1} * p[4]),
+    p[j] = (1 + wp)^j for j = 0..4 as Eigen forms them (wp_one, wp_one * wp_one, ...); both (count, 2) re/im.
+    """
+    f = np.float32
+    level = m.bit_length() - 1
+    one = (f(1.0) + f(SIN_PI_DIV_N[level]), f(MINUS_SIN_2PI_DIV_N[level]))
+    powers = [(f(1.0), f(0.0)), one]
+    for _ in range(3):
+        powers.append(_cmul(*powers[-1], *one))
+    w = [(f(1.0), f(0.0))]
+    for _ in range(m // 8 - 1):
+        w.append(_cmul(*w[-1], *powers[4]))
+    return np.array(w, dtype=np.float32), np.array(powers, dtype=np.float32)
+
+
+def _butterfly_8(re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigen's butterfly_8 on the last axis (size 8), in its order of operations."""
+    d = [(re[..., k], im[..., k]) for k in range(8)]
+
+    def add(a, b):
+        return a[0] + b[0], a[1] + b[1]
+
+    def sub(a, b):
+        return a[0] - b[0], a[1] - b[1]
+
+    def times(a, cr, ci):  # a * ComplexScalar(cr, ci)
+        return _cmul(a[0], a[1], cr, ci)
+
+    s, z, one = SQRT2DIV2, np.float32(0.0), np.float32(1.0)
+    t1 = [
+        add(d[0], d[1]), sub(d[0], d[1]), add(d[2], d[3]), times(sub(d[2], d[3]), z, -one),
+        add(d[4], d[5]), sub(d[4], d[5]), add(d[6], d[7]), times(sub(d[6], d[7]), z, -one),
+    ]  # fmt: skip
+    t2 = [
+        add(t1[0], t1[2]), add(t1[1], t1[3]), sub(t1[0], t1[2]), sub(t1[1], t1[3]), add(t1[4], t1[6]),
+        times(add(t1[5], t1[7]), s, -s), times(sub(t1[4], t1[6]), z, -one), times(sub(t1[5], t1[7]), -s, -s),
+    ]  # fmt: skip
+    out = [add(t2[k], t2[k + 4]) for k in range(4)] + [sub(t2[k], t2[k + 4]) for k in range(4)]
+    return torch.stack([o[0] for o in out], -1), torch.stack([o[1] for o in out], -1)
+
+
+def eigen_rfft(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(..., n) real float32, n a power of two (8 .. 2^15) -> (re, im), each (..., n // 2 + 1): tf.signal.rfft."""
+    n = x.shape[-1]
+    if x.dtype != torch.float32:
+        raise TypeError(f"eigen_rfft reproduces TensorFlow's float32 FFT; got {x.dtype}")
+    if n < 8 or n & (n - 1) or n.bit_length() - 1 > MAX_LOG2:
+        raise ValueError(f"eigen_rfft needs a power-of-two length from 8 to 2^{MAX_LOG2}, got {n}")
+    lead = x.shape[:-1]
+    re = x[..., torch.from_numpy(bit_reversal(n)).to(x.device)]
+    im = torch.zeros_like(re)  # Eigen's MakeComplex: (x, 0)
+    re, im = _butterfly_8(re.reshape(*lead, n // 8, 8), im.reshape(*lead, n // 8, 8))  # (..., n/8, 8)
+    m = 16
+    while m <= n:
+        w, p = (torch.from_numpy(a).to(x.device) for a in merge_twiddles(m))
+        shape = (*lead, n // m, 2, m // 8, 4)  # blocks of m: halves, recurrence steps, 4 points per step
+        re, im = re.reshape(shape), im.reshape(shape)
+        top_re, top_im = re[..., 0, :, :], im[..., 0, :, :]
+        bot_re, bot_im = re[..., 1, :, :], im[..., 1, :, :]
+        t_re, t_im = _cmul(bot_re, bot_im, w[:, 0:1], w[:, 1:2])  # data * w
+        t_re, t_im = _cmul(t_re, t_im, p[:4, 0], p[:4, 1])  # (data * w) * wp_one^j; times (1, 0) is exact
+        re = torch.stack([top_re + t_re, top_re - t_re], -3)  # (..., n/m, 2, m/8, 4)
+        im = torch.stack([top_im + t_im, top_im - t_im], -3)
+        m *= 2
+    re, im = re.reshape(*lead, n), im.reshape(*lead, n)
+    return re[..., : n // 2 + 1], im[..., : n // 2 + 1]
+
+
+def _eigen_cos(x: np.ndarray) -> np.ndarray:
+    """Eigen's float32 psincos_float<false> as built without FMA (TensorFlow's x86 wheels): cos of float32 x.
+
+    Cody-Waite reduction by pi/2 in four float32 steps, then the degree-8 cos / degree-7 sin polynomials,
+    selected and signed by the quadrant (valid below Eigen's 18838 threshold for its slow path).
+    """
+    f = np.float32
+    x = np.asarray(x, dtype=f)
+    if np.abs(x).max(initial=0) >= 18838.0:
+        raise ValueError("_eigen_cos covers |x| < 18838 (Eigen's fast path)")
+    y_round = np.abs(x) * f(0.636619746685028076171875) + f(12582912)  # 2/pi, rounding to an integer
+    quadrant = y_round.view(np.int32)
+    y = y_round - f(12582912)
+    r = np.abs(x)
+    pi_half_parts = (
+        -1.5703125, -0.000483989715576171875, 1.62865035235881805419921875e-07,
+        5.5644315544167710640977020375430583953857421875e-11,
+    )  # fmt: skip
+    for c in pi_half_parts:
+        r = r + y * f(c)  # pmadd without FMA: rounded product, rounded sum
+    r2 = r * r
+    cos_poly = f(2.4372266125283204019069671630859375e-05)
+    for c in (-0.00138865201734006404876708984375, 0.041666619479656219482421875, -0.5, 1.0):
+        cos_poly = cos_poly * r2 + f(c)
+    sin_poly = f(-0.0001959234114083702898469196984621021329076029360294342041015625)
+    for c in (0.0083326873655616851693794799871284340042620897293090820312500000,
+              -0.1666666203982298255503735617821803316473960876464843750000000000):  # fmt: skip
+        sin_poly = sin_poly * r2 + f(c)
+    sin_poly = (sin_poly * r2) * r + r
+    out = np.where((quadrant & 1) == 0, cos_poly, sin_poly)
+    sign = ((quadrant + 1) << 30) & np.int32(-(2**31))  # cos: second bit of quadrant + 1
+    return (out.view(np.int32) ^ sign).view(f)
+
+
+@functools.cache
+def _tensorflow_hann(n: int) -> np.ndarray:
+    f = np.float32
+    arg = (f(2 * np.pi) * np.arange(n, dtype=f)) / f(n)  # (2 pi * count) / n in float32, as window_ops.py
+    return f(0.5) - f(0.5) * _eigen_cos(arg)
+
+
+def tensorflow_hann_window(n: int) -> torch.Tensor:
+    """(n,) float32: tf.signal.hann_window(n, periodic=True) of TensorFlow 2.13 on the CPU, bit for bit."""
+    return torch.from_numpy(_tensorflow_hann(n).copy())
+
+
+def complex_magnitude(re: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
+    """|re + i im| as tf.abs computes it on the CPU (libm hypotf: the float64 root rounded to float32)."""
+    return torch.sqrt(re.double().square() + im.double().square()).float()
