@@ -274,7 +274,7 @@ def evaluate_folders(
     """Score `generated_dir` (files named <id>.<ext>) against a reference folder or statistics file.
 
     `batching` (default Batching()): clips per forward and decode threads; Batching.per_clip() embeds each clip
-    on its own. Either gives the same numbers to float rounding (docs/metrics.md, "Throughput").
+    on its own. Either gives the same numbers to float rounding (docs/benchmarks.md, "Evaluation throughput").
     """
     batching = Batching() if batching is None else batching
     if content_type not in ("music", "env"):
