@@ -24,7 +24,15 @@ import torch
 from tqdm import tqdm
 
 from data_prep.items import Item, printable, skip_record
-from data_prep.process import ChunkSettings, SkipFile, chunk_metadata, decode, encode_flac, split_chunks
+from data_prep.process import (
+    ChunkSettings,
+    SkipFile,
+    chunk_metadata,
+    decode,
+    encode_flac,
+    flac_passthrough,
+    split_chunks,
+)
 from lafa.audio import sf_source, to_channels
 from lafa.data.captions import caption_rng, draw_caption
 from lafa.data.tario import add_member, atomic_tar, remove_stale_temporaries
@@ -139,6 +147,9 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
             stats["skipped"].append(skip_record(item, str(exc), exc.category))
             continue
         chunks, dropped = split_chunks(audio, settings)
+        whole = len(chunks) == 1 and chunks[0][1].shape[-1] == audio.shape[-1]  # one chunk: the entire file
+        copied = flac_passthrough(Path(item.path).read_bytes(), audio.shape[-1], settings) if (
+            whole and settings.copy_flac and Path(item.path).suffix.lower() == ".flac") else None
         if not chunks:  # every chunk silent (e.g. the only loud part is in a dropped short tail)
             stats["skipped"].append(skip_record(item, "no chunk passed: " + "; ".join(dropped), "silent"))
             continue
@@ -154,7 +165,7 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
                     "caption": draw_caption(item.metadata, caption_rng(task["seed"], key)),
                     "license": item.license, "license_text": item.license_text, "path": printable(entry["rel_path"]),
                     "metadata": item.metadata}
-            add_member(tar, f"{key}.flac", encode_flac(piece, settings))
+            add_member(tar, f"{key}.flac", copied if copied is not None else encode_flac(piece, settings))
             add_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True, ensure_ascii=False).encode())
             stats["chunks"] += 1
             stats["samples"] += piece.shape[-1]
