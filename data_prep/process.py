@@ -22,7 +22,9 @@ class ChunkSettings:
     sample_rate: int = SAMPLE_RATE
     channels: int = 2
     flac_subtype: str = "PCM_16"
-    flac_level: int | None = None  # libFLAC compression level 0-8 (None: libsndfile's default, 5)
+    # libFLAC compression level 0-8 (None: libsndfile's default, 5); 4 measured the same size as 5 for 9-14% less
+    # encoding CPU on mp3/ogg/wav-decoded music-like audio (docs/data.md, Benchmark)
+    flac_level: int | None = 4
     copy_flac: bool = True  # a 16-bit FLAC source that is one whole chunk is copied (tags dropped), not re-encoded
 
 

@@ -81,7 +81,7 @@ def file_header(item: Item, chunk: ChunkSettings | None = None) -> dict:
         return {"error": "no samples", "category": "empty"}
     head = {"seconds": info.frames / info.samplerate, "sha256": hashlib.sha256(data).hexdigest()}
     if chunk is not None:
-        head["est_bytes"] = estimate_bytes(item.path, info, chunk)
+        head["est_bytes"] = estimate_bytes(item.path, info, chunk, data)
     return head
 
 
@@ -89,11 +89,16 @@ PROBE_SECONDS = 1.0  # excerpt encoded per file to estimate its FLAC size (about
 MEMBER_OVERHEAD = 3 * 512 + 1024  # tar headers and padding of a chunk's two members, and its JSON
 
 
-def estimate_bytes(path: Path, info, chunk: ChunkSettings) -> float:
+def estimate_bytes(path: Path, info, chunk: ChunkSettings, data: bytes | None = None) -> float:
     """Shard bytes of a file, from the FLAC size of a PROBE_SECONDS excerpt from its middle, encoded as the
-    shards will be (a fixed FLAC/PCM ratio missed real music by a third); PCM ratio 0.6 if the probe fails."""
+    shards will be (a fixed FLAC/PCM ratio missed real music by a third); PCM ratio 0.6 if the probe fails.
+    A FLAC file the build will copy (flac_passthrough of a one-chunk file) is its copy's exact size."""
     seconds = info.frames / info.samplerate
     chunks = max(1, math.ceil(seconds / chunk.chunk_seconds))
+    if chunk.copy_flac and data is not None and chunks == 1 and info.format == "FLAC":
+        copied = flac_passthrough(data, info.frames, chunk)
+        if copied is not None:
+            return len(copied) + MEMBER_OVERHEAD
     n = min(info.frames, max(1, round(PROBE_SECONDS * info.samplerate)))
     try:
         with sf.SoundFile(sf_source(path)) as f:
