@@ -39,6 +39,7 @@ from lafa.metrics.generation import evaluate_folders
 SR = 44100
 METRICS = ("fd_openl3", "kl_passt", "clap_score", "fd_mel")
 TARGET_CLIPS = 1000  # the target: 1000 generated clips of 10 s against a reference set
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def make_folder(folder: Path, clips: int, seconds: float, seed: int) -> dict[str, str]:
@@ -74,7 +75,7 @@ def max_difference(a: Path, b: Path) -> dict:
 
 def run(gen: Path, ref: Path, prompts: dict, batching: Batching, cache: Path) -> dict:
     wall, cpu = time.perf_counter(), time.process_time()
-    out = evaluate_folders(gen, ref, prompts, allow_random_weights=True, seed=0, device="cpu",
+    out = evaluate_folders(gen, ref, prompts, allow_random_weights=True, seed=0, device=DEVICE,
                            embedding_cache=str(cache), batching=batching)  # fmt: skip
     return {"total_wall": time.perf_counter() - wall, "total_cpu": time.process_time() - cpu,
             "load_average": os.getloadavg(),
@@ -131,7 +132,8 @@ def main() -> int:
         prompts = make_folder(gen, args.clips, args.seconds, seed=1)
         make_folder(ref, args.clips, args.seconds, seed=2)
         make_folder(gen2, args.clips, args.seconds, seed=3)
-        make_folder(tmp / "warm", 2, 1.0, seed=4)  # untimed: first calls (numba's resampy compile, allocators)
+        # untimed: first calls (numba's resampy compile, allocators)
+        make_folder(tmp / "warm", 2, 1.0, seed=4)
         for batching in (Batching.per_clip(), Batching()):
             run(tmp / "warm", tmp / "warm", prompts, batching, tmp / "cache_warmup")
         paths = {"per_clip": Batching.per_clip(), "batched": Batching()}
@@ -164,7 +166,7 @@ def main() -> int:
     lafa_l3 = batched["fd_openl3"]["clips_per_second_wall"]
     report = {
         "what": f"evaluate_folders, {args.clips} generated + {args.clips} reference clips of {args.seconds:g} s, "
-        "stereo 44.1 kHz WAV, random-weight OpenL3 mel256/512 (stereo) + PaSST + small CLAP, CPU",
+        "stereo 44.1 kHz WAV, random-weight OpenL3 mel256/512 (stereo) + PaSST + small CLAP, " + DEVICE,
         "per_clip": per_clip,
         "batched": batched,
         "batching": Batching().as_dict(),
@@ -186,7 +188,7 @@ def main() -> int:
         "openl3_lafa_vs_reference_clips_per_second": (
             round(lafa_l3 / reference["clips_per_second"], 3) if "clips_per_second" in reference else None
         ),
-        "setup": vars(args) | {"out": str(args.out), "torch_threads": torch.get_num_threads()},
+        "setup": vars(args) | {"out": str(args.out), "torch_threads": torch.get_num_threads(), "device": DEVICE},
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                     "load_average": os.getloadavg(), "python": platform.python_version()},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
