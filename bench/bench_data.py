@@ -1,13 +1,15 @@
 """Data throughput: shard building (`make shards`) against its decode bound, and data loading.
 
-    .venv/bin/python bench/bench_data.py [--clips 16] [--files 12] [--out bench/results/data.json]
+    .venv/bin/python bench/bench_data.py [--files 32] [--flac_levels 4,5,0] [--jobs 2] [--out bench/results/data.json]
 
-1. `make shards` vs the decode bound: a corpus of synthetic 8 s stereo 44.1 kHz music-like files (mp3,
-   flac, ogg, wav) is decoded alone (lafa.audio.load_audio, the bound) and sharded by data_prep's build,
-   both in one process (= per worker), interleaved repeats, medians of CPU time. The ratio is audio-seconds
-   per CPU-second of the build over that of decoding. Each stage of the build is timed on the same files
-   (decode with the truncation check, channels/resampling/silence, FLAC encoding, hashing), and shard sizes
-   are compared with the target.
+1. `make shards` vs the decode bound, per corpus: synthetic 8 s stereo 44.1 kHz music-like files, single-format
+   (mp3 like FMA, wav like FSD50K, flac, ogg: real corpora are one format) and the four mixed, are decoded
+   alone (lafa.audio.load_audio, the bound) and sharded by data_prep's build, interleaved repeats, medians.
+   One process: CPU seconds (= per worker); with --jobs N also N processes on both sides, wall seconds. The
+   ratio is the decode bound's seconds over the build's. Each FLAC level is built, plus "before" (level 5,
+   FLAC sources re-encoded, the behaviour before the FLAC copy). On the mix, each stage of the build is timed
+   on the same files (decode with the truncation check, channels/resampling/silence, FLAC encoding, hashing);
+   shard sizes are compared with the target and with 16-bit PCM.
 2. Loading: 30 s stereo FLAC chunks per second per worker through the AudioDataModule for a training crop
    (65536 samples, the FLAC is seeked) and for the whole chunk (1323000 samples), and with 2 workers.
 Numbers depend on the machine's load: the JSON records it.
