@@ -1,13 +1,15 @@
 """Data throughput: shard building (`make shards`) against its decode bound, and data loading.
 
-    .venv/bin/python bench/bench_data.py [--clips 16] [--files 12] [--out bench/results/data.json]
+    .venv/bin/python bench/bench_data.py [--files 32] [--flac_levels 4,5,0] [--jobs 2] [--out bench/results/data.json]
 
-1. `make shards` vs the decode bound: a corpus of synthetic 8 s stereo 44.1 kHz music-like files (mp3,
-   flac, ogg, wav) is decoded alone (lafa.audio.load_audio, the bound) and sharded by data_prep's build,
-   both in one process (= per worker), interleaved repeats, medians of CPU time. The ratio is audio-seconds
-   per CPU-second of the build over that of decoding. Each stage of the build is timed on the same files
-   (decode with the truncation check, channels/resampling/silence, FLAC encoding, hashing), and shard sizes
-   are compared with the target.
+1. `make shards` vs the decode bound, per corpus: synthetic 8 s stereo 44.1 kHz music-like files, single-format
+   (mp3 like FMA, wav like FSD50K, flac, ogg: real corpora are one format) and the four mixed, are decoded
+   alone (lafa.audio.load_audio, the bound) and sharded by data_prep's build, interleaved repeats, medians.
+   One process: CPU seconds (= per worker); with --jobs N also N processes on both sides, wall seconds. The
+   ratio is the decode bound's seconds over the build's. Each FLAC level is built, plus "before" (level 5,
+   FLAC sources re-encoded, the behaviour before the FLAC copy). On the mix, each stage of the build is timed
+   on the same files (decode with the truncation check, channels/resampling/silence, FLAC encoding, hashing);
+   shard sizes are compared with the target and with 16-bit PCM.
 2. Loading: 30 s stereo FLAC chunks per second per worker through the AudioDataModule for a training crop
    (65536 samples, the FLAC is seeked) and for the whole chunk (1323000 samples), and with 2 workers.
 Numbers depend on the machine's load: the JSON records it.
@@ -23,6 +25,7 @@ import platform
 import statistics
 import tempfile
 import time
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +42,7 @@ from lafa.data import AudioDataModule
 SR, SECONDS = 44100, 30
 FILE_SECONDS = 8
 FORMATS = ({"format": "MP3"}, {"format": "FLAC"}, {"format": "OGG"}, {"format": "WAV", "subtype": "PCM_16"})
+CORPORA = {"mix": FORMATS, **{f["format"].lower(): (f,) for f in FORMATS}}
 
 
 def _music(rng: np.random.Generator, seconds: float) -> np.ndarray:
@@ -48,12 +52,12 @@ def _music(rng: np.random.Generator, seconds: float) -> np.ndarray:
     return np.stack([x, np.roll(x, 100)], 1).clip(-1, 1).astype(np.float32)
 
 
-def make_corpus(src: Path, files: int) -> list[Path]:
+def make_corpus(src: Path, files: int, formats: tuple[dict, ...] = FORMATS) -> list[Path]:
     rng = np.random.default_rng(1)
     src.mkdir(parents=True)
     paths = []
     for i in range(files):
-        fmt = FORMATS[i % len(FORMATS)]
+        fmt = formats[i % len(formats)]
         path = src / f"f{i:03d}.{fmt['format'].lower()}"
         sf.write(path, _music(rng, FILE_SECONDS), SR, **fmt)
         (src / f"f{i:03d}.json").write_text(json.dumps({"genre": "bench", "split": "train", "license": "CC0"}))
@@ -67,50 +71,76 @@ def _cpu(fn) -> float:
     return time.process_time() - start
 
 
-def shard_bench(root: Path, files: int, repeats: int, target_mb: float) -> dict:
-    """`make shards` (build) vs decoding the same files, CPU seconds, interleaved; stage breakdown; sizes."""
-    paths = make_corpus(root / "corpus", files)
+def _wall(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _decode_all(paths: list[Path], jobs: int) -> None:
+    if jobs <= 1:
+        [load_audio(p) for p in paths]
+        return
+    with get_context("fork").Pool(jobs) as pool:  # the bound with as many processes as the build uses
+        pool.map(_decode_one, paths, chunksize=1)
+
+
+def _decode_one(path: Path) -> int:
+    return load_audio(path)[0].shape[-1]
+
+
+def shard_bench(root: Path, files: int, repeats: int, target_mb: float, formats: tuple[dict, ...] = FORMATS,
+                settings: ChunkSettings | None = None, jobs: int = 1, stages: bool = True) -> dict:
+    """`make shards` (build) vs decoding the same files, interleaved; CPU seconds in one process (jobs 1) or
+    wall seconds with `jobs` processes on both sides; stage breakdown; shard sizes."""
+    paths = make_corpus(root / "corpus", files, formats)
     audio_seconds = files * FILE_SECONDS
-    settings = ChunkSettings()
+    settings = settings or ChunkSettings()
     target = int(target_mb * 2**20)
+    clock = _cpu if jobs == 1 else _wall  # child processes' CPU is not in process_time: wall for jobs > 1
     runs = {"decode_bound": [], "make_shards": []}
     sizes: list[int] = []
     for r in range(repeats + 1):  # the first round warms the page cache and is not counted
-        t_dec = _cpu(lambda: [load_audio(p) for p in paths])
+        t_dec = clock(lambda: _decode_all(paths, jobs))
         out = root / f"shards{r}"
-        t_build = _cpu(lambda out=out: build(read_folder(root / "corpus"), BuildSettings(
-            out=out, chunk=settings, shard_bytes=target, jobs=1, size_estimate="probe"), [], {}))
+        t_build = clock(lambda out=out: build(read_folder(root / "corpus"), BuildSettings(
+            out=out, chunk=settings, shard_bytes=target, jobs=jobs, size_estimate="probe"), [], {}))
         if r:
             runs["decode_bound"].append(t_dec)
             runs["make_shards"].append(t_build)
         sizes = [p.stat().st_size for p in sorted(out.glob("train-*.tar"))]
-    stages = {"decode_checked": 0.0, "channels_resample_silence": 0.0, "flac_encode": 0.0, "flac_encode_level0": 0.0,
-              "sha256": 0.0}
-    level0 = ChunkSettings(flac_level=0)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    whole = sizes[:-1] or sizes  # the last shard holds the remainder
+    pcm = audio_seconds * SR * 2 * 2
+    report = {
+        "what": f"{files} files x {FILE_SECONDS} s stereo 44.1 kHz ({'/'.join(f['format'].lower() for f in formats)}), "
+        f"{jobs} process(es), {'CPU' if jobs == 1 else 'wall'} seconds, flac_level {settings.flac_level}",
+        "seconds_median": {k: round(v, 3) for k, v in med.items()},
+        "seconds_all": {k: [round(x, 3) for x in v] for k, v in runs.items()},
+        "audio_hours_per_hour": {k: round(audio_seconds / v, 1) for k, v in med.items()},
+        "ratio_make_shards_vs_decode_bound": round(med["decode_bound"] / med["make_shards"], 3),
+        "shards": {"target_mb": target_mb, "sizes_mb": [round(x / 2**20, 2) for x in sizes],
+                   "bytes_vs_16bit_pcm": round(sum(sizes) / pcm, 4),
+                   "max_deviation_of_full_shards": round(max(abs(x / target - 1) for x in whole), 3)},
+    }
+    if stages:
+        report["stage_cpu_seconds"] = stage_times(paths, settings)
+    return report
+
+
+def stage_times(paths: list[Path], settings: ChunkSettings) -> dict:
+    """CPU seconds of each stage of a build on the same files, one process."""
+    stages = {"decode_checked": 0.0, "channels_resample_silence": 0.0, "flac_encode": 0.0, "sha256": 0.0}
     for p in paths:
         stages["sha256"] += _cpu(lambda p=p: hashlib.sha256(p.read_bytes()).hexdigest())
         full = _cpu(lambda p=p: decode(p, settings))
         audio = decode(p, settings)
         chunks = [c for _, c in split_chunks(audio, settings)[0]]
         stages["flac_encode"] += _cpu(lambda chunks=chunks: [encode_flac(c, settings) for c in chunks])
-        stages["flac_encode_level0"] += _cpu(lambda chunks=chunks: [encode_flac(c, level0) for c in chunks])
         dec = _cpu(lambda p=p: load_audio(p))
         stages["decode_checked"] += dec
         stages["channels_resample_silence"] += max(full - dec, 0.0)
-    med = {k: statistics.median(v) for k, v in runs.items()}
-    whole = sizes[:-1] or sizes  # the last shard holds the remainder
-    return {
-        "what": f"{files} files x {FILE_SECONDS} s stereo 44.1 kHz (mp3/flac/ogg/wav), 1 process, CPU seconds",
-        "cpu_seconds_median": {k: round(v, 3) for k, v in med.items()},
-        "cpu_seconds_all": {k: [round(x, 3) for x in v] for k, v in runs.items()},
-        "audio_hours_per_cpu_hour": {k: round(audio_seconds / v, 1) for k, v in med.items()},
-        "ratio_make_shards_vs_decode_bound": round(med["decode_bound"] / med["make_shards"], 3),
-        "stage_cpu_seconds": {k: round(v, 3) for k, v in stages.items()},
-        "ratio_vs_decode_plus_flac_encode": round((stages["decode_checked"] + stages["flac_encode"])
-                                                  / med["make_shards"], 3),
-        "shards": {"target_mb": target_mb, "sizes_mb": [round(x / 2**20, 2) for x in sizes],
-                   "max_deviation_of_full_shards": round(max(abs(x / target - 1) for x in whole), 3)},
-    }
+    return {k: round(v, 3) for k, v in stages.items()}
 
 
 def make_shards(root: Path, clips: int) -> Path:
@@ -146,11 +176,28 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--files", type=int, default=32, help="files of the make-shards corpus")
     p.add_argument("--shard_mb", type=float, default=8.0, help="target shard size of the make-shards run")
+    p.add_argument("--flac_levels", default="4,5,0", help="FLAC levels to build with (4: the default)")
+    p.add_argument("--jobs", type=int, default=2, help="processes of the wall-time run (1: none)")
     p.add_argument("--out", type=Path, default=Path("bench/results/data.json"))
     args = p.parse_args()
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        shards_report = shard_bench(Path(tmp) / "make_shards", args.files, args.repeats, args.shard_mb)
+    shards_report: dict = {}
+    variants = {f"flac_level_{v}": ChunkSettings(flac_level=int(v)) for v in args.flac_levels.split(",")}
+    # before this benchmark's changes: libsndfile's level 5, every chunk re-encoded (FLAC sources too)
+    variants["before_level5_no_copy"] = ChunkSettings(flac_level=5, copy_flac=False)
+    for corpus, formats in CORPORA.items():  # real corpora are single-format (FMA mp3, FSD50K wav)
+        for name, chunk in variants.items():
+            if name.startswith("before") and corpus not in ("mix", "flac"):
+                continue  # the copy only changes FLAC sources: elsewhere "before" is flac_level_5
+            with tempfile.TemporaryDirectory() as tmp:
+                shards_report.setdefault(corpus, {})[name] = shard_bench(
+                    Path(tmp), args.files, args.repeats, args.shard_mb, formats, chunk,
+                    stages=corpus == "mix" and name == "flac_level_4")
+    if args.jobs > 1:
+        with tempfile.TemporaryDirectory() as tmp:
+            shards_report[f"mix_{args.jobs}_processes_wall"] = shard_bench(
+                Path(tmp), args.files, args.repeats, args.shard_mb, FORMATS, ChunkSettings(), jobs=args.jobs,
+                stages=False)
     with tempfile.TemporaryDirectory() as tmp:
         shards = make_shards(Path(tmp), args.clips)
         spec = str(shards / "train-*.tar")

@@ -24,7 +24,15 @@ import torch
 from tqdm import tqdm
 
 from data_prep.items import Item, printable, skip_record
-from data_prep.process import ChunkSettings, SkipFile, chunk_metadata, decode, encode_flac, split_chunks
+from data_prep.process import (
+    ChunkSettings,
+    SkipFile,
+    chunk_metadata,
+    decode,
+    encode_flac,
+    flac_passthrough,
+    split_chunks,
+)
 from lafa.audio import sf_source, to_channels
 from lafa.data.captions import caption_rng, draw_caption
 from lafa.data.tario import add_member, atomic_tar, remove_stale_temporaries
@@ -73,7 +81,7 @@ def file_header(item: Item, chunk: ChunkSettings | None = None) -> dict:
         return {"error": "no samples", "category": "empty"}
     head = {"seconds": info.frames / info.samplerate, "sha256": hashlib.sha256(data).hexdigest()}
     if chunk is not None:
-        head["est_bytes"] = estimate_bytes(item.path, info, chunk)
+        head["est_bytes"] = estimate_bytes(item.path, info, chunk, data)
     return head
 
 
@@ -81,11 +89,16 @@ PROBE_SECONDS = 1.0  # excerpt encoded per file to estimate its FLAC size (about
 MEMBER_OVERHEAD = 3 * 512 + 1024  # tar headers and padding of a chunk's two members, and its JSON
 
 
-def estimate_bytes(path: Path, info, chunk: ChunkSettings) -> float:
+def estimate_bytes(path: Path, info, chunk: ChunkSettings, data: bytes | None = None) -> float:
     """Shard bytes of a file, from the FLAC size of a PROBE_SECONDS excerpt from its middle, encoded as the
-    shards will be (a fixed FLAC/PCM ratio missed real music by a third); PCM ratio 0.6 if the probe fails."""
+    shards will be (a fixed FLAC/PCM ratio missed real music by a third); PCM ratio 0.6 if the probe fails.
+    A FLAC file the build will copy (flac_passthrough of a one-chunk file) is its copy's exact size."""
     seconds = info.frames / info.samplerate
     chunks = max(1, math.ceil(seconds / chunk.chunk_seconds))
+    if chunk.copy_flac and data is not None and chunks == 1 and info.format == "FLAC":
+        copied = flac_passthrough(data, info.frames, chunk)
+        if copied is not None:
+            return len(copied) + MEMBER_OVERHEAD
     n = min(info.frames, max(1, round(PROBE_SECONDS * info.samplerate)))
     try:
         with sf.SoundFile(sf_source(path)) as f:
@@ -139,6 +152,9 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
             stats["skipped"].append(skip_record(item, str(exc), exc.category))
             continue
         chunks, dropped = split_chunks(audio, settings)
+        whole = len(chunks) == 1 and chunks[0][1].shape[-1] == audio.shape[-1]  # one chunk: the entire file
+        copied = flac_passthrough(Path(item.path).read_bytes(), audio.shape[-1], settings) if (
+            whole and settings.copy_flac and Path(item.path).suffix.lower() == ".flac") else None
         if not chunks:  # every chunk silent (e.g. the only loud part is in a dropped short tail)
             stats["skipped"].append(skip_record(item, "no chunk passed: " + "; ".join(dropped), "silent"))
             continue
@@ -154,7 +170,7 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
                     "caption": draw_caption(item.metadata, caption_rng(task["seed"], key)),
                     "license": item.license, "license_text": item.license_text, "path": printable(entry["rel_path"]),
                     "metadata": item.metadata}
-            add_member(tar, f"{key}.flac", encode_flac(piece, settings))
+            add_member(tar, f"{key}.flac", copied if copied is not None else encode_flac(piece, settings))
             add_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True, ensure_ascii=False).encode())
             stats["chunks"] += 1
             stats["samples"] += piece.shape[-1]

@@ -13,6 +13,7 @@ text embedding.
 from __future__ import annotations
 
 import json
+import threading
 import zlib
 from pathlib import Path
 
@@ -20,11 +21,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from lafa.metrics.batched import prefetch
 from lafa.metrics.reference_audio import librosa_mono, librosa_soxr_hq, load_native, peak_normalize
 
 CLAP_SAMPLE_RATE = 48000
 TEXT_MAX_TOKENS = 77  # laion_clap's tokenizer settings
 TEXT_BATCH = 64
+_NUMPY_RNG = threading.Lock()  # numpy's global generator, seeded per clip for the fusion crops
 
 
 def int16_round_trip(x: np.ndarray) -> np.ndarray:
@@ -74,27 +77,35 @@ class ClapScorer:
             out.append(self.model.get_text_features(**tokens).pooler_output.float().cpu())
         return torch.cat(out)
 
-    @torch.no_grad()
-    def audio_embedding(self, waveform: np.ndarray, seed: int) -> torch.Tensor:
-        """(projection_dim,) unit-norm embedding of one 48 kHz waveform; `seed` fixes the fusion crops."""
+    def audio_inputs(self, waveform: np.ndarray, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_features (1, ...), is_longer (1, 1)) of one 48 kHz waveform; `seed` fixes the fusion crops."""
         extractor = self.processor.feature_extractor
-        state = np.random.get_state()  # the extractor draws its crops from numpy's global generator
-        try:
-            np.random.seed(seed)
-            features = extractor(waveform, sampling_rate=CLAP_SAMPLE_RATE, return_tensors="pt")
-        finally:
-            np.random.set_state(state)
+        with _NUMPY_RNG:  # the extractor draws its crops from numpy's global generator: one clip at a time
+            state = np.random.get_state()
+            try:
+                np.random.seed(seed)
+                features = extractor(waveform, sampling_rate=CLAP_SAMPLE_RATE, return_tensors="pt")
+            finally:
+                np.random.set_state(state)
         # longer = fused crops taken: more than max_length samples and more frames than one chunk (laion_clap)
         chunk_frames = extractor.nb_max_samples // extractor.hop_length + 1
         longer = (
             len(waveform) > extractor.nb_max_samples
             and len(waveform) // extractor.hop_length + 1 != chunk_frames
         )
-        is_longer = torch.tensor([[longer]])
-        emb = self.model.get_audio_features(
-            input_features=features["input_features"].to(self.device), is_longer=is_longer.to(self.device)
-        ).pooler_output
-        return emb[0].float().cpu()
+        return features["input_features"], torch.tensor([[longer]])
+
+    @torch.no_grad()
+    def embed_inputs(self, inputs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """(N, projection_dim) unit-norm embeddings of N clips' audio_inputs in one forward."""
+        features = torch.cat([f for f, _ in inputs]).to(self.device)  # (N, 4, frames, mels) with fusion
+        is_longer = torch.cat([b for _, b in inputs]).to(self.device)  # (N, 1)
+        emb = self.model.get_audio_features(input_features=features, is_longer=is_longer).pooler_output
+        return emb.float().cpu()
+
+    def audio_embedding(self, waveform: np.ndarray, seed: int) -> torch.Tensor:
+        """(projection_dim,) unit-norm embedding of one 48 kHz waveform; `seed` fixes the fusion crops."""
+        return self.embed_inputs([self.audio_inputs(waveform, seed)])[0]
 
 
 def clap_score(
@@ -102,19 +113,33 @@ def clap_score(
     clips: dict[str, str | Path | tuple[torch.Tensor, int]],
     prompts: dict[str, str],
     seed: int = 0,
+    batch_clips: int = 0,
+    workers: int = 0,
 ) -> dict:
-    """Mean cosine between each clip (id -> file, or (audio, sample rate)) and its prompt, over ids with both."""
+    """Mean cosine between each clip (id -> file, or (audio, sample rate)) and its prompt, over ids with both.
+
+    batch_clips > 1 embeds that many clips per forward; `workers` threads decode and resample ahead of it.
+    """
     ids = sorted(set(clips) & set(prompts))
     if not ids:
         raise ValueError("no generated clip has a prompt (ids are the file stems / prompts.json keys)")
     text = scorer.text_embeddings([prompts[i] for i in ids])
-    cosines = []
-    for i, t in zip(tqdm(ids, desc="clap", leave=False), text, strict=True):
-        clip = load_native(clips[i])  # one file at a time
-        audio = scorer.audio_embedding(clap_waveform(*clip), clip_seed(seed, i))
-        cosines.append(float(torch.nn.functional.cosine_similarity(audio, t, dim=0, eps=1e-8)))
+
+    def prepare(clip_id: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return scorer.audio_inputs(clap_waveform(*load_native(clips[clip_id])), clip_seed(seed, clip_id))
+
+    audio, pending = [], []
+    ready = prefetch(ids, prepare, workers, ahead=max(2, 2 * workers, batch_clips))
+    for inputs in tqdm(ready, total=len(ids), desc="clap", leave=False):
+        pending.append(inputs)
+        if len(pending) >= max(batch_clips, 1):
+            audio.append(scorer.embed_inputs(pending))
+            pending = []
+    if pending:
+        audio.append(scorer.embed_inputs(pending))
+    cosines = torch.nn.functional.cosine_similarity(torch.cat(audio), text, dim=1, eps=1e-8)
     return {
-        "value": float(np.mean(cosines)),
+        "value": float(np.mean([float(c) for c in cosines])),
         "scored_ids": len(ids),
         "clips_without_prompt": len(set(clips) - set(prompts)),
     }

@@ -8,7 +8,8 @@ stable-audio-metrics computes it (docs/metrics.md). Two routes to tr(sqrt(S1 S2)
 - "eigen": tr(sqrt(S1 S2)) = tr(sqrt(A S2 A)) with A = S1^(1/2), a symmetric positive semi-definite matrix,
   so two symmetric eigen-decompositions give it (faster and stable for 1024-d covariances; the default).
   A negative eigenvalue -l would put i sqrt(l) into the trace: beyond the reference's 1e-3 it raises, below
-  it is round-off and counts as zero.
+  it is round-off and counts as zero, as is one within D eps max|w| (the singular covariance of fewer frames
+  than dimensions; the sqrtm route, like the reference, may reject those).
 Non-finite features or statistics raise NonFiniteFeaturesError naming what is wrong, instead of NumPy's bare
 LinAlgError.
 """
@@ -73,8 +74,11 @@ def _trace_sqrt_product_sqrtm(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
 
 
 def _check_eigenvalues(w: np.ndarray, what: str) -> np.ndarray:
-    """Clip round-off negatives to 0; a negative eigenvalue whose root exceeds IMAG_ATOL raises."""
-    if w.size and w.min() < 0 and np.sqrt(-w.min()) > IMAG_ATOL:
+    """Clip round-off negatives to 0; a negative eigenvalue whose root exceeds IMAG_ATOL raises, unless it is
+    within the round-off of the largest one (numpy's matrix_rank tolerance, D eps max|w|: fewer frames than
+    dimensions give a singular covariance whose zero eigenvalues come out as -1e-4 at a 1e11 scale)."""
+    roundoff = w.size * np.finfo(np.float64).eps * np.abs(w).max() if w.size else 0.0
+    if w.size and w.min() < -roundoff and np.sqrt(-w.min()) > IMAG_ATOL:
         raise ComplexSqrtError(
             f"{what} has an eigenvalue {w.min():.3g}: its square root would add an imaginary part "
             f"{np.sqrt(-w.min()):.3g} > {IMAG_ATOL} (not a covariance of real data)"

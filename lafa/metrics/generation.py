@@ -19,16 +19,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from lafa.audio import load_audio
+from lafa.audio import load_audio, resample
+from lafa.metrics.batched import Batching, embed_files, prefetch
 from lafa.metrics.clap import ClapScorer, clap_score, write_random_clap
 from lafa.metrics.folders import audio_files
 from lafa.metrics.frechet import frechet_distance, gaussian_stats
 from lafa.metrics.mel_fd import SETTINGS as MEL_SETTINGS
-from lafa.metrics.mel_fd import fd_mel_from_stats, folder_mel_stats
+from lafa.metrics.mel_fd import fd_mel_from_stats, mel_stats
 from lafa.metrics.openl3 import OpenL3Embedder, build_openl3
 from lafa.metrics.passt import KL_EPS, PasstTagger, build_passt, paired_kl
+from lafa.metrics.reference_audio import load_native
 
 RANDOM_NOTE = "random weights built locally: NOT comparable to the paper's numbers"
 OPENL3_SETTINGS = {"channels": 2, "sample_rate": 44100, "hop_seconds": 0.5, "peak_dbfs": -1.0,
@@ -113,25 +114,32 @@ class EmbeddingCache:
         self.model = hashlib.sha256(model_key.encode()).hexdigest()[:16]
         self.computed = 0  # files embedded (cache misses) in this run
 
-    def get(self, path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    def lookup(self, path: Path) -> tuple[np.ndarray | None, Path | None]:
+        """(the cached embedding or None, the entry to store it under; None when nothing is cached)."""
         if self.folder is None:
-            self.computed += 1
-            return compute()
+            return None, None
         entry = self.folder / f"{self.model}-{sha256_file(path)}.npy"
-        if entry.is_file():
-            return np.load(entry, allow_pickle=False)
-        value = np.asarray(compute())
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            np.save(f, value)
-        os.replace(tmp, entry)
+        return (np.load(entry, allow_pickle=False) if entry.is_file() else None), entry
+
+    def store(self, entry: Path | None, value: np.ndarray) -> np.ndarray:
+        """Count a computed embedding and write it atomically under `entry` (from lookup)."""
+        value = np.asarray(value)
         self.computed += 1
+        if entry is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = entry.with_suffix(f".tmp{os.getpid()}")
+            with open(tmp, "wb") as f:
+                np.save(f, value)
+            os.replace(tmp, entry)
         return value
+
+    def get(self, path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        value, entry = self.lookup(path)
+        return value if value is not None else self.store(entry, compute())
 
 
 class Throughput:
-    """Clips embedded (not read from a cache) and wall seconds per metric in this run."""
+    """Clips embedded (not read from a cache), wall and CPU seconds per metric in this run."""
 
     def __init__(self) -> None:
         self.counts: dict[str, list[float]] = {}
@@ -140,34 +148,68 @@ class Throughput:
         self, metric: str, fn: Callable[[], dict], cache: EmbeddingCache | None = None, count: int = 0
     ) -> dict:
         """Run fn, adding its wall time and the clips it embedded (the cache's misses, or `count`)."""
-        start, before = time.perf_counter(), cache.computed if cache else 0
+        start, cpu, before = time.perf_counter(), time.process_time(), cache.computed if cache else 0
         out = fn()
-        entry = self.counts.setdefault(metric, [0, 0.0])
+        entry = self.counts.setdefault(metric, [0, 0.0, 0.0])
         entry[0] += (cache.computed - before) if cache else count
         entry[1] += time.perf_counter() - start
+        entry[2] += time.process_time() - cpu  # every thread of the process (torch's, the prefetch threads)
         return out
 
-    def report(self, metric: str) -> dict:
-        clips, seconds = self.counts.get(metric, [0, 0.0])
+    def report(self, metric: str, batching: Batching | None = None) -> dict:
+        clips, seconds, cpu = self.counts.get(metric, [0, 0.0, 0.0])
         rate = clips / seconds if seconds > 0 and clips else None
-        return {"clips_embedded": int(clips), "seconds": round(seconds, 3), "clips_per_second": rate}
+        out = {"clips_embedded": int(clips), "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3),
+               "clips_per_second": rate}  # fmt: skip
+        return out if batching is None else {**out, "batching": batching.as_dict()}
 
 
-def _openl3_stats(files: dict[str, Path], embedder: OpenL3Embedder, cache: EmbeddingCache, desc: str) -> dict:
-    frames = []
-    for path in tqdm(files.values(), desc=desc, leave=False):
-        frames.append(np.asarray(cache.get(path, lambda p=path: embedder.embed_file(p).numpy()), np.float64))
-    features = np.concatenate(frames)
+def _openl3_stats(
+    files: dict[str, Path], embedder: OpenL3Embedder, cache: EmbeddingCache, batching: Batching, desc: str
+) -> dict:
+    """Every frame of every clip pooled into (mu, sigma); windows of several clips per forward."""
+
+    def prepare(_: str, path: Path) -> list[torch.Tensor]:  # per side: (windows, 48000) at 48 kHz
+        return [embedder.channel_windows(c) for c in embedder.clip_channels(*load_native(path))]
+
+    def embed(clips: list[list[torch.Tensor]]) -> list[np.ndarray]:
+        if batching.openl3_windows <= 0:  # per clip, per side, in the embedder's 16-window chunks
+            sides = [[embedder.embed_windows(w) for w in clip] for clip in clips]
+        else:  # all windows of all clips in forwards of up to openl3_windows (embedder.batch_size)
+            flat = embedder.embed_windows(torch.cat([w for clip in clips for w in clip]))
+            counts = [len(w) for clip in clips for w in clip]
+            parts = iter(torch.split(flat, counts))
+            sides = [[next(parts) for _ in clip] for clip in clips]
+        return [torch.cat(s * 2 if len(s) == 1 else s, dim=1).numpy() for s in sides]  # (frames, 2 x size)
+
+    per_clip = embed_files(files, cache, prepare, embed, lambda clip: sum(len(w) for w in clip),
+                           batching.openl3_windows, batching.workers, desc)  # fmt: skip
+    features = np.concatenate([np.asarray(v, np.float64) for v in per_clip.values()])
     mu, sigma = gaussian_stats(features)
     return {"mu": mu, "sigma": sigma, "frames": np.asarray(len(features))}
 
 
-def _passt_probs(files: dict[str, Path], tagger: PasstTagger, cache: EmbeddingCache, desc: str) -> dict:
-    ids, probs = [], []
-    for clip_id, path in tqdm(files.items(), desc=desc, leave=False):
-        ids.append(clip_id)
-        probs.append(cache.get(path, lambda p=path: tagger.probabilities(*load_audio(p)).numpy()))
-    return {"ids": np.asarray(ids), "probs": np.stack(probs)}
+def _passt_probs(
+    files: dict[str, Path], tagger: PasstTagger, cache: EmbeddingCache, batching: Batching, desc: str
+) -> dict:
+    """AudioSet probabilities per id; 10 s windows of several clips per forward."""
+
+    def embed(clips: list[list[torch.Tensor]]) -> list[np.ndarray]:
+        return [p.numpy() for p in tagger.probabilities_batch(clips, batching.passt_windows)]
+
+    probs = embed_files(files, cache, lambda _, path: tagger.windows(*load_native(path)), embed, len,
+                        batching.passt_windows, batching.workers, desc)  # fmt: skip
+    return {"ids": np.asarray(list(probs)), "probs": np.stack(list(probs.values()))}
+
+
+def _mel_stats(folder: str | Path, workers: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """folder_mel_stats with the files decoded and resampled ahead by `workers` threads, one clip in memory."""
+
+    def load(path: Path) -> torch.Tensor:
+        audio, sr = load_audio(path)
+        return resample(audio, sr, MEL_SETTINGS["sample_rate"])
+
+    return mel_stats(prefetch(audio_files(folder).values(), load, workers), MEL_SETTINGS["sample_rate"])
 
 
 def _probs_by_id(arrays: dict) -> dict[str, torch.Tensor]:
@@ -232,8 +274,14 @@ def evaluate_folders(
     stats_cache: str | None = None,
     device: str | None = None,
     embedding_cache: str | None = None,
+    batching: Batching | None = None,
 ) -> dict:
-    """Score `generated_dir` (files named <id>.<ext>) against a reference folder or statistics file."""
+    """Score `generated_dir` (files named <id>.<ext>) against a reference folder or statistics file.
+
+    `batching` (default Batching()): clips per forward and decode threads; Batching.per_clip() embeds each clip
+    on its own. Either gives the same numbers to float rounding (docs/benchmarks.md, "Evaluation throughput").
+    """
+    batching = Batching() if batching is None else batching
     if content_type not in ("music", "env"):
         raise ValueError(f"content_type must be 'music' or 'env', got {content_type!r}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -246,10 +294,12 @@ def evaluate_folders(
     ref_mel = ref.get(
         "fd_mel",
         mel_key,
-        lambda f: dict(zip(("mu", "sigma", "frames"), folder_mel_stats(ref.folder), strict=True)),
-    )
-    gen_mel = folder_mel_stats(generated_dir)
+        lambda f: speed.timed("fd_mel", lambda: dict(zip(("mu", "sigma", "frames"),
+                              _mel_stats(ref.folder, batching.workers), strict=True)), count=len(f)),
+    )  # fmt: skip
+    gen_mel = speed.timed("fd_mel", lambda: _mel_stats(generated_dir, batching.workers), count=len(generated))
     metrics["fd_mel"] = fd_mel_from_stats(gen_mel, (ref_mel["mu"], ref_mel["sigma"], int(ref_mel["frames"])))
+    metrics["fd_mel"]["throughput"] = speed.report("fd_mel", batching)
 
     def configured(name: str, path: str | None, flag: str) -> dict | None:
         if path is None and not allow_random_weights:
@@ -261,7 +311,10 @@ def evaluate_folders(
         model = build_openl3(
             openl3_weights, seed, openl3_input_repr, content_type, openl3_embedding_size, openl3_fft
         )  # refuses a file that holds another input representation or content type
-        embedder = OpenL3Embedder(model.to(device), channel_mode=openl3_channel_mode)
+        # channels_last convolutions: 17% less CPU here, equal to 2e-6 relative (docs/benchmarks.md)
+        model = model.to(device, memory_format=torch.channels_last)
+        embedder = OpenL3Embedder(model, channel_mode=openl3_channel_mode,
+                                  batch_size=batching.openl3_windows or 16)  # fmt: skip
         settings = {
             **OPENL3_SETTINGS,
             "content_type": content_type,
@@ -276,11 +329,15 @@ def evaluate_folders(
             "fd_openl3",
             _cache_key(weights, settings),
             lambda f: speed.timed(
-                "fd_openl3", lambda: _openl3_stats(f, embedder, l3_cache, "openl3 reference"), l3_cache
+                "fd_openl3",
+                lambda: _openl3_stats(f, embedder, l3_cache, batching, "openl3 reference"),
+                l3_cache,
             ),
         )
         gen_l3 = speed.timed(
-            "fd_openl3", lambda: _openl3_stats(generated, embedder, l3_cache, "openl3 generated"), l3_cache
+            "fd_openl3",
+            lambda: _openl3_stats(generated, embedder, l3_cache, batching, "openl3 generated"),
+            l3_cache,
         )
         metrics["fd_openl3"] = {
             "value": frechet_distance(gen_l3["mu"], gen_l3["sigma"], ref_l3["mu"], ref_l3["sigma"]),
@@ -290,7 +347,7 @@ def evaluate_folders(
             "frames_reference": int(ref_l3["frames"]),
             "weights": weights,
             "settings": settings,
-            "throughput": speed.report("fd_openl3"),
+            "throughput": speed.report("fd_openl3", batching),
         }
 
     if (weights := configured("kl_passt", passt_weights, "--passt_weights")) is not None:
@@ -300,15 +357,15 @@ def evaluate_folders(
             "kl_passt",
             _cache_key(weights, PASST_SETTINGS),
             lambda f: speed.timed(
-                "kl_passt", lambda: _passt_probs(f, tagger, p_cache, "passt reference"), p_cache
+                "kl_passt", lambda: _passt_probs(f, tagger, p_cache, batching, "passt reference"), p_cache
             ),
         )
         gen_p = speed.timed(
-            "kl_passt", lambda: _passt_probs(generated, tagger, p_cache, "passt generated"), p_cache
+            "kl_passt", lambda: _passt_probs(generated, tagger, p_cache, batching, "passt generated"), p_cache
         )
         kl = paired_kl(_probs_by_id(gen_p), _probs_by_id(ref_p))
         metrics["kl_passt"] = {**kl, "label": "KL_PaSST", "weights": weights, "settings": PASST_SETTINGS,
-                               "throughput": speed.report("kl_passt")}  # fmt: skip
+                               "throughput": speed.report("kl_passt", batching)}  # fmt: skip
 
     if not prompts:
         metrics["clap_score"] = {"skipped": "no prompts given (prompts.json: {id: text})"}
@@ -317,14 +374,16 @@ def evaluate_folders(
             scorer = ClapScorer(clap_dir or write_random_clap(tmp, seed), device=device)
             n_scored = len(set(generated) & set(prompts))  # CLAP embeddings are not cached
             result = speed.timed(
-                "clap_score", lambda: clap_score(scorer, generated, prompts, seed), count=n_scored
+                "clap_score",
+                lambda: clap_score(scorer, generated, prompts, seed, batching.clap_clips, batching.workers),
+                count=n_scored,
             )
         settings = {
             **CLAP_SETTINGS,
             "model": "small random HTSAT+RoBERTa (lafa)" if clap_dir is None else "local HF directory",
         }
         metrics["clap_score"] = {**result, "label": "CLAP score", "weights": weights, "settings": settings,
-                                 "throughput": speed.report("clap_score")}  # fmt: skip
+                                 "throughput": speed.report("clap_score", batching)}  # fmt: skip
 
     ref.save()
     paper = ("fd_openl3", "kl_passt", "clap_score")

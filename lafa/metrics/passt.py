@@ -92,19 +92,48 @@ class PasstTagger:
     def __init__(self, model: nn.Module):
         self.model = model.eval()
 
-    @torch.no_grad()
-    def probabilities(self, audio: torch.Tensor | np.ndarray, sample_rate: int) -> torch.Tensor:
-        """(channels, S) at any rate -> (527,) float64 probabilities."""
+    def windows(self, audio: torch.Tensor | np.ndarray, sample_rate: int) -> list[torch.Tensor]:
+        """(channels, S) at any rate -> the clip's analysis windows (mono, 32 kHz, peak -1 dBFS)."""
         audio = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
         audio = np.asarray(audio, np.float32)
         mono = librosa_mono(audio if audio.ndim == 2 else audio[None])  # librosa.load: down-mix first
-        mono = peak_normalize(librosa_soxr_hq(mono, sample_rate, PASST_SAMPLE_RATE))
+        return cut_windows(peak_normalize(librosa_soxr_hq(mono, sample_rate, PASST_SAMPLE_RATE)))
+
+    @torch.no_grad()
+    def window_logits(self, windows: list[torch.Tensor], batch: int = 1) -> list[torch.Tensor]:
+        """(527,) float64 logits of each window; windows of equal length go through the net `batch` at a time."""
         device = next(self.model.parameters()).device
-        logits = []
+        out: list[torch.Tensor | None] = [None] * len(windows)
+        by_length: dict[int, list[int]] = {}
+        for i, w in enumerate(windows):  # a short last window (<= 1.5 s) is not padded: its own length
+            by_length.setdefault(w.shape[-1], []).append(i)
         with _quiet():
-            for window in cut_windows(mono):
-                logits.append(self.model(window[None].to(device)).squeeze(0).double().cpu())
+            for idx in by_length.values():
+                for k in range(0, len(idx), max(batch, 1)):
+                    part = idx[k : k + max(batch, 1)]
+                    logits = self.model(torch.stack([windows[i] for i in part]).to(device))  # (b, 527)
+                    for i, row in zip(part, logits.double().cpu(), strict=True):
+                        out[i] = row
+        return out
+
+    @staticmethod
+    def collect(logits: list[torch.Tensor]) -> torch.Tensor:
+        """A clip's window logits -> (527,) probabilities: mean over windows, softmax."""
         return torch.softmax(torch.stack(logits).mean(dim=0), dim=0)
+
+    def probabilities(self, audio: torch.Tensor | np.ndarray, sample_rate: int) -> torch.Tensor:
+        """(channels, S) at any rate -> (527,) float64 probabilities (one window per forward)."""
+        return self.collect(self.window_logits(self.windows(audio, sample_rate)))
+
+    def probabilities_batch(self, clips: list[list[torch.Tensor]], batch: int) -> list[torch.Tensor]:
+        """The probabilities of several clips (each its list of windows), windows of all clips batched."""
+        flat = [w for windows in clips for w in windows]
+        logits = self.window_logits(flat, batch)
+        out, k = [], 0
+        for windows in clips:
+            out.append(self.collect(logits[k : k + len(windows)]))
+            k += len(windows)
+        return out
 
 
 def kl_divergence(p: torch.Tensor, q: torch.Tensor, eps: float = KL_EPS) -> float:
