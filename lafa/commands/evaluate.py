@@ -9,6 +9,7 @@ from pathlib import Path
 
 from jsonargparse import ActionYesNo, ArgumentParser
 
+from lafa.metrics.batched import Batching
 from lafa.metrics.generation import evaluate_folders, table_row
 
 
@@ -89,6 +90,14 @@ def main(argv: list[str]) -> int:
         default=None,
         help="folder of per-file OpenL3/PaSST embeddings keyed by file content and model (a set is embedded once)",
     )
+    parser.add_argument("--openl3_batch_windows", type=int, default=64,
+                        help="1 s OpenL3 windows per forward, across clips (docs/benchmarks.md, evaluation throughput)")
+    parser.add_argument("--passt_batch_windows", type=int, default=8, help="10 s PaSST windows per forward")
+    parser.add_argument("--clap_batch_clips", type=int, default=8, help="clips per CLAP audio forward")
+    parser.add_argument("--decode_workers", type=int, default=1,
+                        help="threads decoding/resampling files ahead of the models (0: in the main thread)")
+    parser.add_argument("--per_clip", action=ActionYesNo, default=False,
+                        help="embed every clip alone, decoded in the main thread (the unbatched path; same results)")
     parser.add_argument("--device", type=str, default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--out", type=str, required=True, help="report .json")
     args = parser.parse_args(argv)
@@ -109,6 +118,9 @@ def main(argv: list[str]) -> int:
         stats_cache=args.stats_cache,
         device=args.device,
         embedding_cache=args.embedding_cache,
+        batching=Batching.per_clip() if args.per_clip else Batching(
+            openl3_windows=args.openl3_batch_windows, passt_windows=args.passt_batch_windows,
+            clap_clips=args.clap_batch_clips, workers=args.decode_workers),
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -115,6 +115,19 @@ def test_cli_writes_report_and_prints_table_row(folders, tmp_path, capsys):
     assert "| FD_openl3 n/a | KL_PaSST n/a | CLAP n/a | fd_mel" in printed and "not FD_openl3" in printed
     data = json.loads(report.read_text())
     assert data["metrics"]["fd_mel"]["value"] > 0
+    # the batching flags reach the run and its report; the unbatched path gives the same numbers
+    unbatched = tmp_path / "per_clip.json"
+    assert evaluate_main(["--generated", str(gen), "--reference", str(ref), "--out", str(unbatched), "--per_clip",
+                          "--allow_random_weights"]) == 0
+    batched = tmp_path / "batched.json"
+    assert evaluate_main(["--generated", str(gen), "--reference", str(ref), "--out", str(batched),
+                          "--openl3_batch_windows", "3", "--decode_workers", "2", "--allow_random_weights"]) == 0
+    a, b = json.loads(unbatched.read_text())["metrics"], json.loads(batched.read_text())["metrics"]
+    assert a["fd_openl3"]["throughput"]["batching"] == {"openl3_windows": 0, "passt_windows": 0, "clap_clips": 0,
+                                                        "workers": 0}
+    assert b["fd_openl3"]["throughput"]["batching"]["openl3_windows"] == 3
+    assert b["fd_openl3"]["throughput"]["batching"]["workers"] == 2
+    assert b["fd_openl3"]["value"] == pytest.approx(a["fd_openl3"]["value"], rel=1e-6)
 
 
 def test_embedding_cache_is_keyed_by_content_and_model(folders, keras_file, tmp_path):
