@@ -92,8 +92,8 @@ def test_missing_file(tmp_path):
 def test_architecture_read_from_shapes(tmp_path):
     torch.manual_seed(0)
     vae = OobleckVAE(channels=2, c_mults=(1, 3), strides=(2, 4), latent_dim=5).eval()
-    loaded = load_sao_vae(save_vae_safetensors(vae, tmp_path / "odd.safetensors"), latent_dim=5)
-    assert loaded.downsampling_ratio == 8
+    loaded = load_sao_vae(save_vae_safetensors(vae, tmp_path / "odd.safetensors"), latent_dim=5).eval()
+    assert loaded.downsampling_ratio == 8  # both in eval mode: the same (inference) path, so equal bit for bit
     audio = torch.randn(1, 2, 64)
     with torch.no_grad():
         assert torch.equal(loaded.encode_mean(audio), vae.encode_mean(audio))
