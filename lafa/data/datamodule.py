@@ -18,8 +18,9 @@ from lightning.pytorch import LightningDataModule
 
 from lafa.audio import SAMPLE_RATE, resample, to_channels
 from lafa.data.captions import caption_rng, draw_caption
+from lafa.data.epoch_loader import EpochLoader
 from lafa.data.geometry import timing
-from lafa.data.stream import DamagedDataError, EpochLoader, ShardStream, expand_shards
+from lafa.data.stream import DamagedDataError, ShardStream, expand_shards
 from lafa.data.tario import scan_shard
 from lafa.data.transforms import crop_pad, draw_start
 

@@ -59,7 +59,7 @@ def prefetch(items: Iterable[T], fn: Callable[[T], R], workers: int, ahead: int 
 
 def embed_files(
     files: dict[str, Path],
-    cache,  # lafa.metrics.generation.EmbeddingCache
+    cache,  # lafa.metrics.caches.EmbeddingCache
     prepare: Callable[[str, Path], T],
     embed: Callable[[list[T]], list[np.ndarray]],
     size: Callable[[T], int],

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import torch
 
 from lafa.audio import load_audio, resample
 from lafa.metrics.batched import Batching, embed_files, prefetch
+from lafa.metrics.caches import EmbeddingCache, load_reference_cache, save_reference_cache, sha256_file
 from lafa.metrics.clap import ClapScorer, clap_score, write_random_clap
 from lafa.metrics.folders import audio_files
 from lafa.metrics.frechet import frechet_distance, gaussian_stats
@@ -51,14 +51,6 @@ CLAP_SETTINGS = {"sample_rate": 48000, "resampling": "librosa soxr_hq (librosa's
                  "is_longer": "num_samples > 480000 (fusion)", "crops": "seeded per clip id"}  # fmt: skip
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _weights(path: str | Path | None, seed: int) -> dict:
     if path is None:
         return {"kind": "random", "seed": seed, "note": RANDOM_NOTE}
@@ -78,64 +70,6 @@ def _cache_key(weights: dict, settings: dict) -> str:
     return json.dumps(
         {"weights": {k: v for k, v in weights.items() if k != "path"}, "settings": settings}, sort_keys=True
     )
-
-
-def save_reference_cache(path: str | Path, entries: dict[str, dict]) -> None:
-    """entries: metric -> {"key": str, "reference_ids": [...], "arrays": {name: array}} as one .npz."""
-    arrays = {f"{m}__{a}": np.asarray(v) for m, e in entries.items() for a, v in e["arrays"].items()}
-    manifest = {m: {"key": e["key"], "reference_ids": e["reference_ids"]} for m, e in entries.items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        np.savez(f, manifest=np.asarray(json.dumps(manifest)), **arrays)
-
-
-def load_reference_cache(path: str | Path) -> dict[str, dict]:
-    with np.load(path, allow_pickle=False) as data:
-        if "manifest" not in data:
-            raise ValueError(f"{path} is not a lafa reference statistics file (no manifest)")
-        manifest = json.loads(str(data["manifest"]))
-        return {
-            m: {**e, "arrays": {k.split("__", 1)[1]: data[k] for k in data.files if k.startswith(f"{m}__")}}
-            for m, e in manifest.items()
-        }
-
-
-class EmbeddingCache:
-    """Per-file embeddings keyed by the file's content (SHA-256 of its bytes) and the model + settings key.
-
-    A reference set is embedded once: later runs, other generated folders and renamed copies hit the cache;
-    an edited file or other weights/settings miss it. `folder=None` caches nothing. Entries are written
-    atomically (temporary file, then rename), so an interrupted run leaves no half-written entry.
-    """
-
-    def __init__(self, folder: str | Path | None, model_key: str):
-        self.folder = Path(folder) if folder is not None else None
-        self.model = hashlib.sha256(model_key.encode()).hexdigest()[:16]
-        self.computed = 0  # files embedded (cache misses) in this run
-
-    def lookup(self, path: Path) -> tuple[np.ndarray | None, Path | None]:
-        """(the cached embedding or None, the entry to store it under; None when nothing is cached)."""
-        if self.folder is None:
-            return None, None
-        entry = self.folder / f"{self.model}-{sha256_file(path)}.npy"
-        return (np.load(entry, allow_pickle=False) if entry.is_file() else None), entry
-
-    def store(self, entry: Path | None, value: np.ndarray) -> np.ndarray:
-        """Count a computed embedding and write it atomically under `entry` (from lookup)."""
-        value = np.asarray(value)
-        self.computed += 1
-        if entry is not None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = entry.with_suffix(f".tmp{os.getpid()}")
-            with open(tmp, "wb") as f:
-                np.save(f, value)
-            os.replace(tmp, entry)
-        return value
-
-    def get(self, path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
-        value, entry = self.lookup(path)
-        return value if value is not None else self.store(entry, compute())
 
 
 class Throughput:

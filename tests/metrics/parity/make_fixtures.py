@@ -178,6 +178,24 @@ def part_openl3_48k(args: argparse.Namespace) -> None:
     _merge(out)
 
 
+def openl3_network_inputs(work: Path):
+    """(clip name, side, its (N, 48000) openl3 network input windows) for every seeded clip, as the reference makes
+    them: stable-audio-metrics' loading (librosa.load(sr=None, mono=False), pyloudnorm peak -1, soxr.resample to
+    44.1 kHz, channels split), then openl3's own core._preprocess_audio_batch at hop 0.5 s."""
+    import librosa
+    import openl3.core
+    import pyloudnorm as pyln
+    import soxr
+
+    for name, *_ in clips.GENERATED + clips.REFERENCE:
+        folder = work / ("generated" if name[0] == "g" else "reference")
+        audio, sr = librosa.load(folder / f"{name}.wav", sr=None, mono=False)
+        audio = soxr.resample(pyln.normalize.peak(audio.T, -1.0), sr, 44100)
+        sides = [audio] if audio.ndim == 1 else [audio[:, 0], audio[:, 1]]
+        for side, signal in zip("LR", sides, strict=False):
+            yield name, side, openl3.core._preprocess_audio_batch(signal, 44100, hop_size=0.5)[:, 0]
+
+
 def part_openl3_inputs(args: argparse.Namespace) -> None:
     """The 48 kHz windows openl3 0.4.2 feeds its network, per clip and side, every 97th sample (TF-free check).
 
@@ -186,21 +204,11 @@ def part_openl3_inputs(args: argparse.Namespace) -> None:
     core._preprocess_audio_batch (resampy kaiser_best, centring, padding, framing) at hop 0.5 s.
     """
     sys.path[:0] = [args.openl3_src, args.kapre_src]
-    import librosa
-    import openl3.core
-    import pyloudnorm as pyln
-    import soxr
 
     work = Path(args.work)
     out: dict[str, object] = {}
-    for name, *_ in clips.GENERATED + clips.REFERENCE:
-        folder = work / ("generated" if name[0] == "g" else "reference")
-        audio, sr = librosa.load(folder / f"{name}.wav", sr=None, mono=False)
-        audio = soxr.resample(pyln.normalize.peak(audio.T, -1.0), sr, 44100)
-        sides = [audio] if audio.ndim == 1 else [audio[:, 0], audio[:, 1]]
-        for side, signal in zip("LR", sides, strict=False):
-            x = openl3.core._preprocess_audio_batch(signal, 44100, hop_size=0.5)[:, 0]
-            out[f"l3_input_{name}_{side}"] = x[:, ::97]
+    for name, side, x in openl3_network_inputs(work):
+        out[f"l3_input_{name}_{side}"] = x[:, ::97]
     _merge(out)
 
 
@@ -227,10 +235,6 @@ def part_front_end(args: argparse.Namespace) -> None:
     embedding of the same windows.
     """
     sys.path[:0] = [args.openl3_src, args.kapre_src]
-    import librosa
-    import openl3.core
-    import pyloudnorm as pyln
-    import soxr
     import tensorflow as tf
     from kapre import backend as kapre_backend
     from openl3.models import load_audio_embedding_model
@@ -250,14 +254,8 @@ def part_front_end(args: argparse.Namespace) -> None:
         digest = hashlib.sha256(np.ascontiguousarray(fb).tobytes()).hexdigest()
         out[f"kapre_filterbank_{n_mels}_sha256"] = digest
     windows = {}
-    for name, *_ in clips.GENERATED + clips.REFERENCE:
-        folder = work / ("generated" if name[0] == "g" else "reference")
-        audio, sr = librosa.load(folder / f"{name}.wav", sr=None, mono=False)
-        audio = soxr.resample(pyln.normalize.peak(audio.T, -1.0), sr, 44100)
-        sides = [audio] if audio.ndim == 1 else [audio[:, 0], audio[:, 1]]
-        for side, signal in zip("LR", sides, strict=False):
-            x = openl3.core._preprocess_audio_batch(signal, 44100, hop_size=0.5)[:, 0]  # (N, 48000)
-            windows[f"{name}_{side}"] = x
+    for name, side, x in openl3_network_inputs(work):  # x: (N, 48000)
+        windows[f"{name}_{side}"] = x
     out["l3_input_sha256"] = json.dumps(
         {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest() for k, v in windows.items()}
     )
