@@ -51,6 +51,9 @@ class WNConv1d(nn.Module):
         self.stride, self.padding, self.dilation, self.transposed = stride, padding, dilation, transposed
         self.kernel_size = kernel_size
         self.folded = vae_inference.FoldedWeight()  # inference cache; not state: never in the state dict
+        self.winograd_tile: tuple[int, int] | None = (  # (m, least channels): set by OobleckVAE.configure_inference
+            None if InferenceConfig.winograd_tile is None else (InferenceConfig.winograd_tile,
+                                                                InferenceConfig.winograd_min_channels))
 
     def weight(self) -> torch.Tensor:
         # torch's fused weight-norm kernel (the one nn.utils.parametrizations.weight_norm calls): the same
@@ -67,7 +70,7 @@ class WNConv1d(nn.Module):
                                                            self.dilation)
                 return y if residual is None else residual + y
             return vae_inference.conv_inference(x, self.folded, bias, self.stride, self.padding, self.dilation,
-                                                residual)
+                                                residual, self.winograd_tile)
         y = self._forward_train(x)
         return y if residual is None else residual + y
 
@@ -267,6 +270,9 @@ class OobleckVAE(nn.Module):
                 m.fused = config.fused_snake
             if isinstance(m, (EncoderBlock, DecoderBlock)):
                 m.tile_elements = config.tile_elements
+            if isinstance(m, WNConv1d):
+                m.winograd_tile = None if config.winograd_tile is None else (config.winograd_tile,
+                                                                              config.winograd_min_channels)
         self.inference = config
         self.release_inference_cache()
         return config

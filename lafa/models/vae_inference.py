@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lafa.models import winograd
+
 PACKED_SHAPES = 2  # input shapes whose packed weights a conv keeps (tiles and windows of a clip take two)
 FUSED_SNAKE_MIN_NUMEL = 1 << 20  # below this compiling does not pay (kernel launch dominates); eager in-place form
 
@@ -47,6 +49,11 @@ class InferenceConfig:
     channels_last: bool = True  # activations with the channel fastest (oneDNN's direct 1-D kernels); False: (B, C, L)
     tile_elements: int | None = 128 * 45056  # residual units run on time tiles of about this many B x C x L
     # elements (23 MB in float32, cache-sized), with exact halos; None: whole activations
+    winograd_tile: int | None = 4  # kernel-7 convs by Winograd F(m, 7), m in (2, 4) (lafa.models.winograd):
+    # 8 / 14 (m = 2) or 10 / 28 (m = 4) of the multiply-adds; error ~4e-6 (m = 2) / ~2e-5 (m = 4) of the max
+    # per conv against ~1.5e-6 direct; None: oneDNN's direct convolution everywhere
+    winograd_min_channels: int = 256  # ... for convs with at least this many input channels (below it the
+    # transforms cost what the GEMMs save on this CPU: docs/benchmarks.md)
 
     def __post_init__(self) -> None:
         if self.tile_elements is not None and self.tile_elements < 1:
@@ -54,6 +61,8 @@ class InferenceConfig:
         if self.chunk_frames is not None and not 0 <= self.overlap_frames < self.chunk_frames:
             raise ValueError(f"need 0 <= overlap_frames < chunk_frames, got {self.overlap_frames}, "
                              f"{self.chunk_frames}")
+        if self.winograd_tile not in (None, *winograd.POINTS):
+            raise ValueError(f"winograd_tile must be one of {sorted(winograd.POINTS)} or None, got {self.winograd_tile}")
         if self.dtype not in (None, torch.float32, torch.bfloat16):
             raise ValueError(f"inference dtype must be float32 or bfloat16, got {self.dtype}")
 
@@ -140,7 +149,8 @@ def _packed_failed(e: Exception, cache: FoldedWeight) -> None:
 
 
 def conv_inference(x: torch.Tensor, cache: FoldedWeight, bias: torch.Tensor | None, stride: int, padding: int,
-                   dilation: int, residual: torch.Tensor | None = None) -> torch.Tensor:
+                   dilation: int, residual: torch.Tensor | None = None,
+                   winograd_tile: tuple[int, int] | None = None) -> torch.Tensor:
     """Conv1d with the folded weight (plus `residual`, added in the conv's output pass), through oneDNN's packed
     weight layout on CPU float32.
 
@@ -149,8 +159,20 @@ def conv_inference(x: torch.Tensor, cache: FoldedWeight, bias: torch.Tensor | No
     runs its direct 1-D kernel. The residual add as oneDNN's binary post-op saves a pass over the activation
     (1x1 conv + add at (1, 128, 45056): 49 -> 32 ms here, bit-identical). Same arithmetic up to the summation
     order: 1e-6 of the max. Elsewhere, or if the packed op is unavailable (warned once), dense conv1d (+ add).
+    `winograd_tile` (m, least input channels): kernel-7 'same' convs with enough channels run as Winograd F(m, 7).
     """
     w = cache.weight
+    if winograd_tile is not None and _winograd_ok(x, w, stride, padding, dilation, winograd_tile[1]):
+        try:
+            m = winograd_tile[0]
+            block = winograd.block_tiles(tuple(x.shape), dilation, m)  # one block shape for all long inputs
+            packed = cache.packed_for(("winograd", m, block), lambda: winograd.pack(w, block, m))
+            y = winograd.conv1d(x, packed, bias, dilation, m, w.shape[0])
+            return y if residual is None else residual + y
+        except Exception as e:  # noqa: BLE001 - numba or oneDNN unavailable or refusing: the direct path
+            _WINOGRAD_FAILED.append(f"{type(e).__name__}: {e}")
+            warnings.warn("lafa VAE inference: Winograd convolution unavailable "
+                          f"({_WINOGRAD_FAILED[0]}); using the direct convolution", stacklevel=3)
     if _packed_ok(x) and stride > 1 and _space_to_depth_ok(x, w, stride, padding):
         try:
             return _strided_conv_space_to_depth(x, cache, bias, stride, padding)
@@ -174,6 +196,15 @@ def conv_inference(x: torch.Tensor, cache: FoldedWeight, bias: torch.Tensor | No
             _packed_failed(e, cache)
     y = torch.nn.functional.conv1d(x, w, bias, stride, padding, dilation)
     return y if residual is None else residual + y
+
+
+_WINOGRAD_FAILED: list[str] = []  # the first reason the Winograd path failed (then direct convolutions)
+
+
+def _winograd_ok(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int, dilation: int, min_channels: int
+                 ) -> bool:
+    return (not _WINOGRAD_FAILED and _packed_ok(x) and w.shape[-1] == winograd.KERNEL and stride == 1 and padding == 3 * dilation
+            and w.shape[1] >= min_channels and x.stride(1) == 1)
 
 
 def _space_to_depth_ok(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int) -> bool:
