@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data_prep.process import ChunkSettings, flac_passthrough
+from data_prep.passthrough import flac_passthrough
+from data_prep.process import ChunkSettings
 from data_prep.shards import BuildSettings, build
 from data_prep.sources import read_folder
 
@@ -65,7 +66,7 @@ def corpus(tmp_path_factory):
 
 
 def _build(src, out, copy):
-    chunk = ChunkSettings(chunk_seconds=2.0, min_tail_seconds=0.5, copy_flac=copy)
+    chunk = ChunkSettings(chunk_seconds=2.0, min_tail_seconds=0.5, copy_sources=copy)
     return build(read_folder(src), BuildSettings(out=out, chunk=chunk, shard_bytes=10**8, jobs=1), [], {})
 
 
