@@ -127,11 +127,11 @@ def wav_passthrough(data: bytes, num_samples: int, settings: ChunkSettings) -> b
     unchanged (libsndfile decodes them to the samples the build validated either way)."""
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         return data
-    chunks: dict[bytes, bytes] = {}
-    pos = 12
+    chunks: dict[bytes, memoryview] = {}
+    pos, view = 12, memoryview(data)  # views: no copy of the audio while parsing
     while pos + 8 <= len(data):
         cid, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
-        body = data[pos + 8 : pos + 8 + size]
+        body = view[pos + 8 : pos + 8 + size]
         if len(body) != size or cid in chunks and cid in (b"fmt ", b"data"):
             return data
         chunks[cid] = body
@@ -143,6 +143,8 @@ def wav_passthrough(data: bytes, num_samples: int, settings: ChunkSettings) -> b
     if (tag, channels, rate, bits) != (1, settings.channels, settings.sample_rate, want_bits) or \
             align != channels * bits // 8 or len(chunks[b"data"]) != num_samples * align:
         return data
+    if list(chunks) == [b"fmt ", b"data"] and len(data) - pos in (0, -1):
+        return data  # nothing to drop
     fmt, audio = chunks[b"fmt "], chunks[b"data"]
     pad = b"\x00" * (len(audio) & 1)
     riff = 4 + 8 + len(fmt) + 8 + len(audio) + len(pad)

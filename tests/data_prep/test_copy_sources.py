@@ -66,6 +66,10 @@ def corpus(tmp_path_factory):
     _write(src, "deep.wav", _music(1.0, seed=7), subtype="PCM_24")  # 24-bit, shards are 16-bit: re-encoded
     _write(src, "long.wav", _music(70.0, seed=8), subtype="PCM_16")  # 3 chunks of 30 s (the last 10 s): re-encoded
     _write(src, "lossless.flac", _music(1.0, seed=9), subtype="PCM_16")  # the FLAC rule, unchanged
+    # copy candidates checked on their integers (decode(int16=True)) are still skipped as before
+    _write(src, "quiet.wav", _music(1.0, seed=10) * 1e-3, subtype="PCM_16")  # peak about -66 dBFS: silent
+    cut = _write(src, "cut.wav", _music(1.0, seed=11), subtype="PCM_16")
+    cut.write_bytes(cut.read_bytes()[:-40000])  # data chunk shorter than its header says: truncated
     return src
 
 
@@ -113,7 +117,10 @@ def test_sources_needing_no_change_are_stored_as_they_are(corpus, built):
     copied = {"ünï cøde — tagged [live].mp3", "plain.mp3", "vorbis.ogg", "info chunk.wav", "lossless.flac"}
     assert {p: [m["stored"] for m in v["json"]] for p, v in files.items()} == {
         p: ["copy"] if p in copied else ["flac"] * len(v["exts"]) for p, v in files.items()}
-    assert [s["path"] for s in manifest["skipped"]] == ["cut.mp3"] and manifest["skipped"][0]["category"] == "truncated"
+    skipped = {s["path"]: (s["category"], s["reason"]) for s in manifest["skipped"]}
+    assert skipped.keys() == {"cut.mp3", "cut.wav", "quiet.wav"}
+    assert skipped["cut.mp3"][0] == skipped["cut.wav"][0] == "truncated"
+    assert skipped["quiet.wav"][0] == "silent" and skipped["quiet.wav"][1].startswith("silent: peak -6")
     assert manifest["stored"] == {"flac": 1 + 1 + 1 + 3, "copy": {"flac": 1, "mp3": 2, "ogg": 1, "wav": 1}}
     table = summary_table(manifest, out).splitlines()
     assert any(line.startswith("chunks encoded to FLAC") and line.split()[-1] == "6" for line in table)
@@ -138,6 +145,8 @@ def test_copies_decode_to_the_samples_the_build_validated(corpus, built):
     assert tagged[0] == 0xFF and tagged[1] & 0xE0 == 0xE0  # starts at the first MPEG frame
     assert b"APETAGEX" not in tagged and tagged[-128:-125] != b"TAG" and len(tagged) < len(source) - PICTURE
     assert tagged in source  # a slice of the source: the audio frames untouched
+    long = np.concatenate([_pcm(a) for a in files["long.wav"]["audio"]])  # checked as int16, split as float
+    assert np.array_equal(long, _pcm(corpus / "long.wav"))  # 16-bit FLAC chunks: exactly the source's samples
     wav = files["info chunk.wav"]["audio"][0]
     assert b"LIST" in (corpus / "info chunk.wav").read_bytes() and b"LIST" not in wav and b"INFO" not in wav
     assert len(wav) == 44 + len(_pcm(wav)) * 4  # RIFF + fmt + data headers, 16-bit stereo samples
