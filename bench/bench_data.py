@@ -192,7 +192,8 @@ def member_decode_ms(repeats: int) -> dict:
         buf = io.BytesIO()
         sf.write(buf, _music(rng, SECONDS)[: SECONDS * rate] if rate == SR else
                  np.repeat(_music(rng, SECONDS), 2, 0)[: SECONDS * rate], rate, **fmt)
-        members[ext] = ({"__key__": "k", ext: buf.getvalue(), "json": b"{}"}, rate)
+        meta = {"stored": "copy", "num_samples": SECONDS * rate, "sample_rate": rate}  # data_prep's JSON of a copy
+        members[ext] = ({"__key__": "k", ext: buf.getvalue(), "json": json.dumps(meta).encode()}, rate)
     times: dict = {ext: {"crop_65536": [], "whole_30s": []} for ext in members}
     for _ in range(repeats):
         for ext, (sample, rate) in members.items():

@@ -67,7 +67,8 @@ def seek_is_exact(f: sf.SoundFile) -> bool:
 class AudioDecoder:
     """One shard sample -> {audio (C, sample_size), padding_mask (sample_size,), real_samples, timing, caption,
     id, metadata}. Only the cropped window is decoded where seeking is exact (FLAC, WAV, Vorbis: 30 s chunks
-    cost about one crop of work); MP3 and Opus members are decoded whole and sliced (`seek_is_exact`).
+    cost about one crop of work); MP3 and Opus members (`seek_is_exact`) are decoded from their start up to the
+    crop's end when data_prep's JSON gives their validated length (a copied source), else whole, and sliced.
     Timing is the crop's (`lafa.data.geometry.timing`): seconds_start from its offset in the source file,
     seconds_total from its real samples."""
 
@@ -89,7 +90,11 @@ class AudioDecoder:
                 start = draw_start(length, size_in, rng)
                 f.seek(start)
                 data = f.read(min(size_in, length - start), dtype="float32", always_2d=True)
-            else:  # decoded whole and sliced: the crop is the full decode's samples at that place
+            elif meta.get("stored") == "copy" and meta.get("num_samples"):  # a data_prep copy: length validated
+                length = int(meta["num_samples"])  # decoded from its start, one read: the full decode's samples
+                start = draw_start(length, size_in, rng)
+                data = f.read(start + size_in, dtype="float32", always_2d=True)[start:]
+            else:  # decoded whole and sliced (the header's length may be an estimate)
                 whole = f.read(dtype="float32", always_2d=True)
                 length = len(whole)
                 start = draw_start(length, size_in, rng)

@@ -242,12 +242,14 @@ def test_training_crops_are_the_full_decode_at_that_place(fmt, subtype, rate, ex
     full = torch.from_numpy(sf.read(io.BytesIO(buf.getvalue()), dtype="float32", always_2d=True)[0].T.copy())
     size = 20000
     decoder = AudioDecoder(size, rate, 2, seed=0, fresh_captions=False)
-    sample = {"__key__": "k", ext: buf.getvalue(), "json": json.dumps({"sample_rate": rate}).encode()}
-    for seed in range(20):  # Opus: seeds 13 and 16 land where a seek + read differs by 6e-8
-        start = draw_start(full.shape[-1], size, random.Random(seed))
-        example = decoder(sample, random.Random(seed), 0)
-        assert example["real_samples"] == size and example["seconds_start"] == start // rate
-        assert torch.equal(example["audio"], full[:, start : start + size]), (ext, seed, start)
+    copy = {"sample_rate": rate, "stored": "copy", "num_samples": full.shape[-1]}  # data_prep's JSON of a copy
+    for meta in ({"sample_rate": rate}, copy):  # MP3/Opus: decoded whole, or from the start to the crop's end
+        sample = {"__key__": "k", ext: buf.getvalue(), "json": json.dumps(meta).encode()}
+        for seed in range(20):  # Opus: seeds 13 and 16 land where a seek + read differs by 6e-8
+            start = draw_start(full.shape[-1], size, random.Random(seed))
+            example = decoder(sample, random.Random(seed), 0)
+            assert example["real_samples"] == size and example["seconds_start"] == start // rate
+            assert torch.equal(example["audio"], full[:, start : start + size]), (ext, seed, start, meta)
 
 
 @pytest.fixture(scope="module")
