@@ -64,6 +64,15 @@ def seek_is_exact(f: sf.SoundFile) -> bool:
     return f.format != "MP3" and f.subtype != "OPUS"
 
 
+def clip_lossy(f: sf.SoundFile, data: np.ndarray) -> np.ndarray:
+    """A lossy member's samples (MP3, Vorbis, Opus) clipped to [-1, 1] in place, as data_prep clips every chunk it
+    encodes to FLAC: a decoder's output can exceed full scale (up to ~2 on clipped masters), so a copied
+    source and its FLAC encoding then differ only by 16-bit rounding (<= 1/32768)."""
+    if f.format == "MP3" or f.subtype in ("VORBIS", "OPUS"):
+        np.clip(data, -1.0, 1.0, out=data)
+    return data
+
+
 class AudioDecoder:
     """One shard sample -> {audio (C, sample_size), padding_mask (sample_size,), real_samples, timing, caption,
     id, metadata}. Only the cropped window is decoded where seeking is exact (FLAC, WAV, Vorbis: 30 s chunks
@@ -99,6 +108,7 @@ class AudioDecoder:
                 length = len(whole)
                 start = draw_start(length, size_in, rng)
                 data = whole[start : start + size_in]
+            clip_lossy(f, data)
         audio = torch.from_numpy(np.ascontiguousarray(data.T))  # (C_file, s)
         audio = resample(to_channels(audio, self.channels), sr, self.sample_rate)
         audio, mask = crop_pad(audio, self.sample_size, 0)  # (C, sample_size), (sample_size,)

@@ -260,31 +260,38 @@ def copied_mp3_shards(tmp_path_factory):
     src.mkdir()
     sf.write(src / "tone é.mp3", _tone(2.0, SR), SR, format="MP3")
     sf.write(src / "mono.mp3", _tone(1.0, SR)[:, 0], SR, format="MP3")
-    for name in ("tone é", "mono"):
+    loud = np.clip(np.random.default_rng(0).standard_normal((SR, 2)) * 0.6, -1, 1)
+    sf.write(src / "loud.mp3", loud, SR, format="MP3")  # decodes above full scale: readers clip it
+    for name in ("tone é", "mono", "loud"):
         (src / f"{name}.json").write_text(json.dumps({"genre": "tone", "split": "train"}))
     manifest = build(read_folder(src), BuildSettings(out=root / "shards", jobs=1), [], {})
-    assert manifest["stored"] == {"flac": 1, "copy": {"mp3": 1}}
-    return root, sf.read(src / "tone é.mp3", dtype="float32", always_2d=True)[0].T
+    assert manifest["stored"] == {"flac": 1, "copy": {"mp3": 2}}
+    raw = sf.read(src / "loud.mp3", dtype="float32", always_2d=True)[0].T
+    assert np.abs(raw).max() > 1.2
+    return root, sf.read(src / "tone é.mp3", dtype="float32", always_2d=True)[0].T, np.clip(raw, -1, 1)
 
 
 def test_a_copied_mp3_member_reads_through_the_datamodule_analysis_and_lafa_encode(copied_mp3_shards):
     from lafa.commands.analyze import read_clips
     from lafa.data.latent_shards import encode_shards
 
-    root, source = copied_mp3_shards  # source: (2, S) the build's own decode of the file
+    root, source, loud = copied_mp3_shards  # (2, S): the build's own decode of the files (loud: clipped)
     spec = str(root / "shards" / "train-*.tar")
     n = source.shape[-1]
-    dm = AudioDataModule(val_shards=spec, train_shards=spec, sample_size=n + 1000, batch_size=2, num_workers=0)
+    dm = AudioDataModule(val_shards=spec, train_shards=spec, sample_size=n + 1000, batch_size=3, num_workers=0)
     (batch,) = list(dm.val_dataloader())
     i = batch["id"].index(next(k for k in batch["id"] if "tone" in k))
     assert batch["metadata"][i]["stored"] == "copy" and int(batch["padding_mask"][i].sum()) == n
     assert torch.equal(batch["audio"][i, :, :n], torch.from_numpy(source))  # the whole clip, exactly
+    j = batch["id"].index(next(k for k in batch["id"] if "loud" in k))
+    assert torch.equal(batch["audio"][j, :, : loud.shape[-1]], torch.from_numpy(loud))  # clipped to full scale
     dm = AudioDataModule(train_shards=spec, sample_size=4096, batch_size=1, num_workers=1, shuffle_buffer=0, seed=3)
     crops = [b["audio"][0].numpy() for b in dm.train_dataloader() if "tone" in b["id"][0]]
     assert len(crops) == 1  # a training crop, decoded in a worker: a slice of the same samples
     assert sum(np.array_equal(crops[0], source[:, s : s + 4096]) for s in range(n - 4095)) == 1
-    clips = dict(read_clips(spec, 2, SR, 2, 30.0))  # `lafa analyze`'s reader
+    clips = dict(read_clips(spec, 3, SR, 2, 30.0))  # `lafa analyze`'s reader
     assert torch.equal(next(v for k, v in clips.items() if "tone" in k), torch.from_numpy(source))
+    assert torch.equal(next(v for k, v in clips.items() if "loud" in k), torch.from_numpy(loud))
 
     class Mean(torch.nn.Module):  # an Autoencoder-shaped encoder: the mean of each 256 samples
         sample_rate, io_channels, latent_dim, downsampling_ratio = SR, 2, 2, 256
@@ -295,8 +302,9 @@ def test_a_copied_mp3_member_reads_through_the_datamodule_analysis_and_lafa_enco
     (out,) = encode_shards(Mean(), sorted(str(p) for p in (root / "shards").glob("*.tar")), root / "lat", batch_size=2)
     with tarfile.open(out) as tar:
         names = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
-    (key,) = [k[:-4] for k in names if k.endswith(".npy") and "tone" in k]
-    latent = np.load(io.BytesIO(names[f"{key}.npy"]))
-    frames = -(-n // 256)
-    padded = np.pad(source, ((0, 0), (0, frames * 256 - n)))
-    assert latent.shape == (2, frames) and np.allclose(latent, padded.reshape(2, frames, 256).mean(-1), atol=1e-6)
+    for name, audio in (("tone", source), ("loud", loud)):
+        (key,) = [k[:-4] for k in names if k.endswith(".npy") and name in k]
+        latent = np.load(io.BytesIO(names[f"{key}.npy"]))
+        frames = -(-audio.shape[-1] // 256)
+        padded = np.pad(audio, ((0, 0), (0, frames * 256 - audio.shape[-1])))
+        assert latent.shape == (2, frames) and np.allclose(latent, padded.reshape(2, frames, 256).mean(-1), atol=1e-6)

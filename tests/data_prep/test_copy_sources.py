@@ -20,6 +20,7 @@ from data_prep.process import ChunkSettings
 from data_prep.shards import MEMBER_OVERHEAD, BuildSettings, build, file_header
 from data_prep.sources import read_folder
 from data_prep.summary import summary_table
+from lafa.data.datamodule import AudioDecoder
 
 SR = 44100
 PICTURE = 300_000  # bytes of cover art in the ID3v2 tag
@@ -152,17 +153,35 @@ def test_copies_decode_to_the_samples_the_build_validated(corpus, built):
     assert len(wav) == 44 + len(_pcm(wav)) * 4  # RIFF + fmt + data headers, 16-bit stereo samples
 
 
-def test_copied_mp3_differs_from_a_flac_chunk_only_by_16_bit_rounding(corpus, built, tmp_path):
-    """The documented difference: a copied mp3 is the decoder's float output, a FLAC chunk rounds it to 16 bits."""
-    out, _ = built
-    flac = build(read_folder(corpus), BuildSettings(out=tmp_path, shard_bytes=10**8, jobs=1,
-                                                    chunk=ChunkSettings(copy_sources=False)), [], {})
-    assert flac["stored"] == {"flac": 11, "copy": {}}
-    copy = _pcm(_by_file(_members(out))["plain.mp3"]["audio"][0])
-    (enc,), ext = _by_file(_members(tmp_path))["plain.mp3"]["audio"], _by_file(_members(tmp_path))["plain.mp3"]["exts"]
-    assert ext == ["flac"]
-    diff = np.abs(copy - _pcm(enc))
-    assert 0 < diff.max() <= 0.5 / 32768 + 1e-9  # not re-quantised, but within half a 16-bit step
+def test_copied_lossy_audio_differs_from_a_flac_chunk_only_by_16_bit_rounding(tmp_path):
+    """What training sees: a copied mp3/ogg is the decoder's float output clipped to full scale, a FLAC chunk
+    the same rounded to 16 bits; a loud source whose decode exceeds full scale included."""
+    src = tmp_path / "src"
+    src.mkdir()
+    loud = np.clip(np.random.default_rng(0).standard_normal((SR, 2)) * 0.6, -1, 1).astype(np.float32)
+    _write(src, "loud.mp3", loud, format="MP3")
+    _write(src, "loud.ogg", loud, format="OGG", subtype="VORBIS")
+    _write(src, "plain.mp3", _music(1.2, seed=1), format="MP3")
+    assert all(np.abs(_pcm(src / n)).max() > 1.2 for n in ("loud.mp3", "loud.ogg"))  # overs in the decode
+    copy = build(read_folder(src), BuildSettings(out=tmp_path / "copy", jobs=1), [], {})
+    flac = build(read_folder(src), BuildSettings(out=tmp_path / "flac", jobs=1, chunk=ChunkSettings(copy_sources=False)),
+                 [], {})
+    assert copy["stored"] == {"flac": 0, "copy": {"mp3": 2, "ogg": 1}} and flac["stored"] == {"flac": 3, "copy": {}}
+    decoder = AudioDecoder(2 * SR, SR, 2, seed=0, fresh_captions=False)
+
+    def loaded(out):  # path -> (2, S) real audio as the AudioDataModule gives it
+        samples: dict[str, dict] = {}
+        for name, data in _members(out).items():
+            key, ext = name.split(".", 1)
+            samples.setdefault(key, {"__key__": key})[ext] = data
+        return {json.loads(s["json"])["path"]: (lambda e: e["audio"][:, : e["real_samples"]])(decoder(s, None, 0))
+                for s in samples.values()}
+
+    a, b = loaded(tmp_path / "copy"), loaded(tmp_path / "flac")
+    for name in ("loud.mp3", "loud.ogg", "plain.mp3"):
+        diff = (a[name] - b[name]).abs()
+        assert a[name].shape == b[name].shape and 0 < float(diff.max()) <= 1 / 32768, name
+        assert float(a[name].abs().max()) <= 1.0  # clipped as the FLAC path clips
 
 
 def test_the_planner_sizes_a_copy_exactly(corpus, built):
