@@ -103,5 +103,7 @@ def test_passthrough_refuses_what_it_cannot_vouch_for(tmp_path):
     assert flac_passthrough(b"ID3\x03\x00\x00\x00\x00\x00\x00" + data, n, s) is None  # ID3 tag in front
     assert flac_passthrough(data[:20], n, s) is None  # cut inside the metadata
     assert flac_passthrough(data, n, ChunkSettings(flac_subtype="PCM_24")) is None
+    deep = _write(tmp_path, "y.flac", _signal(1.0), subtype="PCM_24").read_bytes()  # 24-bit: copied into 24-bit shards
+    assert flac_passthrough(deep, n, s) is None and flac_passthrough(deep, n, ChunkSettings(flac_subtype="PCM_24"))
     assert flac_passthrough(data, n, ChunkSettings(sample_rate=48000)) is None
     assert flac_passthrough((tmp_path / "x.json").read_bytes(), n, s) is None
