@@ -1,27 +1,32 @@
 """Data throughput: shard building (`make shards`) against its decode bound, and data loading.
 
-    .venv/bin/python bench/bench_data.py [--files 32] [--flac_levels 4,5,0] [--jobs 2] [--out bench/results/data.json]
+    .venv/bin/python bench/bench_data.py [--files 24] [--flac_levels 4] [--jobs 2] [--out bench/results/data.json]
 
 1. `make shards` vs the decode bound, per corpus: synthetic 8 s stereo 44.1 kHz music-like files, single-format
    (mp3 like FMA, wav like FSD50K, flac, ogg: real corpora are one format) and the four mixed, are decoded
    alone (lafa.audio.load_audio, the bound) and sharded by data_prep's build, interleaved repeats, medians.
    One process: CPU seconds (= per worker); with --jobs N also N processes on both sides, wall seconds. The
-   ratio is the decode bound's seconds over the build's. Each FLAC level is built, plus "before" (level 5,
-   FLAC sources re-encoded, the behaviour before the FLAC copy). On the mix, each stage of the build is timed
-   on the same files (decode with the truncation check, channels/resampling/silence, FLAC encoding, hashing);
-   shard sizes are compared with the target and with 16-bit PCM.
+   ratio is the decode bound's seconds over the build's. Each FLAC level is built with the default copy rule
+   (a one-chunk source needing no change is stored as it is), plus "no_copy" (every chunk re-encoded to FLAC
+   at level 4, the behaviour before the copy rule). Per corpus, each stage of the build is timed on the same
+   files (tags, scan: hash + header + plan estimate, decode with the checks, channels/resampling/silence, FLAC
+   encoding, copy with tag stripping); shard sizes are compared with the target and with 16-bit PCM.
 2. Loading: 30 s stereo FLAC chunks per second per worker through the AudioDataModule for a training crop
-   (65536 samples, the FLAC is seeked) and for the whole chunk (1323000 samples), and with 2 workers.
+   (65536 samples, the FLAC is seeked) and for the whole chunk (1323000 samples), and with 2 workers; and the
+   AudioDecoder's milliseconds per 30 s member of each stored format (copied mp3/ogg/opus/wav vs FLAC), crop
+   and whole: what a copied member costs at load time, every epoch.
 Numbers depend on the machine's load: the JSON records it.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import io
 import json
 import os
 import platform
+import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -33,11 +38,13 @@ import soundfile as sf
 import torch
 import webdataset
 
+from data_prep.passthrough import SourceFormat, copy_extension, stored_copy
 from data_prep.process import ChunkSettings, decode, encode_flac, split_chunks
-from data_prep.shards import BuildSettings, build
+from data_prep.shards import BuildSettings, build, file_header
 from data_prep.sources import read_folder
 from lafa.audio import load_audio
 from lafa.data import AudioDataModule
+from lafa.data.datamodule import AudioDecoder
 
 SR, SECONDS = 44100, 30
 FILE_SECONDS = 8
@@ -89,58 +96,114 @@ def _decode_one(path: Path) -> int:
     return load_audio(path)[0].shape[-1]
 
 
-def shard_bench(root: Path, files: int, repeats: int, target_mb: float, formats: tuple[dict, ...] = FORMATS,
+def shard_bench(root: Path, files: int, repeats: int, shards: int, formats: tuple[dict, ...] = FORMATS,
                 settings: ChunkSettings | None = None, jobs: int = 1, stages: bool = True) -> dict:
     """`make shards` (build) vs decoding the same files, interleaved; CPU seconds in one process (jobs 1) or
-    wall seconds with `jobs` processes on both sides; stage breakdown; shard sizes."""
+    wall seconds with `jobs` processes on both sides; stage breakdown; shard sizes. The shard target is set
+    from the warm-up build's bytes so that the corpus fills about `shards` shards (a file is then a small part
+    of a shard, as on a real corpus, and the planner's accuracy is what the sizes show)."""
     paths = make_corpus(root / "corpus", files, formats)
     audio_seconds = files * FILE_SECONDS
     settings = settings or ChunkSettings()
-    target = int(target_mb * 2**20)
+    target = 2**40  # warm-up: one shard, its size sets the target of the timed rounds
     clock = _cpu if jobs == 1 else _wall  # child processes' CPU is not in process_time: wall for jobs > 1
     runs = {"decode_bound": [], "make_shards": []}
     sizes: list[int] = []
+    manifest: dict = {}
     for r in range(repeats + 1):  # the first round warms the page cache and is not counted
         t_dec = clock(lambda: _decode_all(paths, jobs))
         out = root / f"shards{r}"
-        t_build = clock(lambda out=out: build(read_folder(root / "corpus"), BuildSettings(
-            out=out, chunk=settings, shard_bytes=target, jobs=jobs, size_estimate="probe"), [], {}))
+        t_build = clock(lambda out=out, target=target: manifest.update(build(read_folder(root / "corpus"), BuildSettings(
+            out=out, chunk=settings, shard_bytes=target, jobs=jobs, size_estimate="probe"), [], {})))
         if r:
             runs["decode_bound"].append(t_dec)
             runs["make_shards"].append(t_build)
         sizes = [p.stat().st_size for p in sorted(out.glob("train-*.tar"))]
+        if not r:
+            target = int(sum(sizes) / (shards - 0.5))  # the last shard holds a half-full remainder
+        if r < repeats:
+            shutil.rmtree(out)  # keep the temporary folder small (wav shards are ~PCM-sized)
     med = {k: statistics.median(v) for k, v in runs.items()}
     whole = sizes[:-1] or sizes  # the last shard holds the remainder
     pcm = audio_seconds * SR * 2 * 2
     report = {
         "what": f"{files} files x {FILE_SECONDS} s stereo 44.1 kHz ({'/'.join(f['format'].lower() for f in formats)}), "
-        f"{jobs} process(es), {'CPU' if jobs == 1 else 'wall'} seconds, flac_level {settings.flac_level}",
+        f"{jobs} process(es), {'CPU' if jobs == 1 else 'wall'} seconds, flac_level {settings.flac_level}, "
+        f"copy_sources {settings.copy_sources}",
         "seconds_median": {k: round(v, 3) for k, v in med.items()},
         "seconds_all": {k: [round(x, 3) for x in v] for k, v in runs.items()},
         "audio_hours_per_hour": {k: round(audio_seconds / v, 1) for k, v in med.items()},
         "ratio_make_shards_vs_decode_bound": round(med["decode_bound"] / med["make_shards"], 3),
-        "shards": {"target_mb": target_mb, "sizes_mb": [round(x / 2**20, 2) for x in sizes],
+        "stored": manifest["stored"],
+        "shards": {"target_mb": round(target / 2**20, 3), "sizes_mb": [round(x / 2**20, 2) for x in sizes],
                    "bytes_vs_16bit_pcm": round(sum(sizes) / pcm, 4),
                    "max_deviation_of_full_shards": round(max(abs(x / target - 1) for x in whole), 3)},
     }
     if stages:
-        report["stage_cpu_seconds"] = stage_times(paths, settings)
+        report["stage_cpu_seconds"] = stage_times(root / "corpus", paths, settings)
     return report
 
 
-def stage_times(paths: list[Path], settings: ChunkSettings) -> dict:
-    """CPU seconds of each stage of a build on the same files, one process."""
-    stages = {"decode_checked": 0.0, "channels_resample_silence": 0.0, "flac_encode": 0.0, "sha256": 0.0}
+def _timed(stages: dict, key: str, fn, *args):
+    """fn(*args), its CPU seconds added to stages[key]."""
+    start = time.process_time()
+    result = fn(*args)
+    stages[key] += time.process_time() - start
+    return result
+
+
+def stage_times(root: Path, paths: list[Path], settings: ChunkSettings) -> dict:
+    """CPU seconds of each stage of a build on the same files, one process, as data_prep.shards does them."""
+    stages = {"tags_and_listing": 0.0, "scan_hash_header_estimate": 0.0, "decode_checked": 0.0,
+              "channels_resample_silence": 0.0, "flac_encode": 0.0, "copy_strip_tags": 0.0}
+    items = {Path(it.path).name: it for it in _timed(stages, "tags_and_listing", read_folder, root)}
     for p in paths:
-        stages["sha256"] += _cpu(lambda p=p: hashlib.sha256(p.read_bytes()).hexdigest())
-        full = _cpu(lambda p=p: decode(p, settings))
-        audio = decode(p, settings)
-        chunks = [c for _, c in split_chunks(audio, settings)[0]]
-        stages["flac_encode"] += _cpu(lambda chunks=chunks: [encode_flac(c, settings) for c in chunks])
-        dec = _cpu(lambda p=p: load_audio(p))
-        stages["decode_checked"] += dec
-        stages["channels_resample_silence"] += max(full - dec, 0.0)
-    return {k: round(v, 3) for k, v in stages.items()}
+        head = _timed(stages, "scan_hash_header_estimate", file_header, items[p.name], settings)
+        ext = copy_extension(SourceFormat(**head["format"]), settings)
+        int16 = ext in ("wav", "flac") and settings.flac_subtype == "PCM_16"
+        audio = _timed(stages, "decode_checked", decode, p, settings, int16)
+        if audio.dtype == torch.int16:  # the build's one-chunk int16 path: no conversion, no split
+            if _timed(stages, "copy_strip_tags", _copy, ext, p, audio.shape[-1], settings) is not None:
+                continue
+            audio = audio.float() / 32768
+        chunks = _timed(stages, "channels_resample_silence", split_chunks, audio, settings)[0]
+        if ext and len(chunks) == 1 and chunks[0][1].shape[-1] == audio.shape[-1]:
+            _timed(stages, "copy_strip_tags", _copy, ext, p, audio.shape[-1], settings)
+        else:
+            _timed(stages, "flac_encode", lambda cs: [encode_flac(c, settings) for _, c in cs], chunks)
+    return {k: round(v, 4) for k, v in stages.items()}
+
+
+def _copy(ext: str, path: Path, num_samples: int, settings: ChunkSettings) -> bytes | None:
+    return stored_copy(ext, path.read_bytes(), num_samples, settings)
+
+
+MEMBER_FORMATS = {"flac": ({"format": "FLAC", "subtype": "PCM_16"}, SR), "wav": ({"format": "WAV", "subtype": "PCM_16"}, SR),
+                  "mp3": ({"format": "MP3"}, SR), "ogg": ({"format": "OGG", "subtype": "VORBIS"}, SR),
+                  "opus": ({"format": "OGG", "subtype": "OPUS"}, 48000)}
+
+
+def member_decode_ms(repeats: int) -> dict:
+    """CPU milliseconds of the AudioDecoder per 30 s stereo member of each stored format: a 65536-sample
+    training crop (FLAC/WAV/Vorbis seek, MP3/Opus decode from the start to the crop's end: on average about
+    half the member) and the whole chunk; interleaved, medians."""
+    rng = np.random.default_rng(2)
+    members = {}
+    for ext, (fmt, rate) in MEMBER_FORMATS.items():
+        buf = io.BytesIO()
+        sf.write(buf, _music(rng, SECONDS)[: SECONDS * rate] if rate == SR else
+                 np.repeat(_music(rng, SECONDS), 2, 0)[: SECONDS * rate], rate, **fmt)
+        meta = {"stored": "copy", "num_samples": SECONDS * rate, "sample_rate": rate}  # data_prep's JSON of a copy
+        members[ext] = ({"__key__": "k", ext: buf.getvalue(), "json": json.dumps(meta).encode()}, rate)
+    times: dict = {ext: {"crop_65536": [], "whole_30s": []} for ext in members}
+    for _ in range(repeats):
+        for ext, (sample, rate) in members.items():
+            for name, size, n in (("crop_65536", 65536, 20), ("whole_30s", SECONDS * rate, 3)):
+                decoder = AudioDecoder(size, rate, 2, seed=0, fresh_captions=False)
+                gen = random.Random(0)  # the same 20 crop starts for every format and repeat
+                times[ext][name].append(_cpu(lambda d=decoder, s=sample, g=gen, n=n: [d(s, g, 0) for _ in range(n)]) / n)
+    return {ext: {k: round(1000 * statistics.median(v), 2) for k, v in d.items()} | {
+        "bytes_per_30s": len(members[ext][0][ext])} for ext, d in times.items()}
 
 
 def make_shards(root: Path, clips: int) -> Path:
@@ -174,30 +237,28 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--clips", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--files", type=int, default=32, help="files of the make-shards corpus")
-    p.add_argument("--shard_mb", type=float, default=8.0, help="target shard size of the make-shards run")
-    p.add_argument("--flac_levels", default="4,5,0", help="FLAC levels to build with (4: the default)")
+    p.add_argument("--files", type=int, default=24, help="files of the make-shards corpus")
+    p.add_argument("--shards", type=int, default=3, help="shards per make-shards corpus (sets the target size)")
+    p.add_argument("--flac_levels", default="4", help="FLAC levels to build with (4: the default), e.g. 4,5,0")
     p.add_argument("--jobs", type=int, default=2, help="processes of the wall-time run (1: none)")
     p.add_argument("--out", type=Path, default=Path("bench/results/data.json"))
     args = p.parse_args()
     torch.set_num_threads(1)
     shards_report: dict = {}
     variants = {f"flac_level_{v}": ChunkSettings(flac_level=int(v)) for v in args.flac_levels.split(",")}
-    # before this benchmark's changes: libsndfile's level 5, every chunk re-encoded (FLAC sources too)
-    variants["before_level5_no_copy"] = ChunkSettings(flac_level=5, copy_flac=False)
+    # before the copy rule: every chunk re-encoded to FLAC (level 4); FLAC sources too
+    variants["no_copy_level_4"] = ChunkSettings(flac_level=4, copy_sources=False)
     for corpus, formats in CORPORA.items():  # real corpora are single-format (FMA mp3, FSD50K wav)
         for name, chunk in variants.items():
-            if name.startswith("before") and corpus not in ("mix", "flac"):
-                continue  # the copy only changes FLAC sources: elsewhere "before" is flac_level_5
             with tempfile.TemporaryDirectory() as tmp:
                 shards_report.setdefault(corpus, {})[name] = shard_bench(
-                    Path(tmp), args.files, args.repeats, args.shard_mb, formats, chunk,
-                    stages=corpus == "mix" and name == "flac_level_4")
+                    Path(tmp), args.files, args.repeats, args.shards, formats, chunk, stages=name == "flac_level_4")
     if args.jobs > 1:
         with tempfile.TemporaryDirectory() as tmp:
             shards_report[f"mix_{args.jobs}_processes_wall"] = shard_bench(
-                Path(tmp), args.files, args.repeats, args.shard_mb, FORMATS, ChunkSettings(), jobs=args.jobs,
+                Path(tmp), args.files, args.repeats, args.shards, FORMATS, ChunkSettings(), jobs=args.jobs,
                 stages=False)
+    member_ms = member_decode_ms(args.repeats)
     with tempfile.TemporaryDirectory() as tmp:
         shards = make_shards(Path(tmp), args.clips)
         spec = str(shards / "train-*.tar")
@@ -210,6 +271,7 @@ def main() -> int:
         shard_mb = sum(p.stat().st_size for p in shards.glob("*.tar")) / 2**20
     report = {
         "make_shards": shards_report,
+        "member_decode_ms_per_30s": member_ms,
         "what": "30 s stereo 44.1 kHz FLAC chunks per second: decode + crop (+ resample no-op) + collate",
         "clips_per_second": results,
         "ratios": {"crop_vs_full_decode": round(results["crop_65536_1worker"] / results["full_30s_1worker"], 2),

@@ -37,6 +37,9 @@ def _common(p: argparse.ArgumentParser, chunk: float, shard: str, estimate: str)
     p.add_argument("--flac_level", type=int, choices=range(9), default=4, metavar="0-8",
                    help="FLAC compression level (default 4: libFLAC 5's size for ~12%% less CPU; 0: ~30%% less "
                         "CPU, 3-13%% larger)")
+    p.add_argument("--no_copy", dest="copy_sources", action="store_false",
+                   help="re-encode every chunk to FLAC; by default a file that is one whole chunk at 44.1 kHz stereo "
+                        "(mp3, ogg, opus, FLAC/WAV at --flac_subtype's depth) is stored as it is, tags dropped")
     p.add_argument("--shard_size", type=_size, default=_size(shard), help="target shard size, e.g. 256MB")
     p.add_argument("--val_fraction", type=float, default=0.05, help="hash split, for items without a split")
     p.add_argument("--test_fraction", type=float, default=0.05)
@@ -107,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
     items, lic_rejected = license_filter(items, allow, keep_unlicensed, licenses)
     chunk = ChunkSettings(chunk_seconds=args.chunk_seconds, min_tail_seconds=args.min_tail_seconds,
                           silence_dbfs=args.silence_dbfs, flac_subtype=args.flac_subtype,
-                          flac_level=args.flac_level)
+                          flac_level=args.flac_level, copy_sources=args.copy_sources)
     settings = BuildSettings(out=out, chunk=chunk, shard_bytes=args.shard_size, val_fraction=args.val_fraction,
                              test_fraction=args.test_fraction, seed=args.seed, jobs=args.jobs, prefix=args.prefix,
                              size_estimate=args.size_estimate)

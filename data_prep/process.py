@@ -1,4 +1,5 @@
-"""One audio file -> 44.1 kHz stereo chunks (Sec. 5.1: "30 sec stereo audio chunks"), FLAC encoded."""
+"""One audio file -> 44.1 kHz stereo chunks (Sec. 5.1: "30 sec stereo audio chunks"), FLAC encoded (or the
+source stored as it is: data_prep.passthrough)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ class ChunkSettings:
     # libFLAC compression level 0-8 (None: libsndfile's default, 5); 4 measured the same size as 5 for 9-14% less
     # encoding CPU on mp3/ogg/wav-decoded music-like audio (docs/data.md, Benchmark)
     flac_level: int | None = 4
-    copy_flac: bool = True  # a 16-bit FLAC source that is one whole chunk is copied (tags dropped), not re-encoded
+    # a source needing no change (one whole chunk at this rate and channel count; FLAC/WAV at flac_subtype's bit
+    # depth, MP3, Ogg Vorbis, Opus) is stored byte for byte (tags dropped where safe), not re-encoded to FLAC
+    copy_sources: bool = True
 
 
 class SkipFile(Exception):
@@ -36,10 +39,14 @@ class SkipFile(Exception):
         self.category = category
 
 
-def decode(path, settings: ChunkSettings) -> torch.Tensor:
+def decode(path, settings: ChunkSettings, int16: bool = False) -> torch.Tensor:
     """Any rate and channel count -> (channels, samples) at settings.sample_rate; raises SkipFile.
     A truncated or partly decodable file is skipped whole (lafa's choice: a clip silently shorter than the
-    recording, or ending in a glitch, would enter training under the full file's metadata and timing)."""
+    recording, or ending in a glitch, would enter training under the full file's metadata and timing).
+    int16: a 16-bit PCM source already at the shard's rate and channels (a WAV or FLAC the build may copy)
+    checked the same way on its integers, int16 (C, S): for WAV a tenth of the float32 decode's CPU."""
+    if int16:
+        return _decode_int16(path, settings)
     try:
         audio, sr = load_audio_complete(path)
     except TruncatedAudioError as exc:  # the skip record has the path: the reason names the file only
@@ -52,6 +59,24 @@ def decode(path, settings: ChunkSettings) -> torch.Tensor:
     if sr != settings.sample_rate:
         audio = audio.contiguous()  # the sinc filter runs along samples
     return resample(to_channels(audio, settings.channels), sr, settings.sample_rate)
+
+
+def _decode_int16(path, settings: ChunkSettings) -> torch.Tensor:
+    try:
+        audio, sr = load_audio_complete(path, dtype="int16")
+    except TruncatedAudioError as exc:
+        raise SkipFile(str(exc).replace(f"{path}: ", ""), "truncated") from exc
+    except Exception as exc:
+        raise SkipFile(f"unreadable: {exc}".replace(str(path), Path(path).name), "unreadable") from exc
+    if (sr, audio.shape[0], settings.flac_subtype) != (settings.sample_rate, settings.channels, "PCM_16"):
+        return decode(path, settings)  # not what the header promised (the file changed): the float path
+    level = peak_dbfs(audio) - INT16_DBFS  # the float decode's peak: x / 32768
+    if level < settings.silence_dbfs:
+        raise SkipFile(f"silent: peak {level:.1f} dBFS < {settings.silence_dbfs:g} dBFS", "silent")
+    return audio
+
+
+INT16_DBFS = 20 * math.log10(32768)
 
 
 def chunk_bounds(num_samples: int, chunk: int, min_tail: int) -> list[tuple[int, int]]:
@@ -81,7 +106,9 @@ def encode_flac(audio: torch.Tensor, settings: ChunkSettings) -> bytes:
     """Lossless FLAC bytes of (C, S) audio (clipped to [-1, 1]); libsndfile writes no timestamps."""
     buf = io.BytesIO()
     data = audio.numpy().T  # (S, C); contiguous when audio is a view of a decoder buffer
-    if settings.flac_subtype == "PCM_16":  # libsndfile's own float -> int16 (x 32768, rint, clip), done in numpy:
+    if data.dtype == np.int16:  # decode(int16=True)'s integers (PCM_16 shards only): stored as they are
+        pass
+    elif settings.flac_subtype == "PCM_16":  # libsndfile's own float -> int16 (x 32768, rint, clip), done in numpy:
         data = np.clip(np.rint(data * 32768.0), -32768, 32767).astype(np.int16)  # same bytes, 20% less time
     else:
         data = np.clip(data, -1, 1)
@@ -94,37 +121,3 @@ def chunk_metadata(offset: int, length: int, total: int, sr: int) -> dict:
     """Timing fields: seconds_start = floor(offset / sr), seconds_total = ceil(len / sr) (Stable Audio)."""
     return {"offset_samples": offset, "num_samples": length, "total_samples": total,
             "seconds_start": math.floor(offset / sr), "seconds_total": math.ceil(total / sr)}
-
-
-FLAC_KEPT_BLOCKS = (0, 3)  # STREAMINFO, SEEKTABLE; tags, pictures, padding, cue sheets and application data go
-
-
-def flac_passthrough(data: bytes, num_samples: int, settings: ChunkSettings) -> bytes | None:
-    """The FLAC file `data` with only its STREAMINFO and SEEKTABLE metadata, when its audio is exactly what
-    encode_flac would store for a chunk of `num_samples` (16-bit, the shard rate and channels, that length):
-    the decoded samples are the same integers, so re-encoding would only spend CPU. None otherwise.
-    The metadata block layout is fixed by the FLAC format (RFC 9639, section 8); an ID3 tag in front of the
-    stream or anything unexpected gives None (the chunk is then encoded as usual)."""
-    if settings.flac_subtype != "PCM_16" or data[:4] != b"fLaC":
-        return None
-    pos, kept, last = 4, [], False
-    while not last:
-        if pos + 4 > len(data):
-            return None
-        last, kind, length = bool(data[pos] & 0x80), data[pos] & 0x7F, int.from_bytes(data[pos + 1 : pos + 4], "big")
-        block = data[pos + 4 : pos + 4 + length]
-        if len(block) != length or kind == 127:
-            return None
-        if kind in FLAC_KEPT_BLOCKS:
-            kept.append((kind, block))
-        pos += 4 + length
-    if not kept or kept[0][0] != 0 or len(kept[0][1]) != 34:
-        return None
-    info = int.from_bytes(kept[0][1][10:18], "big")  # 20 bits rate, 3 channels - 1, 5 bits/sample - 1, 36 samples
-    rate, channels, bits, total = info >> 44, ((info >> 41) & 7) + 1, ((info >> 36) & 31) + 1, info & (2**36 - 1)
-    if (rate, channels, bits, total) != (settings.sample_rate, settings.channels, 16, num_samples):
-        return None
-    out = [b"fLaC"]
-    for i, (kind, block) in enumerate(kept):
-        out.append(bytes([kind | (0x80 if i == len(kept) - 1 else 0)]) + len(block).to_bytes(3, "big") + block)
-    return b"".join(out) + data[pos:]

@@ -24,15 +24,8 @@ import torch
 from tqdm import tqdm
 
 from data_prep.items import Item, printable, skip_record
-from data_prep.process import (
-    ChunkSettings,
-    SkipFile,
-    chunk_metadata,
-    decode,
-    encode_flac,
-    flac_passthrough,
-    split_chunks,
-)
+from data_prep.passthrough import SourceFormat, copy_extension, stored_copy
+from data_prep.process import ChunkSettings, SkipFile, chunk_metadata, decode, encode_flac, split_chunks
 from lafa.audio import sf_source, to_channels
 from lafa.data.captions import caption_rng, draw_caption
 from lafa.data.tario import add_member, atomic_tar, remove_stale_temporaries
@@ -65,8 +58,8 @@ def split_of(item: Item, val_fraction: float, test_fraction: float) -> str:
 
 
 def file_header(item: Item, chunk: ChunkSettings | None = None) -> dict:
-    """Duration, a content hash (sha256 of the file bytes) and the estimated size of the file's shard members
-    (with `chunk`), or the reason the file cannot be used."""
+    """Duration, a content hash (sha256 of the file bytes), the format libsndfile reports and the estimated size
+    of the file's shard members (with `chunk`), or the reason the file cannot be used."""
     try:
         data = Path(item.path).read_bytes()
     except OSError as exc:
@@ -79,7 +72,8 @@ def file_header(item: Item, chunk: ChunkSettings | None = None) -> dict:
         return {"error": f"unreadable: {exc}".replace(str(item.path), Path(item.path).name), "category": "unreadable"}
     if info.frames <= 0:
         return {"error": "no samples", "category": "empty"}
-    head = {"seconds": info.frames / info.samplerate, "sha256": hashlib.sha256(data).hexdigest()}
+    head = {"seconds": info.frames / info.samplerate, "sha256": hashlib.sha256(data).hexdigest(),
+            "format": asdict(SourceFormat.of(info))}
     if chunk is not None:
         head["est_bytes"] = estimate_bytes(item.path, info, chunk, data)
     return head
@@ -92,11 +86,12 @@ MEMBER_OVERHEAD = 3 * 512 + 1024  # tar headers and padding of a chunk's two mem
 def estimate_bytes(path: Path, info, chunk: ChunkSettings, data: bytes | None = None) -> float:
     """Shard bytes of a file, from the FLAC size of a PROBE_SECONDS excerpt from its middle, encoded as the
     shards will be (a fixed FLAC/PCM ratio missed real music by a third); PCM ratio 0.6 if the probe fails.
-    A FLAC file the build will copy (flac_passthrough of a one-chunk file) is its copy's exact size."""
+    A file the build will store as it is (data_prep.passthrough, one chunk) is its copy's exact size."""
     seconds = info.frames / info.samplerate
     chunks = max(1, math.ceil(seconds / chunk.chunk_seconds))
-    if chunk.copy_flac and data is not None and chunks == 1 and info.format == "FLAC":
-        copied = flac_passthrough(data, info.frames, chunk)
+    ext = copy_extension(SourceFormat.of(info), chunk) if chunks == 1 and data is not None else None
+    if ext is not None:
+        copied = stored_copy(ext, data, info.frames, chunk)
         if copied is not None:
             return len(copied) + MEMBER_OVERHEAD
     n = min(info.frames, max(1, round(PROBE_SECONDS * info.samplerate)))
@@ -111,7 +106,7 @@ def estimate_bytes(path: Path, info, chunk: ChunkSettings, data: bytes | None = 
     return per_second * seconds + chunks * MEMBER_OVERHEAD
 
 
-MAX_KEY_BYTES = 90  # USTAR holds 100-byte member names; ".flac" / ".json" follow the key
+MAX_KEY_BYTES = 90  # USTAR holds 100-byte member names; ".flac", ".opus" or ".json" follow the key
 
 
 def sample_key(item: Item, chunk: int) -> str:
@@ -132,10 +127,12 @@ def write_shard(task: dict) -> dict:
     """Decode, chunk and encode every item of one planned shard; atomic write; returns the state record."""
     torch.set_num_threads(1)
     stats: dict = {"fingerprint": task["fingerprint"], "chunks": 0, "samples": 0, "files": 0, "skipped": [],
-                   "dropped_chunks": [], "per_source": defaultdict(lambda: {"files": 0, "chunks": 0, "samples": 0})}
+                   "dropped_chunks": [], "per_source": defaultdict(lambda: {"files": 0, "chunks": 0, "samples": 0}),
+                   "copied": defaultdict(int)}  # chunks stored as the source's bytes, per format
     with atomic_tar(task["path"]) as tar:  # a shard appears complete or not at all
+        tar.copybufsize = 1 << 20  # tarfile copies members in 16 KiB pieces by default
         _write_members(task, tar, stats)
-    stats["per_source"] = dict(stats["per_source"])
+    stats["per_source"], stats["copied"] = dict(stats["per_source"]), dict(stats["copied"])
     state = Path(task["state"])
     state.with_suffix(".tmp").write_text(json.dumps(stats, sort_keys=True, indent=1))
     os.replace(state.with_suffix(".tmp"), state)
@@ -144,17 +141,25 @@ def write_shard(task: dict) -> dict:
 
 def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
     settings: ChunkSettings = task["chunk"]
+    chunk_samples = round(settings.chunk_seconds * settings.sample_rate)
     for entry in task["items"]:
         item: Item = entry["item"]
+        src_format = SourceFormat(**entry["format"])
+        ext = copy_extension(src_format, settings)
+        # a 16-bit WAV/FLAC the build may copy is checked on its integers (the same samples, less CPU)
+        int16 = ext in ("wav", "flac") and settings.flac_subtype == "PCM_16"
         try:
-            audio = decode(item.path, settings)
+            audio = decode(item.path, settings, int16=int16)
         except SkipFile as exc:
             stats["skipped"].append(skip_record(item, str(exc), exc.category))
             continue
-        chunks, dropped = split_chunks(audio, settings)
+        if audio.dtype == torch.int16 and audio.shape[-1] <= chunk_samples:
+            chunks, dropped = [(0, audio)], []  # one chunk: the file, whose peak decode has checked
+        else:
+            audio = audio.float() / 32768 if audio.dtype == torch.int16 else audio  # libsndfile's own scale
+            chunks, dropped = split_chunks(audio, settings)
         whole = len(chunks) == 1 and chunks[0][1].shape[-1] == audio.shape[-1]  # one chunk: the entire file
-        copied = flac_passthrough(Path(item.path).read_bytes(), audio.shape[-1], settings) if (
-            whole and settings.copy_flac and Path(item.path).suffix.lower() == ".flac") else None
+        copied = stored_copy(ext, Path(item.path).read_bytes(), audio.shape[-1], settings) if ext and whole else None
         if not chunks:  # every chunk silent (e.g. the only loud part is in a dropped short tail)
             stats["skipped"].append(skip_record(item, "no chunk passed: " + "; ".join(dropped), "silent"))
             continue
@@ -169,8 +174,12 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
                     **chunk_metadata(offset, piece.shape[-1], audio.shape[-1], settings.sample_rate),
                     "caption": draw_caption(item.metadata, caption_rng(task["seed"], key)),
                     "license": item.license, "license_text": item.license_text, "path": printable(entry["rel_path"]),
-                    "metadata": item.metadata}
-            add_member(tar, f"{key}.flac", copied if copied is not None else encode_flac(piece, settings))
+                    "metadata": item.metadata, "stored": "flac" if copied is None else "copy"}
+            if copied is None:
+                add_member(tar, f"{key}.flac", encode_flac(piece, settings))
+            else:  # the source's own bytes: the loaders decode mp3/ogg/opus/wav/flac members alike
+                add_member(tar, f"{key}.{ext}", copied)
+                stats["copied"][ext] += 1
             add_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True, ensure_ascii=False).encode())
             stats["chunks"] += 1
             stats["samples"] += piece.shape[-1]
@@ -241,7 +250,7 @@ def build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict
         for split, groups in plan_shards(kept, kept_headers, s).items():
             for n, group in enumerate(groups):
                 name = f"{s.prefix}{split}-{n:06d}.tar"
-                entries = [{"item": kept[i], "sha256": kept_headers[i]["sha256"],
+                entries = [{"item": kept[i], "sha256": kept_headers[i]["sha256"], "format": kept_headers[i]["format"],
                             "rel_path": kept[i].rel or _relative(kept[i].path, roots.get(kept[i].source))}
                            for i in group]
                 tasks.append({"path": str(out / name), "state": str(state_dir / f"{name}.json"), "split": split,
@@ -309,8 +318,11 @@ def _manifest(tasks: list[dict], skipped: list[dict], s: BuildSettings, listed: 
     sources: dict[str, dict] = defaultdict(lambda: {"files": 0, "chunks": 0, "hours": 0.0, "skipped": 0})
     skipped = list(skipped)
     dropped = []
+    copied: dict[str, int] = defaultdict(int)
     for t in tasks:
         st = json.loads(Path(t["state"]).read_text())
+        for ext, n in st.get("copied", {}).items():
+            copied[ext] += n
         sp = splits[t["split"]]
         sp["shards"].append(Path(t["path"]).name)
         sp["files"] += st["files"]
@@ -330,9 +342,11 @@ def _manifest(tasks: list[dict], skipped: list[dict], s: BuildSettings, listed: 
     categories: dict[str, int] = defaultdict(int)
     for sk in skipped:
         categories[sk.get("category", "other")] += 1
+    chunks = sum(v["chunks"] for v in splits.values())
     return {"files_listed": listed, "files_kept": kept, "files_skipped": len(skipped),
-            "skipped_by_category": dict(sorted(categories.items())),
-            "chunks": sum(v["chunks"] for v in splits.values()),
+            "skipped_by_category": dict(sorted(categories.items())), "chunks": chunks,
+            # how the chunks' audio is stored: re-encoded to FLAC, or the source's bytes (per format)
+            "stored": {"flac": chunks - sum(copied.values()), "copy": dict(sorted(copied.items()))},
             "hours": sum(v["hours"] for v in splits.values()), "splits": splits, "sources": dict(sources),
             "skipped": sorted(skipped, key=lambda d: (d["source"], d["id"])), "dropped_chunks": dropped,
             "settings": {**asdict(s.chunk), "shard_bytes": s.shard_bytes, "val_fraction": s.val_fraction,

@@ -15,6 +15,13 @@ def summary_table(manifest: dict, out: Path) -> str:
     for category, n in manifest["skipped_by_category"].items():
         example = next(s for s in manifest["skipped"] if s.get("category") == category)
         rows.append((f"       {category}", str(n), f"e.g. {example['path']}: {example['reason']}"[:110]))
+    stored = manifest.get("stored")
+    if stored:  # how the chunks' audio is stored (data_prep.passthrough)
+        rows.append(("chunks encoded to FLAC", str(stored["flac"]), ""))
+        if stored["copy"]:
+            rows.append(("chunks stored as-is", str(sum(stored["copy"].values())),
+                         ", ".join(f"{ext} {n}" for ext, n in stored["copy"].items())
+                         + ": source bytes, tags dropped (--no_copy: all FLAC)"))
     if manifest.get("dropped_chunks"):
         rows.append(("silent chunks dropped", str(len(manifest["dropped_chunks"])), "manifest.json `dropped_chunks`"))
     if manifest.get("notes"):

@@ -77,9 +77,10 @@ def _frames_before_failure(path: str | Path, block: int = 1 << 14) -> int:
     return decoded
 
 
-def load_audio_complete(path: str | Path) -> tuple[torch.Tensor, int]:
+def load_audio_complete(path: str | Path, dtype: str = "float32") -> tuple[torch.Tensor, int]:
     """`load_audio` that also refuses partial audio: a file cut short (its header declares more samples than
-    decode) or one whose decoder fails part-way raises TruncatedAudioError, naming both durations."""
+    decode) or one whose decoder fails part-way raises TruncatedAudioError, naming both durations.
+    dtype "int16": libsndfile's integer samples (of a 16-bit PCM file, exactly the float32 ones x 32768)."""
     try:
         f = sf.SoundFile(sf_source(path))
     except Exception as exc:
@@ -88,7 +89,7 @@ def load_audio_complete(path: str | Path) -> tuple[torch.Tensor, int]:
         sr, fmt = f.samplerate, f.format
         declared = _declared_frames(f) or f.frames
         try:
-            data = f.read(dtype="float32", always_2d=True)  # (samples, channels)
+            data = f.read(dtype=dtype, always_2d=True)  # (samples, channels)
         except Exception as exc:  # libsndfile stops mid-stream (FLAC "lost sync", bad Ogg pages, ...)
             decoded = _frames_before_failure(path)
             raise TruncatedAudioError(f"{path}: partly decodable: {decoded / sr:.2f} s of {declared / sr:.2f} s "
@@ -109,7 +110,7 @@ def load_audio_complete(path: str | Path) -> tuple[torch.Tensor, int]:
                                   f"{decoded / sr:.2f} s")
     if decoded == 0:
         raise AudioDecodeError(f"{path} holds no samples")
-    if not np.isfinite(data).all():
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
         raise AudioDecodeError(f"{path} decodes to non-finite samples")
     # a (channels, samples) view of the decoder's (samples, channels) buffer: no transposing copy, and
     # writing a chunk back (encode_flac) needs none either

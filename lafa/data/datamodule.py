@@ -1,4 +1,4 @@
-"""LightningDataModules over WebDataset shards: `AudioDataModule` (FLAC + JSON from data_prep) and
+"""LightningDataModules over WebDataset shards: `AudioDataModule` (audio + JSON from data_prep) and
 `LatentDataModule` (latent .npy + JSON from `lafa encode`). Batch dicts follow docs/architecture.md.
 """
 
@@ -57,9 +57,27 @@ def collate(examples: list[dict]) -> dict[str, Any]:
     }
 
 
+def seek_is_exact(f: sf.SoundFile) -> bool:
+    """Whether seek + read gives the full decode's samples at that place. Not for MP3 (libsndfile 1.2's decoder
+    returns wrong samples after a seek, off by up to the signal's amplitude) nor Opus (float rounding
+    differences after a seek); exact for FLAC, WAV and Ogg Vorbis (tests/data/test_datamodule.py)."""
+    return f.format != "MP3" and f.subtype != "OPUS"
+
+
+def clip_lossy(f: sf.SoundFile, data: np.ndarray) -> np.ndarray:
+    """A lossy member's samples (MP3, Vorbis, Opus) clipped to [-1, 1] in place, as data_prep clips every chunk it
+    encodes to FLAC: a decoder's output can exceed full scale (up to ~2 on clipped masters), so a copied
+    source and its FLAC encoding then differ only by 16-bit rounding (<= 1/32768)."""
+    if f.format == "MP3" or f.subtype in ("VORBIS", "OPUS"):
+        np.clip(data, -1.0, 1.0, out=data)
+    return data
+
+
 class AudioDecoder:
     """One shard sample -> {audio (C, sample_size), padding_mask (sample_size,), real_samples, timing, caption,
-    id, metadata}. Only the cropped window is decoded (FLAC seeks), so 30 s chunks cost about one crop of work.
+    id, metadata}. Only the cropped window is decoded where seeking is exact (FLAC, WAV, Vorbis: 30 s chunks
+    cost about one crop of work); MP3 and Opus members (`seek_is_exact`) are decoded from their start up to the
+    crop's end when data_prep's JSON gives their validated length (a copied source), else whole, and sliced.
     Timing is the crop's (`lafa.data.geometry.timing`): seconds_start from its offset in the source file,
     seconds_total from its real samples."""
 
@@ -73,12 +91,24 @@ class AudioDecoder:
         if ext is None:
             raise KeyError(f"sample {sample['__key__']} in {sample.get('__url__')} has no audio ({AUDIO_KEYS})")
         with sf.SoundFile(io.BytesIO(sample[ext])) as f:
-            sr, length = f.samplerate, f.frames
+            sr = f.samplerate
             # crop in the file's own rate, then convert (a no-op for data_prep shards, already 44.1 kHz)
             size_in = -(-self.sample_size * sr // self.sample_rate)
-            start = draw_start(length, size_in, rng)
-            f.seek(start)
-            data = f.read(min(size_in, length - start), dtype="float32", always_2d=True)
+            if seek_is_exact(f):
+                length = f.frames
+                start = draw_start(length, size_in, rng)
+                f.seek(start)
+                data = f.read(min(size_in, length - start), dtype="float32", always_2d=True)
+            elif meta.get("stored") == "copy" and meta.get("num_samples"):  # a data_prep copy: length validated
+                length = int(meta["num_samples"])  # decoded from its start, one read: the full decode's samples
+                start = draw_start(length, size_in, rng)
+                data = f.read(start + size_in, dtype="float32", always_2d=True)[start:]
+            else:  # decoded whole and sliced (the header's length may be an estimate)
+                whole = f.read(dtype="float32", always_2d=True)
+                length = len(whole)
+                start = draw_start(length, size_in, rng)
+                data = whole[start : start + size_in]
+            clip_lossy(f, data)
         audio = torch.from_numpy(np.ascontiguousarray(data.T))  # (C_file, s)
         audio = resample(to_channels(audio, self.channels), sr, self.sample_rate)
         audio, mask = crop_pad(audio, self.sample_size, 0)  # (C, sample_size), (sample_size,)

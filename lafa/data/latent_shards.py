@@ -29,7 +29,7 @@ from tqdm import tqdm
 from webdataset.tariterators import tarfile_samples
 
 from lafa.audio import resample, to_channels
-from lafa.data.datamodule import AUDIO_KEYS
+from lafa.data.datamodule import AUDIO_KEYS, clip_lossy
 from lafa.data.tario import add_member, atomic_tar, remove_stale_temporaries
 
 
@@ -38,7 +38,8 @@ def _audio(sample: dict, sample_rate: int, channels: int) -> torch.Tensor:
     if ext is None:
         raise KeyError(f"sample {sample['__key__']} in {sample.get('__url__')} has no audio ({AUDIO_KEYS})")
     try:
-        data, sr = sf.read(io.BytesIO(sample[ext]), dtype="float32", always_2d=True)
+        with sf.SoundFile(io.BytesIO(sample[ext])) as f:
+            data, sr = clip_lossy(f, f.read(dtype="float32", always_2d=True)), f.samplerate
     except sf.LibsndfileError as e:
         raise ValueError(f"cannot decode {sample['__key__']}.{ext} in {sample.get('__url__')}: {e}") from e
     return resample(to_channels(torch.from_numpy(np.ascontiguousarray(data.T)), channels), sr, sample_rate)

@@ -1,6 +1,9 @@
 """The streaming DataModules: batch dicts, crop/pad/mask, DDP x worker splitting, captions per epoch."""
 
+import io
 import json
+import random
+import tarfile
 import types
 
 import numpy as np
@@ -13,6 +16,7 @@ from data_prep.process import ChunkSettings
 from data_prep.shards import BuildSettings, build
 from data_prep.sources import read_folder
 from lafa.data import AudioDataModule
+from lafa.data.datamodule import AudioDecoder
 from lafa.data.stream import expand_shards
 from lafa.data.transforms import crop_pad, draw_start
 
@@ -218,3 +222,89 @@ def test_remote_shards_under_ddp_need_an_epoch_length():
         dm.stream("train", rank=0, world_size=2)
     assert len(AudioDataModule(train_shards=["pipe:cat a.tar"], num_workers=0, epoch_length=5)
                .stream("train", rank=1, world_size=2)) == 5
+
+
+def _tone(seconds: float, rate: int, noise: float = 0.0) -> np.ndarray:
+    """A pure tone (libsndfile 1.2's MP3 decoder goes wrong after a seek on it) plus optional noise."""
+    n = int(seconds * rate)
+    x = 0.3 * np.sin(np.arange(n) * 0.05) + noise * np.random.default_rng(0).standard_normal(n)
+    return np.stack([x, np.roll(x, 50)], 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("fmt,subtype,rate,ext", [("MP3", None, SR, "mp3"), ("OGG", "VORBIS", SR, "ogg"),
+                                                  ("OGG", "OPUS", 48000, "opus"), ("FLAC", "PCM_16", SR, "flac"),
+                                                  ("WAV", "PCM_16", SR, "wav")])
+def test_training_crops_are_the_full_decode_at_that_place(fmt, subtype, rate, ext):
+    """The crop a training step gets equals the whole member decoded and sliced at the drawn start, sample for
+    sample, for every member format data_prep stores (MP3 and Opus are read whole: seeking there is not exact)."""
+    buf = io.BytesIO()
+    sf.write(buf, _tone(3.0, rate, noise=0.02 if subtype == "OPUS" else 0.0), rate, format=fmt, subtype=subtype)
+    full = torch.from_numpy(sf.read(io.BytesIO(buf.getvalue()), dtype="float32", always_2d=True)[0].T.copy())
+    size = 20000
+    decoder = AudioDecoder(size, rate, 2, seed=0, fresh_captions=False)
+    copy = {"sample_rate": rate, "stored": "copy", "num_samples": full.shape[-1]}  # data_prep's JSON of a copy
+    for meta in ({"sample_rate": rate}, copy):  # MP3/Opus: decoded whole, or from the start to the crop's end
+        sample = {"__key__": "k", ext: buf.getvalue(), "json": json.dumps(meta).encode()}
+        for seed in range(20):  # Opus: seeds 13 and 16 land where a seek + read differs by 6e-8
+            start = draw_start(full.shape[-1], size, random.Random(seed))
+            example = decoder(sample, random.Random(seed), 0)
+            assert example["real_samples"] == size and example["seconds_start"] == start // rate
+            assert torch.equal(example["audio"], full[:, start : start + size]), (ext, seed, start, meta)
+
+
+@pytest.fixture(scope="module")
+def copied_mp3_shards(tmp_path_factory):
+    """A real build with a copied 44.1 kHz stereo mp3 member (and a re-encoded mono one beside it)."""
+    root = tmp_path_factory.mktemp("copied")
+    src = root / "src"
+    src.mkdir()
+    sf.write(src / "tone é.mp3", _tone(2.0, SR), SR, format="MP3")
+    sf.write(src / "mono.mp3", _tone(1.0, SR)[:, 0], SR, format="MP3")
+    loud = np.clip(np.random.default_rng(0).standard_normal((SR, 2)) * 0.6, -1, 1)
+    sf.write(src / "loud.mp3", loud, SR, format="MP3")  # decodes above full scale: readers clip it
+    for name in ("tone é", "mono", "loud"):
+        (src / f"{name}.json").write_text(json.dumps({"genre": "tone", "split": "train"}))
+    manifest = build(read_folder(src), BuildSettings(out=root / "shards", jobs=1), [], {})
+    assert manifest["stored"] == {"flac": 1, "copy": {"mp3": 2}}
+    raw = sf.read(src / "loud.mp3", dtype="float32", always_2d=True)[0].T
+    assert np.abs(raw).max() > 1.2
+    return root, sf.read(src / "tone é.mp3", dtype="float32", always_2d=True)[0].T, np.clip(raw, -1, 1)
+
+
+def test_a_copied_mp3_member_reads_through_the_datamodule_analysis_and_lafa_encode(copied_mp3_shards):
+    from lafa.commands.analyze import read_clips
+    from lafa.data.latent_shards import encode_shards
+
+    root, source, loud = copied_mp3_shards  # (2, S): the build's own decode of the files (loud: clipped)
+    spec = str(root / "shards" / "train-*.tar")
+    n = source.shape[-1]
+    dm = AudioDataModule(val_shards=spec, train_shards=spec, sample_size=n + 1000, batch_size=3, num_workers=0)
+    (batch,) = list(dm.val_dataloader())
+    i = batch["id"].index(next(k for k in batch["id"] if "tone" in k))
+    assert batch["metadata"][i]["stored"] == "copy" and int(batch["padding_mask"][i].sum()) == n
+    assert torch.equal(batch["audio"][i, :, :n], torch.from_numpy(source))  # the whole clip, exactly
+    j = batch["id"].index(next(k for k in batch["id"] if "loud" in k))
+    assert torch.equal(batch["audio"][j, :, : loud.shape[-1]], torch.from_numpy(loud))  # clipped to full scale
+    dm = AudioDataModule(train_shards=spec, sample_size=4096, batch_size=1, num_workers=1, shuffle_buffer=0, seed=3)
+    crops = [b["audio"][0].numpy() for b in dm.train_dataloader() if "tone" in b["id"][0]]
+    assert len(crops) == 1  # a training crop, decoded in a worker: a slice of the same samples
+    assert sum(np.array_equal(crops[0], source[:, s : s + 4096]) for s in range(n - 4095)) == 1
+    clips = dict(read_clips(spec, 3, SR, 2, 30.0))  # `lafa analyze`'s reader
+    assert torch.equal(next(v for k, v in clips.items() if "tone" in k), torch.from_numpy(source))
+    assert torch.equal(next(v for k, v in clips.items() if "loud" in k), torch.from_numpy(loud))
+
+    class Mean(torch.nn.Module):  # an Autoencoder-shaped encoder: the mean of each 256 samples
+        sample_rate, io_channels, latent_dim, downsampling_ratio = SR, 2, 2, 256
+
+        def encode(self, audio):
+            return torch.nn.functional.avg_pool1d(audio, 256)
+
+    (out,) = encode_shards(Mean(), sorted(str(p) for p in (root / "shards").glob("*.tar")), root / "lat", batch_size=2)
+    with tarfile.open(out) as tar:
+        names = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    for name, audio in (("tone", source), ("loud", loud)):
+        (key,) = [k[:-4] for k in names if k.endswith(".npy") and name in k]
+        latent = np.load(io.BytesIO(names[f"{key}.npy"]))
+        frames = -(-audio.shape[-1] // 256)
+        padded = np.pad(audio, ((0, 0), (0, frames * 256 - audio.shape[-1])))
+        assert latent.shape == (2, frames) and np.allclose(latent, padded.reshape(2, frames, 256).mean(-1), atol=1e-6)

@@ -55,16 +55,18 @@ def audio_shards(tmp_path_factory):
 
 
 def _direct(audio_shards):
-    """Key -> the test double's latent of the whole zero-padded clip, straight from the FLACs."""
+    """Key -> the test double's latent of the whole zero-padded clip, straight from the audio members (FLAC, or
+    the 44.1 kHz stereo 16-bit WAV sources data_prep stored as they are)."""
     ae, out = PoolProjectAutoencoder(), {}
     for tar_path in sorted((audio_shards / "audio").glob("*.tar")):
         with tarfile.open(tar_path) as tar:
             for m in tar.getmembers():
-                if m.name.endswith(".flac"):
+                key, _, ext = m.name.partition(".")
+                if ext in ("flac", "wav"):
                     x, _ = sf.read(io.BytesIO(tar.extractfile(m).read()), dtype="float32", always_2d=True)
                     n = -(-len(x) // RATIO)
                     x = np.pad(x, ((0, n * RATIO - len(x)), (0, 0)))
-                    out[m.name[:-5]] = ae.encode(torch.from_numpy(x.T)[None])[0]  # (3, n)
+                    out[key] = ae.encode(torch.from_numpy(x.T)[None])[0]  # (3, n)
     return out
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data_prep.process import ChunkSettings, flac_passthrough
+from data_prep.passthrough import flac_passthrough
+from data_prep.process import ChunkSettings
 from data_prep.shards import BuildSettings, build
 from data_prep.sources import read_folder
 
@@ -65,7 +66,7 @@ def corpus(tmp_path_factory):
 
 
 def _build(src, out, copy):
-    chunk = ChunkSettings(chunk_seconds=2.0, min_tail_seconds=0.5, copy_flac=copy)
+    chunk = ChunkSettings(chunk_seconds=2.0, min_tail_seconds=0.5, copy_sources=copy)
     return build(read_folder(src), BuildSettings(out=out, chunk=chunk, shard_bytes=10**8, jobs=1), [], {})
 
 
@@ -102,5 +103,7 @@ def test_passthrough_refuses_what_it_cannot_vouch_for(tmp_path):
     assert flac_passthrough(b"ID3\x03\x00\x00\x00\x00\x00\x00" + data, n, s) is None  # ID3 tag in front
     assert flac_passthrough(data[:20], n, s) is None  # cut inside the metadata
     assert flac_passthrough(data, n, ChunkSettings(flac_subtype="PCM_24")) is None
+    deep = _write(tmp_path, "y.flac", _signal(1.0), subtype="PCM_24").read_bytes()  # 24-bit: copied into 24-bit shards
+    assert flac_passthrough(deep, n, s) is None and flac_passthrough(deep, n, ChunkSettings(flac_subtype="PCM_24"))
     assert flac_passthrough(data, n, ChunkSettings(sample_rate=48000)) is None
     assert flac_passthrough((tmp_path / "x.json").read_bytes(), n, s) is None

@@ -29,8 +29,8 @@ def clean(tmp_path_factory):
     for i in range(12):
         sf.write(src / f"c{i:02d}.wav", np.full((8000, 2), 0.01 * (i + 1), np.float32), 44100, subtype="PCM_16")
         (src / f"c{i:02d}.json").write_text(json.dumps({"genre": "drone", "split": "train"}))
-    build(read_folder(src), BuildSettings(out=root / "shards", shard_bytes=45_000, jobs=1, chunk=ChunkSettings()),
-          [], {})
+    build(read_folder(src), BuildSettings(out=root / "shards", shard_bytes=45_000, jobs=1,
+                                          chunk=ChunkSettings(copy_sources=False)), [], {})  # FLAC members
     shards = sorted((root / "shards").glob("train-*.tar"))
     assert len(shards) >= 4
     return shards
