@@ -306,6 +306,29 @@ def load_keras_weights(model: OpenL3Audio, path: str | Path) -> None:
             _copy(module.bias, weights["bias"], where)
 
 
+def window_flops(input_repr: str = "mel256") -> dict[str, int]:
+    """Floating-point operations of one 1 s window through OpenL3Audio, a closed form of the layer shapes.
+
+    conv: the eight 3x3 convs, 2 x 9 c_in c_out h w each on the (bins, frames) map halved by each 2x2 pool
+    (bias, BatchNorm, ReLU and pools not counted, as torch.utils.flop_counter does not); mel: the filterbank
+    matmul, 2 frames (n_fft / 2 + 1) n_mels; fft: the Eigen FFT's real operations (78 per 8-point butterfly,
+    16 per merge butterfly: elementwise work, not matmuls, so not in the matmul total). The embedding size only
+    changes the final max-pool: the same cost for 512 and 6144.
+    """
+    n_fft = 512 if input_repr == "linear" else 2048
+    frames = 1 + (WINDOW - n_fft) // STFT_HOP if input_repr == "linear" else N_FRAMES  # 197 (no padding) | 199
+    h, w = n_fft // 2 + 1 if input_repr == "linear" else int(input_repr[3:]), frames
+    conv = 0
+    for i, (c_in, c_out) in enumerate(zip((1, *WIDTHS[:-1]), WIDTHS, strict=True)):
+        conv += 2 * 9 * c_in * c_out * h * w
+        if i in POOL_AFTER:
+            h, w = h // 2, w // 2
+    mel = 0 if input_repr == "linear" else 2 * frames * (n_fft // 2 + 1) * int(input_repr[3:])
+    merges = n_fft.bit_length() - 1 - 3  # log2(n) - 3 merge stages of n / 2 butterflies
+    fft = frames * (78 * n_fft // 8 + 16 * (n_fft // 2) * merges)
+    return {"conv": conv, "mel": mel, "matmul": conv + mel, "fft_elementwise": fft}
+
+
 def num_windows(num_samples_48k: int, hop: int = WINDOW // 2) -> int:
     """Windows openl3 0.4.2 cuts from a clip (center=True: half a window of zeros first, zero-padded end)."""
     length = num_samples_48k + WINDOW // 2

@@ -30,6 +30,27 @@ ARCH = "passt_s_swa_p16_128_ap476"
 NUM_CLASSES = 527
 
 
+# passt_s_swa_p16_128_ap476's shapes (hear21passt): ViT-B, 16x16 patches at stride 10 over 128 mels, hop 320
+WIDTH, DEPTH, PATCH, PATCH_STRIDE, N_MELS, N_FFT, HOP = 768, 12, 16, 10, 128, 1024, 320
+
+
+def window_flops(num_samples: int = WINDOW) -> dict[str, int]:
+    """Floating-point operations of one window of `num_samples` at 32 kHz through PaSST, a closed form.
+
+    T = samples // 320 mel frames; 12 x ((T - 16) // 10 + 1) patches and 2 tokens (class, distillation) = N;
+    per block 24 N d^2 (qkv, projection, 4d MLP) + 4 N^2 d (scores, weighted sum), d = 768, 12 blocks; the patch
+    embedding 2 d 256 per patch, the pre-emphasis conv 4 (S - 1), the mel matmul 2 x 513 x 128 T, the head
+    2 d 527. The STFT's FFT is not included (torch.stft, ~5 n log2 n per frame: 0.02% of the total).
+    """
+    frames = num_samples // HOP
+    patches = ((N_MELS - PATCH) // PATCH_STRIDE + 1) * ((frames - PATCH) // PATCH_STRIDE + 1)
+    tokens = patches + 2
+    blocks = DEPTH * (24 * tokens * WIDTH**2 + 4 * tokens**2 * WIDTH)
+    front = 4 * (num_samples - 1) + 2 * (N_FFT // 2 + 1) * N_MELS * frames + 2 * WIDTH * PATCH**2 * patches
+    return {"blocks": blocks, "front_end_and_head": front + 2 * WIDTH * NUM_CLASSES, "tokens": tokens,
+            "matmul": blocks + front + 2 * WIDTH * NUM_CLASSES}  # fmt: skip
+
+
 def window_starts(num_samples: int, step: int = STEP) -> list[int]:
     """Start samples of the analysis windows of a clip, exactly Stability's loop."""
     return list(range(0, max(step, num_samples - step), step))
