@@ -316,7 +316,8 @@ def window_flops(input_repr: str = "mel256") -> dict[str, int]:
     changes the final max-pool: the same cost for 512 and 6144.
     """
     n_fft = 512 if input_repr == "linear" else 2048
-    frames = 1 + (WINDOW - n_fft) // STFT_HOP if input_repr == "linear" else N_FRAMES  # 197 (no padding) | 199
+    # 197 frames (linear: no padding) or 199 (mel: pad_end)
+    frames = 1 + (WINDOW - n_fft) // STFT_HOP if input_repr == "linear" else N_FRAMES
     h, w = n_fft // 2 + 1 if input_repr == "linear" else int(input_repr[3:]), frames
     conv = 0
     for i, (c_in, c_out) in enumerate(zip((1, *WIDTHS[:-1]), WIDTHS, strict=True)):
