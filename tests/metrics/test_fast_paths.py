@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lafa.metrics import openl3
+from lafa.metrics import openl3, passt
 from lafa.metrics.eigen_fft import eigen_rfft, eigen_rfft_tensor
 from lafa.metrics.openl3 import OpenL3Audio, build_openl3
 
@@ -95,3 +95,22 @@ def test_fused_conv_relu_equals_conv2d_then_relu_and_falls_back_with_a_warning(m
         fallback = openl3._conv3x3_inference(x, w, b, True, {})
     assert torch.allclose(fallback, direct, rtol=1e-5, atol=1e-5)
     assert openl3._conv3x3_inference(x, w, b, True, {}).shape == direct.shape  # no second warning needed
+
+
+def test_passt_fused_attention_equals_hear21passts_attention():
+    from hear21passt.models.passt import Attention
+
+    from lafa.metrics.passt import _fused_attention
+
+    torch.manual_seed(0)
+    attn = Attention(64, num_heads=4, qkv_bias=True).eval()
+    x = torch.randn(3, 37, 64)
+    with torch.no_grad():
+        explicit = attn(x)  # q k^T * scale, softmax, @ v
+        fused = _fused_attention(attn, x)
+        assert _rel(fused, explicit) < 1e-5
+        # the scale matters (a fused call without it would differ), and every query attends to all keys
+        attn.scale = 1.0
+        assert _rel(_fused_attention(attn, x), explicit) > 1e-2
+    model = passt.build_passt(None)
+    assert all(block.attn.forward.__func__ is _fused_attention for block in model.net.blocks)
