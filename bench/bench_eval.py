@@ -13,11 +13,20 @@ Cache: a third run scores a new generated folder against the same reference with
 batched run filled, so only the generated clips are embedded. The reference openl3 procedure (TensorFlow,
 stable-audio-metrics' extract_embeddings) is timed on the same two folders when `--ref_python` exists.
 The 1000-clip time is extrapolated from the measured rates when fewer clips were run (the JSON says which).
+
+Cost and bound: FLOPs per clip of each network (OpenL3 and PaSST from their closed forms, openl3.window_flops and
+passt.window_flops, checked against torch's FlopCounterMode in tests/metrics/test_flops.py; CLAP counted, the
+bench's small model and two real sizes), achieved GFLOP/s per CPU second and per wall second, MFU against the fp32
+GEMM peak measured in the same run, and the machine bound for 1000 clips: FLOPs / (one-core peak x cores), at the
+measured and at the theoretical FMA peak, and at the H200's datasheet fp32 / TF32 peaks (computed, not measured).
+Profiles at 1 thread (`--profile_windows`): OpenL3's front end and convs, PaSST's attention, before and after
+lafa's fast paths, interleaved.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -183,6 +192,52 @@ def profile_openl3(windows: int, repeats: int) -> dict:
     }  # fmt: skip
 
 
+def profile_passt(repeats: int) -> dict:
+    """PaSST on one 10 s window at 1 thread, CPU seconds, interleaved repeats (medians): hear21passt's explicit
+    attention (q k^T * scale, softmax, @ v) vs lafa's fused scaled_dot_product_attention, same weights."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fused = passt.build_passt(None)
+        explicit = copy.deepcopy(fused)
+        for block in explicit.net.blocks:
+            del block.attn.forward  # back to hear21passt's Attention.forward
+        x = 0.1 * torch.randn(1, passt.WINDOW, generator=torch.Generator().manual_seed(0))
+        cases = {"explicit_attention": explicit, "fused_attention": fused}
+        with torch.no_grad(), passt._quiet():
+            out = {k: m(x) for k, m in cases.items()}
+            times: dict[str, list[float]] = {k: [] for k in cases}
+            for r in range(repeats):
+                for k in list(cases) if r % 2 == 0 else list(reversed(cases)):
+                    cpu = time.process_time()
+                    cases[k](x)
+                    times[k].append(time.process_time() - cpu)
+    finally:
+        torch.set_num_threads(threads)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    flops = passt.window_flops()["matmul"]
+    a, b = out["fused_attention"], out["explicit_attention"]
+    return {"repeats": repeats, "threads": 1, "cpu_seconds_median": {k: round(v, 3) for k, v in med.items()},
+            "cpu_seconds_all": times, "speedup_cpu": round(med["explicit_attention"] / med["fused_attention"], 3),
+            "gflop_per_cpu_second": {k: round(flops / v / 1e9, 1) for k, v in med.items()},
+            "fused_vs_explicit_max_rel": float((a - b).abs().max() / b.abs().max())}  # fmt: skip
+
+
+def fma_peak_per_core() -> dict | None:
+    """The theoretical fp32 peak of one core: FMA lanes x 2 x 2 FMA units x the clock /proc/cpuinfo reports
+    (AVX2: 8 lanes, 32 FLOP per cycle; AVX-512: 16); None where it cannot be read (not Linux, no FMA)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+    mhz = [float(ln.split(":", 1)[1]) for ln in info.splitlines() if ln.startswith("cpu MHz")]
+    if not mhz or "fma" not in flags:
+        return None
+    per_cycle = 64 if "avx512f" in flags else 32
+    return {"flop_per_s": per_cycle * max(mhz) * 1e6, "flop_per_cycle": per_cycle, "mhz": max(mhz)}
+
+
 def make_folder(folder: Path, clips: int, seconds: float, seed: int) -> dict[str, str]:
     """`clips` stereo clips id000.wav ...: a few harmonic tones, a noise floor, a slow amplitude envelope."""
     rng = np.random.default_rng(seed)
@@ -275,6 +330,8 @@ def main() -> int:
     torch.set_num_threads(cores)
     peak_all = peak_matmul_flops(cores)
     profile = profile_openl3(args.profile_windows, args.profile_repeats) if args.profile_windows else None
+    profile_p = profile_passt(args.profile_repeats) if args.profile_windows else None
+    fma = fma_peak_per_core()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         costs = model_costs(args.seconds, tmp)
@@ -336,7 +393,8 @@ def main() -> int:
         },
         "flops": costs,
         "peak_matmul_flop_per_s": {"one_core": peak_core, f"{cores}_threads": peak_all, "cores": cores,
-                                   "how": "fp32 2048^3 GEMM, best of 5 (bench_models.peak_matmul_flops)"},
+                                   "how": "fp32 2048^3 GEMM, best of 5 (bench_models.peak_matmul_flops), under "
+                                          "this run's load", "theoretical_one_core": fma},
         "efficiency_batched": efficiency(batched, costs, peak_core, cores),
         "bound_1000_clips": {
             "how": f"FLOPs / (one-core peak x {cores} cores) on this CPU; FLOPs / datasheet peak for the H200 "
@@ -344,8 +402,10 @@ def main() -> int:
             "from the cache; cold: 1000 reference clips embedded too (OpenL3 + PaSST)",
             "bench_models": bound_1000(costs, peak_core, cores),
             **{f"with {name}": bound_1000(costs, peak_core, cores, name) for name in REAL_CLAP},
+            "at_the_theoretical_peak": bound_1000(costs, fma["flop_per_s"], cores) if fma else None,
         },
         "openl3_profile": profile,
+        "passt_profile": profile_p,
         "reference_openl3": reference,
         "openl3_lafa_vs_reference_clips_per_second": (
             round(lafa_l3 / reference["clips_per_second"], 3) if "clips_per_second" in reference else None
