@@ -195,13 +195,17 @@ def profile_openl3(windows: int, repeats: int) -> dict:
 def profile_passt(repeats: int) -> dict:
     """PaSST on one 10 s window at 1 thread, CPU seconds, interleaved repeats (medians): hear21passt's explicit
     attention (q k^T * scale, softmax, @ v) vs lafa's fused scaled_dot_product_attention, same weights."""
+    from hear21passt.models.passt import Attention
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         fused = passt.build_passt(None)
         explicit = copy.deepcopy(fused)
-        for block in explicit.net.blocks:
-            del block.attn.forward  # back to hear21passt's Attention.forward
+        for block in explicit.net.blocks:  # back to hear21passt's Attention, same weights
+            attn = Attention(passt.WIDTH, block.attn.num_heads, qkv_bias=block.attn.qkv.bias is not None)
+            attn.load_state_dict(block.attn.state_dict())
+            block.attn = attn.eval()
         x = 0.1 * torch.randn(1, passt.WINDOW, generator=torch.Generator().manual_seed(0))
         cases = {"explicit_attention": explicit, "fused_attention": fused}
         with torch.no_grad(), passt._quiet():

@@ -97,20 +97,21 @@ def test_fused_conv_relu_equals_conv2d_then_relu_and_falls_back_with_a_warning(m
     assert openl3._conv3x3_inference(x, w, b, True, {}).shape == direct.shape  # no second warning needed
 
 
-def test_passt_fused_attention_equals_hear21passts_attention():
+def test_passt_fused_attention_equals_hear21passts_attention(tmp_path):
     from hear21passt.models.passt import Attention
-
-    from lafa.metrics.passt import _fused_attention
 
     torch.manual_seed(0)
     attn = Attention(64, num_heads=4, qkv_bias=True).eval()
+    fused = passt.FusedAttention(attn)
+    assert fused.state_dict().keys() == attn.state_dict().keys()
     x = torch.randn(3, 37, 64)
     with torch.no_grad():
         explicit = attn(x)  # q k^T * scale, softmax, @ v
-        fused = _fused_attention(attn, x)
-        assert _rel(fused, explicit) < 1e-5
-        # the scale matters (a fused call without it would differ), and every query attends to all keys
-        attn.scale = 1.0
-        assert _rel(_fused_attention(attn, x), explicit) > 1e-2
+        assert _rel(fused(x), explicit) < 1e-5
+        fused.scale = 1.0  # the scale is applied (a fused call without it would differ)
+        assert _rel(fused(x), explicit) > 1e-2
     model = passt.build_passt(None)
-    assert all(block.attn.forward.__func__ is _fused_attention for block in model.net.blocks)
+    assert all(isinstance(block.attn, passt.FusedAttention) for block in model.net.blocks)
+    torch.save(model, tmp_path / "passt.pt")  # a plain module tree: the whole model pickles and loads back
+    loaded = torch.load(tmp_path / "passt.pt", weights_only=False)
+    assert loaded.state_dict().keys() == model.state_dict().keys()
