@@ -101,13 +101,32 @@ def _butterfly_8(re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 def eigen_rfft(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(..., n) real float32, n a power of two (8 .. 2^15) -> (re, im), each (..., n // 2 + 1): tf.signal.rfft."""
+    """(..., n) real float32, n a power of two (8 .. 2^15) -> (re, im), each (..., n // 2 + 1): tf.signal.rfft.
+
+    On the CPU a compiled loop per frame (eigen_rfft_frames: the same float32 operations in the same order, ~10x
+    less time than the tensor form, whose temporaries of every frame at once do not fit the caches); on other
+    devices the tensor form (eigen_rfft_tensor). The two are equal bit for bit (tests/metrics/test_eigen_fft.py).
+    """
+    _check(x)
+    if x.device.type != "cpu":
+        return eigen_rfft_tensor(x)
+    n, lead = x.shape[-1], x.shape[:-1]
+    re, im = eigen_rfft_frames(x.detach().reshape(-1, n).contiguous().numpy())
+    return torch.from_numpy(re).reshape(*lead, -1), torch.from_numpy(im).reshape(*lead, -1)
+
+
+def _check(x: torch.Tensor) -> None:
     n = x.shape[-1]
     if x.dtype != torch.float32:
         raise TypeError(f"eigen_rfft reproduces TensorFlow's float32 FFT; got {x.dtype}")
     if n < 8 or n & (n - 1) or n.bit_length() - 1 > MAX_LOG2:
         raise ValueError(f"eigen_rfft needs a power-of-two length from 8 to 2^{MAX_LOG2}, got {n}")
-    lead = x.shape[:-1]
+
+
+def eigen_rfft_tensor(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """eigen_rfft as tensor operations over all frames at once (any device)."""
+    _check(x)
+    n, lead = x.shape[-1], x.shape[:-1]
     re = x[..., torch.from_numpy(bit_reversal(n)).to(x.device)]
     im = torch.zeros_like(re)  # Eigen's MakeComplex: (x, 0)
     re, im = _butterfly_8(re.reshape(*lead, n // 8, 8), im.reshape(*lead, n // 8, 8))  # (..., n/8, 8)
@@ -125,6 +144,85 @@ def eigen_rfft(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         m *= 2
     re, im = re.reshape(*lead, n), im.reshape(*lead, n)
     return re[..., : n // 2 + 1], im[..., : n // 2 + 1]
+
+
+def eigen_rfft_frames(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(F, n) float32 frames -> (re, im), each (F, n // 2 + 1): eigen_rfft_tensor's operations, one frame at a time."""
+    n = frames.shape[1]
+    tables = [merge_twiddles(2**k) for k in range(4, n.bit_length())]  # the merges m = 16, 32, ..., n
+    w_all = np.concatenate([np.zeros((0, 2), np.float32), *(w for w, _ in tables)])  # (sum of m / 8, 2)
+    p_all = np.stack([p for _, p in tables]) if tables else np.zeros((0, 5, 2), np.float32)  # (merges, 5, 2)
+    re = np.empty((frames.shape[0], n // 2 + 1), np.float32)
+    im = np.empty_like(re)
+    _frames_kernel()(frames, bit_reversal(n), w_all, p_all, SQRT2DIV2, re, im)
+    return re, im
+
+
+@functools.cache
+def _frames_kernel():
+    """The compiled loop (numba, as resampy's; built on first use). No fastmath: numba then neither reassociates
+    nor contracts a product and a sum into an FMA, so every float32 operation rounds as in the tensor form."""
+    import numba
+
+    @numba.jit(nopython=True, nogil=True, cache=False)
+    def cmul(ar, ai, br, bi):
+        return ar * br - ai * bi, ar * bi + ai * br
+
+    @numba.jit(nopython=True, nogil=True, cache=False)
+    def butterfly_8(re, im, base, s):  # _butterfly_8 on re/im[base : base + 8], in place
+        z, one = np.float32(0.0), np.float32(1.0)
+        d0r, d0i, d1r, d1i = re[base], im[base], re[base + 1], im[base + 1]
+        d2r, d2i, d3r, d3i = re[base + 2], im[base + 2], re[base + 3], im[base + 3]
+        d4r, d4i, d5r, d5i = re[base + 4], im[base + 4], re[base + 5], im[base + 5]
+        d6r, d6i, d7r, d7i = re[base + 6], im[base + 6], re[base + 7], im[base + 7]
+        a0r, a0i, a1r, a1i = d0r + d1r, d0i + d1i, d0r - d1r, d0i - d1i
+        a2r, a2i = d2r + d3r, d2i + d3i
+        a3r, a3i = cmul(d2r - d3r, d2i - d3i, z, -one)
+        a4r, a4i, a5r, a5i = d4r + d5r, d4i + d5i, d4r - d5r, d4i - d5i
+        a6r, a6i = d6r + d7r, d6i + d7i
+        a7r, a7i = cmul(d6r - d7r, d6i - d7i, z, -one)
+        b0r, b0i, b1r, b1i = a0r + a2r, a0i + a2i, a1r + a3r, a1i + a3i
+        b2r, b2i, b3r, b3i = a0r - a2r, a0i - a2i, a1r - a3r, a1i - a3i
+        b4r, b4i = a4r + a6r, a4i + a6i
+        b5r, b5i = cmul(a5r + a7r, a5i + a7i, s, -s)
+        b6r, b6i = cmul(a4r - a6r, a4i - a6i, z, -one)
+        b7r, b7i = cmul(a5r - a7r, a5i - a7i, -s, -s)
+        re[base], im[base], re[base + 4], im[base + 4] = b0r + b4r, b0i + b4i, b0r - b4r, b0i - b4i
+        re[base + 1], im[base + 1], re[base + 5], im[base + 5] = b1r + b5r, b1i + b5i, b1r - b5r, b1i - b5i
+        re[base + 2], im[base + 2], re[base + 6], im[base + 6] = b2r + b6r, b2i + b6i, b2r - b6r, b2i - b6i
+        re[base + 3], im[base + 3], re[base + 7], im[base + 7] = b3r + b7r, b3i + b7i, b3r - b7r, b3i - b7i
+
+    @numba.jit(nopython=True, nogil=True, cache=False)
+    def kernel(frames, perm, w_all, p_all, s, out_re, out_im):
+        count, n = frames.shape
+        re = np.empty(n, np.float32)
+        im = np.empty(n, np.float32)
+        for f in range(count):
+            for i in range(n):
+                re[i] = frames[f, perm[i]]
+                im[i] = np.float32(0.0)
+            for base in range(0, n, 8):
+                butterfly_8(re, im, base, s)
+            m, level, offset = 16, 0, 0
+            while m <= n:
+                half = m // 2
+                for block in range(0, n, m):
+                    for k in range(m // 8):
+                        wr, wi = w_all[offset + k, 0], w_all[offset + k, 1]
+                        for j in range(4):
+                            top = block + 4 * k + j
+                            tr, ti = cmul(re[top + half], im[top + half], wr, wi)  # data * w
+                            tr, ti = cmul(tr, ti, p_all[level, j, 0], p_all[level, j, 1])  # * wp_one^j
+                            rr, ri = re[top], im[top]
+                            re[top], im[top] = rr + tr, ri + ti
+                            re[top + half], im[top + half] = rr - tr, ri - ti
+                offset += m // 8
+                level += 1
+                m *= 2
+            for i in range(n // 2 + 1):
+                out_re[f, i], out_im[f, i] = re[i], im[i]
+
+    return kernel
 
 
 def _eigen_cos(x: np.ndarray) -> np.ndarray:
