@@ -52,8 +52,8 @@ class InferenceConfig:
     winograd_tile: int | None = 4  # kernel-7 convs by Winograd F(m, 7), m in (2, 4) (lafa.models.winograd):
     # 8 / 14 (m = 2) or 10 / 28 (m = 4) of the multiply-adds; error ~4e-6 (m = 2) / ~2e-5 (m = 4) of the max
     # per conv against ~1.5e-6 direct; None: oneDNN's direct convolution everywhere
-    winograd_min_channels: int = 256  # ... for convs with at least this many input channels (below it the
-    # transforms cost what the GEMMs save on this CPU: docs/benchmarks.md)
+    winograd_min_channels: int = 128  # ... for convs with at least this many input channels (at 64 the tile
+    # transforms cost about what the GEMMs save on this CPU: docs/benchmarks.md)
 
     def __post_init__(self) -> None:
         if self.tile_elements is not None and self.tile_elements < 1:

@@ -13,14 +13,14 @@ convolution is at ~1.5e-6 (the usual choice with +-3 gives 2.6e-5). A dilated co
 grid: tile (b, n, r) reads samples n m d + r + t d (t < m + 6) and writes n m d + r + j d (j < m).
 
 The transforms are memory-bound loops over (tile, channel): numba kernels (numba is already a dependency, for
-resampy's loop), `nogil`, split across a thread pool of torch's thread count; the GEMMs are oneDNN's (a
-grouped 1x1 convolution over the tile-major (tiles, m + 6, C) layout, with its packed weight cached).
+resampy's loop) run in the calling thread; the GEMMs are oneDNN's (a grouped 1x1 convolution over the tile-major
+(tiles, m + 6, C) layout, with its packed weight cached) on torch's threads. Splitting the transforms over a
+thread pool of their own cost more CPU and no less wall time at 2 threads here: torch's OpenMP workers spin
+after each GEMM and compete with the pool for the cores.
 """
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from functools import cache
 
@@ -127,25 +127,6 @@ def _transforms32(m: int) -> tuple[np.ndarray, np.ndarray]:
     return at.float().numpy(), bt.float().numpy()
 
 
-_pool: list[tuple[int, int, ThreadPoolExecutor]] = []  # (process id, workers, pool): a forked child makes its own
-
-
-def _parallel(kernel, total: int, *args) -> None:
-    """Run kernel(*args[:-1], i0, i1, args[-1]) over [0, total) split across torch's thread count (the kernels
-    release the GIL); the calling thread takes the last share."""
-    workers = max(1, min(torch.get_num_threads(), total // 64))
-    bounds = [total * i // workers for i in range(workers + 1)]
-    futures = []
-    if workers > 1:
-        if not _pool or _pool[0][0] != os.getpid() or _pool[0][1] < workers - 1:
-            _pool[:] = [(os.getpid(), workers - 1, ThreadPoolExecutor(workers - 1, "lafa-winograd"))]
-        futures = [_pool[0][2].submit(kernel, *args[:-1], bounds[i], bounds[i + 1], args[-1])
-                   for i in range(workers - 1)]
-    kernel(*args[:-1], bounds[-2], bounds[-1], args[-1])
-    for f in futures:
-        f.result()
-
-
 BLOCK_ELEMENTS = 1 << 20  # transformed-input floats per GEMM (4 MB): the tiles of a block stay in cache from
 # transform to GEMM to inverse transform (one GEMM over a whole 1 s activation ran at half the rate here)
 MIN_BLOCK_TILES = 128
@@ -182,10 +163,10 @@ def conv1d(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, dil
     v4 = v.view(1, block, a * c).transpose(1, 2).unsqueeze(2)  # (1, a C, 1, block) channels-last
     for q0 in range(0, q, block):
         q1 = min(q0 + block, q)
-        _parallel(_input_tiles, q1 - q0, xs, bt, m, dilation, 3 * dilation, tiles, q0, v.numpy())
+        _input_tiles(xs, bt, m, dilation, 3 * dilation, tiles, q0, 0, q1 - q0, v.numpy())
         mm = torch.ops.mkldnn._convolution_pointwise(v4, packed, None, [0, 0], [1, 1], [1, 1], a, "none", [], "")
         mm = mm.squeeze(2).transpose(1, 2).reshape(block, a, out_channels)  # a view of the channels-last output
-        _parallel(_output_tiles, q1 - q0, mm.numpy(), at, bias_, m, dilation, tiles, q0, y.numpy())
+        _output_tiles(mm.numpy(), at, bias_, m, dilation, tiles, q0, 0, q1 - q0, y.numpy())
     return y.transpose(1, 2)  # (B, O, L) channels-last
 
 
