@@ -33,10 +33,18 @@ class SourceFormat:
         return cls(info.format, info.subtype, int(info.samplerate), int(info.channels))
 
 
+def copyable_channels(channels: int, settings: ChunkSettings) -> bool:
+    """The shard's channel count, or mono into multi-channel shards: every reader duplicates mono exactly as the
+    build's own conversion (lafa.audio.to_channels) does, so the loaded samples are the same."""
+    return channels == settings.channels or channels == 1
+
+
 def copy_extension(src: SourceFormat, settings: ChunkSettings) -> str | None:
-    """The member extension a source is stored under unchanged (its audio needs no conversion), or None: the
-    build re-encodes it to FLAC. Whether it is one whole chunk and decodes completely is checked by the caller."""
-    if not settings.copy_sources or (src.samplerate, src.channels) != (settings.sample_rate, settings.channels):
+    """The member extension a source is stored under unchanged (its audio needs no conversion beyond duplicating
+    mono, which every reader does), or None: the build re-encodes it to FLAC. Whether it is one whole chunk and
+    decodes completely is checked by the caller."""
+    if not settings.copy_sources or src.samplerate != settings.sample_rate or \
+            not copyable_channels(src.channels, settings):
         return None
     if src.format in ("FLAC", "WAV") and src.subtype == settings.flac_subtype:
         return src.format.lower()  # same integers as the FLAC the build would write
@@ -85,8 +93,8 @@ def flac_passthrough(data: bytes, num_samples: int, settings: ChunkSettings) -> 
         return None
     info = int.from_bytes(kept[0][1][10:18], "big")  # 20 bits rate, 3 channels - 1, 5 bits/sample - 1, 36 samples
     rate, channels, bits, total = info >> 44, ((info >> 41) & 7) + 1, ((info >> 36) & 31) + 1, info & (2**36 - 1)
-    want = (settings.sample_rate, settings.channels, SUBTYPE_BITS[settings.flac_subtype], num_samples)
-    if (rate, channels, bits, total) != want:
+    want = (settings.sample_rate, SUBTYPE_BITS[settings.flac_subtype], num_samples)
+    if (rate, bits, total) != want or not copyable_channels(channels, settings):
         return None
     out = [b"fLaC"]
     for i, (kind, block) in enumerate(kept):
@@ -140,7 +148,7 @@ def wav_passthrough(data: bytes, num_samples: int, settings: ChunkSettings) -> b
         return data
     tag, channels, rate, _, align, bits = struct.unpack("<HHIIHH", chunks[b"fmt "][:16])
     want_bits = SUBTYPE_BITS.get(settings.flac_subtype)
-    if (tag, channels, rate, bits) != (1, settings.channels, settings.sample_rate, want_bits) or \
+    if (tag, rate, bits) != (1, settings.sample_rate, want_bits) or not copyable_channels(channels, settings) or \
             align != channels * bits // 8 or len(chunks[b"data"]) != num_samples * align:
         return data
     if list(chunks) == [b"fmt ", b"data"] and len(data) - pos in (0, -1):

@@ -174,7 +174,8 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
                     **chunk_metadata(offset, piece.shape[-1], audio.shape[-1], settings.sample_rate),
                     "caption": draw_caption(item.metadata, caption_rng(task["seed"], key)),
                     "license": item.license, "license_text": item.license_text, "path": printable(entry["rel_path"]),
-                    "metadata": item.metadata, "stored": "flac" if copied is None else "copy"}
+                    "metadata": item.metadata, "stored": "flac" if copied is None else "copy",
+                    "stored_channels": settings.channels if copied is None else src_format.channels}
             if copied is None:
                 add_member(tar, f"{key}.flac", encode_flac(piece, settings))
             else:  # the source's own bytes: the loaders decode mp3/ogg/opus/wav/flac members alike

@@ -254,7 +254,7 @@ def test_training_crops_are_the_full_decode_at_that_place(fmt, subtype, rate, ex
 
 @pytest.fixture(scope="module")
 def copied_mp3_shards(tmp_path_factory):
-    """A real build with a copied 44.1 kHz stereo mp3 member (and a re-encoded mono one beside it)."""
+    """A real build with copied 44.1 kHz mp3 members: stereo, mono (readers duplicate it) and one above full scale."""
     root = tmp_path_factory.mktemp("copied")
     src = root / "src"
     src.mkdir()
@@ -265,7 +265,7 @@ def copied_mp3_shards(tmp_path_factory):
     for name in ("tone é", "mono", "loud"):
         (src / f"{name}.json").write_text(json.dumps({"genre": "tone", "split": "train"}))
     manifest = build(read_folder(src), BuildSettings(out=root / "shards", jobs=1), [], {})
-    assert manifest["stored"] == {"flac": 1, "copy": {"mp3": 2}}
+    assert manifest["stored"] == {"flac": 0, "copy": {"mp3": 3}}
     raw = sf.read(src / "loud.mp3", dtype="float32", always_2d=True)[0].T
     assert np.abs(raw).max() > 1.2
     return root, sf.read(src / "tone é.mp3", dtype="float32", always_2d=True)[0].T, np.clip(raw, -1, 1)

@@ -11,6 +11,7 @@ import tarfile
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from mutagen.apev2 import APEv2
 from mutagen.id3 import APIC, ID3, TIT2
 
@@ -55,7 +56,8 @@ def corpus(tmp_path_factory):
     src = tmp_path_factory.mktemp("src")
     _tag_mp3(_write(src, "ünï cøde — tagged [live].mp3", _music(1.5), format="MP3"))
     _write(src, "plain.mp3", _music(1.2, seed=1), format="MP3")
-    _write(src, "mono.mp3", _music(1.0, channels=1, seed=2), format="MP3")  # needs stereo: re-encoded
+    _write(src, "mono.mp3", _music(1.0, channels=1, seed=2), format="MP3")  # mono: copied, readers duplicate it
+    _write(src, "mono.wav", _music(1.0, channels=1, seed=12), subtype="PCM_16")  # FSD50K-like mono 16-bit wav
     cut = _write(src, "cut.mp3", _music(2.0, seed=3), format="MP3")
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])  # truncated: skipped, never copied
     _write(src, "vorbis.ogg", _music(1.3, seed=4), format="OGG", subtype="VORBIS")
@@ -113,26 +115,30 @@ def test_sources_needing_no_change_are_stored_as_they_are(corpus, built):
     files = _by_file(_members(out))
     assert {p: v["exts"] for p, v in files.items()} == {
         "ünï cøde — tagged [live].mp3": ["mp3"], "plain.mp3": ["mp3"], "vorbis.ogg": ["ogg"],
-        "info chunk.wav": ["wav"], "lossless.flac": ["flac"],
-        "mono.mp3": ["flac"], "vorbis48k.ogg": ["flac"], "deep.wav": ["flac"], "long.wav": ["flac"] * 3}
-    copied = {"ünï cøde — tagged [live].mp3", "plain.mp3", "vorbis.ogg", "info chunk.wav", "lossless.flac"}
+        "info chunk.wav": ["wav"], "lossless.flac": ["flac"], "mono.mp3": ["mp3"], "mono.wav": ["wav"],
+        "vorbis48k.ogg": ["flac"], "deep.wav": ["flac"], "long.wav": ["flac"] * 3}
+    copied = {"ünï cøde — tagged [live].mp3", "plain.mp3", "vorbis.ogg", "info chunk.wav", "lossless.flac",
+              "mono.mp3", "mono.wav"}
     assert {p: [m["stored"] for m in v["json"]] for p, v in files.items()} == {
         p: ["copy"] if p in copied else ["flac"] * len(v["exts"]) for p, v in files.items()}
     skipped = {s["path"]: (s["category"], s["reason"]) for s in manifest["skipped"]}
     assert skipped.keys() == {"cut.mp3", "cut.wav", "quiet.wav"}
     assert skipped["cut.mp3"][0] == skipped["cut.wav"][0] == "truncated"
     assert skipped["quiet.wav"][0] == "silent" and skipped["quiet.wav"][1].startswith("silent: peak -6")
-    assert manifest["stored"] == {"flac": 1 + 1 + 1 + 3, "copy": {"flac": 1, "mp3": 2, "ogg": 1, "wav": 1}}
+    assert manifest["stored"] == {"flac": 1 + 1 + 3, "copy": {"flac": 1, "mp3": 3, "ogg": 1, "wav": 2}}
+    assert [m["stored_channels"] for m in files["mono.wav"]["json"]] == [1]
+    assert [m["stored_channels"] for m in files["deep.wav"]["json"]] == [2]
     table = summary_table(manifest, out).splitlines()
-    assert any(line.startswith("chunks encoded to FLAC") and line.split()[-1] == "6" for line in table)
+    assert any(line.startswith("chunks encoded to FLAC") and line.split()[-1] == "5" for line in table)
     (row,) = [line for line in table if line.startswith("chunks stored as-is")]
-    assert row.split()[3:12] == ["5", "flac", "1,", "mp3", "2,", "ogg", "1,", "wav", "1:"]
+    assert row.split()[3:12] == ["7", "flac", "1,", "mp3", "3,", "ogg", "1,", "wav", "2:"]
 
 
 def test_copies_decode_to_the_samples_the_build_validated(corpus, built):
     out, _ = built
     files = _by_file(_members(out))
-    for name in ("ünï cøde — tagged [live].mp3", "plain.mp3", "vorbis.ogg", "info chunk.wav", "lossless.flac"):
+    for name in ("ünï cøde — tagged [live].mp3", "plain.mp3", "vorbis.ogg", "info chunk.wav", "lossless.flac",
+                 "mono.mp3", "mono.wav"):
         (stored,) = files[name]["audio"]
         source = (corpus / name).read_bytes()
         assert np.array_equal(_pcm(stored), _pcm(corpus / name)), name  # the same decoder output, sample for sample
@@ -198,7 +204,7 @@ def test_the_cli_flag_turns_copying_off(corpus, tmp_path, capsys):
     assert data_prep_main(["build", "--out", str(tmp_path), "--folder", str(corpus), "--jobs", "1",
                            "--keep_unlicensed", "--no_copy"]) == 0
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["stored"] == {"flac": 11, "copy": {}} and manifest["settings"]["copy_sources"] is False
+    assert manifest["stored"] == {"flac": 12, "copy": {}} and manifest["settings"]["copy_sources"] is False
     assert {n.rsplit(".", 1)[1] for n in _members(tmp_path)} == {"flac", "json"}
 
 
@@ -252,3 +258,26 @@ def test_tag_stripping_keeps_the_decoded_samples_and_refuses_what_it_does_not_un
     assert np.array_equal(_pcm(with_list), _pcm(plain)) and wav_passthrough(with_list, n, s) == plain
     assert wav_passthrough(plain[:-10], n, s) == plain[:-10]  # data chunk shorter than declared: unchanged
     assert wav_passthrough(plain, n - 1, s) == plain  # not the validated length: unchanged
+
+
+def test_mono_copies_load_as_the_stereo_flac_the_build_would_write(corpus, built, tmp_path):
+    """A mono source copied into stereo shards reaches training as the same stereo audio as its --no_copy FLAC
+    chunk: both channels equal, samples equal exactly for 16-bit WAV, within 1/32768 for mp3 (the FLAC path rounds
+    the decoder's floats to 16 bits)."""
+    out, _ = built
+    flac_out = tmp_path / "no_copy"
+    build(read_folder(corpus), BuildSettings(out=flac_out, shard_bytes=10**8, jobs=1,
+                                             chunk=ChunkSettings(copy_sources=False)), [], {})
+    decoder = AudioDecoder(sample_size=SR, sample_rate=SR, channels=2, seed=0, fresh_captions=False)
+
+    def load(shards, name):
+        members = _members(shards)
+        meta = next(json.loads(v) for k, v in members.items() if k.endswith(".json") and json.loads(v)["path"] == name)
+        sample = {"__key__": meta["key"], "json": members[meta["key"] + ".json"],
+                  **{k.split(".", 1)[1]: v for k, v in members.items() if k.startswith(meta["key"] + ".")}}
+        return decoder(sample, None, 0)["audio"]  # (2, SR)
+
+    for name, tol in (("mono.wav", 0.0), ("mono.mp3", 1 / 32768)):
+        copied, encoded = load(out, name), load(flac_out, name)
+        assert copied.shape == encoded.shape == (2, SR) and torch.equal(copied[0], copied[1])
+        assert (copied - encoded).abs().max().item() <= tol, name
