@@ -39,14 +39,15 @@ class SkipFile(Exception):
         self.category = category
 
 
-def decode(path, settings: ChunkSettings, int16: bool = False) -> torch.Tensor:
+def decode(path, settings: ChunkSettings, int16: bool = False, mono: bool = False) -> torch.Tensor:
     """Any rate and channel count -> (channels, samples) at settings.sample_rate; raises SkipFile.
     A truncated or partly decodable file is skipped whole (lafa's choice: a clip silently shorter than the
     recording, or ending in a glitch, would enter training under the full file's metadata and timing).
     int16: a 16-bit PCM source already at the shard's rate and channels (a WAV or FLAC the build may copy)
-    checked the same way on its integers, int16 (C, S): for WAV a tenth of the float32 decode's CPU."""
+    checked the same way on its integers, int16 (C, S): for WAV a tenth of the float32 decode's CPU.
+    mono: a mono source comes back mono (a copy candidate: the channels are duplicated only if it is encoded)."""
     if int16:
-        return _decode_int16(path, settings)
+        return _decode_int16(path, settings, mono)
     try:
         audio, sr = load_audio_complete(path)
     except TruncatedAudioError as exc:  # the skip record has the path: the reason names the file only
@@ -58,22 +59,24 @@ def decode(path, settings: ChunkSettings, int16: bool = False) -> torch.Tensor:
         raise SkipFile(f"silent: peak {level:.1f} dBFS < {settings.silence_dbfs:g} dBFS", "silent")
     if sr != settings.sample_rate:
         audio = audio.contiguous()  # the sinc filter runs along samples
+    if mono and audio.shape[0] == 1:
+        return resample(audio, sr, settings.sample_rate)
     return resample(to_channels(audio, settings.channels), sr, settings.sample_rate)
 
 
-def _decode_int16(path, settings: ChunkSettings) -> torch.Tensor:
+def _decode_int16(path, settings: ChunkSettings, mono: bool = False) -> torch.Tensor:
     try:
         audio, sr = load_audio_complete(path, dtype="int16")
     except TruncatedAudioError as exc:
         raise SkipFile(str(exc).replace(f"{path}: ", ""), "truncated") from exc
     except Exception as exc:
         raise SkipFile(f"unreadable: {exc}".replace(str(path), Path(path).name), "unreadable") from exc
-    if (sr, audio.shape[0], settings.flac_subtype) != (settings.sample_rate, settings.channels, "PCM_16"):
-        return decode(path, settings)  # not what the header promised (the file changed): the float path
+    if (sr, settings.flac_subtype) != (settings.sample_rate, "PCM_16") or audio.shape[0] not in (settings.channels, 1):
+        return decode(path, settings, mono=mono)  # not what the header promised (the file changed): the float path
     level = peak_dbfs(audio) - INT16_DBFS  # the float decode's peak: x / 32768
     if level < settings.silence_dbfs:
         raise SkipFile(f"silent: peak {level:.1f} dBFS < {settings.silence_dbfs:g} dBFS", "silent")
-    return audio
+    return audio if mono and audio.shape[0] == 1 else to_channels(audio, settings.channels)
 
 
 INT16_DBFS = 20 * math.log10(32768)

@@ -149,7 +149,7 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
         # a 16-bit WAV/FLAC the build may copy is checked on its integers (the same samples, less CPU)
         int16 = ext in ("wav", "flac") and settings.flac_subtype == "PCM_16"
         try:
-            audio = decode(item.path, settings, int16=int16)
+            audio = decode(item.path, settings, int16=int16, mono=ext is not None)  # a copy candidate stays mono
         except SkipFile as exc:
             stats["skipped"].append(skip_record(item, str(exc), exc.category))
             continue
@@ -177,7 +177,7 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
                     "metadata": item.metadata, "stored": "flac" if copied is None else "copy",
                     "stored_channels": settings.channels if copied is None else src_format.channels}
             if copied is None:
-                add_member(tar, f"{key}.flac", encode_flac(piece, settings))
+                add_member(tar, f"{key}.flac", encode_flac(to_channels(piece, settings.channels), settings))
             else:  # the source's own bytes: the loaders decode mp3/ogg/opus/wav/flac members alike
                 add_member(tar, f"{key}.{ext}", copied)
                 stats["copied"][ext] += 1

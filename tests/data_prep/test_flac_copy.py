@@ -108,3 +108,20 @@ def test_passthrough_refuses_what_it_cannot_vouch_for(tmp_path):
     assert flac_passthrough(deep, n, s) is None and flac_passthrough(deep, n, ChunkSettings(flac_subtype="PCM_24"))
     assert flac_passthrough(data, n, ChunkSettings(sample_rate=48000)) is None
     assert flac_passthrough((tmp_path / "x.json").read_bytes(), n, s) is None
+
+
+def test_a_mono_copy_candidate_that_cannot_be_copied_is_encoded_as_stereo(tmp_path):
+    """A mono FLAC with an ID3v2 tag in front of its stream (libsndfile reads it; the copy refuses it) is decoded
+    mono as a copy candidate, then encoded: the member must be stereo, both channels the source's samples."""
+    src = tmp_path / "src"
+    src.mkdir()
+    path = _write(src, "tagged_mono.flac", _signal(1.5, channels=1, seed=5))
+    id3 = b"ID3\x03\x00\x00" + bytes([0, 0, 0, 10]) + b"TIT2" + (0).to_bytes(4, "big") + b"\x00\x00"  # 10-byte frame area
+    path.write_bytes(id3 + path.read_bytes())
+    want, _ = sf.read(path, dtype="int16", always_2d=True)
+    assert want.shape[1] == 1 and flac_passthrough(path.read_bytes(), len(want), ChunkSettings()) is None
+    manifest = build(read_folder(src), BuildSettings(out=tmp_path / "out", shard_bytes=10**8, jobs=1), [], {})
+    assert manifest["stored"] == {"flac": 1, "copy": {}}
+    (member,) = [v for k, v in _members(tmp_path / "out").items() if k.endswith(".flac")]
+    got, sr = sf.read(io.BytesIO(member), dtype="int16", always_2d=True)
+    assert sr == SR and got.shape == (len(want), 2) and np.array_equal(got, np.repeat(want, 2, 1))
