@@ -8,6 +8,7 @@ Used by `lafa.models.oobleck` whenever the VAE runs in eval mode with autograd o
   result: bit-identical to the unfolded model. `OobleckVAE.train()` drops the caches (restored for training).
   On CPU float32 every convolution also caches oneDNN's packed weight layout (torch's dense path reorders the
   weight on every call, which dominates the transposed convs at short clips; docs/benchmarks.md).
+- Winograd kernel-7 convs (`winograd_tile`, `winograd_min_channels`): F(4, 7) by default, lafa.models.winograd.
 - Channels-last activations (`channels_last`): stored (B, L, C) in memory so oneDNN runs its direct 1-D kernels.
 - Tiled residual units (`tile_elements`): each block's length-preserving stack runs on cache-sized time tiles,
   each read with a halo of the stack's receptive-field reach: exact up to summation order.

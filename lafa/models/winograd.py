@@ -77,11 +77,11 @@ def filter_transform(weight: torch.Tensor, m: int) -> torch.Tensor:
 
 
 @numba.njit(nogil=True, cache=True)
-def _input_tiles(x, bt, m, d, pad, tiles, first, i0, i1, v):  # pragma: no cover - compiled
-    """v[i] = B^T @ (the tile of x read by tile first + i), for i in [i0, i1); x (B, L, C), v (block, a, C)."""
+def _input_tiles(x, bt, m, d, pad, tiles, first, count, v):  # pragma: no cover - compiled
+    """v[i] = B^T @ (the tile of x read by tile first + i), for i < count; x (B, L, C), v (block, a, C)."""
     _, length, channels = x.shape
     a = bt.shape[0]
-    for i in range(i0, i1):
+    for i in range(count):
         q = first + i
         b, n, r = q // (tiles * d), (q // d) % tiles, q % d
         base = n * m * d + r - pad
@@ -100,11 +100,11 @@ def _input_tiles(x, bt, m, d, pad, tiles, first, i0, i1, v):  # pragma: no cover
 
 
 @numba.njit(nogil=True, cache=True)
-def _output_tiles(mm, at, bias, m, d, tiles, first, i0, i1, y):  # pragma: no cover - compiled
-    """y[outputs of tile first + i] = A^T @ mm[i] + bias, for i in [i0, i1); mm (block, a, O), y (B, L, O)."""
+def _output_tiles(mm, at, bias, m, d, tiles, first, count, y):  # pragma: no cover - compiled
+    """y[outputs of tile first + i] = A^T @ mm[i] + bias, for i < count; mm (block, a, O), y (B, L, O)."""
     length, out = y.shape[1], y.shape[2]
     a = at.shape[1]
-    for i in range(i0, i1):
+    for i in range(count):
         q = first + i
         b, n, r = q // (tiles * d), (q // d) % tiles, q % d
         for j in range(m):
@@ -154,7 +154,7 @@ def conv1d(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, dil
     b, c, length = x.shape
     a = m + KERNEL - 1
     at, bt = _transforms32(m)
-    tiles = -(-length // (m * dilation))
+    tiles = -(-length // (m * dilation))  # per batch item and residue
     q, block = num_tiles(x.shape, dilation, m), block_tiles(x.shape, dilation, m)
     xs = x.transpose(1, 2).numpy()  # (B, L, C), contiguous
     y = torch.empty(b, length, out_channels)
@@ -163,10 +163,10 @@ def conv1d(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, dil
     v4 = v.view(1, block, a * c).transpose(1, 2).unsqueeze(2)  # (1, a C, 1, block) channels-last
     for q0 in range(0, q, block):
         q1 = min(q0 + block, q)
-        _input_tiles(xs, bt, m, dilation, 3 * dilation, tiles, q0, 0, q1 - q0, v.numpy())
+        _input_tiles(xs, bt, m, dilation, 3 * dilation, tiles, q0, q1 - q0, v.numpy())
         mm = torch.ops.mkldnn._convolution_pointwise(v4, packed, None, [0, 0], [1, 1], [1, 1], a, "none", [], "")
         mm = mm.squeeze(2).transpose(1, 2).reshape(block, a, out_channels)  # a view of the channels-last output
-        _output_tiles(mm.numpy(), at, bias_, m, dilation, tiles, q0, 0, q1 - q0, y.numpy())
+        _output_tiles(mm.numpy(), at, bias_, m, dilation, tiles, q0, q1 - q0, y.numpy())
     return y.transpose(1, 2)  # (B, O, L) channels-last
 
 
