@@ -40,6 +40,10 @@ def _common(p: argparse.ArgumentParser, chunk: float, shard: str, estimate: str)
     p.add_argument("--no_copy", dest="copy_sources", action="store_false",
                    help="re-encode every chunk to FLAC; by default a file that is one whole chunk at 44.1 kHz stereo "
                         "(mp3, ogg, opus, FLAC/WAV at --flac_subtype's depth) is stored as it is, tags dropped")
+    p.add_argument("--member_format", choices=["flac", "wav"], default="flac",
+                   help="how converted chunks are stored (resampled, re-quantised, cut from longer files): flac "
+                        "(lossless, ~0.6x PCM bytes) or wav (PCM: ~1.6x FLAC's bytes, no encoding CPU, ~1/3 of "
+                        "FLAC's CPU per training crop); docs/data.md, Member format")
     p.add_argument("--shard_size", type=_size, default=_size(shard), help="target shard size, e.g. 256MB")
     p.add_argument("--val_fraction", type=float, default=0.05, help="hash split, for items without a split")
     p.add_argument("--test_fraction", type=float, default=0.05)
@@ -110,7 +114,8 @@ def _run(args: argparse.Namespace) -> int:
     items, lic_rejected = license_filter(items, allow, keep_unlicensed, licenses)
     chunk = ChunkSettings(chunk_seconds=args.chunk_seconds, min_tail_seconds=args.min_tail_seconds,
                           silence_dbfs=args.silence_dbfs, flac_subtype=args.flac_subtype,
-                          flac_level=args.flac_level, copy_sources=args.copy_sources)
+                          flac_level=args.flac_level, copy_sources=args.copy_sources,
+                          member_format=args.member_format)
     settings = BuildSettings(out=out, chunk=chunk, shard_bytes=args.shard_size, val_fraction=args.val_fraction,
                              test_fraction=args.test_fraction, seed=args.seed, jobs=args.jobs, prefix=args.prefix,
                              size_estimate=args.size_estimate)

@@ -39,6 +39,14 @@ def copyable_channels(channels: int, settings: ChunkSettings) -> bool:
     return channels == settings.channels or channels == 1
 
 
+def int16_source(src: SourceFormat, settings: ChunkSettings) -> bool:
+    """A 16-bit PCM WAV/FLAC at the shard's rate, with the shard's channels or mono, going into 16-bit shards: the
+    build decodes it to its integers (the float decode's samples x 32768; for WAV a tenth of the CPU), checks
+    and cuts them, and stores them as they are (copied, or encoded without a float round trip)."""
+    return (src.format in ("FLAC", "WAV") and src.subtype == "PCM_16" == settings.flac_subtype
+            and src.samplerate == settings.sample_rate and copyable_channels(src.channels, settings))
+
+
 def copy_extension(src: SourceFormat, settings: ChunkSettings) -> str | None:
     """The member extension a source is stored under unchanged (its audio needs no conversion beyond duplicating
     mono, which every reader does), or None: the build re-encodes it to FLAC. Whether it is one whole chunk and

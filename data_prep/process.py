@@ -1,5 +1,5 @@
-"""One audio file -> 44.1 kHz stereo chunks (Sec. 5.1: "30 sec stereo audio chunks"), FLAC encoded (or the
-source stored as it is: data_prep.passthrough)."""
+"""One audio file -> 44.1 kHz stereo chunks (Sec. 5.1: "30 sec stereo audio chunks"), FLAC encoded (or 16/24-bit
+WAV: `member_format`; or the source stored as it is: data_prep.passthrough)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,17 @@ class ChunkSettings:
     # a source needing no change (one whole chunk at this rate and channel count; FLAC/WAV at flac_subtype's bit
     # depth, MP3, Ogg Vorbis, Opus) is stored byte for byte (tags dropped where safe), not re-encoded to FLAC
     copy_sources: bool = True
+    # how a chunk that is converted (resampled, re-quantised, cut from a longer file, channels mixed) is stored:
+    # "flac" (lossless, ~0.6x the PCM bytes on music) or "wav" (PCM at flac_subtype's depth: ~1.6x FLAC's bytes;
+    # no encoding CPU, ~1/3 of FLAC's decoding CPU per training crop; docs/data.md, "Member format")
+    member_format: str = "flac"
+
+    def __post_init__(self):
+        if self.member_format not in MEMBER_FORMATS:
+            raise ValueError(f"member_format {self.member_format!r}: choose one of {', '.join(MEMBER_FORMATS)}")
+
+
+MEMBER_FORMATS = ("flac", "wav")
 
 
 class SkipFile(Exception):
@@ -91,13 +102,15 @@ def chunk_bounds(num_samples: int, chunk: int, min_tail: int) -> list[tuple[int,
 
 
 def split_chunks(audio: torch.Tensor, settings: ChunkSettings) -> tuple[list[tuple[int, torch.Tensor]], list[str]]:
-    """(C, S) -> [(offset, (C, s))] chunks and the reasons for chunks dropped as silent."""
+    """(C, S) -> [(offset, (C, s))] chunks and the reasons for chunks dropped as silent. int16 audio (decode's
+    int16 path) is split as it is, its levels those of the float decode (x / 32768)."""
     sr = settings.sample_rate
     bounds = chunk_bounds(audio.shape[-1], round(settings.chunk_seconds * sr), round(settings.min_tail_seconds * sr))
+    offset_db = INT16_DBFS if audio.dtype == torch.int16 else 0.0
     chunks, dropped = [], []
     for i, (a, b) in enumerate(bounds):
         piece = audio[:, a:b]
-        level = peak_dbfs(piece)
+        level = peak_dbfs(piece) - offset_db
         if level < settings.silence_dbfs:
             dropped.append(f"chunk {i} ({a / sr:.1f}-{b / sr:.1f} s) silent: peak {level:.1f} dBFS")
             continue
@@ -105,18 +118,37 @@ def split_chunks(audio: torch.Tensor, settings: ChunkSettings) -> tuple[list[tup
     return chunks, dropped
 
 
+def encode_member(audio: torch.Tensor, settings: ChunkSettings) -> tuple[str, bytes]:
+    """(member extension, bytes) of a converted chunk, as settings.member_format says."""
+    if settings.member_format == "wav":
+        return "wav", encode_wav(audio, settings)
+    return "flac", encode_flac(audio, settings)
+
+
+def _samples(audio: torch.Tensor, settings: ChunkSettings) -> np.ndarray:
+    """(C, S) audio -> the (S, C) array libsndfile writes: int16 as it is (decode's int16 path: PCM_16 only);
+    float to int16 as libsndfile itself converts (x 32768, round half to even, clip), in torch (same integers,
+    ~1/3 of numpy's CPU: in place, one thread); float clipped to [-1, 1] for PCM_24."""
+    if audio.dtype == torch.int16:
+        return audio.numpy().T  # contiguous when audio is a view of a decoder buffer
+    if settings.flac_subtype == "PCM_16":
+        return (audio.T * 32768.0).round_().clamp_(-32768, 32767).to(torch.int16).numpy()
+    return np.clip(audio.numpy().T, -1, 1)
+
+
 def encode_flac(audio: torch.Tensor, settings: ChunkSettings) -> bytes:
     """Lossless FLAC bytes of (C, S) audio (clipped to [-1, 1]); libsndfile writes no timestamps."""
     buf = io.BytesIO()
-    data = audio.numpy().T  # (S, C); contiguous when audio is a view of a decoder buffer
-    if data.dtype == np.int16:  # decode(int16=True)'s integers (PCM_16 shards only): stored as they are
-        pass
-    elif settings.flac_subtype == "PCM_16":  # libsndfile's own float -> int16 (x 32768, rint, clip), done in numpy:
-        data = np.clip(np.rint(data * 32768.0), -32768, 32767).astype(np.int16)  # same bytes, 20% less time
-    else:
-        data = np.clip(data, -1, 1)
     level = None if settings.flac_level is None else settings.flac_level / 8
-    sf.write(buf, data, settings.sample_rate, format="FLAC", subtype=settings.flac_subtype, compression_level=level)
+    sf.write(buf, _samples(audio, settings), settings.sample_rate, format="FLAC", subtype=settings.flac_subtype,
+             compression_level=level)
+    return buf.getvalue()
+
+
+def encode_wav(audio: torch.Tensor, settings: ChunkSettings) -> bytes:
+    """WAV bytes (PCM at flac_subtype's depth) of (C, S) audio: the same integers encode_flac stores."""
+    buf = io.BytesIO()
+    sf.write(buf, _samples(audio, settings), settings.sample_rate, format="WAV", subtype=settings.flac_subtype)
     return buf.getvalue()
 
 

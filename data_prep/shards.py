@@ -24,8 +24,16 @@ import torch
 from tqdm import tqdm
 
 from data_prep.items import Item, printable, skip_record
-from data_prep.passthrough import SourceFormat, copy_extension, stored_copy
-from data_prep.process import ChunkSettings, SkipFile, chunk_metadata, decode, encode_flac, split_chunks
+from data_prep.passthrough import SourceFormat, copy_extension, int16_source, stored_copy
+from data_prep.process import (
+    ChunkSettings,
+    SkipFile,
+    chunk_metadata,
+    decode,
+    encode_flac,
+    encode_member,
+    split_chunks,
+)
 from lafa.audio import sf_source, to_channels
 from lafa.data.captions import caption_rng, draw_caption
 from lafa.data.tario import add_member, atomic_tar, remove_stale_temporaries
@@ -81,12 +89,15 @@ def file_header(item: Item, chunk: ChunkSettings | None = None) -> dict:
 
 PROBE_SECONDS = 1.0  # excerpt encoded per file to estimate its FLAC size (about 5% extra work on a 20 s file)
 MEMBER_OVERHEAD = 3 * 512 + 1024  # tar headers and padding of a chunk's two members, and its JSON
+SUBTYPE_BYTES = {"PCM_16": 2, "PCM_24": 3}
+WAV_HEADER = 44  # libsndfile's canonical RIFF/WAVE header
 
 
 def estimate_bytes(path: Path, info, chunk: ChunkSettings, data: bytes | None = None) -> float:
     """Shard bytes of a file, from the FLAC size of a PROBE_SECONDS excerpt from its middle, encoded as the
     shards will be (a fixed FLAC/PCM ratio missed real music by a third); PCM ratio 0.6 if the probe fails.
-    A file the build will store as it is (data_prep.passthrough, one chunk) is its copy's exact size."""
+    A file the build will store as it is (data_prep.passthrough, one chunk) is its copy's exact size; WAV
+    members (member_format "wav") are their PCM size."""
     seconds = info.frames / info.samplerate
     chunks = max(1, math.ceil(seconds / chunk.chunk_seconds))
     ext = copy_extension(SourceFormat.of(info), chunk) if chunks == 1 and data is not None else None
@@ -94,6 +105,9 @@ def estimate_bytes(path: Path, info, chunk: ChunkSettings, data: bytes | None = 
         copied = stored_copy(ext, data, info.frames, chunk)
         if copied is not None:
             return len(copied) + MEMBER_OVERHEAD
+    if chunk.member_format == "wav":  # PCM: the size is known without encoding anything
+        per_second = chunk.sample_rate * chunk.channels * SUBTYPE_BYTES[chunk.flac_subtype]
+        return per_second * seconds + chunks * (MEMBER_OVERHEAD + WAV_HEADER)
     n = min(info.frames, max(1, round(PROBE_SECONDS * info.samplerate)))
     try:
         with sf.SoundFile(sf_source(path)) as f:
@@ -146,8 +160,7 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
         item: Item = entry["item"]
         src_format = SourceFormat(**entry["format"])
         ext = copy_extension(src_format, settings)
-        # a 16-bit WAV/FLAC the build may copy is checked on its integers (the same samples, less CPU)
-        int16 = ext in ("wav", "flac") and settings.flac_subtype == "PCM_16"
+        int16 = int16_source(src_format, settings)  # checked and cut as integers (the same samples, less CPU)
         try:
             audio = decode(item.path, settings, int16=int16, mono=ext is not None)  # a copy candidate stays mono
         except SkipFile as exc:
@@ -155,8 +168,7 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
             continue
         if audio.dtype == torch.int16 and audio.shape[-1] <= chunk_samples:
             chunks, dropped = [(0, audio)], []  # one chunk: the file, whose peak decode has checked
-        else:
-            audio = audio.float() / 32768 if audio.dtype == torch.int16 else audio  # libsndfile's own scale
+        else:  # int16 (a longer 16-bit source at the shard's rate) is cut and stored as its integers
             chunks, dropped = split_chunks(audio, settings)
         whole = len(chunks) == 1 and chunks[0][1].shape[-1] == audio.shape[-1]  # one chunk: the entire file
         copied = stored_copy(ext, Path(item.path).read_bytes(), audio.shape[-1], settings) if ext and whole else None
@@ -174,10 +186,11 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
                     **chunk_metadata(offset, piece.shape[-1], audio.shape[-1], settings.sample_rate),
                     "caption": draw_caption(item.metadata, caption_rng(task["seed"], key)),
                     "license": item.license, "license_text": item.license_text, "path": printable(entry["rel_path"]),
-                    "metadata": item.metadata, "stored": "flac" if copied is None else "copy",
+                    "metadata": item.metadata, "stored": settings.member_format if copied is None else "copy",
                     "stored_channels": settings.channels if copied is None else src_format.channels}
             if copied is None:
-                add_member(tar, f"{key}.flac", encode_flac(to_channels(piece, settings.channels), settings))
+                member_ext, member = encode_member(to_channels(piece, settings.channels), settings)
+                add_member(tar, f"{key}.{member_ext}", member)
             else:  # the source's own bytes: the loaders decode mp3/ogg/opus/wav/flac members alike
                 add_member(tar, f"{key}.{ext}", copied)
                 stats["copied"][ext] += 1
@@ -346,8 +359,8 @@ def _manifest(tasks: list[dict], skipped: list[dict], s: BuildSettings, listed: 
     chunks = sum(v["chunks"] for v in splits.values())
     return {"files_listed": listed, "files_kept": kept, "files_skipped": len(skipped),
             "skipped_by_category": dict(sorted(categories.items())), "chunks": chunks,
-            # how the chunks' audio is stored: re-encoded to FLAC, or the source's bytes (per format)
-            "stored": {"flac": chunks - sum(copied.values()), "copy": dict(sorted(copied.items()))},
+            # how the chunks' audio is stored: encoded (to FLAC, or WAV: member_format), or the source's bytes
+            "stored": {s.chunk.member_format: chunks - sum(copied.values()), "copy": dict(sorted(copied.items()))},
             "hours": sum(v["hours"] for v in splits.values()), "splits": splits, "sources": dict(sources),
             "skipped": sorted(skipped, key=lambda d: (d["source"], d["id"])), "dropped_chunks": dropped,
             "settings": {**asdict(s.chunk), "shard_bytes": s.shard_bytes, "val_fraction": s.val_fraction,

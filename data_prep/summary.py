@@ -17,7 +17,9 @@ def summary_table(manifest: dict, out: Path) -> str:
         rows.append((f"       {category}", str(n), f"e.g. {example['path']}: {example['reason']}"[:110]))
     stored = manifest.get("stored")
     if stored:  # how the chunks' audio is stored (data_prep.passthrough)
-        rows.append(("chunks encoded to FLAC", str(stored["flac"]), ""))
+        for fmt in ("flac", "wav"):
+            if fmt in stored:
+                rows.append((f"chunks encoded to {fmt.upper()}", str(stored[fmt]), ""))
         if stored["copy"]:
             rows.append(("chunks stored as-is", str(sum(stored["copy"].values())),
                          ", ".join(f"{ext} {n}" for ext, n in stored["copy"].items())

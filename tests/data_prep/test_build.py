@@ -61,7 +61,7 @@ def test_killed_writer_leaves_no_partial_shard_and_rerun_is_identical(tmp_path, 
     assert len(clean) >= 3
 
     calls = {"n": 0}
-    real = shards.encode_flac
+    real = shards.encode_member
 
     def dying_encode(audio, settings):  # the process dies between two members of the second shard
         calls["n"] += 1
@@ -69,7 +69,7 @@ def test_killed_writer_leaves_no_partial_shard_and_rerun_is_identical(tmp_path, 
             raise KeyboardInterrupt
         return real(audio, settings)
 
-    monkeypatch.setattr(shards, "encode_flac", dying_encode)
+    monkeypatch.setattr(shards, "encode_member", dying_encode)
     with pytest.raises(KeyboardInterrupt):
         build(items, _settings(tmp_path / "run"), [], roots)
     partial = _digests(tmp_path / "run")
@@ -77,7 +77,7 @@ def test_killed_writer_leaves_no_partial_shard_and_rerun_is_identical(tmp_path, 
     assert all(clean[name] == digest for name, digest in partial.items())  # finished shards are whole
     assert not list((tmp_path / "run").glob(".*tmp*"))
 
-    monkeypatch.setattr(shards, "encode_flac", real)
+    monkeypatch.setattr(shards, "encode_member", real)
     written = []
     monkeypatch.setattr(shards, "write_shard", lambda task, _w=shards.write_shard: written.append(task["path"]) or _w(task))
     build(items, _settings(tmp_path / "run"), [], roots)
