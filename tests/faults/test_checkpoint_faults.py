@@ -7,9 +7,12 @@ absent) and what the user reads: one line naming the file, where the class was n
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,10 +35,31 @@ REPO = Path(__file__).resolve().parents[2]
 TINY_VAE_STAGE = dict(base_channels=2, c_mults=[1, 2], strides=[2, 2], disc_filters=2, latent_dim=4)
 
 
+@contextmanager
+def lightning_console_on_stderr():
+    """Lightning's console handlers write where `sys.stderr` was when Lightning was first imported; in pytest that
+    is the capture of whichever test imported it first (closed once that test ended: "--- Logging error ---" in
+    a later one). For the duration, they write to this test's stderr, as they do to a user's terminal."""
+    import lightning  # noqa: F401 (its import adds the handlers)
+
+    handlers = [h for name in ("lightning", "lightning.fabric", "lightning.pytorch")
+                for h in logging.getLogger(name).handlers if type(h) is logging.StreamHandler]
+    streams = [h.stream for h in handlers]
+    for handler in handlers:
+        handler.stream = sys.stderr  # not setStream: it would flush the old stream, which may be closed
+    try:
+        yield
+    finally:
+        for handler, stream in zip(handlers, streams, strict=True):
+            handler.stream = stream
+
+
 def lafa(args: list[str], capsys) -> tuple[int, str]:
-    """`lafa ARGS` in this process: (exit code, the one line lafa printed to stderr)."""
+    """`lafa ARGS` in this process: (exit code, the one line lafa printed to stderr, which holds no traceback:
+    Lightning's log lines included)."""
     capsys.readouterr()
-    code = main(args)
+    with lightning_console_on_stderr():
+        code = main(args)
     err = capsys.readouterr().err
     assert "Traceback" not in err
     lines = [ln for ln in err.splitlines() if ln.startswith("lafa ")]
