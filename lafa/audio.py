@@ -3,7 +3,7 @@
 Reading and writing go through soundfile (libsndfile decodes wav/flac/ogg/opus/mp3 here; torchaudio 2.11's
 own load/save need FFmpeg through torchcodec, which these machines lack). Resampling is lafa.resample: the
 filter of torchaudio's windowed-sinc `resample` (Kaiser window, the settings torchaudio documents as close to
-librosa's kaiser_best), applied 1.5-4x faster (docs/data.md, "Resampling").
+librosa's kaiser_best), applied 1.2-7x faster (docs/data.md, "Resampling").
 """
 
 from __future__ import annotations
