@@ -19,14 +19,16 @@ and applied as matrix products:
 - each group is one GEMM: (frames, support) windows of the padded input @ (support, rows), the rows padded
   with zero columns to a multiple of 16 (the GEMM's vector tile: a 74-column product ran slower than an
   80-column one here).
-ROWS_PER_GROUP = 64 was chosen by measurement (1 thread, 8 s stereo, 9 rate pairs to 44.1/48 kHz: 32, 48,
-64 and 96 rows were within noise of each other with the tile padding, 64 best or tied on 7 of 9; without
-the padding 32 lost up to 1.4x on 48 -> 44.1 kHz). bench/bench_resample.py measures it against torchaudio.
+ROWS_PER_GROUP = 64 was chosen by measurement (1 thread, 8 s stereo, 9 rate pairs to 44.1/48 kHz: with the
+tile padding, 32, 48, 64 and 96 rows were within the shared machine's noise of each other, 64 best or tied
+on most pairs; smaller groups read fewer taps but run a slower GEMM). Also tried and no faster: one window
+copy per block of frames shared by all groups, and copy-free products over frame-aligned tap chunks
+(addmm). bench/bench_resample.py measures lafa against torchaudio.
 
 Same output as torchaudio.functional.resample with these settings: same length ceil(new * S / orig), same
-filter (equal to torchaudio's kernel; float32 input uses the float32 kernel torchaudio's `Resample` transform
-builds, float64 input the float64 one), and an error against torchaudio's float64 result no larger than
-torchaudio's own float32 result has (tests/test_resample.py).
+filter (float32 input: the float32 kernel torchaudio's `Resample` transform builds, whose phase j / new is
+rounded to float32; float64 input: torchaudio's float64 kernel), and an error against torchaudio's float64
+result no larger than torchaudio's own float32 result has (tests/test_resample.py).
 """
 
 from __future__ import annotations
@@ -141,7 +143,8 @@ def _cpu_plan(orig: int, new: int, double: bool) -> Plan:
     periods = math.ceil(ROWS_PER_GROUP / new) if new < ROWS_PER_GROUP else 1
     rows = new * periods
     step = math.ceil(rows / max(1, round(rows / ROWS_PER_GROUP)))
-    groups = tuple(_group(orig, new, periods, r0, min(rows, r0 + step), double) for r0 in range(0, rows, step))
+    groups = tuple(_group(orig, new, periods, r0, min(rows, r0 + step), double)
+                   for r0 in range(0, rows, step))
     span = max(g.tap + g.weight.shape[0] for g in groups)
     return Plan(orig, new, _width(orig, new), periods, orig * periods, rows, span, groups)
 
