@@ -78,6 +78,16 @@ def test_identity_errors_and_cache() -> None:
     assert plan(160, 147, torch.float64, cpu).groups[0].weight.dtype == torch.float64
 
 
+@pytest.mark.parametrize("pair", [(48000, 44100), (22050, 44100)], ids=lambda p: f"{p[0]}-{p[1]}")
+def test_gradient_is_torchaudios(pair) -> None:
+    """Differentiable like torchaudio's: the same linear map, so the same gradient of any weighted sum."""
+    x = torch.randn(2, 1501, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, math.ceil(1501 * pair[1] / pair[0]), dtype=torch.float64)
+    (ours,) = torch.autograd.grad((resample(x, *pair) * weights).sum(), x)
+    (theirs,) = torch.autograd.grad((_torchaudio(x, *pair) * weights).sum(), x)
+    assert (ours - theirs).abs().max().item() <= 1e-12
+
+
 @pytest.mark.parametrize("pair", [(160, 147), (147, 160), (1, 2), (2, 1), (160, 441), (320, 147), (7919, 441)])
 @pytest.mark.parametrize("double", [False, True])
 def test_kernel_is_torchaudios(pair, double) -> None:
