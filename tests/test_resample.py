@@ -55,6 +55,16 @@ def test_lengths_and_batch_shapes_match_torchaudio(shape, pair) -> None:
     assert torch.equal(flat.reshape(y.shape), y)
 
 
+def test_long_input_in_blocks_of_frames(monkeypatch) -> None:
+    """The windows are materialized a block of frames at a time (bounded memory): blocks change nothing."""
+    import lafa.resample
+
+    x = torch.randn(2, 20011, dtype=torch.float64)
+    monkeypatch.setattr(lafa.resample, "WINDOW_ELEMENTS", 5000)  # a few frames per block, a ragged last one
+    for pair in [(48000, 44100), (22050, 44100), (7919, 441)]:
+        assert (resample(x, *pair) - _torchaudio(x, *pair)).abs().max().item() <= 1e-12
+
+
 def test_a_strided_view_and_an_empty_signal() -> None:
     decoded = torch.randn(9001, 2)  # the decoder's (samples, channels) buffer; load_audio_complete returns .T
     assert torch.allclose(resample(decoded.T, 48000, 44100), resample(decoded.T.contiguous(), 48000, 44100))
