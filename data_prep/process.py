@@ -12,7 +12,15 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from lafa.audio import SAMPLE_RATE, TruncatedAudioError, load_audio_complete, peak_dbfs, resample, to_channels
+from lafa.audio import (
+    SAMPLE_RATE,
+    TruncatedAudioError,
+    convert,
+    load_audio_complete,
+    peak_dbfs,
+    resample,
+    to_channels,
+)
 
 
 @dataclass
@@ -68,11 +76,9 @@ def decode(path, settings: ChunkSettings, int16: bool = False, mono: bool = Fals
     level = peak_dbfs(audio)
     if level < settings.silence_dbfs:
         raise SkipFile(f"silent: peak {level:.1f} dBFS < {settings.silence_dbfs:g} dBFS", "silent")
-    if sr != settings.sample_rate:
-        audio = audio.contiguous()  # the sinc filter runs along samples
     if mono and audio.shape[0] == 1:
         return resample(audio, sr, settings.sample_rate)
-    return resample(to_channels(audio, settings.channels), sr, settings.sample_rate)
+    return convert(audio, sr, settings.sample_rate, settings.channels)  # reads the decoder's (S, C) buffer as it is
 
 
 def _decode_int16(path, settings: ChunkSettings, mono: bool = False) -> torch.Tensor:

@@ -134,10 +134,19 @@ def to_channels(audio: torch.Tensor, channels: int = 2) -> torch.Tensor:
     raise ValueError(f"cannot convert {c_in} channels to {channels}")
 
 
+def convert(audio: torch.Tensor, sr: int, sample_rate: int, channels: int) -> torch.Tensor:
+    """(C_in, S) at sr -> (channels, S') at sample_rate: `to_channels` and `resample`, the cheaper order first
+    (fewer channels are resampled: mono before it is duplicated, a mix-down after it). Both are linear and
+    per-channel, so the order does not change the samples (tests/test_audio.py: bit-identical)."""
+    if audio.shape[0] < channels:
+        return to_channels(resample(audio, sr, sample_rate), channels)
+    return resample(to_channels(audio, channels), sr, sample_rate)
+
+
 def load_for_model(path: str | Path, sample_rate: int = SAMPLE_RATE, channels: int = 2) -> torch.Tensor:
     """Decode, convert channels and resample: the (channels, samples) tensor the models take."""
     audio, sr = load_audio(path)
-    return resample(to_channels(audio, channels), sr, sample_rate)
+    return convert(audio, sr, sample_rate, channels)
 
 
 def save_audio(path: str | Path, audio: torch.Tensor, sample_rate: int, subtype: str | None = None) -> None:

@@ -115,3 +115,18 @@ def test_load_audio_complete_refuses_a_damaged_middle(tmp_path, fmt) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(TruncatedAudioError, match=r"of 3\.00 s|declares 3\.00 s"):  # both durations named
         load_audio_complete(path)
+
+
+@pytest.mark.parametrize("c_in,channels", [(1, 2), (2, 2), (3, 2), (2, 1), (6, 2)])
+@pytest.mark.parametrize("rates", [(48000, 44100), (22050, 44100), (44100, 44100), (16000, 48000)])
+def test_convert_equals_resampling_the_converted_channels_and_resamples_fewer(c_in, channels, rates, monkeypatch):
+    import lafa.audio as audio_module
+    from lafa.audio import convert, resample, to_channels
+
+    x = torch.randn(c_in, 4099, generator=torch.Generator().manual_seed(c_in))
+    expected = resample(to_channels(x, channels), *rates)  # the order every reader used before
+    rows = []
+    monkeypatch.setattr(audio_module, "resample", lambda a, *r: rows.append(a.shape[0]) or resample(a, *r))
+    got = convert(x, *rates, channels)
+    assert got.shape == expected.shape and torch.equal(got, expected)  # bit-identical, not merely close
+    assert rows == [min(c_in, channels)]  # mono is resampled once, then duplicated; a mix-down first

@@ -17,7 +17,7 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from lafa.audio import resample, to_channels
+from lafa.audio import convert
 
 # suffixes tried as audio (libsndfile decodes most; the others are reported as undecodable, not ignored)
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".caf",
@@ -59,7 +59,7 @@ def read_audio_file(path: Path, sample_rate: int, channels: int, seconds: float)
     if not np.isfinite(data).all():
         raise ValueError("decodes to non-finite samples")
     audio = torch.from_numpy(np.ascontiguousarray(data.T))  # (C_file, s)
-    audio = resample(to_channels(audio, channels), sr, sample_rate)
+    audio = convert(audio, sr, sample_rate, channels)
     return audio[:, : round(seconds * sample_rate)]
 
 

@@ -163,9 +163,9 @@ def load_any_autoencoder(path: str, codec_latent: str):
 
 def for_autoencoder(audio: torch.Tensor, sample_rate: int, ae) -> torch.Tensor:
     """A clip as read -> the channels and rate the autoencoder takes."""
-    from lafa.audio import resample, to_channels
+    from lafa.audio import convert
 
-    return resample(to_channels(audio, ae.io_channels), sample_rate, ae.sample_rate)
+    return convert(audio, sample_rate, ae.sample_rate, ae.io_channels)
 
 
 def read_clips(data: str | list[str], num_clips: int, sample_rate: int, channels: int, seconds: float,

@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 from lightning.pytorch import LightningDataModule
 
-from lafa.audio import SAMPLE_RATE, resample, to_channels
+from lafa.audio import SAMPLE_RATE, convert
 from lafa.data.captions import caption_rng, draw_caption
 from lafa.data.epoch_loader import EpochLoader
 from lafa.data.geometry import timing
@@ -110,7 +110,7 @@ class AudioDecoder:
                 data = whole[start : start + size_in]
             clip_lossy(f, data)
         audio = torch.from_numpy(np.ascontiguousarray(data.T))  # (C_file, s)
-        audio = resample(to_channels(audio, self.channels), sr, self.sample_rate)
+        audio = convert(audio, sr, self.sample_rate, self.channels)
         audio, mask = crop_pad(audio, self.sample_size, 0)  # (C, sample_size), (sample_size,)
         real = int(mask.sum())
         offset = meta.get("offset_samples", 0) * sr // meta.get("sample_rate", sr) + start  # in the source file

@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 from webdataset.tariterators import tarfile_samples
 
-from lafa.audio import resample, to_channels
+from lafa.audio import convert
 from lafa.data.datamodule import AUDIO_KEYS, clip_lossy
 from lafa.data.tario import add_member, atomic_tar, remove_stale_temporaries
 
@@ -42,7 +42,7 @@ def _audio(sample: dict, sample_rate: int, channels: int) -> torch.Tensor:
             data, sr = clip_lossy(f, f.read(dtype="float32", always_2d=True)), f.samplerate
     except sf.LibsndfileError as e:
         raise ValueError(f"cannot decode {sample['__key__']}.{ext} in {sample.get('__url__')}: {e}") from e
-    return resample(to_channels(torch.from_numpy(np.ascontiguousarray(data.T)), channels), sr, sample_rate)
+    return convert(torch.from_numpy(np.ascontiguousarray(data.T)), sr, sample_rate, channels)
 
 
 def _decode_worker_init() -> None:
