@@ -59,6 +59,7 @@ study: setup data/demo/shards/manifest.json
 # reference stable-audio-tools 0.0.20 from an isolated install (bench/.ref-site), never from .venv.
 bench: setup data/demo/shards/manifest.json
 	$(BIN)/python bench/bench_data.py
+	$(BIN)/python bench/bench_resample.py
 	$(BIN)/python bench/bench_analysis.py
 	$(BIN)/python bench/bench_precision.py
 	$(BIN)/python bench/bench_eval.py --clips 3

@@ -14,7 +14,7 @@ import os
 import re
 import tarfile
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
@@ -34,7 +34,7 @@ from data_prep.process import (
     encode_member,
     split_chunks,
 )
-from lafa.audio import sf_source, to_channels
+from lafa.audio import convert, sf_source, to_channels
 from lafa.data.captions import caption_rng, draw_caption
 from lafa.data.tario import add_member, atomic_tar, remove_stale_temporaries
 
@@ -113,8 +113,10 @@ def estimate_bytes(path: Path, info, chunk: ChunkSettings, data: bytes | None = 
         with sf.SoundFile(sf_source(path)) as f:
             f.seek((info.frames - n) // 2)
             excerpt = f.read(n, dtype="float32", always_2d=True)  # one read (see lafa.audio on MP3 blocks)
-        probe = to_channels(torch.from_numpy(excerpt).T, chunk.channels)
-        per_second = len(encode_flac(probe, replace(chunk, sample_rate=info.samplerate))) / (len(excerpt) / info.samplerate)
+        # at the shard's rate and channels, as the build stores it (encoded at the source's rate, a 22.05 kHz mono
+        # file's probe came out at half its stored size: shards 35% over the target)
+        probe = convert(torch.from_numpy(excerpt).T, info.samplerate, chunk.sample_rate, chunk.channels)
+        per_second = len(encode_flac(probe, chunk)) / (len(excerpt) / info.samplerate)
     except Exception:  # the decoder reports the file properly later
         per_second = chunk.sample_rate * chunk.channels * 2 * FLAC_RATIO
     return per_second * seconds + chunks * MEMBER_OVERHEAD

@@ -234,3 +234,25 @@ def test_probed_shard_sizes_are_within_10_percent_of_the_target(tmp_path):
         deviations[mode] = max(abs(x / target - 1) for x in sizes[:-1])  # the last shard holds the remainder
     assert deviations["probe"] <= 0.10, deviations
     assert deviations["pcm"] > 0.10, deviations  # the fixed ratio misses this content: the probe is what helps
+
+
+@pytest.mark.parametrize("rate,channels", [(22050, 1), (48000, 2), (16000, 1)])
+def test_probed_shard_sizes_hold_for_sources_the_build_resamples(tmp_path, rate, channels):
+    """The probe is encoded as the shard stores the file (44.1 kHz stereo), not at the source's rate and channels:
+    at the source's, 22.05 kHz mono shards came out 35% over the target."""
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    t = np.arange(rate) / rate
+    for i in range(30):
+        x = 0.2 * np.sin(2 * np.pi * rng.uniform(100, 1000) * t) + rng.uniform(0.002, 0.05) * rng.standard_normal(rate)
+        sf.write(src / f"m{i:02d}.wav", np.stack([x, np.roll(x, 50)][:channels], 1).astype(np.float32), rate,
+                 subtype="PCM_16")
+        (src / f"m{i:02d}.json").write_text(json.dumps({"license": "CC0", "split": "train"}))
+    target = 400_000  # mono duplicated to stereo compresses to about half: still 3+ shards
+    out = tmp_path / "out"
+    assert data_prep_main(["build", "--out", str(out), "--folder", str(src), "--jobs", "1", "--shard_size",
+                           str(target), "--size_estimate", "probe"]) == 0
+    sizes = [p.stat().st_size for p in sorted(out.glob("train-*.tar"))]
+    assert len(sizes) >= 3
+    assert max(abs(x / target - 1) for x in sizes[:-1]) <= 0.10, sizes
