@@ -168,7 +168,8 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
         except SkipFile as exc:
             stats["skipped"].append(skip_record(item, str(exc), exc.category))
             continue
-        if audio.dtype == torch.int16 and audio.shape[-1] <= chunk_samples:
+        unchanged = audio.dtype == torch.int16 or ext is not None  # decode returned the file's own samples
+        if unchanged and audio.shape[-1] <= chunk_samples:
             chunks, dropped = [(0, audio)], []  # one chunk: the file, whose peak decode has checked
         else:  # int16 (a longer 16-bit source at the shard's rate) is cut and stored as its integers
             chunks, dropped = split_chunks(audio, settings)
