@@ -12,6 +12,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -57,7 +58,8 @@ class _Pipe:
             [binary, "--headless=new", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu",
              "--no-first-run", "--no-default-browser-check", "--autoplay-policy=no-user-gesture-required",
              f"--user-data-dir={profile}", "about:blank"],
-            preexec_fn=child_fds, pass_fds=(3, 4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            preexec_fn=child_fds, pass_fds=(3, 4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)  # its own process group: close() ends the renderer and helpers too
         os.close(self._to_chrome_r)
         os.close(self._from_chrome_w)
         self._buffer, self._next_id, self.events = b"", 0, []
@@ -101,10 +103,38 @@ class _Pipe:
             self.events.append(event)
 
     def close(self) -> None:
-        self.proc.kill()
+        """Ask the browser to quit, then end its whole process group and wait until no member of it is alive:
+        killing only the main process left helper processes writing into the profile folder while it was
+        removed (CI: "Directory not empty: 'Default'")."""
+        try:
+            self.call("Browser.close", timeout=5.0)
+            self.proc.wait(timeout=10.0)
+        except Exception:  # no reply, a broken pipe, or still running
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the group keeps the leader's id while a member lives
+        except ProcessLookupError:
+            pass
         self.proc.wait()
+        deadline = time.monotonic() + 10.0
+        while _live_group_members(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
         os.close(self._to_chrome_w)
         os.close(self._from_chrome_r)
+
+
+def _live_group_members(pgid: int) -> list[int]:
+    """Processes of group `pgid` that still run (Linux /proc; zombies, which write nothing, are not counted)."""
+    live = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                state, _, pgrp = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[:3]
+            except (OSError, ValueError):
+                continue
+            if int(pgrp) == pgid and state != "Z":
+                live.append(int(entry.name))
+    return live
 
 
 def inspect_page(path: str | Path, binary: str, timeout: float = 60.0) -> dict:
