@@ -134,7 +134,7 @@ def encode_member(audio: torch.Tensor, settings: ChunkSettings) -> tuple[str, by
 def _samples(audio: torch.Tensor, settings: ChunkSettings) -> np.ndarray:
     """(C, S) audio -> the (S, C) array libsndfile writes: int16 as it is (decode's int16 path: PCM_16 only);
     float to int16 as libsndfile itself converts (x 32768, round half to even, clip), in torch (same integers,
-    ~1/3 of numpy's CPU: in place, one thread); float clipped to [-1, 1] for PCM_24."""
+    ~2/3 of numpy's CPU: in place, one thread); float clipped to [-1, 1] for PCM_24."""
     if audio.dtype == torch.int16:
         return audio.numpy().T  # contiguous when audio is a view of a decoder buffer
     if settings.flac_subtype == "PCM_16":

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from data_prep.items import Item, printable, skip_record
-from data_prep.passthrough import SourceFormat, copy_extension, int16_source, stored_copy
+from data_prep.passthrough import SUBTYPE_BITS, SourceFormat, copy_extension, int16_source, stored_copy
 from data_prep.process import (
     ChunkSettings,
     SkipFile,
@@ -89,7 +89,6 @@ def file_header(item: Item, chunk: ChunkSettings | None = None) -> dict:
 
 PROBE_SECONDS = 1.0  # excerpt encoded per file to estimate its FLAC size (about 5% extra work on a 20 s file)
 MEMBER_OVERHEAD = 3 * 512 + 1024  # tar headers and padding of a chunk's two members, and its JSON
-SUBTYPE_BYTES = {"PCM_16": 2, "PCM_24": 3}
 WAV_HEADER = 44  # libsndfile's canonical RIFF/WAVE header
 
 
@@ -106,7 +105,7 @@ def estimate_bytes(path: Path, info, chunk: ChunkSettings, data: bytes | None = 
         if copied is not None:
             return len(copied) + MEMBER_OVERHEAD
     if chunk.member_format == "wav":  # PCM: the size is known without encoding anything
-        per_second = chunk.sample_rate * chunk.channels * SUBTYPE_BYTES[chunk.flac_subtype]
+        per_second = chunk.sample_rate * chunk.channels * SUBTYPE_BITS[chunk.flac_subtype] // 8
         return per_second * seconds + chunks * (MEMBER_OVERHEAD + WAV_HEADER)
     n = min(info.frames, max(1, round(PROBE_SECONDS * info.samplerate)))
     try:

@@ -23,7 +23,7 @@ def summary_table(manifest: dict, out: Path) -> str:
         if stored["copy"]:
             rows.append(("chunks stored as-is", str(sum(stored["copy"].values())),
                          ", ".join(f"{ext} {n}" for ext, n in stored["copy"].items())
-                         + ": source bytes, tags dropped (--no_copy: all FLAC)"))
+                         + ": source bytes, tags dropped (--no_copy: all encoded)"))
     if manifest.get("dropped_chunks"):
         rows.append(("silent chunks dropped", str(len(manifest["dropped_chunks"])), "manifest.json `dropped_chunks`"))
     if manifest.get("notes"):

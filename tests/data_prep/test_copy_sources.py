@@ -6,7 +6,6 @@ truncated mp3, a 70 s wav, odd file names."""
 import io
 import json
 import os
-import tarfile
 
 import numpy as np
 import pytest
@@ -14,6 +13,9 @@ import soundfile as sf
 import torch
 from mutagen.apev2 import APEv2
 from mutagen.id3 import APIC, ID3, TIT2
+from source_files import SR, shard_members
+from source_files import music as _music
+from source_files import write_source as _write
 
 from data_prep.__main__ import main as data_prep_main
 from data_prep.passthrough import mp3_passthrough, wav_passthrough
@@ -23,22 +25,7 @@ from data_prep.sources import read_folder
 from data_prep.summary import summary_table
 from lafa.data.datamodule import AudioDecoder
 
-SR = 44100
 PICTURE = 300_000  # bytes of cover art in the ID3v2 tag
-
-
-def _music(seconds: float, channels: int = 2, rate: int = SR, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    x = 0.3 * np.sin(2 * np.pi * 330 * t) + 0.05 * rng.standard_normal(len(t))
-    return np.stack([x, np.roll(x, 50)][:channels], 1).astype(np.float32)
-
-
-def _write(folder, name, audio, rate=SR, **kw):
-    path = folder / name
-    sf.write(path, audio, rate, **kw)
-    (folder / f"{os.path.splitext(name)[0]}.json").write_text(json.dumps({"genre": "test", "split": "train"}))
-    return path
 
 
 def _tag_mp3(path):
@@ -77,11 +64,7 @@ def corpus(tmp_path_factory):
 
 
 def _members(out) -> dict[str, bytes]:
-    members = {}
-    for tar_path in sorted(out.glob("train-*.tar")):
-        with tarfile.open(tar_path) as tar:
-            members.update({m.name: tar.extractfile(m).read() for m in tar.getmembers()})
-    return members
+    return shard_members(out, "train-*.tar")
 
 
 def _by_file(members) -> dict[str, dict]:

@@ -9,32 +9,19 @@ import io
 import json
 import math
 import random
-import tarfile
 
 import numpy as np
 import pytest
 import soundfile as sf
+from source_files import SR, shard_members
+from source_files import music as _music
+from source_files import write_source as _write
 
 from data_prep.__main__ import main as data_prep_main
 from data_prep.process import ChunkSettings
 from data_prep.shards import MEMBER_OVERHEAD, BuildSettings, build, file_header
 from data_prep.sources import read_folder
 from lafa.data.datamodule import AudioDecoder
-
-SR = 44100
-
-
-def _music(seconds: float, channels: int = 2, rate: int = SR, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    x = 0.3 * np.sin(2 * np.pi * 330 * t) + 0.05 * rng.standard_normal(len(t))
-    return np.stack([x, np.roll(x, 50)][:channels], 1).astype(np.float32)
-
-
-def _write(folder, name, audio, rate=SR, **kw):
-    sf.write(folder / name, audio, rate, **kw)
-    (folder / f"{name.rsplit('.', 1)[0]}.json").write_text(json.dumps({"genre": "test", "split": "train"}))
-    return folder / name
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +36,6 @@ def corpus(tmp_path_factory):
     _write(src, "long.wav", long, subtype="PCM_16")
     _write(src, "copied.mp3", _music(1.0, seed=6), format="MP3")  # needs no change: stored as it is either way
     return src
-
-
-def _members(out) -> dict[str, bytes]:
-    members = {}
-    for tar_path in sorted(out.glob("*.tar")):
-        with tarfile.open(tar_path) as tar:
-            members.update({m.name: tar.extractfile(m).read() for m in tar.getmembers()})
-    return members
 
 
 def _audio_members(members) -> dict[str, tuple[str, bytes, dict]]:
@@ -82,8 +61,8 @@ def builds(corpus, tmp_path_factory):
 
 
 def test_wav_members_hold_the_integers_the_flac_build_stores(builds):
-    flac = _audio_members(_members(builds["flac"][0]))
-    wav = _audio_members(_members(builds["wav"][0]))
+    flac = _audio_members(shard_members(builds["flac"][0]))
+    wav = _audio_members(shard_members(builds["wav"][0]))
     assert flac.keys() == wav.keys() and len(flac) == 4 + 2 + 1  # long.wav: chunks 0 and 2
     for key, (ext, data, meta) in wav.items():
         flac_ext, flac_data, flac_meta = flac[key]
@@ -103,8 +82,8 @@ def test_wav_members_hold_the_integers_the_flac_build_stores(builds):
 
 
 def test_wav_members_load_to_the_same_training_crops_as_flac(builds):
-    flac = _audio_members(_members(builds["flac"][0]))
-    wav = _audio_members(_members(builds["wav"][0]))
+    flac = _audio_members(shard_members(builds["flac"][0]))
+    wav = _audio_members(shard_members(builds["wav"][0]))
     decoder = AudioDecoder(sample_size=30000, sample_rate=SR, channels=2, seed=0, fresh_captions=False)
     for key in flac:
         for seed in range(3):
@@ -118,7 +97,7 @@ def test_long_16bit_source_is_cut_as_its_integers_and_silence_found_at_float_lev
     source = sf.read(corpus / "long.wav", dtype="int16")[0]  # (S, 2)
     for fmt in ("flac", "wav"):
         out, manifest = builds[fmt]
-        chunks = {m[2]["offset_samples"] // (30 * SR): m for m in _audio_members(_members(out)).values()
+        chunks = {m[2]["offset_samples"] // (30 * SR): m for m in _audio_members(shard_members(out)).values()
                   if m[2]["path"] == "long.wav"}
         assert sorted(chunks) == [0, 2]  # keys number the kept chunks; offsets say where they are
         for i, (_, data, meta) in chunks.items():
@@ -131,7 +110,7 @@ def test_long_16bit_source_is_cut_as_its_integers_and_silence_found_at_float_lev
 
 
 def test_wav_members_are_planned_at_their_exact_size(corpus, builds):
-    members = _audio_members(_members(builds["wav"][0]))
+    members = _audio_members(shard_members(builds["wav"][0]))
     wav_chunk = ChunkSettings(member_format="wav")
     for item in read_folder(corpus):
         mine = [m for m in members.values() if m[2]["path"] == item.path.name]
@@ -146,9 +125,9 @@ def test_wav_members_are_planned_at_their_exact_size(corpus, builds):
 
 def test_a_rebuild_in_the_other_member_format_rewrites_every_shard(corpus, tmp_path):
     _build(corpus, tmp_path, "flac")
-    assert any(n.endswith(".flac") for n in _members(tmp_path))
+    assert any(n.endswith(".flac") for n in shard_members(tmp_path))
     manifest = _build(corpus, tmp_path, "wav")  # same folder: the finished FLAC shards must not be kept
-    exts = {n.split(".", 1)[1] for n in _members(tmp_path)}
+    exts = {n.split(".", 1)[1] for n in shard_members(tmp_path)}
     assert exts == {"wav", "mp3", "json"} and manifest["settings"]["member_format"] == "wav"
 
 
