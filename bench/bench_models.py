@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lafa.models.dit_sao import DiTSAO
+from lafa.models.dit import DiT
 from lafa.models.oobleck import OobleckVAE
 from lafa.models.vae_inference import bf16_supported
 
@@ -54,7 +54,7 @@ SAO_AUTOENCODER_CONFIG = {
 
 
 def dit_configs(dim: int, depth: int, heads: int, cond_dim: int) -> tuple[dict, dict]:
-    """(lafa DiTSAO kwargs, reference DiTWrapper kwargs) of one DiT, SAO-1.0's "diffusion" config at this size."""
+    """(lafa DiT (SAO blocks) kwargs, reference DiTWrapper kwargs) of one DiT, SAO-1.0's "diffusion" config at this size."""
     lafa = {"io_channels": 64, "dim": dim, "depth": depth, "heads": heads, "text_dim": cond_dim, "cond_dim": cond_dim,
             "max_seconds": MAX_SECONDS}
     ref = {"diffusion_objective": "v", "io_channels": 64, "embed_dim": dim, "depth": depth, "num_heads": heads,
@@ -64,7 +64,7 @@ def dit_configs(dim: int, depth: int, heads: int, cond_dim: int) -> tuple[dict, 
 
 
 def dit_key_to_reference(key: str) -> str:
-    """A lafa DiTSAO state-dict key -> the key of the same tensor in the worker's ReferenceSAO."""
+    """A lafa DiT (SAO blocks) state-dict key -> the key of the same tensor in the worker's ReferenceSAO."""
     rules = [
         ("cond.timing.start.weights", "seconds_start.embedder.embedding.0.weights"),
         ("cond.timing.start.proj.", "seconds_start.embedder.embedding.1."),
@@ -447,7 +447,7 @@ def bench_vae(ref: Reference, tmp: Path, args) -> dict:
 def dit_setup(ref: Reference, tmp: Path, dim: int, depth: int, heads: int, cond_dim: int, frames: int,
               text_tokens: int) -> tuple[LafaCases, dict]:
     lafa_cfg, ref_cfg = dit_configs(dim, depth, heads, cond_dim)
-    model = DiTSAO(**lafa_cfg)
+    model = DiT(block="sao", **lafa_cfg)
     randomize(model, seed=2)
     g = torch.Generator().manual_seed(3)
     inputs = {"x": torch.randn(1, 64, frames, generator=g), "t": torch.rand(1, generator=g),

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from lafa.models.dit_sao import DiTSAO
+from lafa.models.dit import DiT
 from lafa.models.lafa import Lafa
 from lafa.models.oobleck import OobleckVAE
 from lafa.models.vae_inference import bf16_supported
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def vae_case():
-    """configs/tiny/vae.yaml: base_channels 8, batch 2 x 16384 samples (reconstruction + KL; no GAN losses)."""
+    """configs/tiny/vae.yaml: channels 8, batch 2 x 16384 samples (reconstruction + KL; no GAN losses)."""
     model = OobleckVAE(channels=8)
     audio = 0.3 * torch.randn(2, 2, 16384)
 
@@ -55,7 +55,7 @@ def lafa_case():
 
 def dit_case():
     """configs/tiny/dit_sao.yaml: dim 64, depth 2, 4 heads, cond 64, batch 4 x 32 frames, 32 text tokens."""
-    model = DiTSAO(io_channels=64, dim=64, depth=2, heads=4, text_dim=384, cond_dim=64)
+    model = DiT(block="sao", io_channels=64, dim=64, depth=2, heads=4, text_dim=384, cond_dim=64)
     x, target = torch.randn(4, 64, 32), torch.randn(4, 64, 32)
     t, text = torch.rand(4), torch.randn(4, 32, 384)
     text_mask = torch.ones(4, 32, dtype=torch.bool)

@@ -1,7 +1,12 @@
-"""Training objectives of the DiTs (paper Sec. 5.1; Stable Audio Open's conventions). t = 1 is pure noise.
+"""The diffusion objectives of lafa, for the DiTs (paper Sec. 5.1) and LAFA's flow decoder (Sec. 4.3). t = 1 is noise.
 
 - "v": x_t = alpha x0 + sigma eps with alpha = cos(pi t / 2), sigma = sin(pi t / 2); target v = alpha eps - sigma x0.
-- "rf" (rectified flow): x_t = (1 - t) x0 + t eps; target u = eps - x0.
+- "rf" (rectified flow): x_t = (1 - t) x0 + t eps; target u = eps - x0 (LAFA's decoder, Sec. 4.3, and DiT-SAO-rf).
+
+The two masked losses differ only in how padded clips weigh (both ignore padded frames; `keep` (B, N) is True on
+real frames): `masked_mse_per_example` gives every example the same weight (the DiTs: per-example losses, then the
+batch mean, as stable-audio-tools reduces), `masked_mse_pooled` gives every real frame the same weight (LAFA: one
+mean over all real frames of the batch, so a short clip counts for its length).
 """
 
 from __future__ import annotations
@@ -70,13 +75,22 @@ def sample_t(
     raise ValueError(f"unknown t sampler {kind!r} (one of {T_SAMPLERS})")
 
 
-def masked_mse(pred: torch.Tensor, tgt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-example mean squared error (B,) over channels and the frames where mask (B, N) is True."""
+def masked_mse_per_example(pred: torch.Tensor, tgt: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-example mean squared error (B,) over channels and the frames where keep (B, N) is True."""
     err = (pred.float() - tgt.float()).pow(2).mean(dim=1)  # (B, C, N) -> (B, N)
-    if mask is None:
+    if keep is None:
         return err.mean(dim=-1)
-    m = mask.to(err.dtype)
+    m = keep.to(err.dtype)
     return (err * m).sum(-1) / m.sum(-1).clamp_min(1.0)
+
+
+def masked_mse_pooled(pred: torch.Tensor, tgt: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """One mean squared error () over channels and every real frame of the batch; pred, tgt (B, C, N), keep (B, N)."""
+    err = (pred.float() - tgt.float()).pow(2)
+    if keep is None:
+        return err.mean()
+    k = keep[:, None, :].to(err.dtype)
+    return (err * k).sum() / (k.sum() * err.shape[1]).clamp_min(1.0)
 
 
 def diffusion_loss(
@@ -85,8 +99,8 @@ def diffusion_loss(
     t: torch.Tensor,
     eps: torch.Tensor,
     objective: str,
-    mask: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-example loss (B,) of model_fn(x_t, t) against the objective's target, padded frames ignored."""
     x_t = noisy(x0, eps, t, objective)
-    return masked_mse(model_fn(x_t, t), target(x0, eps, t, objective), mask)
+    return masked_mse_per_example(model_fn(x_t, t), target(x0, eps, t, objective), keep)

@@ -1,14 +1,18 @@
-"""ODE samplers from t = 1 (noise) to t = 0 on a uniform t grid, any number of steps.
+"""ODE samplers from t = 1 (noise) to t = 0 on a uniform t grid, any number of steps: the DiTs' and LAFA's.
 
 Rectified flow: Euler and Heun on dx/dt = u. v-objective: DDIM (eta = 0) and DPM-Solver++(2M) (Lu et al. 2022,
 multistep second order in data prediction; first order on the first and last steps, as k-diffusion does).
 `fn(x, t)` is the (guided) network with t of shape (B,).
+
+The grid: `time_grid(steps)` (Python floats, the DiTs') or `tensor_time_grid(steps)` (float32 `torch.linspace`,
+LAFA's flow decoder); the two differ in the last bit for most step counts, and each keeps its checkpoints'
+validated outputs bit-identical. `euler` takes either.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 
 import torch
@@ -27,14 +31,22 @@ def time_grid(steps: int) -> list[float]:
     return [1.0 - i / steps for i in range(steps + 1)]
 
 
-def _call(fn: ModelFn, x: torch.Tensor, t: float) -> torch.Tensor:
-    return fn(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.float32)).to(x.dtype)
+def tensor_time_grid(steps: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """steps + 1 float32 times from 1 down to 0 (torch.linspace)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    return torch.linspace(1.0, 0.0, steps + 1, device=device)
 
 
-def euler(fn: ModelFn, x: torch.Tensor, ts: list[float], progress: bool = False) -> torch.Tensor:
-    """Rectified flow, first order: x <- x + (t_next - t) u(x, t)."""
+def _call(fn: ModelFn, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+    return fn(x, torch.full((x.shape[0],), float(t), device=x.device, dtype=torch.float32)).to(x.dtype)
+
+
+def euler(fn: ModelFn, x: torch.Tensor, ts: Sequence[float] | torch.Tensor, progress: bool = False) -> torch.Tensor:
+    """Rectified flow, first order: x <- x + (t_next - t) u(x, t); the step in the grid's own arithmetic."""
     for t, t_next in tqdm(list(pairwise(ts)), disable=not progress, desc="euler"):
-        x = x + (t_next - t) * _call(fn, x, t)
+        step = t_next - t
+        x = x + (step.to(x.dtype) if isinstance(step, torch.Tensor) else step) * _call(fn, x, t)
     return x
 
 

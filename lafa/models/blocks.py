@@ -68,7 +68,6 @@ class Attention(nn.Module):
         heads: int,
         context_dim: int | None = None,
         qkv_bias: bool = False,
-        zero_init_out: bool = False,
         kv_heads: int | None = None,
     ) -> None:
         super().__init__()
@@ -89,10 +88,6 @@ class Attention(nn.Module):
                 raise ValueError("kv_heads < heads is only supported for cross-attention")
             self.to_qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.to_out = nn.Linear(dim, dim, bias=qkv_bias)
-        if zero_init_out:
-            nn.init.zeros_(self.to_out.weight)
-            if self.to_out.bias is not None:
-                nn.init.zeros_(self.to_out.bias)
 
     def _split(self, t: torch.Tensor, heads: int) -> torch.Tensor:
         b, s, _ = t.shape
@@ -102,12 +97,12 @@ class Attention(nn.Module):
         self,
         x: torch.Tensor,
         context: torch.Tensor | None = None,
-        key_padding_mask: torch.Tensor | None = None,
+        key_keep: torch.Tensor | None = None,
         causal: bool = False,
         rotary: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x (B, S, dim); context (B, S_kv, context_dim) for cross-attention;
-        key_padding_mask (B, S_kv) bool, True = keep (an all-False row attends to every key, never NaN);
+        key_keep (B, S_kv) bool, True = attend to that key (an all-False row attends to every key, never NaN);
         rotary: angles (>= S, rot_dim) from `RotaryEmbedding`, applied to q and k by position."""
         if self.is_cross:
             if context is None:
@@ -125,8 +120,8 @@ class Attention(nn.Module):
             v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
 
         mask = None
-        if key_padding_mask is not None:
-            keep = key_padding_mask.bool()
+        if key_keep is not None:
+            keep = key_keep.bool()
             keep = keep | ~keep.any(dim=-1, keepdim=True)
             mask = keep[:, None, None, :]  # (B, 1, 1, S_kv)
         if causal:
@@ -145,7 +140,7 @@ class FeedForward(nn.Module):
     kind="gelu_tanh": Linear -> GELU(tanh approximation) -> Linear (DiT-ETTA, paper Sec. 5.1).
     """
 
-    def __init__(self, dim: int, mult: float = 4, kind: str = "swiglu", zero_init_out: bool = False) -> None:
+    def __init__(self, dim: int, mult: float = 4, kind: str = "swiglu") -> None:
         super().__init__()
         hidden = int(dim * mult)
         self.kind = kind
@@ -157,9 +152,6 @@ class FeedForward(nn.Module):
         else:
             raise ValueError(f"unknown feed-forward kind {kind!r} (swiglu | gelu_tanh)")
         self.proj_out = nn.Linear(hidden, dim)
-        if zero_init_out:
-            nn.init.zeros_(self.proj_out.weight)
-            nn.init.zeros_(self.proj_out.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.proj_in(x)

@@ -1,8 +1,9 @@
-"""LAFA's latent decoders (paper Sec. 4.3, Table 6, Table 7) and the rectified-flow math they train with.
+"""LAFA's latent decoders (paper Sec. 4.3, Table 6, Table 7).
 
 Rectified flow (Sec. 4.3): Z_t = (1 - t) Z0 + t eps, t ~ U[0, 1]; the decoder predicts U = eps - Z0 from
-(Z_t, h, t), conditioned on the LAFA latent h through cross-attention; loss ||U_hat - (eps - Z0)||^2.
-Sampling integrates dZ/dt = U with Euler steps from t = 1 (noise) to t = 0 (Table 7: 1, 2, 10, 100 steps).
+(Z_t, h, t), conditioned on the LAFA latent h through cross-attention; loss ||U_hat - (eps - Z0)||^2 (the
+interpolation, target and loss are `lafa.diffusion.objectives`'). Sampling integrates dZ/dt = U with the Euler
+sampler of `lafa.diffusion.samplers` from t = 1 (noise) to t = 0 (Table 7: 1, 2, 10, 100 steps).
 
 The Table 6 ablation replaces it with a ViT decoder that maps h straight to Z0, trained with MSE.
 
@@ -13,41 +14,12 @@ Z_t and h tokens.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
+from lafa.diffusion.samplers import euler, tensor_time_grid
 from lafa.models.blocks import Attention, FeedForward, TimestepEmbedder
 from lafa.models.lafa_encoder import TimeRotary, frame_positions, init_vit_weights
-
-
-def flow_pair(z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sec. 4.3: the point Z_t = (1 - t) Z0 + t eps and the velocity target U = eps - Z0; t (B,)."""
-    t = t.to(z0.dtype).view(-1, *([1] * (z0.ndim - 1)))
-    return (1 - t) * z0 + t * noise, noise - z0
-
-
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, frame_keep: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean squared error over channels and real frames; pred, target (B, C, N), frame_keep (B, N) bool."""
-    err = (pred.float() - target.float()).pow(2)
-    if frame_keep is None:
-        return err.mean()
-    keep = frame_keep[:, None, :].to(err.dtype)
-    return (err * keep).sum() / (keep.sum() * err.shape[1]).clamp_min(1.0)
-
-
-def euler_sample(
-    velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor, steps: int
-) -> torch.Tensor:
-    """Integrate dZ/dt = velocity(Z, t) from t = 1 (Z = noise) to t = 0 in `steps` equal Euler steps."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    times = torch.linspace(1.0, 0.0, steps + 1, device=noise.device)
-    z = noise
-    for t, t_next in zip(times[:-1], times[1:], strict=True):
-        z = z + (t_next - t).to(z.dtype) * velocity(z, t.expand(z.shape[0]))
-    return z
 
 
 class DecoderBlock(nn.Module):
@@ -69,9 +41,9 @@ class DecoderBlock(nn.Module):
         frame_keep: torch.Tensor | None,
         rotary: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.self_attn(self.norm_self(x), key_padding_mask=frame_keep, rotary=rotary)
+        x = x + self.self_attn(self.norm_self(x), key_keep=frame_keep, rotary=rotary)
         if self.cross_attn is not None:  # query frame n and context frame m: rotary sees n - m
-            x = x + self.cross_attn(self.norm_cross(x), context=context, key_padding_mask=frame_keep, rotary=rotary)
+            x = x + self.cross_attn(self.norm_cross(x), context=context, key_keep=frame_keep, rotary=rotary)
         return x + self.ff(self.norm_ff(x))
 
 
@@ -122,7 +94,7 @@ class FlowDecoder(nn.Module):
         frame_keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Z0_hat (B, C, N) from noise (B, C, N) in `steps` Euler steps, conditioned on context (B, C_h, N)."""
-        return euler_sample(lambda z, t: self(z, t, context, frame_keep), noise, steps)
+        return euler(lambda z, t: self(z, t, context, frame_keep), noise, tensor_time_grid(steps, noise.device))
 
 
 class VitDecoder(nn.Module):

@@ -19,9 +19,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lafa.models.flow_decoder import FlowDecoder, VitDecoder, flow_pair, masked_mse
+from lafa.diffusion.objectives import masked_mse_pooled, noisy, target
+from lafa.models.flow_decoder import FlowDecoder, VitDecoder
 from lafa.models.lafa_encoder import LafaEncoder
 from lafa.models.masking import ChannelSpanMasker
+from lafa.models.presets import config_class
 
 MASK_SITES = ("input", "latent")
 DECODERS = ("flow", "vit")
@@ -184,13 +186,13 @@ class Lafa(nn.Module):
         else:
             ctx = self.context(self.encoder(z0, None, frame_keep), mask)
         if self.decoder_kind == "vit":
-            return masked_mse(self.decoder(ctx, frame_keep), z0, frame_keep)
+            return masked_mse_pooled(self.decoder(ctx, frame_keep), z0, frame_keep)
         b = z0.shape[0]
         draw_on = generator.device if generator is not None else z0.device  # a CPU generator: device-independent
         t = torch.rand(b, generator=generator, device=draw_on).to(z0.device)  # t ~ U[0, 1]
         noise = torch.randn(z0.shape, generator=generator, device=draw_on, dtype=z0.dtype).to(z0.device)
-        z_t, target = flow_pair(z0, noise, t)
-        return masked_mse(self.decoder(z_t, t, ctx, frame_keep), target, frame_keep)
+        z_t = noisy(z0, noise, t, "rf")  # Sec. 4.3: Z_t = (1 - t) Z0 + t eps, target U = eps - Z0
+        return masked_mse_pooled(self.decoder(z_t, t, ctx, frame_keep), target(z0, noise, t, "rf"), frame_keep)
 
     def decode(
         self,
@@ -209,3 +211,12 @@ class Lafa(nn.Module):
         draw_on = generator.device if generator is not None else y.device  # a CPU generator: device-independent
         noise = torch.randn((b, self.latent_channels, n), generator=generator, device=draw_on, dtype=dtype).to(y.device)
         return self.denormalize_input(self.decoder.sample(ctx, noise, steps, frame_keep))
+
+
+# The paper's model (Sec. 4-5; the widths are lafa's choice, the paper gives none) and the CPU size of the tiny
+# configs; a config names one and may override any argument.
+LAFA_PRESETS: dict[str, dict] = {
+    "paper": {},  # Lafa's defaults
+    "tiny": dict(encoder_dim=64, encoder_depth=2, encoder_heads=4, decoder_dim=64, decoder_depth=2, decoder_heads=4),
+}
+LafaConfig = config_class(Lafa, exclude=("latent_channels",))  # latent_channels: the frozen VAE's latent width

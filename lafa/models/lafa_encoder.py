@@ -81,7 +81,7 @@ class AxialBlock(nn.Module):
         b, n, g, d = x.shape
         h = x.transpose(1, 2).reshape(b * g, n, d)  # (B, N, G, D) -> (B*G, N, D): sequences along time
         keep = frame_keep.repeat_interleave(g, dim=0) if frame_keep is not None else None
-        h = h + self.time_attn(self.norm_time(h), key_padding_mask=keep, rotary=rotary)
+        h = h + self.time_attn(self.norm_time(h), key_keep=keep, rotary=rotary)
         x = h.reshape(b, g, n, d).transpose(1, 2)
         if self.group_attn is not None:
             h = x.reshape(b * n, g, d)  # sequences along the channel groups of one frame

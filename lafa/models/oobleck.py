@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lafa.models import vae_inference
+from lafa.models.presets import config_class
 from lafa.models.vae_inference import InferenceConfig, is_inference
 
 
@@ -364,6 +365,15 @@ class OobleckVAE(nn.Module):
         self._check_latent(z)
         return vae_inference.chunked(self.decoder, z, z.shape[-1], 1, self.downsampling_ratio, self.io_channels,
                                      chunk_size, overlap, self.decoder_reach).to(z.dtype)
+
+
+# Stable Audio Open 1.0's autoencoder (OobleckVAE's defaults: ~156 M parameters, 2048x) and the CPU size of the
+# tiny configs; a config names one and may override any argument.
+VAE_PRESETS: dict[str, dict] = {
+    "sao-1.0": {},
+    "tiny": dict(channels=8),
+}
+OobleckVAEConfig = config_class(OobleckVAE)
 
 
 def _convs(module: nn.Module) -> list[tuple[int, int, int, bool]]:

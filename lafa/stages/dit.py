@@ -1,4 +1,4 @@
-"""Stage II: a text-to-audio DiT (DiT-SAO or DiT-ETTA, paper Sec. 5.1) on the latents of a frozen autoencoder.
+"""Stage II: a text-to-audio DiT (SAO or ETTA blocks, paper Sec. 5.1; `lafa.models.dit`) on the latents of a frozen autoencoder.
 
 The latent space is the autoencoder's (`autoencoder_ckpt`: a VAE or LAFA `lafa fit` checkpoint, or official
 Stable Audio Open VAE weights, through `lafa.stages.loading.load_autoencoder`); batches are audio (encoded on the
@@ -38,10 +38,8 @@ from lafa.diffusion.cfg import drop_mask, guided
 from lafa.diffusion.objectives import diffusion_loss, sample_t
 from lafa.diffusion.samplers import sample
 from lafa.models.conditioners import TextConditioner
-from lafa.models.dit_etta import DiTETTA
-from lafa.models.dit_sao import DiTSAO
-
-MODELS = {"sao": DiTSAO, "etta": DiTETTA}
+from lafa.models.dit import DIT_PRESETS, DiT, DiTConfig
+from lafa.models.presets import as_mapping, build_model
 
 
 class _Frozen:
@@ -68,9 +66,9 @@ class DitStage(LightningModule):
         autoencoder_latent_dim: int = 64,
         latent_scale: float = 1.0,
         decode_steps: int | None = None,
-        # model
-        model: str = "sao",
-        model_args: dict | None = None,
+        # model: lafa.models.dit.DiT's arguments and a size `preset` (DIT_PRESETS, default sao-1.0); io_channels
+        # defaults to the autoencoder's latent width, text_dim is the text encoder's
+        model: DiTConfig | dict | None = None,
         text_encoder: str = "t5-base",
         text_max_length: int = 128,
         compile: bool = False,
@@ -96,18 +94,18 @@ class DitStage(LightningModule):
         test_eval: dict | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        if model not in MODELS:
-            raise ValueError(f"unknown model {model!r} (one of {tuple(MODELS)})")
+        config = {"preset": "sao-1.0", **as_mapping(model)}
+        self.save_hyperparameters(ignore=["model"])
+        self.hparams["model"] = config  # plain values: checkpoints hold no config classes
         self.frozen = _Frozen()
         self.frozen.text = TextConditioner(text_encoder, text_max_length)
-        args = dict(model_args or {})
-        latent_dim = self._load_autoencoder().latent_dim if autoencoder_ckpt else args.get("io_channels", 64)
-        if args.setdefault("io_channels", latent_dim) != latent_dim:
-            raise ValueError(f"model_args.io_channels={args['io_channels']} but the autoencoder's latent has "
-                             f"{latent_dim} channels ({autoencoder_ckpt})")
-        args.setdefault("text_dim", self.frozen.text.dim)
-        self.model = MODELS[model](**args)
+        derived = {"text_dim": self.frozen.text.dim}
+        if autoencoder_ckpt:
+            derived["io_channels"] = latent_dim = self._load_autoencoder().latent_dim
+            if config.get("io_channels", latent_dim) != latent_dim:
+                raise ValueError(f"model.io_channels={config['io_channels']} but the autoencoder's latent has "
+                                 f"{latent_dim} channels ({autoencoder_ckpt})")
+        self.model = build_model(DiT, DIT_PRESETS, config, **derived)
         if compile:
             for block in self.model.blocks:
                 block.compile()

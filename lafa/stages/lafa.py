@@ -3,7 +3,8 @@
 The VAE comes from `vae_ckpt` (official Stable Audio Open weights or a `lafa fit` VAE checkpoint), is frozen
 (no gradients, eval mode, never in the optimiser) and encodes each batch under `torch.no_grad()`; only LAFA
 trains. Paper defaults (Sec. 5.1): lr 5e-5, rho = 1.0 (Fig. 5); 30 s stereo chunks, batch 64 and 600k steps
-live in configs/lafa.yaml. Table 5's switches are `span` and `causal`, Table 6's is `decoder` ("flow" | "vit").
+live in configs/lafa.yaml. Table 5's switches are `model.span` and `model.causal`, Table 6's is `model.decoder`
+("flow" | "vit").
 
 Validation/test report the masked training loss, the latent MSE of the unmasked round trip (also relative to
 the VAE latent's per-channel variance on the same frames: 1 = no better than predicting each channel's mean), and audio
@@ -25,12 +26,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lafa.checkpoints import load_sao_vae
 from lafa.data.geometry import frame_keep
+from lafa.diffusion.objectives import masked_mse_pooled
 from lafa.errors import LafaUserError
 from lafa.metrics.reconstruction import ReconstructionMetrics
 from lafa.models.autoencoder import LafaAutoencoder, VaeAutoencoder
-from lafa.models.flow_decoder import masked_mse
-from lafa.models.lafa import Lafa
+from lafa.models.lafa import LAFA_PRESETS, Lafa, LafaConfig
 from lafa.models.oobleck import OobleckVAE
+from lafa.models.presets import as_mapping, build_model
 from lafa.stages.loading import load_autoencoder
 
 
@@ -55,31 +57,10 @@ class LafaStage(LightningModule):
         self,
         vae_ckpt: str,
         vae_args: dict | None = None,
-        # LAFA model (widths are lafa's choice: the paper gives none for LAFA)
-        lafa_channels: int = 64,
-        channel_group_size: int = 8,
-        causal: bool = True,
-        encoder_dim: int = 512,
-        encoder_depth: int = 8,
-        encoder_heads: int = 8,
-        decoder: str = "flow",
-        decoder_dim: int = 512,
-        decoder_depth: int = 8,
-        decoder_heads: int = 8,
-        mlp_ratio: float = 4.0,
-        # masking (Sec. 4.1, 5.4)
-        mask_site: str = "input",
-        span: bool = True,
-        mask_ratio: float = 1.0,
-        max_spans: int = 4,
-        mask_length: str = "uniform",
-        p_all: float = 0.1,
-        # the latent as a latent (docs/lafa.md; paper-literal: absolute, shared, none)
-        positions: str = "rope",
-        output_heads: str = "group",
-        input_norm: str = "channel",
-        # latent normalisation
-        norm_mode: str = "scalar",
+        # the LAFA model: lafa.models.lafa.Lafa's arguments and a size `preset` (LAFA_PRESETS, default paper):
+        # masking (Sec. 4.1, 5.4), encoder/decoder sizes, the latent as a latent (docs/lafa.md)
+        model: LafaConfig | dict | None = None,
+        # latent normalisation: batches of each validation that measure the LAFA latent's statistics
         norm_batches: int = 16,
         # optimisation (Sec. 5.1: lr 5e-5)
         lr: float = 5e-5,
@@ -93,16 +74,11 @@ class LafaStage(LightningModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        config = {"preset": "paper", **as_mapping(model)}
+        self.save_hyperparameters(ignore=["model"])
+        self.hparams["model"] = config  # plain values: checkpoints hold no config classes
         self.vae = load_frozen_vae(vae_ckpt, vae_args).requires_grad_(False).eval()
-        self.lafa = Lafa(
-            latent_channels=self.vae.latent_dim, lafa_channels=lafa_channels, channel_group_size=channel_group_size,
-            causal=causal, encoder_dim=encoder_dim, encoder_depth=encoder_depth, encoder_heads=encoder_heads,
-            decoder=decoder, decoder_dim=decoder_dim, decoder_depth=decoder_depth, decoder_heads=decoder_heads,
-            mlp_ratio=mlp_ratio, mask_site=mask_site, mask_ratio=mask_ratio, max_spans=max_spans,
-            mask_length=mask_length, p_all=p_all, span=span, norm_mode=norm_mode, positions=positions,
-            output_heads=output_heads, input_norm=input_norm,
-        )
+        self.lafa = build_model(Lafa, LAFA_PRESETS, config, latent_channels=self.vae.latent_dim)
         self.metrics = ReconstructionMetrics(self.vae.sample_rate)
 
     def train(self, mode: bool = True) -> LafaStage:
@@ -141,7 +117,7 @@ class LafaStage(LightningModule):
         return torch.Generator().manual_seed(self.hparams.seed + batch_idx)
 
     def _decode_settings(self) -> list[int | None]:
-        return list(self.hparams.eval_steps) if self.hparams.decoder == "flow" else [None]
+        return list(self.hparams.eval_steps) if self.lafa.decoder_kind == "flow" else [None]
 
     # ---- training --------------------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -178,7 +154,7 @@ class LafaStage(LightningModule):
             return
         sums = normalizer.pending()
         if sums is None:
-            sums = torch.zeros(3, self.hparams.lafa_channels, dtype=torch.float64, device=self.device)
+            sums = torch.zeros(3, self.lafa.lafa_channels, dtype=torch.float64, device=self.device)
         sums = self.trainer.strategy.reduce(sums, reduce_op="sum")  # every process's batches
         if sums[0].sum() > 0:
             normalizer.commit(sums)
@@ -207,7 +183,7 @@ class LafaStage(LightningModule):
         for steps in self._decode_settings():
             tag = f"k{steps}" if steps is not None else "vit"
             z_hat = self.lafa.decode(y, steps or 1, keep, gen).float()
-            mse = masked_mse(z_hat, z0, keep)
+            mse = masked_mse_pooled(z_hat, z0, keep)
             self.log(f"{prefix}/{tag}/latent_mse", mse, **log)
             self.log(f"{prefix}/{tag}/latent_rel_mse", mse / variance, prog_bar=tag == "k2", **log)
             audio_hat = self._vae_decode(z_hat)[..., : audio.shape[-1]]

@@ -3,8 +3,9 @@
 Manual optimisation: odd global steps train the discriminator, even steps the VAE (stable-audio-tools'
 alternation). Generator loss = w_sd * sum-and-difference MR-STFT + w_ch * (left + right MR-STFT)
 + w_adv * hinge + w_fm * feature matching + w_kl * KL; discriminator loss = hinge. AdamW + Stable Audio's
-inverse-square-root LR schedule with exponential warm-up, for both optimisers. An EMA copy of the VAE
-(`vae_ema`) is what validation, test, `as_autoencoder()` and `lafa export` use.
+inverse-square-root LR schedule with exponential warm-up, for both optimisers. The EMA is a callback in the YAML
+(`lafa.stages.ema.WarmupEMA`, every generator step): validation, test and the checkpoint's `state_dict` hold the
+averaged weights, so `as_autoencoder()` and `lafa export` read them as `vae.*`.
 Validation/test report STFT distance, mel distance and SI-SDR on the real (unpadded) audio (Tables 4, 9).
 """
 
@@ -21,7 +22,8 @@ from lafa.data.geometry import real_samples
 from lafa.metrics.reconstruction import ReconstructionMetrics
 from lafa.models.autoencoder import VaeAutoencoder
 from lafa.models.discriminators import MultiScaleSTFTDiscriminator
-from lafa.models.oobleck import OobleckVAE
+from lafa.models.oobleck import VAE_PRESETS, OobleckVAE, OobleckVAEConfig
+from lafa.models.presets import as_mapping, model_arguments
 from lafa.models.vae_losses import (
     SpectralReconstructionLoss,
     feature_matching_loss,
@@ -38,15 +40,8 @@ def inverse_lr_factor(step: int, inv_gamma: float, power: float, warmup: float) 
 class VaeStage(LightningModule):
     def __init__(
         self,
-        # model (SAO-1.0 autoencoder)
-        base_channels: int = 128,
-        c_mults: Sequence[int] = (1, 2, 4, 8, 16),
-        strides: Sequence[int] = (2, 4, 4, 8, 8),
-        latent_dim: int = 64,
-        io_channels: int = 2,
-        sample_rate: int = 44100,
-        use_snake: bool = True,
-        final_tanh: bool = False,
+        # the VAE: lafa.models.oobleck.OobleckVAE's arguments and a size `preset` (VAE_PRESETS, default sao-1.0)
+        model: OobleckVAEConfig | dict | None = None,
         pretrained: str | None = None,
         activation_checkpointing: bool = False,
         # discriminator (EnCodec multi-scale STFT)
@@ -75,23 +70,18 @@ class VaeStage(LightningModule):
         lr_power: float = 0.5,
         lr_warmup: float = 0.999,
         gradient_clip_norm: float = 0.0,
-        ema_decay: float = 0.9999,
-        ema_power: float = 0.75,
         # logging
         num_audio_examples: int = 2,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        config = {"preset": "sao-1.0", **as_mapping(model)}
+        self.save_hyperparameters(ignore=["model"])
+        self.hparams["model"] = config  # plain values: checkpoints hold no config classes
         self.automatic_optimization = False
-        vae_kwargs = dict(in_channels=io_channels, channels=base_channels, c_mults=tuple(c_mults), strides=tuple(strides),
-                          latent_dim=latent_dim, sample_rate=sample_rate, use_snake=use_snake, final_tanh=final_tanh)
+        self.vae_kwargs = vae_kwargs = model_arguments(OobleckVAE, VAE_PRESETS, config)
         self.vae = OobleckVAE(**vae_kwargs)
         self.vae.set_checkpointing(activation_checkpointing)
-        self.vae_ema = None
-        if ema_decay > 0:
-            self.vae_ema = OobleckVAE(**vae_kwargs).requires_grad_(False)
-            self.vae_ema.load_state_dict(self.vae.state_dict())
-            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        io_channels, sample_rate = self.vae.io_channels, self.vae.sample_rate
         self.discriminator = MultiScaleSTFTDiscriminator(io_channels, disc_filters, tuple(disc_n_ffts),
                                                          tuple(disc_hop_lengths), tuple(disc_win_lengths))
         self.spectral_loss = SpectralReconstructionLoss(sample_rate, tuple(stft_fft_sizes), tuple(stft_hop_sizes),
@@ -102,30 +92,11 @@ class VaeStage(LightningModule):
     def setup(self, stage: str) -> None:
         """Fine-tuning: start from a VAE file (official SAO or `lafa export`); a resumed checkpoint overrides it."""
         if stage == "fit" and self.hparams.pretrained:
-            h = self.hparams
-            source = load_sao_vae(h.pretrained, latent_dim=h.latent_dim, in_channels=h.io_channels,
-                                  channels=h.base_channels, c_mults=tuple(h.c_mults), strides=tuple(h.strides),
-                                  sample_rate=h.sample_rate, use_snake=h.use_snake, final_tanh=h.final_tanh)
+            source = load_sao_vae(self.hparams.pretrained, **self.vae_kwargs)
             self.vae.load_state_dict(source.state_dict())
-            if self.vae_ema is not None:
-                self.vae_ema.load_state_dict(source.state_dict())
-
-    @property
-    def eval_vae(self) -> OobleckVAE:
-        """The weights used for evaluation and export: the EMA copy when kept, else the trained VAE."""
-        return self.vae_ema if self.vae_ema is not None else self.vae
 
     def as_autoencoder(self) -> VaeAutoencoder:
-        return VaeAutoencoder(self.eval_vae)
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        """EMA with ema_pytorch's warm-up as Stable Audio uses it: decay = min(ema_decay, 1 - (1 + n)^-power)."""
-        n = int(self.ema_updates)
-        decay = min(self.hparams.ema_decay, 1.0 - (1.0 + n) ** -self.hparams.ema_power)
-        ema = list(self.vae_ema.parameters())
-        torch._foreach_lerp_(ema, [p.detach() for p in self.vae.parameters()], 1.0 - decay)
-        self.ema_updates += 1
+        return VaeAutoencoder(self.vae)
 
     # ---- training ------------------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -178,8 +149,6 @@ class VaeStage(LightningModule):
             loss = loss + h.adversarial_weight * terms["adversarial"] + h.feature_matching_weight * terms["feature_matching"]
         self.loss_terms = {k: v.detach() for k, v in terms.items()}
         self._step_optimizer(loss, 0)
-        if self.vae_ema is not None:
-            self._update_ema()
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch_size)
         self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=batch_size)
         self.log("train/lr", self.optimizers()[0].param_groups[0]["lr"], batch_size=batch_size)
@@ -187,11 +156,11 @@ class VaeStage(LightningModule):
     # ---- evaluation ----------------------------------------------------------------------------------------
     @torch.no_grad()
     def reconstruct(self, audio: torch.Tensor) -> torch.Tensor:
-        """Deterministic reconstruction with the evaluation weights (mean latent); any length (zero padded)."""
-        ratio = self.eval_vae.downsampling_ratio
+        """Deterministic reconstruction (mean latent); any length (zero padded)."""
+        ratio = self.vae.downsampling_ratio
         length = audio.shape[-1]
         padded = torch.nn.functional.pad(audio, (0, -length % ratio))
-        return self.eval_vae.decode(self.eval_vae.encode_mean(padded))[..., :length].float()
+        return self.vae.decode(self.vae.encode_mean(padded))[..., :length].float()
 
     def _evaluate(self, batch: dict, batch_idx: int, split: str) -> None:
         audio = batch["audio"]
@@ -214,7 +183,7 @@ class VaeStage(LightningModule):
             return
         from matplotlib.figure import Figure
 
-        writer, sr = self.logger.experiment, self.hparams.sample_rate
+        writer, sr = self.logger.experiment, self.vae.sample_rate
         lengths = real_samples({"audio": reals, "padding_mask": mask}).tolist()
         for i in range(min(self.hparams.num_audio_examples, reals.shape[0])):
             n = lengths[i]

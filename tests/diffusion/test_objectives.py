@@ -9,7 +9,8 @@ from lafa.diffusion.cfg import cfg_combine, drop_mask, guided
 from lafa.diffusion.objectives import (
     alpha_sigma,
     diffusion_loss,
-    masked_mse,
+    masked_mse_per_example,
+    masked_mse_pooled,
     noisy,
     predictions,
     sample_t,
@@ -57,10 +58,10 @@ def test_loss_mask_ignores_padded_frames():
     torch.manual_seed(0)
     pred, tgt = torch.randn(2, 4, 6), torch.randn(2, 4, 6)
     mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
-    loss = masked_mse(pred, tgt, mask)
+    loss = masked_mse_per_example(pred, tgt, mask)
     pred2 = pred.clone()
     pred2[0, :, 3:] += 100.0  # garbage on padded frames
-    torch.testing.assert_close(masked_mse(pred2, tgt, mask), loss)
+    torch.testing.assert_close(masked_mse_per_example(pred2, tgt, mask), loss)
     torch.testing.assert_close(loss[0], ((pred[0, :, :3] - tgt[0, :, :3]) ** 2).mean())
     torch.testing.assert_close(loss[1], ((pred[1] - tgt[1]) ** 2).mean())
     # through the whole loss: a model that is wrong only on padded frames has zero loss
@@ -91,3 +92,14 @@ def test_cfg_combination_formula_and_guided_batch():
     torch.testing.assert_close(out, uncond + 4.0 * (cond - uncond))
     rate = drop_mask(20000, 0.1, generator=torch.Generator().manual_seed(0)).float().mean()
     assert abs(rate - 0.1) < 0.01
+
+
+def test_the_two_masked_losses_weigh_padded_clips_as_documented():
+    """per_example: every example weighs the same; pooled: every real frame weighs the same (closed forms)."""
+    pred, tgt = torch.zeros(2, 3, 4), torch.zeros(2, 3, 4)
+    pred[0] += 1.0  # example 0 has error 1 on every element, example 1 none
+    keep = torch.tensor([[1, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)  # 1 real frame vs 4
+    assert masked_mse_per_example(pred, tgt, keep).tolist() == [1.0, 0.0]  # batch mean 0.5
+    assert masked_mse_pooled(pred, tgt, keep).item() == pytest.approx(1 / 5)  # 1 of 5 real frames is wrong
+    pred[0, :, 1:] += 100.0  # padding never counts
+    assert masked_mse_pooled(pred, tgt, keep).item() == pytest.approx(1 / 5)

@@ -32,7 +32,7 @@ from lafa.models.oobleck import OobleckVAE
 from lafa.stages.loading import load_autoencoder, load_stage
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_VAE_STAGE = dict(base_channels=2, c_mults=[1, 2], strides=[2, 2], disc_filters=2, latent_dim=4)
+TINY_VAE_STAGE = dict(model=dict(channels=2, c_mults=[1, 2], strides=[2, 2], latent_dim=4), disc_filters=2)
 
 
 @contextmanager
@@ -296,11 +296,11 @@ def test_export_refuses_nonfinite_weights_and_writes_nothing(tmp_path: Path, cap
     out = tmp_path / "clean.safetensors"
     assert lafa(["export", "--ckpt_path", str(clean), "--out", str(out)], capsys)[0] == 0  # control
     assert out.exists()
-    bad = _vae_stage_checkpoint(tmp_path / "nan.ckpt", poison="vae_ema.decoder.layers.0.weight_v")
+    bad = _vae_stage_checkpoint(tmp_path / "nan.ckpt", poison="vae.decoder.layers.0.weight_v")
     out = tmp_path / "nan.safetensors"
     code, line = lafa(["export", "--ckpt_path", str(bad), "--out", str(out)], capsys)
     assert code == USER_ERROR_EXIT
-    assert line.startswith(f"lafa export: error: {bad} (vae_ema.* weights) holds non-finite weights (NaN or inf) in "
+    assert line.startswith(f"lafa export: error: {bad} (vae.* weights) holds non-finite weights (NaN or inf) in "
                            "1 of ")
     assert "decoder.layers.0.weight_v" in line and "nothing was exported" in line
     assert not out.exists()

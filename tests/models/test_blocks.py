@@ -34,7 +34,7 @@ def test_self_attention_matches_reference_with_padding_mask():
     x = torch.randn(2, 7, 32)
     keep = torch.ones(2, 7, dtype=torch.bool)
     keep[1, 5:] = False
-    out = attn(x, key_padding_mask=keep)
+    out = attn(x, key_keep=keep)
     q, k, v = (t.view(2, 7, 4, 8).transpose(1, 2) for t in attn.to_qkv(x).chunk(3, -1))
     ref = _reference_attention(q, k, v, keep).transpose(1, 2).reshape(2, 7, 32)
     torch.testing.assert_close(out, attn.to_out(ref), atol=1e-5, rtol=1e-5)
@@ -49,7 +49,7 @@ def test_masked_self_attention_with_rotary_equals_the_unpadded_sequence():
     x = torch.randn(1, 5, 32)
     padded = torch.cat((x, 10 * torch.randn(1, 4, 32)), dim=1)
     keep = torch.arange(9)[None] < 5
-    out = attn(padded, key_padding_mask=keep, rotary=rotary)
+    out = attn(padded, key_keep=keep, rotary=rotary)
     torch.testing.assert_close(out[:, :5], attn(x, rotary=rotary), atol=1e-5, rtol=1e-5)
     assert (attn(padded, rotary=rotary)[:, :5] - out[:, :5]).abs().max() > 1e-2  # unmasked padding leaks in
 
@@ -59,10 +59,10 @@ def test_cross_attention_ignores_padded_context_and_supports_gqa():
     attn = Attention(32, heads=4, context_dim=12, kv_heads=2)
     x, ctx = torch.randn(2, 5, 32), torch.randn(2, 6, 12)
     keep = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
-    out = attn(x, context=ctx, key_padding_mask=keep)
+    out = attn(x, context=ctx, key_keep=keep)
     ctx2 = ctx.clone()
     ctx2[0, 3:] = 100.0  # padded tokens change, output must not
-    torch.testing.assert_close(attn(x, context=ctx2, key_padding_mask=keep), out)
+    torch.testing.assert_close(attn(x, context=ctx2, key_keep=keep), out)
     # grouped-query reference: kv head j serves query heads 2j and 2j+1
     q = attn.to_q(x).view(2, 5, 4, 8).transpose(1, 2)
     k, v = (t.view(2, 6, 2, 8).transpose(1, 2).repeat_interleave(2, 1) for t in attn.to_kv(ctx).chunk(2, -1))
@@ -77,15 +77,18 @@ def test_causal_attention_does_not_see_the_future_and_full_mask_is_finite():
     y = x.clone()
     y[:, 4:] = torch.randn(1, 2, 16)
     torch.testing.assert_close(attn(x, causal=True)[:, :4], attn(y, causal=True)[:, :4])
-    out = attn(x, key_padding_mask=torch.zeros(1, 6, dtype=torch.bool))
+    out = attn(x, key_keep=torch.zeros(1, 6, dtype=torch.bool))
     assert torch.isfinite(out).all()
 
 
-def test_zero_init_out_gives_zero_output():
-    attn = Attention(16, heads=2, zero_init_out=True)
-    ff = FeedForward(16, zero_init_out=True)
-    x = torch.randn(2, 3, 16)
-    assert attn(x).abs().max() == 0 and ff(x).abs().max() == 0
+def test_sao_block_initialize_weights_makes_it_the_identity():
+    from lafa.models.dit import SaoBlock
+
+    block = SaoBlock(16, heads=2, cond_dim=16)
+    block.initialize_weights()
+    x, ctx = torch.randn(2, 3, 16), torch.randn(2, 4, 16)
+    out = block(x, None, ctx, torch.ones(2, 4, dtype=torch.bool), RotaryEmbedding(4)(3))
+    assert torch.equal(out, x)
 
 
 def test_rotary_base_partial_dims_and_relative_positions():

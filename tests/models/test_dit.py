@@ -1,12 +1,12 @@
-"""DiT-SAO and DiT-ETTA: paper-size parameter count, initialisation, conditioning and guidance paths."""
+"""The DiT with SAO and ETTA blocks: presets, paper-size parameter count, initialisation, conditioning and guidance paths."""
 
 import pytest
 import torch
 
 from lafa.models.blocks import FeedForward
 from lafa.models.conditioners import TextConditioner, TimingConditioner
-from lafa.models.dit_etta import DiTETTA
-from lafa.models.dit_sao import DiTSAO
+from lafa.models.dit import DIT_PRESETS, DiT
+from lafa.models.presets import build_model
 
 TINY = dict(io_channels=8, dim=32, depth=2, heads=4, text_dim=12, cond_dim=16)
 
@@ -37,19 +37,19 @@ def _randomise(model):
 
 def test_paper_size_dit_sao_parameter_count():
     with torch.device("meta"):
-        model = DiTSAO()  # width 1536, depth 24, heads 24, T5-base tokens (768), 64 latent channels
+        model = build_model(DiT, DIT_PRESETS, {"preset": "sao-1.0"})  # width 1536, depth 24, heads 24, T5-base tokens (768), 64 latent channels
     n = sum(p.numel() for p in model.parameters())
     # Stable Audio Open 1.0's DiT has 1057 M parameters (stable_audio.md: "about 1.06 B"); lafa builds 1,057,225,088
     assert abs(n - 1.057e9) / 1.057e9 < 0.002, n
 
 
 def test_sao_blocks_are_identity_at_init_and_rope_on_half_head():
-    model = DiTSAO(**TINY)
+    model = DiT(block="sao", **TINY)
     h = torch.randn(2, 11, 32)
     ctx, mask = torch.randn(2, 7, 16), torch.ones(2, 7, dtype=torch.bool)
     rot = model.rotary(11)
     for block in model.blocks:
-        torch.testing.assert_close(block(h, ctx, mask, rot), h)
+        torch.testing.assert_close(block(h, None, ctx, mask, rot), h)
     assert model.rotary.dim == 4 and model.rotary.base == 10000.0  # head dim 8, half rotated
     assert all(b.ff.kind == "swiglu" for b in model.blocks)
     assert model.blocks[0].cross_attn.kv_heads == 2  # cond 16 / head dim 8, as SAO's 768 / 64 = 12
@@ -58,7 +58,7 @@ def test_sao_blocks_are_identity_at_init_and_rope_on_half_head():
 
 
 def test_etta_output_is_exactly_zero_at_init_and_honours_rope_base_and_gelu():
-    model = DiTETTA(**TINY)
+    model = DiT(block="etta", rope_base=16384.0, **TINY)
     out = model(**_inputs())
     assert out.shape == (2, 8, 10) and torch.count_nonzero(out) == 0
     assert model.rotary.base == 16384.0
@@ -67,9 +67,9 @@ def test_etta_output_is_exactly_zero_at_init_and_honours_rope_base_and_gelu():
     assert ffs and all(ff.kind == "gelu_tanh" and ff.act.approximate == "tanh" for ff in ffs)
 
 
-@pytest.mark.parametrize("cls", [DiTSAO, DiTETTA])
-def test_padding_and_dropped_condition(cls):
-    model = _randomise(cls(**TINY)).eval()
+@pytest.mark.parametrize("block", ["sao", "etta"])
+def test_padding_and_dropped_condition(block):
+    model = _randomise(DiT(block=block, **TINY)).eval()
     inp = _inputs()
     out = model(**inp)
     # padded text tokens do not matter
@@ -85,9 +85,9 @@ def test_padding_and_dropped_condition(cls):
     assert not torch.allclose(model(**dict(inp, seconds_total=torch.full((2,), 30.0))), out)
 
 
-@pytest.mark.parametrize("cls", [DiTSAO, DiTETTA])
-def test_activation_checkpointing_matches(cls):
-    model = _randomise(cls(**TINY)).train()
+@pytest.mark.parametrize("block", ["sao", "etta"])
+def test_activation_checkpointing_matches(block):
+    model = _randomise(DiT(block=block, **TINY)).train()
     inp = _inputs()
     out = model(**inp)
     out.square().sum().backward()
@@ -122,11 +122,11 @@ def test_minilm_text_conditioner_is_frozen_and_zeroes_padding():
     torch.testing.assert_close(again[0], tokens[0], atol=1e-5, rtol=1e-5)  # deterministic, batch-independent
 
 
-@pytest.mark.parametrize("cls", [DiTSAO, DiTETTA])
-def test_padding_never_reaches_the_real_frames(cls):
+@pytest.mark.parametrize("block", ["sao", "etta"])
+def test_padding_never_reaches_the_real_frames(block):
     """A clip's real frames come out the same whether it is padded with zeros, with noise or not at all, and
     batched beside a longer clip; without the mask the padding does change them (the control)."""
-    model = _randomise(cls(**TINY)).eval()
+    model = _randomise(DiT(block=block, **TINY)).eval()
     real, size = 6, 10
     inp = _inputs(b=1, n=real)
     cond = {k: v for k, v in inp.items() if k != "x"}
@@ -149,13 +149,13 @@ def test_padding_never_reaches_the_real_frames(cls):
         assert (unmasked[..., :real] - alone).abs().max() > 1e-3  # the mask is what keeps the padding out
 
 
-@pytest.mark.parametrize("cls", [DiTSAO, DiTETTA])
-def test_guided_doubled_batch_carries_the_frame_mask(cls):
+@pytest.mark.parametrize("block", ["sao", "etta"])
+def test_guided_doubled_batch_carries_the_frame_mask(block):
     """CFG's doubled batch keeps each example's frame mask: a guided step on a padded clip equals the guided
     step on the clip alone."""
     from lafa.diffusion.cfg import guided
 
-    model = _randomise(cls(**TINY)).eval()
+    model = _randomise(DiT(block=block, **TINY)).eval()
     inp = _inputs(b=1, n=4)
     cond = {k: v for k, v in inp.items() if k not in ("x", "t")}
     t = torch.full((1,), 0.5)
@@ -164,3 +164,16 @@ def test_guided_doubled_batch_carries_the_frame_mask(cls):
     with torch.no_grad():
         out = guided(model, {**cond, "frame_keep": keep}, 3.0)(padded, t)
         torch.testing.assert_close(out[..., :4], guided(model, cond, 3.0)(inp["x"], t), rtol=1e-5, atol=1e-6)
+
+
+def test_presets_name_the_paper_sizes_and_overrides_win():
+    with torch.device("meta"):
+        sao, etta = (build_model(DiT, DIT_PRESETS, {"preset": name}) for name in ("sao-1.0", "etta"))
+    assert (sao.block, len(sao.blocks), sao.rotary.base) == ("sao", 24, 10000.0)
+    assert (etta.block, len(etta.blocks), etta.rotary.base) == ("etta", 24, 16384.0)
+    tiny = build_model(DiT, DIT_PRESETS, {"preset": "tiny", "depth": 1}, io_channels=8, depth=5)
+    assert len(tiny.blocks) == 1 and tiny.io_channels == 8 and DIT_PRESETS["tiny"]["depth"] == 2  # config wins
+    with pytest.raises(ValueError, match="unknown DiT preset 'sao-2.0'"):
+        build_model(DiT, DIT_PRESETS, {"preset": "sao-2.0"})
+    with pytest.raises(ValueError, match="model: widht is not an argument of DiT"):
+        build_model(DiT, DIT_PRESETS, {"widht": 3})

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from lafa.models.autoencoder import Autoencoder, LafaAutoencoder, VaeAutoencoder
-from lafa.models.flow_decoder import FlowDecoder, VitDecoder, euler_sample, flow_pair, masked_mse
+from lafa.diffusion.objectives import masked_mse_pooled, noisy, target
+from lafa.diffusion.samplers import euler, tensor_time_grid
+from lafa.models.flow_decoder import FlowDecoder, VitDecoder
 from lafa.models.lafa import Lafa, LatentNormalizer
 from lafa.models.lafa_encoder import LafaEncoder
 from lafa.models.oobleck import OobleckVAE
@@ -85,20 +87,20 @@ def test_masked_values_are_invisible_and_padding_is_ignored() -> None:
 
 def test_true_velocity_has_zero_loss() -> None:
     z0, noise, t = torch.randn(3, 8, 5), torch.randn(3, 8, 5), torch.rand(3)
-    z_t, target = flow_pair(z0, noise, t)
+    z_t, u = noisy(z0, noise, t, "rf"), target(z0, noise, t, "rf")
     expected = (1 - t)[:, None, None] * z0 + t[:, None, None] * noise  # Sec. 4.3 by hand
     assert torch.allclose(z_t, expected)
-    assert masked_mse(noise - z0, target).item() == 0.0
+    assert masked_mse_pooled(noise - z0, u).item() == 0.0
 
 
 @pytest.mark.parametrize("steps", [1, 2, 10])
 def test_euler_with_exact_velocity_recovers_z0(steps: int) -> None:
     """For one data point the exact field is U(z, t) = (z - Z0) / t; Euler from t = 1 lands on Z0 for any k."""
     z0, noise = torch.randn(2, 8, 6, dtype=torch.float64), torch.randn(2, 8, 6, dtype=torch.float64)
-    out = euler_sample(lambda z, t: (z - z0) / t.view(-1, 1, 1), noise, steps)
+    out = euler(lambda z, t: (z - z0) / t.view(-1, 1, 1), noise, tensor_time_grid(steps))
     assert torch.allclose(out, z0, atol=1e-12)
     # one step with the constant U = eps - Z0 recovers Z0 exactly
-    assert torch.equal(euler_sample(lambda z, t: noise - z0, noise, 1), noise - (noise - z0))
+    assert torch.equal(euler(lambda z, t: noise - z0, noise, tensor_time_grid(1)), noise - (noise - z0))
 
 
 def test_lafa_loss_of_an_oracle_decoder_is_zero() -> None:

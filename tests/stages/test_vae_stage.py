@@ -12,6 +12,7 @@ from vae_fixtures import SineData
 
 from lafa.checkpoints import load_sao_vae
 from lafa.models.autoencoder import VaeAutoencoder
+from lafa.stages.ema import WarmupEMA
 from lafa.stages.vae import VaeStage, inverse_lr_factor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,10 +20,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 def tiny_init_args(**overrides) -> dict:
     """configs/vae.yaml overlaid with configs/tiny/vae.yaml, as `lafa fit` merges them."""
-    args = {}
+    args, model = {}, {}
     for name in ("configs/vae.yaml", "configs/tiny/vae.yaml"):
-        args.update(yaml.safe_load((REPO / name).read_text())["model"]["init_args"])
-    return {**args, **overrides}
+        layer = yaml.safe_load((REPO / name).read_text())["model"]["init_args"]
+        model.update(layer.pop("model", {}))  # the model mapping merges key by key
+        args.update(layer)
+    return {**args, "model": model, **overrides}
 
 
 def spectral(stage: VaeStage, audio: torch.Tensor) -> float:
@@ -45,30 +48,45 @@ def test_tiny_config_steps_lower_reconstruction_loss():
     after = spectral(stage, audio)
     assert after < 0.8 * before, (before, after)
     print(f"spectral loss {before:.3f} -> {after:.3f}")
-    assert int(stage.ema_updates) == 2  # generator steps only: steps 0 and 2 (odd steps train the discriminator)
-    # the EMA copy moved off the initial weights but lags the trained ones
-    assert not torch.equal(stage.vae_ema.encoder.layers[0].weight_v, stage.vae.encoder.layers[0].weight_v)
+    assert isinstance(stage.as_autoencoder(), VaeAutoencoder) and stage.as_autoencoder().vae is stage.vae
 
 
-def test_ema_follows_warmup_decay():
-    stage = VaeStage(base_channels=2, c_mults=[1, 2], strides=[2, 2], disc_filters=2, ema_decay=0.9999)
-    params = lambda m: torch.cat([p.flatten() for p in m.parameters()])  # noqa: E731
+def test_ema_follows_warmup_decay_on_generator_steps():
+    """WarmupEMA: n = 0 copies, then decay_n = min(decay, 1 - (1 + n)^-power) (ema_pytorch), every 2nd step."""
+    ema = WarmupEMA(decay=0.9999, power=0.75, every_n_steps=2)
+    assert [ema.should_update(step_idx=k) for k in range(4)] == [True, False, True, False]
+    assert not ema.should_update(epoch_idx=0)
+    model = torch.nn.Linear(3, 2)
+    averaged = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema._average, use_buffers=True)
+    params = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])  # noqa: E731
+    averaged.update_parameters(model)  # n = 0: the EMA becomes the weights
+    torch.testing.assert_close(params(averaged.module), params(model), rtol=0, atol=0)
+    old = params(averaged.module)
     with torch.no_grad():
-        for p in stage.vae.parameters():
+        for p in model.parameters():
             p.add_(1.0)
-    stage._update_ema()  # n = 0: decay = 1 - 1^-0.75 = 0, the EMA becomes the weights
-    torch.testing.assert_close(params(stage.vae_ema), params(stage.vae))
-    old = params(stage.vae_ema)
-    with torch.no_grad():
-        for p in stage.vae.parameters():
-            p.add_(1.0)
-    stage._update_ema()  # n = 1: decay = 1 - 2^-0.75
+    averaged.update_parameters(model)  # n = 1: decay = min(0.9999, 1 - 2^-0.75)
     decay = 1 - 2 ** -0.75
-    torch.testing.assert_close(params(stage.vae_ema), decay * old + (1 - decay) * params(stage.vae))
-    autoencoder = stage.as_autoencoder()
-    assert isinstance(autoencoder, VaeAutoencoder) and autoencoder.vae is stage.vae_ema
-    no_ema = VaeStage(base_channels=2, c_mults=[1, 2], strides=[2, 2], disc_filters=2, ema_decay=0.0)
-    assert no_ema.vae_ema is None and no_ema.as_autoencoder().vae is no_ema.vae
+    torch.testing.assert_close(params(averaged.module), decay * old + (1 - decay) * params(model))
+    with pytest.raises(ValueError, match="decay"):
+        WarmupEMA(decay=1.0)
+
+
+def test_tiny_fit_keeps_the_ema_in_the_checkpoint(tmp_path):
+    """Two generator steps with WarmupEMA in the Trainer: the checkpoint's state_dict holds the averaged weights,
+    `current_model_state` the trained ones, and they differ (the EMA lags)."""
+    torch.manual_seed(0)
+    stage = VaeStage(model=dict(channels=2, c_mults=[1, 2], strides=[2, 2]), disc_filters=2, lr_warmup=0.0)
+    trainer = Trainer(max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                      callbacks=[WarmupEMA(decay=0.9, power=0.75, every_n_steps=2)])
+    trainer.fit(stage, SineData(sample_size=4096, batch_size=2, n_train=2))
+    trainer.save_checkpoint(tmp_path / "x.ckpt")
+    ckpt = torch.load(tmp_path / "x.ckpt", weights_only=True)
+    key = "vae.encoder.layers.0.weight_v"
+    assert key in ckpt["state_dict"] and key in ckpt["current_model_state"]
+    assert not torch.equal(ckpt["state_dict"][key], ckpt["current_model_state"][key])
+    assert torch.equal(ckpt["current_model_state"][key], stage.state_dict()[key])  # training weights stay live
 
 
 def test_inverse_lr_schedule():
@@ -111,21 +129,21 @@ def test_fit_test_export_end_to_end(tmp_path):
     assert export.returncode == 0, export.stderr[-3000:]
     state = torch.load(ckpt, weights_only=True)["state_dict"]
     vae = load_sao_vae(out, latent_dim=64)  # architecture read from the file's shapes
-    for k, v in vae.state_dict().items():
-        assert torch.equal(v, state[f"vae_ema.{k}"]), k
+    for k, v in vae.state_dict().items():  # the checkpoint's state_dict holds the EMA weights (WarmupEMA)
+        assert torch.equal(v, state[f"vae.{k}"]), k
 
 
 def test_pretrained_weights_start_fine_tuning(tmp_path):
     from lafa.checkpoints import save_vae_safetensors
     from lafa.models.oobleck import OobleckVAE
 
-    small = dict(base_channels=2, c_mults=[1, 2], strides=[2, 2], disc_filters=2, latent_dim=4)
+    small = dict(model=dict(channels=2, c_mults=[1, 2], strides=[2, 2], latent_dim=4), disc_filters=2)
     torch.manual_seed(5)
     source = OobleckVAE(channels=2, c_mults=(1, 2), strides=(2, 2), latent_dim=4)
     path = save_vae_safetensors(source, tmp_path / "vae.safetensors")
     stage = VaeStage(**small, pretrained=str(path))
     stage.setup("fit")
     for k, v in source.state_dict().items():
-        assert torch.equal(stage.vae.state_dict()[k], v) and torch.equal(stage.vae_ema.state_dict()[k], v), k
+        assert torch.equal(stage.vae.state_dict()[k], v), k
     with pytest.raises(ValueError, match="latent size 4"):
-        VaeStage(**{**small, "latent_dim": 8}, pretrained=str(path)).setup("fit")
+        VaeStage(**{**small, "model": {**small["model"], "latent_dim": 8}}, pretrained=str(path)).setup("fit")

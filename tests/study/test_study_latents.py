@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _raw(out_dir: Path, **extra) -> dict:
     raw = {
-        "name": "chain", "factor": "masking", "factor_keys": ["model.init_args.mask_ratio", "model.init_args.ckpt"],
+        "name": "chain", "factor": "masking", "factor_keys": ["model.init_args.model.mask_ratio", "model.init_args.ckpt"],
         "out_dir": str(out_dir), "baseline": "dit_a", "metrics": {"val/loss": "min"}, "seeds": [0, 1, 2],
         "analysis": {"args": ["--num_clips", "4"]},
         "stages": {"base": ["unused.yaml"], "lafa": ["unused.yaml"], "dit": ["unused.yaml"]},
@@ -26,7 +26,7 @@ def _raw(out_dir: Path, **extra) -> dict:
             "base": {"stage": "base"},
             "mask": {"stage": "lafa", "seeded": True, "set": {"model.init_args.ckpt": "@base"}},
             "nomask": {"stage": "lafa", "seeded": True,
-                       "set": {"model.init_args.ckpt": "@base", "model.init_args.mask_ratio": 0.0}},
+                       "set": {"model.init_args.ckpt": "@base", "model.init_args.model.mask_ratio": 0.0}},
             "dit_a": {"stage": "dit", "compare": True, "set": {"model.init_args.ckpt": "@mask"}},
         },
         "latents": {"runs": ["base", "mask", "nomask"], "metrics": ["val/k2/latent_rel_mse"],

@@ -102,7 +102,7 @@ def test_report_speedup_across_seeds_and_not_reached(tmp_path):
 
 def test_factor_plot_when_runs_carry_levels(tmp_path):
     study = parse_study({
-        "name": "ratio", "factor": "mask ratio", "factor_keys": ["model.init_args.mask_ratio"],
+        "name": "ratio", "factor": "mask ratio", "factor_keys": ["model.init_args.model.mask_ratio"],
         "out_dir": str(tmp_path), "baseline": "vae", "metrics": {"val/fd_mel": "min"},
         "stages": {"dit": ["unused.yaml"]},
         "runs": {"vae": {"stage": "dit", "compare": True},
