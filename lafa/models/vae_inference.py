@@ -1,27 +1,18 @@
-"""The Oobleck VAE's inference path: folded weight norm, packed convs, tiles, fused SnakeBeta, bf16, chunking.
-
-Used by `lafa.models.oobleck` whenever the VAE runs in eval mode with autograd off (`torch.no_grad()` or
-`torch.inference_mode()`); training, and any call that records gradients, takes the unchanged parameter path.
+"""The kernels of the Oobleck VAE's CPU inference engine (`lafa.models.vae_engine.InferenceVAE` runs them).
 
 - Weight norm folded: each conv's w = g * v / ||v|| is computed once and cached, keyed by the parameters' storage
   and version counters, so an optimizer step, `load_state_dict` or `.to()` invalidates it. Same kernel, same
-  result: bit-identical to the unfolded model. `OobleckVAE.train()` drops the caches (restored for training).
-  On CPU float32 every convolution also caches oneDNN's packed weight layout (torch's dense path reorders the
-  weight on every call, which dominates the transposed convs at short clips; docs/benchmarks.md).
+  result: bit-identical to the plain model's weight. On CPU float32 every convolution also caches oneDNN's packed
+  weight layout (torch's dense path reorders the weight on every call, which dominates the transposed convs at
+  short clips; docs/benchmarks.md).
 - Winograd kernel-7 convs (`winograd_tile`, `winograd_min_channels`): F(4, 7) by default, lafa.models.winograd.
 - Channels-last activations (`channels_last`): stored (B, L, C) in memory so oneDNN runs its direct 1-D kernels.
-- Tiled residual units (`tile_elements`): each block's length-preserving stack runs on cache-sized time tiles,
-  each read with a halo of the stack's receptive-field reach: exact up to summation order.
+- Tiled residual units (`tiled`): a block's length-preserving stack runs on cache-sized time tiles, each read
+  with a halo of the stack's receptive-field reach: exact up to summation order.
 - Fused SnakeBeta: x + sin(alpha x)^2 / beta in one `torch.compile`d elementwise kernel (dynamic shapes, compiled
   once per process) for tensors of at least `FUSED_SNAKE_MIN_NUMEL` elements; if compiling fails the reason is
   warned once and an in-place eager form (4 kernels instead of 5, 2 temporaries fewer) is used.
-- bf16 (opt-in, `InferenceConfig.dtype`): activations and cached weights in bfloat16 where the hardware has
-  bf16 arithmetic (`bf16_supported`); the output is returned in float32.
-- Chunked: clips longer than `chunk_frames` latent frames are cut into evenly spaced windows that overlap by at
-  least `overlap_frames`, each run separately (memory bounded by the window), and stitched with a linear crossfade
-  over the centre of each overlap. When the overlap exceeds twice the network's receptive-field reach (default: 24
-  frames against a reach of at most 11), every output frame comes from window interiors: equal to whole-clip
-  processing up to float rounding everywhere, seams included.
+- bf16 (`bf16_supported`): where the hardware has bf16 arithmetic.
 """
 
 from __future__ import annotations
@@ -29,7 +20,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
@@ -37,35 +27,6 @@ from lafa.models import winograd
 
 PACKED_SHAPES = 2  # input shapes whose packed weights a conv keeps (tiles and windows of a clip take two)
 FUSED_SNAKE_MIN_NUMEL = 1 << 20  # below this compiling does not pay (kernel launch dominates); eager in-place form
-
-
-@dataclass
-class InferenceConfig:
-    """Knobs of the VAE's inference path (eval mode, autograd off)."""
-
-    chunk_frames: int | None = 256  # longest window in latent frames (11.9 s at 44.1 kHz); None: whole clips
-    overlap_frames: int = 24  # least overlap of neighbouring windows; >= 2 x reach + 1 makes chunking exact
-    fused_snake: bool = True  # compiled SnakeBeta kernel (falls back to eager with a warning)
-    dtype: torch.dtype | None = None  # torch.bfloat16: bf16 activations and weights; None: the input's float32
-    channels_last: bool = True  # activations with the channel fastest (oneDNN's direct 1-D kernels); False: (B, C, L)
-    tile_elements: int | None = 128 * 45056  # residual units run on time tiles of about this many B x C x L
-    # elements (23 MB in float32, cache-sized), with exact halos; None: whole activations
-    winograd_tile: int | None = 4  # kernel-7 convs by Winograd F(m, 7), m in (2, 4) (lafa.models.winograd):
-    # 8 / 14 (m = 2) or 10 / 28 (m = 4) of the multiply-adds; error ~4e-6 (m = 2) / ~2e-5 (m = 4) of the max
-    # per conv against ~1.5e-6 direct; None: oneDNN's direct convolution everywhere
-    winograd_min_channels: int = 128  # ... for convs with at least this many input channels (at 64 the tile
-    # transforms cost about what the GEMMs save on this CPU: docs/benchmarks.md)
-
-    def __post_init__(self) -> None:
-        if self.tile_elements is not None and self.tile_elements < 1:
-            raise ValueError(f"tile_elements must be positive or None, got {self.tile_elements}")
-        if self.chunk_frames is not None and not 0 <= self.overlap_frames < self.chunk_frames:
-            raise ValueError(f"need 0 <= overlap_frames < chunk_frames, got {self.overlap_frames}, "
-                             f"{self.chunk_frames}")
-        if self.winograd_tile not in (None, *winograd.POINTS):
-            raise ValueError(f"winograd_tile must be one of {sorted(winograd.POINTS)} or None, got {self.winograd_tile}")
-        if self.dtype not in (None, torch.float32, torch.bfloat16):
-            raise ValueError(f"inference dtype must be float32 or bfloat16, got {self.dtype}")
 
 
 def bf16_supported(device: torch.device | str) -> bool:
@@ -76,11 +37,6 @@ def bf16_supported(device: torch.device | str) -> bool:
     if device.type == "cpu":
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return False
-
-
-def is_inference(module: torch.nn.Module) -> bool:
-    """The inference path applies in eval mode with autograd off; anything else is the training path."""
-    return not module.training and not torch.is_grad_enabled()
 
 
 # ---- folded weight norm -------------------------------------------------------------------------------------
@@ -317,78 +273,3 @@ def tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile_elem
                    if y.stride(1) == 1 else y.new_empty(b, y.shape[1], length))
         out[..., lo:hi] = y
     return out
-
-
-# ---- chunking -----------------------------------------------------------------------------------------------
-
-def windows(frames: int, chunk: int, overlap: int) -> list[tuple[int, int]]:
-    """Evenly spaced [start, end) windows of at most `chunk` frames covering `frames`, neighbours overlapping by
-    at least `overlap`. n windows of equal length L = ceil((frames + (n - 1) overlap) / n), so the frames run
-    are about frames + (n - 1) overlap: overhead <= chunk / (chunk - overlap) for any length."""
-    if frames <= chunk:
-        return [(0, frames)]
-    n = math.ceil((frames - overlap) / (chunk - overlap))
-    length = math.ceil((frames + (n - 1) * overlap) / n)
-    starts = [(i * (frames - length)) // (n - 1) for i in range(n)]
-    return [(s, s + length) for s in starts]
-
-
-def _ramp(n: int, device: torch.device) -> torch.Tensor:
-    return (torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n  # rises over n steps, sums to 1 w/ flip
-
-
-def chunked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, frames: int, in_per_frame: int,
-            out_per_frame: int, out_channels: int, chunk: int, overlap: int, reach: int,
-            out_frames: int | None = None) -> torch.Tensor:
-    """Run `fn` on overlapping windows of x (B, C, >= frames * in_per_frame) and crossfade them together.
-
-    A window [a, b) in frames reads x[..., a * in_per_frame : b * in_per_frame] (the last one reads to the end of
-    x, so trailing samples reach `fn` as in a whole-clip call) and gives (b - a) * out_per_frame outputs. In each
-    overlap [a_next, b) the first `m` and last `m` frames are dropped (m = min(reach, (overlap - 1) // 2): the
-    frames within a window's receptive-field reach of its edge) and a linear crossfade spans the rest.
-    Returns (B, out_channels, frames * out_per_frame) in float32.
-    """
-    if not 0 <= overlap < chunk:
-        raise ValueError(f"need 0 <= overlap < chunk, got overlap={overlap}, chunk={chunk}")
-    spans = windows(frames, chunk, overlap)
-    if any(spans[i - 1][1] > spans[i + 1][0] for i in range(1, len(spans) - 1)):
-        raise ValueError(f"overlap {overlap} too large for chunk {chunk} at {frames} frames: three windows would "
-                         "overlap; use overlap <= chunk / 3")
-    if len(spans) == 1:
-        return fn(x).float()
-    out = torch.zeros(x.shape[0], out_channels, frames * out_per_frame, device=x.device)
-    for i, (a, b) in enumerate(spans):
-        end = x.shape[-1] if i == len(spans) - 1 else b * in_per_frame
-        y = fn(x[..., a * in_per_frame: end]).float()[..., : (b - a) * out_per_frame]  # (B, out, (b - a) opf)
-        w = torch.ones((b - a) * out_per_frame, device=x.device)
-        if i > 0:  # fade in over the centre of the overlap with the previous window
-            prev_end = spans[i - 1][1]
-            m = min(reach, (prev_end - a - 1) // 2)
-            lo, hi = (m * out_per_frame, (prev_end - a - m) * out_per_frame)
-            w[:lo] = 0
-            w[lo:hi] = _ramp(hi - lo, x.device)
-        if i < len(spans) - 1:  # fade out over the centre of the overlap with the next window
-            next_start = spans[i + 1][0]
-            m = min(reach, (b - next_start - 1) // 2)
-            lo, hi = ((next_start - a + m) * out_per_frame, (b - a - m) * out_per_frame)
-            w[lo:hi] = 1 - _ramp(hi - lo, x.device)
-            w[hi:] = 0
-        out[..., a * out_per_frame: b * out_per_frame] += y * w
-    return out
-
-
-def receptive_reach(convs: list[tuple[int, int, int, bool]], start_step: float, frame: float) -> int:
-    """An upper bound, in frames, of how far (one side) an output depends on input: the sum over the conv stack
-    (kernel, stride, dilation, transposed) of each kernel's one-sided reach times the step size where it runs.
-    `start_step`: the input's step in the unit `frame` is measured in."""
-    step, reach = start_step, 0.0
-    for k, s, d, transposed in convs:
-        if transposed:
-            reach += math.ceil(k / s) * step  # each output reads ceil(k / s) inputs
-            step /= s
-        elif s > 1:
-            reach += k * step  # strided: conservatively the whole kernel span
-            step *= s
-        else:
-            reach += math.ceil((k - 1) * d / 2) * step
-    return math.ceil(reach / frame)

@@ -31,6 +31,7 @@ from lafa.models.autoencoder import LafaAutoencoder, VaeAutoencoder
 from lafa.models.flow_decoder import masked_mse
 from lafa.models.lafa import Lafa
 from lafa.models.oobleck import OobleckVAE
+from lafa.models.vae_engine import InferenceVAE
 from lafa.stages.loading import load_autoencoder
 
 
@@ -95,6 +96,7 @@ class LafaStage(LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.vae = load_frozen_vae(vae_ckpt, vae_args).requires_grad_(False).eval()
+        self.vae_engine = InferenceVAE(self.vae)  # the CPU inference engine on CPU float32 (plain elsewhere)
         self.lafa = Lafa(
             latent_channels=self.vae.latent_dim, lafa_channels=lafa_channels, channel_group_size=channel_group_size,
             causal=causal, encoder_dim=encoder_dim, encoder_depth=encoder_depth, encoder_heads=encoder_heads,
@@ -121,13 +123,13 @@ class LafaStage(LightningModule):
     def _latents(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Frozen-VAE latent Z (B, C, N) in float32 and its real-frame mask (B, N) (None without padding mask)."""
         with torch.no_grad(), torch.autocast(self.device.type, enabled=False):  # frozen targets in float32
-            z = self.vae.encode_mean(batch["audio"].float()).float()
+            z = self.vae_engine.encode_mean(batch["audio"].float()).float()
         return z, frame_keep(batch.get("padding_mask"), self.vae.downsampling_ratio, z.shape[-1])
 
     def _vae_decode(self, z: torch.Tensor) -> torch.Tensor:
         """The frozen VAE's decoder in float32, outside any bf16 autocast."""
         with torch.autocast(self.device.type, enabled=False):
-            return self.vae.decode(z.float())
+            return self.vae_engine.decode(z.float())
 
     def _measure_input(self, z: torch.Tensor, keep: torch.Tensor | None) -> None:
         """Once, on the first batch LAFA sees (every process's share): the VAE latent's statistics, frozen after."""

@@ -22,6 +22,7 @@ from lafa.metrics.reconstruction import ReconstructionMetrics
 from lafa.models.autoencoder import VaeAutoencoder
 from lafa.models.discriminators import MultiScaleSTFTDiscriminator
 from lafa.models.oobleck import OobleckVAE
+from lafa.models.vae_engine import InferenceVAE
 from lafa.models.vae_losses import (
     SpectralReconstructionLoss,
     feature_matching_loss,
@@ -191,7 +192,8 @@ class VaeStage(LightningModule):
         ratio = self.eval_vae.downsampling_ratio
         length = audio.shape[-1]
         padded = torch.nn.functional.pad(audio, (0, -length % ratio))
-        return self.eval_vae.decode(self.eval_vae.encode_mean(padded))[..., :length].float()
+        vae = InferenceVAE(self.eval_vae)  # the CPU inference engine on CPU float32, the plain model elsewhere
+        return vae.decode(vae.encode_mean(padded))[..., :length].float()
 
     def _evaluate(self, batch: dict, batch_idx: int, split: str) -> None:
         audio = batch["audio"]
