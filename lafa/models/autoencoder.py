@@ -8,9 +8,8 @@ samples [n r, (n + 1) r) and is real when its first sample is (`lafa.data.geomet
 the VAE (a convolutional encoder sees them only through its receptive field at the clip's end, as in its own
 training on zero-padded clips), and LAFA's time attention never attends to padding frames, so the real frames
 of a padded clip do not depend on what its padding holds.
-
-The VAE runs through `lafa.models.vae_engine.InferenceVAE` (`self.engine`): the CPU inference engine for CPU
-float32 calls with autograd off, the plain model elsewhere; `inference_engine=False` always runs the plain model.
+The VAE runs through `InferenceVAE` (`self.engine`): the CPU inference engine on CPU float32 calls with autograd
+off, else the plain model; `inference_engine=False` always runs the plain model.
 """
 
 from __future__ import annotations

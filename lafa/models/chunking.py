@@ -1,10 +1,5 @@
-"""Chunked encode/decode: a long clip run as overlapping windows (memory bounded by the window), stitched with a
-linear crossfade over the centre of each overlap.
-
-Used by `OobleckVAE.encode_chunked` / `decode_chunked` and by the CPU inference engine (`lafa.models.vae_engine`).
-When the overlap exceeds twice the network's receptive-field reach (`receptive_reach`), every output frame comes
-from window interiors: equal to whole-clip processing up to float rounding everywhere, seams included.
-"""
+"""Chunked encode/decode (`OobleckVAE.encode_chunked`, the CPU engine's `chunk_frames`): overlapping windows,
+stitched with a linear crossfade; exact up to float rounding when the overlap exceeds twice the receptive reach."""
 
 from __future__ import annotations
 
@@ -31,8 +26,7 @@ def _ramp(n: int, device: torch.device) -> torch.Tensor:
 
 
 def chunked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, frames: int, in_per_frame: int,
-            out_per_frame: int, out_channels: int, chunk: int, overlap: int, reach: int,
-            out_frames: int | None = None) -> torch.Tensor:
+            out_per_frame: int, out_channels: int, chunk: int, overlap: int, reach: int) -> torch.Tensor:
     """Run `fn` on overlapping windows of x (B, C, >= frames * in_per_frame) and crossfade them together.
 
     A window [a, b) in frames reads x[..., a * in_per_frame : b * in_per_frame] (the last one reads to the end of

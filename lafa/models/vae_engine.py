@@ -1,16 +1,11 @@
 """The Oobleck VAE's CPU inference engine, a path the caller asks for: `InferenceVAE(vae, **options)`.
 
-`InferenceVAE` gives `encode`, `encode_mean` and `decode` of an `OobleckVAE` with autograd off. CPU float32 calls
-(with autograd off) run the engine, where it is measured faster than the plain model (docs/benchmarks.md): the
-VAE's modules one by one through `lafa.models.vae_inference`'s kernels (folded weight norm, oneDNN packed convs,
-Winograd kernel-7 convs, channels-last activations, residual units on time tiles, fused SnakeBeta), long clips in
-windows of `chunk_frames` (`lafa.models.chunking`), bf16 where asked and native. Every other call (GPU, other
-dtypes, autograd on, a VAE that is not an OobleckVAE, `enabled=False`) runs the plain model. The model's
-parameters are read as stored; nothing is written to the model.
-
-Tolerance: the engine's outputs agree with the plain model's to `TOLERANCE` of the output's max (measured ~1e-5:
-Winograd ~1e-5 per conv, the compiled sin 2.5e-6, chunking and tiles float rounding;
-tests/models/test_vae_golden.py).
+Its `encode`, `encode_mean` and `decode` run the engine on CPU float32 calls with autograd off, where it is
+measured faster (docs/benchmarks.md): the VAE's modules one by one through `lafa.models.vae_inference`'s kernels
+(folded weight norm, packed convs, Winograd, channels-last, time tiles, fused SnakeBeta), long clips in windows
+(`lafa.models.chunking`), bf16 where asked and native. Any other call (GPU, other dtypes, autograd on, not an
+OobleckVAE, `enabled=False`) runs the plain model. Outputs agree with the plain model's within `TOLERANCE` of
+the max (measured ~2e-6, tests/models/test_vae_golden.py). Nothing is written to the model.
 """
 
 from __future__ import annotations
@@ -21,10 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lafa.models import vae_inference, winograd
+from lafa.models import oobleck, vae_inference, winograd
 from lafa.models.chunking import chunked
-from lafa.models.oobleck import (DecoderBlock, EncoderBlock, OobleckDecoder, OobleckEncoder, OobleckVAE,
-                                 ResidualUnit, SnakeBeta, WNConv1d, vae_sample)
+from lafa.models.oobleck import OobleckVAE, WNConv1d
 from lafa.models.vae_inference import FoldedWeight
 
 TOLERANCE = 1e-4  # max |engine - plain| / max |plain| (float32, default options)
@@ -41,11 +35,9 @@ class InferenceConfig:
     channels_last: bool = True  # activations with the channel fastest (oneDNN's direct 1-D kernels); False: (B, C, L)
     tile_elements: int | None = 128 * 45056  # residual units run on time tiles of about this many B x C x L
     # elements (23 MB in float32, cache-sized), with exact halos; None: whole activations
-    winograd_tile: int | None = 4  # kernel-7 convs by Winograd F(m, 7), m in (2, 4) (lafa.models.winograd):
-    # 8 / 14 (m = 2) or 10 / 28 (m = 4) of the multiply-adds; error ~4e-6 (m = 2) / ~2e-5 (m = 4) of the max
-    # per conv against ~1.5e-6 direct; None: oneDNN's direct convolution everywhere
-    winograd_min_channels: int = 128  # ... for convs with at least this many input channels (at 64 the tile
-    # transforms cost about what the GEMMs save on this CPU: docs/benchmarks.md)
+    winograd_tile: int | None = 4  # kernel-7 convs by Winograd F(m, 7), m in (2, 4): 8 / 14 or 10 / 28 of the
+    # multiply-adds, ~4e-6 / ~2e-5 of the max per conv (direct: ~1.5e-6); None: direct convolutions everywhere
+    winograd_min_channels: int = 128  # ... from this many input channels (below, no faster: docs/benchmarks.md)
 
     def __post_init__(self) -> None:
         if self.tile_elements is not None and self.tile_elements < 1:
@@ -60,9 +52,7 @@ class InferenceConfig:
 
 
 class InferenceVAE:
-    """`vae` for inference: the engine on CPU float32 calls with autograd off, the plain model for any other call.
-
-    Not a module (no state of its own, nothing in a state dict): it caches each conv's folded and packed weight,
+    """`vae` for inference. Not a module (nothing in a state dict): it caches each conv's folded and packed weight,
     keyed by the parameters' storage and version, so training or reloading the VAE in between is safe."""
 
     def __init__(self, vae: nn.Module, enabled: bool = True, allow_emulated_bf16: bool = False, **options) -> None:
@@ -72,9 +62,8 @@ class InferenceVAE:
         self.configure(allow_emulated_bf16, **options)
 
     def configure(self, allow_emulated_bf16: bool = False, **options) -> InferenceConfig:
-        """Set `InferenceConfig` fields. bf16 needs an OobleckVAE and native bf16 on its parameters' device
-        (`vae_inference.bf16_supported`); elsewhere it is refused unless `allow_emulated_bf16` (for measuring its
-        error, not for speed). On other devices than the CPU, bf16 runs the plain model under bf16 autocast."""
+        """Set `InferenceConfig` fields. bf16 needs native bf16 on the VAE's device (else refused unless
+        `allow_emulated_bf16`: for measuring its error); off the CPU it runs the plain model under bf16 autocast."""
         config = InferenceConfig(**{**self.config.__dict__, **options})
         if config.dtype == torch.bfloat16:
             if not isinstance(self.vae, OobleckVAE):
@@ -104,7 +93,7 @@ class InferenceVAE:
         if not self.uses_engine(audio):
             return self._plain(self.vae.encode, audio, sample)
         mean, scale = self.encoder_out(audio).chunk(2, dim=1)
-        z, kl = vae_sample(mean, scale)
+        z, kl = oobleck.vae_sample(mean, scale)
         return (z if sample else mean), kl
 
     def encode_mean(self, audio: torch.Tensor) -> torch.Tensor:
@@ -115,10 +104,10 @@ class InferenceVAE:
 
     def encoder_out(self, audio: torch.Tensor) -> torch.Tensor:
         """The engine's encoder output (B, 2C, S // 2048): mean and scale of the posterior."""
-        vae = self.vae
+        vae, ratio = self.vae, self.vae.downsampling_ratio
         vae._check_audio(audio)
-        return self._chunked(vae.encoder, audio, audio.shape[-1] // vae.downsampling_ratio, vae.downsampling_ratio,
-                             1, 2 * vae.latent_dim, vae.encoder_reach)
+        return self._chunked(vae.encoder, audio, audio.shape[-1] // ratio, ratio, 1, 2 * vae.latent_dim,
+                             vae.encoder_reach)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """As `OobleckVAE.decode`: (B, C, N) -> (B, 2, N * 2048)."""
@@ -135,45 +124,45 @@ class InferenceVAE:
         """The encoder or decoder on windows of at most `chunk_frames` frames, in the configured dtype and layout."""
         cfg = self.config
         chunk = cfg.chunk_frames or max(frames, 1)
-        fn = (lambda t: self._run(net, vae_inference.channels_last(t))) if cfg.channels_last else (
-            lambda t: self._run(net, t))
+        fn = lambda t: self.run(net, vae_inference.channels_last(t) if cfg.channels_last else t)  # noqa: E731
         out = chunked(fn, x if cfg.dtype is None else x.to(cfg.dtype), frames, in_per_frame, out_per_frame,
                       out_channels, chunk, min(cfg.overlap_frames, chunk - 1), reach)
         return out.to(x.dtype).contiguous()
 
-    def _run(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def run(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """One module of the VAE as the engine runs it; modules it has no kernel for run their own forward."""
         if isinstance(m, WNConv1d):
-            return self._conv(m, x)
-        if isinstance(m, SnakeBeta) and self.config.fused_snake:
+            return self.conv(m, x)
+        if isinstance(m, oobleck.SnakeBeta) and self.config.fused_snake:
             alpha = m.alpha.exp().to(x.dtype)[None, :, None]  # (1, C, 1)
             inv_beta = (1.0 / (m.beta.exp() + 1e-9)).to(x.dtype)[None, :, None]
             return vae_inference.snake_fused(x, alpha, inv_beta)
-        if isinstance(m, ResidualUnit):  # the residual add fused into the last conv's output pass
-            return self._conv(m.layers[3], self._run(m.layers[:3], x), residual=x)
-        if isinstance(m, EncoderBlock):  # the length-preserving part on cache-sized time tiles, then the strided conv
-            return self._conv(m.layers[4], self._tiled(m.layers[:4], x))
-        if isinstance(m, DecoderBlock):  # act, transposed conv, then the residual units on time tiles
-            return self._tiled(m.layers[2:], self._run(m.layers[:2], x))
-        if isinstance(m, (nn.Sequential, OobleckEncoder, OobleckDecoder)):
-            for layer in (m.layers if isinstance(m, (OobleckEncoder, OobleckDecoder)) else m):
-                x = self._run(layer, x)
+        if isinstance(m, oobleck.ResidualUnit):  # the residual add fused into the last conv's output pass
+            return self.conv(m.layers[3], self.run(m.layers[:3], x), residual=x)
+        if isinstance(m, oobleck.EncoderBlock):  # residual units and act on time tiles, then the strided conv
+            return self.conv(m.layers[4], self._tiled(m.layers[:4], x))
+        if isinstance(m, oobleck.DecoderBlock):  # act, transposed conv, then the residual units on time tiles
+            return self._tiled(m.layers[2:], self.run(m.layers[:2], x))
+        if isinstance(m, (oobleck.OobleckEncoder, oobleck.OobleckDecoder)):
+            m = m.layers
+        if isinstance(m, nn.Sequential):
+            for layer in m:
+                x = self.run(layer, x)
             return x
         return m(x)
 
     def _tiled(self, stack: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         """A length-preserving stack on time tiles with halos of its receptive-field reach (exact)."""
         halo = sum((c.kernel_size - 1) // 2 * c.dilation for c in stack.modules() if isinstance(c, WNConv1d))
-        return vae_inference.tiled(lambda t: self._run(stack, t), x, self.config.tile_elements, halo)
+        return vae_inference.tiled(lambda t: self.run(stack, t), x, self.config.tile_elements, halo)
 
-    def _conv(self, m: WNConv1d, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    def conv(self, m: WNConv1d, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """conv(x) (+ residual) with the folded weight, computed once per parameter version, and packed kernels."""
         folded = self.folded.setdefault(m, FoldedWeight())
         folded.get(m.weight_v, m.weight_g, x.dtype)
         bias = None if m.bias is None else m.bias.to(x.dtype)
-        if m.transposed:
-            y = vae_inference.conv_transpose_inference(x, folded, bias, m.stride, m.padding, m.dilation)
-            return y if residual is None else residual + y
+        if m.transposed:  # (never with a residual in the VAE)
+            return vae_inference.conv_transpose_inference(x, folded, bias, m.stride, m.padding, m.dilation)
         cfg = self.config
         tile = None if cfg.winograd_tile is None else (cfg.winograd_tile, cfg.winograd_min_channels)
         return vae_inference.conv_inference(x, folded, bias, m.stride, m.padding, m.dilation, residual, tile)

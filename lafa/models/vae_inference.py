@@ -1,18 +1,10 @@
 """The kernels of the Oobleck VAE's CPU inference engine (`lafa.models.vae_engine.InferenceVAE` runs them).
 
-- Weight norm folded: each conv's w = g * v / ||v|| is computed once and cached, keyed by the parameters' storage
-  and version counters, so an optimizer step, `load_state_dict` or `.to()` invalidates it. Same kernel, same
-  result: bit-identical to the plain model's weight. On CPU float32 every convolution also caches oneDNN's packed
-  weight layout (torch's dense path reorders the weight on every call, which dominates the transposed convs at
-  short clips; docs/benchmarks.md).
-- Winograd kernel-7 convs (`winograd_tile`, `winograd_min_channels`): F(4, 7) by default, lafa.models.winograd.
-- Channels-last activations (`channels_last`): stored (B, L, C) in memory so oneDNN runs its direct 1-D kernels.
-- Tiled residual units (`tiled`): a block's length-preserving stack runs on cache-sized time tiles, each read
-  with a halo of the stack's receptive-field reach: exact up to summation order.
-- Fused SnakeBeta: x + sin(alpha x)^2 / beta in one `torch.compile`d elementwise kernel (dynamic shapes, compiled
-  once per process) for tensors of at least `FUSED_SNAKE_MIN_NUMEL` elements; if compiling fails the reason is
-  warned once and an in-place eager form (4 kernels instead of 5, 2 temporaries fewer) is used.
-- bf16 (`bf16_supported`): where the hardware has bf16 arithmetic.
+The folded weight norm (`FoldedWeight`: g * v / ||v|| once per parameter version, bit-identical), oneDNN's packed
+convolutions (`conv_inference`, `conv_transpose_inference`; Winograd kernel-7 convs from lafa.models.winograd),
+channels-last activations, time tiles with exact halos (`tiled`), the fused SnakeBeta (`snake_fused`: one
+`torch.compile`d kernel, an in-place eager form where compiling fails or does not pay) and the bf16 check.
+Measurements: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -38,8 +30,6 @@ def bf16_supported(device: torch.device | str) -> bool:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return False
 
-
-# ---- folded weight norm -------------------------------------------------------------------------------------
 
 class FoldedWeight:
     """A conv's folded weight, valid while its g and v keep their storage and version (no in-place update)."""
@@ -70,9 +60,6 @@ class FoldedWeight:
                 self.weight = torch._weight_norm(v, g, 0).to(dtype)  # the training path's kernel: bit-identical
             self.key, self.sources, self.packed = key, (v.detach(), g.detach()), {}
         return self.weight
-
-    def clear(self) -> None:
-        self.__init__()
 
     def __deepcopy__(self, memo: dict) -> FoldedWeight:  # a cache, not state: copies (EMA, deepcopy) start empty
         return FoldedWeight()
@@ -108,16 +95,11 @@ def _packed_failed(e: Exception, cache: FoldedWeight) -> None:
 def conv_inference(x: torch.Tensor, cache: FoldedWeight, bias: torch.Tensor | None, stride: int, padding: int,
                    dilation: int, residual: torch.Tensor | None = None,
                    winograd_tile: tuple[int, int] | None = None) -> torch.Tensor:
-    """Conv1d with the folded weight (plus `residual`, added in the conv's output pass), through oneDNN's packed
-    weight layout on CPU float32.
-
-    torch's dense CPU path reorders the weight into oneDNN's blocked layout on every call, and a (B, C, L) input
-    and output too; packing once per input shape and a channels-last input (`channels_last`) remove both, so oneDNN
-    runs its direct 1-D kernel. The residual add as oneDNN's binary post-op saves a pass over the activation
-    (1x1 conv + add at (1, 128, 45056): 49 -> 32 ms here, bit-identical). Same arithmetic up to the summation
-    order: 1e-6 of the max. Elsewhere, or if the packed op is unavailable (warned once), dense conv1d (+ add).
-    `winograd_tile` (m, least input channels): kernel-7 'same' convs with enough channels run as Winograd F(m, 7).
-    """
+    """Conv1d with the folded weight (plus `residual`, added in the conv's output pass as oneDNN's binary post-op),
+    through oneDNN's weight packed once per input shape on CPU float32: torch's dense path reorders the weight (and
+    a (B, C, L) input) on every call. 1e-6 of the max from the dense conv (summation order). Elsewhere, or if the
+    packed op is unavailable (warned once), dense conv1d (+ add). `winograd_tile` (m, least input channels):
+    kernel-7 'same' convs with enough channels run as Winograd F(m, 7)."""
     w = cache.weight
     if winograd_tile is not None and _winograd_ok(x, w, stride, padding, dilation, winograd_tile[1]):
         try:
@@ -212,8 +194,6 @@ def conv_transpose_inference(x: torch.Tensor, cache: FoldedWeight, bias: torch.T
     return torch.nn.functional.conv_transpose1d(x, w, bias, stride, padding, dilation=dilation)
 
 
-# ---- fused SnakeBeta ----------------------------------------------------------------------------------------
-
 def _snake(x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor) -> torch.Tensor:
     return x + inv_beta * torch.sin(alpha * x).pow(2)
 
@@ -245,18 +225,11 @@ def snake_fused(x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor) ->
         return snake_eager(x, alpha, inv_beta)
 
 
-# ---- tiling ---------------------------------------------------------------------------------------------------
-
 def tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile_elements: int | None,
           halo: int) -> torch.Tensor:
-    """Run a length-preserving stack `fn` on time tiles of x (B, C, L), each read with `halo` samples of context on
-    either side (clamped at the clip's edges, where the convolutions' own zero padding applies as in a whole call).
-
-    With halo >= the stack's one-sided receptive-field reach every output equals the whole-tensor call up to the
-    convolutions' float summation order. Tiles of about `tile_elements` B x C x L elements keep the activations
-    cache-sized: long clips ran ~1.4x slower per sample than 1 s tiles in the SAO encoder's first block
-    (docs/benchmarks.md). Returns (B, C, L) in x's layout (channels-last input gives channels-last output).
-    """
+    """Run a length-preserving stack `fn` on time tiles of x (B, C, L) of about `tile_elements` B x C x L elements
+    (cache-sized), each read with `halo` samples of context on either side (clamped at the clip's edges). With
+    halo >= the stack's one-sided reach, equal to the whole call up to summation order. Returns x's layout."""
     b, c, length = x.shape
     tile = max(tile_elements // (b * c), 4 * halo, 1) if tile_elements else length
     if length <= tile:

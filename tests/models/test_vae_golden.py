@@ -1,7 +1,7 @@
 """Bit-identity with the VAE before its CPU inference engine became a separate path (issue 27).
 
-tests/models/golden/vae_outputs.pt holds outputs of the code at commit 7630da6 (written by
-`golden/make_vae_outputs.py` there, one thread): the training path (train mode, with grad) and the implicit
+tests/models/golden/vae_outputs.pt holds outputs of the VAE code of commit 7630da6 (written by
+`tests/models/golden/make_vae_outputs.py`, see commit 951c4b9 on branch vaeinf, one thread): the training path (train mode, with grad) and the implicit
 eval/no_grad inference path under four option sets, plus encode_chunked/decode_chunked. Here, on the same seeded
 weights and inputs (`build`, `inputs`: copies of that script's), bit for bit:
 - the plain model (`OobleckVAE`) equals today's training path, in train mode and now also in eval mode under
