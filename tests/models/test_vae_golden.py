@@ -1,9 +1,10 @@
 """Bit-identity with the VAE before its CPU inference engine became a separate path (issue 27).
 
-tests/models/golden/vae_outputs.pt holds outputs of the VAE code of commit 7630da6 (written by
-`tests/models/golden/make_vae_outputs.py`, see commit 951c4b9 on branch vaeinf, one thread): the training path (train mode, with grad) and the implicit
-eval/no_grad inference path under four option sets, plus encode_chunked/decode_chunked. Here, on the same seeded
-weights and inputs (`build`, `inputs`: copies of that script's), bit for bit:
+tests/models/golden/vae_outputs.pt holds outputs of the VAE code of commit 7630da6, one thread (written by
+`tests/models/golden/make_vae_outputs.py`, in the commit that added the file: `git log -- tests/models/golden`):
+the training path (train mode, with grad), the implicit eval/no_grad inference path under four option sets, and
+encode_chunked/decode_chunked. Here, on the same seeded weights and inputs (`build`, `inputs`: copies of that
+script's), bit for bit:
 - the plain model (`OobleckVAE`) equals today's training path, in train mode and now also in eval mode under
   no_grad (it no longer switches path);
 - the explicit engine (`InferenceVAE(vae, **options)`) equals today's inference path with the same options;
