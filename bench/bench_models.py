@@ -12,7 +12,6 @@ Writes bench/results/models.json (machine, versions, settings, agreement, second
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib.metadata
 import json
 import os
@@ -29,6 +28,7 @@ from torch import nn
 
 from lafa.models.dit import DiT
 from lafa.models.oobleck import OobleckVAE
+from lafa.models.vae_engine import InferenceVAE
 from lafa.models.vae_inference import bf16_supported
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -205,16 +205,17 @@ def versions(site: Path) -> dict:
 class LafaCases:
     """lafa's side of every timed case: the same calls as the worker's (bench/_reference_worker.py)."""
 
-    def __init__(self, model: nn.Module, inputs: dict) -> None:
+    def __init__(self, model: nn.Module, inputs: dict, infer=None) -> None:
         self.model, self.inputs = model, inputs
+        self.infer = model if infer is None else infer  # the VAE's inference calls: InferenceVAE (its CPU engine)
 
     def vae_encode(self) -> torch.Tensor:
         with torch.no_grad():
-            return self.model.encode(self.inputs["audio"])[0]
+            return self.infer.encode(self.inputs["audio"])[0]
 
     def vae_decode(self) -> torch.Tensor:
         with torch.no_grad():
-            return self.model.decode(self.inputs["z"])
+            return self.infer.decode(self.inputs["z"])
 
     def vae_train_step(self) -> torch.Tensor:
         self.model.zero_grad(set_to_none=True)
@@ -252,10 +253,10 @@ class LafaCases:
         if "audio" in self.inputs:
             self.model.eval()
             with torch.no_grad():
-                out["encoder_raw"] = self.model.encoder(self.inputs["audio"])
+                out["encoder_raw"] = self.infer.encoder_out(self.inputs["audio"])
                 torch.manual_seed(self.inputs["seed"])
-                out["z"], out["kl"] = self.model.encode(self.inputs["audio"])
-                out["decoded"] = self.model.decode(self.inputs["z"])
+                out["z"], out["kl"] = self.infer.encode(self.inputs["audio"])
+                out["decoded"] = self.infer.decode(self.inputs["z"])
             torch.manual_seed(self.inputs["seed"])
             out["loss"] = self.vae_train_step().detach()
         else:
@@ -320,17 +321,16 @@ def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def bench_vae_matrix(ref: Reference, vae: OobleckVAE, tmp: Path, args) -> dict:
-    """lafa's inference path (eval, no grad: folded weight norm, fused SnakeBeta, packed convs, channels-last
-    activations, tiled residual units, chunks of 256 frames overlapping by 24) against the reference's whole-clip
-    encode/decode, per clip length and batch: agreement at batch 1, then CPU and wall time interleaved per call
-    (order flipped every round)."""
-    vae.eval()
-    if args.vae_chunk_frames is not None or args.vae_overlap_frames is not None:
-        options = {"chunk_frames": args.vae_chunk_frames, "overlap_frames": args.vae_overlap_frames}
-        vae.configure_inference(**{k: v for k, v in options.items() if v is not None})
+    """lafa's CPU inference engine (`InferenceVAE`: folded weight norm, fused SnakeBeta, packed convs, channels-last
+    activations, tiled residual units, Winograd, chunks of 256 frames overlapping by 24) against the reference's
+    whole-clip encode/decode, per clip length and batch: agreement at batch 1, then CPU and wall time interleaved
+    per call (order flipped every round)."""
+    options = {"chunk_frames": args.vae_chunk_frames, "overlap_frames": args.vae_overlap_frames}
+    engine = InferenceVAE(vae, **{k: v for k, v in options.items() if v is not None})
+    cfg = engine.config
     cases = [(sec, batch, round(sec * SAMPLE_RATE / vae.downsampling_ratio))
              for sec, batch in parse_matrix(args.vae_matrix)]
-    out = {"inference": dict(vars(vae.inference), dtype=str(vae.inference.dtype)), "cases": {}}
+    out = {"inference": dict(vars(cfg), dtype=str(cfg.dtype)), "cases": {}}
     with torch.no_grad():
         for sec, batch, frames in cases:
             if batch != 1:
@@ -338,22 +338,18 @@ def bench_vae_matrix(ref: Reference, vae: OobleckVAE, tmp: Path, args) -> dict:
             audio, z = vae_inputs(frames, 1, 11)
             ref("vae_matrix_outputs", frames=frames, batch=1, seed=11, path=str(tmp / "matrix.pt"))
             theirs = torch.load(tmp / "matrix.pt")
-            ours = {"encoder_raw": vae._encoder_out(audio), "decoded": vae.decode(z)}
+            ours = {"encoder_raw": engine.encoder_out(audio), "decoded": engine.decode(z)}
             out["cases"][f"{sec:g}s_b1_agreement"] = {k: rel_diff(ours[k], theirs[k]) for k in ours}
             print(f"  agreement {sec:g} s: {out['cases'][f'{sec:g}s_b1_agreement']}", file=sys.stderr, flush=True)
     samples: dict[str, dict[str, list]] = {}
-    # clips longer than a window: lafa's whole-clip inference too (a copy, so the packed caches stay apart), for
-    # the chunking overhead = chunked CPU / whole-clip CPU
-    whole = None
-    if any(frames > (vae.inference.chunk_frames or frames) for _, _, frames in cases):
-        whole = copy.deepcopy(vae)
-        whole.configure_inference(chunk_frames=None)
-    models = {"lafa": vae, "lafa_whole": whole}
+    # clips longer than a window: lafa's whole-clip inference too (its own packed caches), for the chunking
+    # overhead = chunked CPU / whole-clip CPU
+    models = {"lafa": engine, "lafa_whole": InferenceVAE(vae, **{**vars(cfg), "chunk_frames": None})}
     with torch.no_grad():
         for r in range(args.warmup + args.repeats):
             for sec, batch, frames in cases:
                 audio, z = vae_inputs(frames, batch, 11)
-                sides = ["lafa", "reference"] + (["lafa_whole"] if frames > (vae.inference.chunk_frames or frames)
+                sides = ["lafa", "reference"] + (["lafa_whole"] if frames > (cfg.chunk_frames or frames)
                                                   else [])
                 for op in ("encode", "decode"):
                     name = f"vae_{op}_{sec:g}s_b{batch}"
@@ -390,15 +386,10 @@ def bf16_error(vae: OobleckVAE, frames: int) -> dict:
     """bf16 inference against float32 on the bench's SAO weights (emulated where the CPU has no native bf16:
     the error is the arithmetic's, the speed would not be)."""
     audio, z = vae_inputs(frames, 1, 13)
-    vae.eval()
+    engine, bf16 = InferenceVAE(vae), InferenceVAE(vae, dtype=torch.bfloat16, allow_emulated_bf16=True)
     with torch.no_grad():
-        ref_enc, ref_dec = vae.encode_mean(audio), vae.decode(z)
-        saved = vae.inference
-        vae.configure_inference(dtype=torch.bfloat16, allow_emulated_bf16=True)
-        try:
-            enc, dec = vae.encode_mean(audio), vae.decode(z)
-        finally:
-            vae.configure_inference(**saved.__dict__)
+        ref_enc, ref_dec = engine.encode_mean(audio), engine.decode(z)
+        enc, dec = bf16.encode_mean(audio), bf16.decode(z)
     return {"native_bf16": bf16_supported("cpu"), "frames": frames,
             "encode_mean_max_rel": rel_diff(enc, ref_enc), "decode_max_rel": rel_diff(dec, ref_dec),
             "decode_rms_rel": ((dec - ref_dec).pow(2).mean().sqrt() / ref_dec.pow(2).mean().sqrt()).item()}
@@ -423,17 +414,17 @@ def bench_vae(ref: Reference, tmp: Path, args) -> dict:
     torch.save(inputs, tmp / "vae_inputs.pt")
     info = ref("setup_vae", config=SAO_AUTOENCODER_CONFIG, weights=str(tmp / "vae.pt"),
                inputs=str(tmp / "vae_inputs.pt"))
-    lafa = LafaCases(vae, inputs)
+    lafa, plain = LafaCases(vae, inputs, InferenceVAE(vae)), LafaCases(vae, inputs)
     ref("outputs", path=str(tmp / "vae_ref_out.pt"))
     agree = agreement(lafa.outputs(), torch.load(tmp / "vae_ref_out.pt"))
-    flops = {"vae_encode": conv_flops(vae, lafa.vae_encode), "vae_decode": conv_flops(vae, lafa.vae_decode)}
+    flops = {"vae_encode": conv_flops(vae, plain.vae_encode), "vae_decode": conv_flops(vae, plain.vae_decode)}
     timings = interleaved(["vae_encode", "vae_decode", "vae_train_step"], lafa, ref, args.repeats, args.warmup)
     for case, f in flops.items():
         timings[case].update(flops=f, lafa_flop_per_s=f / timings[case]["lafa_s"],
                              reference_flop_per_s=f / timings[case]["reference_s"])
     extra = {}
     if args.vae_matrix:
-        print("VAE inference matrix (lafa inference path vs reference whole clip)", file=sys.stderr, flush=True)
+        print("VAE inference matrix (lafa's CPU inference engine vs reference whole clip)", file=sys.stderr, flush=True)
         extra["matrix"] = bench_vae_matrix(ref, vae, tmp, args)
     if args.bf16_frames:
         extra["bf16_error"] = bf16_error(vae, args.bf16_frames)

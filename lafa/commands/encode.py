@@ -43,12 +43,12 @@ def main(argv: list[str]) -> int:
     autoencoder = load_autoencoder(args.ckpt_path, latent_dim=args.latent_dim)
     if isinstance(autoencoder, torch.nn.Module):
         autoencoder = autoencoder.to(args.device).eval()
-    vae = getattr(autoencoder, "vae", None)
+    engine = getattr(autoencoder, "engine", None)  # the VAE's InferenceVAE
     if args.vae_dtype == "bfloat16":
-        if not hasattr(vae, "configure_inference"):
+        if not hasattr(engine, "configure"):
             raise SystemExit("lafa encode: --vae_dtype bfloat16 needs an Oobleck VAE autoencoder")
         try:
-            vae.configure_inference(dtype=torch.bfloat16)
+            engine.configure(dtype=torch.bfloat16)
         except ValueError as e:
             raise SystemExit(f"lafa encode: {e}") from e
     stats = encode_corpus(autoencoder, expand_shards(args.shards), args.out, args.batch_size, args.device,

@@ -8,6 +8,8 @@ samples [n r, (n + 1) r) and is real when its first sample is (`lafa.data.geomet
 the VAE (a convolutional encoder sees them only through its receptive field at the clip's end, as in its own
 training on zero-padded clips), and LAFA's time attention never attends to padding frames, so the real frames
 of a padded clip do not depend on what its padding holds.
+The VAE runs through `InferenceVAE` (`self.engine`): the CPU inference engine on CPU float32 calls with autograd
+off, else the plain model; `inference_engine=False` always runs the plain model.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from lafa.data.geometry import frame_keep
+from lafa.models.vae_engine import InferenceVAE
 
 if TYPE_CHECKING:
     from lafa.models.lafa import Lafa
@@ -52,9 +55,10 @@ def zero_padding(audio: torch.Tensor, padding_mask: torch.Tensor | None) -> torc
 class VaeAutoencoder(nn.Module):
     """The plain waveform VAE behind the Autoencoder interface: encode = posterior mean, decode = VAE decoder."""
 
-    def __init__(self, vae: OobleckVAE) -> None:
+    def __init__(self, vae: OobleckVAE, inference_engine: bool = True) -> None:
         super().__init__()
         self.vae = vae
+        self.engine = InferenceVAE(vae, enabled=inference_engine)
         self.sample_rate = vae.sample_rate
         self.io_channels = vae.io_channels
         self.latent_dim = vae.latent_dim
@@ -63,13 +67,13 @@ class VaeAutoencoder(nn.Module):
     def encode(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, io_channels, S) -> (B, latent_dim, S // downsampling_ratio), the posterior mean of the audio with
         its padding zeroed."""
-        return self.vae.encode_mean(zero_padding(audio, padding_mask))
+        return self.engine.encode_mean(zero_padding(audio, padding_mask))
 
     def decode(
         self, latent: torch.Tensor, steps: int | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """(B, latent_dim, N) -> (B, io_channels, N * downsampling_ratio); `steps`, `generator` unused (no flow)."""
-        return self.vae.decode(latent)
+        return self.engine.decode(latent)
 
 
 class LafaAutoencoder(nn.Module):
@@ -78,9 +82,10 @@ class LafaAutoencoder(nn.Module):
     LAFA latent; decode: un-normalise -> `steps` Euler steps of the flow decoder (Table 7; 2 by default) -> VAE
     decoder. `vae` is any frozen base with `encode_mean`/`decode` (an OobleckVAE, or a stand-in latent)."""
 
-    def __init__(self, vae: OobleckVAE, lafa: Lafa, default_steps: int = 2) -> None:
+    def __init__(self, vae: OobleckVAE, lafa: Lafa, default_steps: int = 2, inference_engine: bool = True) -> None:
         super().__init__()
         self.vae = vae
+        self.engine = InferenceVAE(vae, enabled=inference_engine)
         self.lafa = lafa
         self.default_steps = default_steps
         self.sample_rate = vae.sample_rate
@@ -90,7 +95,7 @@ class LafaAutoencoder(nn.Module):
 
     def encode(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, io_channels, S), padding_mask (B, S) -> (B, C_lafa, S // downsampling_ratio), normalised."""
-        z = self.vae.encode_mean(zero_padding(audio, padding_mask))
+        z = self.engine.encode_mean(zero_padding(audio, padding_mask))
         keep = frame_keep(padding_mask, self.downsampling_ratio, z.shape[-1])
         return self.lafa.normalizer.normalize(self.lafa.encode(z, keep))
 
@@ -102,7 +107,7 @@ class LafaAutoencoder(nn.Module):
             raise ValueError(f"LAFA latent must be (B, {self.latent_dim}, N), got {tuple(latent.shape)}")
         steps = self.default_steps if steps is None else steps
         z0 = self.lafa.decode(self.lafa.normalizer.denormalize(latent), steps, generator=generator)
-        return self.vae.decode(z0)
+        return self.engine.decode(z0)
 
 
 def random_rotation(channels: int, seed: int) -> torch.Tensor:

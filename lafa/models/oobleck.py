@@ -4,9 +4,8 @@ Paper Sec. 4.3 / Appendix D build on it: stereo 44.1 kHz audio -> (B, latent_dim
 Parameter names follow the official checkpoint (`encoder.layers.N...`, `weight_g`/`weight_v`, `alpha`/`beta`),
 so `lafa.checkpoints.load_sao_vae` loads official weights by name.
 
-In eval mode with autograd off, every call takes the inference path of `lafa.models.vae_inference` (folded weight
-norm, fused SnakeBeta, chunked long clips, optional bf16; `OobleckVAE.configure_inference`); training and any
-call that records gradients run the parameters as stored.
+Plain PyTorch in every mode. The CPU inference engine (folded weight norm, packed convs, tiles, Winograd, fused
+SnakeBeta, chunking, bf16) is a separate path a caller asks for: `lafa.models.vae_engine.InferenceVAE(vae)`.
 """
 
 from __future__ import annotations
@@ -18,9 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lafa.models import vae_inference
+from lafa.models.chunking import chunked, receptive_reach
 from lafa.models.presets import config_class
-from lafa.models.vae_inference import InferenceConfig, is_inference
 
 
 class WNConv1d(nn.Module):
@@ -51,31 +49,13 @@ class WNConv1d(nn.Module):
         self.bias = conv.bias
         self.stride, self.padding, self.dilation, self.transposed = stride, padding, dilation, transposed
         self.kernel_size = kernel_size
-        self.folded = vae_inference.FoldedWeight()  # inference cache; not state: never in the state dict
-        self.winograd_tile: tuple[int, int] | None = (  # (m, least channels): set by OobleckVAE.configure_inference
-            None if InferenceConfig.winograd_tile is None else (InferenceConfig.winograd_tile,
-                                                                InferenceConfig.winograd_min_channels))
 
     def weight(self) -> torch.Tensor:
         # torch's fused weight-norm kernel (the one nn.utils.parametrizations.weight_norm calls): the same
         # g * v / ||v||, about 4x faster forward + backward over the SAO VAE's weights (docs/benchmarks.md)
         return torch._weight_norm(self.weight_v, self.weight_g, 0)
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """conv(x), or residual + conv(x) (the inference path fuses the add into the conv's output pass)."""
-        if is_inference(self):  # the folded weight, computed once per parameter version
-            self.folded.get(self.weight_v, self.weight_g, x.dtype)
-            bias = None if self.bias is None else self.bias.to(x.dtype)
-            if self.transposed:
-                y = vae_inference.conv_transpose_inference(x, self.folded, bias, self.stride, self.padding,
-                                                           self.dilation)
-                return y if residual is None else residual + y
-            return vae_inference.conv_inference(x, self.folded, bias, self.stride, self.padding, self.dilation,
-                                                residual, self.winograd_tile)
-        y = self._forward_train(x)
-        return y if residual is None else residual + y
-
-    def _forward_train(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.transposed:
             return F.conv_transpose1d(x, self.weight(), self.bias, self.stride, self.padding, dilation=self.dilation)
         return F.conv1d(x, self.weight(), self.bias, self.stride, self.padding, self.dilation)
@@ -88,13 +68,8 @@ class SnakeBeta(nn.Module):
         super().__init__()
         self.alpha = nn.Parameter(torch.zeros(channels))
         self.beta = nn.Parameter(torch.zeros(channels))
-        self.fused = True  # inference path: one compiled elementwise kernel (vae_inference.snake_fused)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused and is_inference(self):
-            alpha = self.alpha.exp().to(x.dtype)[None, :, None]  # (1, C, 1)
-            inv_beta = (1.0 / (self.beta.exp() + 1e-9)).to(x.dtype)[None, :, None]
-            return vae_inference.snake_fused(x, alpha, inv_beta)
         alpha = self.alpha.exp()[None, :, None]  # (1, C, 1)
         beta = self.beta.exp()[None, :, None]
         return x + 1.0 / (beta + 1e-9) * torch.sin(alpha * x).pow(2)
@@ -117,14 +92,7 @@ class ResidualUnit(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if is_inference(self):  # the residual add fused into the last conv (vae_inference.conv_inference)
-            return self.layers[3](self.layers[:3](x), residual=x)
         return x + self.layers(x)
-
-
-def _reach(layers: nn.Module) -> int:
-    """One-sided receptive-field reach, in samples, of a stack of stride-1 layers: sum of (k - 1) / 2 x dilation."""
-    return sum((m.kernel_size - 1) // 2 * m.dilation for m in layers.modules() if isinstance(m, WNConv1d))
 
 
 class EncoderBlock(nn.Module):
@@ -137,13 +105,8 @@ class EncoderBlock(nn.Module):
             activation(in_channels, use_snake),
             WNConv1d(in_channels, out_channels, 2 * stride, stride=stride, padding=math.ceil(stride / 2)),
         )
-        self.halo = _reach(self.layers[:4])  # the residual units' reach (39 samples at k7, dilations 1, 3, 9)
-        self.tile_elements: int | None = InferenceConfig.tile_elements  # set by OobleckVAE.configure_inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if is_inference(self):  # the length-preserving part on cache-sized time tiles (exact halos)
-            x = vae_inference.tiled(self.layers[:4], x, self.tile_elements, self.halo)
-            return self.layers[4](x)
         return self.layers(x)
 
 
@@ -158,13 +121,8 @@ class DecoderBlock(nn.Module):
                      transposed=True),
             *(ResidualUnit(out_channels, d, use_snake) for d in (1, 3, 9)),
         )
-        self.halo = _reach(self.layers[2:])
-        self.tile_elements: int | None = InferenceConfig.tile_elements  # set by OobleckVAE.configure_inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if is_inference(self):  # the residual units on cache-sized time tiles (exact halos)
-            return vae_inference.tiled(self.layers[2:], self.layers[1](self.layers[0](x)), self.tile_elements,
-                                       self.halo)
         return self.layers(x)
 
 
@@ -252,44 +210,9 @@ class OobleckVAE(nn.Module):
         self.encoder = OobleckEncoder(in_channels, channels, tuple(c_mults), tuple(strides), 2 * latent_dim, use_snake)
         self.decoder = OobleckDecoder(in_channels, channels, tuple(c_mults), tuple(strides), latent_dim, use_snake,
                                       final_tanh)
-        self.inference = InferenceConfig()
         # one-sided receptive-field reach in latent frames (bounds; the chunked path's exactness margin)
-        self.encoder_reach = vae_inference.receptive_reach(_convs(self.encoder), 1, self.downsampling_ratio)
-        self.decoder_reach = vae_inference.receptive_reach(_convs(self.decoder), 1, 1)
-
-    def configure_inference(self, allow_emulated_bf16: bool = False, **options) -> InferenceConfig:
-        """Set the inference path's options (`InferenceConfig` fields: chunk_frames, overlap_frames, fused_snake,
-        dtype). bf16 needs native bf16 on the parameters' device (`vae_inference.bf16_supported`); elsewhere it is
-        refused unless `allow_emulated_bf16` (for measuring its error, not for speed)."""
-        config = InferenceConfig(**{**self.inference.__dict__, **options})
-        device = next(self.parameters()).device
-        if config.dtype == torch.bfloat16 and not allow_emulated_bf16 and not vae_inference.bf16_supported(device):
-            raise ValueError(f"bf16 inference needs native bf16 arithmetic; {device} has none (the CPU needs "
-                             "AVX512-BF16 or AMX): it would be slower than float32")
-        for m in self.modules():
-            if isinstance(m, SnakeBeta):
-                m.fused = config.fused_snake
-            if isinstance(m, (EncoderBlock, DecoderBlock)):
-                m.tile_elements = config.tile_elements
-            if isinstance(m, WNConv1d):
-                m.winograd_tile = None if config.winograd_tile is None else (config.winograd_tile,
-                                                                              config.winograd_min_channels)
-        self.inference = config
-        self.release_inference_cache()
-        return config
-
-    def release_inference_cache(self) -> None:
-        """Drop the folded weights (they are rebuilt on the next inference call)."""
-        for m in self.modules():
-            if isinstance(m, WNConv1d):
-                m.folded.clear()
-
-    def train(self, mode: bool = True) -> OobleckVAE:
-        """Back to training frees the folded weights: the training path never reads them."""
-        super().train(mode)
-        if mode:
-            self.release_inference_cache()
-        return self
+        self.encoder_reach = receptive_reach(_convs(self.encoder), 1, self.downsampling_ratio)
+        self.decoder_reach = receptive_reach(_convs(self.decoder), 1, 1)
 
     def set_checkpointing(self, enabled: bool) -> None:
         """Activation checkpointing of every encoder/decoder block (memory for recompute in training)."""
@@ -303,47 +226,22 @@ class OobleckVAE(nn.Module):
         if z.ndim != 3 or z.shape[1] != self.latent_dim:
             raise ValueError(f"latent must be (B, {self.latent_dim}, N), got {tuple(z.shape)}")
 
-    def _encoder_out(self, audio: torch.Tensor) -> torch.Tensor:
-        """(B, 2, S) -> (B, 2C, S // 2048): the training path, or the inference path (chunked beyond chunk_frames)."""
-        if not is_inference(self):
-            return self.encoder(audio)
-        cfg = self.inference
-        x = audio if cfg.dtype is None else audio.to(cfg.dtype)
-        frames = audio.shape[-1] // self.downsampling_ratio
-        chunk = cfg.chunk_frames or max(frames, 1)
-        out = vae_inference.chunked(self._inference_fn(self.encoder), x, frames, self.downsampling_ratio, 1,
-                                    2 * self.latent_dim, chunk, min(cfg.overlap_frames, chunk - 1), self.encoder_reach)
-        return out.to(audio.dtype).contiguous()
-
     def encode(self, audio: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 2, S) -> z (B, C, S // 2048), kl (scalar). sample=False returns the mean (KL still computed)."""
         self._check_audio(audio)
-        mean, scale = self._encoder_out(audio).chunk(2, dim=1)  # (B, 2C, N) -> 2 x (B, C, N)
+        mean, scale = self.encoder(audio).chunk(2, dim=1)  # (B, 2C, N) -> 2 x (B, C, N)
         z, kl = vae_sample(mean, scale)
         return (z if sample else mean), kl
 
     def encode_mean(self, audio: torch.Tensor) -> torch.Tensor:
         """Deterministic encode (the posterior mean), (B, 2, S) -> (B, C, S // 2048)."""
         self._check_audio(audio)
-        return self._encoder_out(audio).chunk(2, dim=1)[0]
+        return self.encoder(audio).chunk(2, dim=1)[0]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, C, N) -> (B, 2, N * 2048)."""
         self._check_latent(z)
-        if not is_inference(self):
-            return self.decoder(z)
-        cfg = self.inference
-        x = z if cfg.dtype is None else z.to(cfg.dtype)
-        chunk = cfg.chunk_frames or max(z.shape[-1], 1)
-        out = vae_inference.chunked(self._inference_fn(self.decoder), x, z.shape[-1], 1, self.downsampling_ratio,
-                                    self.io_channels, chunk, min(cfg.overlap_frames, chunk - 1), self.decoder_reach)
-        return out.to(z.dtype).contiguous()
-
-    def _inference_fn(self, net: nn.Module):
-        """The encoder or decoder as the inference path runs it: channels-last activations if configured."""
-        if not self.inference.channels_last:
-            return net
-        return lambda x: net(vae_inference.channels_last(x))
+        return self.decoder(z)
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Sampling encode then decode: (reconstruction (B, 2, S), kl)."""
@@ -352,19 +250,18 @@ class OobleckVAE(nn.Module):
 
     def encode_chunked(self, audio: torch.Tensor, chunk_size: int, overlap: int) -> torch.Tensor:
         """Deterministic encode (the mean) in windows of at most `chunk_size` latent frames overlapping by at least
-        `overlap`, crossfaded (`vae_inference.chunked`), in any mode; trailing samples short of a frame are
-        read by the last window, as in `encode`."""
+        `overlap`, crossfaded (`chunking.chunked`); trailing samples short of a frame are read by the last window."""
         self._check_audio(audio)
         frames = audio.shape[-1] // self.downsampling_ratio
-        out = vae_inference.chunked(self.encoder, audio, frames, self.downsampling_ratio, 1, 2 * self.latent_dim,
-                                    chunk_size, overlap, self.encoder_reach)
+        out = chunked(self.encoder, audio, frames, self.downsampling_ratio, 1, 2 * self.latent_dim, chunk_size,
+                      overlap, self.encoder_reach)
         return out.chunk(2, dim=1)[0].to(audio.dtype)
 
     def decode_chunked(self, z: torch.Tensor, chunk_size: int, overlap: int) -> torch.Tensor:
         """Decode in windows of at most `chunk_size` frames overlapping by at least `overlap`, crossfaded."""
         self._check_latent(z)
-        return vae_inference.chunked(self.decoder, z, z.shape[-1], 1, self.downsampling_ratio, self.io_channels,
-                                     chunk_size, overlap, self.decoder_reach).to(z.dtype)
+        return chunked(self.decoder, z, z.shape[-1], 1, self.downsampling_ratio, self.io_channels, chunk_size,
+                       overlap, self.decoder_reach).to(z.dtype)
 
 
 # Stable Audio Open 1.0's autoencoder (OobleckVAE's defaults: ~156 M parameters, 2048x) and the CPU size of the

@@ -1,27 +1,10 @@
-"""The Oobleck VAE's inference path: folded weight norm, packed convs, tiles, fused SnakeBeta, bf16, chunking.
+"""The kernels of the Oobleck VAE's CPU inference engine (`lafa.models.vae_engine.InferenceVAE` runs them).
 
-Used by `lafa.models.oobleck` whenever the VAE runs in eval mode with autograd off (`torch.no_grad()` or
-`torch.inference_mode()`); training, and any call that records gradients, takes the unchanged parameter path.
-
-- Weight norm folded: each conv's w = g * v / ||v|| is computed once and cached, keyed by the parameters' storage
-  and version counters, so an optimizer step, `load_state_dict` or `.to()` invalidates it. Same kernel, same
-  result: bit-identical to the unfolded model. `OobleckVAE.train()` drops the caches (restored for training).
-  On CPU float32 every convolution also caches oneDNN's packed weight layout (torch's dense path reorders the
-  weight on every call, which dominates the transposed convs at short clips; docs/benchmarks.md).
-- Winograd kernel-7 convs (`winograd_tile`, `winograd_min_channels`): F(4, 7) by default, lafa.models.winograd.
-- Channels-last activations (`channels_last`): stored (B, L, C) in memory so oneDNN runs its direct 1-D kernels.
-- Tiled residual units (`tile_elements`): each block's length-preserving stack runs on cache-sized time tiles,
-  each read with a halo of the stack's receptive-field reach: exact up to summation order.
-- Fused SnakeBeta: x + sin(alpha x)^2 / beta in one `torch.compile`d elementwise kernel (dynamic shapes, compiled
-  once per process) for tensors of at least `FUSED_SNAKE_MIN_NUMEL` elements; if compiling fails the reason is
-  warned once and an in-place eager form (4 kernels instead of 5, 2 temporaries fewer) is used.
-- bf16 (opt-in, `InferenceConfig.dtype`): activations and cached weights in bfloat16 where the hardware has
-  bf16 arithmetic (`bf16_supported`); the output is returned in float32.
-- Chunked: clips longer than `chunk_frames` latent frames are cut into evenly spaced windows that overlap by at
-  least `overlap_frames`, each run separately (memory bounded by the window), and stitched with a linear crossfade
-  over the centre of each overlap. When the overlap exceeds twice the network's receptive-field reach (default: 24
-  frames against a reach of at most 11), every output frame comes from window interiors: equal to whole-clip
-  processing up to float rounding everywhere, seams included.
+The folded weight norm (`FoldedWeight`: g * v / ||v|| once per parameter version, bit-identical), oneDNN's packed
+convolutions (`conv_inference`, `conv_transpose_inference`; Winograd kernel-7 convs from lafa.models.winograd),
+channels-last activations, time tiles with exact halos (`tiled`), the fused SnakeBeta (`snake_fused`: one
+`torch.compile`d kernel, an in-place eager form where compiling fails or does not pay) and the bf16 check.
+Measurements: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -29,7 +12,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
@@ -37,35 +19,6 @@ from lafa.models import winograd
 
 PACKED_SHAPES = 2  # input shapes whose packed weights a conv keeps (tiles and windows of a clip take two)
 FUSED_SNAKE_MIN_NUMEL = 1 << 20  # below this compiling does not pay (kernel launch dominates); eager in-place form
-
-
-@dataclass
-class InferenceConfig:
-    """Knobs of the VAE's inference path (eval mode, autograd off)."""
-
-    chunk_frames: int | None = 256  # longest window in latent frames (11.9 s at 44.1 kHz); None: whole clips
-    overlap_frames: int = 24  # least overlap of neighbouring windows; >= 2 x reach + 1 makes chunking exact
-    fused_snake: bool = True  # compiled SnakeBeta kernel (falls back to eager with a warning)
-    dtype: torch.dtype | None = None  # torch.bfloat16: bf16 activations and weights; None: the input's float32
-    channels_last: bool = True  # activations with the channel fastest (oneDNN's direct 1-D kernels); False: (B, C, L)
-    tile_elements: int | None = 128 * 45056  # residual units run on time tiles of about this many B x C x L
-    # elements (23 MB in float32, cache-sized), with exact halos; None: whole activations
-    winograd_tile: int | None = 4  # kernel-7 convs by Winograd F(m, 7), m in (2, 4) (lafa.models.winograd):
-    # 8 / 14 (m = 2) or 10 / 28 (m = 4) of the multiply-adds; error ~4e-6 (m = 2) / ~2e-5 (m = 4) of the max
-    # per conv against ~1.5e-6 direct; None: oneDNN's direct convolution everywhere
-    winograd_min_channels: int = 128  # ... for convs with at least this many input channels (at 64 the tile
-    # transforms cost about what the GEMMs save on this CPU: docs/benchmarks.md)
-
-    def __post_init__(self) -> None:
-        if self.tile_elements is not None and self.tile_elements < 1:
-            raise ValueError(f"tile_elements must be positive or None, got {self.tile_elements}")
-        if self.chunk_frames is not None and not 0 <= self.overlap_frames < self.chunk_frames:
-            raise ValueError(f"need 0 <= overlap_frames < chunk_frames, got {self.overlap_frames}, "
-                             f"{self.chunk_frames}")
-        if self.winograd_tile not in (None, *winograd.POINTS):
-            raise ValueError(f"winograd_tile must be one of {sorted(winograd.POINTS)} or None, got {self.winograd_tile}")
-        if self.dtype not in (None, torch.float32, torch.bfloat16):
-            raise ValueError(f"inference dtype must be float32 or bfloat16, got {self.dtype}")
 
 
 def bf16_supported(device: torch.device | str) -> bool:
@@ -77,13 +30,6 @@ def bf16_supported(device: torch.device | str) -> bool:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return False
 
-
-def is_inference(module: torch.nn.Module) -> bool:
-    """The inference path applies in eval mode with autograd off; anything else is the training path."""
-    return not module.training and not torch.is_grad_enabled()
-
-
-# ---- folded weight norm -------------------------------------------------------------------------------------
 
 class FoldedWeight:
     """A conv's folded weight, valid while its g and v keep their storage and version (no in-place update)."""
@@ -114,9 +60,6 @@ class FoldedWeight:
                 self.weight = torch._weight_norm(v, g, 0).to(dtype)  # the training path's kernel: bit-identical
             self.key, self.sources, self.packed = key, (v.detach(), g.detach()), {}
         return self.weight
-
-    def clear(self) -> None:
-        self.__init__()
 
     def __deepcopy__(self, memo: dict) -> FoldedWeight:  # a cache, not state: copies (EMA, deepcopy) start empty
         return FoldedWeight()
@@ -152,16 +95,11 @@ def _packed_failed(e: Exception, cache: FoldedWeight) -> None:
 def conv_inference(x: torch.Tensor, cache: FoldedWeight, bias: torch.Tensor | None, stride: int, padding: int,
                    dilation: int, residual: torch.Tensor | None = None,
                    winograd_tile: tuple[int, int] | None = None) -> torch.Tensor:
-    """Conv1d with the folded weight (plus `residual`, added in the conv's output pass), through oneDNN's packed
-    weight layout on CPU float32.
-
-    torch's dense CPU path reorders the weight into oneDNN's blocked layout on every call, and a (B, C, L) input
-    and output too; packing once per input shape and a channels-last input (`channels_last`) remove both, so oneDNN
-    runs its direct 1-D kernel. The residual add as oneDNN's binary post-op saves a pass over the activation
-    (1x1 conv + add at (1, 128, 45056): 49 -> 32 ms here, bit-identical). Same arithmetic up to the summation
-    order: 1e-6 of the max. Elsewhere, or if the packed op is unavailable (warned once), dense conv1d (+ add).
-    `winograd_tile` (m, least input channels): kernel-7 'same' convs with enough channels run as Winograd F(m, 7).
-    """
+    """Conv1d with the folded weight (plus `residual`, added in the conv's output pass as oneDNN's binary post-op),
+    through oneDNN's weight packed once per input shape on CPU float32: torch's dense path reorders the weight (and
+    a (B, C, L) input) on every call. 1e-6 of the max from the dense conv (summation order). Elsewhere, or if the
+    packed op is unavailable (warned once), dense conv1d (+ add). `winograd_tile` (m, least input channels):
+    kernel-7 'same' convs with enough channels run as Winograd F(m, 7)."""
     w = cache.weight
     if winograd_tile is not None and _winograd_ok(x, w, stride, padding, dilation, winograd_tile[1]):
         try:
@@ -256,8 +194,6 @@ def conv_transpose_inference(x: torch.Tensor, cache: FoldedWeight, bias: torch.T
     return torch.nn.functional.conv_transpose1d(x, w, bias, stride, padding, dilation=dilation)
 
 
-# ---- fused SnakeBeta ----------------------------------------------------------------------------------------
-
 def _snake(x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor) -> torch.Tensor:
     return x + inv_beta * torch.sin(alpha * x).pow(2)
 
@@ -289,18 +225,11 @@ def snake_fused(x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor) ->
         return snake_eager(x, alpha, inv_beta)
 
 
-# ---- tiling ---------------------------------------------------------------------------------------------------
-
 def tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile_elements: int | None,
           halo: int) -> torch.Tensor:
-    """Run a length-preserving stack `fn` on time tiles of x (B, C, L), each read with `halo` samples of context on
-    either side (clamped at the clip's edges, where the convolutions' own zero padding applies as in a whole call).
-
-    With halo >= the stack's one-sided receptive-field reach every output equals the whole-tensor call up to the
-    convolutions' float summation order. Tiles of about `tile_elements` B x C x L elements keep the activations
-    cache-sized: long clips ran ~1.4x slower per sample than 1 s tiles in the SAO encoder's first block
-    (docs/benchmarks.md). Returns (B, C, L) in x's layout (channels-last input gives channels-last output).
-    """
+    """Run a length-preserving stack `fn` on time tiles of x (B, C, L) of about `tile_elements` B x C x L elements
+    (cache-sized), each read with `halo` samples of context on either side (clamped at the clip's edges). With
+    halo >= the stack's one-sided reach, equal to the whole call up to summation order. Returns x's layout."""
     b, c, length = x.shape
     tile = max(tile_elements // (b * c), 4 * halo, 1) if tile_elements else length
     if length <= tile:
@@ -317,78 +246,3 @@ def tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile_elem
                    if y.stride(1) == 1 else y.new_empty(b, y.shape[1], length))
         out[..., lo:hi] = y
     return out
-
-
-# ---- chunking -----------------------------------------------------------------------------------------------
-
-def windows(frames: int, chunk: int, overlap: int) -> list[tuple[int, int]]:
-    """Evenly spaced [start, end) windows of at most `chunk` frames covering `frames`, neighbours overlapping by
-    at least `overlap`. n windows of equal length L = ceil((frames + (n - 1) overlap) / n), so the frames run
-    are about frames + (n - 1) overlap: overhead <= chunk / (chunk - overlap) for any length."""
-    if frames <= chunk:
-        return [(0, frames)]
-    n = math.ceil((frames - overlap) / (chunk - overlap))
-    length = math.ceil((frames + (n - 1) * overlap) / n)
-    starts = [(i * (frames - length)) // (n - 1) for i in range(n)]
-    return [(s, s + length) for s in starts]
-
-
-def _ramp(n: int, device: torch.device) -> torch.Tensor:
-    return (torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n  # rises over n steps, sums to 1 w/ flip
-
-
-def chunked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, frames: int, in_per_frame: int,
-            out_per_frame: int, out_channels: int, chunk: int, overlap: int, reach: int,
-            out_frames: int | None = None) -> torch.Tensor:
-    """Run `fn` on overlapping windows of x (B, C, >= frames * in_per_frame) and crossfade them together.
-
-    A window [a, b) in frames reads x[..., a * in_per_frame : b * in_per_frame] (the last one reads to the end of
-    x, so trailing samples reach `fn` as in a whole-clip call) and gives (b - a) * out_per_frame outputs. In each
-    overlap [a_next, b) the first `m` and last `m` frames are dropped (m = min(reach, (overlap - 1) // 2): the
-    frames within a window's receptive-field reach of its edge) and a linear crossfade spans the rest.
-    Returns (B, out_channels, frames * out_per_frame) in float32.
-    """
-    if not 0 <= overlap < chunk:
-        raise ValueError(f"need 0 <= overlap < chunk, got overlap={overlap}, chunk={chunk}")
-    spans = windows(frames, chunk, overlap)
-    if any(spans[i - 1][1] > spans[i + 1][0] for i in range(1, len(spans) - 1)):
-        raise ValueError(f"overlap {overlap} too large for chunk {chunk} at {frames} frames: three windows would "
-                         "overlap; use overlap <= chunk / 3")
-    if len(spans) == 1:
-        return fn(x).float()
-    out = torch.zeros(x.shape[0], out_channels, frames * out_per_frame, device=x.device)
-    for i, (a, b) in enumerate(spans):
-        end = x.shape[-1] if i == len(spans) - 1 else b * in_per_frame
-        y = fn(x[..., a * in_per_frame: end]).float()[..., : (b - a) * out_per_frame]  # (B, out, (b - a) opf)
-        w = torch.ones((b - a) * out_per_frame, device=x.device)
-        if i > 0:  # fade in over the centre of the overlap with the previous window
-            prev_end = spans[i - 1][1]
-            m = min(reach, (prev_end - a - 1) // 2)
-            lo, hi = (m * out_per_frame, (prev_end - a - m) * out_per_frame)
-            w[:lo] = 0
-            w[lo:hi] = _ramp(hi - lo, x.device)
-        if i < len(spans) - 1:  # fade out over the centre of the overlap with the next window
-            next_start = spans[i + 1][0]
-            m = min(reach, (b - next_start - 1) // 2)
-            lo, hi = ((next_start - a + m) * out_per_frame, (b - a - m) * out_per_frame)
-            w[lo:hi] = 1 - _ramp(hi - lo, x.device)
-            w[hi:] = 0
-        out[..., a * out_per_frame: b * out_per_frame] += y * w
-    return out
-
-
-def receptive_reach(convs: list[tuple[int, int, int, bool]], start_step: float, frame: float) -> int:
-    """An upper bound, in frames, of how far (one side) an output depends on input: the sum over the conv stack
-    (kernel, stride, dilation, transposed) of each kernel's one-sided reach times the step size where it runs.
-    `start_step`: the input's step in the unit `frame` is measured in."""
-    step, reach = start_step, 0.0
-    for k, s, d, transposed in convs:
-        if transposed:
-            reach += math.ceil(k / s) * step  # each output reads ceil(k / s) inputs
-            step /= s
-        elif s > 1:
-            reach += k * step  # strided: conservatively the whole kernel span
-            step *= s
-        else:
-            reach += math.ceil((k - 1) * d / 2) * step
-    return math.ceil(reach / frame)

@@ -14,9 +14,8 @@ grid: tile (b, n, r) reads samples n m d + r + t d (t < m + 6) and writes n m d 
 
 The transforms are memory-bound loops over (tile, channel): numba kernels (numba is already a dependency, for
 resampy's loop) run in the calling thread; the GEMMs are oneDNN's (a grouped 1x1 convolution over the tile-major
-(tiles, m + 6, C) layout, with its packed weight cached) on torch's threads. Splitting the transforms over a
-thread pool of their own cost more CPU and no less wall time at 2 threads here: torch's OpenMP workers spin
-after each GEMM and compete with the pool for the cores.
+(tiles, m + 6, C) layout, with its packed weight cached) on torch's threads (a thread pool for the transforms
+did not pay: docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from lafa.models.autoencoder import LafaAutoencoder, VaeAutoencoder
 from lafa.models.lafa import LAFA_PRESETS, Lafa, LafaConfig
 from lafa.models.oobleck import OobleckVAE
 from lafa.models.presets import as_mapping, build_model
+from lafa.models.vae_engine import InferenceVAE
 from lafa.stages.loading import load_autoencoder
 
 
@@ -78,6 +79,7 @@ class LafaStage(LightningModule):
         self.save_hyperparameters(ignore=["model"])
         self.hparams["model"] = config  # plain values: checkpoints hold no config classes
         self.vae = load_frozen_vae(vae_ckpt, vae_args).requires_grad_(False).eval()
+        self.vae_engine = InferenceVAE(self.vae)  # the CPU inference engine on CPU float32 (plain elsewhere)
         self.lafa = build_model(Lafa, LAFA_PRESETS, config, latent_channels=self.vae.latent_dim)
         self.metrics = ReconstructionMetrics(self.vae.sample_rate)
 
@@ -97,13 +99,13 @@ class LafaStage(LightningModule):
     def _latents(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Frozen-VAE latent Z (B, C, N) in float32 and its real-frame mask (B, N) (None without padding mask)."""
         with torch.no_grad(), torch.autocast(self.device.type, enabled=False):  # frozen targets in float32
-            z = self.vae.encode_mean(batch["audio"].float()).float()
+            z = self.vae_engine.encode_mean(batch["audio"].float()).float()
         return z, frame_keep(batch.get("padding_mask"), self.vae.downsampling_ratio, z.shape[-1])
 
     def _vae_decode(self, z: torch.Tensor) -> torch.Tensor:
         """The frozen VAE's decoder in float32, outside any bf16 autocast."""
         with torch.autocast(self.device.type, enabled=False):
-            return self.vae.decode(z.float())
+            return self.vae_engine.decode(z.float())
 
     def _measure_input(self, z: torch.Tensor, keep: torch.Tensor | None) -> None:
         """Once, on the first batch LAFA sees (every process's share): the VAE latent's statistics, frozen after."""

@@ -24,6 +24,7 @@ from lafa.models.autoencoder import VaeAutoencoder
 from lafa.models.discriminators import MultiScaleSTFTDiscriminator
 from lafa.models.oobleck import VAE_PRESETS, OobleckVAE, OobleckVAEConfig
 from lafa.models.presets import as_mapping, model_arguments
+from lafa.models.vae_engine import InferenceVAE
 from lafa.models.vae_losses import (
     SpectralReconstructionLoss,
     feature_matching_loss,
@@ -160,7 +161,10 @@ class VaeStage(LightningModule):
         ratio = self.vae.downsampling_ratio
         length = audio.shape[-1]
         padded = torch.nn.functional.pad(audio, (0, -length % ratio))
-        return self.vae.decode(self.vae.encode_mean(padded))[..., :length].float()
+        # the CPU inference engine on CPU float32, the plain model elsewhere; a fresh one per call: the weights change
+        # between calls (training, and the EMA callback swapping the averaged weights in for validation)
+        vae = InferenceVAE(self.vae)
+        return vae.decode(vae.encode_mean(padded))[..., :length].float()
 
     def _evaluate(self, batch: dict, batch_idx: int, split: str) -> None:
         audio = batch["audio"]

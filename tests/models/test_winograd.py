@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from lafa.models import vae_inference, winograd
 from lafa.models.oobleck import OobleckVAE, WNConv1d
+from lafa.models.vae_engine import InferenceVAE
 from lafa.models.vae_inference import channels_last
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (CPU)")
@@ -101,7 +102,7 @@ def test_sao_sized_error_bound():
 
 def _wide_vae() -> OobleckVAE:
     torch.manual_seed(0)
-    vae = OobleckVAE(channels=8, c_mults=(1, 2, 4), strides=(2, 2, 2), latent_dim=4).eval()
+    vae = OobleckVAE(channels=8, c_mults=(1, 2, 4), strides=(2, 2, 2), latent_dim=4)
     with torch.no_grad():  # non-trivial snake parameters
         for name, p in vae.named_parameters():
             if name.endswith((".alpha", ".beta")):
@@ -110,19 +111,20 @@ def _wide_vae() -> OobleckVAE:
 
 
 def test_vae_takes_the_winograd_path_and_matches_direct(monkeypatch):
-    """configure_inference routes every kernel-7 conv with enough channels through Winograd (counted), and the
+    """The engine routes every kernel-7 conv with enough channels through Winograd (counted), and the
     encoder and decoder outputs stay within 5e-5 of the direct path's."""
     vae = _wide_vae()
+    engine = InferenceVAE(vae)
     audio, z = 0.3 * torch.randn(2, 2, 8 * 200), torch.randn(2, 4, 200)
     calls = []
     real = winograd.conv1d
     monkeypatch.setattr(winograd, "conv1d", lambda *a, **k: calls.append(a[0].shape[1]) or real(*a, **k))
     with torch.no_grad():
-        vae.configure_inference(winograd_tile=None)
-        direct = vae._encoder_out(audio), vae.decode(z)
+        engine.configure(winograd_tile=None)
+        direct = engine.encoder_out(audio), engine.decode(z)
         assert calls == []
-        vae.configure_inference(winograd_tile=4, winograd_min_channels=8)
-        fast = vae._encoder_out(audio), vae.decode(z)
+        engine.configure(winograd_tile=4, winograd_min_channels=8)
+        fast = engine.encoder_out(audio), engine.decode(z)
     k7 = [m for m in vae.modules() if isinstance(m, WNConv1d) and m.kernel_size == 7 and m.weight_v.shape[1] >= 8]
     assert k7 and sorted(set(calls)) == sorted({m.weight_v.shape[1] for m in k7}) and len(calls) == len(k7)
     for a, b in zip(fast, direct, strict=True):
@@ -130,7 +132,7 @@ def test_vae_takes_the_winograd_path_and_matches_direct(monkeypatch):
 
 
 def test_winograd_failure_warns_once_and_runs_direct(monkeypatch):
-    vae = _wide_vae()
+    engine = InferenceVAE(_wide_vae())
     audio = 0.3 * torch.randn(1, 2, 8 * 64)
     monkeypatch.setattr(vae_inference, "_WINOGRAD_FAILED", [])
 
@@ -139,17 +141,17 @@ def test_winograd_failure_warns_once_and_runs_direct(monkeypatch):
 
     monkeypatch.setattr(winograd, "conv1d", broken)
     with torch.no_grad():
-        vae.configure_inference(winograd_tile=None)
-        direct = vae._encoder_out(audio)
-        vae.configure_inference(winograd_tile=4, winograd_min_channels=8)
+        engine.configure(winograd_tile=None)
+        direct = engine.encoder_out(audio)
+        engine.configure(winograd_tile=4, winograd_min_channels=8)
         with pytest.warns(UserWarning, match="Winograd convolution unavailable .*no numba here"):
-            fallback = vae._encoder_out(audio)
+            fallback = engine.encoder_out(audio)
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            vae._encoder_out(audio)  # warned once only
+            engine.encoder_out(audio)  # warned once only
     assert torch.equal(fallback, direct)
 
 
 def test_config_rejects_unknown_tile():
     with pytest.raises(ValueError, match="winograd_tile must be one of"):
-        _wide_vae().configure_inference(winograd_tile=3)
+        InferenceVAE(_wide_vae(), winograd_tile=3)
