@@ -8,6 +8,18 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure  # the object API: no pyplot state, renders with Agg
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+
+def log_ticks(low: float, high: float, most: int = 7) -> list[float]:
+    """Tick values m x 10^k (m in 1, 2, 3, 5; fewer when that makes more than `most`) inside [low, high], for
+    a log axis; a range holding fewer than two gets its ends."""
+    for subs in ((1, 2, 3, 5), (1, 2, 5), (1, 3), (1,)):
+        ticks = [m * 10.0**k for k in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+                 for m in subs if low * (1 - 1e-9) <= m * 10.0**k <= high * (1 + 1e-9)]
+        if len(ticks) <= most:
+            break
+    return ticks if len(ticks) >= 2 else sorted({low, high, *ticks})
 
 
 def psd_figure(curves: dict[str, dict]) -> Figure:
@@ -15,14 +27,24 @@ def psd_figure(curves: dict[str, dict]) -> Figure:
     (pysteps' `normalize`), so representations of different scale share the axes; alpha is unchanged."""
     fig = Figure(figsize=(6, 4.5), layout="constrained")
     ax = fig.subplots()
+    lows, highs = [], []
     for i, (label, c) in enumerate(curves.items()):
         f, s = np.asarray(c["freq"]), np.asarray(c["spectrum"])
         keep = f > 0
+        lows.append(f[keep].min())
+        highs.append(f[keep].max())
         scale = s[keep].sum()
         color = f"C{i}"
-        ax.loglog(f[keep], s[keep] / scale, color=color, label=f"{label} (alpha = {c['alpha']:.2f})")
+        spec = ((c.get("controls") or {}).get("support") or {}).get("spectrum")
+        rests = f"; {spec['clips']} of {spec['of_clips']} clips, {spec['windows']} windows" if spec else ""
+        ax.loglog(f[keep], s[keep] / scale, color=color, label=f"{label} (alpha = {c['alpha']:.2f}{rests})")
         fit = np.exp(c["intercept"]) * f[keep] ** (-c["alpha"]) / scale
         ax.loglog(f[keep], fit, color=color, linestyle="--", linewidth=1)
+    # fixed 1-2-5 ticks with plain labels: a log axis spanning about one decade otherwise labels its minor
+    # ticks too, and the labels overlap
+    ax.xaxis.set_major_locator(FixedLocator(log_ticks(min(lows), max(highs))))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("normalised radial frequency f")
     ax.set_ylabel("S(f) / sum S")
     ax.set_title("Radially averaged power spectrum (dashed: fitted power law)")
