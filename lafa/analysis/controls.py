@@ -371,7 +371,8 @@ def support_warnings(support: dict, window: int, bootstrap: int, min_clips: int,
     for part, names in ((spec, "alpha, its baselines and the PC t-slope"), (frames, "LPI, its baselines, PR and eig. slope")):
         if bootstrap and not part["interval"]:
             lines.append(f"{names}: no interval: {part['effective_clips']:.1f} effective clips "
-                         f"({part['clips']} clips, {part.get('windows', part.get('frames'))} {part['unit']}) "
+                         f"({part['clips']} clip{'' if part['clips'] == 1 else 's'}, {part.get('windows', part.get('frames'))} "
+                         f"{part['unit']}) "
                          f"carry them, fewer than the {max(2, min_clips)} needed to resample")
     width = 2 * neighbour_radius(channels, lam)
     if frames["frames"] < 20 * width:
