@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from lafa.analysis.controls import ALL_MEASURES, MEASURES, eigen_decay_slope, locality_measures, participation_ratio
+from lafa.analysis.controls import (
+    ALL_MEASURES,
+    MEASURES,
+    eigen_decay_slope,
+    locality_measures,
+    participation_ratio,
+)
 from lafa.analysis.report import AnalysisSettings, analyze_maps
 from lafa.analysis.spectrum import fit_slopes, spectral_slope
 
