@@ -127,7 +127,8 @@ def write_html(text: str, path: str | Path) -> Path:
 FIGURE_CAPTIONS = {
     "psd": "Radially averaged power spectrum of each representation with its fitted power law (Fig. 2)",
     "correlation": "Channel-correlation matrices with LPI (Fig. 3)",
-    "permutation": "alpha and LPI measured (with bootstrap interval) vs the same latent with permuted channels",
+    "permutation": "alpha and LPI measured (with bootstrap interval where there is one) vs the same latent with "
+                   "its channels reordered: random orders, group order shuffled, channels shuffled within groups",
     "eigen": "Order-invariant view: channel-covariance eigen-spectrum and temporal PSD slope per principal component",
 }
 

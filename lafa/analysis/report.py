@@ -18,7 +18,22 @@ from lafa.analysis.spectrum import mean_spectrum, spectral_slope
 
 @dataclass
 class AnalysisSettings:
-    """The knobs of Sec. 3 / Appendix C that the paper leaves open (defaults: docs/analysis.md)."""
+    """The knobs of Sec. 3 / Appendix C that the paper leaves open (defaults: docs/analysis.md).
+
+    Args:
+        lam: LPI_lambda neighbourhood fraction, r = ceil(lam C) neighbours on each side (Sec. 3.2)
+        ridge: ridge penalty of the LPI regressions on standardised channels (scikit-learn Ridge alpha)
+        window: frames per temporal window of the spectrum (alpha, PC t-slope); shorter clips add no window
+        hop: frames between window starts
+        grid_points: size of the even log-f grid of the slope fit (null: one point per ring)
+        permutations: channel orders K of each baseline (random, group order, within group); 0: no baselines
+        bootstrap: resamples of the clips for the percentile intervals (0: no intervals)
+        confidence: level of the percentile intervals
+        min_clips: effective clips (Kish: (sum w)^2 / sum w^2 over windows or frames) a measure needs for an
+            interval; fewer: no interval and a warning
+        group_size: channels per contiguous group of the group-aware baselines (null: a LAFA encoder's own
+            output group, else 8; 0: no group baselines)
+    """
 
     lam: float = 0.06  # LPI_lambda neighbourhood fraction (Sec. 3.2)
     ridge: float = 1.0  # ridge penalty on the standardised channels (scikit-learn Ridge alpha convention)

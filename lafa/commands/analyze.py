@@ -52,17 +52,21 @@ LIST_FLAGS = ("--ckpt_path", "--label", "--audio")  # options that append when r
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="lafa analyze", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="lafa analyze", description=__doc__.split("\n\n")[0]
+                       + " Repeated --ckpt_path/--label/--audio append; any other option given twice is refused.")
     p.add_argument("--config", action=ActionConfigFile, help="YAML with any of these options")
     p.add_argument("--stage_config", type=str | None, default=None,
                    help="a stage config (model/data/trainer YAML); --data defaults to its val shards")
     p.add_argument("--ckpt_path", type=str, nargs="+", default=[],
                    help="autoencoder(s): `lafa fit` VAE/LAFA checkpoint, Stable Audio Open weights, or a local "
-                        "transformers EncodecModel/DacModel directory; repeatable; none: log-mel only")
-    p.add_argument("--label", type=str, nargs="+", default=None, help="one name per --ckpt_path (default: from the path)")
+                        "transformers EncodecModel/DacModel directory; repeated flags append; none: log-mel only")
+    p.add_argument("--label", type=str, nargs="+", default=None,
+                   help="names the path(s) of the --ckpt_path right before it, one label per path; a path without "
+                        "one is labelled from its path (runs/x/vae/checkpoints/last.ckpt: vae)")
     p.add_argument("--data", type=str | None, default=None, help="audio shards: path, brace pattern, glob or pipe: URL")
     p.add_argument("--audio", type=str, nargs="+", default=None,
-                   help="audio files instead of shards: folder(s) (recursive), file(s) or glob(s)")
+                   help="audio files instead of shards: folder(s) (recursive), file(s) or glob(s); repeated "
+                        "flags append")
     p.add_argument("--sample_rate", type=int | None, default=None,
                    help="rate the clips are read at and the mel computed at (default: the first autoencoder's, "
                         "else 44100); each autoencoder gets the clips resampled to its own rate")
