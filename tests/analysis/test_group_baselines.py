@@ -138,3 +138,18 @@ def test_lafa_encoder_output_group_is_read_from_the_model_and_is_contiguous():
     hit = torch.isclose(y, torch.tensor(7.0)).all(-1)[0]  # (32,) channels that are exactly the bias
     assert hit.nonzero().flatten().tolist() == list(range(2 * k, 3 * k))
     assert output_group_size(SimpleNamespace(latent_dim=64)) is None  # not a LAFA: the stated default applies
+
+
+def test_a_lafa_autoencoder_reports_its_output_group_and_other_autoencoders_none():
+    """The attribute path `lafa analyze` reads, on the real classes: LafaAutoencoder.lafa.encoder."""
+    from lafa.models.autoencoder import LafaAutoencoder, LinearLatentAutoencoder
+    from lafa.models.lafa import Lafa
+
+    vae = SimpleNamespace(sample_rate=8000, io_channels=1, latent_dim=16, downsampling_ratio=16)
+    lafa = Lafa(latent_channels=16, lafa_channels=16, channel_group_size=4, encoder_dim=16, encoder_depth=1,
+                encoder_heads=2, decoder_dim=16, decoder_depth=1, decoder_heads=2)
+    ae = LafaAutoencoder(vae, lafa)
+    assert output_group_size(ae) == 4  # 16 -> 16 channels in groups of 4
+    # a rotated LAFA latent mixes every channel: no grouping to keep, the stated default applies
+    rotated = LinearLatentAutoencoder(ae, torch.eye(16))
+    assert output_group_size(rotated) is None
