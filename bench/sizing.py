@@ -11,7 +11,6 @@ a measured figure (below) and are raised by every case's measured peak (VmHWM, r
 from __future__ import annotations
 
 import math
-import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,7 +159,3 @@ class WorkerDied(RuntimeError):
 
 def minutes(seconds: float) -> str:
     return f"{math.ceil(seconds / 60)} min" if seconds >= 60 else f"{seconds:.0f} s"
-
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
