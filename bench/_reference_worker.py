@@ -16,6 +16,7 @@ import sys
 import time
 
 import torch
+from sizing import peak_reset, resident  # bench/sizing.py: this script's folder is on sys.path
 from torch import nn
 
 REPLY_PREFIX = "@@reply "
@@ -141,25 +142,32 @@ class Worker:
         return self.inputs["matrix"]
 
     def time_vae(self, op: str, frames: int, batch: int, seed: int, reps: int) -> dict:
-        """Encode (sampling bottleneck) or decode of the (frames, batch) input: CPU and wall seconds per call."""
+        """Encode (sampling bottleneck) or decode of the (frames, batch) input: CPU and wall seconds per call, and
+        the most resident memory a call added (bytes; None where the peak cannot be reset)."""
         self.model.eval()
         audio, z = self.vae_inputs(frames, batch, seed)
-        cpu, wall = [], []
+        cpu, wall, added = [], [], []
         with torch.no_grad():
             for _ in range(reps):
+                measured = peak_reset()
+                before = resident()[0]
                 c0, t0 = time.process_time(), time.perf_counter()
                 self.model.encode(audio) if op == "encode" else self.model.decode(z)
                 cpu.append(time.process_time() - c0)
                 wall.append(time.perf_counter() - t0)
-        return {"cpu": cpu, "wall": wall}
+                if measured:
+                    added.append(resident()[1] - before)
+        return {"cpu": cpu, "wall": wall, "added_bytes": max(added) if added else None}
 
     def vae_matrix_outputs(self, frames: int, batch: int, seed: int, path: str) -> dict:
         """The encoder's raw output and the decoding of the matrix inputs, saved for the agreement check."""
         self.model.eval()
         audio, z = self.vae_inputs(frames, batch, seed)
+        measured = peak_reset()
+        before = resident()[0]
         with torch.no_grad():
             torch.save({"encoder_raw": self.model.encoder(audio), "decoded": self.model.decode(z)}, path)
-        return {"saved": path}
+        return {"saved": path, "added_bytes": resident()[1] - before if measured else None}
 
     def time(self, case: str, reps: int) -> dict:
         if self.kind == "dit":

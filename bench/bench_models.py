@@ -24,6 +24,18 @@ import time
 from pathlib import Path
 
 import torch
+from sizing import (  # bench/sizing.py (this script's folder is on sys.path)
+    GIB,
+    MemoryModel,
+    WorkerDied,
+    available_memory,
+    check_case,
+    estimate_seconds,
+    frames_held,
+    minutes,
+    peak_reset,
+    resident,
+)
 from torch import nn
 
 from lafa.models.dit import DiT
@@ -108,28 +120,74 @@ def randomize(model: nn.Module, seed: int) -> None:
 
 
 class Reference:
-    """The reference worker subprocess: one JSON command per line, replies prefixed with REPLY_PREFIX."""
+    """The reference worker subprocess: one JSON command per line, replies prefixed with REPLY_PREFIX.
 
-    def __init__(self, site: Path, threads: int) -> None:
-        env = dict(os.environ, PYTHONPATH=str(site), ENABLE_TORCH_COMPILE="0", OMP_NUM_THREADS=str(threads))
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "_reference_worker.py"), str(threads)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    A worker that ends while it has a command (the kernel's out-of-memory killer, a crash) raises WorkerDied
+    naming its exit signal or code, never a BrokenPipeError; `restart` starts a fresh one and replays the last
+    setup_* command, so the bench can go on with its other cases."""
+
+    def __init__(self, site: Path, threads: int, argv: list[str] | None = None) -> None:
+        self.env = dict(os.environ, PYTHONPATH=str(site), ENABLE_TORCH_COMPILE="0", OMP_NUM_THREADS=str(threads))
+        self.argv = argv or [sys.executable, str(ROOT / "bench" / "_reference_worker.py"), str(threads)]
+        self.setup: tuple[str, dict] | None = None
+        self.deaths: list[str] = []
+        self._start()
+
+    def _start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=self.env, cwd=ROOT)
 
     def __call__(self, cmd: str, **kwargs) -> dict:
-        self.proc.stdin.write(json.dumps({"cmd": cmd, **kwargs}) + "\n")
-        self.proc.stdin.flush()
+        if cmd.startswith("setup_"):
+            self.setup = (cmd, kwargs)
+        try:
+            self.proc.stdin.write(json.dumps({"cmd": cmd, **kwargs}) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):  # the worker is gone (ValueError: its pipe was closed)
+            raise self._died(cmd) from None
         for line in self.proc.stdout:
             if line.startswith(REPLY_PREFIX):
                 reply = json.loads(line[len(REPLY_PREFIX):])
                 if "error" in reply:
                     raise RuntimeError(f"reference worker, {cmd}: {reply['error']}")
                 return reply
-        raise RuntimeError(f"reference worker exited during {cmd} (rc {self.proc.wait()})")
+        raise self._died(cmd)
+
+    def _died(self, cmd: str) -> WorkerDied:
+        try:
+            rc = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            rc = None
+        error = WorkerDied(cmd, rc)
+        self.deaths.append(str(error))
+        return error
+
+    def restart(self) -> None:
+        """A fresh worker with the last setup replayed (its model and inputs), after one has died."""
+        self.close()
+        self._start()
+        if self.setup is not None:
+            cmd, kwargs = self.setup
+            self(cmd, **kwargs)
 
     def close(self) -> None:
-        self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+        """Ask the worker to quit and wait for it; a worker that already ended is only reaped."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.proc.stdin.close()
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except (BrokenPipeError, OSError, ValueError):
+                pass
 
 
 def agreement(a: dict, b: dict, key_map=lambda k: k) -> dict:
@@ -320,23 +378,101 @@ def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30)).item()
 
 
-def bench_vae_matrix(ref: Reference, vae: OobleckVAE, tmp: Path, args) -> dict:
+def matrix_sides(case: tuple[float, int, int], chunk_frames: int | None) -> list[str]:
+    """The sides a matrix case times: lafa (chunked inference), the reference, and for clips longer than one
+    window lafa on the whole clip too (the chunking overhead)."""
+    frames = case[2]
+    return ["lafa", "reference"] + (["lafa_whole"] if frames > (chunk_frames or frames) else [])
+
+
+class MatrixGuard:
+    """Memory checks and worker deaths of the inference matrix: which cases run, which were skipped or failed
+    and why (reported in the JSON as {"status", "reason", ...})."""
+
+    def __init__(self, ref: Reference, memory: MemoryModel, chunk_frames: int | None, overlap_frames: int,
+                 memory_gib: float | None) -> None:
+        self.ref, self.memory, self.chunk, self.overlap, self.memory_gib = ref, memory, chunk_frames, overlap_frames, memory_gib
+        self.status: dict[tuple, dict] = {}  # case -> {"status": "skipped" | "failed", "reason", ...}
+        self.admitted: set[tuple] = set()
+
+    def held(self, side: str, case: tuple) -> int:
+        return frames_held(side, case[2], case[1], self.chunk, self.overlap)
+
+    def needs(self, case: tuple) -> dict[str, float]:
+        return {side: self.memory.need(side, self.held(side, case)) for side in matrix_sides(case, self.chunk)}
+
+    def runs(self, case: tuple) -> bool:
+        """Whether the case (still) runs; the first time it is asked, its memory estimate is checked against the
+        memory available now and a case that cannot fit is skipped."""
+        if case in self.status:
+            return False
+        if case not in self.admitted:
+            reason = check_case(self.needs(case), available_memory(self.memory_gib))
+            if reason is not None:
+                self.status[case] = {"status": "skipped", "reason": reason,
+                                     "estimated_gib": {k: v / GIB for k, v in self.needs(case).items()}}
+                print(f"  skipped {case[0]:g} s x {case[1]}: {reason}", file=sys.stderr, flush=True)
+                return False
+            self.admitted.add(case)
+        return True
+
+    def failed(self, case: tuple, error: WorkerDied) -> None:
+        """The worker died in this case: report it with the signal, start a fresh worker for the other cases."""
+        self.status[case] = {"status": "failed", "reason": str(error), "signal": error.signal,
+                             "returncode": error.returncode}
+        print(f"  failed {case[0]:g} s x {case[1]}: {error}; going on with a fresh worker", file=sys.stderr, flush=True)
+        self.ref.restart()
+
+    def observe(self, side: str, case: tuple, added_bytes: int | None) -> None:
+        if added_bytes is not None:
+            self.memory.observe(side, self.held(side, case), added_bytes)
+
+    def reference(self, case: tuple, cmd: str, **kwargs) -> dict | None:
+        """A reference command of one case; None (and the case marked failed) when the worker dies in it."""
+        try:
+            return self.ref(cmd, **kwargs)
+        except WorkerDied as error:
+            self.failed(case, error)
+            return None
+
+
+def measured_call(fn) -> tuple[float, float, int | None]:
+    """(CPU s, wall s, resident bytes the call added at its peak, None where the peak cannot be reset)."""
+    measured = peak_reset()
+    before = resident()[0]
+    cpu, wall = timed(fn)
+    return cpu, wall, (resident()[1] - before if measured else None)
+
+
+def bench_vae_matrix(ref: Reference, vae: OobleckVAE, tmp: Path, args, memory: MemoryModel | None = None) -> dict:
     """lafa's CPU inference engine (`InferenceVAE`: folded weight norm, fused SnakeBeta, packed convs, channels-last
-    activations, tiled residual units, Winograd, chunks of 256 frames overlapping by 24) against the reference's
-    whole-clip encode/decode, per clip length and batch: agreement at batch 1, then CPU and wall time interleaved
-    per call (order flipped every round)."""
+    activations, tiled residual units, Winograd, chunks of 256 frames overlapping by 24) against the reference's whole-clip
+    encode/decode, per clip length and batch: agreement at batch 1, then CPU and wall time interleaved per call
+    (order flipped every round). Cases run smallest first; before each, its memory need (MemoryModel: measured
+    on the cases before it) is checked against the memory available and a case that cannot fit is skipped; a
+    case whose reference worker dies is reported failed with the worker's exit signal (bench/sizing.py)."""
     options = {"chunk_frames": args.vae_chunk_frames, "overlap_frames": args.vae_overlap_frames}
     engine = InferenceVAE(vae, **{k: v for k, v in options.items() if v is not None})
     cfg = engine.config
-    cases = [(sec, batch, round(sec * SAMPLE_RATE / vae.downsampling_ratio))
-             for sec, batch in parse_matrix(args.vae_matrix)]
-    out = {"inference": dict(vars(cfg), dtype=str(cfg.dtype)), "cases": {}}
+    chunk, overlap = cfg.chunk_frames, cfg.overlap_frames or 0
+    cases = sorted([(sec, batch, round(sec * SAMPLE_RATE / vae.downsampling_ratio))
+                    for sec, batch in parse_matrix(args.vae_matrix)], key=lambda c: (c[1] * c[2], c[1]))
+    guard = MatrixGuard(ref, memory or MemoryModel(), chunk, overlap, getattr(args, "memory_gib", None))
+    estimate = estimate_seconds(cases, lambda c: matrix_sides(c, chunk), args.warmup + args.repeats, args.threads)
+    print(f"  {len(cases)} cases, about {minutes(estimate)} if all fit ({available_memory(guard.memory_gib) / GIB:.1f} "
+          "GiB available now; each case is checked before it runs)", file=sys.stderr, flush=True)
+    out = {"inference": dict(vars(cfg), dtype=str(cfg.dtype)), "cases": {},
+           "estimated_seconds": estimate}
     with torch.no_grad():
-        for sec, batch, frames in cases:
-            if batch != 1:
+        for case in cases:
+            sec, batch, frames = case
+            if batch != 1 or not guard.runs(case):
                 continue
             audio, z = vae_inputs(frames, 1, 11)
-            ref("vae_matrix_outputs", frames=frames, batch=1, seed=11, path=str(tmp / "matrix.pt"))
+            reply = guard.reference(case, "vae_matrix_outputs", frames=frames, batch=1, seed=11, path=str(tmp / "matrix.pt"))
+            if reply is None:
+                continue
+            guard.observe("reference", case, reply.get("added_bytes"))
             theirs = torch.load(tmp / "matrix.pt")
             ours = {"encoder_raw": engine.encoder_out(audio), "decoded": engine.decode(z)}
             out["cases"][f"{sec:g}s_b1_agreement"] = {k: rel_diff(ours[k], theirs[k]) for k in ours}
@@ -347,30 +483,44 @@ def bench_vae_matrix(ref: Reference, vae: OobleckVAE, tmp: Path, args) -> dict:
     models = {"lafa": engine, "lafa_whole": InferenceVAE(vae, **{**vars(cfg), "chunk_frames": None})}
     with torch.no_grad():
         for r in range(args.warmup + args.repeats):
-            for sec, batch, frames in cases:
+            for case in cases:
+                sec, batch, frames = case
+                if not guard.runs(case):
+                    continue
                 audio, z = vae_inputs(frames, batch, 11)
-                sides = ["lafa", "reference"] + (["lafa_whole"] if frames > (cfg.chunk_frames or frames)
-                                                  else [])
+                sides = matrix_sides(case, chunk)
                 for op in ("encode", "decode"):
                     name = f"vae_{op}_{sec:g}s_b{batch}"
                     s = samples.setdefault(name, {side: [] for side in sides})
                     for side in sides if r % 2 == 0 else sides[::-1]:
                         if side != "reference":
                             m = models[side]
-                            cpu, wall = timed(lambda a=audio, z=z, op=op, m=m: m.encode(a) if op == "encode"
-                                              else m.decode(z))
+                            cpu, wall, added = measured_call(lambda a=audio, z=z, op=op, m=m: m.encode(a)
+                                                             if op == "encode" else m.decode(z))
                         else:
-                            reply = ref("time_vae", op=op, frames=frames, batch=batch, seed=11, reps=1)
-                            cpu, wall = reply["cpu"][0], reply["wall"][0]
+                            reply = guard.reference(case, "time_vae", op=op, frames=frames, batch=batch, seed=11, reps=1)
+                            if reply is None:
+                                break
+                            cpu, wall, added = reply["cpu"][0], reply["wall"][0], reply.get("added_bytes")
+                        guard.observe(side, case, added)
                         if r >= args.warmup:
                             s[side].append((cpu, wall))
                         print(f"  round {r + 1 - args.warmup:>2} {name:<22} {side:<9} cpu {cpu:8.3f} s wall {wall:8.3f} s"
                               + ("  (warm-up)" if r < args.warmup else ""), file=sys.stderr, flush=True)
+                    if case in guard.status:
+                        break
+    for case, status in guard.status.items():
+        sec, batch, _ = case
+        for op in ("encode", "decode"):
+            samples.pop(f"vae_{op}_{sec:g}s_b{batch}", None)
+            out["cases"][f"vae_{op}_{sec:g}s_b{batch}"] = status
     for name, s in samples.items():
+        if not all(s.values()):  # no timed round (only warm-up asked for)
+            continue
         med = {side: {"cpu_s": statistics.median(c for c, _ in v), "wall_s": statistics.median(w for _, w in v)}
                for side, v in s.items()}
         out["cases"][name] = {
-            "lafa": med["lafa"], "reference": med["reference"],
+            "status": "ok", "lafa": med["lafa"], "reference": med["reference"],
             "speedup_cpu": med["reference"]["cpu_s"] / med["lafa"]["cpu_s"],
             "speedup_wall": med["reference"]["wall_s"] / med["lafa"]["wall_s"],
             "paired_speedup_cpu_median": statistics.median(b[0] / a[0] for a, b in zip(s["lafa"], s["reference"],
@@ -379,6 +529,8 @@ def bench_vae_matrix(ref: Reference, vae: OobleckVAE, tmp: Path, args) -> dict:
         if "lafa_whole" in med:
             out["cases"][name].update(lafa_whole=med["lafa_whole"],
                                       chunking_overhead_cpu=med["lafa"]["cpu_s"] / med["lafa_whole"]["cpu_s"])
+    out["memory"] = {"bytes_per_frame": dict(guard.memory.bytes_per_frame), "measured": guard.memory.measured,
+                     "available_gib_at_end": available_memory(guard.memory_gib) / GIB}
     return out
 
 
@@ -499,6 +651,9 @@ def main() -> None:
     p.add_argument("--grad-rtol", type=float, default=1e-3, help="the same for every parameter gradient")
     p.add_argument("--ref-site", type=Path, default=ROOT / "bench" / ".ref-site")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "models.json")
+    p.add_argument("--memory-gib", type=float, default=None,
+                   help="memory the cases may use (default: MemAvailable, or the cgroup's headroom if smaller, "
+                        "read before each case); a case whose estimate does not fit is skipped")
     args = p.parse_args()
     if args.quick:
         args.repeats, args.vae_frames, args.dit_depth, args.dit_frames = 1, 2, 1, 64
@@ -511,23 +666,57 @@ def main() -> None:
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "method": "same random weights in both; timings interleaved lafa/reference per call, order flipped "
                         "every round; medians over rounds after warm-up; ratio = lafa / reference (< 1: lafa faster)"}
+    report["estimate"] = up_front_estimate(args)
+    print(f"model benchmark: about {minutes(report['estimate']['seconds'])} on this machine "
+          f"({report['estimate']['basis']}); {available_memory(args.memory_gib) / GIB:.1f} GiB available, "
+          "checked before each case", file=sys.stderr, flush=True)
     ref = Reference(args.ref_site, args.threads)
+    started = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
-            print("VAE (SAO-1.0 Oobleck)", file=sys.stderr, flush=True)
-            report["vae"] = bench_vae(ref, tmp, args)
-            if args.skip_dit:
-                return finish(report, args)
-            print("DiT-SAO at SAO width (numerics only: 1536 wide, 24 heads, 12 kv heads, 1 block)", file=sys.stderr)
-            _, sao_width = dit_setup(ref, tmp, 1536, 1, 24, 768, 32, 16)
-            sao_width["agree"] = check(sao_width["agreement"], args.rtol, args.grad_rtol)
-            report["dit_sao_width_check"] = sao_width
-            print("DiT-SAO (reduced)", file=sys.stderr, flush=True)
-            report["dit"] = bench_dit(ref, tmp, args)
+            parts = [("vae", "VAE (SAO-1.0 Oobleck)", lambda: bench_vae(ref, tmp, args))]
+            if not args.skip_dit:
+                parts += [("dit_sao_width_check", "DiT-SAO at SAO width (numerics only: 1536 wide, 24 heads, 12 kv "
+                           "heads, 1 block)", lambda: sao_width_check(ref, tmp, args)),
+                          ("dit", "DiT-SAO (reduced)", lambda: bench_dit(ref, tmp, args))]
+            for key, title, run in parts:
+                print(title, file=sys.stderr, flush=True)
+                try:
+                    report[key] = run()
+                except WorkerDied as error:  # reported, and the other parts still run on a fresh worker
+                    report[key] = {"status": "failed", "reason": str(error), "signal": error.signal}
+                    print(f"  {key} failed: {error}", file=sys.stderr, flush=True)
+                    ref.restart()
     finally:
         ref.close()
+    report["seconds_elapsed"] = time.perf_counter() - started
     finish(report, args)
+
+
+def sao_width_check(ref: Reference, tmp: Path, args) -> dict:
+    _, sao_width = dit_setup(ref, tmp, 1536, 1, 24, 768, 32, 16)
+    sao_width["agree"] = check(sao_width["agreement"], args.rtol, args.grad_rtol)
+    return sao_width
+
+
+def up_front_estimate(args) -> dict:
+    """The run's length before it starts: the batch-1 parts as measured on 2 idle cores (docs/benchmarks.md:
+    ~3 min with 5 rounds, ~40 s --quick) scaled by rounds, and the inference matrix from its seconds per frame."""
+    chunk, overlap = args.vae_chunk_frames or 256, args.vae_overlap_frames or 24  # lafa's default window
+    cases = [(sec, batch, round(sec * SAMPLE_RATE / 2048)) for sec, batch in parse_matrix(args.vae_matrix)]
+    model, available = MemoryModel(), available_memory(args.memory_gib)
+    unlikely = {f"{c[0]:g}x{c[1]}": reason for c in cases if (reason := check_case(
+        {side: model.need(side, frames_held(side, c[2], c[1], chunk, overlap)) for side in matrix_sides(c, chunk)},
+        available)) is not None}
+    rounds = args.warmup + args.repeats
+    fixed = (40.0 if args.quick else 180.0 * rounds / 6) * 2 / max(1, min(args.threads, 2))
+    fitting = [c for c in cases if f"{c[0]:g}x{c[1]}" not in unlikely]
+    matrix = estimate_seconds(fitting, lambda c: matrix_sides(c, chunk), rounds, args.threads)
+    skipped = f"; likely skipped for memory: {', '.join(unlikely)}" if unlikely else ""
+    return {"seconds": fixed + matrix, "batch1_seconds": fixed, "matrix_seconds": matrix, "likely_skipped": unlikely,
+            "basis": f"batch-1 parts ~{minutes(fixed)}, inference matrix ~{minutes(matrix)} at the seconds per frame "
+                     f"measured on 2 idle cores; a loaded machine takes longer{skipped}"}
 
 
 def finish(report: dict, args) -> None:
@@ -539,7 +728,11 @@ def finish(report: dict, args) -> None:
 
 
 def print_table(report: dict) -> None:
-    matrix = report["vae"].get("matrix", {}).get("cases", {})
+    for part in ("vae", "dit_sao_width_check", "dit"):
+        if report.get(part, {}).get("status") == "failed":
+            print(f"{part}: failed: {report[part]['reason']}")
+    vae = report.get("vae", {})
+    matrix = vae.get("matrix", {}).get("cases", {})
     if matrix:
         print(f"{'inference case':<24}{'lafa cpu':>10}{'ref cpu':>10}{'x cpu':>7}{'lafa wall':>11}{'ref wall':>10}"
               f"{'x wall':>8}")
@@ -547,14 +740,17 @@ def print_table(report: dict) -> None:
             if "agreement" in case:
                 print(f"{case:<24} max rel diff {t}")
                 continue
+            if t.get("status") in ("skipped", "failed"):
+                print(f"{case:<24} {t['status']}: {t['reason']}")
+                continue
             print(f"{case:<24}{t['lafa']['cpu_s']:>10.3f}{t['reference']['cpu_s']:>10.3f}{t['speedup_cpu']:>7.2f}"
                   f"{t['lafa']['wall_s']:>11.3f}{t['reference']['wall_s']:>10.3f}{t['speedup_wall']:>8.2f}"
                   + (f"  chunked/whole cpu {t['chunking_overhead_cpu']:.3f}" if "chunking_overhead_cpu" in t else ""))
-    if "bf16_error" in report["vae"]:
-        print(f"bf16 vs fp32: {report['vae']['bf16_error']}")
+    if "bf16_error" in vae:
+        print(f"bf16 vs fp32: {vae['bf16_error']}")
     print(f"{'case':<22}{'lafa s':>10}{'ref s':>10}{'lafa/ref':>10}{'paired':>9}{'lafa GF/s':>11}{'ref GF/s':>10}")
     for part in ("vae", "dit"):
-        if part not in report:
+        if "timings" not in report.get(part, {}):
             continue
         for case, t in report[part]["timings"].items():
             gf = (f"{t['lafa_flop_per_s'] / 1e9:>11.2f}{t['reference_flop_per_s'] / 1e9:>10.2f}"
@@ -562,12 +758,14 @@ def print_table(report: dict) -> None:
             print(f"{case:<22}{t['lafa_s']:>10.3f}{t['reference_s']:>10.3f}{t['ratio']:>10.3f}"
                   f"{t['paired_ratio_median']:>9.3f}{gf}")
     for part in ("vae", "dit_sao_width_check", "dit"):
-        if part not in report:
+        if "agreement" not in report.get(part, {}):
             continue
         a = report[part]["agreement"]
         worst = max((v["max_abs_diff"] / max(v["max_abs"], 1e-30), k) for k, v in a.items() if k != "grads")
         print(f"{part}: agree={report[part]['agree']} worst output rel diff {worst[0]:.2e} ({worst[1]}), "
               f"grads max rel diff {a['grads']['max_rel_diff']:.2e} over {a['grads']['compared']} tensors")
+    if "seconds_elapsed" in report:
+        print(f"took {minutes(report['seconds_elapsed'])} (estimated {minutes(report['estimate']['seconds'])})")
 
 
 if __name__ == "__main__":

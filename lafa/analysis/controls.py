@@ -7,7 +7,17 @@ values, same covariance spectrum, no channel order). "Locality excess" = measure
 Beside them, order-invariant descriptions of the latent that no channel permutation (nor rotation) changes:
 the eigen-spectrum of the channel covariance (participation ratio, decay slope) and the temporal-only PSD
 slope of each principal component. Every measure gets a percentile bootstrap interval over clips (the clip
-is the unit of resampling: frames within a clip are correlated).
+is the unit of resampling: frames within a clip are correlated) when enough clips carry it: at least
+`min_clips` effective clips (Kish's (sum w)^2 / sum w^2 over the clips' windows or frames), else no interval
+and a warning. Every measure states what it rests on (`support`: clips, windows, frames).
+
+Group-aware baselines (issue 22): a latent made by an encoder with grouped output heads (the LAFA encoder
+writes its channels in contiguous groups) can score an excess over random channel orders only because
+channels of one group are alike, with no order along the channel axis. Beside the random permutation, two
+baselines keep groups of `group_size` contiguous channels: "group order" shuffles the order of the groups
+(each group kept whole and in its own order), "within group" shuffles the channels inside each group (groups
+kept in place). Block structure without order scores ~0 excess over both; an order along the channel axis
+(a banded covariance) scores an excess over both.
 
 Everything is computed from per-clip sufficient statistics (frame count, mean, centred scatter matrix,
 summed window spectra under each permutation, summed PC periodograms), so a bootstrap resample is a weighted
@@ -27,6 +37,14 @@ from lafa.analysis.spectrum import fit_slopes, rapsd, ring_frequencies, slope_op
 
 MEASURES = ("alpha", "alpha_permuted", "alpha_excess", "lpi", "lpi_permuted", "lpi_excess",
             "participation_ratio", "eigen_decay_slope", "pc_temporal_slope")
+GROUP_BASELINES = ("group_order", "within_group")  # the group-aware baselines (module docstring)
+GROUP_MEASURES = tuple(f"{m}_{b}{suffix}" for b in GROUP_BASELINES for m in ("alpha", "lpi") for suffix in ("", "_excess"))
+ALL_MEASURES = MEASURES + GROUP_MEASURES
+# which per-clip units carry each measure: full temporal windows (the spectra) or frames (LPI, covariance)
+SPECTRUM_MEASURES = tuple(m for m in ALL_MEASURES if m.startswith("alpha")) + ("pc_temporal_slope",)
+FRAME_MEASURES = tuple(m for m in ALL_MEASURES if m not in SPECTRUM_MEASURES)
+MIN_CLIPS = 10  # effective clips below which a measure gets no bootstrap interval (docs/analysis.md)
+DEFAULT_GROUP_SIZE = 8  # the LAFA encoder's output group at its defaults (64 -> 64 channels, groups of 8)
 EIGEN_FLOOR = 1e-10  # eigenvalues below this fraction of the largest are numerical zeros (rank deficiency)
 ELEMENTS = 2**23  # float64 elements of one batched LPI solve (64 MiB): wide latents are scored in slices
 
@@ -49,6 +67,50 @@ def eigen_decay_slope(eigenvalues: np.ndarray | torch.Tensor, floor: float = EIG
     if used < 2:
         return float("nan"), used
     return float(fit_slopes(np.arange(1, used + 1), lam[:used])), used
+
+
+def excess_name(measure: str, baseline: str) -> str:
+    """alpha, permuted -> alpha_excess (the random baseline's, named as before); lpi, group_order ->
+    lpi_group_order_excess."""
+    return f"{measure}_excess" if baseline == "permuted" else f"{measure}_{baseline}_excess"
+
+
+def effective_clips(weights: np.ndarray | Sequence[float]) -> float:
+    """Kish's effective number of clips (sum w)^2 / sum w^2 of per-clip weights (windows or frames): the
+    number of clips for equal weights, ~1 when one clip carries nearly everything; 0 without any weight."""
+    w = np.asarray(weights, dtype=np.float64)
+    square = float((w * w).sum())
+    return float(w.sum() ** 2 / square) if square > 0 else 0.0
+
+
+def group_baseline_problem(channels: int, group_size: int | None) -> str | None:
+    """Why the group-aware baselines do not apply to `channels` in groups of `group_size` (None: they do)."""
+    if not group_size:
+        return "no group size given"
+    if group_size <= 1 or group_size >= channels:
+        return f"group size {group_size} leaves nothing to shuffle for {channels} channels (needs 1 < g < C)"
+    if channels % group_size:
+        return f"group size {group_size} does not divide {channels} channels"
+    return None
+
+
+def group_permutations(channels: int, group_size: int, count: int, kind: str,
+                       rng: np.random.Generator) -> np.ndarray:
+    """(count, C) channel orders (new channel i = old channel p[i]) that keep contiguous groups of group_size:
+    "group_order": the groups in a random order, each whole and in its own order; "within_group": the channels
+    of each group in a random order, every group in place."""
+    groups = channels // group_size
+    offsets = np.arange(group_size)
+    out = []
+    for _ in range(count):
+        if kind == "group_order":
+            out.append((rng.permutation(groups)[:, None] * group_size + offsets[None, :]).ravel())
+        elif kind == "within_group":
+            out.append((np.arange(groups)[:, None] * group_size
+                        + np.stack([rng.permutation(group_size) for _ in range(groups)])).ravel())
+        else:
+            raise ValueError(f"unknown group baseline {kind!r}; one of {GROUP_BASELINES}")
+    return np.stack(out) if out else np.zeros((0, channels), dtype=np.int64)
 
 
 def _as_maps(latents: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -145,31 +207,61 @@ def _finite(x: float) -> float | None:
 def locality_measures(latents: torch.Tensor | Sequence[torch.Tensor], lam: float = 0.06, ridge: float = 1.0,
                       window: int = 64, hop: int | None = None, grid_points: int | None = None,
                       permutations: int = 20, bootstrap: int = 200, confidence: float = 0.95,
-                      seed: int = 0) -> dict:
+                      seed: int = 0, min_clips: int = MIN_CLIPS, group_size: int | None = DEFAULT_GROUP_SIZE,
+                      group_source: str = "given") -> dict:
     """Every locality measure of one representation, with permutation baselines and bootstrap intervals.
 
     latents: (N, C, T) or a list of (C, T_i) maps (clips, real frames only). lam, ridge: LPI_lambda (Sec. 3.2);
     window, hop, grid_points: the spectrum and slope fit of alpha (Sec. 3.1, Appendix C), also used for the
-    temporal PSD of the principal components. permutations: K random channel orders of the same latent;
-    bootstrap: B resamples of the clips (with replacement); confidence: of the percentile intervals.
+    temporal PSD of the principal components. permutations: K random channel orders of the same latent, and
+    K orders of each group-aware baseline; bootstrap: B resamples of the clips (with replacement); confidence:
+    of the percentile intervals; min_clips: the effective clips a measure needs for an interval; group_size:
+    channels per contiguous group of the group-aware baselines (None or 0: none), group_source: where it came
+    from (reported as is).
 
-    Returns {measure: {"value", "low", "high", ...}} for each name in MEASURES, plus "eigenvalues" (sorted
-    channel-covariance eigenvalues), "counts" and "settings". *_permuted hold the mean, std, min, max and
-    values over the K permutations; *_excess = measured - permuted mean, with the one-sided permutation
-    p-value (1 + #{permuted >= measured}) / (K + 1). Intervals are None when fewer than 2 clips (or resamples)
-    allow one. The PC slope's interval keeps the principal directions of the full sample fixed.
+    Returns {measure: {"value", "low", "high", ...}} for each name in ALL_MEASURES, plus "eigenvalues" (sorted
+    channel-covariance eigenvalues), "counts", "support" (what each measure rests on), "warnings" and
+    "settings". *_permuted, *_group_order and *_within_group hold the mean, std, min, max and values over
+    their K orders; *_excess = measured - that mean, with the one-sided permutation p-value
+    (1 + #{baseline >= measured}) / (K + 1). Intervals are None where fewer than min_clips effective clips
+    carry the measure (or no resample is drawn). The PC slope's interval keeps the principal directions of
+    the full sample fixed.
     """
     maps = _as_maps(latents)
     hop = hop or window
     channels = maps[0].shape[0]
     rng = np.random.default_rng(seed)
-    perms = torch.from_numpy(np.stack([np.arange(channels)] + [rng.permutation(channels) for _ in range(permutations)]))
+    orders = {"permuted": np.stack([rng.permutation(channels) for _ in range(permutations)])
+              if permutations else np.zeros((0, channels), dtype=np.int64)}
+    group_problem = group_baseline_problem(channels, group_size)
+    if group_problem is None and permutations:
+        group_rng = np.random.default_rng([seed, 22])  # its own stream: the random orders and resamples stay as before
+        for kind in GROUP_BASELINES:
+            orders[kind] = group_permutations(channels, group_size, permutations, kind, group_rng)
+    rows, start = {}, 1  # row 0: the channels as given
+    for kind, o in orders.items():
+        rows[kind] = slice(start, start + len(o))
+        start += len(o)
+    perms = torch.from_numpy(np.concatenate([np.arange(channels)[None], *orders.values()]).astype(np.int64))
     stats = _clip_statistics(maps, perms, window, hop)
     if float(stats["windows"].sum()) == 0:
         raise ValueError(f"no clip has a full window of {window} frames; lower the window or use longer clips")
     clips = len(maps)
     freq = ring_frequencies(channels, window)
     slope_operator(freq, grid_points)  # fails early on a window too short for a slope
+
+    # what the measures rest on: clips with a full window (spectra) and clips with frames (LPI, covariance)
+    per_clip_windows, per_clip_frames = stats["windows"].numpy(), stats["counts"].numpy()
+    support = {
+        "spectrum": {"measures": list(SPECTRUM_MEASURES), "unit": f"windows of {window} frames",
+                     "clips": int((per_clip_windows > 0).sum()), "of_clips": clips,
+                     "windows": int(per_clip_windows.sum()), "effective_clips": effective_clips(per_clip_windows)},
+        "frames": {"measures": list(FRAME_MEASURES), "unit": "frames",
+                   "clips": int((per_clip_frames > 0).sum()), "of_clips": clips,
+                   "frames": int(per_clip_frames.sum()), "effective_clips": effective_clips(per_clip_frames)},
+    }
+    for part in support.values():
+        part["interval"] = bool(bootstrap and part["effective_clips"] >= max(2, min_clips))
 
     # full sample
     n, scatter = _pooled(stats, torch.ones(clips, dtype=torch.float64))
@@ -195,9 +287,9 @@ def locality_measures(latents: torch.Tensor | Sequence[torch.Tensor], lam: float
 
     pc_slopes, pc_mean = pc_slope((pc_spectra.sum(0) / stats["windows"].sum()).numpy())
 
-    # bootstrap over clips
+    # bootstrap over clips (drawn whenever there are 2 clips; an interval is reported only with enough support)
     resampled = bootstrap if clips > 1 else 0
-    reps = {name: np.full(resampled, np.nan) for name in MEASURES}
+    reps = {name: np.full(resampled, np.nan) for name in ALL_MEASURES}
     if resampled:
         weights = torch.from_numpy(np.stack([np.bincount(rng.integers(0, clips, clips), minlength=clips)
                                              for _ in range(bootstrap)])).double()  # (B, clips)
@@ -213,17 +305,20 @@ def locality_measures(latents: torch.Tensor | Sequence[torch.Tensor], lam: float
             lpi_b = _lpis(n_b, scatter_b, perms, lam, ridge).numpy()  # (b, P)
             eig_b = torch.linalg.eigvalsh(scatter_b / n_b[:, None, None]).numpy()  # (b, C)
             reps["lpi"][part], reps["alpha"][part] = lpi_b[:, 0], alpha_b[part, 0]
-            if permutations:
-                reps["lpi_permuted"][part], reps["alpha_permuted"][part] = lpi_b[:, 1:].mean(1), alpha_b[part, 1:].mean(1)
-                reps["lpi_excess"][part] = lpi_b[:, 0] - lpi_b[:, 1:].mean(1)
-                reps["alpha_excess"][part] = alpha_b[part, 0] - alpha_b[part, 1:].mean(1)
+            for kind, rows_k in rows.items():
+                if rows_k.stop > rows_k.start:
+                    lpi_k, alpha_k = lpi_b[:, rows_k].mean(1), alpha_b[part, rows_k].mean(1)
+                    reps[f"lpi_{kind}"][part], reps[f"alpha_{kind}"][part] = lpi_k, alpha_k
+                    reps[excess_name("lpi", kind)][part] = lpi_b[:, 0] - lpi_k
+                    reps[excess_name("alpha", kind)][part] = alpha_b[part, 0] - alpha_k
             for j, b in enumerate(range(part.start, part.stop)):
                 reps["participation_ratio"][b] = participation_ratio(eig_b[j])
                 reps["eigen_decay_slope"][b] = eigen_decay_slope(eig_b[j])[0]
                 reps["pc_temporal_slope"][b] = pc_slope(pc_b[b])[1]
 
     def entry(name: str, value: float, **extra) -> dict:
-        low, high = _interval(reps[name], confidence)
+        carried = support["spectrum" if name in SPECTRUM_MEASURES else "frames"]["interval"]
+        low, high = _interval(reps[name], confidence) if carried else (None, None)
         return {"value": _finite(value), "low": low, "high": high, **extra}
 
     out = {
@@ -234,20 +329,53 @@ def locality_measures(latents: torch.Tensor | Sequence[torch.Tensor], lam: float
         "pc_temporal_slope": entry("pc_temporal_slope", pc_mean, per_component=[_finite(s) for s in pc_slopes],
                                    components=int(significant.sum()), weighting="eigenvalue"),
     }
-    for name, values in (("alpha", alphas), ("lpi", lpis)):
-        if permutations:
-            perm = values[1:]
-            out[f"{name}_permuted"] = entry(f"{name}_permuted", perm.mean(), std=_finite(perm.std(ddof=1)) if len(perm) > 1 else None,
-                                            min=float(perm.min()), max=float(perm.max()), values=perm.tolist())
-            out[f"{name}_excess"] = entry(f"{name}_excess", values[0] - perm.mean(),
-                                          p_value=float((1 + (perm >= values[0]).sum()) / (len(perm) + 1)))
-        else:
-            out[f"{name}_permuted"] = out[f"{name}_excess"] = {"value": None, "low": None, "high": None}
-    out = {name: out[name] for name in MEASURES}
+    for kind in ("permuted", *GROUP_BASELINES):
+        for name, values in (("alpha", alphas), ("lpi", lpis)):
+            rows_k = rows.get(kind)
+            if rows_k is None or rows_k.stop == rows_k.start:
+                note = group_problem if kind in GROUP_BASELINES and group_problem else "no permutations asked for"
+                out[f"{name}_{kind}"] = out[excess_name(name, kind)] = {"value": None, "low": None, "high": None,
+                                                                       "note": note}
+                continue
+            base = values[rows_k]
+            out[f"{name}_{kind}"] = entry(f"{name}_{kind}", base.mean(),
+                                          std=_finite(base.std(ddof=1)) if len(base) > 1 else None,
+                                          min=float(base.min()), max=float(base.max()), values=base.tolist())
+            out[excess_name(name, kind)] = entry(excess_name(name, kind), values[0] - base.mean(),
+                                                 p_value=float((1 + (base >= values[0]).sum()) / (len(base) + 1)))
+    out = {name: out[name] for name in ALL_MEASURES}
     out["eigenvalues"] = lam_np.tolist()
     out["counts"] = {"clips": clips, "channels": channels, "samples": int(n.item()), "windows": int(stats["windows"].sum()),
                      "bootstrap_valid": {k: int(np.isfinite(v).sum()) for k, v in reps.items()}}
+    out["support"] = support
+    out["warnings"] = support_warnings(support, window, bootstrap, min_clips, lam, channels)
+    out["groups"] = {"size": group_size or None, "source": group_source, "count": channels // group_size
+                     if group_problem is None else None, "applies": group_problem is None, "note": group_problem}
     out["settings"] = {"lam": lam, "ridge": ridge, "window": window, "hop": hop, "grid_points": grid_points,
                        "permutations": permutations, "bootstrap": bootstrap, "confidence": confidence,
-                       "seed": seed, "resampling_unit": "clip", "interval": "percentile"}
+                       "seed": seed, "resampling_unit": "clip", "interval": "percentile", "min_clips": min_clips,
+                       "group_size": group_size or None}
     return out
+
+
+def support_warnings(support: dict, window: int, bootstrap: int, min_clips: int, lam: float,
+                     channels: int) -> list[str]:
+    """One line per figure that rests on too little: clips that add nothing to the spectra, measures without
+    an interval for want of clips, an in-sample LPI on too few frames."""
+    lines = []
+    spec, frames = support["spectrum"], support["frames"]
+    if spec["clips"] < spec["of_clips"]:
+        lines.append(f"{spec['of_clips'] - spec['clips']} of {spec['of_clips']} clips are shorter than the "
+                     f"{window}-frame window: alpha, its baselines and the PC t-slope rest on the other "
+                     f"{spec['clips']} ({spec['windows']} windows)")
+    for part, names in ((spec, "alpha, its baselines and the PC t-slope"), (frames, "LPI, its baselines, PR and eig. slope")):
+        if bootstrap and not part["interval"]:
+            lines.append(f"{names}: no interval: {part['effective_clips']:.1f} effective clips "
+                         f"({part['clips']} clip{'' if part['clips'] == 1 else 's'}, {part.get('windows', part.get('frames'))} "
+                         f"{part['unit']}) "
+                         f"carry them, fewer than the {max(2, min_clips)} needed to resample")
+    width = 2 * neighbour_radius(channels, lam)
+    if frames["frames"] < 20 * width:
+        lines.append(f"LPI rests on {frames['frames']} frames for {width} neighbours: in-sample R^2 is inflated by "
+                     f"about 2r / N = {width / frames['frames']:.2f} for unrelated channels")
+    return lines

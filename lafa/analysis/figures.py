@@ -8,6 +8,18 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure  # the object API: no pyplot state, renders with Agg
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+
+def log_ticks(low: float, high: float, most: int = 7) -> list[float]:
+    """Tick values m x 10^k (m in 1, 2, 3, 5; fewer when that makes more than `most`) inside [low, high], for
+    a log axis; a range holding fewer than two gets its ends."""
+    for subs in ((1, 2, 3, 5), (1, 2, 5), (1, 3), (1,)):
+        ticks = [m * 10.0**k for k in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+                 for m in subs if low * (1 - 1e-9) <= m * 10.0**k <= high * (1 + 1e-9)]
+        if len(ticks) <= most:
+            break
+    return ticks if len(ticks) >= 2 else sorted({low, high, *ticks})
 
 
 def psd_figure(curves: dict[str, dict]) -> Figure:
@@ -15,14 +27,24 @@ def psd_figure(curves: dict[str, dict]) -> Figure:
     (pysteps' `normalize`), so representations of different scale share the axes; alpha is unchanged."""
     fig = Figure(figsize=(6, 4.5), layout="constrained")
     ax = fig.subplots()
+    lows, highs = [], []
     for i, (label, c) in enumerate(curves.items()):
         f, s = np.asarray(c["freq"]), np.asarray(c["spectrum"])
         keep = f > 0
+        lows.append(f[keep].min())
+        highs.append(f[keep].max())
         scale = s[keep].sum()
         color = f"C{i}"
-        ax.loglog(f[keep], s[keep] / scale, color=color, label=f"{label} (alpha = {c['alpha']:.2f})")
+        spec = ((c.get("controls") or {}).get("support") or {}).get("spectrum")
+        rests = f"; {spec['clips']} of {spec['of_clips']} clips, {spec['windows']} windows" if spec else ""
+        ax.loglog(f[keep], s[keep] / scale, color=color, label=f"{label} (alpha = {c['alpha']:.2f}{rests})")
         fit = np.exp(c["intercept"]) * f[keep] ** (-c["alpha"]) / scale
         ax.loglog(f[keep], fit, color=color, linestyle="--", linewidth=1)
+    # fixed 1-2-5 ticks with plain labels: a log axis spanning about one decade otherwise labels its minor
+    # ticks too, and the labels overlap
+    ax.xaxis.set_major_locator(FixedLocator(log_ticks(min(lows), max(highs))))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("normalised radial frequency f")
     ax.set_ylabel("S(f) / sum S")
     ax.set_title("Radially averaged power spectrum (dashed: fitted power law)")
@@ -75,27 +97,46 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     return path
 
 
+BASELINE_STYLES = (  # (key suffix, legend, x offset, marker, colour) of each baseline in permutation_figure
+    ("permuted", "random channel orders", 0.0, "o", "0.6"),
+    ("group_order", "group order shuffled", 0.14, "^", "tab:purple"),
+    ("within_group", "shuffled within groups", 0.28, "s", "tab:olive"),
+)
+
+
 def permutation_figure(results: dict[str, dict]) -> Figure:
-    """results: label -> analyze_maps output. alpha and LPI of each representation (dot, bootstrap interval)
-    beside its channel-permutation baseline (grey: each permutation; bar: their mean)."""
-    fig = Figure(figsize=(1.6 * len(results) + 4, 3.8), layout="constrained")
+    """results: label -> analyze_maps output. alpha and LPI of each representation (dot, with its bootstrap
+    interval where there is one) beside its baselines: random channel orders, group order shuffled, channels
+    shuffled within groups (small markers: each order; bar: their mean). The x labels say what each rests on."""
+    fig = Figure(figsize=(2.2 * len(results) + 4, 4.2), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, (name, title) in zip(axes, (("alpha", "spectral slope alpha"), ("lpi", "LPI")), strict=True):
         for i, r in enumerate(results.values()):
             c = r["controls"]
-            perm = c[f"{name}_permuted"].get("values") or []
-            ax.scatter(np.full(len(perm), i + 0.15), perm, s=8, color="0.6", label="permuted channels" if i == 0 else None)
-            if perm:
-                ax.hlines(np.mean(perm), i + 0.05, i + 0.25, color="0.3")
+            for suffix, legend, dx, marker, colour in BASELINE_STYLES:
+                values = (c.get(f"{name}_{suffix}") or {}).get("values") or []
+                ax.scatter(np.full(len(values), i + dx), values, s=8, marker=marker, color=colour,
+                           label=legend if i == 0 else None)
+                if values:
+                    ax.hlines(np.mean(values), i + dx - 0.05, i + dx + 0.05, color="0.2")
             m = c[name]
             if m["low"] is not None:  # a percentile interval need not contain the estimate: drawn as a bar
-                ax.vlines(i - 0.1, m["low"], m["high"], color=f"C{i}", linewidth=2)
-            ax.plot([i - 0.1], [m["value"]], "o", color=f"C{i}", label="measured (bootstrap interval)" if i == 0 else None)
-        ax.set_xticks(range(len(results)), list(results))
+                ax.vlines(i - 0.15, m["low"], m["high"], color=f"C{i}", linewidth=2)
+            ax.plot([i - 0.15], [m["value"]], "o", color=f"C{i}", label="measured (interval if any)" if i == 0 else None)
+        ticks = []
+        for label, r in results.items():
+            sup = (r["controls"].get("support") or {}).get("spectrum" if name == "alpha" else "frames")
+            if sup is None:
+                ticks.append(label)
+            elif name == "alpha":
+                ticks.append(f"{label}\n{sup['clips']}/{sup['of_clips']} clips, {sup['windows']} win.")
+            else:
+                ticks.append(f"{label}\n{sup['clips']} clips, {sup['frames']} fr.")
+        ax.set_xticks(range(len(results)), ticks, fontsize=7)
         ax.set_title(title, fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle("measured vs the same latent with its channels randomly permuted", fontsize=9)
+    fig.suptitle("measured vs the same latent with its channels reordered (three baselines)", fontsize=9)
     return fig
 
 

@@ -12,6 +12,7 @@ import base64
 import html
 import io
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,7 +23,9 @@ CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.85em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; white-space: nowrap; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; vertical-align: top; }
+th { font-weight: 600; } dl.defs dt { font-weight: 600; float: left; clear: left; margin-right: 0.5em; }
+dl.defs dd { margin: 0 0 0.3em 0; } dl.defs { font-size: 0.85em; } .warn { color: #8a4b00; }
 th:first-child, td:first-child { text-align: left; } th { background: #f3f3f3; }
 figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption, .note { font-size: 0.85em; color: #555; }
@@ -36,9 +39,20 @@ def esc(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def table(headings: list[str], rows: Iterable[list], caption: str | None = None) -> str:
-    head = "".join(f"<th>{esc(h)}</th>" for h in headings)
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+def cell(value) -> str:
+    """A table cell's text, escaped; a bracketed interval "[low, high]" never breaks inside (the cell may
+    break before it), so narrow windows wrap a measure onto two lines instead of hiding columns."""
+    text = esc(value)
+    return re.sub(r"\[([^\]]*)\]", lambda m: "[" + m.group(1).replace(" ", "\u00a0") + "]", text)
+
+
+def table(headings: list[str], rows: Iterable[list], caption: str | None = None,
+          definitions: dict[str, str] | None = None) -> str:
+    """A table whose headings carry their definition as a tooltip (definitions: heading -> text); cells wrap."""
+    definitions = definitions or {}
+    head = "".join(f"<th title='{esc(definitions[h])}'>{esc(h)}</th>" if h in definitions else f"<th>{esc(h)}</th>"
+                   for h in headings)
+    body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in row) + "</tr>" for row in rows)
     cap = f"<caption class='note'>{esc(caption)}</caption>" if caption else ""
     return f"<div class='scroll'><table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
@@ -88,10 +102,18 @@ def page(title: str, sections: list[tuple[str, str]], note: str = "") -> str:
             f"<body><h1>{esc(title)}</h1><p class='note'>{esc(note)}</p>{body}</body></html>\n")
 
 
-def players(audio: dict[str, list[str]]) -> str:
-    """audio: group (e.g. "reference", a model label) -> clip paths; one player per existing clip."""
-    items = [audio_player(p, f"{group}: {Path(p).name}") for group, paths in audio.items() for p in paths
-             if Path(p).is_file()]
+def players(audio: dict[str, list[str]], sources: dict[str, str] | None = None) -> str:
+    """audio: group (e.g. "reference", a model label) -> clip paths; one player per existing clip, named by the
+    clip it comes from (sources: path -> source file or shard key; else the file's name)."""
+    sources = sources or {}
+
+    def caption(group: str, path: str) -> str:
+        source = sources.get(path)
+        if source is None:
+            return f"{group}: {Path(path).name}"
+        return f"{source} (input)" if group == "reference" else f"{source}: {group} reconstruction"
+
+    items = [audio_player(p, caption(group, p)) for group, paths in audio.items() for p in paths if Path(p).is_file()]
     return f"<div class='players'>{''.join(items)}</div>" if items else ""
 
 
@@ -105,37 +127,89 @@ def write_html(text: str, path: str | Path) -> Path:
 FIGURE_CAPTIONS = {
     "psd": "Radially averaged power spectrum of each representation with its fitted power law (Fig. 2)",
     "correlation": "Channel-correlation matrices with LPI (Fig. 3)",
-    "permutation": "alpha and LPI measured (with bootstrap interval) vs the same latent with permuted channels",
+    "permutation": "alpha and LPI measured (with bootstrap interval where there is one) vs the same latent with "
+                   "its channels reordered: random orders, group order shuffled, channels shuffled within groups",
     "eigen": "Order-invariant view: channel-covariance eigen-spectrum and temporal PSD slope per principal component",
+}
+
+
+def definitions_list(headings: Iterable[str], definitions: dict[str, str]) -> str:
+    """<dl> of the headings that have a definition, in order, each once."""
+    seen = dict.fromkeys(h for h in headings if h in definitions)
+    items = "".join(f"<dt>{esc(h)}</dt><dd>{esc(definitions[h])}</dd>" for h in seen)
+    return f"<dl class='defs'>{items}</dl>" if items else ""
+
+
+def support_rows(reps: dict[str, dict]) -> list[list]:
+    """One row per representation: what its numbers rest on (lafa.analysis.controls' support)."""
+    rows = []
+    for label, r in reps.items():
+        c = r.get("controls") or {}
+        sup, groups = c.get("support"), c.get("groups") or {}
+        if sup is None:  # a report written before supports were recorded
+            rows.append([label, r["channels"], r["clips"], "-", r["windows"], "-", r["samples"], "-", "-",
+                         r["neighbour_radius"], "-"])
+            continue
+        spec, frames = sup["spectrum"], sup["frames"]
+        rows.append([label, r["channels"], spec["of_clips"], spec["clips"], spec["windows"],
+                     f"{spec['effective_clips']:.1f}" + ("" if spec["interval"] else " (no interval)"),
+                     frames["frames"], f"{frames['effective_clips']:.1f}" + ("" if frames["interval"] else " (no interval)"),
+                     r["neighbour_radius"],
+                     f"{groups['size']} x {groups['count']} ({groups['source']})" if groups.get("applies")
+                     else f"none: {groups.get('note')}"])
+    return rows
+
+
+SUPPORT_HEADINGS = ["representation", "channels C", "clips read", "clips with a full window", "windows",
+                    "effective clips (windows)", "frames N", "effective clips (frames)", "LPI radius r",
+                    "groups (size x count)"]
+SUPPORT_DEFINITIONS = {
+    "clips with a full window": "clips at least one spectrum window long: only these enter alpha, its baselines "
+                                "and the PC t-slope",
+    "windows": "temporal windows whose spectra are averaged (alpha, PC t-slope)",
+    "effective clips (windows)": "Kish's (sum w)^2 / sum w^2 over the clips' window counts: how many clips "
+                                 "alpha effectively rests on; below the minimum there is no interval",
+    "frames N": "frames of all clips stacked: the samples of LPI, PR and eig. slope",
+    "effective clips (frames)": "the same over the clips' frame counts, for LPI, PR and eig. slope",
+    "LPI radius r": "neighbours on each side in LPI, r = ceil(lambda C)",
+    "groups (size x count)": "contiguous channel groups of the group-aware baselines and where their size "
+                             "comes from",
 }
 
 
 def analysis_page(report: dict) -> str:
     """The page of one `lafa analyze` report (its JSON as written, figure and audio paths inside it)."""
-    from lafa.analysis.report import measures_table
+    from lafa.analysis.report import COLUMN_DEFINITIONS, baseline_table, headline_table
 
     settings = report.get("settings", {})
-    headings, rows = measures_table(report["summary"])
     reps = report["representations"]
-    counts = [[label, r["channels"], r["clips"], r["samples"], r["windows"], r["neighbour_radius"]]
-              for label, r in reps.items()]
+    head_h, head_rows = headline_table(report["summary"])
+    base_h, base_rows = baseline_table(report["summary"])
     conf = settings.get("confidence")
-    note = (f"{settings.get('num_clips', '?')} clips; intervals: {conf:.0%} percentile bootstrap over clips "
-            f"({settings.get('bootstrap')} resamples); perm. = mean over {settings.get('permutations')} random "
-            "channel orders; excess = measured - perm.; PR = participation ratio" if conf else "")
+    note = (f"intervals: {conf:.0%} percentile bootstrap over clips ({settings.get('bootstrap')} resamples), given "
+            f"only where at least {settings.get('min_clips', 2)} effective clips carry the measure (see below); "
+            "no brackets: no interval" if conf else "")
+    base_note = (f"baselines: mean over {settings.get('permutations')} channel orders each; excess = measured - "
+                 "baseline; '-': the baseline does not apply (see the groups column below)")
+    warnings = [f"{label}: {w}" for label, r in reps.items() for w in r.get("warnings") or []]
     figures = "".join(figure(path, FIGURE_CAPTIONS.get(name, name.replace("_", " ")))
                       for name, path in report.get("figures", {}).items() if Path(path).is_file())
     skipped = report.get("skipped") or []
+    defs = {**COLUMN_DEFINITIONS, **SUPPORT_DEFINITIONS}
     sections = [
-        ("locality measures", table(headings, rows, note)),
-        ("what each number rests on", table(["representation", "channels", "clips", "frames (N)", "windows", "LPI radius r"],
-                                            counts)),
+        ("locality measures", table(head_h, head_rows, note, defs)),
+        ("order against three baselines: random, group order, within group",
+         table(base_h, base_rows, base_note, defs)),
+        ("warnings", "".join(f"<p class='warn'>{esc(w)}</p>" for w in warnings)),
+        ("what each number rests on", table(SUPPORT_HEADINGS, support_rows(reps), None, defs)),
+        ("columns", definitions_list([*head_h, *base_h, *SUPPORT_HEADINGS], defs)),
         ("figures", figures),
-        ("audio", players(report.get("audio") or {})),
+        ("audio", players(report.get("audio") or {}, report.get("audio_sources"))),
         ("skipped files", table(["file", "reason"], [[s["path"], s["reason"]] for s in skipped]) if skipped else ""),
         ("settings", settings_block({"settings": settings, "versions": report.get("versions", {})})),
     ]
-    return page("lafa analyze", sections, "alpha and LPI (Sec. 3) with channel-permutation controls and intervals")
+    return page("lafa analyze", sections, "alpha and LPI (Sec. 3) with channel-order baselines, what each number "
+                "rests on, and intervals where enough clips allow one")
 
 
 def study_page(report: dict, figures: dict[str, str], latent_table: list[str], audio: dict[str, list[str]],

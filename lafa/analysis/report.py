@@ -11,14 +11,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lafa.analysis.controls import MEASURES, locality_measures
+from lafa.analysis.controls import ALL_MEASURES, DEFAULT_GROUP_SIZE, MIN_CLIPS, locality_measures
 from lafa.analysis.locality import channel_correlation, lpi_per_channel, neighbour_radius, stack_samples
 from lafa.analysis.spectrum import mean_spectrum, spectral_slope
 
 
 @dataclass
 class AnalysisSettings:
-    """The knobs of Sec. 3 / Appendix C that the paper leaves open (defaults: docs/analysis.md)."""
+    """The knobs of Sec. 3 / Appendix C that the paper leaves open (defaults: docs/analysis.md).
+
+    Args:
+        lam: LPI_lambda neighbourhood fraction, r = ceil(lam C) neighbours on each side (Sec. 3.2)
+        ridge: ridge penalty of the LPI regressions on standardised channels (scikit-learn Ridge alpha)
+        window: frames per temporal window of the spectrum (alpha, PC t-slope); shorter clips add no window
+        hop: frames between window starts
+        grid_points: size of the even log-f grid of the slope fit (null: one point per ring)
+        permutations: channel orders K of each baseline (random, group order, within group); 0: no baselines
+        bootstrap: resamples of the clips for the percentile intervals (0: no intervals)
+        confidence: level of the percentile intervals
+        min_clips: effective clips (Kish: (sum w)^2 / sum w^2 over windows or frames) a measure needs for an
+            interval; fewer: no interval and a warning
+        group_size: channels per contiguous group of the group-aware baselines (null: a LAFA encoder's own
+            output group, else 8; 0: no group baselines)
+    """
 
     lam: float = 0.06  # LPI_lambda neighbourhood fraction (Sec. 3.2)
     ridge: float = 1.0  # ridge penalty on the standardised channels (scikit-learn Ridge alpha convention)
@@ -28,15 +43,30 @@ class AnalysisSettings:
     permutations: int = 20  # random channel orders of the permutation baseline (lafa.analysis.controls)
     bootstrap: int = 200  # resamples of the clips for the intervals (0: none)
     confidence: float = 0.95  # of the percentile bootstrap intervals
+    min_clips: int = MIN_CLIPS  # effective clips a measure needs for an interval (fewer: none, and a warning)
+    group_size: int | None = None  # channels per group of the group-aware baselines (None: the encoder's output
+    #                                group where known, else DEFAULT_GROUP_SIZE; 0: no group baselines)
 
 
-def analyze_maps(maps: list[torch.Tensor], settings: AnalysisSettings, seed: int = 0) -> dict:
+def group_size_for(settings: AnalysisSettings, known: int | None = None) -> tuple[int | None, str]:
+    """(group size, where it came from) of the group-aware baselines: --analysis.group_size when set (0: none),
+    else the encoder's own output group (`known`), else DEFAULT_GROUP_SIZE."""
+    if settings.group_size is not None:
+        return (settings.group_size or None), ("--analysis.group_size" if settings.group_size else "off")
+    if known:
+        return known, "the encoder's output groups"
+    return DEFAULT_GROUP_SIZE, f"default ({DEFAULT_GROUP_SIZE}: the LAFA encoder's output group at its defaults)"
+
+
+def analyze_maps(maps: list[torch.Tensor], settings: AnalysisSettings, seed: int = 0,
+                 group_size: int | None = None) -> dict:
     """(C, T_i) maps of one representation (latents or log-mel, real frames only) -> its numbers.
 
     Returns alpha and intercept of the spectral fit, the averaged spectrum and its frequencies, LPI and
     its per-channel R^2, the channel-correlation matrix, the counts the numbers rest on, and under
     "controls" every measure of `lafa.analysis.controls.locality_measures` (permutation baselines, eigen
-    measures, bootstrap intervals; `seed` draws the permutations and resamples).
+    measures, bootstrap intervals; `seed` draws the permutations and resamples). group_size: the output group
+    of the encoder that made the maps, where known (`group_size_for` decides what is used).
     """
     maps = [m.detach().cpu() for m in maps]  # spectra in the maps' precision, LPI in float64
     if not all(torch.isfinite(m).all() for m in maps):
@@ -47,6 +77,10 @@ def analyze_maps(maps: list[torch.Tensor], settings: AnalysisSettings, seed: int
     freq, spectrum, num_windows = mean_spectrum(maps, settings.window, settings.hop)
     alpha, intercept = spectral_slope(freq, spectrum, settings.grid_points)
     per_channel = lpi_per_channel([samples], settings.lam, settings.ridge)
+    groups, source = group_size_for(settings, group_size)
+    controls = locality_measures(maps, settings.lam, settings.ridge, settings.window, settings.hop,
+                                 settings.grid_points, settings.permutations, settings.bootstrap,
+                                 settings.confidence, seed, settings.min_clips, groups, source)
     return {
         "alpha": alpha,
         "intercept": intercept,
@@ -60,9 +94,8 @@ def analyze_maps(maps: list[torch.Tensor], settings: AnalysisSettings, seed: int
         "freq": freq.tolist(),
         "spectrum": spectrum.tolist(),
         "corr": channel_correlation([samples]).numpy(),
-        "controls": locality_measures(maps, settings.lam, settings.ridge, settings.window, settings.hop,
-                                      settings.grid_points, settings.permutations, settings.bootstrap,
-                                      settings.confidence, seed),
+        "warnings": controls["warnings"],  # figures that rest on too little (lafa.analysis.controls)
+        "controls": controls,
     }
 
 
@@ -83,9 +116,10 @@ def summarise(result: dict) -> dict:
     bootstrap interval of each under "intervals" ([low, high], None where there is none)."""
     controls = result.get("controls") or {}
     summary = {"alpha": result["alpha"], "lpi": result["lpi"]}
-    summary.update({name: controls[name]["value"] for name in MEASURES if name in controls and name not in summary})
+    summary.update({name: controls[name]["value"] for name in ALL_MEASURES if name in controls and name not in summary})
     if controls:
-        summary["intervals"] = {name: [controls[name]["low"], controls[name]["high"]] for name in MEASURES}
+        summary["intervals"] = {name: [controls[name]["low"], controls[name]["high"]] for name in ALL_MEASURES
+                                if name in controls}
     return summary
 
 
@@ -116,11 +150,41 @@ def _jsonable(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-TABLE_COLUMNS = (  # (summary key, column heading, digits)
+TABLE_COLUMNS = (  # (summary key, column heading, digits): every measure, one row per representation (study)
     ("alpha", "alpha", 2), ("alpha_permuted", "alpha perm.", 2), ("alpha_excess", "alpha excess", 2),
     ("lpi", "LPI", 3), ("lpi_permuted", "LPI perm.", 3), ("lpi_excess", "LPI excess", 3),
     ("participation_ratio", "PR", 1), ("eigen_decay_slope", "eig. slope", 2), ("pc_temporal_slope", "PC t-slope", 2),
 )
+HEADLINE_COLUMNS = (  # `lafa analyze`'s first table: the measures themselves
+    ("alpha", "alpha", 2), ("lpi", "LPI", 3), ("participation_ratio", "PR", 1),
+    ("eigen_decay_slope", "eig. slope", 2), ("pc_temporal_slope", "PC t-slope", 2),
+)
+BASELINE_COLUMNS = (  # its second table: each order-dependent measure against its three baselines
+    ("", "measured"), ("_permuted", "random perm."), ("_permuted_excess", "excess vs random"),
+    ("_group_order", "group order"), ("_group_order_excess", "excess vs group order"),
+    ("_within_group", "within group"), ("_within_group_excess", "excess vs within group"),
+)
+COLUMN_DEFINITIONS = {  # every column heading of the tables, defined once (console legend, report.html)
+    "alpha": "spectral decay exponent of the (time x channel) power spectrum, S(f) ~ f^-alpha (Sec. 3.1, "
+             "Appendix C); higher: smoother map",
+    "LPI": "Local Predictability Index (Sec. 3.2): mean over channels of the ridge R^2 of a channel from its "
+           "+-r neighbours, r = ceil(lambda C)",
+    "PR": "participation ratio (sum lambda)^2 / sum lambda^2 of the channel-covariance eigenvalues: the effective "
+          "number of dimensions, 1 to C (order-invariant)",
+    "eig. slope": "decay beta of the sorted channel-covariance eigenvalues, lambda_k ~ k^-beta (order-invariant)",
+    "PC t-slope": "temporal-only PSD slope of each principal component, weighted by its eigenvalue: smoothness in "
+                  "time without reference to channel order",
+    "measured": "the measure on the channels in their own order",
+    "random perm.": "mean of the measure over K random channel orders (same values, no channel order)",
+    "group order": "mean over K orders that keep contiguous groups of g channels whole and shuffle the groups' order",
+    "within group": "mean over K orders that shuffle the channels inside each group of g, groups in place",
+    "excess vs random": "measured - random perm.: what the channel order carries",
+    "excess vs group order": "measured - group order: order across group boundaries (~0 for block structure "
+                             "without order)",
+    "excess vs within group": "measured - within group: order inside the groups",
+    "alpha perm.": "alpha over K random channel orders (mean)", "alpha excess": "alpha - alpha perm.",
+    "LPI perm.": "LPI over K random channel orders (mean)", "LPI excess": "LPI - LPI perm.",
+}
 
 
 def format_measure(value: float | None, interval: list | None = None, digits: int = 3) -> str:
@@ -141,6 +205,51 @@ def measures_table(summary: dict[str, dict]) -> tuple[list[str], list[list[str]]
         intervals = s.get("intervals") or {}
         rows.append([label, *(format_measure(s.get(k), intervals.get(k), d) for k, _, d in TABLE_COLUMNS)])
     return headings, rows
+
+
+def headline_table(summary: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    """(headings, rows) of the measures themselves: one row per representation, with intervals."""
+    headings = ["representation", *(h for _, h, _ in HEADLINE_COLUMNS)]
+    rows = []
+    for label, s in summary.items():
+        intervals = s.get("intervals") or {}
+        rows.append([label, *(format_measure(s.get(k), intervals.get(k), d) for k, _, d in HEADLINE_COLUMNS)])
+    return headings, rows
+
+
+def baseline_table(summary: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    """(headings, rows) of alpha and LPI against the random, group-order and within-group baselines: one row
+    per representation and measure; "-" where a baseline does not apply (see the groups line)."""
+    headings = ["representation", "measure", *(h for _, h in BASELINE_COLUMNS)]
+    rows = []
+    for label, s in summary.items():
+        intervals = s.get("intervals") or {}
+        for measure, name, digits in (("alpha", "alpha", 2), ("lpi", "LPI", 3)):
+            keys = [measure + suffix.replace("_permuted_excess", "_excess") for suffix, _ in BASELINE_COLUMNS]
+            rows.append([label, name, *(format_measure(s.get(k), intervals.get(k), digits) for k in keys)])
+    return headings, rows
+
+
+def support_lines(label: str, controls: dict) -> list[str]:
+    """What one representation's numbers rest on, in words (console and report.html)."""
+    sup = controls.get("support")
+    if not sup:
+        return []
+    spec, frames = sup["spectrum"], sup["frames"]
+    groups = controls.get("groups") or {}
+
+    def interval(part: dict) -> str:
+        return "with intervals" if part["interval"] else "no interval"
+
+    lines = [f"{label}: alpha and PC t-slope rest on {spec['clips']} of {spec['of_clips']} clips "
+             f"({spec['windows']} {spec['unit']}, {spec['effective_clips']:.1f} effective clips; {interval(spec)}); "
+             f"LPI, PR and eig. slope on {frames['clips']} clips ({frames['frames']} frames, "
+             f"{frames['effective_clips']:.1f} effective clips; {interval(frames)})"]
+    if groups.get("applies"):
+        lines.append(f"{label}: groups of {groups['size']} channels ({groups['count']} groups; {groups['source']})")
+    elif groups:
+        lines.append(f"{label}: no group baselines: {groups.get('note')}")
+    return lines
 
 
 def text_table(headings: list[str], rows: list[list[str]]) -> str:

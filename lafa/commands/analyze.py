@@ -34,31 +34,39 @@ from lafa.analysis.figures import (
 from lafa.analysis.html import analysis_page, write_html
 from lafa.analysis.mel import LogMel
 from lafa.analysis.report import (
+    COLUMN_DEFINITIONS,
     AnalysisSettings,
     analyze_maps,
+    baseline_table,
     build_report,
-    measures_table,
+    headline_table,
     summarise,
+    support_lines,
     text_table,
     write_report,
 )
+from lafa.errors import LafaUserError
 
 STAGE_CONFIG_KEYS = ("model", "data", "trainer")
-PAIRED_FLAGS = ("--ckpt_path", "--label")
+LIST_FLAGS = ("--ckpt_path", "--label", "--audio")  # options that append when repeated
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="lafa analyze", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="lafa analyze", description=__doc__.split("\n\n")[0]
+                       + " Repeated --ckpt_path/--label/--audio append; any other option given twice is refused.")
     p.add_argument("--config", action=ActionConfigFile, help="YAML with any of these options")
     p.add_argument("--stage_config", type=str | None, default=None,
                    help="a stage config (model/data/trainer YAML); --data defaults to its val shards")
     p.add_argument("--ckpt_path", type=str, nargs="+", default=[],
                    help="autoencoder(s): `lafa fit` VAE/LAFA checkpoint, Stable Audio Open weights, or a local "
-                        "transformers EncodecModel/DacModel directory; repeatable; none: log-mel only")
-    p.add_argument("--label", type=str, nargs="+", default=None, help="one name per --ckpt_path (default: from the path)")
+                        "transformers EncodecModel/DacModel directory; repeated flags append; none: log-mel only")
+    p.add_argument("--label", type=str, nargs="+", default=None,
+                   help="names the path(s) of the --ckpt_path right before it, one label per path; a path without "
+                        "one is labelled from its path (runs/x/vae/checkpoints/last.ckpt: vae)")
     p.add_argument("--data", type=str | None, default=None, help="audio shards: path, brace pattern, glob or pipe: URL")
     p.add_argument("--audio", type=str, nargs="+", default=None,
-                   help="audio files instead of shards: folder(s) (recursive), file(s) or glob(s)")
+                   help="audio files instead of shards: folder(s) (recursive), file(s) or glob(s); repeated "
+                        "flags append")
     p.add_argument("--sample_rate", type=int | None, default=None,
                    help="rate the clips are read at and the mel computed at (default: the first autoencoder's, "
                         "else 44100); each autoencoder gets the clips resampled to its own rate")
@@ -87,35 +95,83 @@ def build_parser() -> ArgumentParser:
 
 
 def normalise_argv(argv: list[str]) -> list[str]:
-    """Repeated --ckpt_path/--label flags become one list each; a --config that is a stage config (it has
-    model/data/trainer keys) becomes --stage_config."""
-    out, paired = [], {flag: [] for flag in PAIRED_FLAGS}
+    """The command line as jsonargparse reads it, with lafa's rules for repeated options:
+
+    - list options append: `--ckpt_path A --ckpt_path B` analyses both, `--audio X --audio Y` reads both;
+    - a `--label` names the values of the `--ckpt_path` right before it (one label per path: `--ckpt_path a b
+      --label x y`, or `--ckpt_path a --label x`); a path without a label gets one from its path
+      (`default_label`), so `--ckpt_path A --ckpt_path B --label vae` labels B "vae" and A by its run folder;
+    - every other option given twice is refused (one line), not silently overridden;
+    - a --config that is a stage config (model/data/trainer keys) becomes --stage_config.
+    """
+    out, paths, labels, audio = [], [], [], []  # labels: one per path, None until named
+    last_paths: list[int] | None = None  # indices (into paths) of the most recent --ckpt_path's values
+    seen: dict[str, str] = {}
     i = 0
     while i < len(argv):
         arg = argv[i]
-        flag, _, inline = arg.partition("=")
-        if flag in PAIRED_FLAGS:
-            values = [inline] if inline else []
+        flag, eq, inline = arg.partition("=")
+        if flag in LIST_FLAGS:
+            values = [inline] if eq else []
             i += 1
-            while not inline and i < len(argv) and not argv[i].startswith("--"):
+            while not eq and i < len(argv) and not argv[i].startswith("--"):
                 values.append(argv[i])
                 i += 1
-            paired[flag] += values
+            if not values:
+                raise LafaUserError(f"{flag}: no value given; write {flag} VALUE")
+            if flag == "--ckpt_path":
+                last_paths = list(range(len(paths), len(paths) + len(values)))
+                paths += values
+                labels += [None] * len(values)
+            elif flag == "--audio":
+                audio += values
+            else:  # --label
+                if last_paths is None:
+                    raise LafaUserError(f"--label {' '.join(values)}: no --ckpt_path before it to name; write "
+                                        "--ckpt_path PATH --label NAME")
+                if len(values) != len(last_paths):
+                    named = " ".join(paths[k] for k in last_paths)
+                    raise LafaUserError(f"--label {' '.join(values)}: {len(values)} label(s) for the "
+                                        f"{len(last_paths)} path(s) of the --ckpt_path before it ({named}); give one "
+                                        "label per path, or none to label them from their paths")
+                for k, v in zip(last_paths, values, strict=True):
+                    labels[k] = v
+                last_paths = None  # one --label per --ckpt_path
             continue
-        if flag == "--config" and (inline or i + 1 < len(argv)):
-            path = inline or argv[i + 1]
-            step = 1 if inline else 2
+        if flag == "--config" and (eq or i + 1 < len(argv)):
+            path = inline if eq else argv[i + 1]
+            step = 1 if eq else 2
             if _is_stage_config(path):
                 out += ["--stage_config", path]
             else:
                 out += argv[i : i + step]
             i += step
             continue
+        if flag.startswith("--") and flag not in ("--help", "--print_config"):
+            value = inline if eq else (argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else "")
+            if flag in seen:
+                raise LafaUserError(f"{flag}: given twice ({seen[flag]!r}, then {value!r}); give it once")
+            seen[flag] = value
         out.append(arg)
         i += 1
-    for flag, values in paired.items():
-        if values:
-            out += [flag, *values]
+    if paths:
+        out += ["--ckpt_path", *paths, "--label", *distinct_labels(paths, labels)]
+    if audio:
+        out += ["--audio", *audio]
+    return out
+
+
+def distinct_labels(paths: list[str], labels: list[str | None]) -> list[str]:
+    """The given labels, and one from its path (`default_label`) for each path without one; a default that
+    collides with another label (or is "mel") gets the file's stem appended (vae-last, vae-epoch=3), then a
+    number."""
+    out = [label if label is not None else default_label(path) for path, label in zip(paths, labels, strict=True)]
+    clash = [label is None and (out.count(out[k]) > 1 or out[k] == "mel") for k, label in enumerate(labels)]
+    out = [f"{o}-{Path(p).stem}" if c else o for o, p, c in zip(out, paths, clash, strict=True)]
+    for k, label in enumerate(labels):
+        base, n = out[k], 2
+        while label is None and (out.count(out[k]) > 1 or out[k] == "mel"):
+            out[k], n = f"{base}-{n}", n + 1
     return out
 
 
@@ -134,7 +190,7 @@ def shards_from_stage_config(path: str) -> str | list[str]:
     for key in ("val_shards", "test_shards", "train_shards"):
         if args.get(key):
             return args[key]
-    raise SystemExit(f"lafa analyze: {path} names no shards under data.init_args; pass --data")
+    raise LafaUserError(f"{path}: names no shards under data.init_args; pass --data SHARDS")
 
 
 def default_label(ckpt_path: str) -> str:
@@ -153,9 +209,10 @@ def load_any_autoencoder(path: str, codec_latent: str):
         try:
             return load_transformers_codec(path, codec_latent)
         except (ValueError, ImportError) as exc:
-            raise SystemExit(f"lafa analyze: {exc}") from exc
+            raise LafaUserError(f"{path}: {exc}") from exc
     if not Path(path).is_file():
-        raise SystemExit(f"lafa analyze: {path} is neither a checkpoint file nor a transformers model directory")
+        raise LafaUserError(f"--ckpt_path {path}: neither a checkpoint file nor a transformers model directory; "
+                            "give a `lafa fit` VAE/LAFA checkpoint, SAO weights or a codec folder")
     from lafa.stages.loading import load_autoencoder
 
     return load_autoencoder(path)
@@ -188,7 +245,7 @@ def read_clips(data: str | list[str], num_clips: int, sample_rate: int, channels
             if len(clips) == num_clips:
                 break
     if not clips:
-        raise SystemExit(f"lafa analyze: no samples in {data}")
+        raise LafaUserError(f"--data {data}: no samples in these shards; check the pattern")
     return clips
 
 
@@ -218,18 +275,21 @@ def encode_clips(autoencoder, clips: list[torch.Tensor], batch_size: int, device
 
 @torch.no_grad()
 def write_listening_clips(clips: list[tuple[str, torch.Tensor]], sample_rate: int, autoencoders: dict, args,
-                          device: torch.device, folder: Path) -> dict[str, list[str]]:
+                          device: torch.device, folder: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
     """WAV excerpts for the HTML page: the input of each of the first --listen_clips clips and each
-    autoencoder's reconstruction decode(encode(x)) of it. Returns group -> paths."""
+    autoencoder's reconstruction decode(encode(x)) of it. Returns (group -> paths, path -> the clip it comes
+    from: its source file or shard key)."""
     from lafa.analysis.html import wav_bytes
 
     audio: dict[str, list[str]] = {}
-    for i, (_, clip) in enumerate(clips[: args.listen_clips]):
+    sources: dict[str, str] = {}
+    for i, (key, clip) in enumerate(clips[: args.listen_clips]):
         excerpt = clip[:, : round(args.listen_seconds * sample_rate)]
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"reference_{i}.wav"
         path.write_bytes(wav_bytes(excerpt.numpy(), sample_rate))
         audio.setdefault("reference", []).append(str(path))
+        sources[str(path)] = key
         for label, ae in autoencoders.items():
             x = for_autoencoder(excerpt, sample_rate, ae)
             x = x[:, : x.shape[-1] // ae.downsampling_ratio * ae.downsampling_ratio]
@@ -239,14 +299,24 @@ def write_listening_clips(clips: list[tuple[str, torch.Tensor]], sample_rate: in
             path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', label)}_{i}.wav"
             path.write_bytes(wav_bytes(y.numpy(), ae.sample_rate))
             audio.setdefault(label, []).append(str(path))
-    return audio
+            sources[str(path)] = key
+    return audio, sources
 
 
-def _analyze(label: str, maps: list[torch.Tensor], settings: AnalysisSettings, seed: int) -> dict:
+def output_group_size(autoencoder) -> int | None:
+    """Channels per output group of a LAFA autoencoder's encoder (its grouped output heads write the latent in
+    contiguous groups of out_channels / groups: lafa.models.lafa_encoder); None for any other autoencoder."""
+    encoder = getattr(getattr(autoencoder, "lafa", None), "encoder", None)
+    groups, out_channels = getattr(encoder, "groups", None), getattr(encoder, "out_channels", None)
+    return out_channels // groups if groups and out_channels else None
+
+
+def _analyze(label: str, maps: list[torch.Tensor], settings: AnalysisSettings, seed: int,
+             group_size: int | None = None) -> dict:
     try:
-        return analyze_maps(maps, settings, seed)
+        return analyze_maps(maps, settings, seed, group_size)
     except ValueError as exc:  # constant or non-finite latents, clips shorter than a window: name the representation
-        raise SystemExit(f"lafa analyze: cannot analyse '{label}': {exc}") from exc
+        raise LafaUserError(f"cannot analyse '{label}': {exc}") from exc
 
 
 def resolve_device(name: str) -> torch.device:
@@ -255,20 +325,42 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def print_summary(results: dict[str, dict], settings: AnalysisSettings) -> None:
+    """The console's account: the measures, the baselines, what each rests on, warnings, the column legend."""
+    summary = {k: summarise(r) for k, r in results.items()}
+    print(text_table(*headline_table(summary)))
+    print()
+    print(text_table(*baseline_table(summary)))
+    print()
+    for label, r in results.items():
+        for line in support_lines(label, r["controls"]):
+            print(line)
+    print(f"intervals: {settings.confidence:.0%} percentile bootstrap over clips ({settings.bootstrap} resamples), "
+          f"only where at least {settings.min_clips} effective clips carry a measure; baselines: mean over "
+          f"{settings.permutations} channel orders each; excess = measured - baseline")
+    print("columns: " + "; ".join(f"{h}: {COLUMN_DEFINITIONS[h].split(':')[0].split(' (')[0]}"
+                                  for h in ("PR", "eig. slope", "PC t-slope", "group order", "within group")))
+    for label, r in results.items():
+        for warning in r.get("warnings", []):
+            print(f"warning: {label}: {warning}")
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(normalise_argv(argv))
-    labels = args.label or [default_label(p) for p in args.ckpt_path]
-    if len(labels) != len(args.ckpt_path):
-        raise SystemExit(f"lafa analyze: {len(args.ckpt_path)} --ckpt_path but {len(labels)} --label")
+    if args.label and len(args.label) != len(args.ckpt_path):  # only a --config can get here (normalise_argv pairs)
+        raise LafaUserError(f"label: {len(args.label)} labels for {len(args.ckpt_path)} ckpt_path entries in the "
+                            "config; give one label per path, or none")
+    labels = args.label or distinct_labels(args.ckpt_path, [None] * len(args.ckpt_path))
     if "mel" in labels or len(set(labels)) != len(labels):
-        raise SystemExit(f"lafa analyze: labels must be distinct and not 'mel': {labels}")
+        raise LafaUserError(f"--label {' '.join(labels)}: labels must be distinct and not 'mel'; rename them")
     if args.data and args.audio:
-        raise SystemExit("lafa analyze: pass --data (shards) or --audio (audio files), not both")
+        raise LafaUserError("--data and --audio: both given; pass --data (shards) or --audio (audio files), not both")
     data = args.data or (shards_from_stage_config(args.stage_config) if args.stage_config and not args.audio else None)
     if data is None and not args.audio:
-        raise SystemExit("lafa analyze: pass --data (audio shards), --audio (audio files) or a stage config naming shards")
+        raise LafaUserError("no audio given; pass --data (audio shards), --audio (audio files) or a stage config "
+                             "naming shards")
     if data is not None and Path(data).is_dir() and not any(Path(data).glob("*.tar")):
-        raise SystemExit(f"lafa analyze: {data} holds no .tar shards; for a folder of audio files use --audio {data}")
+        raise LafaUserError(f"--data {data}: holds no .tar shards; for a folder of audio files use --audio {data}")
     settings = AnalysisSettings(**args.analysis.as_dict())
     device = resolve_device(args.device)
     out = Path(args.out)
@@ -290,7 +382,8 @@ def main(argv: list[str]) -> int:
         for s in skipped:
             print(f"skipped {s['path']}: {s['reason']}")
         if not clips:
-            raise SystemExit(f"lafa analyze: no usable audio file in {args.audio} ({len(skipped)} skipped)")
+            raise LafaUserError(f"--audio {' '.join(args.audio)}: no usable audio file ({len(skipped)} skipped, "
+                                 "reasons above); give folders or files of audio")
     else:
         clips = read_clips(data, args.num_clips, sample_rate, channels, args.seconds)
     audio = [c for _, c in clips]
@@ -301,10 +394,8 @@ def main(argv: list[str]) -> int:
     for label, ae in autoencoders.items():
         own = [for_autoencoder(a, sample_rate, ae) for a in audio]
         latents = encode_clips(ae, own, args.batch_size, device, f"encoding ({label})")
-        results[label] = _analyze(label, latents, settings, args.seed)
-    print(text_table(*measures_table({k: summarise(r) for k, r in results.items()})))
-    print(f"[{settings.confidence:.0%} bootstrap intervals over {len(clips)} clips ({settings.bootstrap} resamples); "
-          f"perm. = mean over {settings.permutations} random channel orders; excess = measured - perm.]")
+        results[label] = _analyze(label, latents, settings, args.seed, output_group_size(ae))
+    print_summary(results, settings)
 
     figures = {"psd": str(save_figure(psd_figure(results), out / "psd.png")),
                "correlation": str(save_figure(
@@ -339,7 +430,8 @@ def main(argv: list[str]) -> int:
     report["ablation"] = ablation
     report["clips"] = [key for key, _ in clips]
     report["skipped"] = skipped
-    report["audio"] = write_listening_clips(clips, sample_rate, autoencoders, args, device, out / "audio")
+    report["audio"], report["audio_sources"] = write_listening_clips(clips, sample_rate, autoencoders, args, device,
+                                                                     out / "audio")
     report["html"] = str(out / "report.html")
     report["figures"] = figures
     report["seconds_elapsed"] = round(time.time() - started, 2)

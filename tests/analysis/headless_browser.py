@@ -26,6 +26,11 @@ PAGE_STATE = """(() => ({
   audio: Array.from(document.querySelectorAll('audio')).map(a => ({readyState: a.readyState, duration: a.duration,
                                                                    error: a.error && a.error.code})),
   tables: document.querySelectorAll('table').length,
+  overflowing_tables: Array.from(document.querySelectorAll('table'))
+    .filter(t => t.getBoundingClientRect().right > document.documentElement.clientWidth + 1
+                 || t.scrollWidth > t.parentElement.clientWidth + 1)
+    .map(t => Array.from(t.querySelectorAll('th')).map(h => h.innerText).join(' | ')),
+  page_overflows: document.documentElement.scrollWidth > document.documentElement.clientWidth + 1,
   text: document.body.innerText,
 }))()"""
 
@@ -137,8 +142,10 @@ def _live_group_members(pgid: int) -> list[int]:
     return live
 
 
-def inspect_page(path: str | Path, binary: str, timeout: float = 60.0) -> dict:
-    """Load file `path`, wait for the load event, then report the page state and play the first audio."""
+def inspect_page(path: str | Path, binary: str, timeout: float = 60.0, width: int | None = None) -> dict:
+    """Load file `path`, wait for the load event, then report the page state and play the first audio.
+    width: the viewport's CSS width in pixels (e.g. 1280, a common laptop screen), else Chromium's default;
+    overflowing_tables lists the tables wider than the page or their box (their headings)."""
     with tempfile.TemporaryDirectory() as profile:
         pipe = _Pipe(binary, profile)
         try:
@@ -146,6 +153,9 @@ def inspect_page(path: str | Path, binary: str, timeout: float = 60.0) -> dict:
             session = pipe.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
             for domain in ("Runtime", "Log", "Page", "Network"):
                 pipe.call(f"{domain}.enable", session=session)
+            if width:
+                pipe.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": 900, "deviceScaleFactor": 1,
+                                                                  "mobile": False}, session=session)
             pipe.call("Page.navigate", {"url": Path(path).resolve().as_uri()}, session=session)
             pipe.wait_for("Page.loadEventFired", timeout)
             state = pipe.call("Runtime.evaluate", {"expression": PAGE_STATE, "returnByValue": True},

@@ -14,6 +14,7 @@ from matplotlib.image import imread
 
 from lafa.analysis.locality import lpi
 from lafa.commands.analyze import main, normalise_argv
+from lafa.errors import LafaUserError
 
 SR = 8000
 
@@ -44,10 +45,10 @@ def analyzed(tmp_path_factory):
     stage_config = tmp / "stage.yaml"  # a stage config: --data defaults to its val shards
     stage_config.write_text(yaml.safe_dump({"data": {"class_path": "lafa.data.AudioDataModule", "init_args": {
         "val_shards": str(tmp / "val-{000000..000001}.tar")}}}))
-    argv = ["--ckpt_path", str(tmp / "plain.ckpt"), "--label", "plain",
-            "--ckpt_path", str(tmp / "local.ckpt"), "--label", "local",
+    # the README's form: two --ckpt_path, one --label naming the second; the first is labelled by its file
+    argv = ["--ckpt_path", str(tmp / "plain.ckpt"), "--ckpt_path", str(tmp / "local.ckpt"), "--label", "local",
             "--config", str(stage_config), "--num_clips", "5", "--seconds", "1.5",
-            "--out", str(tmp / "out"), "--analysis.window", "16", "--analysis.hop", "8",
+            "--out", str(tmp / "out"), "--analysis.window", "16", "--analysis.hop", "8", "--analysis.min_clips", "2",
             "--mel.n_fft", "128", "--mel.hop_length", "16", "--mel.n_mels", "16", "--ablation_clips", "1",
             "--ablation_seconds", "0.5", "--device", "cpu"]
     with pytest.MonkeyPatch.context() as mp:
@@ -119,16 +120,48 @@ def test_repeated_flags_are_merged_and_stage_configs_recognised(tmp_path):
     own = tmp_path / "own.yaml"
     own.write_text("num_clips: 3\n")
     argv = normalise_argv(["--config", str(stage), "--ckpt_path", "a", "--label", "x", "--config", str(own),
-                           "--ckpt_path=b", "--label", "y"])
+                           "--ckpt_path=b", "--label", "y", "--audio", "m1", "--audio=m2", "--audio", "m3"])
     assert argv == ["--stage_config", str(stage), "--config", str(own),
-                    "--ckpt_path", "a", "b", "--label", "x", "y"]
+                    "--ckpt_path", "a", "b", "--label", "x", "y", "--audio", "m1", "m2", "m3"]
+
+
+def test_labels_default_from_the_paths_and_name_the_path_before_them():
+    vae, lafa = "runs/demo/vae/checkpoints/last.ckpt", "runs/demo/lafa/checkpoints/last.ckpt"
+    assert normalise_argv(["--ckpt_path", vae, "--ckpt_path", lafa, "--label", "mine"])[-3:] == ["--label", "vae", "mine"]
+    assert normalise_argv(["--ckpt_path", vae, lafa])[-2:] == ["vae", "lafa"]  # the run folders
+    assert normalise_argv(["--ckpt_path", vae, "a/b.ckpt", "--label", "x", "y"])[-2:] == ["x", "y"]
+    # two files of one run: the run folder, then the file's stem
+    same = normalise_argv(["--ckpt_path", vae, "runs/demo/vae/checkpoints/epoch=3.ckpt"])
+    assert same[-2:] == ["vae-last", "vae-epoch=3"]
+    assert normalise_argv(["--ckpt_path", "x/mel.ckpt"])[-1] == "mel-mel"  # never 'mel'
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--ckpt_path", "a.ckpt", "b.ckpt", "--label", "x"], "2 --ckpt_path but 1 --label"),
+    (["--ckpt_path", "a.ckpt", "b.ckpt", "--label", "x"],
+     r"--label x: 1 label\(s\) for the 2 path\(s\) of the --ckpt_path before it \(a.ckpt b.ckpt\)"),
+    (["--label", "x", "--ckpt_path", "a.ckpt"], "--label x: no --ckpt_path before it"),
+    (["--ckpt_path", "a.ckpt", "--label", "x", "--label", "y"], "--label y: no --ckpt_path before it"),
+    (["--num_clips", "3", "--num_clips=5"], r"--num_clips: given twice \('3', then '5'\); give it once"),
+    (["--analysis.window", "8", "--analysis.window", "8"], "--analysis.window: given twice"),
+])
+def test_ambiguous_or_repeated_options_are_refused(argv, message):
+    with pytest.raises(LafaUserError, match=message):
+        normalise_argv(argv)
+
+
+@pytest.mark.parametrize("argv, message", [
     (["--ckpt_path", "a.ckpt", "--label", "mel"], "not 'mel'"),
     (["--ckpt_path", "a.ckpt"], "pass --data"),
 ])
 def test_bad_arguments_are_named(tmp_path, argv, message):
-    with pytest.raises(SystemExit, match=message):
+    with pytest.raises(LafaUserError, match=message):
         main([*argv, "--out", str(tmp_path)])
+
+
+def test_a_repeated_option_is_one_line_and_exit_2_from_the_cli(tmp_path, capsys):
+    from lafa.cli import main as lafa_main
+
+    assert lafa_main(["analyze", "--audio", str(tmp_path), "--num_clips", "3", "--num_clips", "4",
+                      "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["lafa analyze: error: --num_clips: given twice ('3', then '4'); give it once"]

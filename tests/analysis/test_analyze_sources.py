@@ -12,6 +12,7 @@ from lafa.analysis.locality import lpi
 from lafa.analysis.report import AnalysisSettings, analyze_maps
 from lafa.audio import resample, to_channels
 from lafa.commands.analyze import main
+from lafa.errors import LafaUserError
 
 FAST = ["--analysis.window", "8", "--analysis.hop", "8", "--analysis.permutations", "5", "--analysis.bootstrap", "20",
         "--mel.n_fft", "256", "--mel.hop_length", "64", "--mel.n_mels", "16", "--device", "cpu"]
@@ -71,7 +72,7 @@ def test_mel_only_analysis_of_a_folder(folder, tmp_path, mel_args, capsys):
 
 
 def test_folder_of_audio_given_as_shards_is_named(folder, tmp_path):
-    with pytest.raises(SystemExit, match="--audio"):
+    with pytest.raises(LafaUserError, match="--audio"):
         main(["--data", str(folder), "--out", str(tmp_path)])
 
 
@@ -139,7 +140,7 @@ def test_quantized_codec_latent(folder, tmp_path):
 def test_a_constant_latent_is_named_not_analysed(folder, tmp_path):
     """Zero codebooks quantise every frame to 0: the user is told which representation, nothing is written."""
     save_codecs(tmp_path)
-    with pytest.raises(SystemExit, match="cannot analyse 'encodec_zero_codebooks': every channel is constant"):
+    with pytest.raises(LafaUserError, match="cannot analyse 'encodec_zero_codebooks': every channel is constant"):
         main(["--audio", str(folder / "a.wav"), "--ckpt_path", str(tmp_path / "encodec_zero_codebooks"),
               "--codec_latent", "quantized", "--out", str(tmp_path / "out"), *FAST])
     assert not (tmp_path / "out" / "report.json").exists()
@@ -168,7 +169,7 @@ def test_stable_audio_open_vae_file_next_to_mel(folder, tmp_path):
 def test_a_model_directory_that_is_no_audio_codec_is_named(folder, tmp_path):
     (tmp_path / "bert").mkdir()
     (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(SystemExit, match="model_type 'bert' is not an audio autoencoder"):
+    with pytest.raises(LafaUserError, match="model_type 'bert' is not an audio autoencoder"):
         main(["--audio", str(folder), "--ckpt_path", str(tmp_path / "bert"), "--out", str(tmp_path / "out")])
-    with pytest.raises(SystemExit, match="neither a checkpoint file nor a transformers model directory"):
+    with pytest.raises(LafaUserError, match="neither a checkpoint file nor a transformers model directory"):
         main(["--audio", str(folder), "--ckpt_path", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from lafa.analysis.controls import MEASURES, eigen_decay_slope, locality_measures, participation_ratio
+from lafa.analysis.controls import (
+    ALL_MEASURES,
+    MEASURES,
+    eigen_decay_slope,
+    locality_measures,
+    participation_ratio,
+)
 from lafa.analysis.report import AnalysisSettings, analyze_maps
 from lafa.analysis.spectrum import fit_slopes, spectral_slope
 
@@ -53,7 +59,7 @@ def test_measured_values_equal_the_paper_measures_and_every_measure_is_reported(
     maps[3] = maps[3][:, :10]  # one shorter than a window: in LPI and the eigen measures, in no spectrum
     settings = AnalysisSettings(window=16, hop=8)
     direct = analyze_maps(maps, settings)
-    m = locality_measures(maps, window=16, hop=8, permutations=5, bootstrap=20)
+    m = locality_measures(maps, window=16, hop=8, permutations=5, bootstrap=20, min_clips=2)  # intervals from 2 clips
     assert m["lpi"]["value"] == pytest.approx(direct["lpi"], abs=1e-9)
     assert m["alpha"]["value"] == pytest.approx(direct["alpha"], abs=1e-9)
     assert set(MEASURES) <= set(m)
@@ -151,9 +157,9 @@ def test_sliced_solves_of_wide_latents_give_the_same_numbers(monkeypatch):
     import lafa.analysis.controls as controls
 
     maps = ar1_field(8, 12, 32, 0.5, seed=9)
-    whole = locality_measures(maps, window=16, permutations=6, bootstrap=12)
+    whole = locality_measures(maps, window=16, permutations=6, bootstrap=12, min_clips=2, group_size=4)
     monkeypatch.setattr(controls, "ELEMENTS", 1)  # one permutation and one resample per solve
-    sliced = locality_measures(maps, window=16, permutations=6, bootstrap=12)
-    for name in MEASURES:
+    sliced = locality_measures(maps, window=16, permutations=6, bootstrap=12, min_clips=2, group_size=4)
+    for name in ALL_MEASURES:
         assert sliced[name]["value"] == pytest.approx(whole[name]["value"], rel=1e-12)
         assert sliced[name]["low"] == pytest.approx(whole[name]["low"], rel=1e-12)

@@ -65,8 +65,8 @@ def test_callback_logs_alpha_lpi_and_figures(tmp_path):
     direct = locality_measures(latents, window=16, permutations=20, bootstrap=100, seed=0)
     for name in ("lpi_excess", "alpha_excess", "lpi_permuted", "participation_ratio", "pc_temporal_slope"):
         assert float(metrics[f"analysis/latent_{name}"]) == pytest.approx(direct[name]["value"], rel=1e-5, abs=1e-6)
-        assert float(metrics[f"analysis/latent_{name}_low"]) == pytest.approx(direct[name]["low"], rel=1e-5, abs=1e-6)
-        assert float(metrics[f"analysis/latent_{name}_high"]) == pytest.approx(direct[name]["high"], rel=1e-5, abs=1e-6)
+        # 5 clips are fewer than the 10 effective clips an interval needs: no bounds logged, none computed
+        assert direct[name]["low"] is None and f"analysis/latent_{name}_low" not in metrics
     assert {"analysis/mel_lpi_excess", "analysis/mel_eigen_decay_slope"} <= set(metrics)
     run = EventAccumulator(str(next((tmp_path / "tb").glob("version_*"))), size_guidance={"images": 0}).Reload()
     assert {"analysis/psd", "analysis/correlation", "analysis/permutation", "analysis/eigen"} <= set(run.Tags()["images"])
