@@ -11,23 +11,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
-from lafa.audio import load_audio, resample
+from lafa.audio import AudioDecodeError, load_audio, resample
+from lafa.devices import resolve_device
+from lafa.errors import BadInput
 from lafa.metrics.batched import Batching, embed_files, prefetch
 from lafa.metrics.caches import EmbeddingCache, load_reference_cache, save_reference_cache, sha256_file
 from lafa.metrics.clap import ClapScorer, clap_score, write_random_clap
-from lafa.metrics.folders import audio_files
+from lafa.metrics.folders import AUDIO_SUFFIXES, audio_files
 from lafa.metrics.frechet import frechet_distance, gaussian_stats
 from lafa.metrics.mel_fd import SETTINGS as MEL_SETTINGS
 from lafa.metrics.mel_fd import fd_mel_from_stats, mel_stats
-from lafa.metrics.openl3 import OpenL3Embedder, build_openl3
+from lafa.metrics.openl3 import OpenL3Embedder, build_openl3, num_windows
+from lafa.metrics.openl3_weights import weight_file_config
 from lafa.metrics.passt import KL_EPS, PasstTagger, build_passt, paired_kl
 from lafa.metrics.reference_audio import load_native
 
@@ -136,14 +141,14 @@ def _passt_probs(
     return {"ids": np.asarray(list(probs)), "probs": np.stack(list(probs.values()))}
 
 
-def _mel_stats(folder: str | Path, workers: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """folder_mel_stats with the files decoded and resampled ahead by `workers` threads, one clip in memory."""
+def _mel_stats(files: dict[str, Path], workers: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """mel_stats of the files, decoded and resampled ahead by `workers` threads, one clip in memory."""
 
     def load(path: Path) -> torch.Tensor:
         audio, sr = load_audio(path)
         return resample(audio, sr, MEL_SETTINGS["sample_rate"])
 
-    return mel_stats(prefetch(audio_files(folder).values(), load, workers), MEL_SETTINGS["sample_rate"])
+    return mel_stats(prefetch(files.values(), load, workers), MEL_SETTINGS["sample_rate"])
 
 
 def _probs_by_id(arrays: dict) -> dict[str, torch.Tensor]:
@@ -154,33 +159,52 @@ class _Reference:
     """The reference side of every metric: from a cache file, a cache that still matches, or the folder."""
 
     def __init__(self, reference: str | Path, stats_cache: str | Path | None):
-        reference = Path(reference)
+        self.path = reference = Path(reference)
         self.folder = reference if reference.is_dir() else None
         if self.folder is None and not reference.is_file():
-            raise FileNotFoundError(
-                f"reference is neither an audio folder nor a statistics file: {reference}"
-            )
-        self.files = audio_files(reference) if self.folder else None
+            raise BadInput(f"--reference {reference}", "no such folder or file",
+                           "give the folder of reference audio (<id>.<ext>) or a statistics file (.npz) written "
+                           "by an earlier run's --stats_cache")
+        self.files = audio_files(reference, "--reference") if self.folder else None
         self.cache_path = Path(stats_cache) if stats_cache else None
-        source = reference if self.folder is None else self.cache_path
-        self.entries = load_reference_cache(source) if source is not None and source.is_file() else {}
+        source, option = (reference, "--reference") if self.folder is None else (self.cache_path, "--stats_cache")
+        self.entries = {}
+        if source is not None and source.is_file():
+            try:
+                self.entries = load_reference_cache(source)
+            except Exception as e:  # numpy raises several types for a file that is not an .npz
+                raise BadInput(f"{option} {source}", f"not a lafa reference statistics file ({e})",
+                               "give a .npz written by `lafa evaluate --stats_cache`, or the reference audio "
+                               "folder" + (" (or delete the file: it is written again)" if self.folder else "")) from e
         self.changed = False
 
     @property
     def ids(self) -> list[str] | None:
-        return list(self.files) if self.files is not None else None
+        if self.files is not None:
+            return list(self.files)
+        stored = [e["reference_ids"] for e in self.entries.values() if e.get("reference_ids") is not None]
+        return list(stored[0]) if stored else None
+
+    def check(self, metric: str, key: str) -> None:
+        """A statistics file given as the reference must hold `metric` made with these weights and settings."""
+        entry = self.entries.get(metric)
+        if self.folder is None and (entry is None or entry["key"] != key):
+            have = "no entry" if entry is None else "an entry made with other weights or settings"
+            raise BadInput(f"--reference {self.path}",
+                           f"the statistics file has {have} for {metric} (it holds {sorted(self.entries)}; "
+                           f"needed: {key})",
+                           "score against the reference audio folder once with --stats_cache FILE, or use the "
+                           "weights and settings the file was made with")
 
     def get(self, metric: str, key: str, compute: Callable[[dict[str, Path]], dict]) -> dict:
         entry = self.entries.get(metric)
         if (
             entry is not None
             and entry["key"] == key
-            and (self.ids is None or entry["reference_ids"] == self.ids)
+            and (self.files is None or entry["reference_ids"] == self.ids)
         ):
             return entry["arrays"]
-        if self.folder is None:
-            have = "no entry" if entry is None else f"an entry made with {entry['key']}"
-            raise ValueError(f"reference statistics file has {have} for {metric}; it needs {key}")
+        self.check(metric, key)
         arrays = compute(self.files)
         self.entries[metric] = {"key": key, "reference_ids": self.ids, "arrays": arrays}
         self.changed = True
@@ -191,77 +215,341 @@ class _Reference:
             save_reference_cache(self.cache_path, self.entries)
 
 
+def read_prompts(path: str | Path, option: str = "--prompts") -> dict[str, str]:
+    """prompts.json: {id: text}, or a list of {"id": ..., "prompt"/"caption"/"text": ...} records. A key that is
+    a file name (`0000_rain.wav`, as older `lafa generate` wrote) stands for its id (the name without suffix)."""
+    path = Path(path)
+    where = f"{option} {path}"
+    fix = 'write {"<id>": "text", ...} or [{"id": "<id>", "prompt": "text"}, ...] (an id is a file name without suffix)'
+    if not path.is_file():
+        raise BadInput(where, "no such file", "give the prompts.json that `lafa test` or `lafa generate --prompts` "
+                                              "wrote beside the audio, or leave --prompts out (no CLAP score)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadInput(where, f"not a JSON file ({e})", fix) from e
+
+    def clip_id(key: object) -> str:
+        key = str(key)
+        return key[: -len(Path(key).suffix)] if Path(key).suffix.lower() in AUDIO_SUFFIXES else key
+
+    if isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
+        return {clip_id(k): v for k, v in data.items()}
+    if isinstance(data, list):
+        out = {}
+        for i, rec in enumerate(data):
+            text = next(
+                (rec[k] for k in ("prompt", "caption", "text") if isinstance(rec, dict) and k in rec), None
+            )
+            if text is None or "id" not in rec:
+                raise BadInput(where, f"record {i} needs 'id' and one of prompt/caption/text", fix)
+            out[clip_id(rec["id"])] = text
+        return out
+    raise BadInput(where, "expected {id: text} or a list of {id, prompt} records", fix)
+
+
+def _few(ids, n: int = 3) -> str:
+    ids = sorted(ids)
+    return ", ".join(ids[:n]) + (f", ... ({len(ids) - n} more)" if len(ids) > n else "") if ids else "none"
+
+
+def _checked_weights(path: str | None, seed: int, option: str, metric: str) -> dict:
+    """The weights a metric runs on, checked before any network is built (a missing file, a directory without
+    weights, an OpenL3 file of another model are `BadInput`)."""
+    if path is not None and not Path(path).exists():
+        raise BadInput(f"{option} {path}", "no such file or folder",
+                       f"give the local weights (docs/metrics.md, 'Weights to place locally'), or leave {option} "
+                       f"out to skip {metric}")
+    if path is not None and metric == "clap_score" and not (Path(path) / "config.json").is_file():
+        raise BadInput(f"{option} {path}", "not a Hugging Face CLAP directory (no config.json)",
+                       "give a local copy of laion/clap-htsat-fused (or laion/larger_clap_music)")
+    try:
+        return _weights(path, seed)
+    except (FileNotFoundError, ValueError) as e:
+        raise BadInput(f"{option} {path}", str(e), "give the weights folder itself (docs/metrics.md)") from e
+
+
+def _check_openl3_file(path: str, input_repr: str, content_type: str) -> None:
+    """The OpenL3 file holds the model asked for (read from its name and front-end layer, no network built)."""
+    try:
+        found = weight_file_config(path)
+    except (OSError, ValueError) as e:
+        raise BadInput(f"--openl3_weights {path}", " ".join(str(e).split()),
+                       "pass an openl3 release file under its own name (docs/metrics.md)") from e
+    if found != (input_repr, content_type):
+        raise BadInput(f"--openl3_weights {path}", f"holds the OpenL3 {found[0]}/{found[1]} model; "
+                       f"{input_repr}/{content_type} was asked for",
+                       f"pass --openl3_input_repr {found[0]} --content_type {found[1]}, or the file of "
+                       f"{input_repr}/{content_type}")
+
+
+def _decode_all(files: dict[str, Path], option: str, workers: int) -> dict[str, tuple[float, float]]:
+    """{id: (seconds, peak)} of every file, each decoded in full (`workers` threads ahead, one clip each in memory):
+    a file that cannot be decoded is a `BadInput` naming it, and how many more fail, before anything is embedded."""
+
+    def probe(path: Path) -> tuple[float, float] | Exception:
+        try:
+            audio, sr = load_audio(path)
+        except AudioDecodeError as e:
+            return e
+        return audio.shape[-1] / sr, float(audio.abs().max())
+
+    out, bad = {}, []
+    for (clip_id, path), result in zip(files.items(), prefetch(files.values(), probe, workers), strict=True):
+        if isinstance(result, Exception):
+            bad.append((path, result))
+        else:
+            out[clip_id] = result
+    if bad:
+        path, error = bad[0]
+        reason = str(error).replace(f"cannot decode {path}: ", "").replace(f"{path} ", "")
+        reason = " ".join(re.sub(r"Error opening .*?: ", "", reason).split())
+        more = f" ({len(bad) - 1} more files of {option} cannot be decoded either)" if len(bad) > 1 else ""
+        raise BadInput(path, f"cannot be decoded: {reason}{more}",
+                       "replace or remove the file: every audio file of the folder is scored")
+    return out
+
+
+def _span(clips: dict[str, tuple[float, float]]) -> str:
+    seconds = [s for s, _ in clips.values()]
+    return f"{len(seconds)} clips, {min(seconds):.2f}-{max(seconds):.2f} s"
+
+
+def _check_pairs(generated: dict[str, Path], ref: _Reference, generated_dir: Path, paired: list[str],
+                 allow_unpaired: bool, log: Callable[[str], None]) -> set[str]:
+    """Ids in both sets (what KL_PaSST compares); refuses partly matching sets unless allow_unpaired, and says on
+    the console what each metric uses. `paired`: the running metrics that pair clips by id. Returns the paired
+    metrics that cannot run (no id in both sets, allowed by allow_unpaired)."""
+    ref_ids = ref.ids
+    if ref_ids is None:
+        return set()
+    both = sorted(set(generated) & set(ref_ids))
+    only_gen, only_ref = sorted(set(generated) - set(ref_ids)), sorted(set(ref_ids) - set(generated))
+    where = f"--generated {generated_dir}"
+    names = " and ".join(paired)
+    counts = f"{len(generated)} generated and {len(ref_ids)} reference clips"
+    if not only_gen and not only_ref:
+        log(f"inputs: {len(both)} ids in both sets; every metric uses all {len(both)} pairs")
+        return set()
+    if not both:
+        if paired and not allow_unpaired:
+            raise BadInput(where, f"none of its {len(generated)} ids is among the {len(ref_ids)} reference ids of "
+                                  f"{ref.path} (generated: {_few(generated)}; reference: {_few(ref_ids)})",
+                           f"{names} compares each generated clip with the reference clip of the same id: name the "
+                           f"files alike (<id>.<ext>), or pass --allow_unpaired to score the FD metrics alone")
+        log(f"inputs: no id in both sets: FD metrics compare the {counts} as distributions"
+            + (f"; {names} not computed (it pairs clips by id)" if paired else ""))
+        return set(paired)
+    left_out = "; ".join(part for part in (
+        f"{len(only_gen)} generated ids have no reference ({_few(only_gen)})" if only_gen else "",
+        f"{len(only_ref)} reference ids have no generated clip ({_few(only_ref)})" if only_ref else "") if part)
+    if not allow_unpaired:
+        raise BadInput(where, f"{counts}, {len(both)} ids in both; {left_out}",
+                       "generate the missing clips or remove the extra files, or pass --allow_unpaired to score "
+                       "the FD metrics on every file and the paired metrics on the ids in both")
+    log(f"inputs: FD metrics use all {counts}; " + (f"{names} uses the {len(both)} ids in both sets; left out of it: "
+        if paired else "unpaired: ") + left_out)
+    return set()
+
+
+def _check_prompts(generated: dict[str, Path], prompts: dict[str, str], where: str, allow_unpaired: bool,
+                   log: Callable[[str], None]) -> bool:
+    """Whether CLAP can run: the generated clips that have a prompt (all of them unless allow_unpaired)."""
+    scored = set(generated) & set(prompts)
+    missing, extra = sorted(set(generated) - set(prompts)), sorted(set(prompts) - set(generated))
+    fix = "key the prompts by the generated files' names without suffix ({\"<id>\": \"text\"})"
+    if not scored and not allow_unpaired:
+        raise BadInput(where, f"none of its {len(prompts)} ids names a generated file (prompts: {_few(prompts)}; "
+                              f"generated: {_few(generated)})", fix + ", or pass --allow_unpaired to skip CLAP")
+    if missing and scored and not allow_unpaired:
+        raise BadInput(where, f"{len(missing)} of the {len(generated)} generated clips have no prompt "
+                              f"({_few(missing)})", f"add their prompts, or pass --allow_unpaired to score CLAP on "
+                                                    f"the {len(scored)} clips that have one")
+    log(f"inputs: CLAP scores {len(scored)} generated clips with a prompt"
+        + (f"; left out: {len(missing)} without one ({_few(missing)})" if missing else "")
+        + (f"; {len(extra)} prompts without a clip ignored" if extra else ""))
+    return bool(scored)
+
+
+def _check_lengths(gen: dict[str, tuple[float, float]], ref: dict[str, tuple[float, float]] | None,
+                   log: Callable[[str], None]) -> None:
+    """Say the lengths of both sets, and warn when paired clips differ in length by more than 10%."""
+    log(f"inputs: generated {_span(gen)}" + (f"; reference {_span(ref)}" if ref else "") + "; all decodable")
+    if not ref:
+        return
+    off = [(i, gen[i][0], ref[i][0]) for i in sorted(set(gen) & set(ref))
+           if abs(gen[i][0] - ref[i][0]) > 0.1 * max(ref[i][0], gen[i][0])]
+    if off:
+        shown = ", ".join(f"{i}: {g:.2f} s vs {r:.2f} s" for i, g, r in off[:3])
+        log(f"WARNING lengths: {len(off)} of {len(set(gen) & set(ref))} paired clips differ from their reference by "
+            f"more than 10% ({shown}{', ...' if len(off) > 3 else ''})")
+
+
+def _refuse_silence(clips: dict[str, tuple[float, float]], files: dict[str, Path], metrics: list[str]) -> None:
+    silent = [i for i, (_, peak) in clips.items() if not peak > 0]
+    if silent:
+        more = f" ({len(silent) - 1} more silent files)" if len(silent) > 1 else ""
+        raise BadInput(files[silent[0]], f"is silent (peak 0){more}",
+                       f"remove or regenerate it: {', '.join(metrics)} normalise each clip's peak, which silence "
+                       f"does not have (the reference code scores NaN)")
+
+
+def _openl3_frames(clips: dict[str, tuple[float, float]]) -> int:
+    return sum(num_windows(int(seconds * 48000)) for seconds, _ in clips.values())
+
+
 def evaluate_folders(
-    generated_dir: str | Path,
+    generated: str | Path,
     reference: str | Path,
-    prompts: dict[str, str] | None = None,
+    prompts: str | Path | dict[str, str] | None = None,
     openl3_weights: str | None = None,
     passt_weights: str | None = None,
     clap_dir: str | None = None,
-    content_type: str = "music",
-    openl3_input_repr: str = "mel256",
-    openl3_embedding_size: int = 512,
-    openl3_channel_mode: str = "stereo",
-    openl3_fft: str = "reference",
+    content_type: Literal["music", "env"] = "music",
+    openl3_input_repr: Literal["mel256", "mel128", "linear"] = "mel256",
+    openl3_embedding_size: Literal[512, 6144] = 512,
+    openl3_channel_mode: Literal["stereo", "mono"] = "stereo",
+    openl3_fft: Literal["reference", "exact"] = "reference",
     allow_random_weights: bool = False,
+    allow_unpaired: bool = False,
     seed: int = 0,
     stats_cache: str | None = None,
-    device: str | None = None,
+    device: str = "auto",
     embedding_cache: str | None = None,
     batching: Batching | None = None,
+    log: Callable[[str], None] | None = print,
 ) -> dict:
-    """Score `generated_dir` (files named <id>.<ext>) against a reference folder or statistics file.
+    """Score a folder of generated audio against a reference folder or statistics file.
 
-    `batching` (default Batching()): clips per forward and decode threads; Batching.per_clip() embeds each clip
-    on its own. Either gives the same numbers to float rounding (docs/benchmarks.md, "Evaluation throughput").
+    Every input is checked before anything is embedded: the folders and their ids, the pairs, the prompts, the
+    weight files, a statistics file's entries, and every audio file decoded in full (lengths, silence). A
+    mistake is one `lafa.errors.BadInput` naming the file or option and the fix. What each metric uses is
+    said through `log` (print) first. Either batching gives the same numbers to float rounding
+    (docs/benchmarks.md, "Evaluation throughput").
+
+    Args:
+        generated: folder of generated audio, one file per id (<id>.wav; the id is the file name without suffix)
+        reference: folder of reference audio (<id>.<ext>), or a reference statistics file (.npz) written by
+            --stats_cache
+        prompts: prompts.json ({id: text}, or a list of {id, prompt} records) for the CLAP score; none: no CLAP
+        openl3_weights: openl3_audio_mel256_{music,env}-v0_4_0.h5 (FD_openl3); none: FD_openl3 skipped
+        passt_weights: passt-s-f128-p16-s10-ap.476-swa.pt (KL_PaSST); none: KL_PaSST skipped
+        clap_dir: local Hugging Face CLAP directory, laion/clap-htsat-fused (CLAP score); none: CLAP skipped
+        content_type: OpenL3 content type: music (music sets) or env (AudioCaps); the weight file must hold it
+        openl3_input_repr: OpenL3 input representation (the paper's FD_openl3: mel256); the weight file must hold it
+        openl3_embedding_size: OpenL3 embedding size (the paper's: 512)
+        openl3_channel_mode: stable-audio-metrics path: stereo = batched, channels embedded separately (its
+            published statistics); mono = its non-batched default, down-mixed (docs/metrics.md)
+        openl3_fft: OpenL3 STFT: reference = TensorFlow 2.13's, bit for bit, as the reference code computes it;
+            exact = torch.fft (FD differs by ~10% at 44.1 kHz, docs/metrics.md)
+        allow_random_weights: run the metrics without weights on random-weight models built locally (demo; the
+            numbers are starred and NOT comparable to the paper's)
+        allow_unpaired: score sets whose ids only partly match (or, with no id in common, the FD metrics alone):
+            FD metrics use every file, KL_PaSST and CLAP the ids in both; the console says what is left out.
+            Without it such sets are refused before anything is embedded
+        seed: seed of random-weight models and of CLAP's crops of clips longer than 10 s
+        stats_cache: .npz file keeping the reference statistics (reused while weights, settings and reference
+            ids match; pass it later as --reference)
+        device: auto (cuda when available, else cpu), cpu, cuda or cuda:N
+        embedding_cache: folder of per-file OpenL3/PaSST embeddings keyed by file content and model (a set is
+            embedded once)
+        batching: clips per forward and decode threads (default Batching()); Batching.per_clip() embeds each
+            clip on its own
+        log: where the input summary and skipped metrics are said (print); None: nowhere
     """
     batching = Batching() if batching is None else batching
+    log = log or (lambda _: None)
     if content_type not in ("music", "env"):
-        raise ValueError(f"content_type must be 'music' or 'env', got {content_type!r}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    generated = audio_files(generated_dir)
+        raise BadInput(f"--content_type {content_type}", "not a content type", "use music or env")
+    device = resolve_device(device)
+    generated_dir = Path(generated)
+    generated = audio_files(generated_dir, "--generated")
     ref = _Reference(reference, stats_cache)
+    if isinstance(prompts, (str, Path)):
+        prompts_where, prompts = f"--prompts {prompts}", read_prompts(prompts)
+    else:
+        prompts_where = "prompts"
     metrics: dict[str, dict] = {}
     speed = Throughput()
 
-    mel_key = _cache_key({"kind": "none"}, MEL_SETTINGS)
+    # ---- every check before any network is built or any clip embedded ----
+    options = {"fd_openl3": (openl3_weights, "--openl3_weights"), "kl_passt": (passt_weights, "--passt_weights"),
+               "clap_score": (clap_dir, "--clap_dir")}  # fmt: skip
+    weights_of: dict[str, dict] = {}
+    for name, (path, flag) in options.items():
+        if name == "clap_score" and not prompts:
+            metrics[name] = {"skipped": "no prompts given (--prompts prompts.json: {id: text})"}
+        elif path is None and not allow_random_weights:
+            metrics[name] = {"skipped": f"no weights configured ({flag}); see docs/metrics.md"}
+        else:
+            weights_of[name] = _checked_weights(path, seed, flag, name)
+            if name == "fd_openl3" and path is not None:
+                _check_openl3_file(path, openl3_input_repr, content_type)
+    openl3_settings = {
+        **OPENL3_SETTINGS,
+        "content_type": content_type,
+        "input_repr": openl3_input_repr,
+        "embedding_size": openl3_embedding_size,
+        "channel_mode": openl3_channel_mode,
+        "path": OPENL3_PATHS[openl3_channel_mode],
+        "fft": OPENL3_FFTS[openl3_fft],
+    }
+    keys = {"fd_mel": _cache_key({"kind": "none"}, MEL_SETTINGS)}
+    if "fd_openl3" in weights_of:
+        keys["fd_openl3"] = _cache_key(weights_of["fd_openl3"], openl3_settings)
+    if "kl_passt" in weights_of:
+        keys["kl_passt"] = _cache_key(weights_of["kl_passt"], PASST_SETTINGS)
+    for name, key in keys.items():
+        ref.check(name, key)
+    unpaired = _check_pairs(generated, ref, generated_dir, [m for m in ("kl_passt",) if m in weights_of],
+                            allow_unpaired, log)
+    for name in unpaired:
+        metrics[name] = {"skipped": "no id is in both the generated and the reference set (it pairs clips by id)"}
+        weights_of.pop(name)
+    if "clap_score" in weights_of and not _check_prompts(generated, prompts, prompts_where, allow_unpaired, log):
+        metrics["clap_score"] = {"skipped": "no generated clip has a prompt (ids are the file names without suffix)"}
+        weights_of.pop("clap_score")
+    gen_clips = _decode_all(generated, "--generated", batching.workers)
+    ref_clips = _decode_all(ref.files, "--reference", batching.workers) if ref.files is not None else None
+    _check_lengths(gen_clips, ref_clips, log)
+    normalised = [m for m in ("fd_openl3", "kl_passt", "clap_score") if m in weights_of]
+    if normalised:
+        _refuse_silence(gen_clips, generated, normalised)
+        if ref_clips is not None:
+            _refuse_silence(ref_clips, ref.files, [m for m in normalised if m != "clap_score"])
+    if "fd_openl3" in weights_of:
+        for where, clips in ((f"--generated {generated_dir}", gen_clips), (f"--reference {ref.path}", ref_clips)):
+            if clips is not None and _openl3_frames(clips) < 2:
+                raise BadInput(where, f"its {len(clips)} clip(s) give {_openl3_frames(clips)} OpenL3 frame (one "
+                                      f"per 0.5 s): FD_openl3 needs a covariance of at least 2 frames",
+                               "score more clips, or clips longer than 0.5 s")
+    for name, metric in metrics.items():
+        log(f"{name}: not computed: {metric['skipped']}")
+    log(f"device: {device}")
+
+    # ---- the metrics ----
     ref_mel = ref.get(
         "fd_mel",
-        mel_key,
+        keys["fd_mel"],
         lambda f: speed.timed("fd_mel", lambda: dict(zip(("mu", "sigma", "frames"),
-                              _mel_stats(ref.folder, batching.workers), strict=True)), count=len(f)),
+                              _mel_stats(f, batching.workers), strict=True)), count=len(f)),
     )  # fmt: skip
-    gen_mel = speed.timed("fd_mel", lambda: _mel_stats(generated_dir, batching.workers), count=len(generated))
+    gen_mel = speed.timed("fd_mel", lambda: _mel_stats(generated, batching.workers), count=len(generated))
     metrics["fd_mel"] = fd_mel_from_stats(gen_mel, (ref_mel["mu"], ref_mel["sigma"], int(ref_mel["frames"])))
     metrics["fd_mel"]["throughput"] = speed.report("fd_mel", batching)
 
-    def configured(name: str, path: str | None, flag: str) -> dict | None:
-        if path is None and not allow_random_weights:
-            metrics[name] = {"skipped": f"no weights configured ({flag}); see docs/metrics.md"}
-            return None
-        return _weights(path, seed)
-
-    if (weights := configured("fd_openl3", openl3_weights, "--openl3_weights")) is not None:
+    if (weights := weights_of.get("fd_openl3")) is not None:
         model = build_openl3(
             openl3_weights, seed, openl3_input_repr, content_type, openl3_embedding_size, openl3_fft
-        )  # refuses a file that holds another input representation or content type
+        )
         # channels_last convolutions: 17% less CPU here, equal to 2e-6 relative (docs/benchmarks.md)
         model = model.to(device, memory_format=torch.channels_last)
         embedder = OpenL3Embedder(model, channel_mode=openl3_channel_mode,
                                   batch_size=batching.openl3_windows or 16)  # fmt: skip
-        settings = {
-            **OPENL3_SETTINGS,
-            "content_type": content_type,
-            "input_repr": openl3_input_repr,
-            "embedding_size": openl3_embedding_size,
-            "channel_mode": openl3_channel_mode,
-            "path": OPENL3_PATHS[openl3_channel_mode],
-            "fft": OPENL3_FFTS[openl3_fft],
-        }
-        l3_cache = EmbeddingCache(embedding_cache, _cache_key(weights, settings))
+        l3_cache = EmbeddingCache(embedding_cache, keys["fd_openl3"])
         ref_l3 = ref.get(
             "fd_openl3",
-            _cache_key(weights, settings),
+            keys["fd_openl3"],
             lambda f: speed.timed(
                 "fd_openl3",
                 lambda: _openl3_stats(f, embedder, l3_cache, batching, "openl3 reference"),
@@ -280,16 +568,16 @@ def evaluate_folders(
             "frames_generated": int(gen_l3["frames"]),
             "frames_reference": int(ref_l3["frames"]),
             "weights": weights,
-            "settings": settings,
+            "settings": openl3_settings,
             "throughput": speed.report("fd_openl3", batching),
         }
 
-    if (weights := configured("kl_passt", passt_weights, "--passt_weights")) is not None:
+    if (weights := weights_of.get("kl_passt")) is not None:
         tagger = PasstTagger(build_passt(passt_weights, seed).to(device))
-        p_cache = EmbeddingCache(embedding_cache, _cache_key(weights, PASST_SETTINGS))
+        p_cache = EmbeddingCache(embedding_cache, keys["kl_passt"])
         ref_p = ref.get(
             "kl_passt",
-            _cache_key(weights, PASST_SETTINGS),
+            keys["kl_passt"],
             lambda f: speed.timed(
                 "kl_passt", lambda: _passt_probs(f, tagger, p_cache, batching, "passt reference"), p_cache
             ),
@@ -301,9 +589,7 @@ def evaluate_folders(
         metrics["kl_passt"] = {**kl, "label": "KL_PaSST", "weights": weights, "settings": PASST_SETTINGS,
                                "throughput": speed.report("kl_passt", batching)}  # fmt: skip
 
-    if not prompts:
-        metrics["clap_score"] = {"skipped": "no prompts given (prompts.json: {id: text})"}
-    elif (weights := configured("clap_score", clap_dir, "--clap_dir")) is not None:
+    if (weights := weights_of.get("clap_score")) is not None:
         with tempfile.TemporaryDirectory() as tmp:
             scorer = ClapScorer(clap_dir or write_random_clap(tmp, seed), device=device)
             n_scored = len(set(generated) & set(prompts))  # CLAP embeddings are not cached
@@ -320,13 +606,16 @@ def evaluate_folders(
                                  "throughput": speed.report("clap_score", batching)}  # fmt: skip
 
     ref.save()
+    metrics = {m: metrics[m] for m in ("fd_mel", "fd_openl3", "kl_passt", "clap_score")}
     paper = ("fd_openl3", "kl_passt", "clap_score")
     randoms = [m for m in paper if metrics[m].get("weights", {}).get("kind") == "random"]
+    ref_ids = ref.ids
     return {
         "generated": str(generated_dir),
         "reference": str(reference),
         "num_generated": len(generated),
-        "num_reference": len(ref.ids) if ref.ids is not None else None,
+        "num_reference": len(ref.files) if ref.files is not None else None,
+        "num_paired": len(set(generated) & set(ref_ids)) if ref_ids is not None else None,
         "content_type": content_type,
         "seed": seed,
         "comparable_to_paper": all(metrics[m].get("weights", {}).get("kind") == "file" for m in paper),
