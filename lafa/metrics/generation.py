@@ -253,9 +253,8 @@ def _few(ids, n: int = 3) -> str:
     return ", ".join(ids[:n]) + (f", ... ({len(ids) - n} more)" if len(ids) > n else "") if ids else "none"
 
 
-def _checked_weights(path: str | None, seed: int, option: str, metric: str) -> dict:
-    """The weights a metric runs on, checked before any network is built (a missing file, a directory without
-    weights, an OpenL3 file of another model are `BadInput`)."""
+def _check_weights_path(path: str | None, option: str, metric: str) -> None:
+    """A weights path given on the command line exists (and a CLAP one is a Hugging Face directory)."""
     if path is not None and not Path(path).exists():
         raise BadInput(f"{option} {path}", "no such file or folder",
                        f"give the local weights (docs/metrics.md, 'Weights to place locally'), or leave {option} "
@@ -263,6 +262,12 @@ def _checked_weights(path: str | None, seed: int, option: str, metric: str) -> d
     if path is not None and metric == "clap_score" and not (Path(path) / "config.json").is_file():
         raise BadInput(f"{option} {path}", "not a Hugging Face CLAP directory (no config.json)",
                        "give a local copy of laion/clap-htsat-fused (or laion/larger_clap_music)")
+
+
+def _checked_weights(path: str | None, seed: int, option: str, metric: str) -> dict:
+    """The weights a metric runs on (`_weights`), checked before any network is built: a directory without
+    weights is a `BadInput` too."""
+    _check_weights_path(path, option, metric)
     try:
         return _weights(path, seed)
     except (FileNotFoundError, ValueError) as e:
@@ -477,6 +482,7 @@ def evaluate_folders(
                "clap_score": (clap_dir, "--clap_dir")}  # fmt: skip
     weights_of: dict[str, dict] = {}
     for name, (path, flag) in options.items():
+        _check_weights_path(path, flag, name)  # also where the metric is skipped: a wrong path is a mistake
         if name == "clap_score" and not prompts:
             metrics[name] = {"skipped": "no prompts given (--prompts prompts.json: {id: text})"}
         elif path is None and not allow_random_weights:
