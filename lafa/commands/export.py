@@ -73,6 +73,10 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = parse(build_parser(), argv)
+    if not Path(args.ckpt_path).is_file():
+        raise BadInput(f"--ckpt_path {args.ckpt_path}", "no such file",
+                       "give a checkpoint written by `lafa fit --config configs/vae.yaml`, e.g. "
+                       "runs/vae/checkpoints/last.ckpt")
     if Path(args.out).is_dir():
         raise BadInput(f"--out {args.out}", "is a folder", "give the file to write, e.g. --out vae.safetensors")
     state = vae_weights(args.ckpt_path, args.weights)
