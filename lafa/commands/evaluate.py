@@ -28,7 +28,8 @@ from lafa.commands.options import add_yes_no_flags, command_parser, parse
 from lafa.devices import resolve_device
 from lafa.errors import BadInput
 from lafa.metrics.batched import Batching
-from lafa.metrics.generation import evaluate_folders, read_prompts, table_row
+from lafa.metrics.folders import read_prompts
+from lafa.metrics.generation import evaluate_folders, table_row
 
 __all__ = ["build_parser", "main", "read_prompts"]
 

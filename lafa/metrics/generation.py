@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,13 +20,21 @@ from typing import Literal
 import numpy as np
 import torch
 
-from lafa.audio import AudioDecodeError, load_audio, resample
+from lafa.audio import load_audio, resample
 from lafa.devices import resolve_device
 from lafa.errors import BadInput
 from lafa.metrics.batched import Batching, embed_files, prefetch
 from lafa.metrics.caches import EmbeddingCache, load_reference_cache, save_reference_cache, sha256_file
 from lafa.metrics.clap import ClapScorer, clap_score, write_random_clap
-from lafa.metrics.folders import AUDIO_SUFFIXES, audio_files
+from lafa.metrics.folders import (
+    audio_files,
+    check_lengths,
+    check_pairs,
+    check_prompts,
+    probe_files,
+    read_prompts,
+    refuse_silence,
+)
 from lafa.metrics.frechet import frechet_distance, gaussian_stats
 from lafa.metrics.mel_fd import SETTINGS as MEL_SETTINGS
 from lafa.metrics.mel_fd import fd_mel_from_stats, mel_stats
@@ -215,44 +222,6 @@ class _Reference:
             save_reference_cache(self.cache_path, self.entries)
 
 
-def read_prompts(path: str | Path, option: str = "--prompts") -> dict[str, str]:
-    """prompts.json: {id: text}, or a list of {"id": ..., "prompt"/"caption"/"text": ...} records. A key that is
-    a file name (`0000_rain.wav`, as older `lafa generate` wrote) stands for its id (the name without suffix)."""
-    path = Path(path)
-    where = f"{option} {path}"
-    fix = 'write {"<id>": "text", ...} or [{"id": "<id>", "prompt": "text"}, ...] (an id is a file name without suffix)'
-    if not path.is_file():
-        raise BadInput(where, "no such file", "give the prompts.json that `lafa test` or `lafa generate --prompts` "
-                                              "wrote beside the audio, or leave --prompts out (no CLAP score)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadInput(where, f"not a JSON file ({e})", fix) from e
-
-    def clip_id(key: object) -> str:
-        key = str(key)
-        return key[: -len(Path(key).suffix)] if Path(key).suffix.lower() in AUDIO_SUFFIXES else key
-
-    if isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
-        return {clip_id(k): v for k, v in data.items()}
-    if isinstance(data, list):
-        out = {}
-        for i, rec in enumerate(data):
-            text = next(
-                (rec[k] for k in ("prompt", "caption", "text") if isinstance(rec, dict) and k in rec), None
-            )
-            if text is None or "id" not in rec:
-                raise BadInput(where, f"record {i} needs 'id' and one of prompt/caption/text", fix)
-            out[clip_id(rec["id"])] = text
-        return out
-    raise BadInput(where, "expected {id: text} or a list of {id, prompt} records", fix)
-
-
-def _few(ids, n: int = 3) -> str:
-    ids = sorted(ids)
-    return ", ".join(ids[:n]) + (f", ... ({len(ids) - n} more)" if len(ids) > n else "") if ids else "none"
-
-
 def _check_weights_path(path: str | None, option: str, metric: str) -> None:
     """A weights path given on the command line exists (and a CLAP one is a Hugging Face directory)."""
     if path is not None and not Path(path).exists():
@@ -286,117 +255,6 @@ def _check_openl3_file(path: str, input_repr: str, content_type: str) -> None:
                        f"{input_repr}/{content_type} was asked for",
                        f"pass --openl3_input_repr {found[0]} --content_type {found[1]}, or the file of "
                        f"{input_repr}/{content_type}")
-
-
-def _decode_all(files: dict[str, Path], option: str, workers: int) -> dict[str, tuple[float, float]]:
-    """{id: (seconds, peak)} of every file, each decoded in full (`workers` threads ahead, one clip each in memory):
-    a file that cannot be decoded is a `BadInput` naming it, and how many more fail, before anything is embedded."""
-
-    def probe(path: Path) -> tuple[float, float] | Exception:
-        try:
-            audio, sr = load_audio(path)
-        except AudioDecodeError as e:
-            return e
-        return audio.shape[-1] / sr, float(audio.abs().max())
-
-    out, bad = {}, []
-    for (clip_id, path), result in zip(files.items(), prefetch(files.values(), probe, workers), strict=True):
-        if isinstance(result, Exception):
-            bad.append((path, result))
-        else:
-            out[clip_id] = result
-    if bad:
-        path, error = bad[0]
-        reason = str(error).replace(f"cannot decode {path}: ", "").replace(f"{path} ", "")
-        reason = " ".join(re.sub(r"Error opening .*?: ", "", reason).split())
-        more = f" ({len(bad) - 1} more files of {option} cannot be decoded either)" if len(bad) > 1 else ""
-        raise BadInput(path, f"cannot be decoded: {reason}{more}",
-                       "replace or remove the file: every audio file of the folder is scored")
-    return out
-
-
-def _span(clips: dict[str, tuple[float, float]]) -> str:
-    seconds = [s for s, _ in clips.values()]
-    return f"{len(seconds)} clips, {min(seconds):.2f}-{max(seconds):.2f} s"
-
-
-def _check_pairs(generated: dict[str, Path], ref: _Reference, generated_dir: Path, paired: list[str],
-                 allow_unpaired: bool, log: Callable[[str], None]) -> set[str]:
-    """Ids in both sets (what KL_PaSST compares); refuses partly matching sets unless allow_unpaired, and says on
-    the console what each metric uses. `paired`: the running metrics that pair clips by id. Returns the paired
-    metrics that cannot run (no id in both sets, allowed by allow_unpaired)."""
-    ref_ids = ref.ids
-    if ref_ids is None:
-        return set()
-    both = sorted(set(generated) & set(ref_ids))
-    only_gen, only_ref = sorted(set(generated) - set(ref_ids)), sorted(set(ref_ids) - set(generated))
-    where = f"--generated {generated_dir}"
-    names = " and ".join(paired)
-    counts = f"{len(generated)} generated and {len(ref_ids)} reference clips"
-    if not only_gen and not only_ref:
-        log(f"inputs: {len(both)} ids in both sets; every metric uses all {len(both)} pairs")
-        return set()
-    if not both:
-        if paired and not allow_unpaired:
-            raise BadInput(where, f"none of its {len(generated)} ids is among the {len(ref_ids)} reference ids of "
-                                  f"{ref.path} (generated: {_few(generated)}; reference: {_few(ref_ids)})",
-                           f"{names} compares each generated clip with the reference clip of the same id: name the "
-                           f"files alike (<id>.<ext>), or pass --allow_unpaired to score the FD metrics alone")
-        log(f"inputs: no id in both sets: FD metrics compare the {counts} as distributions"
-            + (f"; {names} not computed (it pairs clips by id)" if paired else ""))
-        return set(paired)
-    left_out = "; ".join(part for part in (
-        f"{len(only_gen)} generated ids have no reference ({_few(only_gen)})" if only_gen else "",
-        f"{len(only_ref)} reference ids have no generated clip ({_few(only_ref)})" if only_ref else "") if part)
-    if not allow_unpaired:
-        raise BadInput(where, f"{counts}, {len(both)} ids in both; {left_out}",
-                       "generate the missing clips or remove the extra files, or pass --allow_unpaired to score "
-                       "the FD metrics on every file and the paired metrics on the ids in both")
-    log(f"inputs: FD metrics use all {counts}; " + (f"{names} uses the {len(both)} ids in both sets; left out of it: "
-        if paired else "unpaired: ") + left_out)
-    return set()
-
-
-def _check_prompts(generated: dict[str, Path], prompts: dict[str, str], where: str, allow_unpaired: bool,
-                   log: Callable[[str], None]) -> bool:
-    """Whether CLAP can run: the generated clips that have a prompt (all of them unless allow_unpaired)."""
-    scored = set(generated) & set(prompts)
-    missing, extra = sorted(set(generated) - set(prompts)), sorted(set(prompts) - set(generated))
-    fix = "key the prompts by the generated files' names without suffix ({\"<id>\": \"text\"})"
-    if not scored and not allow_unpaired:
-        raise BadInput(where, f"none of its {len(prompts)} ids names a generated file (prompts: {_few(prompts)}; "
-                              f"generated: {_few(generated)})", fix + ", or pass --allow_unpaired to skip CLAP")
-    if missing and scored and not allow_unpaired:
-        raise BadInput(where, f"{len(missing)} of the {len(generated)} generated clips have no prompt "
-                              f"({_few(missing)})", f"add their prompts, or pass --allow_unpaired to score CLAP on "
-                                                    f"the {len(scored)} clips that have one")
-    log(f"inputs: CLAP scores {len(scored)} generated clips with a prompt"
-        + (f"; left out: {len(missing)} without one ({_few(missing)})" if missing else "")
-        + (f"; {len(extra)} prompts without a clip ignored" if extra else ""))
-    return bool(scored)
-
-
-def _check_lengths(gen: dict[str, tuple[float, float]], ref: dict[str, tuple[float, float]] | None,
-                   log: Callable[[str], None]) -> None:
-    """Say the lengths of both sets, and warn when paired clips differ in length by more than 10%."""
-    log(f"inputs: generated {_span(gen)}" + (f"; reference {_span(ref)}" if ref else "") + "; all decodable")
-    if not ref:
-        return
-    off = [(i, gen[i][0], ref[i][0]) for i in sorted(set(gen) & set(ref))
-           if abs(gen[i][0] - ref[i][0]) > 0.1 * max(ref[i][0], gen[i][0])]
-    if off:
-        shown = ", ".join(f"{i}: {g:.2f} s vs {r:.2f} s" for i, g, r in off[:3])
-        log(f"WARNING lengths: {len(off)} of {len(set(gen) & set(ref))} paired clips differ from their reference by "
-            f"more than 10% ({shown}{', ...' if len(off) > 3 else ''})")
-
-
-def _refuse_silence(clips: dict[str, tuple[float, float]], files: dict[str, Path], metrics: list[str]) -> None:
-    silent = [i for i, (_, peak) in clips.items() if not peak > 0]
-    if silent:
-        more = f" ({len(silent) - 1} more silent files)" if len(silent) > 1 else ""
-        raise BadInput(files[silent[0]], f"is silent (peak 0){more}",
-                       f"remove or regenerate it: {', '.join(metrics)} normalise each clip's peak, which silence "
-                       f"does not have (the reference code scores NaN)")
 
 
 def _openl3_frames(clips: dict[str, tuple[float, float]]) -> int:
@@ -507,22 +365,22 @@ def evaluate_folders(
         keys["kl_passt"] = _cache_key(weights_of["kl_passt"], PASST_SETTINGS)
     for name, key in keys.items():
         ref.check(name, key)
-    unpaired = _check_pairs(generated, ref, generated_dir, [m for m in ("kl_passt",) if m in weights_of],
+    unpaired = check_pairs(generated, ref.ids, ref.path, generated_dir, [m for m in ("kl_passt",) if m in weights_of],
                             allow_unpaired, log)
     for name in unpaired:
         metrics[name] = {"skipped": "no id is in both the generated and the reference set (it pairs clips by id)"}
         weights_of.pop(name)
-    if "clap_score" in weights_of and not _check_prompts(generated, prompts, prompts_where, allow_unpaired, log):
+    if "clap_score" in weights_of and not check_prompts(generated, prompts, prompts_where, allow_unpaired, log):
         metrics["clap_score"] = {"skipped": "no generated clip has a prompt (ids are the file names without suffix)"}
         weights_of.pop("clap_score")
-    gen_clips = _decode_all(generated, "--generated", batching.workers)
-    ref_clips = _decode_all(ref.files, "--reference", batching.workers) if ref.files is not None else None
-    _check_lengths(gen_clips, ref_clips, log)
+    gen_clips = probe_files(generated, "--generated", batching.workers)
+    ref_clips = probe_files(ref.files, "--reference", batching.workers) if ref.files is not None else None
+    check_lengths(gen_clips, ref_clips, log)
     normalised = [m for m in ("fd_openl3", "kl_passt", "clap_score") if m in weights_of]
     if normalised:
-        _refuse_silence(gen_clips, generated, normalised)
+        refuse_silence(gen_clips, generated, normalised)
         if ref_clips is not None:
-            _refuse_silence(ref_clips, ref.files, [m for m in normalised if m != "clap_score"])
+            refuse_silence(ref_clips, ref.files, [m for m in normalised if m != "clap_score"])
     if "fd_openl3" in weights_of:
         for where, clips in ((f"--generated {generated_dir}", gen_clips), (f"--reference {ref.path}", ref_clips)):
             if clips is not None and _openl3_frames(clips) < 2:
