@@ -1,11 +1,17 @@
-"""`lafa export --ckpt_path X --out vae.safetensors`: a VAE stage checkpoint's EMA weights alone, as safetensors
-in the official unwrapped layout (`encoder.layers.N...`), which `lafa.checkpoints.load_sao_vae` reads back.
+"""`lafa export`: a VAE stage checkpoint's EMA weights alone, as safetensors in the official unwrapped layout
+(`encoder.layers.N...`), which `lafa.checkpoints.load_sao_vae` reads back.
+
+examples:
+  lafa export --ckpt_path runs/vae/checkpoints/last.ckpt --out vae.safetensors
+  lafa export --ckpt_path runs/vae/checkpoints/last.ckpt --weights raw --out vae_raw.safetensors
+
 A checkpoint of another stage, one whose stored config names untrusted classes, and weights holding NaN or inf
 are refused, and nothing is written."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 from jsonargparse import ArgumentParser
@@ -19,7 +25,8 @@ from lafa.checkpoints import (
     save_vae_safetensors,
     trusted_class,
 )
-from lafa.errors import LafaUserError
+from lafa.commands.options import command_parser, parse
+from lafa.errors import BadInput, LafaUserError
 
 PREFIXES = {"ema": "vae_ema.", "raw": "vae."}
 
@@ -54,14 +61,24 @@ def vae_weights(ckpt_path: str | Path, weights: str = "ema") -> dict[str, torch.
                         f"pass a VAE stage checkpoint")
 
 
+def build_parser() -> ArgumentParser:
+    parser = command_parser("lafa export", __doc__)
+    parser.add_argument("--ckpt_path", type=str, required=True,
+                        help="a checkpoint of the VAE stage, written by `lafa fit --config configs/vae.yaml`")
+    parser.add_argument("--out", type=str, required=True, help="the .safetensors file to write")
+    parser.add_argument("--weights", type=Literal["ema", "raw"], default="ema",
+                        help="ema: the EMA copy (the trained weights if the run kept no EMA); raw: the trained weights")
+    return parser
+
+
 def main(argv: list[str]) -> int:
-    parser = ArgumentParser(prog="lafa export", description=__doc__)
-    parser.add_argument("--config", action="config")
-    parser.add_argument("--ckpt_path", type=str, required=True, help="a `lafa fit` checkpoint of the VAE stage")
-    parser.add_argument("--out", type=str, required=True, help="output .safetensors file")
-    parser.add_argument("--weights", type=str, default="ema", choices=list(PREFIXES),
-                        help="ema (default; the trained weights if the run kept no EMA) or raw")
-    args = parser.parse_args(argv)
+    args = parse(build_parser(), argv)
+    if not Path(args.ckpt_path).is_file():
+        raise BadInput(f"--ckpt_path {args.ckpt_path}", "no such file",
+                       "give a checkpoint written by `lafa fit --config configs/vae.yaml`, e.g. "
+                       "runs/vae/checkpoints/last.ckpt")
+    if Path(args.out).is_dir():
+        raise BadInput(f"--out {args.out}", "is a folder", "give the file to write, e.g. --out vae.safetensors")
     state = vae_weights(args.ckpt_path, args.weights)
     out = save_vae_safetensors(state, args.out)
     print(f"wrote {len(state)} tensors ({sum(v.numel() for v in state.values()) / 1e6:.2f} M parameters) to {out}")

@@ -1,43 +1,69 @@
 """`lafa generate`: text-to-audio from a DiT checkpoint (DiT sampling, then the autoencoder's decoder).
 
-    lafa generate --ckpt_path runs/dit/checkpoints/last.ckpt --prompt "warm analog synth pad" \
-        --seconds 10 --steps 50 --cfg_scale 7 --out out.wav
-    lafa generate --ckpt_path X --prompts prompts.txt --out generated/     # one prompt per line
+examples:
+  lafa generate --ckpt_path runs/dit_sao/checkpoints/last.ckpt --prompt "warm analog synth pad" --seconds 10 \\
+      --steps 50 --cfg_scale 7 --out out.wav
+  lafa generate --ckpt_path runs/dit_sao/checkpoints/last.ckpt --prompts prompts.txt --out generated/
+  lafa evaluate --generated generated/ --reference data/test_audio --prompts generated/prompts.json --out r.json
 
-A prompt file writes `<out>/<index>_<slug>.wav` for each line and `<out>/prompts.json` (file -> prompt).
-Clips are 44.1 kHz stereo (the autoencoder's rate and channels), exactly `seconds` long, conditioned on
-seconds_total = ceil(seconds) and `--seconds_start` (Stable Audio's timing, as in training). `--seed` seeds
-every draw on a CPU generator (the DiT's initial noise, then LAFA's decoder noise): a seed gives the same clips
-on every device. Batch i of `--batch_size` prompts uses seed + i.
+A prompt file (one prompt per line, or a JSON list of strings) writes `<out>/<index>_<slug>.wav` for each prompt
+and `<out>/prompts.json` ({id: prompt}, the id being the file name without .wav, as `lafa evaluate --prompts`
+reads it). Clips are the autoencoder's rate and channels (44.1 kHz stereo), exactly `--seconds` long,
+conditioned on seconds_total = ceil(seconds) and `--seconds_start` (Stable Audio's timing, as in training).
+`--seed` seeds every draw on a CPU generator (the DiT's initial noise, then LAFA's decoder noise): a seed gives
+the same clips on every device; batch i of `--batch_size` prompts uses seed + i.
+
+Before the model is loaded: --seconds must be positive, one batch's latents and audio must fit in the memory
+available (a lower bound: the networks' activations come on top), and a length past the crops the DiT was
+trained on (its checkpoint's stored data config) is warned about.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
+import sys
 from pathlib import Path
 
 import torch
+import yaml
 from jsonargparse import ArgumentParser
 from tqdm import tqdm
 
-from lafa.audio import save_audio
+from lafa.audio import SAMPLE_RATE, save_audio
+from lafa.checkpoints import CHECKPOINT_CONFIG_KEY, read_checkpoint
+from lafa.commands.options import command_parser, parse, print_device
+from lafa.devices import DEVICE_HELP, resolve_device
+from lafa.errors import BadInput
+
+DIT_CONFIGS = "`lafa fit --config configs/dit_sao.yaml` (or dit_etta.yaml)"
+SAMPLER_COPIES = 8  # latent-sized tensors alive while sampling: noise, x, doubled CFG input and output, ...
+AUDIO_COPIES = 3  # audio-sized tensors per clip: the decoder's output, its float32 copy on CPU, the saved array
 
 
 def read_prompts(path: str | Path) -> list[str]:
     """Non-empty lines of a text file, or the strings of a JSON list."""
     path = Path(path)
+    where = f"--prompts {path}"
     if not path.is_file():
-        raise SystemExit(f"lafa generate: prompt file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+        raise BadInput(where, "no such file", "give a text file with one prompt per line (or --prompt TEXT)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInput(where, f"not UTF-8 text ({e})", "give a text file with one prompt per line") from e
     if path.suffix == ".json":
-        prompts = json.loads(text)
+        try:
+            prompts = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise BadInput(where, f"not JSON ({e})", 'write a JSON list of strings: ["rain", "a synth pad"]') from e
         if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
-            raise SystemExit(f"lafa generate: {path} must hold a JSON list of strings")
+            raise BadInput(where, "not a JSON list of strings", 'write ["rain", "a synth pad"], or a text file')
     else:
         prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
-        raise SystemExit(f"lafa generate: {path} holds no prompts")
+        raise BadInput(where, "holds no prompts", "write one prompt per line")
     return prompts
 
 
@@ -46,63 +72,180 @@ def _slug(text: str, n: int = 40) -> str:
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="lafa generate", description=__doc__)
-    parser.add_argument("--config", action="config")
-    parser.add_argument("--ckpt_path", type=str, required=True, help="a `lafa fit` checkpoint of the DiT stage")
+    parser = command_parser("lafa generate", __doc__)
+    parser.add_argument("--ckpt_path", type=str, required=True,
+                        help=f"a checkpoint of the DiT stage, written by {DIT_CONFIGS}")
     parser.add_argument("--prompt", type=str | None, default=None, help="one prompt (writes --out as a file)")
-    parser.add_argument("--prompts", type=str | None, default=None, help="text file, one prompt per line")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each clip")
+    parser.add_argument("--prompts", type=str | None, default=None,
+                        help="text file, one prompt per line, or a JSON list of strings (writes --out as a folder)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each clip in seconds (> 0)")
     parser.add_argument("--seconds_start", type=float, default=0.0,
                         help="timing condition: where in a source file the clip starts (training crops start mid-file)")
-    parser.add_argument("--steps", type=int | None, default=None, help="sampler steps (default: the stage's)")
-    parser.add_argument("--cfg_scale", type=float | None, default=None, help="guidance (default: the stage's)")
-    parser.add_argument("--sampler", type=str | None, default=None, help="euler|heun (rf), dpmpp_2m|ddim (v)")
-    parser.add_argument("--decode_steps", type=int | None, default=None, help="LAFA flow-decoder steps")
+    parser.add_argument("--steps", type=int | None, default=None,
+                        help="sampler steps (null: the stage's, stored in the checkpoint)")
+    parser.add_argument("--cfg_scale", type=float | None, default=None,
+                        help="classifier-free guidance scale (null: the stage's)")
+    parser.add_argument("--sampler", type=str | None, default=None,
+                        help="euler or heun (rectified flow), dpmpp_2m or ddim (v objective); null: the stage's")
+    parser.add_argument("--decode_steps", type=int | None, default=None,
+                        help="LAFA flow-decoder steps (null: the stage's; unused by a plain VAE)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds every draw (DiT noise, LAFA decoder noise) on a CPU generator: same on every device")
-    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--batch_size", type=int, default=8, help="prompts generated together (memory grows with it)")
     parser.add_argument("--autoencoder_ckpt", type=str | None, default=None,
-                        help="use this autoencoder file instead of the one the checkpoint names")
-    parser.add_argument("--device", type=str, default="cuda" if torch.cuda.is_available() else "cpu")
+                        help="use this autoencoder file instead of the one the checkpoint names (a moved VAE/LAFA)")
+    parser.add_argument("--device", type=str, default="auto", help=DEVICE_HELP)
     parser.add_argument("--out", type=str, required=True, help="output .wav (--prompt) or folder (--prompts)")
     return parser
 
 
-def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+def _check_arguments(args) -> list[str]:  # noqa: ANN001
+    """Everything decidable from the command line alone; returns the prompts."""
     if (args.prompt is None) == (args.prompts is None):
-        raise SystemExit("lafa generate: give exactly one of --prompt or --prompts")
-    if args.seconds <= 0:
-        raise SystemExit(f"lafa generate: --seconds must be positive, got {args.seconds}")
-    if args.seconds_start < 0:
-        raise SystemExit(f"lafa generate: --seconds_start must be >= 0, got {args.seconds_start}")
-    if not Path(args.ckpt_path).is_file():
-        raise SystemExit(f"lafa generate: checkpoint not found: {args.ckpt_path}")
+        raise BadInput("--prompt/--prompts", "give exactly one of them",
+                       'add --prompt "rain on a roof" (one clip) or --prompts prompts.txt (a folder of clips)')
+    if not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise BadInput(f"--seconds {args.seconds:g}", "the clip length must be a positive number of seconds",
+                       "give e.g. --seconds 10")
+    if not (math.isfinite(args.seconds_start) and args.seconds_start >= 0):
+        raise BadInput(f"--seconds_start {args.seconds_start:g}", "must be >= 0 seconds",
+                       "give where in a source file the clip starts, e.g. --seconds_start 0")
+    for name in ("batch_size", "steps", "decode_steps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise BadInput(f"--{name} {value}", "must be at least 1", f"give a positive --{name}")
+    out = Path(args.out)
+    if args.prompt is not None and out.is_dir():
+        raise BadInput(f"--out {out}", "is a folder, and --prompt writes one file", "give a file name, e.g. out.wav")
+    if args.prompts is not None and out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out}", "is a file, and --prompts writes a folder of clips", "give a folder name")
+    return [args.prompt] if args.prompt is not None else read_prompts(args.prompts)
+
+
+def _dit_config(ckpt_path: Path) -> dict:
+    """The stored config of a DiT checkpoint, refused (one line) when the file is missing or of another stage."""
+    from lafa.stages.loading import stage_class_and_args
+
+    where = f"--ckpt_path {ckpt_path}"
+    if not ckpt_path.is_file():
+        raise BadInput(where, "no such file", f"give a checkpoint written by {DIT_CONFIGS}, e.g. "
+                                              f"runs/dit_sao/checkpoints/last.ckpt")
+    stored = read_checkpoint(ckpt_path).get(CHECKPOINT_CONFIG_KEY)  # one line for an empty/damaged/foreign file
+    if stored is None:
+        raise BadInput(where, "carries no lafa config (not written by `lafa fit`)",
+                       f"give a checkpoint written by {DIT_CONFIGS}")
+    cls, _ = stage_class_and_args(stored, ckpt_path)  # refuses untrusted classes before importing anything
+    if not hasattr(cls, "generate"):
+        raise BadInput(where, f"is a {cls.__name__} checkpoint, not a DiT stage",
+                       f"give a checkpoint written by {DIT_CONFIGS}; a VAE or LAFA checkpoint is the DiT's "
+                       f"autoencoder (--autoencoder_ckpt)")
+    return yaml.safe_load(stored) or {}
+
+
+def training_seconds(config: dict, sample_rate: int = SAMPLE_RATE, ratio: int | None = None) -> tuple[float, str] | None:
+    """(seconds, where it was read) of the crops the DiT was trained on, from its stored data config:
+    `data.init_args.sample_size` audio samples, or `latent_size` latent frames (needs the autoencoder's ratio)."""
+    data = ((config.get("data") or {}).get("init_args")) or {}
+    rate = int(data.get("sample_rate") or sample_rate)
+    if data.get("sample_size"):
+        n = int(data["sample_size"])
+        return n / rate, f"data.init_args.sample_size {n} at {rate} Hz"
+    if data.get("latent_size") and ratio:
+        n = int(data["latent_size"])
+        return n * ratio / rate, f"data.init_args.latent_size {n} frames of {ratio} samples"
+    return None
+
+
+def available_bytes(device: torch.device) -> int:
+    """Memory a new tensor can take: free CUDA memory, or the host's available memory (cgroup limit included)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    avail = None
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        avail = int(re.search(r"MemAvailable:\s+(\d+) kB", meminfo).group(1)) * 1024
+    except (OSError, AttributeError):
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            avail = min(avail, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def clip_bytes(seconds: float, sample_rate: int, channels: int, latent_dim: int, ratio: int, batch: int) -> int:
+    """A lower bound of the memory one batch of clips takes: its latents while sampling and its audio (float32)."""
+    samples = math.ceil(seconds * sample_rate)
+    frames = math.ceil(samples / ratio)
+    return 4 * batch * (SAMPLER_COPIES * latent_dim * frames + AUDIO_COPIES * channels * samples)
+
+
+def check_memory(seconds: float, batch: int, device: torch.device, sample_rate: int, channels: int,
+                 latent_dim: int, ratio: int) -> None:
+    need = clip_bytes(seconds, sample_rate, channels, latent_dim, ratio, batch)
+    for where in {device, torch.device("cpu")}:
+        have = available_bytes(where)
+        if need > have:
+            raise BadInput(f"--seconds {seconds:g}",
+                           f"{batch} clip(s) of {seconds:g} s need at least {need / 2**30:,.1f} GiB for their "
+                           f"latents and audio ({latent_dim} x {math.ceil(seconds * sample_rate / ratio):,} latent "
+                           f"frames, {channels} x {math.ceil(seconds * sample_rate):,} samples at {sample_rate} Hz, "
+                           f"float32) and {where} has {have / 2**30:,.1f} GiB available",
+                           "generate shorter clips, or fewer at once (--batch_size)")
+
+
+def _warn_past_training(seconds: float, trained: tuple[float, str] | None) -> None:
+    if trained is not None and seconds > trained[0] + 1e-9:
+        print(f"lafa generate: warning: --seconds {seconds:g} is past the {trained[0]:.2f} s crops this DiT was "
+              f"trained on ({trained[1]} in its stored config); expect the audio to degrade past {trained[0]:.2f} s",
+              file=sys.stderr)
+
+
+def main(argv: list[str]) -> int:
+    args = parse(build_parser(), argv)
+    prompts = _check_arguments(args)
+    device = resolve_device(args.device)
+    ckpt_path = Path(args.ckpt_path)
+    config = _dit_config(ckpt_path)
+    init_args = ((config.get("model") or {}).get("init_args")) or {}
+    batch = min(args.batch_size, len(prompts))
+    latent_dim = int((init_args.get("model_args") or {}).get("io_channels", 64))
+    check_memory(args.seconds, batch, device, SAMPLE_RATE, 2, latent_dim, 2048)  # SAO's geometry, before loading
+    autoencoder = args.autoencoder_ckpt or init_args.get("autoencoder_ckpt")
+    if autoencoder and not Path(autoencoder).is_file():
+        named = "--autoencoder_ckpt" if args.autoencoder_ckpt else f"model.init_args.autoencoder_ckpt of {ckpt_path}"
+        raise BadInput(autoencoder, f"autoencoder file not found ({named})",
+                       "pass --autoencoder_ckpt with the VAE or LAFA checkpoint (or SAO VAE weights) the DiT was "
+                       "trained on")
+    print_device(device)
     from lafa.stages.loading import load_stage
 
     overrides = {"autoencoder_ckpt": args.autoencoder_ckpt} if args.autoencoder_ckpt else {}
-    stage = load_stage(args.ckpt_path, **overrides).to(args.device)
-    if not hasattr(stage, "generate"):
-        raise SystemExit(f"lafa generate: {args.ckpt_path} is a {type(stage).__name__} checkpoint, not a DiT stage")
-    prompts = [args.prompt] if args.prompt is not None else read_prompts(args.prompts)
-    sample_rate = stage.autoencoder.sample_rate
+    stage = load_stage(ckpt_path, **overrides).to(device)
+    ae = stage.autoencoder
+    sample_rate, ratio = ae.sample_rate, ae.downsampling_ratio
+    check_memory(args.seconds, batch, device, sample_rate, ae.io_channels, ae.latent_dim, ratio)
+    _warn_past_training(args.seconds, training_seconds(config, sample_rate, ratio))
     kwargs = dict(steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler)
 
-    clips = []
-    for i in tqdm(range(0, len(prompts), args.batch_size), desc="generate", disable=len(prompts) <= args.batch_size):
-        batch = prompts[i: i + args.batch_size]
-        clips += stage.generate(batch, args.seconds, args.seconds_start, decode_steps=args.decode_steps, seed=args.seed + i,
-                                progress=len(prompts) <= args.batch_size, **kwargs)
-    if args.prompt is not None:
-        save_audio(args.out, clips[0], sample_rate)
-        print(f"wrote {args.out} ({args.seconds:g} s, {sample_rate} Hz, {clips[0].shape[0]} channels)")
-        return 0
+    single = args.prompt is not None
     out = Path(args.out)
     names = {}
-    for i, (prompt, clip) in enumerate(zip(prompts, clips, strict=True)):
-        name = f"{i:04d}_{_slug(prompt)}.wav"
-        save_audio(out / name, clip, sample_rate)
-        names[name] = prompt
+    for i in tqdm(range(0, len(prompts), args.batch_size), desc="generate", disable=len(prompts) <= args.batch_size):
+        part = prompts[i: i + args.batch_size]
+        clips = stage.generate(part, args.seconds, args.seconds_start, decode_steps=args.decode_steps,
+                               seed=args.seed + i, progress=len(prompts) <= args.batch_size, **kwargs)
+        if single:
+            save_audio(out, clips[0], sample_rate)
+            print(f"wrote {out} ({args.seconds:g} s, {sample_rate} Hz, {clips[0].shape[0]} channels)")
+            return 0
+        for k, (prompt, clip) in enumerate(zip(part, clips, strict=True)):  # written batch by batch
+            name = f"{i + k:04d}_{_slug(prompt)}"
+            save_audio(out / f"{name}.wav", clip, sample_rate)
+            names[name] = prompt
     (out / "prompts.json").write_text(json.dumps(names, indent=2))
-    print(f"wrote {len(clips)} clips to {out}")
+    print(f"wrote {len(names)} clips and prompts.json to {out}")
     return 0

@@ -15,19 +15,31 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
 from lafa.audio import load_audio, resample
+from lafa.devices import resolve_device
+from lafa.errors import BadInput
 from lafa.metrics.batched import Batching, embed_files, prefetch
 from lafa.metrics.caches import EmbeddingCache, load_reference_cache, save_reference_cache, sha256_file
 from lafa.metrics.clap import ClapScorer, clap_score, write_random_clap
-from lafa.metrics.folders import audio_files
+from lafa.metrics.folders import (
+    audio_files,
+    check_lengths,
+    check_pairs,
+    check_prompts,
+    probe_files,
+    read_prompts,
+    refuse_silence,
+)
 from lafa.metrics.frechet import frechet_distance, gaussian_stats
 from lafa.metrics.mel_fd import SETTINGS as MEL_SETTINGS
 from lafa.metrics.mel_fd import fd_mel_from_stats, mel_stats
-from lafa.metrics.openl3 import OpenL3Embedder, build_openl3
+from lafa.metrics.openl3 import OpenL3Embedder, build_openl3, num_windows
+from lafa.metrics.openl3_weights import weight_file_config
 from lafa.metrics.passt import KL_EPS, PasstTagger, build_passt, paired_kl
 from lafa.metrics.reference_audio import load_native
 
@@ -136,14 +148,14 @@ def _passt_probs(
     return {"ids": np.asarray(list(probs)), "probs": np.stack(list(probs.values()))}
 
 
-def _mel_stats(folder: str | Path, workers: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """folder_mel_stats with the files decoded and resampled ahead by `workers` threads, one clip in memory."""
+def _mel_stats(files: dict[str, Path], workers: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """mel_stats of the files, decoded and resampled ahead by `workers` threads, one clip in memory."""
 
     def load(path: Path) -> torch.Tensor:
         audio, sr = load_audio(path)
         return resample(audio, sr, MEL_SETTINGS["sample_rate"])
 
-    return mel_stats(prefetch(audio_files(folder).values(), load, workers), MEL_SETTINGS["sample_rate"])
+    return mel_stats(prefetch(files.values(), load, workers), MEL_SETTINGS["sample_rate"])
 
 
 def _probs_by_id(arrays: dict) -> dict[str, torch.Tensor]:
@@ -154,33 +166,52 @@ class _Reference:
     """The reference side of every metric: from a cache file, a cache that still matches, or the folder."""
 
     def __init__(self, reference: str | Path, stats_cache: str | Path | None):
-        reference = Path(reference)
+        self.path = reference = Path(reference)
         self.folder = reference if reference.is_dir() else None
         if self.folder is None and not reference.is_file():
-            raise FileNotFoundError(
-                f"reference is neither an audio folder nor a statistics file: {reference}"
-            )
-        self.files = audio_files(reference) if self.folder else None
+            raise BadInput(f"--reference {reference}", "no such folder or file",
+                           "give the folder of reference audio (<id>.<ext>) or a statistics file (.npz) written "
+                           "by an earlier run's --stats_cache")
+        self.files = audio_files(reference, "--reference") if self.folder else None
         self.cache_path = Path(stats_cache) if stats_cache else None
-        source = reference if self.folder is None else self.cache_path
-        self.entries = load_reference_cache(source) if source is not None and source.is_file() else {}
+        source, option = (reference, "--reference") if self.folder is None else (self.cache_path, "--stats_cache")
+        self.entries = {}
+        if source is not None and source.is_file():
+            try:
+                self.entries = load_reference_cache(source)
+            except Exception as e:  # numpy raises several types for a file that is not an .npz
+                raise BadInput(f"{option} {source}", f"not a lafa reference statistics file ({e})",
+                               "give a .npz written by `lafa evaluate --stats_cache`, or the reference audio "
+                               "folder" + (" (or delete the file: it is written again)" if self.folder else "")) from e
         self.changed = False
 
     @property
     def ids(self) -> list[str] | None:
-        return list(self.files) if self.files is not None else None
+        if self.files is not None:
+            return list(self.files)
+        stored = [e["reference_ids"] for e in self.entries.values() if e.get("reference_ids") is not None]
+        return list(stored[0]) if stored else None
+
+    def check(self, metric: str, key: str) -> None:
+        """A statistics file given as the reference must hold `metric` made with these weights and settings."""
+        entry = self.entries.get(metric)
+        if self.folder is None and (entry is None or entry["key"] != key):
+            have = "no entry" if entry is None else "an entry made with other weights or settings"
+            raise BadInput(f"--reference {self.path}",
+                           f"the statistics file has {have} for {metric} (it holds {sorted(self.entries)}; "
+                           f"needed: {key})",
+                           "score against the reference audio folder once with --stats_cache FILE, or use the "
+                           "weights and settings the file was made with")
 
     def get(self, metric: str, key: str, compute: Callable[[dict[str, Path]], dict]) -> dict:
         entry = self.entries.get(metric)
         if (
             entry is not None
             and entry["key"] == key
-            and (self.ids is None or entry["reference_ids"] == self.ids)
+            and (self.files is None or entry["reference_ids"] == self.ids)
         ):
             return entry["arrays"]
-        if self.folder is None:
-            have = "no entry" if entry is None else f"an entry made with {entry['key']}"
-            raise ValueError(f"reference statistics file has {have} for {metric}; it needs {key}")
+        self.check(metric, key)
         arrays = compute(self.files)
         self.entries[metric] = {"key": key, "reference_ids": self.ids, "arrays": arrays}
         self.changed = True
@@ -191,77 +222,198 @@ class _Reference:
             save_reference_cache(self.cache_path, self.entries)
 
 
+def _check_weights_path(path: str | None, option: str, metric: str) -> None:
+    """A weights path given on the command line exists (and a CLAP one is a Hugging Face directory)."""
+    if path is not None and not Path(path).exists():
+        raise BadInput(f"{option} {path}", "no such file or folder",
+                       f"give the local weights (docs/metrics.md, 'Weights to place locally'), or leave {option} "
+                       f"out to skip {metric}")
+    if path is not None and metric == "clap_score" and not (Path(path) / "config.json").is_file():
+        raise BadInput(f"{option} {path}", "not a Hugging Face CLAP directory (no config.json)",
+                       "give a local copy of laion/clap-htsat-fused (or laion/larger_clap_music)")
+
+
+def _checked_weights(path: str | None, seed: int, option: str, metric: str) -> dict:
+    """The weights a metric runs on (`_weights`), checked before any network is built: a directory without
+    weights is a `BadInput` too."""
+    _check_weights_path(path, option, metric)
+    try:
+        return _weights(path, seed)
+    except (FileNotFoundError, ValueError) as e:
+        raise BadInput(f"{option} {path}", str(e), "give the weights folder itself (docs/metrics.md)") from e
+
+
+def _check_openl3_file(path: str, input_repr: str, content_type: str) -> None:
+    """The OpenL3 file holds the model asked for (read from its name and front-end layer, no network built)."""
+    try:
+        found = weight_file_config(path)
+    except (OSError, ValueError) as e:
+        raise BadInput(f"--openl3_weights {path}", " ".join(str(e).split()),
+                       "pass an openl3 release file under its own name (docs/metrics.md)") from e
+    if found != (input_repr, content_type):
+        raise BadInput(f"--openl3_weights {path}", f"holds the OpenL3 {found[0]}/{found[1]} model; "
+                       f"{input_repr}/{content_type} was asked for",
+                       f"pass --openl3_input_repr {found[0]} --content_type {found[1]}, or the file of "
+                       f"{input_repr}/{content_type}")
+
+
+def _openl3_frames(clips: dict[str, tuple[float, float]]) -> int:
+    return sum(num_windows(int(seconds * 48000)) for seconds, _ in clips.values())
+
+
 def evaluate_folders(
-    generated_dir: str | Path,
+    generated: str | Path,
     reference: str | Path,
-    prompts: dict[str, str] | None = None,
+    prompts: str | Path | dict[str, str] | None = None,
     openl3_weights: str | None = None,
     passt_weights: str | None = None,
     clap_dir: str | None = None,
-    content_type: str = "music",
-    openl3_input_repr: str = "mel256",
-    openl3_embedding_size: int = 512,
-    openl3_channel_mode: str = "stereo",
-    openl3_fft: str = "reference",
+    content_type: Literal["music", "env"] = "music",
+    openl3_input_repr: Literal["mel256", "mel128", "linear"] = "mel256",
+    openl3_embedding_size: Literal[512, 6144] = 512,
+    openl3_channel_mode: Literal["stereo", "mono"] = "stereo",
+    openl3_fft: Literal["reference", "exact"] = "reference",
     allow_random_weights: bool = False,
+    allow_unpaired: bool = False,
     seed: int = 0,
     stats_cache: str | None = None,
-    device: str | None = None,
+    device: str = "auto",
     embedding_cache: str | None = None,
     batching: Batching | None = None,
+    log: Callable[[str], None] | None = print,
 ) -> dict:
-    """Score `generated_dir` (files named <id>.<ext>) against a reference folder or statistics file.
+    """Score a folder of generated audio against a reference folder or statistics file.
 
-    `batching` (default Batching()): clips per forward and decode threads; Batching.per_clip() embeds each clip
-    on its own. Either gives the same numbers to float rounding (docs/benchmarks.md, "Evaluation throughput").
+    Every input is checked before anything is embedded: the folders and their ids, the pairs, the prompts, the
+    weight files, a statistics file's entries, and every audio file decoded in full (lengths, silence). A
+    mistake is one `lafa.errors.BadInput` naming the file or option and the fix. What each metric uses is
+    said through `log` (print) first. Either batching gives the same numbers to float rounding
+    (docs/benchmarks.md, "Evaluation throughput").
+
+    Args:
+        generated: folder of generated audio, one file per id (<id>.wav; the id is the file name without suffix)
+        reference: folder of reference audio (<id>.<ext>), or a reference statistics file (.npz) written by
+            --stats_cache
+        prompts: prompts.json ({id: text}, or a list of {id, prompt} records) for the CLAP score; none: no CLAP
+        openl3_weights: openl3_audio_mel256_{music,env}-v0_4_0.h5 (FD_openl3); none: FD_openl3 skipped
+        passt_weights: passt-s-f128-p16-s10-ap.476-swa.pt (KL_PaSST); none: KL_PaSST skipped
+        clap_dir: local Hugging Face CLAP directory, laion/clap-htsat-fused (CLAP score); none: CLAP skipped
+        content_type: OpenL3 content type: music (music sets) or env (AudioCaps); the weight file must hold it
+        openl3_input_repr: OpenL3 input representation (the paper's FD_openl3: mel256); the weight file must hold it
+        openl3_embedding_size: OpenL3 embedding size (the paper's: 512)
+        openl3_channel_mode: stable-audio-metrics path: stereo = batched, channels embedded separately (its
+            published statistics); mono = its non-batched default, down-mixed (docs/metrics.md)
+        openl3_fft: OpenL3 STFT: reference = TensorFlow 2.13's, bit for bit, as the reference code computes it;
+            exact = torch.fft (FD differs by ~10% at 44.1 kHz, docs/metrics.md)
+        allow_random_weights: run the metrics without weights on random-weight models built locally (demo; the
+            numbers are starred and NOT comparable to the paper's)
+        allow_unpaired: score sets whose ids only partly match (or, with no id in common, the FD metrics alone):
+            FD metrics use every file, KL_PaSST and CLAP the ids in both; the console says what is left out.
+            Without it such sets are refused before anything is embedded
+        seed: seed of random-weight models and of CLAP's crops of clips longer than 10 s
+        stats_cache: .npz file keeping the reference statistics (reused while weights, settings and reference
+            ids match; pass it later as --reference)
+        device: auto (cuda when available, else cpu), cpu, cuda or cuda:N
+        embedding_cache: folder of per-file OpenL3/PaSST embeddings keyed by file content and model (a set is
+            embedded once)
+        batching: clips per forward and decode threads (default Batching()); Batching.per_clip() embeds each
+            clip on its own
+        log: where the input summary and skipped metrics are said (print); None: nowhere
     """
     batching = Batching() if batching is None else batching
+    log = log or (lambda _: None)
     if content_type not in ("music", "env"):
-        raise ValueError(f"content_type must be 'music' or 'env', got {content_type!r}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    generated = audio_files(generated_dir)
+        raise BadInput(f"--content_type {content_type}", "not a content type", "use music or env")
+    device = resolve_device(device)
+    generated_dir = Path(generated)
+    generated = audio_files(generated_dir, "--generated")
     ref = _Reference(reference, stats_cache)
+    if isinstance(prompts, (str, Path)):
+        prompts_where, prompts = f"--prompts {prompts}", read_prompts(prompts)
+    else:
+        prompts_where = "prompts"
     metrics: dict[str, dict] = {}
     speed = Throughput()
 
-    mel_key = _cache_key({"kind": "none"}, MEL_SETTINGS)
+    # ---- every check before any network is built or any clip embedded ----
+    options = {"fd_openl3": (openl3_weights, "--openl3_weights"), "kl_passt": (passt_weights, "--passt_weights"),
+               "clap_score": (clap_dir, "--clap_dir")}  # fmt: skip
+    weights_of: dict[str, dict] = {}
+    for name, (path, flag) in options.items():
+        _check_weights_path(path, flag, name)  # also where the metric is skipped: a wrong path is a mistake
+        if name == "clap_score" and not prompts:
+            metrics[name] = {"skipped": "no prompts given (--prompts prompts.json: {id: text})"}
+        elif path is None and not allow_random_weights:
+            metrics[name] = {"skipped": f"no weights configured ({flag}); see docs/metrics.md"}
+        else:
+            weights_of[name] = _checked_weights(path, seed, flag, name)
+            if name == "fd_openl3" and path is not None:
+                _check_openl3_file(path, openl3_input_repr, content_type)
+    openl3_settings = {
+        **OPENL3_SETTINGS,
+        "content_type": content_type,
+        "input_repr": openl3_input_repr,
+        "embedding_size": openl3_embedding_size,
+        "channel_mode": openl3_channel_mode,
+        "path": OPENL3_PATHS[openl3_channel_mode],
+        "fft": OPENL3_FFTS[openl3_fft],
+    }
+    keys = {"fd_mel": _cache_key({"kind": "none"}, MEL_SETTINGS)}
+    if "fd_openl3" in weights_of:
+        keys["fd_openl3"] = _cache_key(weights_of["fd_openl3"], openl3_settings)
+    if "kl_passt" in weights_of:
+        keys["kl_passt"] = _cache_key(weights_of["kl_passt"], PASST_SETTINGS)
+    for name, key in keys.items():
+        ref.check(name, key)
+    unpaired = check_pairs(generated, ref.ids, ref.path, generated_dir, [m for m in ("kl_passt",) if m in weights_of],
+                            allow_unpaired, log)
+    for name in unpaired:
+        metrics[name] = {"skipped": "no id is in both the generated and the reference set (it pairs clips by id)"}
+        weights_of.pop(name)
+    if "clap_score" in weights_of and not check_prompts(generated, prompts, prompts_where, allow_unpaired, log):
+        metrics["clap_score"] = {"skipped": "no generated clip has a prompt (ids are the file names without suffix)"}
+        weights_of.pop("clap_score")
+    gen_clips = probe_files(generated, "--generated", batching.workers)
+    ref_clips = probe_files(ref.files, "--reference", batching.workers) if ref.files is not None else None
+    check_lengths(gen_clips, ref_clips, log)
+    normalised = [m for m in ("fd_openl3", "kl_passt", "clap_score") if m in weights_of]
+    if normalised:
+        refuse_silence(gen_clips, generated, normalised)
+        if ref_clips is not None:
+            refuse_silence(ref_clips, ref.files, [m for m in normalised if m != "clap_score"])
+    if "fd_openl3" in weights_of:
+        for where, clips in ((f"--generated {generated_dir}", gen_clips), (f"--reference {ref.path}", ref_clips)):
+            if clips is not None and _openl3_frames(clips) < 2:
+                raise BadInput(where, f"its {len(clips)} clip(s) give {_openl3_frames(clips)} OpenL3 frame (one "
+                                      f"per 0.5 s): FD_openl3 needs a covariance of at least 2 frames",
+                               "score more clips, or clips longer than 0.5 s")
+    for name, metric in metrics.items():
+        log(f"{name}: not computed: {metric['skipped']}")
+    log(f"device: {device}")
+
+    # ---- the metrics ----
     ref_mel = ref.get(
         "fd_mel",
-        mel_key,
+        keys["fd_mel"],
         lambda f: speed.timed("fd_mel", lambda: dict(zip(("mu", "sigma", "frames"),
-                              _mel_stats(ref.folder, batching.workers), strict=True)), count=len(f)),
+                              _mel_stats(f, batching.workers), strict=True)), count=len(f)),
     )  # fmt: skip
-    gen_mel = speed.timed("fd_mel", lambda: _mel_stats(generated_dir, batching.workers), count=len(generated))
+    gen_mel = speed.timed("fd_mel", lambda: _mel_stats(generated, batching.workers), count=len(generated))
     metrics["fd_mel"] = fd_mel_from_stats(gen_mel, (ref_mel["mu"], ref_mel["sigma"], int(ref_mel["frames"])))
     metrics["fd_mel"]["throughput"] = speed.report("fd_mel", batching)
 
-    def configured(name: str, path: str | None, flag: str) -> dict | None:
-        if path is None and not allow_random_weights:
-            metrics[name] = {"skipped": f"no weights configured ({flag}); see docs/metrics.md"}
-            return None
-        return _weights(path, seed)
-
-    if (weights := configured("fd_openl3", openl3_weights, "--openl3_weights")) is not None:
+    if (weights := weights_of.get("fd_openl3")) is not None:
         model = build_openl3(
             openl3_weights, seed, openl3_input_repr, content_type, openl3_embedding_size, openl3_fft
-        )  # refuses a file that holds another input representation or content type
+        )
         # channels_last convolutions: 17% less CPU here, equal to 2e-6 relative (docs/benchmarks.md)
         model = model.to(device, memory_format=torch.channels_last)
         embedder = OpenL3Embedder(model, channel_mode=openl3_channel_mode,
                                   batch_size=batching.openl3_windows or 16)  # fmt: skip
-        settings = {
-            **OPENL3_SETTINGS,
-            "content_type": content_type,
-            "input_repr": openl3_input_repr,
-            "embedding_size": openl3_embedding_size,
-            "channel_mode": openl3_channel_mode,
-            "path": OPENL3_PATHS[openl3_channel_mode],
-            "fft": OPENL3_FFTS[openl3_fft],
-        }
-        l3_cache = EmbeddingCache(embedding_cache, _cache_key(weights, settings))
+        l3_cache = EmbeddingCache(embedding_cache, keys["fd_openl3"])
         ref_l3 = ref.get(
             "fd_openl3",
-            _cache_key(weights, settings),
+            keys["fd_openl3"],
             lambda f: speed.timed(
                 "fd_openl3",
                 lambda: _openl3_stats(f, embedder, l3_cache, batching, "openl3 reference"),
@@ -280,16 +432,16 @@ def evaluate_folders(
             "frames_generated": int(gen_l3["frames"]),
             "frames_reference": int(ref_l3["frames"]),
             "weights": weights,
-            "settings": settings,
+            "settings": openl3_settings,
             "throughput": speed.report("fd_openl3", batching),
         }
 
-    if (weights := configured("kl_passt", passt_weights, "--passt_weights")) is not None:
+    if (weights := weights_of.get("kl_passt")) is not None:
         tagger = PasstTagger(build_passt(passt_weights, seed).to(device))
-        p_cache = EmbeddingCache(embedding_cache, _cache_key(weights, PASST_SETTINGS))
+        p_cache = EmbeddingCache(embedding_cache, keys["kl_passt"])
         ref_p = ref.get(
             "kl_passt",
-            _cache_key(weights, PASST_SETTINGS),
+            keys["kl_passt"],
             lambda f: speed.timed(
                 "kl_passt", lambda: _passt_probs(f, tagger, p_cache, batching, "passt reference"), p_cache
             ),
@@ -301,9 +453,7 @@ def evaluate_folders(
         metrics["kl_passt"] = {**kl, "label": "KL_PaSST", "weights": weights, "settings": PASST_SETTINGS,
                                "throughput": speed.report("kl_passt", batching)}  # fmt: skip
 
-    if not prompts:
-        metrics["clap_score"] = {"skipped": "no prompts given (prompts.json: {id: text})"}
-    elif (weights := configured("clap_score", clap_dir, "--clap_dir")) is not None:
+    if (weights := weights_of.get("clap_score")) is not None:
         with tempfile.TemporaryDirectory() as tmp:
             scorer = ClapScorer(clap_dir or write_random_clap(tmp, seed), device=device)
             n_scored = len(set(generated) & set(prompts))  # CLAP embeddings are not cached
@@ -320,13 +470,16 @@ def evaluate_folders(
                                  "throughput": speed.report("clap_score", batching)}  # fmt: skip
 
     ref.save()
+    metrics = {m: metrics[m] for m in ("fd_mel", "fd_openl3", "kl_passt", "clap_score")}
     paper = ("fd_openl3", "kl_passt", "clap_score")
     randoms = [m for m in paper if metrics[m].get("weights", {}).get("kind") == "random"]
+    ref_ids = ref.ids
     return {
         "generated": str(generated_dir),
         "reference": str(reference),
         "num_generated": len(generated),
-        "num_reference": len(ref.ids) if ref.ids is not None else None,
+        "num_reference": len(ref.files) if ref.files is not None else None,
+        "num_paired": len(set(generated) & set(ref_ids)) if ref_ids is not None else None,
         "content_type": content_type,
         "seed": seed,
         "comparable_to_paper": all(metrics[m].get("weights", {}).get("kind") == "file" for m in paper),
