@@ -124,6 +124,7 @@ def test_tiny_config_overfits_one_clip(vae_path):
 
 def test_lafa_generate_writes_stereo_44k_of_the_asked_length(vae_path, tmp_path):
     from lafa.commands.generate import main
+    from lafa.errors import BadInput
 
     args = stage_args(vae_path, sample_frames=4)
     stage = DitStage(**args)
@@ -144,9 +145,9 @@ def test_lafa_generate_writes_stereo_44k_of_the_asked_length(vae_path, tmp_path)
                  "--out", str(folder)]) == 0
     wavs = sorted(folder.glob("*.wav"))
     assert len(wavs) == 2 and all(sf.info(str(w)).frames == 4410 for w in wavs)
-    with pytest.raises(SystemExit):
+    with pytest.raises(BadInput, match="--prompt/--prompts: give exactly one of them"):
         main(["--ckpt_path", str(ckpt), "--out", str(out)])
-    with pytest.raises(SystemExit, match="seconds_start"):
+    with pytest.raises(BadInput, match="--seconds_start -1: must be >= 0 seconds"):
         main(["--ckpt_path", str(ckpt), "--prompt", "x", "--seconds_start", "-1", "--out", str(out)])
 
 
