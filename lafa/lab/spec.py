@@ -170,12 +170,19 @@ class GaussianLatentSpec:
         return u @ y.double() @ v.T
 
     # ---- sampling ------------------------------------------------------------------------------------------
+    @cached_property
+    def _channel_factor(self) -> torch.Tensor:
+        """U diag(sqrt lam) (C, C)."""
+        return torch.from_numpy(self.basis_matrix * np.sqrt(self.eigenvalues))
+
     def colour(self, z: torch.Tensor) -> torch.Tensor:
         """iid standard normals (..., C, N) -> latents (..., C, N) with covariance K (float64)."""
         z = z.double()
-        timed = torch.where(torch.from_numpy(self.white)[:, None], z, z @ self._temporal_factor)  # s_k (..., C, N)
-        u = torch.from_numpy(self.basis_matrix * np.sqrt(self.eigenvalues))  # U diag(sqrt lam)
-        return u @ timed
+        timed = z @ self._temporal_factor  # s_k (..., C, N): rows with covariance T
+        if self.white.any():
+            white = torch.from_numpy(self.white)
+            timed[..., white, :] = z[..., white, :]  # the white components keep their iid rows
+        return self._channel_factor @ timed
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n latents (n, C, N), float64."""
