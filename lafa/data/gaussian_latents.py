@@ -14,7 +14,6 @@ sees an example twice and its loss can approach the Bayes floor without memorisi
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -23,6 +22,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lafa.data.datamodule import collate
+from lafa.data.geometry import seconds_total
 from lafa.lab.spec import GaussianLatentSpec
 
 SPLITS = {"train": 0, "val": 1, "test": 2, "predict": 3}
@@ -40,7 +40,7 @@ class GaussianLatents(Dataset):
                  sample_rate: int, downsampling_ratio: int) -> None:
         self.spec, self.split, self.length, self.seed, self.caption = spec, split, length, seed, caption
         self.real_samples = spec.frames * downsampling_ratio
-        self.seconds_total = float(math.ceil(self.real_samples / sample_rate))
+        self.seconds_total = seconds_total(self.real_samples, sample_rate)
 
     def __len__(self) -> int:
         return self.length
