@@ -9,7 +9,9 @@ Example i of a split is drawn from its own generator, seeded by numpy's SeedSequ
 same example whatever the worker count, batch size or process, and train, val and test never share a stream.
 Validation and test are fixed sets (`val_examples`, `test_examples`); training draws `train_examples` fresh
 examples per epoch (epoch e uses indices e * train_examples + i, Lightning's `set_epoch`), so the DiT never
-sees an example twice and its loss can approach the Bayes floor without memorising.
+sees an example twice and its loss can approach the Bayes floor without memorising. A checkpoint stores the
+training stream's position, and a resumed run continues it exactly (mid-epoch too; single process: under DDP
+each rank would need its own position).
 """
 
 from __future__ import annotations
@@ -61,19 +63,42 @@ class GaussianLatents(Dataset):
 
 
 class EpochIndices(Sampler[int]):
-    """Indices e * length + i, i < length, for the epoch e Lightning sets: fresh examples every epoch."""
+    """Indices e * length + i, i < length, for the epoch e Lightning sets: fresh examples every epoch. After a
+    resume (`resume_from`: the first global index not yet trained on) the epoch starts there."""
 
     def __init__(self, length: int) -> None:
-        self.length, self.epoch = length, 0
+        self.length, self.epoch, self.resume_from = length, 0, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _first(self) -> int:
+        return min(max(self.epoch * self.length, self.resume_from), (self.epoch + 1) * self.length)
+
     def __len__(self) -> int:
-        return self.length
+        return self.length  # fixed: Lightning sizes every epoch by the first; a resumed epoch just ends sooner
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.epoch * self.length, (self.epoch + 1) * self.length))
+        return iter(range(self._first(), (self.epoch + 1) * self.length))
+
+
+class ResumableLoader(DataLoader):
+    """The training DataLoader as Lightning's stateful loader: a checkpoint stores the next example index the
+    trainer has not taken (`taken`, told by the DataModule when a batch moves to the device, so batches Lightning
+    pre-fetched do not count), and a resumed run continues the stream there, mid-epoch included."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.next_index = 0
+
+    def taken(self, batch: dict) -> None:
+        self.next_index = max(self.next_index, max(m["index"] for m in batch["metadata"]) + 1)
+
+    def state_dict(self) -> dict:
+        return {"next_index": self.next_index}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.next_index = self.sampler.resume_from = int(state["next_index"])
 
 
 class GaussianLatentDataModule(LightningDataModule):
@@ -109,6 +134,7 @@ class GaussianLatentDataModule(LightningDataModule):
         self.save_hyperparameters()
         self.spec = GaussianLatentSpec(channels, frames, spectrum, exponent, noise_channels, noise_level, basis,
                                        basis_seed, temporal, rho, temporal_exponent)
+        self._train_loader: ResumableLoader | None = None
 
     def dataset(self, split: str) -> GaussianLatents:
         h = self.hparams
@@ -119,12 +145,20 @@ class GaussianLatentDataModule(LightningDataModule):
         h = self.hparams
         ds = self.dataset(split)
         batch = h.batch_size if split == "train" else (h.val_batch_size or h.batch_size)
-        sampler = EpochIndices(len(ds)) if split == "train" else None
-        return DataLoader(ds, batch_size=batch, sampler=sampler, collate_fn=collate, num_workers=h.num_workers,
-                          persistent_workers=False)
+        if split != "train":
+            return DataLoader(ds, batch_size=batch, collate_fn=collate, num_workers=h.num_workers)
+        self._train_loader = ResumableLoader(ds, batch_size=batch, sampler=EpochIndices(len(ds)), collate_fn=collate,
+                                             num_workers=h.num_workers)
+        return self._train_loader
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableLoader:
         return self._loader("train")
+
+    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """The trainer takes a training batch: the stream position a checkpoint stores moves past it."""
+        if self.trainer is not None and self.trainer.training and self._train_loader is not None:
+            self._train_loader.taken(batch)
+        return batch
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

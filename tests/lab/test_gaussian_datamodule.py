@@ -6,6 +6,8 @@ import pytest
 import torch
 import yaml
 from jsonargparse import ArgumentParser
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lafa.data.gaussian_latents import GaussianLatentDataModule
 
@@ -68,3 +70,36 @@ def test_constructor_arguments_come_from_yaml():
     assert next(iter(dm.train_dataloader()))["latent"].shape == (2, 16, 8)
     with pytest.raises(ValueError):
         GaussianLatentDataModule(spectrum="pink")
+
+
+class Recorder(LightningModule):
+    """Trains one parameter and records the ids of every training batch it takes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.seen: list[str] = []
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        self.seen += batch["id"]
+        return (self.w - batch["latent"].mean()).square()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def fit(tmp_path, max_steps: int, ckpt_path=None) -> list[str]:
+    module = Recorder()
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=3, save_top_k=-1)
+    Trainer(max_steps=max_steps, logger=False, callbacks=[checkpoint], enable_progress_bar=False,
+            enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path).fit(
+        module, datamodule=GaussianLatentDataModule(**{**ARGS, "train_examples": 16}), ckpt_path=ckpt_path)
+    return module.seen
+
+
+def test_a_resumed_run_continues_the_training_stream_mid_epoch(tmp_path):
+    whole = fit(tmp_path / "whole", 7)  # 4 batches per epoch: resume at step 3, mid-epoch 0
+    first = fit(tmp_path / "parts", 3)
+    rest = fit(tmp_path / "parts", 7, ckpt_path=str(tmp_path / "parts" / "epoch=0-step=3.ckpt"))
+    assert first + rest == whole
+    assert whole[12] == "train-000000012" and whole[16] == "train-000000016"  # epoch 1 draws new examples
