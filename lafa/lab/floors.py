@@ -3,35 +3,29 @@
 lafa's objectives (`lafa.diffusion.objectives`, t = 1 is noise) regress a target y on x_t = a x0 + s eps:
 `rf` a = 1 - t, s = t, y = eps - x0; `v` a = cos(pi t / 2), s = sin(pi t / 2), y = a eps - s x0. For a mode of x0
 with variance lam (independent of every other mode, x0 and eps jointly Gaussian) the best prediction of y from
-x_t is linear, E[y | x_t] = Cov(y, x_t) / Var(x_t) x_t, and its mean squared error is
-Var(y) - Cov(y, x_t)^2 / Var(x_t), which simplifies to
-    rf: lam / ((1 - t)^2 lam + t^2)            v: lam / (a^2 lam + s^2)        (one formula: lam / (a^2 lam + s^2)).
-The DiT's loss (`masked_mse`, every frame real) is the mean over the C N elements of the squared error, and an
-orthonormal change of basis keeps sums of squares, so the floor at t is the mean of that residual over K's modes
-(`GaussianLatentSpec.mode_variances`). `val/loss` is the mean over the stage's `val_t` grid, so its floor is the
-mean of the per-t floors. A `latent_scale` s_l divides the DiT's latents: every mode variance becomes lam / s_l^2.
+x_t is linear, E[y | x_t] = Cov(y, x_t) / Var(x_t) x_t, and its mean squared error Var(y) - Cov(y, x_t)^2 / Var(x_t)
+simplifies (with a^2 + s^2 = 1 for `v`) to lam / (a^2 lam + s^2): lam / ((1 - t)^2 lam + t^2) for `rf`.
+The DiT's loss (per-example masked mean, every lab frame real) is the mean over the C N elements of the squared
+error, and an orthonormal change of basis keeps sums of squares, so the floor at t is the mean of that residual
+over K's modes (`GaussianLatentSpec.mode_variances`). `val/loss` is the mean over the stage's `val_t` grid, so its
+floor is the mean of the per-t floors. A `latent_scale` s_l divides the DiT's latents: every mode variance becomes lam / s_l^2.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from lafa.diffusion.objectives import alpha_sigma
 from lafa.lab.spec import GaussianLatentSpec
-
-OBJECTIVES = ("v", "rf")
 
 
 def coefficients(t: float, objective: str) -> tuple[float, float]:
-    """(a, s) of x_t = a x0 + s eps, as `lafa.diffusion.objectives.alpha_sigma` defines them."""
-    if objective == "v":
-        return math.cos(0.5 * math.pi * t), math.sin(0.5 * math.pi * t)
-    if objective == "rf":
-        return 1.0 - t, t
-    raise ValueError(f"unknown objective {objective!r} (one of {OBJECTIVES})")
+    """(a, s) of x_t = a x0 + s eps: lafa's own `alpha_sigma`, so the floor follows its parameterisation."""
+    a, s = alpha_sigma(torch.tensor(float(t), dtype=torch.float64), objective)
+    return float(a), float(s)
 
 
 def bayes_residual(variances: np.ndarray, t: float, objective: str) -> np.ndarray:

@@ -24,7 +24,7 @@ Polya's criterion).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -90,9 +90,6 @@ class GaussianLatentSpec:
         if self.spectrum == "vae_like" and not 0 < self.noise_channels < self.channels:
             raise ValueError(f"vae_like needs 0 < noise_channels < channels, got {self.noise_channels}")
         autocovariance(self.temporal, np.zeros(1), self.rho, self.temporal_exponent)  # validates the knobs
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     # ---- channel axis --------------------------------------------------------------------------------------
     @cached_property
