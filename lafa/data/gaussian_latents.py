@@ -10,8 +10,8 @@ same example whatever the worker count, batch size or process, and train, val an
 Validation and test are fixed sets (`val_examples`, `test_examples`); training draws `train_examples` fresh
 examples per epoch (epoch e uses indices e * train_examples + i, Lightning's `set_epoch`), so the DiT never
 sees an example twice and its loss can approach the Bayes floor without memorising. A checkpoint stores the
-training stream's position, and a resumed run continues it exactly (mid-epoch too; single process: under DDP
-each rank would need its own position).
+training stream's position, and a resumed run continues it exactly (mid-epoch too). One process only: training
+under DDP is refused (a DistributedSampler wrapper would never pass `set_epoch` on, so epochs would repeat).
 """
 
 from __future__ import annotations
@@ -152,6 +152,9 @@ class GaussianLatentDataModule(LightningDataModule):
         return self._train_loader
 
     def train_dataloader(self) -> ResumableLoader:
+        if self.trainer is not None and self.trainer.world_size > 1:  # a wrapped sampler never sees set_epoch
+            raise NotImplementedError("GaussianLatentDataModule trains in one process (its fresh-per-epoch stream "
+                                      "and resumable position are not sharded across ranks)")
         return self._loader("train")
 
     def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:

@@ -103,3 +103,10 @@ def test_a_resumed_run_continues_the_training_stream_mid_epoch(tmp_path):
     rest = fit(tmp_path / "parts", 7, ckpt_path=str(tmp_path / "parts" / "epoch=0-step=3.ckpt"))
     assert first + rest == whole
     assert whole[12] == "train-000000012" and whole[16] == "train-000000016"  # epoch 1 draws new examples
+
+
+def test_training_under_ddp_is_refused():
+    dm = GaussianLatentDataModule(**ARGS)
+    dm.trainer = type("TwoRanks", (), {"world_size": 2})()
+    with pytest.raises(NotImplementedError, match="one process"):
+        dm.train_dataloader()
