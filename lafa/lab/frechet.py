@@ -6,7 +6,10 @@ are the samples; their true law is N(0, K_w) with K_w = sum_k lam_k (u_k u_k^T) 
 stationary latent), ordered (channel, frame) as a (C, w) window flattens. The model's side is estimated from its
 samples (mean, unbiased covariance: `lafa.metrics.frechet.gaussian_stats`); the true side is exact, so the only
 estimation error is the model's. That error biases FD up even for a perfect model; `fd_baseline` measures it: the
-FD of real draws of the same count against the truth, mean and std over independent draws.
+FD of real draws of the same count against the truth, mean and std over independent draws. A sampler with few
+steps adds its own discretisation error, which no network can remove: `oracle_fd` is the FD of the exact optimal
+denoiser (`lafa.lab.floors.optimal_prediction`) integrated by lafa's sampler from the same noise, so
+model FD - oracle FD is what the network still has to learn at that sampler setting.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lafa.diffusion.samplers import sample
+from lafa.lab.floors import optimal_prediction
 from lafa.lab.spec import GaussianLatentSpec
 from lafa.metrics.frechet import frechet_distance, gaussian_stats
 
@@ -54,3 +59,14 @@ def fd_baseline(spec: GaussianLatentSpec, clips: int, frames_per_vector: int = 1
     gen = torch.Generator().manual_seed(seed)
     fds = np.array([exact_fd(spec.sample(clips, gen), spec, frames_per_vector) for _ in range(draws)])
     return float(fds.mean()), float(fds.std(ddof=1)) if draws > 1 else 0.0
+
+
+def oracle_fd(spec: GaussianLatentSpec, noise: torch.Tensor, steps: int, objective: str, sampler: str | None = None,
+              latent_scale: float = 1.0, frames_per_vector: int = 1) -> float:
+    """Exact FD of the optimal denoiser's samples: lafa's `sample` from `noise` (B, C, N) (the DiT's scaled space)
+    in `steps` steps, multiplied back by latent_scale, as `DitStage.sample_latents` does with its network."""
+    def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # t (B,): one time for the whole batch
+        return optimal_prediction(spec, x, float(t.flatten()[0]), objective, latent_scale)
+
+    z = sample(fn, noise.double(), steps, objective, sampler) * latent_scale
+    return exact_fd(z, spec, frames_per_vector)

@@ -1,12 +1,13 @@
 """GroundTruthCallback in a real Trainer: a tiny DiT on GaussianLatentDataModule logs exact excess loss and FD."""
 
 import pytest
+import torch
 from lightning.pytorch import Trainer
 
 from lafa.data.gaussian_latents import GaussianLatentDataModule
 from lafa.lab.callback import GroundTruthCallback
 from lafa.lab.floors import loss_floors
-from lafa.lab.frechet import exact_fd, fd_baseline
+from lafa.lab.frechet import exact_fd, fd_baseline, oracle_fd
 from lafa.stages.dit import DitStage
 
 
@@ -36,7 +37,8 @@ def test_excess_loss_and_exact_fd_are_logged_beside_val_loss(tmp_path, objective
     z = stage.sample_latents(["a gaussian latent"] * 6, [1.0] * 6, 16, steps=2, cfg_scale=1.0, seed=7)
     assert logged["val/exact_fd"] == pytest.approx(exact_fd(z, dm.spec), rel=1e-5)
     assert logged["val/exact_fd_baseline"] == pytest.approx(fd_baseline(dm.spec, 6, 1, 2, 7)[0])
-    assert logged["val/exact_fd_baseline"] > 0
+    noise = torch.randn(6, 8, 16, generator=torch.Generator().manual_seed(7))  # sample_latents' draw for seed 7
+    assert logged["val/exact_fd_oracle"] == pytest.approx(oracle_fd(dm.spec, noise, 2, objective, None, 1.5))
 
 
 def test_other_data_is_refused():
