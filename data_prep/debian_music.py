@@ -11,8 +11,9 @@ configs/corpora/debian_music.yaml. Steps:
 2. stage: every audio file of a package's music folders is symlinked to OUT/raw/<package>/<path> beside a
    sidecar `<file>.json` (data_prep.folder's format): the licence of that file from the package's
    /usr/share/doc/<package>/copyright (the last DEP-5 `Files:` stanza matching it, or the config's licence,
-   whose `evidence` passage must be in the file), the copyright holders, the package and version, album and
-   genre where the file's own tags have none, and the split;
+   whose `evidence` passage must be in the file), the copyright holders that file names (`copyright_holders`;
+   a `copyright` tag of the file itself is left as it is), the package and version, album, genre and title
+   where the file's own tags have none, and the split;
 3. split: per package, whole tracks (files whose names differ only by a trailing number, `-old`, `_loop`
    or `_intro` are one track) are held out for val and test, in an order fixed by a hash of the track's
    name, until each holds `val_fraction` / `test_fraction` of the package's hours (a package with fewer than
@@ -286,7 +287,7 @@ def stage(out_raw: Path, pkg: Package, tracks: list[Track]) -> None:
             tags = {k.lower() for k in (tags.tags or {}).keys()} if tags else set()
         except Exception:  # noqa: BLE001 - an unreadable tag block: data_prep notes it, the sidecar fills in
             tags = set()
-        side = {"license": t.license, "copyright": t.copyright, "split": t.split, "debian_package": pkg.name,
+        side = {"license": t.license, "copyright_holders": t.copyright, "split": t.split, "debian_package": pkg.name,
                 "debian_version": pkg.version, "kind": "music",
                 "license_source": f"/usr/share/doc/{pkg.name}/copyright"}
         for key in ("album", "genre"):

@@ -90,10 +90,10 @@ def test_builds_shards_with_licences_and_held_out_tracks(tree, tmp_path):
     side = {p.name[:-5]: json.loads(p.read_text()) for p in raw.rglob("*.json")}
     assert set(side) == {"battle.ogg", "battle-old.ogg", "calm.ogg", "victory.ogg", "victory2.ogg", "march.ogg",
                          "night.ogg", "guest-rain.ogg", "extra.flac"}  # calm once, no readme
-    assert side["calm.ogg"]["license"] == "GPL-2+" and side["calm.ogg"]["copyright"] == "2020 Main Composer"
+    assert side["calm.ogg"]["license"] == "GPL-2+" and side["calm.ogg"]["copyright_holders"] == "2020 Main Composer"
     for name in ("guest-rain.ogg", "extra.flac"):  # the later, more specific stanza wins
         assert side[name]["license"] == "CC-BY-SA-3.0"
-        assert side[name]["copyright"] == "Guest Artist (https://guest.example)"
+        assert side[name]["copyright_holders"] == "Guest Artist (https://guest.example)"
     assert side["calm.ogg"]["album"] == "Fake Game OST" and side["calm.ogg"]["title"] == "calm"
     assert side["calm.ogg"]["debian_package"] == "fakegame-music"
     # versions of one track share a split; val and test hold some of the package, not all
@@ -106,7 +106,7 @@ def test_builds_shards_with_licences_and_held_out_tracks(tree, tmp_path):
     plain = {p.name[:-5]: json.loads(p.read_text()) for p in (out / "raw/plain-music").glob("*.json")}
     assert {s["license"] for s in plain.values()} == {"CC-BY-SA-3.0"}
     assert {s["split"] for s in plain.values()} == {"train"}  # 2 tracks: too few to hold any out
-    assert "Plain Author" in plain["a.ogg"]["copyright"]
+    assert "Plain Author" in plain["a.ogg"]["copyright_holders"]
 
     # the shards: every chunk in the split its file's sidecar names, with the licence class that passed
     manifest = json.loads((out / "shards/manifest.json").read_text())
