@@ -73,6 +73,7 @@ class Package:
     genre: str | None = None
     license: str | None = None
     evidence: str | None = None
+    copyright: str | None = None  # holders, where the copyright file names none for the music (not DEP-5)
     version: str | None = None
     tracks: list[Track] = field(default_factory=list)
 
@@ -82,7 +83,7 @@ class Package:
 
 def load_config(path: Path) -> dict:
     cfg = yaml.safe_load(Path(path).read_text())
-    known = {"name", "dirs", "include", "album", "genre", "license", "evidence"}
+    known = {"name", "dirs", "include", "album", "genre", "license", "evidence", "copyright"}
     for p in cfg["packages"]:
         extra = set(p) - known
         if extra:
@@ -188,24 +189,15 @@ def file_license(pkg: Package, copyright_text: str, installed: str) -> tuple[str
         raise ValueError(f"{pkg.name}: the copyright file no longer contains the config's evidence for "
                          f"{pkg.license!r}: {pkg.evidence[:80]!r}...; read it again and update the config")
     stanzas = parse_dep5(copyright_text)
+    st = dep5_license(stanzas, installed) if stanzas else None
     if pkg.license:
-        holders = ""
-        if stanzas:
-            st = dep5_license(stanzas, installed)
-            holders = st["copyright"] if st else ""
-        return pkg.license, holders or _first_copyright_line(copyright_text)
+        return pkg.license, pkg.copyright or (st["copyright"] if st else "")
     if stanzas is None:
         raise ValueError(f"{pkg.name}: the copyright file is not machine-readable (DEP-5): read it and give "
                          f"`license` and `evidence` in the config")
-    st = dep5_license(stanzas, installed)
     if st is None or not st["license"]:
         raise ValueError(f"{pkg.name}: no `Files:` stanza of its copyright file covers {installed}")
-    return st["license"], st["copyright"]
-
-
-def _first_copyright_line(text: str) -> str:
-    m = re.search(r"^\s*Copyright[^\n]*?(\(C\)|©|:)\s*([^\n]+)", text, re.M | re.I)
-    return m.group(2).strip() if m else ""
+    return st["license"], pkg.copyright or st["copyright"]
 
 
 # ---------------------------------------------------------------------------------------------- tracks, split

@@ -72,7 +72,8 @@ def tree(tmp_path):
                {"name": "fakegame-music", "dirs": ["usr/share/games/fakegame/music"], "album": "Fake Game OST",
                 "genre": "game soundtrack"},
                {"name": "plain-music", "dirs": ["usr/share/plain"], "license": "CC-BY-SA-3.0",
-                "evidence": "attributes as selected by Licensor: Attribution, ShareAlike."}]}
+                "evidence": "attributes as selected by Licensor: Attribution, ShareAlike.",
+                "copyright": "2011 Plain Author"}]}
     cfg_path = tmp_path / "corpus.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     return root, cfg_path
@@ -106,7 +107,7 @@ def test_builds_shards_with_licences_and_held_out_tracks(tree, tmp_path):
     plain = {p.name[:-5]: json.loads(p.read_text()) for p in (out / "raw/plain-music").glob("*.json")}
     assert {s["license"] for s in plain.values()} == {"CC-BY-SA-3.0"}
     assert {s["split"] for s in plain.values()} == {"train"}  # 2 tracks: too few to hold any out
-    assert "Plain Author" in plain["a.ogg"]["copyright_holders"]
+    assert plain["a.ogg"]["copyright_holders"] == "2011 Plain Author"
 
     # the shards: every chunk in the split its file's sidecar names, with the licence class that passed
     manifest = json.loads((out / "shards/manifest.json").read_text())
@@ -221,7 +222,7 @@ def test_the_shipped_config_names_licence_classes_data_prep_keeps():
     cfg = dm.load_config(dm.DEFAULT_CONFIG)
     kept = set(cfg["licenses"])
     for p in cfg["packages"]:
-        assert set(p) <= {"name", "dirs", "include", "album", "genre", "license", "evidence"}
+        assert set(p) <= {"name", "dirs", "include", "album", "genre", "license", "evidence", "copyright"}
         if p.get("license"):
             assert str(license_class(p["license"])) in kept and p.get("evidence")
     assert np.isclose(cfg["val_fraction"] + cfg["test_fraction"], 0.2)
