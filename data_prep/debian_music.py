@@ -263,6 +263,17 @@ def assign_splits(tracks: list[Track], val_fraction: float, test_fraction: float
             pos += 1
 
 
+def clear_staging(out_raw: Path) -> None:
+    """Remove an earlier run's OUT/raw (symlinks and sidecars only), so packages or tracks no longer chosen
+    are not sharded again; a folder holding anything else is left alone and is an error."""
+    if not out_raw.exists():
+        return
+    foreign = [p for p in out_raw.rglob("*") if not (p.is_symlink() or p.is_dir() or p.suffix == ".json")]
+    if foreign:
+        raise ValueError(f"{out_raw} holds files this command did not write (e.g. {foreign[0]}); give another --out")
+    shutil.rmtree(out_raw)
+
+
 def stage(out_raw: Path, pkg: Package, tracks: list[Track]) -> None:
     """OUT/raw/<package>/<rel> -> the installed file, with its sidecar `<rel>.json`."""
     import mutagen  # data_prep reads the same tags; only the fields they lack are written to the sidecar
@@ -346,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         else:
             raw = args.out / "raw"
+            if not args.dry_run:
+                clear_staging(raw)
             for pkg in packages:
                 pkg.version = package_version(pkg.name, args.root)
                 pkg.tracks = collect(args.root, pkg)

@@ -137,6 +137,21 @@ def test_builds_shards_with_licences_and_held_out_tracks(tree, tmp_path):
     assert report["data_prep_exit"] == 0 and report["shards"]["train"]["files"] == n_train
 
 
+def test_a_rerun_with_fewer_packages_shards_only_those(tree, tmp_path):
+    root, cfg = tree
+    out = tmp_path / "out"
+    common = ["--out", str(out), "--root", str(root), "--config", str(cfg), *BUILD]
+    assert dm.main(common) == 0
+    assert dm.main([*common, "--packages", "plain-music"]) == 0
+    assert not (out / "raw/fakegame-music").exists()
+    manifest = json.loads((out / "shards/manifest.json").read_text())
+    assert manifest["files_kept"] == 2
+    report = json.loads((out / "corpus.json").read_text())
+    assert list(report["packages"]) == ["plain-music"]
+    (out / "raw/mine.wav").write_bytes(b"x")  # not written by the command: never deleted
+    assert dm.main(common) == 2 and (out / "raw/mine.wav").exists()
+
+
 def test_missing_package_prints_the_apt_command_and_stops(tree, tmp_path, capsys):
     root, cfg = tree
     data = yaml.safe_load(cfg.read_text())
