@@ -212,7 +212,7 @@ def main(argv: list[str]) -> int:
     config = _dit_config(ckpt_path)
     init_args = ((config.get("model") or {}).get("init_args")) or {}
     batch = min(args.batch_size, len(prompts))
-    latent_dim = int((init_args.get("model_args") or {}).get("io_channels", 64))
+    latent_dim = int((init_args.get("model") or {}).get("io_channels") or 64)
     check_memory(args.seconds, batch, device, SAMPLE_RATE, 2, latent_dim, 2048)  # SAO's geometry, before loading
     autoencoder = args.autoencoder_ckpt or init_args.get("autoencoder_ckpt")
     if autoencoder and not Path(autoencoder).is_file():

