@@ -239,7 +239,7 @@ def read_clips(data: str | list[str], num_clips: int, sample_rate: int, channels
     with tqdm(total=num_clips, desc="reading clips", unit="clip") as bar:
         for sample in tarfile_samples({"url": u} for u in expand_shards(data)):
             example = decoder(sample, None, 0)
-            real = int(example["padding_mask"].sum())
+            real = int(example["keep"].sum())
             clips.append((example["id"], example["audio"][:, :real]))
             bar.update()
             if len(clips) == num_clips:

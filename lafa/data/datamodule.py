@@ -47,7 +47,7 @@ def collate(examples: list[dict]) -> dict[str, Any]:
     data_key = "audio" if "audio" in examples[0] else "latent"
     return {
         data_key: torch.stack([e[data_key] for e in examples]),
-        "padding_mask": torch.stack([e["padding_mask"] for e in examples]),
+        "keep": torch.stack([e["keep"] for e in examples]),
         "real_samples": torch.tensor([e["real_samples"] for e in examples], dtype=torch.long),
         "seconds_start": torch.tensor([e["seconds_start"] for e in examples], dtype=torch.float32),
         "seconds_total": torch.tensor([e["seconds_total"] for e in examples], dtype=torch.float32),
@@ -74,7 +74,7 @@ def clip_lossy(f: sf.SoundFile, data: np.ndarray) -> np.ndarray:
 
 
 class AudioDecoder:
-    """One shard sample -> {audio (C, sample_size), padding_mask (sample_size,), real_samples, timing, caption,
+    """One shard sample -> {audio (C, sample_size), sample_keep (sample_size,), real_samples, timing, caption,
     id, metadata}. Only the cropped window is decoded where seeking is exact (FLAC, WAV, Vorbis: 30 s chunks
     cost about one crop of work); MP3 and Opus members (`seek_is_exact`) are decoded from their start up to the
     crop's end when data_prep's JSON gives their validated length (a copied source), else whole, and sliced.
@@ -116,13 +116,13 @@ class AudioDecoder:
         offset = meta.get("offset_samples", 0) * sr // meta.get("sample_rate", sr) + start  # in the source file
         seconds_start = float(offset // sr)  # offset in the file's rate, real samples in sample_rate
         seconds_total = timing(0, real, self.sample_rate)[1]
-        return {"audio": audio, "padding_mask": mask, "real_samples": real, "seconds_start": seconds_start,
+        return {"audio": audio, "keep": mask, "real_samples": real, "seconds_start": seconds_start,
                 "seconds_total": seconds_total, "id": sample["__key__"], "metadata": meta,
                 "caption": _caption(meta, rng, sample["__key__"], epoch, self.seed, self.fresh_captions)}
 
 
 class LatentDecoder:
-    """One latent-shard sample -> {latent (C, latent_size), padding_mask (latent_size,), real_samples, timing,
+    """One latent-shard sample -> {latent (C, latent_size), sample_keep (latent_size,), real_samples, timing,
     caption, ...}. real_samples counts the crop's audio samples (its last frame may be partly padding)."""
 
     def __init__(self, latent_size: int, seed: int, fresh_captions: bool):
@@ -140,7 +140,7 @@ class LatentDecoder:
         length = int(meta.get("num_samples", valid * ratio))  # the chunk's audio samples the latent covers
         real = min(int(mask.sum()) * ratio, length - start * ratio)
         seconds_start, seconds_total = timing(meta.get("offset_samples", 0) + start * ratio, real, sr)
-        return {"latent": latent, "padding_mask": mask, "real_samples": real, "seconds_start": seconds_start,
+        return {"latent": latent, "keep": mask, "real_samples": real, "seconds_start": seconds_start,
                 "seconds_total": seconds_total, "id": sample["__key__"], "metadata": meta,
                 "caption": _caption(meta, rng, sample["__key__"], epoch, self.seed, self.fresh_captions)}
 
@@ -256,7 +256,7 @@ class _ShardDataModule(LightningDataModule):
 
 
 class AudioDataModule(_ShardDataModule):
-    """Audio shards (data_prep) -> {audio (B, channels, sample_size), padding_mask (B, sample_size),
+    """Audio shards (data_prep) -> {audio (B, channels, sample_size), sample_keep (B, sample_size),
     seconds_start, seconds_total (B,), caption, id, metadata}. Every argument: docs/data.md."""
 
     def __init__(self, train_shards: ShardSpec = None, val_shards: ShardSpec = None, test_shards: ShardSpec = None,
@@ -273,7 +273,7 @@ class AudioDataModule(_ShardDataModule):
 
 
 class LatentDataModule(_ShardDataModule):
-    """Latent shards (`lafa encode`) -> {latent (B, C, latent_size), padding_mask (B, latent_size),
+    """Latent shards (`lafa encode`) -> {latent (B, C, latent_size), sample_keep (B, latent_size),
     seconds_start, seconds_total (B,), caption, id, metadata}. Every argument: docs/data.md."""
 
     def __init__(self, train_shards: ShardSpec = None, val_shards: ShardSpec = None, test_shards: ShardSpec = None,

@@ -1,7 +1,7 @@
 """Synthetic latent batches from the ground-truth lab's Gaussian (`lafa.lab.GaussianLatentSpec`): no files.
 
 Batches have exactly the keys and types of `LatentDataModule`'s (docs/architecture.md): `latent` float32
-(B, C, N), `padding_mask` bool (B, N) (every frame real), `real_samples` (N * downsampling_ratio),
+(B, C, N), `keep` bool (B, N) (every frame real), `real_samples` (N * downsampling_ratio),
 `seconds_start` 0, `seconds_total` ceil(real_samples / sample_rate), `caption` (one fixed string: the latent
 does not depend on it), `id` ("<split>-<index>"), `metadata` (split, index, seed).
 
@@ -52,7 +52,7 @@ class GaussianLatents(Dataset):
         z = torch.randn(self.spec.channels, self.spec.frames, generator=gen, dtype=torch.float64)
         return {
             "latent": self.spec.colour(z).float(),  # (C, N)
-            "padding_mask": torch.ones(self.spec.frames, dtype=torch.bool),
+            "keep": torch.ones(self.spec.frames, dtype=torch.bool),
             "real_samples": self.real_samples,
             "seconds_start": 0.0,
             "seconds_total": self.seconds_total,

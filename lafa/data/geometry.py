@@ -1,6 +1,6 @@
 """Batch geometry: where the real audio of each crop is, in samples, latent frames and seconds.
 
-A batch (docs/architecture.md) pads every crop to one size; `padding_mask` is True on real samples (audio
+A batch (docs/architecture.md) pads every crop to one size; `keep` is True on real samples (audio
 batches) or real frames (latent batches) and False on the zero padding after them (`crop_pad`). Every stage
 and callback that needs a crop's real length, its latent keep mask, its timing condition or its trimmed audio
 asks this module, so training, validation, generation and scoring agree on one rule:
@@ -43,12 +43,12 @@ def frames_for(samples: int | torch.Tensor, ratio: int) -> int | torch.Tensor:
     return -(-samples // ratio)
 
 
-def frame_keep(padding_mask: torch.Tensor | None, ratio: int, frames: int) -> torch.Tensor | None:
+def frame_keep(sample_keep: torch.Tensor | None, ratio: int, frames: int) -> torch.Tensor | None:
     """Sample padding mask (B, S) -> latent-frame keep mask (B, frames): frame n is real when sample n r is.
     Frames past the mask (a latent longer than S / r) are padding. None stays None."""
-    if padding_mask is None:
+    if sample_keep is None:
         return None
-    keep = padding_mask.bool()[:, ::ratio][:, :frames]  # (B, ceil(S / r)) -> (B, <= frames)
+    keep = sample_keep.bool()[:, ::ratio][:, :frames]  # (B, ceil(S / r)) -> (B, <= frames)
     if keep.shape[-1] < frames:
         keep = torch.nn.functional.pad(keep, (0, frames - keep.shape[-1]), value=False)
     return keep
@@ -68,7 +68,7 @@ def real_samples(batch: dict, ratio: int = 1) -> torch.Tensor:
         return torch.as_tensor(batch["real_samples"]).long().cpu()
     data = batch["audio"] if "audio" in batch else batch["latent"]
     per_step = 1 if "audio" in batch else ratio
-    padding = batch.get("padding_mask")
+    padding = batch.get("keep")
     if padding is None:
         return torch.full((data.shape[0],), data.shape[-1] * per_step, dtype=torch.long)
     return padding.bool().sum(-1).long().cpu() * per_step

@@ -22,15 +22,15 @@ class ReconstructionMetrics(torch.nn.Module):
 
     @torch.no_grad()
     def forward(
-        self, estimate: torch.Tensor, target: torch.Tensor, padding_mask: torch.Tensor | None = None
+        self, estimate: torch.Tensor, target: torch.Tensor, sample_keep: torch.Tensor | None = None
     ) -> dict[str, float]:
-        """estimate, target: (B, channels, S); padding_mask: (B, S) bool, True on real samples."""
+        """estimate, target: (B, channels, S); sample_keep: (B, S) bool, True on real samples."""
         if estimate.shape != target.shape:
             raise ValueError(f"estimate {tuple(estimate.shape)} and target {tuple(target.shape)} differ")
         estimate, target = estimate.float(), target.float()
         lengths = (
-            padding_mask.sum(dim=-1).tolist()
-            if padding_mask is not None
+            sample_keep.sum(dim=-1).tolist()
+            if sample_keep is not None
             else [target.shape[-1]] * len(target)
         )
         totals = {"stft_distance": 0.0, "mel_distance": 0.0, "si_sdr": 0.0}

@@ -3,7 +3,7 @@
 The plain waveform VAE, VAE + LAFA and a fixed linear map of either (`LinearLatentAutoencoder`: whitening, a
 random rotation) expose it, so a DiT or an analysis runs on any latent space.
 
-Padding: `encode(audio, padding_mask)` takes the (B, S) bool mask of real samples. A latent frame n covers
+Padding: `encode(audio, sample_keep)` takes the (B, S) bool mask of real samples. A latent frame n covers
 samples [n r, (n + 1) r) and is real when its first sample is (`lafa.data.geometry.frame_keep`). Padded samples are zeroed before
 the VAE (a convolutional encoder sees them only through its receptive field at the clip's end, as in its own
 training on zero-padded clips), and LAFA's time attention never attends to padding frames, so the real frames
@@ -34,8 +34,8 @@ class Autoencoder(Protocol):
     latent_dim: int  # latent channels C
     downsampling_ratio: int  # audio samples per latent frame (2048 for SAO)
 
-    def encode(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, io_channels, S), padding_mask (B, S) bool (True = real sample) -> (B, latent_dim, S // ratio);
+    def encode(self, audio: torch.Tensor, sample_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, io_channels, S), sample_keep (B, S) bool (True = real sample) -> (B, latent_dim, S // ratio);
         deterministic, normalised; real frames do not depend on the padding's content."""
         ...
 
@@ -47,9 +47,9 @@ class Autoencoder(Protocol):
         ...
 
 
-def zero_padding(audio: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+def zero_padding(audio: torch.Tensor, sample_keep: torch.Tensor | None) -> torch.Tensor:
     """Audio with its padded samples set to zero (unchanged without a mask)."""
-    return audio if padding_mask is None else audio * padding_mask[:, None, : audio.shape[-1]].to(audio.dtype)
+    return audio if sample_keep is None else audio * sample_keep[:, None, : audio.shape[-1]].to(audio.dtype)
 
 
 class VaeAutoencoder(nn.Module):
@@ -64,10 +64,10 @@ class VaeAutoencoder(nn.Module):
         self.latent_dim = vae.latent_dim
         self.downsampling_ratio = vae.downsampling_ratio
 
-    def encode(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, audio: torch.Tensor, sample_keep: torch.Tensor | None = None) -> torch.Tensor:
         """(B, io_channels, S) -> (B, latent_dim, S // downsampling_ratio), the posterior mean of the audio with
         its padding zeroed."""
-        return self.engine.encode_mean(zero_padding(audio, padding_mask))
+        return self.engine.encode_mean(zero_padding(audio, sample_keep))
 
     def decode(
         self, latent: torch.Tensor, steps: int | None = None, generator: torch.Generator | None = None
@@ -93,10 +93,10 @@ class LafaAutoencoder(nn.Module):
         self.latent_dim = lafa.lafa_channels
         self.downsampling_ratio = vae.downsampling_ratio
 
-    def encode(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, io_channels, S), padding_mask (B, S) -> (B, C_lafa, S // downsampling_ratio), normalised."""
-        z = self.engine.encode_mean(zero_padding(audio, padding_mask))
-        keep = frame_keep(padding_mask, self.downsampling_ratio, z.shape[-1])
+    def encode(self, audio: torch.Tensor, sample_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, io_channels, S), sample_keep (B, S) -> (B, C_lafa, S // downsampling_ratio), normalised."""
+        z = self.engine.encode_mean(zero_padding(audio, sample_keep))
+        keep = frame_keep(sample_keep, self.downsampling_ratio, z.shape[-1])
         return self.lafa.normalizer.normalize(self.lafa.encode(z, keep))
 
     def decode(
@@ -146,8 +146,8 @@ class LinearLatentAutoencoder(nn.Module):
     def inverse_map(self, latent: torch.Tensor) -> torch.Tensor:
         return torch.einsum("ij,bjn->bin", self.inverse.to(latent.dtype), latent) + self.mean.to(latent.dtype)
 
-    def encode(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.forward_map(self.base.encode(audio, padding_mask))
+    def encode(self, audio: torch.Tensor, sample_keep: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_map(self.base.encode(audio, sample_keep))
 
     def encode_mean(self, audio: torch.Tensor) -> torch.Tensor:
         return self.encode(audio)

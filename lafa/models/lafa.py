@@ -160,31 +160,32 @@ class Lafa(nn.Module):
         bool: real frames never attend to padding frames, so their Y does not depend on the padding."""
         return self.encoder(self.normalize_input(z), None, frame_keep)
 
-    def context(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """What the decoder attends to: Y itself, or for mask_site "latent" the masked Y and its mask flags."""
+    def context(self, y: torch.Tensor, masked: torch.Tensor | None = None) -> torch.Tensor:
+        """What the decoder attends to: Y itself, or for mask_site "latent" the masked Y and its mask flags;
+        masked (B, C_lafa) bool, True = masked."""
         if self.mask_site == "input":
             return y
         b, c, n = y.shape
-        if mask is None:
-            mask = torch.zeros(b, c, dtype=torch.bool, device=y.device)
-        flags = mask[:, :, None].expand(b, c, n)
+        if masked is None:
+            masked = torch.zeros(b, c, dtype=torch.bool, device=y.device)
+        flags = masked[:, :, None].expand(b, c, n)
         filled = torch.where(flags, self.latent_mask_value.to(y.dtype)[None, :, None], y)
         return torch.cat((filled, flags.to(y.dtype)), dim=1)  # (B, 2 C_lafa, N)
 
     def loss(
         self,
         z0: torch.Tensor,
-        mask: torch.Tensor,
+        masked: torch.Tensor,
         frame_keep: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """The training objective on a clean VAE latent z0 (B, C, N) under a channel mask (B, C) from `masker`:
+        """The training objective on a clean VAE latent z0 (B, C, N) under a channel mask `masked` (B, C) from `masker` (True = masked):
         Sec. 4.3's rectified-flow loss, or Table 6's MSE for the ViT decoder (on the standardised Z)."""
         z0 = self.normalize_input(z0)
         if self.mask_site == "input":
-            ctx = self.encoder(z0, mask, frame_keep)
+            ctx = self.encoder(z0, masked, frame_keep)
         else:
-            ctx = self.context(self.encoder(z0, None, frame_keep), mask)
+            ctx = self.context(self.encoder(z0, None, frame_keep), masked)
         if self.decoder_kind == "vit":
             return masked_mse_pooled(self.decoder(ctx, frame_keep), z0, frame_keep)
         b = z0.shape[0]

@@ -145,17 +145,17 @@ class LafaEncoder(nn.Module):
         nn.init.normal_(self.group_embed, std=0.02)
 
     def forward(
-        self, z: torch.Tensor, mask: torch.Tensor | None = None, frame_keep: torch.Tensor | None = None
+        self, z: torch.Tensor, masked: torch.Tensor | None = None, frame_keep: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """z (B, C, N); mask (B, C) bool, True = masked (None: nothing masked); frame_keep (B, N) bool, True on
+        """z (B, C, N); masked (B, C) bool, True = masked (None: nothing masked); frame_keep (B, N) bool, True on
         real frames (padding frames are never attended to, so real frames do not depend on them).
         Returns (B, C_out, N)."""
         b, c, n = z.shape
         if c != self.in_channels:
             raise ValueError(f"LAFA encoder expects {self.in_channels} latent channels, got {tuple(z.shape)}")
-        if mask is None:
-            mask = torch.zeros(b, c, dtype=torch.bool, device=z.device)
-        flags = mask[:, :, None].expand(b, c, n)
+        if masked is None:
+            masked = torch.zeros(b, c, dtype=torch.bool, device=z.device)
+        flags = masked[:, :, None].expand(b, c, n)
         z = torch.where(flags, self.mask_value.to(z.dtype)[None, :, None], z)
         g, gs = self.groups, self.group_size
         tokens = torch.cat((z.reshape(b, g, gs, n), flags.reshape(b, g, gs, n).to(z.dtype)), dim=2)

@@ -25,11 +25,11 @@ LENGTH_MODES = ("uniform", "fixed")
 
 @dataclass
 class SpanDraw:
-    """One draw for a batch. mask (B, C) bool, True = masked; starts, lengths (B, m) long, ordered by start,
+    """One draw for a batch. masked (B, C) bool, True = masked; starts, lengths (B, m) long, ordered by start,
     unused span slots have length 0; length (B,) the drawn masked length L; count (B,) the drawn span count M;
-    all (B,) bool, True where the p_all draw masked every channel (then mask is all True, spans are ignored)."""
+    all (B,) bool, True where the p_all draw masked every channel (then masked is all True, spans are ignored)."""
 
-    mask: torch.Tensor
+    masked: torch.Tensor
     starts: torch.Tensor
     lengths: torch.Tensor
     length: torch.Tensor
@@ -38,7 +38,7 @@ class SpanDraw:
 
 
 class ChannelSpanMasker:
-    """Sec. 4.1 channel-span masker. Call it with a batch size to get a (B, C) bool mask (True = masked)."""
+    """Sec. 4.1 channel-span masker. Call it with a batch size to get `masked` (B, C) bool, True = masked."""
 
     def __init__(
         self,
@@ -70,7 +70,7 @@ class ChannelSpanMasker:
     def __call__(
         self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
     ) -> torch.Tensor:
-        return self.draw(batch_size, generator, device).mask
+        return self.draw(batch_size, generator, device).masked
 
     def draw(
         self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
@@ -99,14 +99,14 @@ class ChannelSpanMasker:
             inside = (channel[None, None] >= starts[..., None]) & (
                 channel[None, None] < (starts + lengths)[..., None]
             )  # (B, m, C)
-            mask = inside.any(dim=1)
+            masked = inside.any(dim=1)
         else:  # point-wise: L distinct channels uniformly at random
             rank = rand(b, c).argsort(dim=-1).argsort(dim=-1)  # a random permutation's ranks
-            mask = rank < length[:, None]
+            masked = rank < length[:, None]
             starts = torch.zeros(b, m, dtype=torch.long, device=device)
             lengths = torch.zeros(b, m, dtype=torch.long, device=device)
-        mask = mask | all_masked[:, None]
-        return SpanDraw(mask, starts, lengths, length, count, all_masked)
+        masked = masked | all_masked[:, None]
+        return SpanDraw(masked, starts, lengths, length, count, all_masked)
 
     def _spans(self, length: torch.Tensor, count: torch.Tensor, rand) -> tuple[torch.Tensor, torch.Tensor]:
         """Span starts and lengths (B, m), ordered by start, for masked lengths L and span counts M (B,)."""

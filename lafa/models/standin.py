@@ -52,9 +52,9 @@ class LogMelAutoencoder(nn.Module):
     def encode_mean(self, audio: torch.Tensor) -> torch.Tensor:
         return self.mel(audio)
 
-    def encode(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, audio: torch.Tensor, sample_keep: torch.Tensor | None = None) -> torch.Tensor:
         """Log-mel of the audio with its padding zeroed (a frame sees n_fft samples around its start)."""
-        return self.mel(zero_padding(audio, padding_mask))
+        return self.mel(zero_padding(audio, sample_keep))
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor, steps: int | None = None) -> torch.Tensor:

@@ -18,7 +18,7 @@ class LatentLocalityCallback(Callback):
     be watched while a stage trains; the PSD and correlation figures go to TensorBoard.
 
     Works with any stage that has `as_autoencoder()` and validates on audio batches (`audio` (B, io, S),
-    optional `padding_mask` (B, S)); the first `num_clips` real clips seen in each validation epoch are used.
+    optional `keep` (B, S)); the first `num_clips` real clips seen in each validation epoch are used.
     Logged, for `latent` and `mel` (averaged over DDP ranks): analysis/<name>_<measure> for alpha, lpi and
     every control of `lafa.analysis.controls` (alpha_permuted, alpha_excess, lpi_permuted, lpi_excess,
     participation_ratio, eigen_decay_slope, pc_temporal_slope), with `permutations` random channel orders;

@@ -2,7 +2,7 @@
 
 The latent space is the autoencoder's (`autoencoder_ckpt`: a VAE or LAFA `lafa fit` checkpoint, or official
 Stable Audio Open VAE weights, through `lafa.stages.loading.load_autoencoder`); batches are audio (encoded on the
-fly, frozen) or pre-encoded latents (`latent` + `padding_mask`). The autoencoder's `encode` is normalised; an
+fly, frozen) or pre-encoded latents (`latent` + `keep`). The autoencoder's `encode` is normalised; an
 extra `latent_scale` divides latents on the way in and multiplies them on the way out (1.0 for SAO).
 
 The frozen text encoder and autoencoder are not part of the state dict (checkpoints hold the DiT alone and name
@@ -135,14 +135,14 @@ class DitStage(LightningModule):
     def _latents(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(scaled latent (B, C, N) float32, real-frame keep mask (B, N) or None) from a latent or an audio batch.
         Audio is encoded by the frozen autoencoder in float32 (outside any bf16 autocast), its padding masked."""
-        padding = batch.get("padding_mask")
+        padding = batch.get("keep")
         if "latent" in batch:
             z = batch["latent"].float()
             keep = None if padding is None else padding.bool()[:, : z.shape[-1]]
         else:
             ae = self.autoencoder
             with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
-                z = ae.encode(batch["audio"].float(), padding_mask=padding).float()
+                z = ae.encode(batch["audio"].float(), sample_keep=padding).float()
             keep = frame_keep(padding, ae.downsampling_ratio, z.shape[-1])
         return z / self.hparams.latent_scale, keep
 

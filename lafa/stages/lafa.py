@@ -100,7 +100,7 @@ class LafaStage(LightningModule):
         """Frozen-VAE latent Z (B, C, N) in float32 and its real-frame mask (B, N) (None without padding mask)."""
         with torch.no_grad(), torch.autocast(self.device.type, enabled=False):  # frozen targets in float32
             z = self.vae_engine.encode_mean(batch["audio"].float()).float()
-        return z, frame_keep(batch.get("padding_mask"), self.vae.downsampling_ratio, z.shape[-1])
+        return z, frame_keep(batch.get("keep"), self.vae.downsampling_ratio, z.shape[-1])
 
     def _vae_decode(self, z: torch.Tensor) -> torch.Tensor:
         """The frozen VAE's decoder in float32, outside any bf16 autocast."""
@@ -164,7 +164,7 @@ class LafaStage(LightningModule):
 
     @torch.no_grad()
     def _evaluate(self, batch: dict, batch_idx: int, prefix: str) -> None:
-        audio, padding = batch["audio"], batch.get("padding_mask")
+        audio, padding = batch["audio"], batch.get("keep")
         z0, keep = self._latents(batch)
         if self.lafa.needs_input_stats:
             self._measure_input(z0, keep)

@@ -64,7 +64,7 @@ class LatentTransformStage(LightningModule):
 
     def _base_frames(self, batch: dict) -> torch.Tensor:
         """The base latent's real frames of a batch: (frames, C) float64."""
-        padding = batch.get("padding_mask")
+        padding = batch.get("keep")
         with torch.no_grad():
             z = self.base.encode(batch["audio"], padding).double()  # (B, C, N)
         keep = frame_keep(padding, self.base.downsampling_ratio, z.shape[-1])

@@ -169,11 +169,11 @@ class VaeStage(LightningModule):
     def _evaluate(self, batch: dict, batch_idx: int, split: str) -> None:
         audio = batch["audio"]
         decoded = self.reconstruct(audio)
-        scores = self.metrics(decoded, audio, batch.get("padding_mask"))
+        scores = self.metrics(decoded, audio, batch.get("keep"))
         self.log_dict({f"{split}/{k}": v for k, v in scores.items()}, batch_size=audio.shape[0], sync_dist=True,
                       prog_bar=split == "val")
         if batch_idx == 0 and self.global_rank == 0:
-            self._log_examples(audio, decoded, batch.get("padding_mask"), split)
+            self._log_examples(audio, decoded, batch.get("keep"), split)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "val")
@@ -188,7 +188,7 @@ class VaeStage(LightningModule):
         from matplotlib.figure import Figure
 
         writer, sr = self.logger.experiment, self.vae.sample_rate
-        lengths = real_samples({"audio": reals, "padding_mask": mask}).tolist()
+        lengths = real_samples({"audio": reals, "keep": mask}).tolist()
         for i in range(min(self.hparams.num_audio_examples, reals.shape[0])):
             n = lengths[i]
             fig = Figure(figsize=(10, 5))

@@ -26,7 +26,7 @@ class AudioClips(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         mask = torch.arange(self.audio.shape[-1]) < self.lengths[i]
-        return {"audio": self.audio[i] * mask, "padding_mask": mask}
+        return {"audio": self.audio[i] * mask, "keep": mask}
 
 
 class TinyStage(LightningModule):

@@ -61,14 +61,14 @@ def test_batches_have_the_documented_shape_and_masks(shards):
     batches = list(dm.val_dataloader())
     assert sum(len(b["id"]) for b in batches) == len(LENGTHS)
     b = batches[0]
-    assert set(b) == {"audio", "padding_mask", "real_samples", "seconds_start", "seconds_total", "caption", "id",
+    assert set(b) == {"audio", "keep", "real_samples", "seconds_start", "seconds_total", "caption", "id",
                       "metadata"}
     assert b["audio"].shape == (3, 2, 16384) and b["audio"].dtype == torch.float32
-    assert b["padding_mask"].shape == (3, 16384) and b["padding_mask"].dtype == torch.bool
+    assert b["keep"].shape == (3, 16384) and b["keep"].dtype == torch.bool
     assert b["seconds_start"].dtype == torch.float32 and b["seconds_total"].shape == (3,)
     assert isinstance(b["caption"][0], str) and isinstance(b["metadata"][0], dict)
     for batch in batches:
-        for audio, mask, meta, total in zip(batch["audio"], batch["padding_mask"], batch["metadata"],
+        for audio, mask, meta, total in zip(batch["audio"], batch["keep"], batch["metadata"],
                                             batch["seconds_total"], strict=True):
             real = min(meta["num_samples"], 16384)
             assert int(mask.sum()) == real and bool(mask[:real].all())  # val: deterministic start 0
@@ -83,7 +83,7 @@ def test_train_crops_are_random_windows_with_timing(shards):
     dm = AudioDataModule(train_shards=str(shards), sample_size=4096, batch_size=4, num_workers=0, shuffle_buffer=8)
     starts = []
     for batch in dm.train_dataloader():
-        for audio, mask, meta, s0 in zip(batch["audio"], batch["padding_mask"], batch["metadata"],
+        for audio, mask, meta, s0 in zip(batch["audio"], batch["keep"], batch["metadata"],
                                          batch["seconds_start"], strict=True):
             real = min(4096, meta["num_samples"])
             assert int(mask.sum()) == real and float(audio[:, real:].abs().sum()) == 0.0
@@ -281,7 +281,7 @@ def test_a_copied_mp3_member_reads_through_the_datamodule_analysis_and_lafa_enco
     dm = AudioDataModule(val_shards=spec, train_shards=spec, sample_size=n + 1000, batch_size=3, num_workers=0)
     (batch,) = list(dm.val_dataloader())
     i = batch["id"].index(next(k for k in batch["id"] if "tone" in k))
-    assert batch["metadata"][i]["stored"] == "copy" and int(batch["padding_mask"][i].sum()) == n
+    assert batch["metadata"][i]["stored"] == "copy" and int(batch["keep"][i].sum()) == n
     assert torch.equal(batch["audio"][i, :, :n], torch.from_numpy(source))  # the whole clip, exactly
     j = batch["id"].index(next(k for k in batch["id"] if "loud" in k))
     assert torch.equal(batch["audio"][j, :, : loud.shape[-1]], torch.from_numpy(loud))  # clipped to full scale

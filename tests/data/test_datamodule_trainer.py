@@ -22,8 +22,8 @@ class Recorder(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         self.train_ids += batch["id"]
-        self.shapes.add((tuple(batch["audio"].shape), tuple(batch["padding_mask"].shape)))
-        masked = (batch["audio"] * batch["padding_mask"][:, None]).pow(2).mean()
+        self.shapes.add((tuple(batch["audio"].shape), tuple(batch["keep"].shape)))
+        masked = (batch["audio"] * batch["keep"][:, None]).pow(2).mean()
         return (self.w - masked) ** 2
 
     def validation_step(self, batch, batch_idx):

@@ -57,10 +57,10 @@ def test_frame_keep_marks_ceil_real_over_ratio_frames(ratio):
 def test_real_samples_and_trim():
     audio = torch.randn(2, 1, 10)
     mask = torch.arange(10)[None] < torch.tensor([[4], [10]])
-    assert real_samples({"audio": audio, "padding_mask": mask}).tolist() == [4, 10]
+    assert real_samples({"audio": audio, "keep": mask}).tolist() == [4, 10]
     assert real_samples({"audio": audio}).tolist() == [10, 10]
-    assert real_samples({"latent": audio, "padding_mask": mask}, ratio=32).tolist() == [128, 320]
-    assert real_samples({"latent": audio, "padding_mask": mask, "real_samples": [100, 300]}, 32).tolist() == [100, 300]
+    assert real_samples({"latent": audio, "keep": mask}, ratio=32).tolist() == [128, 320]
+    assert real_samples({"latent": audio, "keep": mask, "real_samples": [100, 300]}, 32).tolist() == [100, 300]
     clips = trim(audio, [4, 10])
     assert [c.shape[-1] for c in clips] == [4, 10] and torch.equal(clips[0], audio[0, :, :4])
     with pytest.raises(ValueError):
@@ -98,7 +98,7 @@ def test_audio_crops_of_a_long_file_carry_their_real_length_and_timing(long_file
     seen = 0
     for batch in dm.train_dataloader():  # random crops (train)
         real = int(batch["real_samples"][0])
-        assert int(batch["padding_mask"][0].sum()) == real
+        assert int(batch["keep"][0].sum()) == real
         offset = _offset_in(source, batch["audio"][0].numpy())
         chunk_end = 2 * SR if offset < 2 * SR else source.shape[-1]
         assert real == min(size, chunk_end - offset)  # the crop's own audio, cut at its chunk's end
@@ -118,5 +118,5 @@ def test_latent_crops_carry_their_real_samples(long_file, tmp_path):
     for chunk, (start, length) in {0: (0, 2 * SR), 1: (2 * SR, source.shape[-1] - 2 * SR)}.items():
         i = by_chunk[chunk]
         assert int(batch["real_samples"][i]) == length  # 88200 and 66150: not a whole number of 256-sample frames
-        assert int(batch["padding_mask"][i].sum()) == -(-length // RATIO)
+        assert int(batch["keep"][i].sum()) == -(-length // RATIO)
         assert float(batch["seconds_start"][i]) == start // SR and float(batch["seconds_total"][i]) == -(-length // SR)

@@ -80,8 +80,8 @@ def test_latent_shards_round_trip(audio_shards):
     dm = LatentDataModule(val_shards=str(audio_shards / "lat"), latent_size=size, batch_size=4, num_workers=0)
     seen = 0
     for batch in dm.val_dataloader():
-        assert batch["latent"].shape[1:] == (LATENT_DIM, size) and batch["padding_mask"].shape[1:] == (size,)
-        for z, mask, key, meta in zip(batch["latent"], batch["padding_mask"], batch["id"], batch["metadata"],
+        assert batch["latent"].shape[1:] == (LATENT_DIM, size) and batch["keep"].shape[1:] == (size,)
+        for z, mask, key, meta in zip(batch["latent"], batch["keep"], batch["id"], batch["metadata"],
                                       strict=True):
             ref = direct[key]
             frames = -(-meta["num_samples"] // RATIO)
@@ -101,7 +101,7 @@ def test_train_latent_crops_and_timing(audio_shards):
     dm = LatentDataModule(train_shards=str(audio_shards / "lat"), latent_size=8, batch_size=1, num_workers=0,
                           shuffle_buffer=0)
     for batch in dm.train_dataloader():
-        key, z, mask = batch["id"][0], batch["latent"][0], batch["padding_mask"][0]
+        key, z, mask = batch["id"][0], batch["latent"][0], batch["keep"][0]
         ref, frames = direct[key], batch["metadata"][0]["latent_frames"]
         real = min(8, frames)
         assert int(mask.sum()) == real

@@ -21,11 +21,11 @@ def batches(loader) -> list[dict]:
 def test_batches_have_the_latent_shard_format():
     dm = GaussianLatentDataModule(**ARGS, sample_rate=44100, downsampling_ratio=2048)
     batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == {"latent", "padding_mask", "real_samples", "seconds_start", "seconds_total", "caption",
+    assert set(batch) == {"latent", "keep", "real_samples", "seconds_start", "seconds_total", "caption",
                           "id", "metadata"}
     assert batch["latent"].shape == (4, 8, 16) and batch["latent"].dtype == torch.float32
-    assert batch["padding_mask"].shape == (4, 16) and batch["padding_mask"].dtype == torch.bool
-    assert batch["padding_mask"].all()
+    assert batch["keep"].shape == (4, 16) and batch["keep"].dtype == torch.bool
+    assert batch["keep"].all()
     assert batch["real_samples"].dtype == torch.int64 and batch["real_samples"].tolist() == [16 * 2048] * 4
     assert batch["seconds_total"].dtype == torch.float32
     assert batch["seconds_total"].tolist() == [math.ceil(16 * 2048 / 44100)] * 4

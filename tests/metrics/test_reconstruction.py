@@ -49,7 +49,7 @@ def test_padding_is_ignored(metrics):
     mask = torch.zeros(1, x.shape[-1] + pad, dtype=torch.bool)
     mask[:, : x.shape[-1]] = True
     unpadded = metrics(y, x)
-    padded = metrics(yp, xp, padding_mask=mask)
+    padded = metrics(yp, xp, sample_keep=mask)
     for key in unpadded:
         assert padded[key] == pytest.approx(unpadded[key], rel=1e-5, abs=1e-6)
     assert metrics(yp, xp)["si_sdr"] != pytest.approx(

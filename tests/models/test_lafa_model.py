@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lafa.models.autoencoder import Autoencoder, LafaAutoencoder, VaeAutoencoder
 from lafa.diffusion.objectives import masked_mse_pooled, noisy, target
 from lafa.diffusion.samplers import euler, tensor_time_grid
+from lafa.models.autoencoder import Autoencoder, LafaAutoencoder, VaeAutoencoder
 from lafa.models.flow_decoder import FlowDecoder, VitDecoder
 from lafa.models.lafa import Lafa, LatentNormalizer
 from lafa.models.lafa_encoder import LafaEncoder
@@ -288,7 +288,7 @@ def test_input_standardisation_makes_y_blind_to_the_vae_latent_scale() -> None:
 
 # ---- padding masks (issue 13): a padded clip's real frames do not depend on its padding ---------------------------
 def test_padded_clip_real_frames_are_unchanged_by_the_padding() -> None:
-    """VaeAutoencoder and LafaAutoencoder.encode(audio, padding_mask): whatever the padding holds, the real frames
+    """VaeAutoencoder and LafaAutoencoder.encode(audio, sample_keep): whatever the padding holds, the real frames
     are the same; and LAFA's part alone gives the real frames of the unpadded latent exactly."""
     torch.manual_seed(0)
     vae = OobleckVAE(channels=4, c_mults=(1, 2), strides=(2, 4), latent_dim=8).eval()

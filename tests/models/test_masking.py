@@ -52,9 +52,9 @@ def test_every_draw_is_a_valid_span_mask(channels: int, ratio: float, max_spans:
             assert 0 <= s and s + n <= channels
             assert not reference[s : s + n].any()
             reference[s : s + n] = True
-        assert torch.equal(draw.mask[b], reference)
+        assert torch.equal(draw.masked[b], reference)
         # the mask's maximal runs are unions of adjacent spans: never more runs than spans
-        assert len(_runs(draw.mask[b])) <= len(spans)
+        assert len(_runs(draw.masked[b])) <= len(spans)
 
 
 def test_uniform_length_law() -> None:
@@ -62,7 +62,7 @@ def test_uniform_length_law() -> None:
     channels, ratio, max_spans, n = 20, 0.6, 5, 30000
     draw = ChannelSpanMasker(channels, ratio, max_spans, p_all=0.0).draw(n, _gen(2))
     max_length = 12
-    freq = torch.bincount(draw.mask.sum(dim=1), minlength=channels + 1).double() / n
+    freq = torch.bincount(draw.masked.sum(dim=1), minlength=channels + 1).double() / n
     expected = 1.0 / (max_length + 1)
     tol = 4.5 * math.sqrt(expected * (1 - expected) / n)  # ~0.0069
     assert (freq[: max_length + 1] - expected).abs().max() < tol
@@ -103,11 +103,11 @@ def test_pointwise_mode_masks_every_channel_alike() -> None:
     channels, n = 16, 30000
     masker = ChannelSpanMasker(channels, ratio=1.0, max_spans=4, p_all=0.0, span=False)
     draw = masker.draw(n, _gen(5))
-    assert torch.equal(draw.mask.sum(dim=1), draw.length)
+    assert torch.equal(draw.masked.sum(dim=1), draw.length)
     expected = 0.5  # E[L] / C with L ~ U{0..16}
-    assert (draw.mask.double().mean(dim=0) - expected).abs().max() < 4.5 * math.sqrt(0.25 / n)
+    assert (draw.masked.double().mean(dim=0) - expected).abs().max() < 4.5 * math.sqrt(0.25 / n)
     # scattered: a uniform L-subset of C channels has L (C - L + 1) / C runs on average
-    mask = draw.mask.long()
+    mask = draw.masked.long()
     runs = mask[:, 0] + (mask[:, 1:] * (1 - mask[:, :-1])).sum(dim=1)
     expected_runs = sum(k * (channels - k + 1) / channels for k in range(channels + 1)) / (channels + 1)
     assert runs.double().mean().item() == pytest.approx(expected_runs, abs=0.05)
@@ -116,7 +116,7 @@ def test_pointwise_mode_masks_every_channel_alike() -> None:
 def test_p_all_masks_everything_with_its_probability() -> None:
     channels, n, p_all = 24, 20000, 0.3
     draw = ChannelSpanMasker(channels, ratio=0.5, max_spans=3, p_all=p_all).draw(n, _gen(6))
-    full = draw.mask.all(dim=1)
+    full = draw.masked.all(dim=1)
     assert torch.equal(full, draw.all)  # with rho < 1 only the p_all draw masks everything
     assert abs(full.double().mean().item() - p_all) < 4.5 * math.sqrt(p_all * (1 - p_all) / n)
     # with rho = 1 and no p_all, a full mask comes only from L = C: probability 1 / (C + 1)
@@ -135,7 +135,7 @@ def test_ratio_zero_without_p_all_masks_nothing() -> None:
     for mode in ("uniform", "fixed"):
         for span in (True, False):
             draw = ChannelSpanMasker(16, 0.0, 4, length_mode=mode, p_all=0.0, span=span).draw(500, _gen(13))
-            assert not draw.mask.any() and not draw.length.any()
+            assert not draw.masked.any() and not draw.length.any()
 
 
 def test_bad_arguments_are_refused() -> None:

@@ -36,7 +36,7 @@ class ToneData(L.LightningDataModule):
             if i % 2:
                 keep[3 * self.samples // 4 :] = False
                 audio = audio * keep
-            out.append({"audio": audio, "padding_mask": keep})
+            out.append({"audio": audio, "keep": keep})
         return out
 
     def _loader(self, seed: int) -> torch.utils.data.DataLoader:

@@ -52,7 +52,7 @@ def audio_batch(b=2, seconds=0.25, sr=44100, seed=0):
     padding[0, n // 2:] = False
     audio[0, :, n // 2:] = 0
     real = padding.sum(-1)
-    return dict(audio=audio, padding_mask=padding, real_samples=real, seconds_start=torch.zeros(b),
+    return dict(audio=audio, sample_keep=padding, real_samples=real, seconds_start=torch.zeros(b),
                 seconds_total=torch.ceil(real / sr).float(),
                 caption=["a soft piano", "loud drums"][:b] + ["noise"] * (b - 2), id=[f"c{i}" for i in range(b)])
 
@@ -85,7 +85,7 @@ def test_fit_validates_on_fixed_grid_logs_fd_mel_and_tests(vae_path, tmp_path):
     trainer.test(stage, loader, verbose=False)
     out = tmp_path / "test"
     assert sorted(p.name for p in (out / "generated").glob("*.wav")) == ["c0.wav", "c1.wav"]
-    real = audio_batch()["padding_mask"].sum(-1).tolist()
+    real = audio_batch()["keep"].sum(-1).tolist()
     for i, n in enumerate(real):  # generated and reference: the crop's real audio, like for like
         assert sf.info(str(out / "generated" / f"c{i}.wav")).frames == sf.info(str(out / "reference" / f"c{i}.wav")).frames == n
     assert json.loads((out / "prompts.json").read_text()) == {"c0": "a soft piano", "c1": "loud drums"}
@@ -101,7 +101,7 @@ def test_tiny_config_overfits_one_clip(vae_path):
                                   text_encoder=config["text_encoder"], text_max_length=config["text_max_length"],
                                   objective="v", cfg_dropout=0.0))
     z0 = torch.randn(1, LATENT, 8) * torch.linspace(0.5, 1.5, LATENT)[None, :, None]
-    batch = dict(latent=z0.repeat(8, 1, 1), padding_mask=torch.ones(8, 8, dtype=torch.bool),
+    batch = dict(latent=z0.repeat(8, 1, 1), sample_keep=torch.ones(8, 8, dtype=torch.bool),
                  seconds_start=torch.zeros(8), seconds_total=torch.full((8,), 0.7), caption=["one clip"] * 8)
     opt = torch.optim.Adam(stage.model.parameters(), lr=1e-2)  # a higher lr than the config's, to be quick
     cond = stage._cond(batch, 8)
@@ -328,7 +328,7 @@ def test_on_the_fly_encoding_passes_the_padding_mask(vae_path):
     from lafa.stages.loading import load_autoencoder
 
     batch = audio_batch()
-    noisy_padding = dict(batch, audio=torch.where(batch["padding_mask"][:, None], batch["audio"], 0.9))
+    noisy_padding = dict(batch, audio=torch.where(batch["keep"][:, None], batch["audio"], 0.9))
     stage = DitStage(**stage_args(vae_path))
     z, keep = stage._latents(batch)
     z_noisy, _ = stage._latents(noisy_padding)

@@ -13,8 +13,8 @@ import torch
 import yaml
 from lafa_fixtures import TINY_VAE, ToneData, write_tiny_vae
 
-from lafa.models.autoencoder import Autoencoder, LafaAutoencoder
 from lafa.diffusion.objectives import masked_mse_pooled
+from lafa.models.autoencoder import Autoencoder, LafaAutoencoder
 from lafa.stages.lafa import LafaStage, _channel_variance
 from lafa.stages.loading import load_autoencoder, load_stage
 

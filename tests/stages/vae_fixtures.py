@@ -18,7 +18,7 @@ class SineChords(Dataset):
             pan = torch.rand(2, 1, generator=g) * 0.5 + 0.5
             length = int(sample_size * (0.6 + 0.4 * torch.rand((), generator=g)))  # real part, then padding
             mask = torch.arange(sample_size) < length
-            self.items.append({"audio": 0.5 * pan * wave * mask, "padding_mask": mask})
+            self.items.append({"audio": 0.5 * pan * wave * mask, "keep": mask})
 
     def __len__(self) -> int:
         return len(self.items)
