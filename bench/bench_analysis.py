@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lafa.analysis.latent_report import AnalysisSettings, versions
 from lafa.analysis.locality import lpi_per_channel
-from lafa.analysis.report import AnalysisSettings, versions
 from lafa.analysis.spectrum import mean_spectrum, spectral_slope
 
 

@@ -11,6 +11,14 @@ half-written. `BadInput(where, what, fix)` builds exactly that message.
 USER_ERROR_EXIT = 2
 
 
+def listing(items, shown: int = 8) -> str:
+    """The first `shown` of `items` for a one-line message: "a, b, c, ... (12 more)" ("none" when empty)."""
+    items = [str(i) for i in items]
+    if not items:
+        return "none"
+    return ", ".join(items[:shown]) + (f", ... ({len(items) - shown} more)" if len(items) > shown else "")
+
+
 class LafaUserError(ValueError):
     """An error whose message names the file and the fix: printed as one line, exit code 2, no traceback."""
 

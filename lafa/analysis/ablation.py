@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from lafa.analysis.mel import LogMel
+from lafa.models.log_mel import LogMel
 
 
 @torch.no_grad()

@@ -179,7 +179,7 @@ SUPPORT_DEFINITIONS = {
 
 def analysis_page(report: dict) -> str:
     """The page of one `lafa analyze` report (its JSON as written, figure and audio paths inside it)."""
-    from lafa.analysis.report import COLUMN_DEFINITIONS, baseline_table, headline_table
+    from lafa.analysis.latent_report import COLUMN_DEFINITIONS, baseline_table, headline_table
 
     settings = report.get("settings", {})
     reps = report["representations"]

@@ -32,8 +32,7 @@ from lafa.analysis.figures import (
     save_figure,
 )
 from lafa.analysis.html import analysis_page, write_html
-from lafa.analysis.mel import LogMel
-from lafa.analysis.report import (
+from lafa.analysis.latent_report import (
     COLUMN_DEFINITIONS,
     AnalysisSettings,
     analyze_maps,
@@ -46,6 +45,7 @@ from lafa.analysis.report import (
     write_report,
 )
 from lafa.errors import LafaUserError
+from lafa.models.log_mel import LogMel
 
 STAGE_CONFIG_KEYS = ("model", "data", "trainer")
 LIST_FLAGS = ("--ckpt_path", "--label", "--audio")  # options that append when repeated

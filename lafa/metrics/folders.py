@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lafa.audio import AudioDecodeError, load_audio
-from lafa.errors import BadInput
+from lafa.errors import BadInput, listing
 from lafa.metrics.batched import prefetch
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus")
@@ -74,8 +74,7 @@ def read_prompts(path: str | Path, option: str = "--prompts") -> dict[str, str]:
 
 
 def few_ids(ids, n: int = 3) -> str:
-    ids = sorted(ids)
-    return ", ".join(ids[:n]) + (f", ... ({len(ids) - n} more)" if len(ids) > n else "") if ids else "none"
+    return listing(sorted(ids), n)
 
 
 def probe_files(files: dict[str, Path], option: str, workers: int) -> dict[str, tuple[float, float]]:

@@ -7,9 +7,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lafa.analysis.figures import correlation_figure, eigen_figure, permutation_figure, psd_figure
-from lafa.analysis.mel import LogMel
-from lafa.analysis.report import AnalysisSettings, analyze_maps, summarise
+from lafa.analysis.latent_report import AnalysisSettings, analyze_maps, summarise
 from lafa.data.geometry import real_samples
+from lafa.models.log_mel import LogMel
 
 
 class LatentLocalityCallback(Callback):

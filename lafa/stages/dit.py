@@ -40,22 +40,8 @@ from lafa.diffusion.samplers import sample
 from lafa.models.conditioners import TextConditioner
 from lafa.models.dit import DIT_PRESETS, DiT, DiTConfig
 from lafa.models.presets import as_mapping, build_model
-
-
-class _Frozen:
-    """Holds the frozen helpers: not registered (never saved or trained), shared by deepcopy (EMA copies)."""
-
-    def __init__(self) -> None:
-        self.text = None
-        self.autoencoder = None
-
-    def __deepcopy__(self, memo: dict) -> _Frozen:
-        return self
-
-
-def inverse_lr_factor(step: int, inv_gamma: float, power: float, warmup: float) -> float:
-    """stable-audio-tools' InverseLR (SAO's DiT schedule): (1 - warmup^(step+1)) (1 + step / inv_gamma)^-power."""
-    return (1.0 - warmup ** (step + 1)) * (1.0 + step / inv_gamma) ** -power
+from lafa.stages.frozen import Frozen
+from lafa.stages.schedules import inverse_lr_factor
 
 
 class DitStage(LightningModule):
@@ -97,8 +83,7 @@ class DitStage(LightningModule):
         config = {"preset": "sao-1.0", **as_mapping(model)}
         self.save_hyperparameters(ignore=["model"])
         self.hparams["model"] = config  # plain values: checkpoints hold no config classes
-        self.frozen = _Frozen()
-        self.frozen.text = TextConditioner(text_encoder, text_max_length)
+        self.frozen = Frozen(text=TextConditioner(text_encoder, text_max_length), autoencoder=None)
         derived = {"text_dim": self.frozen.text.dim}
         if autoencoder_ckpt:
             derived["io_channels"] = latent_dim = self._load_autoencoder().latent_dim

@@ -24,7 +24,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lafa.checkpoints import nonfinite_tensors
-from lafa.errors import LafaUserError
+from lafa.errors import LafaUserError, listing
 
 LOSS_TERMS = "loss_terms"  # the attribute a stage may set to name its loss terms
 _SHOWN = 8
@@ -51,7 +51,7 @@ def _grad_names(optimizer, names: dict[int, str]) -> list[str]:
 
 
 def _listed(items: list[str]) -> str:
-    return ", ".join(items[:_SHOWN]) + (f", ... ({len(items) - _SHOWN} more)" if len(items) > _SHOWN else "")
+    return listing(items, _SHOWN)
 
 
 class FiniteGuard(Callback):

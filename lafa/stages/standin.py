@@ -18,14 +18,8 @@ from lightning.pytorch import LightningModule
 
 from lafa.data.geometry import frame_keep
 from lafa.models.autoencoder import LinearLatentAutoencoder, random_rotation
-from lafa.models.standin import LogMelAutoencoder
-
-
-class _Frozen:
-    """Holds the base autoencoder out of the state dict: a checkpoint names it by path (like the DiT stage)."""
-
-    def __init__(self, module: torch.nn.Module) -> None:
-        self.module = module
+from lafa.models.log_mel import LogMelAutoencoder
+from lafa.stages.frozen import Frozen
 
 
 class LatentTransformStage(LightningModule):
@@ -46,7 +40,7 @@ class LatentTransformStage(LightningModule):
             from lafa.stages.loading import load_autoencoder
 
             ae = load_autoencoder(base, latent_dim=latent_dim)
-        self.frozen = _Frozen(ae.requires_grad_(False).eval())
+        self.frozen = Frozen(module=ae.requires_grad_(False).eval())
         c = ae.latent_dim
         self.register_buffer("sums", torch.zeros(c + 1, c + 1, dtype=torch.float64))  # [1, z]^T [1, z] over frames
         self.register_buffer("matrix", torch.eye(c, dtype=torch.float64))

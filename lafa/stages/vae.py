@@ -31,11 +31,7 @@ from lafa.models.vae_losses import (
     hinge_discriminator_loss,
     hinge_generator_loss,
 )
-
-
-def inverse_lr_factor(step: int, inv_gamma: float, power: float, warmup: float) -> float:
-    """stable-audio-tools' InverseLR: (1 - warmup^(step+1)) * (1 + step / inv_gamma)^-power."""
-    return (1.0 - warmup ** (step + 1)) * (1.0 + step / inv_gamma) ** -power
+from lafa.stages.schedules import inverse_lr_factor
 
 
 class VaeStage(LightningModule):

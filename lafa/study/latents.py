@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lafa.study.curves import read_curves
 from lafa.study.runner import DONE, instances, lafa_command, run_env
 from lafa.study.spec import Study
 
@@ -53,8 +54,6 @@ def interval(values: list[float]) -> dict[str, Any]:
 
 
 def _final_values(tb_dir: Path, metrics: list[str]) -> dict[str, float]:
-    from lafa.study.report import read_curves
-
     curves = read_curves(tb_dir)
     return {m: curves[m][-1][1] for m in metrics if curves.get(m)}
 

@@ -10,8 +10,8 @@ from matplotlib.image import imread
 
 from lafa.analysis.ablation import channel_ablation
 from lafa.analysis.figures import ablation_figure, correlation_figure, psd_figure, save_figure
-from lafa.analysis.mel import LogMel
-from lafa.analysis.report import AnalysisSettings, analyze_maps, build_report, write_report
+from lafa.analysis.latent_report import AnalysisSettings, analyze_maps, build_report, write_report
+from lafa.models.log_mel import LogMel
 
 
 def test_log_mel_shape_and_frame_rate():

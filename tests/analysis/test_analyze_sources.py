@@ -8,8 +8,8 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from lafa.analysis.latent_report import AnalysisSettings, analyze_maps
 from lafa.analysis.locality import lpi
-from lafa.analysis.report import AnalysisSettings, analyze_maps
 from lafa.audio import resample, to_channels
 from lafa.commands.analyze import main
 from lafa.errors import LafaUserError

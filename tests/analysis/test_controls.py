@@ -13,7 +13,7 @@ from lafa.analysis.controls import (
     locality_measures,
     participation_ratio,
 )
-from lafa.analysis.report import AnalysisSettings, analyze_maps
+from lafa.analysis.latent_report import AnalysisSettings, analyze_maps
 from lafa.analysis.spectrum import fit_slopes, spectral_slope
 
 

@@ -10,7 +10,7 @@ from analysis_doubles import write_checkpoint
 from headless_browser import find_chromium, inspect_page
 from torch.utils.tensorboard import SummaryWriter
 
-from lafa.analysis.report import format_measure
+from lafa.analysis.latent_report import format_measure
 from lafa.commands.analyze import main
 from lafa.study.report import build_report, write_report
 from lafa.study.spec import parse_study

@@ -13,7 +13,8 @@ from vae_fixtures import SineData
 from lafa.checkpoints import load_sao_vae
 from lafa.models.autoencoder import VaeAutoencoder
 from lafa.stages.ema import WarmupEMA
-from lafa.stages.vae import VaeStage, inverse_lr_factor
+from lafa.stages.schedules import inverse_lr_factor
+from lafa.stages.vae import VaeStage
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,8 +7,8 @@ import math
 import torch
 
 from lafa.models.autoencoder import LinearLatentAutoencoder, VaeAutoencoder, random_rotation
+from lafa.models.log_mel import LogMelAutoencoder
 from lafa.models.oobleck import OobleckVAE
-from lafa.models.standin import LogMelAutoencoder
 
 
 def test_random_rotation_is_orthogonal_seeded_and_haar_like() -> None:
