@@ -80,9 +80,9 @@ def test_lafa_fit_with_an_absurd_lr_stops(tmp_path: Path) -> None:
     vae = write_tiny_vae(tmp_path / "vae.safetensors")
     config = {
         "model": {"class_path": "lafa.stages.lafa.LafaStage", "init_args": {
-            "vae_ckpt": str(vae), "vae_args": TINY_VAE, "lafa_channels": 8, "channel_group_size": 2,
-            "encoder_dim": 32, "encoder_depth": 2, "encoder_heads": 4, "decoder_dim": 32, "decoder_depth": 2,
-            "decoder_heads": 4, "lr": 1.0e30, "warmup_steps": 1, "eval_steps": [1]}},
+            "vae_ckpt": str(vae), "vae_args": TINY_VAE, "model": {
+                "lafa_channels": 8, "channel_group_size": 2, "encoder_dim": 32, "encoder_depth": 2, "encoder_heads": 4,
+                "decoder_dim": 32, "decoder_depth": 2, "decoder_heads": 4}, "lr": 1.0e30, "warmup_steps": 1, "eval_steps": [1]}},
         "data": {"class_path": "tests.stages.lafa_fixtures.ToneData", "init_args": {"n": 8}},
         "trainer": {"max_steps": 8, "limit_val_batches": 0, "accelerator": "cpu", "logger": False,
                     "enable_progress_bar": False, "callbacks": [every_step_checkpoints(tmp_path / "ckpt")]},

@@ -74,20 +74,23 @@ def test_ema_follows_warmup_decay_on_generator_steps():
 
 
 def test_tiny_fit_keeps_the_ema_in_the_checkpoint(tmp_path):
-    """Two generator steps with WarmupEMA in the Trainer: the checkpoint's state_dict holds the averaged weights,
-    `current_model_state` the trained ones, and they differ (the EMA lags)."""
+    """Generator steps with WarmupEMA in the Trainer: a checkpoint written during training holds the averaged
+    weights as its state_dict and the trained ones as `current_model_state`, and they differ (the EMA lags);
+    when training ends the stage holds the averaged weights (what `as_autoencoder()` then gives)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
     torch.manual_seed(0)
     stage = VaeStage(model=dict(channels=2, c_mults=[1, 2], strides=[2, 2]), disc_filters=2, lr_warmup=0.0)
-    trainer = Trainer(max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                      callbacks=[WarmupEMA(decay=0.9, power=0.75, every_n_steps=2)])
-    trainer.fit(stage, SineData(sample_size=4096, batch_size=2, n_train=2))
-    trainer.save_checkpoint(tmp_path / "x.ckpt")
-    ckpt = torch.load(tmp_path / "x.ckpt", weights_only=True)
+    trainer = Trainer(max_steps=6, accelerator="cpu", logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, limit_val_batches=0,
+                      callbacks=[WarmupEMA(decay=0.9, power=0.75, every_n_steps=2),
+                                 ModelCheckpoint(tmp_path, every_n_train_steps=6, save_top_k=-1, monitor=None)])
+    trainer.fit(stage, SineData(sample_size=4096, batch_size=2, n_train=6))
+    ckpt = torch.load(next(tmp_path.glob("*.ckpt")), weights_only=True)
     key = "vae.encoder.layers.0.weight_v"
     assert key in ckpt["state_dict"] and key in ckpt["current_model_state"]
     assert not torch.equal(ckpt["state_dict"][key], ckpt["current_model_state"][key])
-    assert torch.equal(ckpt["current_model_state"][key], stage.state_dict()[key])  # training weights stay live
+    assert torch.equal(ckpt["state_dict"][key], stage.state_dict()[key])  # the stage ends on the averaged weights
 
 
 def test_inverse_lr_schedule():
