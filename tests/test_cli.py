@@ -104,3 +104,16 @@ def test_help_lists_project_subcommands(capsys) -> None:
     out = capsys.readouterr().out
     for name in ("analyze", "generate", "evaluate", "study", "encode", "export"):
         assert name in out
+
+
+def test_lafa_test_reads_the_checkpoint_once(fitted: Path, monkeypatch) -> None:
+    """The stored config, the trust and NaN checks and Lightning's restore share one read (three before)."""
+    import lafa.checkpoints
+
+    ckpt = str(fitted / "ckpt" / "last.ckpt")
+    lafa.checkpoints._last.clear()
+    loads, real = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: loads.append(str(f)) or real(f, *a, **k))
+    monkeypatch.chdir(fitted)
+    assert main(["test", "--ckpt_path", ckpt]) == 0
+    assert loads == [ckpt]

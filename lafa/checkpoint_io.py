@@ -1,0 +1,114 @@
+"""How the trainer of every `lafa` Lightning subcommand writes and reads checkpoints: whole or not at all, and
+only through lafa's checks (`whole_checkpoints`, `resume_path`).
+
+- Writing: a checkpoint goes to a temporary file beside its target, is flushed and fsynced, and is renamed over
+  it, so a file under a checkpoint's name is always complete and an existing `last.ckpt` is replaced, never
+  rewritten in place (`save_last: link` renames a new link over the old one; where links are impossible, a whole
+  copy). A save that fails (a full disk) removes its temporary file, leaves every earlier checkpoint as it was
+  and stops the run with one line.
+- Reading: Lightning's restore, `--ckpt_path last` included, goes through `lafa.checkpoints.read_checkpoint`
+  (trust, NaN and damage checks; the file read once per command); a dangling or damaged `last.ckpt` is lafa's
+  one-line error, not a silent start from step 0, and a resume says which checkpoint it resumed from.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins import TorchCheckpointIO
+
+from lafa.checkpoints import read_checkpoint
+from lafa.errors import LafaUserError
+
+
+def write_whole(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """`write(file)` into a temporary file beside `path`, fsynced, then renamed to `path`; on any failure the
+    temporary file is removed and `path` is as it was (an OSError, e.g. a full disk, is a `LafaUserError`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        cause = e if isinstance(e, OSError) else e.__cause__ or e.__context__
+        if isinstance(cause, OSError) or (isinstance(e, RuntimeError) and "write failed" in str(e)):
+            free = shutil.disk_usage(path.parent).free
+            raise LafaUserError(
+                f"could not write {path} ({getattr(cause, 'strerror', None) or e}; {free / 1e6:.1f} MB free there): "
+                f"the run stopped; no partial file was left and the checkpoints already in {path.parent} are "
+                f"intact; free space (or set the ModelCheckpoint's dirpath elsewhere) and resume with "
+                f"--ckpt_path last") from e
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself survives a crash
+    finally:
+        os.close(dir_fd)
+
+
+class WholeCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(self, checkpoint: dict, path: str | Path, storage_options: Any = None) -> None:
+        write_whole(path, lambda f: torch.save(checkpoint, f))
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        return read_checkpoint(path, keep=False)  # Lightning's restore is the last reader: nothing is kept
+
+
+def _link_whole(trainer, filepath: str, linkpath: str) -> None:  # noqa: ANN001
+    """ModelCheckpoint(save_last="link"): a new link renamed over `linkpath` (a whole copy where links fail)."""
+    if trainer.is_global_zero and os.path.abspath(filepath) != os.path.abspath(linkpath):
+        tmp = f"{linkpath}.link-tmp"
+        try:
+            if os.path.lexists(tmp):
+                os.remove(tmp)
+            os.symlink(os.path.relpath(filepath, os.path.dirname(linkpath)), tmp)
+            os.replace(tmp, linkpath)
+        except OSError:
+            with open(filepath, "rb") as src:
+                write_whole(linkpath, lambda f: shutil.copyfileobj(src, f))
+    trainer.strategy.barrier()
+
+
+def whole_checkpoints(trainer):  # noqa: ANN001, ANN201
+    """`trainer`, writing (and reading) its checkpoints as this module says, unless it was given another IO."""
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = WholeCheckpointIO()
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            callback._link_checkpoint = _link_whole
+    return trainer
+
+
+def resume_path(trainer, ckpt_path: str | None, who: str) -> str | None:  # noqa: ANN001
+    """The file a subcommand's `--ckpt_path` names (`last`: the newest last*.ckpt of the trainer's
+    ModelCheckpoints), read through lafa's checks before Lightning restores it; says what a fit resumes from."""
+    if ckpt_path == "last":
+        found = set().union(*(c._find_last_checkpoints(trainer) for c in trainer.checkpoint_callbacks
+                              if isinstance(c, ModelCheckpoint)))
+        for path in sorted(p for p in found if not os.path.exists(p)):
+            raise LafaUserError(f"--ckpt_path last: {path} is a link to {os.readlink(path)}, which does not exist; "
+                                f"resume from another checkpoint with --ckpt_path PATH, or remove {path} to start "
+                                f"from step 0")
+        if not found:
+            if trainer.is_global_zero:
+                print(f"{who}: --ckpt_path last: no last checkpoint yet, starting from step 0")
+            return None
+        ckpt_path = max(found, key=os.path.getmtime)
+    if ckpt_path is None or ckpt_path in ("best", "hpc") or str(ckpt_path).startswith("registry"):
+        return ckpt_path
+    ckpt = read_checkpoint(ckpt_path)
+    if trainer.is_global_zero and who.endswith(" fit"):
+        target = f" -> {os.path.realpath(ckpt_path)}" if os.path.islink(ckpt_path) else ""
+        print(f"{who}: resuming from {ckpt_path}{target} (epoch {ckpt.get('epoch')}, step {ckpt.get('global_step')})")
+    return ckpt_path
