@@ -1,14 +1,11 @@
-"""How the trainer of every `lafa` Lightning subcommand writes and reads checkpoints: whole or not at all, and
-only through lafa's checks (`whole_checkpoints`, `resume_path`).
+"""How every `lafa` Lightning subcommand's trainer writes and reads checkpoints (`whole_checkpoints`, `resume_path`).
 
-- Writing: a checkpoint goes to a temporary file beside its target, is flushed and fsynced, and is renamed over
-  it, so a file under a checkpoint's name is always complete and an existing `last.ckpt` is replaced, never
-  rewritten in place (`save_last: link` renames a new link over the old one; where links are impossible, a whole
-  copy). A save that fails (a full disk) removes its temporary file, leaves every earlier checkpoint as it was
-  and stops the run with one line.
-- Reading: Lightning's restore, `--ckpt_path last` included, goes through `lafa.checkpoints.read_checkpoint`
-  (trust, NaN and damage checks; the file read once per command); a dangling or damaged `last.ckpt` is lafa's
-  one-line error, not a silent start from step 0, and a resume says which checkpoint it resumed from.
+Written whole or not at all: staged beside the target, flushed, fsynced and renamed over it, so an existing
+`last.ckpt` is replaced, never rewritten in place (`save_last: link`: a new link renamed over the old one); a save
+that fails (a full disk) leaves no partial file and every earlier checkpoint intact, and stops the run with one
+line. Read only through `lafa.checkpoints.read_checkpoint` (trust, NaN and damage checks, once per command):
+Lightning's restore, `--ckpt_path last` included (a dangling or empty `last.ckpt` is lafa's one-line error, not a
+silent start from step 0); a resume says which checkpoint it resumed from.
 """
 
 from __future__ import annotations
@@ -41,20 +38,17 @@ def write_whole(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
-        cause = e if isinstance(e, OSError) else e.__cause__ or e.__context__
-        if isinstance(cause, OSError) or (isinstance(e, RuntimeError) and "write failed" in str(e)):
-            free = shutil.disk_usage(path.parent).free
+        cause = e if isinstance(e, OSError) else e.__cause__ or e.__context__  # torch.save wraps the OSError
+        if isinstance(cause, OSError):
             raise LafaUserError(
-                f"could not write {path} ({getattr(cause, 'strerror', None) or e}; {free / 1e6:.1f} MB free there): "
-                f"the run stopped; no partial file was left and the checkpoints already in {path.parent} are "
-                f"intact; free space (or set the ModelCheckpoint's dirpath elsewhere) and resume with "
-                f"--ckpt_path last") from e
+                f"could not write {path} ({cause.strerror or cause}; {shutil.disk_usage(path.parent).free / 1e6:.1f} "
+                f"MB free there): the run stopped; no partial file was left and the checkpoints already in "
+                f"{path.parent} are intact; free space (or set the ModelCheckpoint's dirpath elsewhere) and resume "
+                f"with --ckpt_path last") from e
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a crash
-    finally:
-        os.close(dir_fd)
+    dir_fd = os.open(path.parent, os.O_RDONLY)  # the rename itself survives a crash
+    os.fsync(dir_fd)
+    os.close(dir_fd)
 
 
 class WholeCheckpointIO(TorchCheckpointIO):
@@ -70,8 +64,7 @@ def _link_whole(trainer, filepath: str, linkpath: str) -> None:  # noqa: ANN001
     if trainer.is_global_zero and os.path.abspath(filepath) != os.path.abspath(linkpath):
         tmp = f"{linkpath}.link-tmp"
         try:
-            if os.path.lexists(tmp):
-                os.remove(tmp)
+            Path(tmp).unlink(missing_ok=True)
             os.symlink(os.path.relpath(filepath, os.path.dirname(linkpath)), tmp)
             os.replace(tmp, linkpath)
         except OSError:
@@ -90,7 +83,7 @@ def whole_checkpoints(trainer):  # noqa: ANN001, ANN201
     return trainer
 
 
-def resume_path(trainer, ckpt_path: str | None, who: str) -> str | None:  # noqa: ANN001
+def resume_path(trainer, ckpt_path: str | None, subcommand: str) -> str | None:  # noqa: ANN001
     """The file a subcommand's `--ckpt_path` names (`last`: the newest last*.ckpt of the trainer's
     ModelCheckpoints), read through lafa's checks before Lightning restores it; says what a fit resumes from."""
     if ckpt_path == "last":
@@ -102,13 +95,14 @@ def resume_path(trainer, ckpt_path: str | None, who: str) -> str | None:  # noqa
                                 f"from step 0")
         if not found:
             if trainer.is_global_zero:
-                print(f"{who}: --ckpt_path last: no last checkpoint yet, starting from step 0")
+                print(f"lafa {subcommand}: --ckpt_path last: no last checkpoint yet, starting from step 0")
             return None
         ckpt_path = max(found, key=os.path.getmtime)
     if ckpt_path is None or ckpt_path in ("best", "hpc") or str(ckpt_path).startswith("registry"):
         return ckpt_path
     ckpt = read_checkpoint(ckpt_path)
-    if trainer.is_global_zero and who.endswith(" fit"):
+    if trainer.is_global_zero and subcommand == "fit":
         target = f" -> {os.path.realpath(ckpt_path)}" if os.path.islink(ckpt_path) else ""
-        print(f"{who}: resuming from {ckpt_path}{target} (epoch {ckpt.get('epoch')}, step {ckpt.get('global_step')})")
+        print(f"lafa fit: resuming from {ckpt_path}{target} (epoch {ckpt.get('epoch')}, "
+              f"step {ckpt.get('global_step')})")
     return ckpt_path

@@ -145,9 +145,14 @@ def refuse_nonfinite(state: Mapping[str, Any], source: str | Path) -> None:
 
 
 # ---- official and exported VAE weights ----------------------------------------------------------------------
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a .safetensors file, or the (`state_dict` of a) torch file, loaded safely on CPU; a damaged
-    file or one holding NaN/inf is a `LafaUserError` naming it."""
+def _vae_keys(keys) -> list[str]:  # noqa: ANN001
+    """The VAE's keys: those under `pretransform.model.` where the file is SAO's whole model, else all."""
+    return [k for k in keys if k.startswith(SAO_VAE_PREFIX)] or list(keys)
+
+
+def read_vae_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The VAE tensors, under unwrapped names, of a .safetensors file or the (`state_dict` of a) torch file, loaded
+    safely on CPU; a damaged file or one holding NaN/inf is a `LafaUserError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"weights file not found: {path} (check the path; for Stable Audio Open, put "
@@ -156,12 +161,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors import SafetensorError, safe_open
 
         try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                keys = list(f.keys())
-                # the full SAO model is ~5 GB: read the VAE tensors alone when it holds them
-                if any(k.startswith(SAO_VAE_PREFIX) for k in keys):
-                    keys = [k for k in keys if k.startswith(SAO_VAE_PREFIX)]
-                state = {k: f.get_tensor(k) for k in keys}
+            with safe_open(str(path), framework="pt", device="cpu") as f:  # SAO's whole model is ~5 GB: the VAE alone
+                state = {k: f.get_tensor(k) for k in _vae_keys(f.keys())}
         except SafetensorError as e:
             raise LafaUserError(f"{path} is truncated or not a safetensors file ({e}); copy it again or "
                                 f"check that it is the right file") from e
@@ -172,16 +173,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
             raise LafaUserError(f"{path} does not hold a flat dict of tensors (or a checkpoint with a "
                                 f"'state_dict'); pass VAE weights (safetensors, `lafa export` output) instead")
-        state = obj
+        state = {k: obj[k] for k in _vae_keys(obj)}
     refuse_nonfinite(state, path)
-    return state
-
-
-def unwrap_vae_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Keep the VAE's tensors under their unwrapped names: strip `pretransform.model.` when present."""
-    if any(k.startswith(SAO_VAE_PREFIX) for k in state_dict):
-        return {k[len(SAO_VAE_PREFIX):]: v for k, v in state_dict.items() if k.startswith(SAO_VAE_PREFIX)}
-    return dict(state_dict)
+    return {k.removeprefix(SAO_VAE_PREFIX): v for k, v in state.items()}
 
 
 def checkpoint_latent_dim(state_dict: dict[str, torch.Tensor]) -> int | None:
@@ -213,6 +207,16 @@ def _names(keys: list[str]) -> str:
     return shown + (f", ... ({len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else "")
 
 
+def key_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> list[str]:
+    """How a state dict `found` differs from the `expected` one: its missing, unexpected and wrongly shaped keys,
+    one phrase per kind (empty if it loads strictly)."""
+    wrong = [f"{k} (file {tuple(found[k].shape)}, model {tuple(v.shape)})" for k, v in expected.items()
+             if k in found and found[k].shape != v.shape]
+    kinds = (("missing", set(expected) - set(found)), ("unexpected", set(found) - set(expected)),
+             ("wrongly shaped", wrong))
+    return [f"{kind} keys ({len(keys)}): {_names(sorted(keys))}" for kind, keys in kinds if keys]
+
+
 def load_vae_state_dict(model: OobleckVAE, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Strictly load an unwrapped VAE state dict; on any mismatch raise one error naming the missing,
     unexpected and wrongly shaped keys (and the latent size when that is the cause)."""
@@ -222,25 +226,11 @@ def load_vae_state_dict(model: OobleckVAE, state_dict: dict[str, torch.Tensor], 
             f"{source} holds a VAE with latent size {found} but the config asks for latent_dim={model.latent_dim}; "
             f"set latent_dim: {found} (or use a checkpoint trained with {model.latent_dim} latent channels)"
         )
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    wrong = sorted(
-        f"{k} (file {tuple(state_dict[k].shape)}, model {tuple(v.shape)})"
-        for k, v in expected.items()
-        if k in state_dict and state_dict[k].shape != v.shape
-    )
-    if missing or unexpected or wrong:
-        parts = [f"{source} does not match the OobleckVAE the config builds"]
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_names(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_names(unexpected)}")
-        if wrong:
-            parts.append(f"wrongly shaped keys ({len(wrong)}): {_names(wrong)}")
-        parts.append("pass the VAE's own weights file (official SAO or `lafa export`) or the matching model "
-                     "arguments")
-        raise LafaUserError("; ".join(parts))
+    wrong = key_mismatch(model.state_dict(), state_dict)
+    if wrong:
+        raise LafaUserError("; ".join([f"{source} does not match the OobleckVAE the config builds", *wrong,
+                                       "pass the VAE's own weights file (official SAO or `lafa export`) or the "
+                                       "matching model arguments"]))
     model.load_state_dict(state_dict, strict=True)
 
 
@@ -251,7 +241,7 @@ def load_sao_vae(path: str | Path, latent_dim: int = 64, **model_kwargs) -> Oobl
     file's shapes, so a VAE of any width exported by `lafa export` loads by path alone; the latent size is never
     guessed: a file whose latent size differs from `latent_dim` is an error that says so.
     """
-    state_dict = unwrap_vae_state_dict(read_state_dict(path))
+    state_dict = read_vae_state_dict(path)
     model = OobleckVAE(latent_dim=latent_dim, **{**infer_vae_kwargs(state_dict), **model_kwargs})
     load_vae_state_dict(model, state_dict, source=str(path))
     return model

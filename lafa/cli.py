@@ -9,17 +9,15 @@ Callbacks every Lightning subcommand gets without listing them in a YAML are in 
 key -> class); each one's init arguments are a config section of that name (`--finite_guard.check_gradients
 false`). A checkpoint's stored config is data: it is checked against the trusted classes
 (`lafa.config_trust`) before it reaches the parser; every checkpoint a subcommand reads (`--ckpt_path last`
-included) is read and checked once by `lafa.checkpoints`, and written whole by `lafa.checkpoint_io`. Errors in what the user gave (a
-file, a checkpoint, a stored config, a run that diverged) are a `LafaUserError`: one line on stderr, exit code 2.
+included) is read and checked once (`lafa.checkpoints`) and written whole (`lafa.checkpoint_io`). Errors in what
+the user gave (a file, a checkpoint, a stored config, a run that diverged) are a `LafaUserError`: one line on
+stderr, exit code 2.
 """
 
 from __future__ import annotations
 
-import atexit
 import importlib
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from lafa.errors import USER_ERROR_EXIT, LafaUserError  # noqa: F401 (re-exported)
@@ -48,20 +46,12 @@ def __getattr__(name: str):  # lafa.checkpoints (torch) is imported on first use
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _ckpt_path_arg(argv: list[str]) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg == "--ckpt_path" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--ckpt_path="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 def with_checkpoint_config(argv: list[str]) -> list[str]:
     """For validate/test/predict with --ckpt_path, put the checkpoint's own config first (user args win)."""
     if not argv or argv[0] not in _CKPT_SUBCOMMANDS:
         return argv
-    ckpt_path = _ckpt_path_arg(argv)
+    given = [b for a, b in zip(argv, argv[1:], strict=False) if a == "--ckpt_path"]
+    ckpt_path = (given + [a.split("=", 1)[1] for a in argv if a.startswith("--ckpt_path=")] + [None])[0]
     if ckpt_path is None or ckpt_path in ("last", "best"):
         return argv
     from lafa.checkpoints import CHECKPOINT_CONFIG_KEY, read_checkpoint
@@ -71,11 +61,7 @@ def with_checkpoint_config(argv: list[str]) -> list[str]:
         if "--config" not in argv and not any(a.startswith("--config=") for a in argv):
             raise LafaUserError(f"{ckpt_path} carries no lafa config (not written by `lafa fit`?); pass --config too")
         return argv
-    fd, path = tempfile.mkstemp(prefix="lafa-ckpt-config-", suffix=".yaml")
-    with os.fdopen(fd, "w") as f:
-        f.write(stored)
-    atexit.register(os.remove, path)  # the config is only read while the CLI parses its arguments
-    return [argv[0], "--config", path, *argv[1:]]
+    return [argv[0], "--config", stored, *argv[1:]]  # jsonargparse takes a config's text as well as its path
 
 
 def _lightning_cli(argv: list[str]) -> None:
@@ -103,10 +89,8 @@ def _lightning_cli(argv: list[str]) -> None:
             # Any checkpoint (fit resumes too) is first refused if it names untrusted classes or holds NaN/inf.
             sub = self.config.get("subcommand")
             ckpt_path = self.config[sub].get("ckpt_path") if sub else None
-            if ckpt_path and Path(ckpt_path).is_file():
-                if read_checkpoint(ckpt_path).get(CHECKPOINT_CONFIG_KEY) is not None:
-                    return
-            super()._parse_ckpt_path()
+            if not (ckpt_path and Path(ckpt_path).is_file() and CHECKPOINT_CONFIG_KEY in read_checkpoint(ckpt_path)):
+                super()._parse_ckpt_path()
 
         def instantiate_trainer(self, **kwargs):  # noqa: ANN003, ANN201
             return whole_checkpoints(super().instantiate_trainer(**kwargs))
@@ -114,7 +98,7 @@ def _lightning_cli(argv: list[str]) -> None:
         def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
             kwargs = super()._prepare_subcommand_kwargs(subcommand)
             if "ckpt_path" in kwargs:  # `last` too: read through lafa's checks, and said where it resumes from
-                kwargs["ckpt_path"] = resume_path(self.trainer, kwargs["ckpt_path"], f"lafa {subcommand}")
+                kwargs["ckpt_path"] = resume_path(self.trainer, kwargs["ckpt_path"], subcommand)
             return kwargs
 
     LafaCLI(

@@ -10,14 +10,8 @@ from pathlib import Path
 
 import torch
 
-from lafa.checkpoints import load_sao_vae, read_checkpoint, read_torch_file, stored_stage
+from lafa.checkpoints import key_mismatch, load_sao_vae, read_checkpoint, read_torch_file, stored_stage
 from lafa.errors import LafaUserError, MissingFileError
-
-_SHOWN = 8
-
-
-def _listed(keys: list[str]) -> str:
-    return ", ".join(keys[:_SHOWN]) + (f", ... ({len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else "")
 
 
 def load_stage(ckpt_path: str | Path, map_location: str | torch.device = "cpu", ckpt: dict | None = None,
@@ -40,15 +34,11 @@ def load_stage(ckpt_path: str | Path, map_location: str | torch.device = "cpu", 
         stage = cls(**init_args)
     finally:
         _given_hyperparameters.reset(token)
-    state, expected = ckpt["state_dict"], stage.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        parts = [f"{ckpt_path}: its weights do not match the {cls.__name__} its stored config builds"]
-        parts += [f"{what} ({len(keys)}): {_listed(keys)}" for what, keys in
-                  (("missing keys", missing), ("unexpected keys", unexpected), ("wrongly shaped keys", wrong)) if keys]
-        raise LafaUserError("; ".join(parts) + "; was the file edited, or written by another lafa version?")
-    stage.load_state_dict(state, strict=True)
+    wrong = key_mismatch(stage.state_dict(), ckpt["state_dict"])
+    if wrong:
+        raise LafaUserError("; ".join([f"{ckpt_path}: its weights do not match the {cls.__name__} its stored config "
+                                       f"builds", *wrong, "was the file edited, or written by another lafa version?"]))
+    stage.load_state_dict(ckpt["state_dict"], strict=True)
     if hasattr(stage, "on_load_checkpoint"):
         stage.on_load_checkpoint(ckpt)
     return stage.to(map_location).eval()
