@@ -1,11 +1,8 @@
 """How every `lafa` Lightning subcommand's trainer writes and reads checkpoints (`whole_checkpoints`, `resume_path`).
 
-Written whole or not at all: staged beside the target, flushed, fsynced and renamed over it, so an existing
-`last.ckpt` is replaced, never rewritten in place (`save_last: link`: a new link renamed over the old one); a save
-that fails (a full disk) leaves no partial file and every earlier checkpoint intact, and stops the run with one
-line. Read only through `lafa.checkpoints.read_checkpoint` (trust, NaN and damage checks, once per command):
-Lightning's restore, `--ckpt_path last` included (a dangling or empty `last.ckpt` is lafa's one-line error, not a
-silent start from step 0); a resume says which checkpoint it resumed from.
+Written whole or not at all (staged beside the target, fsynced, renamed over it: `last.ckpt` is replaced, never
+rewritten in place; a failed save, e.g. a full disk, leaves earlier checkpoints intact and stops the run with one
+line); read only through `lafa.checkpoints.read_checkpoint`, `--ckpt_path last` included (docs/faults.md).
 """
 
 from __future__ import annotations
