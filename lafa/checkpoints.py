@@ -1,13 +1,13 @@
-"""Safe reading of checkpoint and weights files: what lafa loads is tensors and YAML, never code.
+"""The one reader of checkpoint and weights files: what lafa loads is tensors and YAML, never code.
 
-- `read_checkpoint`: a torch file, loaded with `weights_only=True`; a missing, empty, truncated or foreign file
-  and a pickle that would run code are each one `LafaUserError` naming the file and what to do.
-- `refuse_nonfinite`: every loader (and `lafa export`, and the always-on training guard) refuses weights that
-  hold NaN or infinity, naming the file and the tensors.
-- `check_config_classes`: a checkpoint's stored config may name only trusted classes (lafa's stages, data
-  modules and callbacks; Lightning's callbacks, loggers, strategies, plugins, profilers and accelerators; torch
-  optimizers and LR schedulers), checked at any depth before anything is imported. `LAFA_TRUSTED_CLASSES`
-  (comma-separated modules or classes) adds the user's own.
+- `read_checkpoint`: a `lafa fit` (Lightning) checkpoint, loaded with `weights_only=True` and checked once: a
+  missing, empty, truncated or foreign file, a pickle that would run code, a stored config (or Lightning
+  hyper_parameters) naming a class `lafa.config_trust` does not trust, and weights holding NaN or infinity are
+  each one `LafaUserError` naming the file and what to do. The file read last is kept (keyed by its resolved
+  path, size, mtime and inode), so every route of one command that needs it (the CLI's stored config, Lightning's
+  restore, a stage's autoencoder) reads it from disk once.
+- `stored_stage`: the stage class and init arguments of the config a `lafa fit` run stored in its checkpoint
+  (`CHECKPOINT_CONFIG_KEY`, written by the CLI); only this module knows that key.
 - Stable Audio Open VAE weights (official files or `lafa export` output) into `OobleckVAE`:
   Stable Audio Open's `model.safetensors` / `model.ckpt` (the VAE keys live under `pretransform.model.`, beside
   the DiT and conditioner keys, which are ignored) or an unwrapped VAE (`encoder.layers.N...`), e.g. what
@@ -24,24 +24,14 @@ from typing import Any
 
 import torch
 
-from lafa.config_trust import (  # noqa: F401 (re-exported: the trust check is part of reading a checkpoint)
-    TRUST_ENV,
-    TRUSTED_CLASS_PREFIXES,
-    TRUSTED_CLASSES,
-    TRUSTED_INSTANTIATORS,
-    _import_trusted,
-    _parse_yaml,
-    _refuse,
-    check_config_classes,
-    is_trusted_class_path,
-    user_trusted,
-)
+from lafa.config_trust import check_config_classes, parse_yaml, trusted_class
 from lafa.errors import LafaUserError, MissingFileError
 from lafa.models.oobleck import OobleckVAE
 
 SAO_VAE_PREFIX = "pretransform.model."
-CHECKPOINT_CONFIG_KEY = "lafa_config"
+CHECKPOINT_CONFIG_KEY = "lafa_config"  # the merged YAML config `lafa fit` stores in every checkpoint
 _SHOWN = 12  # how many names of each kind an error lists
+_last: dict[str, Any] = {}  # the file read last: {"key": (path, size, mtime, inode), "obj": ..., "checked": bool}
 
 
 # ---- reading files ------------------------------------------------------------------------------------------
@@ -60,11 +50,17 @@ def _truncated(path: Path, what: str) -> LafaUserError:
 
 
 def read_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
-    """torch.load(weights_only=True) of `path`, with one clear error per way the file can be wrong."""
+    """torch.load(weights_only=True) of `path`, with one clear error per way the file can be wrong; the same
+    unchanged file asked for again is not read again."""
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"{what} not found: {path} (check the path; nothing was loaded)")
-    if path.stat().st_size == 0:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if _last.get("key") == key:
+        return _last["obj"]
+    _last.clear()
+    if stat.st_size == 0:
         raise LafaUserError(f"{path} is empty (0 bytes): the copy or the save was interrupted; "
                             f"copy it again or use another {what}")
     with open(path, "rb") as f:
@@ -75,7 +71,7 @@ def read_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
         raise LafaUserError(f"{path} is not a PyTorch {what} (it starts with {head!r}); check that it is the "
                             f"right file")
     try:
-        return _torch_load(path)
+        obj = _torch_load(path)
     except pickle.UnpicklingError as e:
         if "Weights only load failed" in str(e):
             raise LafaUserError(f"{path} holds pickled Python objects besides tensors, which lafa refuses to load "
@@ -89,23 +85,41 @@ def read_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
     except Exception as e:  # any other failure of the unpickler on this file (EOFError, KeyError, IndexError...)
         raise LafaUserError(f"{path} is not a PyTorch {what} ({type(e).__name__}: {e}); "
                             f"check that it is the right file") from e
+    _last.update(key=key, obj=obj, checked=False)
+    return obj
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """A Lightning checkpoint's top-level dict, read safely (see `read_torch_file`)."""
+def read_checkpoint(path: str | Path, keep: bool = True) -> dict:
+    """A `lafa fit` checkpoint's top-level dict (a shallow copy), read and checked once (see the module docstring);
+    keep=False: the last reader of this command, nothing is kept."""
     ckpt = read_torch_file(path)
-    if not isinstance(ckpt, dict):
-        raise LafaUserError(f"{path} is not a Lightning checkpoint (its top level is a {type(ckpt).__name__}, "
-                            f"not a dict); pass a checkpoint written by `lafa fit`")
-    return ckpt
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        has = (f"its top level is a {type(ckpt).__name__}, not a dict" if not isinstance(ckpt, dict) else
+               f"it has no 'state_dict'; top-level keys: {sorted(map(str, ckpt))[:_SHOWN]}")
+        raise LafaUserError(f"{path} is not a Lightning checkpoint ({has}); pass a checkpoint written by `lafa fit`")
+    if not _last.get("checked"):
+        for stored in (ckpt.get(CHECKPOINT_CONFIG_KEY), ckpt.get("hyper_parameters")):
+            if stored is not None:
+                check_config_classes(stored, path)
+        refuse_nonfinite(ckpt["state_dict"], path)
+        _last["checked"] = True
+    if not keep:
+        _last.clear()
+    return {**ckpt, "state_dict": dict(ckpt["state_dict"])}
 
 
-def checkpoint_state_dict(ckpt: dict, path: str | Path) -> dict[str, torch.Tensor]:
-    state = ckpt.get("state_dict")
-    if not isinstance(state, dict):
-        raise LafaUserError(f"{path} is not a Lightning checkpoint (it has no 'state_dict'; top-level keys: "
-                            f"{sorted(map(str, ckpt))[:_SHOWN]}); pass a checkpoint written by `lafa fit`")
-    return state
+def stored_stage(ckpt: Any, path: str | Path) -> tuple[type, dict] | None:
+    """(stage class, init args) of the config `lafa fit` stored in the checkpoint `ckpt` read from `path`, or None
+    if it stores none (a foreign checkpoint or weights file). The class is imported only if trusted."""
+    stored = ckpt.get(CHECKPOINT_CONFIG_KEY) if isinstance(ckpt, dict) else None
+    if stored is None:
+        return None
+    config = parse_yaml(stored, path)
+    model = (config.get("model") if isinstance(config, dict) else None) or {}
+    if not model.get("class_path"):
+        raise LafaUserError(f"{path}: its stored config has no model.class_path; pass a checkpoint written by "
+                            f"`lafa fit`")
+    return trusted_class(model["class_path"], path), dict(model.get("init_args") or {})
 
 
 # ---- non-finite weights -------------------------------------------------------------------------------------
@@ -120,45 +134,25 @@ def nonfinite_tensors(state: Mapping[str, Any]) -> list[str]:
     return [] if bool(finite.all()) else [k for k, ok in zip(names, finite.tolist(), strict=True) if not ok]
 
 
-def refuse_nonfinite(state: Mapping[str, Any], source: str | Path, fix: str = "") -> None:
+def refuse_nonfinite(state: Mapping[str, Any], source: str | Path) -> None:
     """Raise a `LafaUserError` naming `source` and its non-finite tensors, if it has any."""
     bad = nonfinite_tensors(state)
     if bad:
         total = sum(isinstance(v, torch.Tensor) and v.is_floating_point() for v in state.values())
-        fix = fix or "the run that wrote it diverged; use an earlier checkpoint or retrain with a lower learning rate"
         raise LafaUserError(f"{source} holds non-finite weights (NaN or inf) in {len(bad)} of {total} tensors: "
-                            f"{_names(bad)}; {fix}")
+                            f"{_names(bad)}; the run that wrote it diverged; use an earlier checkpoint or retrain "
+                            f"with a lower learning rate")
 
 
-# ---- stored configs are data, never code (lafa/config_trust.py) ---------------------------------------------
-def read_trusted_checkpoint(path: str | Path) -> dict:
-    """`read_checkpoint`, then refuse a stored config (or Lightning hyper_parameters) naming an untrusted class,
-    and non-finite weights: what every route that loads a checkpoint's config or weights goes through."""
-    ckpt = read_checkpoint(path)
-    stored = ckpt.get(CHECKPOINT_CONFIG_KEY)
-    if stored is not None:
-        check_config_classes(_parse_yaml(stored, path), path)
-    if isinstance(ckpt.get("hyper_parameters"), dict):
-        check_config_classes(ckpt["hyper_parameters"], path)
-    refuse_nonfinite(checkpoint_state_dict(ckpt, path), path)
-    return ckpt
+# ---- official and exported VAE weights ----------------------------------------------------------------------
+def _vae_keys(keys) -> list[str]:  # noqa: ANN001
+    """The VAE's keys: those under `pretransform.model.` where the file is SAO's whole model, else all."""
+    return [k for k in keys if k.startswith(SAO_VAE_PREFIX)] or list(keys)
 
 
-def read_checkpoint_config(path: str | Path) -> str | None:
-    """The YAML config a `lafa fit` run stored in its checkpoint, or None if the file has none."""
-    return read_checkpoint(path).get(CHECKPOINT_CONFIG_KEY)
-
-
-def trusted_class(class_path: str, source: str | Path, where: str = "model.class_path") -> type:
-    """The class a stored config names, imported only once it is known to be trusted."""
-    if not is_trusted_class_path(class_path):
-        raise _refuse(source, where, class_path, "a class lafa does not load from a stored config")
-    return _import_trusted(class_path, source, where)
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a .safetensors file, or the (`state_dict` of a) torch file, loaded safely on CPU; a damaged
-    file or one holding NaN/inf is a `LafaUserError` naming it."""
+def read_vae_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The VAE tensors, under unwrapped names, of a .safetensors file or the (`state_dict` of a) torch file, loaded
+    safely on CPU; a damaged file or one holding NaN/inf is a `LafaUserError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"weights file not found: {path} (check the path; for Stable Audio Open, put "
@@ -167,12 +161,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors import SafetensorError, safe_open
 
         try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                keys = list(f.keys())
-                # the full SAO model is ~5 GB: read the VAE tensors alone when it holds them
-                if any(k.startswith(SAO_VAE_PREFIX) for k in keys):
-                    keys = [k for k in keys if k.startswith(SAO_VAE_PREFIX)]
-                state = {k: f.get_tensor(k) for k in keys}
+            with safe_open(str(path), framework="pt", device="cpu") as f:  # SAO's whole model is ~5 GB: the VAE alone
+                state = {k: f.get_tensor(k) for k in _vae_keys(f.keys())}
         except SafetensorError as e:
             raise LafaUserError(f"{path} is truncated or not a safetensors file ({e}); copy it again or "
                                 f"check that it is the right file") from e
@@ -183,16 +173,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
             raise LafaUserError(f"{path} does not hold a flat dict of tensors (or a checkpoint with a "
                                 f"'state_dict'); pass VAE weights (safetensors, `lafa export` output) instead")
-        state = obj
+        state = {k: obj[k] for k in _vae_keys(obj)}
     refuse_nonfinite(state, path)
-    return state
-
-
-def unwrap_vae_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Keep the VAE's tensors under their unwrapped names: strip `pretransform.model.` when present."""
-    if any(k.startswith(SAO_VAE_PREFIX) for k in state_dict):
-        return {k[len(SAO_VAE_PREFIX):]: v for k, v in state_dict.items() if k.startswith(SAO_VAE_PREFIX)}
-    return dict(state_dict)
+    return {k.removeprefix(SAO_VAE_PREFIX): v for k, v in state.items()}
 
 
 def checkpoint_latent_dim(state_dict: dict[str, torch.Tensor]) -> int | None:
@@ -224,6 +207,16 @@ def _names(keys: list[str]) -> str:
     return shown + (f", ... ({len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else "")
 
 
+def key_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> list[str]:
+    """How a state dict `found` differs from the `expected` one: its missing, unexpected and wrongly shaped keys,
+    one phrase per kind (empty if it loads strictly)."""
+    wrong = [f"{k} (file {tuple(found[k].shape)}, model {tuple(v.shape)})" for k, v in expected.items()
+             if k in found and found[k].shape != v.shape]
+    kinds = (("missing", set(expected) - set(found)), ("unexpected", set(found) - set(expected)),
+             ("wrongly shaped", wrong))
+    return [f"{kind} keys ({len(keys)}): {_names(sorted(keys))}" for kind, keys in kinds if keys]
+
+
 def load_vae_state_dict(model: OobleckVAE, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Strictly load an unwrapped VAE state dict; on any mismatch raise one error naming the missing,
     unexpected and wrongly shaped keys (and the latent size when that is the cause)."""
@@ -233,25 +226,11 @@ def load_vae_state_dict(model: OobleckVAE, state_dict: dict[str, torch.Tensor], 
             f"{source} holds a VAE with latent size {found} but the config asks for latent_dim={model.latent_dim}; "
             f"set latent_dim: {found} (or use a checkpoint trained with {model.latent_dim} latent channels)"
         )
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    wrong = sorted(
-        f"{k} (file {tuple(state_dict[k].shape)}, model {tuple(v.shape)})"
-        for k, v in expected.items()
-        if k in state_dict and state_dict[k].shape != v.shape
-    )
-    if missing or unexpected or wrong:
-        parts = [f"{source} does not match the OobleckVAE the config builds"]
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_names(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_names(unexpected)}")
-        if wrong:
-            parts.append(f"wrongly shaped keys ({len(wrong)}): {_names(wrong)}")
-        parts.append("pass the VAE's own weights file (official SAO or `lafa export`) or the matching model "
-                     "arguments")
-        raise LafaUserError("; ".join(parts))
+    wrong = key_mismatch(model.state_dict(), state_dict)
+    if wrong:
+        raise LafaUserError("; ".join([f"{source} does not match the OobleckVAE the config builds", *wrong,
+                                       "pass the VAE's own weights file (official SAO or `lafa export`) or the "
+                                       "matching model arguments"]))
     model.load_state_dict(state_dict, strict=True)
 
 
@@ -262,7 +241,7 @@ def load_sao_vae(path: str | Path, latent_dim: int = 64, **model_kwargs) -> Oobl
     file's shapes, so a VAE of any width exported by `lafa export` loads by path alone; the latent size is never
     guessed: a file whose latent size differs from `latent_dim` is an error that says so.
     """
-    state_dict = unwrap_vae_state_dict(read_state_dict(path))
+    state_dict = read_vae_state_dict(path)
     model = OobleckVAE(latent_dim=latent_dim, **{**infer_vae_kwargs(state_dict), **model_kwargs})
     load_vae_state_dict(model, state_dict, source=str(path))
     return model

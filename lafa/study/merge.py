@@ -53,12 +53,12 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _load_yaml(path: str) -> dict[str, Any]:
+def _load_yaml(path: str | Path, what: str = "stage config") -> dict[str, Any]:
     if not Path(path).is_file():
-        raise FileNotFoundError(f"stage config not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     data = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"stage config {path}: top level must be a mapping")
+        raise ValueError(f"{what} {path}: top level must be a mapping, got {type(data).__name__}")
     return data
 
 

@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from lafa.study.merge import deep_merge
+from lafa.study.merge import _load_yaml, deep_merge
 
 REF_PREFIX = "@"  # a `set` value "@<run>" is that run's final checkpoint path
 
@@ -123,13 +121,7 @@ def load_raw(paths: list[str | Path]) -> dict[str, Any]:
     """Deep-merge the study YAML files in order."""
     merged: dict[str, Any] = {}
     for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"study config not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"study config {path}: top level must be a mapping, got {type(data).__name__}")
-        merged = deep_merge(merged, data)
+        merged = deep_merge(merged, _load_yaml(path, "study config"))
     return merged
 
 

@@ -20,14 +20,9 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from lafa.checkpoints import (
-    CHECKPOINT_CONFIG_KEY,
-    check_config_classes,
-    is_trusted_class_path,
-    load_sao_vae,
-    save_vae_safetensors,
-)
+from lafa.checkpoints import CHECKPOINT_CONFIG_KEY, load_sao_vae, save_vae_safetensors
 from lafa.cli import USER_ERROR_EXIT, LafaUserError, main
+from lafa.config_trust import check_config_classes, is_trusted_class_path
 from lafa.models.oobleck import OobleckVAE
 from lafa.stages.loading import load_autoencoder, load_stage
 
@@ -229,7 +224,7 @@ def test_damaged_and_foreign_checkpoints(tmp_path: Path, capsys) -> None:
     assert not marker.exists()
     code, line = lafa(["test", "--ckpt_path", str(tmp_path / "nowhere.ckpt")], capsys)
     assert code == USER_ERROR_EXIT and line == f"lafa test: error: checkpoint not found: {tmp_path / 'nowhere.ckpt'} " \
-                                               "(check the path; `last`/`best` need a fit)"
+                                               "(check the path; nothing was loaded)"
 
 
 def test_wrong_stage_is_named(tmp_path: Path, capsys) -> None:
@@ -300,9 +295,8 @@ def test_export_refuses_nonfinite_weights_and_writes_nothing(tmp_path: Path, cap
     out = tmp_path / "nan.safetensors"
     code, line = lafa(["export", "--ckpt_path", str(bad), "--out", str(out)], capsys)
     assert code == USER_ERROR_EXIT
-    assert line.startswith(f"lafa export: error: {bad} (vae.* weights) holds non-finite weights (NaN or inf) in "
-                           "1 of ")
-    assert "decoder.layers.0.weight_v" in line and "nothing was exported" in line
+    assert line.startswith(f"lafa export: error: {bad} holds non-finite weights (NaN or inf) in 1 of ")
+    assert "vae.decoder.layers.0.weight_v" in line and "use an earlier checkpoint" in line
     assert not out.exists()
 
 

@@ -14,8 +14,7 @@ import yaml
 from data_prep.process import ChunkSettings
 from data_prep.shards import BuildSettings, build
 from data_prep.sources import read_folder
-from lafa.checkpoints import save_vae_safetensors
-from lafa.cli import CHECKPOINT_CONFIG_KEY
+from lafa.checkpoints import CHECKPOINT_CONFIG_KEY, save_vae_safetensors
 from lafa.data import AudioDataModule
 from lafa.diffusion.objectives import noisy, target
 from lafa.models.oobleck import OobleckVAE

@@ -11,7 +11,7 @@ import yaml
 from lafa_fixtures import ToneData
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context
 
-from lafa.cli import CHECKPOINT_CONFIG_KEY
+from lafa.checkpoints import CHECKPOINT_CONFIG_KEY
 from lafa.models.autoencoder import LinearLatentAutoencoder
 from lafa.stages.loading import load_autoencoder, load_stage
 from lafa.stages.standin import LatentTransformStage

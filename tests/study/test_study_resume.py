@@ -40,7 +40,8 @@ def _study(tmp_path: Path, out: str, step_sleep: float) -> Path:
 
 
 def _command(study: Path) -> tuple[list[str], dict]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+               LAFA_TRUSTED_CLASSES="tests.study.fake_stage")  # a resume checks the classes its checkpoint names
     return [sys.executable, "-m", "lafa", "study", "--config", str(study)], env
 
 
