@@ -8,7 +8,8 @@ import pytest
 import torch
 import yaml
 
-from lafa.checkpoints import CHECKPOINT_CONFIG_KEY, main, with_checkpoint_config
+from lafa.checkpoints import CHECKPOINT_CONFIG_KEY
+from lafa.cli import main, with_checkpoint_config
 
 REPO = Path(__file__).resolve().parents[1]
 TRUST = {"LAFA_TRUSTED_CLASSES": "tests.cli_fixtures"}  # the fixture classes these checkpoints name
