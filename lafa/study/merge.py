@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # type names only: spec.py imports this module
     from lafa.study.spec import RunSpec, Study
+
+REF_PREFIX = "@"  # a `set` value "@<run>" is that run's final checkpoint path
 
 
 def deep_merge(base: Any, over: Any) -> Any:
@@ -64,8 +66,6 @@ def _load_yaml(path: str | Path, what: str = "stage config") -> dict[str, Any]:
 
 def resolve_refs(study: Study, values: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
     """Replace "@run" values by that run's final checkpoint path (the same seed's, for a run repeated per seed)."""
-    from lafa.study.spec import REF_PREFIX
-
     return {k: study.final_checkpoint(v[len(REF_PREFIX):], seed) if isinstance(v, str) and v.startswith(REF_PREFIX)
             else v for k, v in values.items()}
 

@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lafa.study.merge import _load_yaml, deep_merge
-
-REF_PREFIX = "@"  # a `set` value "@<run>" is that run's final checkpoint path
+from lafa.study.merge import REF_PREFIX, _load_yaml, deep_merge
 
 
 @dataclass
