@@ -1,7 +1,7 @@
 """Bit-identity with the VAE before its CPU inference engine became a separate path (issue 27).
 
-tests/models/golden/vae_outputs.pt holds outputs of the VAE code of commit 7630da6, one thread (written by
-`tests/models/golden/make_vae_outputs.py`, in the commit that added the file: `git log -- tests/models/golden`):
+tests/golden/vae_outputs.pt holds outputs of the VAE code of commit 7630da6, one thread (written by
+`tests/models/golden/make_vae_outputs.py`, in the commit that added the file, 951c4b9):
 the training path (train mode, with grad), the implicit eval/no_grad inference path under four option sets, and
 encode_chunked/decode_chunked. Here, on the same seeded weights and inputs (`build`, `inputs`: copies of that
 script's), bit for bit:
@@ -21,7 +21,7 @@ import torch
 from lafa.models.oobleck import OobleckVAE
 from lafa.models.vae_engine import TOLERANCE, InferenceVAE
 
-GOLDEN = torch.load(Path(__file__).with_name("golden") / "vae_outputs.pt")
+GOLDEN = torch.load(Path(__file__).with_name("vae_outputs.pt"))
 MODELS = {"small": dict(channels=8, c_mults=(1, 2), strides=(2, 4), latent_dim=8),
           "sao": dict(channels=4, latent_dim=8)}  # SAO strides and c_mults, 4 base channels
 FRAMES = {"small": 300, "sao": 3}  # latent frames of the clips; small: longer than a 256-frame chunk
