@@ -44,6 +44,8 @@ from lafa.analysis.latent_report import (
     text_table,
     write_report,
 )
+from lafa.commands.options import print_device
+from lafa.devices import DEVICE_HELP, resolve_device
 from lafa.errors import LafaUserError
 from lafa.models.log_mel import LogMel
 
@@ -78,7 +80,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seconds", type=float, default=30.0, help="clip length from each sample's start (Sec. 5: 30 s)")
     p.add_argument("--out", type=str, required=True, help="folder for report.json and the figures")
     p.add_argument("--batch_size", type=int, default=4)
-    p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", type=str, default="auto", help=DEVICE_HELP)
     p.add_argument("--steps", type=int | None, default=None, help="flow decoder steps for the ablation decode")
     p.add_argument("--ablation_clips", type=int, default=1, help="clips with an ablation grid (0: none)")
     p.add_argument("--ablation_seconds", type=float, default=5.0, help="excerpt length decoded in the ablation")
@@ -319,12 +321,6 @@ def _analyze(label: str, maps: list[torch.Tensor], settings: AnalysisSettings, s
         raise LafaUserError(f"cannot analyse '{label}': {exc}") from exc
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def print_summary(results: dict[str, dict], settings: AnalysisSettings) -> None:
     """The console's account: the measures, the baselines, what each rests on, warnings, the column legend."""
     summary = {k: summarise(r) for k, r in results.items()}
@@ -363,6 +359,7 @@ def main(argv: list[str]) -> int:
         raise LafaUserError(f"--data {data}: holds no .tar shards; for a folder of audio files use --audio {data}")
     settings = AnalysisSettings(**args.analysis.as_dict())
     device = resolve_device(args.device)
+    print_device(device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
