@@ -25,6 +25,7 @@ import torchaudio
 from torch import nn
 
 from lafa.models.autoencoder import zero_padding
+from lafa.models.presets import config_class
 
 
 class LogMel(torch.nn.Module):
@@ -120,3 +121,6 @@ class LogMelAutoencoder(nn.Module):
         length = n * self.downsampling_ratio
         audio = nn.functional.pad(audio, (0, max(0, length - audio.shape[-1])))[..., :length]
         return audio[:, None].expand(b, self.io_channels, length).contiguous()
+
+
+LogMelAutoencoderConfig = config_class(LogMelAutoencoder)

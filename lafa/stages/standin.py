@@ -18,7 +18,8 @@ from lightning.pytorch import LightningModule
 
 from lafa.data.geometry import frame_keep
 from lafa.models.autoencoder import LinearLatentAutoencoder, random_rotation
-from lafa.models.log_mel import LogMelAutoencoder
+from lafa.models.log_mel import LogMelAutoencoder, LogMelAutoencoderConfig
+from lafa.models.presets import as_mapping, build_model
 from lafa.stages.frozen import Frozen
 
 
@@ -26,16 +27,17 @@ class LatentTransformStage(LightningModule):
     def __init__(
         self,
         base: str = "log_mel",
-        mel_args: dict | None = None,
+        mel_args: LogMelAutoencoderConfig | dict | None = None,  # LogMelAutoencoder's arguments (base log_mel)
         latent_dim: int = 64,
         whiten: bool = True,
         whiten_eps: float = 1e-3,
         rotation_seed: int | None = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["mel_args"])
+        self.hparams["mel_args"] = as_mapping(mel_args)  # plain values: checkpoints hold no config classes
         if base == "log_mel":
-            ae = LogMelAutoencoder(**(mel_args or {}))
+            ae = build_model(LogMelAutoencoder, {}, mel_args)
         else:
             from lafa.stages.loading import load_autoencoder
 
