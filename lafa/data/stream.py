@@ -93,6 +93,9 @@ class ShardStream(IterableDataset):
                  num_workers: int = 0, counts: list[int] | None = None, strict: bool = False) -> None:
         if not urls:
             raise ValueError("ShardStream needs at least one shard")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"data.batch_size (or val_batch_size): {batch_size!r} is not allowed: batches hold at "
+                             f"least 1 sample; set it to an integer >= 1")
         if resampled and not epoch_length:
             raise ValueError("resampled mode needs epoch_length (batches per rank and epoch)")
         if split_mode not in ("auto", "range", "shard", "sample"):
