@@ -2,16 +2,20 @@
 
 The run is split into shards planned up front from file headers (no decoding), so each shard is an
 independent, deterministic unit of work: written under a temporary name and renamed when complete,
-skipped on a re-run when its final file and its state record (same plan fingerprint) exist.
+skipped on a re-run when its final file and its state record (same plan fingerprint, lafa version included;
+the file's size as written) exist. One build per output folder (lafa.output_lock); worker
+processes die with the build; Ctrl-C stops with what was kept; a full disk names the shard.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
 import re
+import signal
 import tarfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -34,11 +38,24 @@ from data_prep.process import (
     encode_member,
     split_chunks,
 )
+import lafa
 from lafa.audio import convert, sf_source, to_channels
+from lafa.children import die_with_parent
 from lafa.data.captions import caption_rng, draw_caption
 from lafa.data.tario import add_member, atomic_tar, remove_stale_temporaries
+from lafa.errors import LafaUserError
+from lafa.output_lock import output_lock
 
 SPLITS = ("train", "val", "test")
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class ShardWriteError(LafaUserError):
+    """A shard that could not be written (a full disk): the message names it."""
+
+
+class BuildInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a build: the message says what was kept and how to resume."""
 FLAC_RATIO = 0.6  # planning estimate of FLAC size / 16-bit PCM size
 
 
@@ -144,13 +161,20 @@ def write_shard(task: dict) -> dict:
     stats: dict = {"fingerprint": task["fingerprint"], "chunks": 0, "samples": 0, "files": 0, "skipped": [],
                    "dropped_chunks": [], "per_source": defaultdict(lambda: {"files": 0, "chunks": 0, "samples": 0}),
                    "copied": defaultdict(int)}  # chunks stored as the source's bytes, per format
-    with atomic_tar(task["path"]) as tar:  # a shard appears complete or not at all
-        tar.copybufsize = 1 << 20  # tarfile copies members in 16 KiB pieces by default
-        _write_members(task, tar, stats)
-    stats["per_source"], stats["copied"] = dict(stats["per_source"]), dict(stats["copied"])
     state = Path(task["state"])
-    state.with_suffix(".tmp").write_text(json.dumps(stats, sort_keys=True, indent=1))
-    os.replace(state.with_suffix(".tmp"), state)
+    try:
+        with atomic_tar(task["path"]) as tar:  # a shard appears complete or not at all
+            tar.copybufsize = 1 << 20  # tarfile copies members in 16 KiB pieces by default
+            _write_members(task, tar, stats)
+        stats["per_source"], stats["copied"] = dict(stats["per_source"]), dict(stats["copied"])
+        stats["bytes"] = os.path.getsize(task["path"])  # a re-run trusts a shard of this size only
+        state.with_suffix(".tmp").write_text(json.dumps(stats, sort_keys=True, indent=1))
+        os.replace(state.with_suffix(".tmp"), state)
+    except OSError as exc:
+        if exc.errno not in NO_SPACE:
+            raise
+        state.with_suffix(".tmp").unlink(missing_ok=True)
+        raise ShardWriteError(f"{task['path']}: no space left on the device while writing this shard") from None
     return stats
 
 
@@ -225,19 +249,34 @@ def plan_shards(items: list[Item], headers: list[dict], s: BuildSettings) -> dic
 
 
 def _fingerprint(entries: list[dict], s: BuildSettings) -> str:
-    h = hashlib.sha256(json.dumps([asdict(s.chunk), s.seed], sort_keys=True).encode())
+    """What a shard's bytes follow from: its inputs (content hashes, metadata, licence), the chunk settings, the
+    caption seed and lafa's version (another version may encode differently)."""
+    h = hashlib.sha256(json.dumps([asdict(s.chunk), s.seed, lafa.__version__], sort_keys=True).encode())
     for e in entries:
         h.update(f"{e['item'].source}:{e['item'].id}:{e['sha256']}:{json.dumps(e['item'].metadata, sort_keys=True)}"
                  f":{e['item'].license}".encode())
     return h.hexdigest()
 
 
+def _worker_init(parent_pid: int) -> None:
+    die_with_parent(parent_pid)  # a killed build leaves no worker running
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no traceback per worker
+
+
 def _pool(jobs: int):
-    return get_context("fork").Pool(jobs) if jobs > 1 else None
+    return get_context("fork").Pool(jobs, initializer=_worker_init, initargs=(os.getpid(),)) if jobs > 1 else None
 
 
 def build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict[str, Path]) -> dict:
-    """Headers and content dedup, shard plan, parallel shard writing (resuming), manifest. Returns it."""
+    """Headers and content dedup, shard plan, parallel shard writing (resuming), manifest. Returns it.
+    Holds the output folder's lock (lafa.output_lock) for the whole build."""
+    out = Path(s.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with output_lock(out, "data_prep"):
+        return _build(items, s, rejected, roots)
+
+
+def _build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict[str, Path]) -> dict:
     out = Path(s.out)
     state_dir = out / ".state"
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -256,6 +295,9 @@ def build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict
         for item, head in zip(items, headers, strict=True):
             if "error" in head:
                 skipped.append(skip_record(item, head["error"], head["category"]))
+            elif head["seconds"] < s.chunk.min_clip_seconds:
+                skipped.append(skip_record(item, f"too short: {head['seconds']:.4g} s, less than the "
+                                           f"{s.chunk.min_clip_seconds:g} s minimum clip", "too short"))
             elif head["sha256"] in seen:
                 skipped.append(skip_record(item, f"duplicate content of {seen[head['sha256']]}", "duplicate content"))
             else:
@@ -273,9 +315,31 @@ def build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict
                               "items": entries, "chunk": s.chunk, "seed": s.seed,
                               "fingerprint": _fingerprint(entries, s)})
         todo = [t for t in tasks if not _finished(t)]
-        for stats in tqdm((pool.imap_unordered if pool else map)(write_shard, todo), total=len(todo),
-                          desc="shards", disable=None):
-            del stats
+        finished = len(tasks) - len(todo)
+        try:
+            for stats in tqdm((pool.imap_unordered if pool else map)(write_shard, todo), total=len(todo),
+                              desc="shards", disable=None):
+                finished += 1
+                del stats
+        except ShardWriteError as exc:
+            raise ShardWriteError(f"{exc}; {finished} of {len(tasks)} shards are finished and kept (no partial "
+                                  f"shard); free space and run the same command again to write the rest") from None
+        except KeyboardInterrupt:
+            if pool:
+                pool.terminate()
+                pool.join()
+                pool = None
+            raise BuildInterrupted(
+                f"interrupted: {finished} of {len(tasks)} shards in {out} are finished and kept (shards being "
+                f"written were discarded, no manifest.json written yet); run the same command again to resume: "
+                f"finished shards are not written again") from None
+    except KeyboardInterrupt:
+        if pool:
+            pool.terminate()
+            pool.join()
+            pool = None
+        raise BuildInterrupted(f"interrupted while scanning the inputs: nothing was written to {out}; run the same "
+                               f"command again to start over") from None
     finally:
         if pool:
             pool.close()
@@ -286,7 +350,14 @@ def build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict
     for note in manifest["notes"]:
         del note["reason"], note["category"]
     tmp = out / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    try:
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno not in NO_SPACE:
+            raise
+        raise ShardWriteError(f"{out / 'manifest.json'}: no space left on the device; every shard is finished and "
+                              f"kept: free space and run the same command again to write the manifest") from None
     os.replace(tmp, out / "manifest.json")
     return manifest
 
@@ -323,9 +394,13 @@ def _finished(task: dict) -> bool:
     if not (Path(task["path"]).is_file() and state.is_file()):
         return False
     try:
-        return json.loads(state.read_text()).get("fingerprint") == task["fingerprint"]
-    except json.JSONDecodeError:
+        record = json.loads(state.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return False
+    if record.get("fingerprint") != task["fingerprint"]:
+        return False
+    # a shard cut or replaced since it was written is not trusted (size only: a copied folder keeps its shards)
+    return record.get("bytes", os.path.getsize(task["path"])) == os.path.getsize(task["path"])
 
 
 def _manifest(tasks: list[dict], skipped: list[dict], s: BuildSettings, listed: int) -> dict:
