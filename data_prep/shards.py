@@ -329,11 +329,15 @@ def _build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dic
                 pool.terminate()
                 pool.join()
                 pool = None
+            remove_stale_temporaries(out)  # the terminated workers' unfinished shards (we hold the folder's lock)
+            finished = sum(_finished(t) for t in tasks)  # some finished after their result was last received
             raise BuildInterrupted(
                 f"interrupted: {finished} of {len(tasks)} shards in {out} are finished and kept (shards being "
                 f"written were discarded, no manifest.json written yet); run the same command again to resume: "
                 f"finished shards are not written again") from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, BuildInterrupted):  # raised above, while shards were written
+            raise
         if pool:
             pool.terminate()
             pool.join()
