@@ -28,10 +28,12 @@ import torch
 from tqdm import tqdm
 
 from data_prep.items import Item, printable, skip_record
+from data_prep.long_files import StreamedFile, streams_long
 from data_prep.passthrough import SUBTYPE_BITS, SourceFormat, copy_extension, int16_source, stored_copy
 from data_prep.process import (
     ChunkSettings,
     SkipFile,
+    chunk_bounds,
     chunk_metadata,
     decode,
     encode_flac,
@@ -86,10 +88,10 @@ def file_header(item: Item, chunk: ChunkSettings | None = None) -> dict:
     """Duration, a content hash (sha256 of the file bytes), the format libsndfile reports and the estimated size
     of the file's shard members (with `chunk`), or the reason the file cannot be used."""
     try:
-        data = Path(item.path).read_bytes()
+        data, digest = _read_or_hash(Path(item.path))
     except OSError as exc:
         return {"error": f"unreadable: {exc}", "category": "unreadable"}
-    if not data:
+    if not digest:
         return {"error": "empty file (0 bytes)", "category": "empty"}
     try:
         info = sf.info(sf_source(item.path))  # bytes: names that are not UTF-8 open too
@@ -97,11 +99,26 @@ def file_header(item: Item, chunk: ChunkSettings | None = None) -> dict:
         return {"error": f"unreadable: {exc}".replace(str(item.path), Path(item.path).name), "category": "unreadable"}
     if info.frames <= 0:
         return {"error": "no samples", "category": "empty"}
-    head = {"seconds": info.frames / info.samplerate, "sha256": hashlib.sha256(data).hexdigest(),
+    head = {"seconds": info.frames / info.samplerate, "sha256": digest,
             "format": asdict(SourceFormat.of(info))}
     if chunk is not None:
         head["est_bytes"] = estimate_bytes(item.path, info, chunk, data)
     return head
+
+
+READ_WHOLE_BYTES = 64 * 2**20  # larger files are hashed in blocks (bounded memory); none of them is one copied chunk
+
+
+def _read_or_hash(path: Path) -> tuple[bytes | None, str]:
+    """(the file's bytes, or None when it is larger than READ_WHOLE_BYTES; sha256 hex of its bytes, "" if empty)."""
+    if os.path.getsize(path) <= READ_WHOLE_BYTES:
+        data = path.read_bytes()
+        return data, hashlib.sha256(data).hexdigest() if data else ""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return None, h.hexdigest()
 
 
 PROBE_SECONDS = 1.0  # excerpt encoded per file to estimate its FLAC size (about 5% extra work on a 20 s file)
@@ -178,6 +195,67 @@ def write_shard(task: dict) -> dict:
     return stats
 
 
+def _chunk_meta(task: dict, entry: dict, settings: ChunkSettings, key: str, i: int, num_chunks: int, offset: int,
+                length: int, total: int, stored: str, stored_channels: int) -> dict:
+    item: Item = entry["item"]
+    return {"key": key, "id": item.id, "source": item.source, "chunk": i, "num_chunks": num_chunks,
+            "sample_rate": settings.sample_rate, "channels": settings.channels,
+            **chunk_metadata(offset, length, total, settings.sample_rate),
+            "caption": draw_caption(item.metadata, caption_rng(task["seed"], key)),
+            "license": item.license, "license_text": item.license_text, "path": printable(entry["rel_path"]),
+            "metadata": item.metadata, "stored": stored, "stored_channels": stored_channels}
+
+
+def _write_streamed(task: dict, tar: tarfile.TarFile, stats: dict, entry: dict, int16: bool, mono: bool) -> None:
+    """A long file (data_prep.long_files) chunk by chunk in bounded memory: each kept chunk is encoded into a
+    spool file beside the shard; when the whole file has passed a whole decode's checks, its members go into the
+    tar in the order, names and bytes the whole-file path gives (the chunk count is in every chunk's JSON)."""
+    settings: ChunkSettings = task["chunk"]
+    item: Item = entry["item"]
+    sr = settings.sample_rate
+    try:
+        streamed = StreamedFile(item.path, settings, int16=int16, mono=mono)
+    except Exception as exc:  # noqa: BLE001 - as decode: libsndfile raises several types on garbage
+        stats["skipped"].append(skip_record(item, f"unreadable: {exc}".replace(str(item.path), Path(item.path).name),
+                                            "unreadable"))
+        return
+    bounds = chunk_bounds(streamed.total, round(settings.chunk_seconds * sr), round(settings.min_tail_seconds * sr))
+    spool = Path(task["path"]).with_name(f".{Path(task['path']).name}.tmp-{os.getpid()}.spool")
+    kept, dropped = [], []  # kept: (offset, length, member extension, spool offset, bytes)
+    try:
+        with open(spool, "w+b") as f:
+            for i, a, piece, level in streamed.chunks(bounds):
+                if level < settings.silence_dbfs:
+                    b = a + piece.shape[-1]
+                    dropped.append(f"chunk {i} ({a / sr:.1f}-{b / sr:.1f} s) silent: peak {level:.1f} dBFS")
+                    continue
+                member_ext, member = encode_member(to_channels(piece, settings.channels), settings)
+                kept.append((a, piece.shape[-1], member_ext, f.tell(), len(member)))
+                f.write(member)
+            streamed.check()  # truncated, unreadable or silent: skipped whole, nothing of it in the shard
+            if not kept:
+                raise SkipFile("no chunk passed: " + "; ".join(dropped), "silent")
+            stats["dropped_chunks"] += [{"source": item.source, "id": item.id, "reason": r} for r in dropped]
+            src = stats["per_source"][item.source]
+            stats["files"] += 1
+            src["files"] += 1
+            for i, (offset, length, member_ext, start, size) in enumerate(kept):
+                key = sample_key(item, i)
+                f.seek(start)
+                add_member(tar, f"{key}.{member_ext}", f.read(size))
+                meta = _chunk_meta(task, entry, settings, key, i, len(kept), offset, length, streamed.total,
+                                   settings.member_format, settings.channels)
+                add_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True, ensure_ascii=False).encode())
+                stats["chunks"] += 1
+                stats["samples"] += length
+                src["chunks"] += 1
+                src["samples"] += length
+    except SkipFile as exc:
+        stats["skipped"].append(skip_record(item, str(exc), exc.category))
+    finally:
+        spool.unlink(missing_ok=True)
+
+
 def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
     settings: ChunkSettings = task["chunk"]
     chunk_samples = round(settings.chunk_seconds * settings.sample_rate)
@@ -186,6 +264,9 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
         src_format = SourceFormat(**entry["format"])
         ext = copy_extension(src_format, settings)
         int16 = int16_source(src_format, settings)  # checked and cut as integers (the same samples, less CPU)
+        if streams_long(src_format.format, entry.get("seconds", 0.0)):  # bounded memory for any length
+            _write_streamed(task, tar, stats, entry, int16, mono=ext is not None)
+            continue
         try:
             audio = decode(item.path, settings, int16=int16, mono=ext is not None)  # a copy candidate stays mono
         except SkipFile as exc:
@@ -207,13 +288,9 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
         src["files"] += 1
         for i, (offset, piece) in enumerate(chunks):
             key = sample_key(item, i)
-            meta = {"key": key, "id": item.id, "source": item.source, "chunk": i, "num_chunks": len(chunks),
-                    "sample_rate": settings.sample_rate, "channels": settings.channels,
-                    **chunk_metadata(offset, piece.shape[-1], audio.shape[-1], settings.sample_rate),
-                    "caption": draw_caption(item.metadata, caption_rng(task["seed"], key)),
-                    "license": item.license, "license_text": item.license_text, "path": printable(entry["rel_path"]),
-                    "metadata": item.metadata, "stored": settings.member_format if copied is None else "copy",
-                    "stored_channels": settings.channels if copied is None else src_format.channels}
+            meta = _chunk_meta(task, entry, settings, key, i, len(chunks), offset, piece.shape[-1], audio.shape[-1],
+                               settings.member_format if copied is None else "copy",
+                               settings.channels if copied is None else src_format.channels)
             if copied is None:
                 member_ext, member = encode_member(to_channels(piece, settings.channels), settings)
                 add_member(tar, f"{key}.{member_ext}", member)
@@ -309,6 +386,7 @@ def _build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dic
             for n, group in enumerate(groups):
                 name = f"{s.prefix}{split}-{n:06d}.tar"
                 entries = [{"item": kept[i], "sha256": kept_headers[i]["sha256"], "format": kept_headers[i]["format"],
+                            "seconds": kept_headers[i]["seconds"],
                             "rel_path": kept[i].rel or _relative(kept[i].path, roots.get(kept[i].source))}
                            for i in group]
                 tasks.append({"path": str(out / name), "state": str(state_dir / f"{name}.json"), "split": split,
