@@ -21,7 +21,13 @@ import torch
 
 from lafa.audio import load_audio, resample
 from lafa.metrics.batched import Batching, embed_files, prefetch
-from lafa.metrics.caches import EmbeddingCache, load_reference_cache, save_reference_cache, sha256_file
+from lafa.metrics.caches import (
+    EmbeddingCache,
+    files_fingerprint,
+    load_reference_cache,
+    save_reference_cache,
+    sha256_file,
+)
 from lafa.metrics.clap import ClapScorer, clap_score, write_random_clap
 from lafa.metrics.folders import audio_files
 from lafa.metrics.frechet import frechet_distance, gaussian_stats
@@ -161,6 +167,7 @@ class _Reference:
                 f"reference is neither an audio folder nor a statistics file: {reference}"
             )
         self.files = audio_files(reference) if self.folder else None
+        self.fingerprint = files_fingerprint(self.files) if self.files is not None else None
         self.cache_path = Path(stats_cache) if stats_cache else None
         source = reference if self.folder is None else self.cache_path
         self.entries = load_reference_cache(source) if source is not None and source.is_file() else {}
@@ -175,14 +182,16 @@ class _Reference:
         if (
             entry is not None
             and entry["key"] == key
-            and (self.ids is None or entry["reference_ids"] == self.ids)
+            and (self.ids is None or (entry["reference_ids"] == self.ids
+                                      and entry.get("reference_files") == self.fingerprint))
         ):
             return entry["arrays"]
         if self.folder is None:
             have = "no entry" if entry is None else f"an entry made with {entry['key']}"
             raise ValueError(f"reference statistics file has {have} for {metric}; it needs {key}")
         arrays = compute(self.files)
-        self.entries[metric] = {"key": key, "reference_ids": self.ids, "arrays": arrays}
+        self.entries[metric] = {"key": key, "reference_ids": self.ids, "reference_files": self.fingerprint,
+                                "arrays": arrays}
         self.changed = True
         return arrays
 
