@@ -18,6 +18,7 @@ from jsonargparse import ArgumentParser
 
 from lafa.data.latent_shards import encode_corpus, encode_fingerprint, prepare_output
 from lafa.data.stream import expand_shards
+from lafa.errors import LafaUserError
 
 
 def main(argv: list[str]) -> int:
@@ -41,6 +42,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not Path(args.ckpt_path).is_file():
         raise SystemExit(f"lafa encode: checkpoint not found: {args.ckpt_path}")
+    for key, least in (("batch_size", 1), ("workers", 0)):
+        if getattr(args, key) < least:
+            raise LafaUserError(f"--{key} {getattr(args, key)}: must be an integer >= {least}")
     urls = expand_shards(args.shards)
     lock = prepare_output(args.out)  # an unwritable or busy --out is refused before the model loads
     try:
