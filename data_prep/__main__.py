@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -87,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as exc:  # a full disk, a read-only folder: the file and what is wrong, not a traceback
         what = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            what += "; choose a writable --out (and readable inputs)"
+        elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            what += "; free space and run the same command again (finished shards are kept)"
         print(f"data_prep: error: {' '.join(what.split())}", file=sys.stderr)
         return 2
     except ValueError as exc:  # a bad table or argument: one line naming it, not a traceback

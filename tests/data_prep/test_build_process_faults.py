@@ -180,6 +180,19 @@ def test_a_full_disk_names_the_shard_and_keeps_finished_ones(src, clean, tmp_pat
     assert left.read_text().split() == [".state", "train-000000.tar"]  # no temporary, no lock, no manifest
 
 
+@pytest.mark.skipif(shutil.which("unshare") is None
+                    or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0,
+                    reason="needs `unshare -rm` (a user namespace) to mount a read-only tmpfs")
+def test_a_read_only_out_is_one_line(src, tmp_path):
+    out = tmp_path / "ro"
+    out.mkdir()
+    mount = ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o ro,size=1m tmpfs "{out}" && exec "$0" "$@"']
+    res = _run(src, out, "--jobs", "1", prefix=mount)
+    assert res.returncode == 2
+    assert _one_line(res.stderr) == (f"data_prep: error: {out / '.lafa.lock'}: Read-only file system; choose a "
+                                     "writable --out (and readable inputs)")
+
+
 def test_a_missing_folder_is_one_line(tmp_path, capsys):
     assert data_prep_main(["build", "--out", str(tmp_path / "o"), "--folder", "/nonexistent"]) == 2
     err = capsys.readouterr().err
