@@ -27,6 +27,7 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
+import lafa
 from data_prep.items import Item, printable, skip_record
 from data_prep.long_files import StreamedFile, streams_long
 from data_prep.passthrough import SUBTYPE_BITS, SourceFormat, copy_extension, int16_source, stored_copy
@@ -40,7 +41,6 @@ from data_prep.process import (
     encode_member,
     split_chunks,
 )
-import lafa
 from lafa.audio import convert, sf_source, to_channels
 from lafa.children import die_with_parent
 from lafa.data.captions import caption_rng, draw_caption

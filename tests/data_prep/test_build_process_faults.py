@@ -97,7 +97,7 @@ def test_ctrl_c_says_what_was_kept_and_the_rerun_resumes(src, clean, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     line = _one_line(stderr)
     assert proc.returncode == 130
-    assert line.startswith(f"data_prep: interrupted: ") and f"shards in {out} are finished and kept" in line
+    assert line.startswith("data_prep: interrupted: ") and f"shards in {out} are finished and kept" in line
     assert "run the same command again to resume" in line and "KeyboardInterrupt" not in stderr
     kept = int(line.split("interrupted: ")[1].split()[0])
     assert kept == sum((out / p.stem).is_file() for p in (out / ".state").glob("*.json")) >= 2
