@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
 from data_prep.demo import write_demo_sources
 from data_prep.licenses import LICENSE_CLASSES, check_license_names
 from data_prep.process import ChunkSettings
-from data_prep.shards import BuildSettings, build
+from data_prep.shards import BuildInterrupted, BuildSettings, build
 from data_prep.sources import (
     ALLOWED_LICENSES,
     dedup_ids,
@@ -32,6 +33,8 @@ def _common(p: argparse.ArgumentParser, chunk: float, shard: str, estimate: str)
     p.add_argument("--out", type=Path, required=True, help="output folder for shards and manifest.json")
     p.add_argument("--chunk_seconds", type=float, default=chunk, help="chunk length (Sec. 5.1: 30 s)")
     p.add_argument("--min_tail_seconds", type=float, default=1.0, help="drop shorter last chunks of long files")
+    p.add_argument("--min_clip_seconds", type=float, default=0.1,
+                   help="files shorter than this are skipped ('too short'; a 1-sample WAV is no clip)")
     p.add_argument("--silence_dbfs", type=float, default=-60.0, help="peak level below which audio is silent")
     p.add_argument("--flac_subtype", default="PCM_16", choices=["PCM_16", "PCM_24"])
     p.add_argument("--flac_level", type=int, choices=range(9), default=4, metavar="0-8",
@@ -78,10 +81,37 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        _check_inputs(args)
         return _run(args)
-    except (ValueError, OSError) as exc:  # a bad table or argument: one line naming it, not a traceback
-        print(f"data_prep: error: {exc}", file=sys.stderr)
+    except BuildInterrupted as exc:  # Ctrl-C: what was kept and how to resume, no KeyboardInterrupt traceback
+        print(f"data_prep: {exc}", file=sys.stderr)
+        return 130
+    except OSError as exc:  # a full disk, a read-only folder: the file and what is wrong, not a traceback
+        what = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            what += "; choose a writable --out (and readable inputs)"
+        elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            what += "; free space and run the same command again (finished shards are kept)"
+        print(f"data_prep: error: {' '.join(what.split())}", file=sys.stderr)
         return 2
+    except ValueError as exc:  # a bad table or argument: one line naming it, not a traceback
+        print(f"data_prep: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+
+
+INPUT_OPTIONS = {"folder": "folder", "fsd_audio": "folder", "fma_audio": "folder", "fsd_tables": "file",
+                 "fma_tracks": "file", "fma_genres": "file", "allow_ids": "file"}
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Every input path the command line names exists, before any scan or write (one line naming the first)."""
+    for option, kind in INPUT_OPTIONS.items():
+        value = getattr(args, option, None)
+        for path in value if isinstance(value, list) else [value] if value is not None else []:
+            ok = path.is_dir() if kind == "folder" else path.is_file()
+            if not ok:
+                what = "does not exist" if not path.exists() else f"is not a {kind}"
+                raise ValueError(f"--{option} {path}: that {kind} {what}; check the path")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -115,7 +145,7 @@ def _run(args: argparse.Namespace) -> int:
     chunk = ChunkSettings(chunk_seconds=args.chunk_seconds, min_tail_seconds=args.min_tail_seconds,
                           silence_dbfs=args.silence_dbfs, flac_subtype=args.flac_subtype,
                           flac_level=args.flac_level, copy_sources=args.copy_sources,
-                          member_format=args.member_format)
+                          member_format=args.member_format, min_clip_seconds=args.min_clip_seconds)
     settings = BuildSettings(out=out, chunk=chunk, shard_bytes=args.shard_size, val_fraction=args.val_fraction,
                              test_fraction=args.test_fraction, seed=args.seed, jobs=args.jobs, prefix=args.prefix,
                              size_estimate=args.size_estimate)

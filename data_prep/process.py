@@ -41,6 +41,9 @@ class ChunkSettings:
     # "flac" (lossless, ~0.6x the PCM bytes on music) or "wav" (PCM at flac_subtype's depth: ~1.6x FLAC's bytes;
     # no encoding CPU, ~1/3 of FLAC's decoding CPU per training crop; docs/data.md, "Member format")
     member_format: str = "flac"
+    # a file shorter than this is skipped ("too short"): a 1-sample WAV is no training clip, and a clip shorter than
+    # an autoencoder's downsampling (2048 samples = 46 ms for Stable Audio's VAE) has no latent frame
+    min_clip_seconds: float = 0.1
 
     def __post_init__(self):
         if self.member_format not in MEMBER_FORMATS:

@@ -2,16 +2,20 @@
 
 The run is split into shards planned up front from file headers (no decoding), so each shard is an
 independent, deterministic unit of work: written under a temporary name and renamed when complete,
-skipped on a re-run when its final file and its state record (same plan fingerprint) exist.
+skipped on a re-run when its final file and its state record (same plan fingerprint, lafa version included;
+the file's size as written) exist. One build per output folder (lafa.output_lock); worker
+processes die with the build; Ctrl-C stops with what was kept; a full disk names the shard.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
 import re
+import signal
 import tarfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -23,11 +27,14 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
+import lafa
 from data_prep.items import Item, printable, skip_record
+from data_prep.long_files import StreamedFile, streams_long
 from data_prep.passthrough import SUBTYPE_BITS, SourceFormat, copy_extension, int16_source, stored_copy
 from data_prep.process import (
     ChunkSettings,
     SkipFile,
+    chunk_bounds,
     chunk_metadata,
     decode,
     encode_flac,
@@ -35,10 +42,22 @@ from data_prep.process import (
     split_chunks,
 )
 from lafa.audio import convert, sf_source, to_channels
+from lafa.children import die_with_parent
 from lafa.data.captions import caption_rng, draw_caption
 from lafa.data.tario import add_member, atomic_tar, remove_stale_temporaries
+from lafa.errors import LafaUserError
+from lafa.output_lock import output_lock
 
 SPLITS = ("train", "val", "test")
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class ShardWriteError(LafaUserError):
+    """A shard that could not be written (a full disk): the message names it."""
+
+
+class BuildInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a build: the message says what was kept and how to resume."""
 FLAC_RATIO = 0.6  # planning estimate of FLAC size / 16-bit PCM size
 
 
@@ -69,10 +88,10 @@ def file_header(item: Item, chunk: ChunkSettings | None = None) -> dict:
     """Duration, a content hash (sha256 of the file bytes), the format libsndfile reports and the estimated size
     of the file's shard members (with `chunk`), or the reason the file cannot be used."""
     try:
-        data = Path(item.path).read_bytes()
+        data, digest = _read_or_hash(Path(item.path))
     except OSError as exc:
         return {"error": f"unreadable: {exc}", "category": "unreadable"}
-    if not data:
+    if not digest:
         return {"error": "empty file (0 bytes)", "category": "empty"}
     try:
         info = sf.info(sf_source(item.path))  # bytes: names that are not UTF-8 open too
@@ -80,11 +99,26 @@ def file_header(item: Item, chunk: ChunkSettings | None = None) -> dict:
         return {"error": f"unreadable: {exc}".replace(str(item.path), Path(item.path).name), "category": "unreadable"}
     if info.frames <= 0:
         return {"error": "no samples", "category": "empty"}
-    head = {"seconds": info.frames / info.samplerate, "sha256": hashlib.sha256(data).hexdigest(),
+    head = {"seconds": info.frames / info.samplerate, "sha256": digest,
             "format": asdict(SourceFormat.of(info))}
     if chunk is not None:
         head["est_bytes"] = estimate_bytes(item.path, info, chunk, data)
     return head
+
+
+READ_WHOLE_BYTES = 64 * 2**20  # larger files are hashed in blocks (bounded memory); none of them is one copied chunk
+
+
+def _read_or_hash(path: Path) -> tuple[bytes | None, str]:
+    """(the file's bytes, or None when it is larger than READ_WHOLE_BYTES; sha256 hex of its bytes, "" if empty)."""
+    if os.path.getsize(path) <= READ_WHOLE_BYTES:
+        data = path.read_bytes()
+        return data, hashlib.sha256(data).hexdigest() if data else ""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return None, h.hexdigest()
 
 
 PROBE_SECONDS = 1.0  # excerpt encoded per file to estimate its FLAC size (about 5% extra work on a 20 s file)
@@ -144,14 +178,82 @@ def write_shard(task: dict) -> dict:
     stats: dict = {"fingerprint": task["fingerprint"], "chunks": 0, "samples": 0, "files": 0, "skipped": [],
                    "dropped_chunks": [], "per_source": defaultdict(lambda: {"files": 0, "chunks": 0, "samples": 0}),
                    "copied": defaultdict(int)}  # chunks stored as the source's bytes, per format
-    with atomic_tar(task["path"]) as tar:  # a shard appears complete or not at all
-        tar.copybufsize = 1 << 20  # tarfile copies members in 16 KiB pieces by default
-        _write_members(task, tar, stats)
-    stats["per_source"], stats["copied"] = dict(stats["per_source"]), dict(stats["copied"])
     state = Path(task["state"])
-    state.with_suffix(".tmp").write_text(json.dumps(stats, sort_keys=True, indent=1))
-    os.replace(state.with_suffix(".tmp"), state)
+    try:
+        with atomic_tar(task["path"]) as tar:  # a shard appears complete or not at all
+            tar.copybufsize = 1 << 20  # tarfile copies members in 16 KiB pieces by default
+            _write_members(task, tar, stats)
+        stats["per_source"], stats["copied"] = dict(stats["per_source"]), dict(stats["copied"])
+        stats["bytes"] = os.path.getsize(task["path"])  # a re-run trusts a shard of this size only
+        state.with_suffix(".tmp").write_text(json.dumps(stats, sort_keys=True, indent=1))
+        os.replace(state.with_suffix(".tmp"), state)
+    except OSError as exc:
+        if exc.errno not in NO_SPACE:
+            raise
+        state.with_suffix(".tmp").unlink(missing_ok=True)
+        raise ShardWriteError(f"{task['path']}: no space left on the device while writing this shard") from None
     return stats
+
+
+def _chunk_meta(task: dict, entry: dict, settings: ChunkSettings, key: str, i: int, num_chunks: int, offset: int,
+                length: int, total: int, stored: str, stored_channels: int) -> dict:
+    item: Item = entry["item"]
+    return {"key": key, "id": item.id, "source": item.source, "chunk": i, "num_chunks": num_chunks,
+            "sample_rate": settings.sample_rate, "channels": settings.channels,
+            **chunk_metadata(offset, length, total, settings.sample_rate),
+            "caption": draw_caption(item.metadata, caption_rng(task["seed"], key)),
+            "license": item.license, "license_text": item.license_text, "path": printable(entry["rel_path"]),
+            "metadata": item.metadata, "stored": stored, "stored_channels": stored_channels}
+
+
+def _write_streamed(task: dict, tar: tarfile.TarFile, stats: dict, entry: dict, int16: bool, mono: bool) -> None:
+    """A long file (data_prep.long_files) chunk by chunk in bounded memory: each kept chunk is encoded into a
+    spool file beside the shard; when the whole file has passed a whole decode's checks, its members go into the
+    tar in the order, names and bytes the whole-file path gives (the chunk count is in every chunk's JSON)."""
+    settings: ChunkSettings = task["chunk"]
+    item: Item = entry["item"]
+    sr = settings.sample_rate
+    try:
+        streamed = StreamedFile(item.path, settings, int16=int16, mono=mono)
+    except Exception as exc:  # noqa: BLE001 - as decode: libsndfile raises several types on garbage
+        stats["skipped"].append(skip_record(item, f"unreadable: {exc}".replace(str(item.path), Path(item.path).name),
+                                            "unreadable"))
+        return
+    bounds = chunk_bounds(streamed.total, round(settings.chunk_seconds * sr), round(settings.min_tail_seconds * sr))
+    spool = Path(task["path"]).with_name(f".{Path(task['path']).name}.tmp-{os.getpid()}.spool")
+    kept, dropped = [], []  # kept: (offset, length, member extension, spool offset, bytes)
+    try:
+        with open(spool, "w+b") as f:
+            for i, a, piece, level in streamed.chunks(bounds):
+                if level < settings.silence_dbfs:
+                    b = a + piece.shape[-1]
+                    dropped.append(f"chunk {i} ({a / sr:.1f}-{b / sr:.1f} s) silent: peak {level:.1f} dBFS")
+                    continue
+                member_ext, member = encode_member(to_channels(piece, settings.channels), settings)
+                kept.append((a, piece.shape[-1], member_ext, f.tell(), len(member)))
+                f.write(member)
+            streamed.check()  # truncated, unreadable or silent: skipped whole, nothing of it in the shard
+            if not kept:
+                raise SkipFile("no chunk passed: " + "; ".join(dropped), "silent")
+            stats["dropped_chunks"] += [{"source": item.source, "id": item.id, "reason": r} for r in dropped]
+            src = stats["per_source"][item.source]
+            stats["files"] += 1
+            src["files"] += 1
+            for i, (offset, length, member_ext, start, size) in enumerate(kept):
+                key = sample_key(item, i)
+                f.seek(start)
+                add_member(tar, f"{key}.{member_ext}", f.read(size))
+                meta = _chunk_meta(task, entry, settings, key, i, len(kept), offset, length, streamed.total,
+                                   settings.member_format, settings.channels)
+                add_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True, ensure_ascii=False).encode())
+                stats["chunks"] += 1
+                stats["samples"] += length
+                src["chunks"] += 1
+                src["samples"] += length
+    except SkipFile as exc:
+        stats["skipped"].append(skip_record(item, str(exc), exc.category))
+    finally:
+        spool.unlink(missing_ok=True)
 
 
 def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
@@ -162,6 +264,9 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
         src_format = SourceFormat(**entry["format"])
         ext = copy_extension(src_format, settings)
         int16 = int16_source(src_format, settings)  # checked and cut as integers (the same samples, less CPU)
+        if streams_long(src_format.format, entry.get("seconds", 0.0)):  # bounded memory for any length
+            _write_streamed(task, tar, stats, entry, int16, mono=ext is not None)
+            continue
         try:
             audio = decode(item.path, settings, int16=int16, mono=ext is not None)  # a copy candidate stays mono
         except SkipFile as exc:
@@ -183,13 +288,9 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
         src["files"] += 1
         for i, (offset, piece) in enumerate(chunks):
             key = sample_key(item, i)
-            meta = {"key": key, "id": item.id, "source": item.source, "chunk": i, "num_chunks": len(chunks),
-                    "sample_rate": settings.sample_rate, "channels": settings.channels,
-                    **chunk_metadata(offset, piece.shape[-1], audio.shape[-1], settings.sample_rate),
-                    "caption": draw_caption(item.metadata, caption_rng(task["seed"], key)),
-                    "license": item.license, "license_text": item.license_text, "path": printable(entry["rel_path"]),
-                    "metadata": item.metadata, "stored": settings.member_format if copied is None else "copy",
-                    "stored_channels": settings.channels if copied is None else src_format.channels}
+            meta = _chunk_meta(task, entry, settings, key, i, len(chunks), offset, piece.shape[-1], audio.shape[-1],
+                               settings.member_format if copied is None else "copy",
+                               settings.channels if copied is None else src_format.channels)
             if copied is None:
                 member_ext, member = encode_member(to_channels(piece, settings.channels), settings)
                 add_member(tar, f"{key}.{member_ext}", member)
@@ -225,19 +326,34 @@ def plan_shards(items: list[Item], headers: list[dict], s: BuildSettings) -> dic
 
 
 def _fingerprint(entries: list[dict], s: BuildSettings) -> str:
-    h = hashlib.sha256(json.dumps([asdict(s.chunk), s.seed], sort_keys=True).encode())
+    """What a shard's bytes follow from: its inputs (content hashes, metadata, licence), the chunk settings, the
+    caption seed and lafa's version (another version may encode differently)."""
+    h = hashlib.sha256(json.dumps([asdict(s.chunk), s.seed, lafa.__version__], sort_keys=True).encode())
     for e in entries:
         h.update(f"{e['item'].source}:{e['item'].id}:{e['sha256']}:{json.dumps(e['item'].metadata, sort_keys=True)}"
                  f":{e['item'].license}".encode())
     return h.hexdigest()
 
 
+def _worker_init(parent_pid: int) -> None:
+    die_with_parent(parent_pid)  # a killed build leaves no worker running
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no traceback per worker
+
+
 def _pool(jobs: int):
-    return get_context("fork").Pool(jobs) if jobs > 1 else None
+    return get_context("fork").Pool(jobs, initializer=_worker_init, initargs=(os.getpid(),)) if jobs > 1 else None
 
 
 def build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict[str, Path]) -> dict:
-    """Headers and content dedup, shard plan, parallel shard writing (resuming), manifest. Returns it."""
+    """Headers and content dedup, shard plan, parallel shard writing (resuming), manifest. Returns it.
+    Holds the output folder's lock (lafa.output_lock) for the whole build."""
+    out = Path(s.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with output_lock(out, "data_prep"):
+        return _build(items, s, rejected, roots)
+
+
+def _build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict[str, Path]) -> dict:
     out = Path(s.out)
     state_dir = out / ".state"
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -256,6 +372,9 @@ def build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict
         for item, head in zip(items, headers, strict=True):
             if "error" in head:
                 skipped.append(skip_record(item, head["error"], head["category"]))
+            elif head["seconds"] < s.chunk.min_clip_seconds:
+                skipped.append(skip_record(item, f"too short: {head['seconds']:.4g} s, less than the "
+                                           f"{s.chunk.min_clip_seconds:g} s minimum clip", "too short"))
             elif head["sha256"] in seen:
                 skipped.append(skip_record(item, f"duplicate content of {seen[head['sha256']]}", "duplicate content"))
             else:
@@ -267,15 +386,42 @@ def build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict
             for n, group in enumerate(groups):
                 name = f"{s.prefix}{split}-{n:06d}.tar"
                 entries = [{"item": kept[i], "sha256": kept_headers[i]["sha256"], "format": kept_headers[i]["format"],
+                            "seconds": kept_headers[i]["seconds"],
                             "rel_path": kept[i].rel or _relative(kept[i].path, roots.get(kept[i].source))}
                            for i in group]
                 tasks.append({"path": str(out / name), "state": str(state_dir / f"{name}.json"), "split": split,
                               "items": entries, "chunk": s.chunk, "seed": s.seed,
                               "fingerprint": _fingerprint(entries, s)})
         todo = [t for t in tasks if not _finished(t)]
-        for stats in tqdm((pool.imap_unordered if pool else map)(write_shard, todo), total=len(todo),
-                          desc="shards", disable=None):
-            del stats
+        finished = len(tasks) - len(todo)
+        try:
+            for stats in tqdm((pool.imap_unordered if pool else map)(write_shard, todo), total=len(todo),
+                              desc="shards", disable=None):
+                finished += 1
+                del stats
+        except ShardWriteError as exc:
+            raise ShardWriteError(f"{exc}; {finished} of {len(tasks)} shards are finished and kept (no partial "
+                                  f"shard); free space and run the same command again to write the rest") from None
+        except KeyboardInterrupt:
+            if pool:
+                pool.terminate()
+                pool.join()
+                pool = None
+            remove_stale_temporaries(out)  # the terminated workers' unfinished shards (we hold the folder's lock)
+            finished = sum(_finished(t) for t in tasks)  # some finished after their result was last received
+            raise BuildInterrupted(
+                f"interrupted: {finished} of {len(tasks)} shards in {out} are finished and kept (shards being "
+                f"written were discarded, no manifest.json written yet); run the same command again to resume: "
+                f"finished shards are not written again") from None
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, BuildInterrupted):  # raised above, while shards were written
+            raise
+        if pool:
+            pool.terminate()
+            pool.join()
+            pool = None
+        raise BuildInterrupted(f"interrupted while scanning the inputs: nothing was written to {out}; run the same "
+                               f"command again to start over") from None
     finally:
         if pool:
             pool.close()
@@ -286,7 +432,14 @@ def build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict
     for note in manifest["notes"]:
         del note["reason"], note["category"]
     tmp = out / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    try:
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno not in NO_SPACE:
+            raise
+        raise ShardWriteError(f"{out / 'manifest.json'}: no space left on the device; every shard is finished and "
+                              f"kept: free space and run the same command again to write the manifest") from None
     os.replace(tmp, out / "manifest.json")
     return manifest
 
@@ -323,9 +476,13 @@ def _finished(task: dict) -> bool:
     if not (Path(task["path"]).is_file() and state.is_file()):
         return False
     try:
-        return json.loads(state.read_text()).get("fingerprint") == task["fingerprint"]
-    except json.JSONDecodeError:
+        record = json.loads(state.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return False
+    if record.get("fingerprint") != task["fingerprint"]:
+        return False
+    # a shard cut or replaced since it was written is not trusted (size only: a copied folder keeps its shards)
+    return record.get("bytes", os.path.getsize(task["path"])) == os.path.getsize(task["path"])
 
 
 def _manifest(tasks: list[dict], skipped: list[dict], s: BuildSettings, listed: int) -> dict:

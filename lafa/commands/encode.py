@@ -4,7 +4,9 @@ shards into latent shards (.npy + JSON, same shard names) with any autoencoder, 
 A throughput job: `--workers` processes decode audio ahead of the encoder, equal-length clips are encoded
 `--batch_size` at a time through the VAE's inference path (folded weight norm, fused SnakeBeta, chunked long
 clips; `--vae_dtype bfloat16` where the device has native bf16). Progress shows audio seconds and audio-hours/s;
-the end reports audio-hours per CPU-hour. Re-running skips finished shards."""
+the end reports audio-hours per CPU-hour. Re-running skips finished shards after checking that the same autoencoder
+weights and settings made them (their fingerprint); a folder another encode wrote is refused (`--overwrite`
+re-encodes). One `lafa encode` per --out at a time (a lock); its decode workers die with it."""
 
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from pathlib import Path
 import torch
 from jsonargparse import ArgumentParser
 
-from lafa.data.latent_shards import encode_corpus
+from lafa.data.latent_shards import encode_corpus, encode_fingerprint, prepare_output
 from lafa.data.stream import expand_shards
+from lafa.errors import LafaUserError
 
 
 def main(argv: list[str]) -> int:
@@ -30,7 +33,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--dtype", type=str, default="float32", choices=["float32", "float16"],
                         help="storage type of the latents")
     parser.add_argument("--latent_dim", type=int, default=64, help="latent channels of official SAO weights")
-    parser.add_argument("--overwrite", type=bool, default=False, help="re-encode shards already in --out")
+    parser.add_argument("--overwrite", type=bool, default=False,
+                        help="re-encode shards already in --out, also those another autoencoder or settings made")
     parser.add_argument("--workers", type=int, default=max(0, min(4, (os.cpu_count() or 1) - 1)),
                         help="audio decode processes (0: decode in the encoding process)")
     parser.add_argument("--vae_dtype", type=str, default="float32", choices=["float32", "bfloat16"],
@@ -38,9 +42,22 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not Path(args.ckpt_path).is_file():
         raise SystemExit(f"lafa encode: checkpoint not found: {args.ckpt_path}")
+    for key, least in (("batch_size", 1), ("workers", 0)):
+        if getattr(args, key) < least:
+            raise LafaUserError(f"--{key} {getattr(args, key)}: must be an integer >= {least}")
+    urls = expand_shards(args.shards)
+    lock = prepare_output(args.out)  # an unwritable or busy --out is refused before the model loads
+    try:
+        return _encode(args, urls)
+    finally:
+        lock.release()
+
+
+def _encode(args, urls: list[str]) -> int:
     from lafa.stages.loading import load_autoencoder
 
     autoencoder = load_autoencoder(args.ckpt_path, latent_dim=args.latent_dim)
+    made = encode_fingerprint(autoencoder, args.dtype, args.vae_dtype)  # the weights as stored, before folding
     if isinstance(autoencoder, torch.nn.Module):
         autoencoder = autoencoder.to(args.device).eval()
     engine = getattr(autoencoder, "engine", None)  # the VAE's InferenceVAE
@@ -51,8 +68,12 @@ def main(argv: list[str]) -> int:
             engine.configure(dtype=torch.bfloat16)
         except ValueError as e:
             raise SystemExit(f"lafa encode: {e}") from e
-    stats = encode_corpus(autoencoder, expand_shards(args.shards), args.out, args.batch_size, args.device,
-                          args.dtype, source=Path(args.ckpt_path).name, overwrite=args.overwrite, workers=args.workers)
+    stats = encode_corpus(autoencoder, urls, args.out, args.batch_size, args.device, args.dtype,
+                          source=Path(args.ckpt_path).name, overwrite=args.overwrite, workers=args.workers, made=made,
+                          locked=True)
     print(stats.summary())
+    if stats.moved:
+        print(f"moved {len(stats.moved)} shards of another encode to {Path(args.out) / '.stale'}")
+    print(f"fingerprint {made['fingerprint']} (autoencoder weights sha256 {made['made_by']['autoencoder_weights'][:16]})")
     print(f"wrote {len(stats.outputs)} latent shards to {args.out}")
     return 0

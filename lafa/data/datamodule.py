@@ -287,3 +287,23 @@ class LatentDataModule(_ShardDataModule):
                          pin_memory, persistent_workers, strict)
 
         self.decoder = LatentDecoder(latent_size, seed, fresh_captions)
+        self.latent_fingerprints: dict[str, str] = {}  # split -> the encode fingerprint its shards carry
+
+    def _counts(self, urls: list[str]) -> list[int] | None:
+        """A corpus mixing latents of several encodes (other autoencoder weights or settings) is refused, within a
+        split and across splits (lafa.data.latent_shards.check_latent_corpus), before anything is read."""
+        from lafa.data.latent_shards import EncodeFolderError, check_latent_corpus
+
+        key = tuple(urls)
+        if key not in self._scans:
+            split = next((k for k, v in self.specs.items() if v is not None and tuple(expand_shards(v)) == key), "?")
+            fp = check_latent_corpus(urls, f"{split}_shards")
+            others = {k: v for k, v in self.latent_fingerprints.items() if v != fp and k != split}
+            if fp is not None and others:
+                k, v = next(iter(others.items()))
+                raise EncodeFolderError(f"{split}_shards: encoded with fingerprint {fp}, {k}_shards with {v}: the splits "
+                                        f"come from different autoencoders or settings; encode both with one "
+                                        f"autoencoder (`lafa encode ... --overwrite`)")
+            if fp is not None:
+                self.latent_fingerprints[split] = fp
+        return super()._counts(urls)

@@ -4,6 +4,14 @@ Each audio chunk is encoded whole (zero padded to a multiple of the downsampling
 LatentDataModule can crop any window; `latent_frames` = ceil(num_samples / ratio) frames cover real audio.
 One output shard per input shard, same name, written atomically; finished shards are skipped on a re-run.
 
+Every output is keyed by what made it: the fingerprint (lafa.fingerprint) of the autoencoder's weights (hashed
+from its tensors, not its file name), the storage and inference settings and lafa's version. It is the first
+member of every latent shard (`__lafa_fingerprint__`, which lafa's and WebDataset's readers skip), a field of
+every sample's JSON (`autoencoder_fingerprint`) and the folder's record (`lafa-encode.json`). A re-run checks it
+before skipping anything and refuses a folder written by something else (`EncodeFolderError`: one line naming
+both fingerprints and the fix); `LatentDataModule` refuses a corpus that mixes fingerprints
+(`check_latent_corpus`). One writer per folder (lafa.output_lock); decode workers die with their parent.
+
 Throughput: audio decoding (soundfile + resampling) runs in `workers` processes, a bounded number of samples
 ahead of the encoder; equal-length clips are encoded `batch_size` at a time. `encode_corpus` reports audio
 seconds, wall and CPU time (this process and the decode workers) and audio-hours per CPU-hour.
@@ -11,10 +19,13 @@ seconds, wall and CPU time (this process and the decode workers) and audio-hours
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import multiprocessing
+import os
 import resource
+import tarfile
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -29,8 +40,64 @@ from tqdm import tqdm
 from webdataset.tariterators import tarfile_samples
 
 from lafa.audio import convert
+from lafa.children import die_with_parent
 from lafa.data.datamodule import AUDIO_KEYS, clip_lossy
 from lafa.data.tario import add_member, atomic_tar, remove_stale_temporaries
+from lafa.errors import LafaUserError
+from lafa.fingerprint import fingerprint, weights_digest
+from lafa.output_lock import acquire, output_lock
+
+FINGERPRINT_MEMBER = "__lafa_fingerprint__"  # first member of a latent shard; names starting "__" are not samples
+RECORD_NAME = "lafa-encode.json"  # the output folder's record: fingerprint, what made it, inputs
+STALE = ".stale"  # shards of another encode moved aside by --overwrite
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class EncodeFolderError(LafaUserError):
+    """An output folder (or shard) written by another encode, or one lafa encode cannot write to."""
+
+
+def encode_fingerprint(autoencoder: Any, dtype: str = "float32", vae_dtype: str = "float32") -> dict:
+    """What decides a latent shard's bytes: {"fingerprint": 16 hex digits, "made_by": the record it hashes}.
+    Call it on the autoencoder as loaded (before `.to(device)` or inference folding: the weights as stored)."""
+    made_by = {"kind": "lafa encode", "autoencoder_weights": weights_digest(autoencoder),
+               "autoencoder_class": type(autoencoder).__name__,
+               "sample_rate": int(autoencoder.sample_rate), "io_channels": int(autoencoder.io_channels),
+               "downsampling_ratio": int(autoencoder.downsampling_ratio), "dtype": dtype, "vae_dtype": vae_dtype}
+    return {"fingerprint": fingerprint(made_by), "made_by": made_by}
+
+
+def shard_fingerprint(path: str | Path) -> dict | None:
+    """The fingerprint member of a latent shard (its first member: one header read), or None when it has none
+    (written before fingerprints, or not a latent shard) or cannot be read."""
+    try:
+        with tarfile.open(path, "r:") as tar:
+            first = tar.next()
+            if first is None or first.name != FINGERPRINT_MEMBER:
+                return None
+            return json.loads(tar.extractfile(first).read())
+    except (tarfile.TarError, OSError, EOFError, ValueError):
+        return None
+
+
+def check_latent_corpus(urls: list[str], what: str = "latent shards") -> str | None:
+    """The one fingerprint of a set of local latent shards (None: none carries one, e.g. written before
+    fingerprints, or remote), or EncodeFolderError naming the fingerprints when they mix. `pipe:` shards are
+    not opened."""
+    groups: dict[str, list[str]] = {}
+    for url in urls:
+        if url.startswith("pipe:") or "://" in url or not Path(url).is_file():
+            continue
+        info = shard_fingerprint(url)
+        groups.setdefault(info["fingerprint"] if info else "none", []).append(url)
+    if len(groups) <= 1:
+        fp = next(iter(groups), None)
+        return None if fp in (None, "none") else fp
+    parts = ", ".join(f"{'no fingerprint (encoded before lafa recorded one)' if fp == 'none' else fp} "
+                      f"({len(u)} shards, e.g. {u[0]})" for fp, u in sorted(groups.items()))
+    raise EncodeFolderError(f"{what} mix latents of {len(groups)} different encodes: {parts}; a model trained on "
+                            f"them would learn several latent spaces: re-encode them all with one autoencoder "
+                            f"(`lafa encode ... --overwrite`) or point to one encode's shards")
 
 
 def _audio(sample: dict, sample_rate: int, channels: int) -> torch.Tensor:
@@ -45,7 +112,9 @@ def _audio(sample: dict, sample_rate: int, channels: int) -> torch.Tensor:
     return convert(torch.from_numpy(np.ascontiguousarray(data.T)), sr, sample_rate, channels)
 
 
-def _decode_worker_init() -> None:
+def _decode_worker_init(parent_pid: int | None = None) -> None:
+    if parent_pid is not None:
+        die_with_parent(parent_pid)  # a killed `lafa encode` leaves no decode worker running
     torch.set_num_threads(1)  # one core per decode worker; the encoder keeps the main process's threads
 
 
@@ -91,6 +160,7 @@ class EncodeStats:
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     cpu_seconds: float = 0.0
+    moved: list[str] = field(default_factory=list)  # another encode's shards moved to out/.stale (--overwrite)
 
     @property
     def audio_hours_per_cpu_hour(self) -> float:
@@ -109,8 +179,10 @@ class EncodeStats:
 
 def encode_shard(autoencoder: Any, url: str, out_path: str | Path, batch_size: int = 8,
                  device: str | torch.device = "cpu", dtype: str = "float32", source: str = "", pool=None,
-                 ahead: int = 16, progress: _Progress | None = None) -> tuple[int, float]:
-    """Encode one audio shard into one latent shard; returns (samples written, audio seconds)."""
+                 ahead: int = 16, progress: _Progress | None = None,
+                 stamp: dict | None = None) -> tuple[int, float]:
+    """Encode one audio shard into one latent shard; returns (samples written, audio seconds). `stamp` (the
+    shard's fingerprint record: encode_fingerprint + its input) is written as the first member."""
     ratio = int(autoencoder.downsampling_ratio)
     sr, channels = int(autoencoder.sample_rate), int(autoencoder.io_channels)
     device = torch.device(device)
@@ -124,6 +196,8 @@ def encode_shard(autoencoder: Any, url: str, out_path: str | Path, batch_size: i
             meta = json.loads(sample["json"])
             meta.update(latent_frames=-(-length // ratio), latent_dim=int(z.shape[0]), downsampling_ratio=ratio,
                         latent_rate=sr / ratio, sample_rate=sr, autoencoder=source)
+            if stamp is not None:
+                meta["autoencoder_fingerprint"] = stamp["fingerprint"]
             buf = io.BytesIO()
             np.save(buf, z.astype(dtype))
             add_member(tar, f"{sample['__key__']}.npy", buf.getvalue())
@@ -136,6 +210,8 @@ def encode_shard(autoencoder: Any, url: str, out_path: str | Path, batch_size: i
 
     samples = (s for s in tarfile_samples([{"url": url}]))
     with atomic_tar(out_path) as tar:
+        if stamp is not None:
+            add_member(tar, FINGERPRINT_MEMBER, json.dumps(stamp, sort_keys=True).encode())
         for sample, audio in _decoded(samples, sr, channels, pool, ahead):  # audio (C, S)
             length = audio.shape[-1]
             padded = -(-length // ratio) * ratio
@@ -169,32 +245,144 @@ def _out_name(url: str) -> str:
     return name if name.endswith(".tar") else f"{name}.tar"
 
 
+def _input_bytes(url: str) -> int | None:
+    return None if url.startswith("pipe:") or "://" in url else (os.path.getsize(url) if os.path.isfile(url) else None)
+
+
+def _refuse(out_dir: Path, found: str, where: str, fp: str) -> EncodeFolderError:
+    return EncodeFolderError(
+        f"{where}: written by another encode (fingerprint {found}), this encode's fingerprint is {fp} (other "
+        f"autoencoder weights, settings or lafa version); re-encode with --overwrite (shards of the other encode "
+        f"are moved to {out_dir / STALE}) or write to another --out")
+
+
+def check_output_folder(out_dir: Path, made: dict, urls: list[str], overwrite: bool) -> list[str]:
+    """Before anything is skipped or written: refuse (EncodeFolderError) a folder whose record or finished
+    shards another encode made, or whose finished shard came from another input; with overwrite, move shards
+    of another encode that this run does not rewrite to out/.stale/ and return their names."""
+    fp = made["fingerprint"]
+    record_path = out_dir / RECORD_NAME
+    if record_path.is_file() and not overwrite:
+        try:
+            found = json.loads(record_path.read_text()).get("fingerprint", "unreadable")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            found = "unreadable"
+        if found != fp:
+            raise _refuse(out_dir, found, str(record_path), fp)
+    outputs = {_out_name(u): u for u in urls}
+    moved = []
+    for shard in sorted(out_dir.glob("*.tar")):
+        info = shard_fingerprint(shard)
+        found = info["fingerprint"] if info else "none: written before lafa recorded fingerprints"
+        if found == fp:
+            url = outputs.get(shard.name)
+            if url is not None and not overwrite and info.get("input_bytes") not in (None, _input_bytes(url)):
+                raise EncodeFolderError(
+                    f"{shard}: encoded from another {info.get('input')} ({info.get('input_bytes')} bytes; {url} now "
+                    f"has {_input_bytes(url)}); re-encode with --overwrite or write to another --out")
+            continue
+        if not overwrite:
+            raise _refuse(out_dir, found, str(shard), fp)
+        if shard.name not in outputs:  # another encode's shard this run does not rewrite: out of the corpus
+            (out_dir / STALE).mkdir(exist_ok=True)
+            os.replace(shard, out_dir / STALE / shard.name)
+            moved.append(shard.name)
+    return moved
+
+
+def _write_record(out_dir: Path, made: dict, urls: list[str]) -> None:
+    path = out_dir / RECORD_NAME
+    inputs: dict = {}
+    try:
+        old = json.loads(path.read_text())
+        if old.get("fingerprint") == made["fingerprint"]:
+            inputs = old.get("inputs", {})
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        pass
+    inputs.update({_out_name(u): {"input": u, "input_bytes": _input_bytes(u)} for u in urls})
+    tmp = out_dir / f".{RECORD_NAME}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps({**made, "inputs": dict(sorted(inputs.items()))}, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _user_os_error(exc: OSError, where: Path, done: int) -> EncodeFolderError | None:
+    """A full disk, a read-only or forbidden folder: one line naming the file and what to do."""
+    if exc.errno in NO_SPACE:
+        return EncodeFolderError(f"{where}: no space left on the device ({done} finished shards are kept, no partial "
+                                 f"one); free space (or choose another --out) and run the same command again to "
+                                 f"encode the rest")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return EncodeFolderError(f"{where}: cannot write here ({exc.strerror}); choose a writable --out")
+    return None
+
+
+def prepare_output(out_dir: str | Path, command: str = "lafa encode"):
+    """Create and lock the output folder (lafa.output_lock.acquire) before anything costly (loading a model):
+    a folder lafa cannot write to or that another job writes into is refused here, in one line."""
+    out_dir = Path(out_dir)
+    try:
+        return acquire(out_dir, command)
+    except OSError as exc:
+        err = _user_os_error(exc, out_dir, 0)
+        if err is None:
+            raise
+        raise err from None
+
+
 def encode_corpus(autoencoder: Any, urls: list[str], out_dir: str | Path, batch_size: int = 8,
                   device: str | torch.device = "cpu", dtype: str = "float32", source: str = "",
-                  overwrite: bool = False, workers: int = 0) -> EncodeStats:
-    """Encode every audio shard to `out_dir/<same name>` (shards already there are kept unless overwrite), with
-    `workers` decode processes (0: decode in this process); progress in audio seconds and audio-hours/s."""
+                  overwrite: bool = False, workers: int = 0, made: dict | None = None,
+                  locked: bool = False) -> EncodeStats:
+    """Encode every audio shard to `out_dir/<same name>` (shards already there are kept unless overwrite, after
+    their fingerprint is checked), with `workers` decode processes (0: decode in this process); progress in audio
+    seconds and audio-hours/s. `made`: encode_fingerprint(autoencoder, dtype) as loaded (computed here if None);
+    `locked`: the caller holds out_dir's lock (prepare_output)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    made = made or encode_fingerprint(autoencoder, dtype)
+    if locked:
+        return _encode_corpus(autoencoder, urls, out_dir, batch_size, device, dtype, source, overwrite, workers, made)
+    try:
+        with output_lock(out_dir, "lafa encode"):
+            return _encode_corpus(autoencoder, urls, out_dir, batch_size, device, dtype, source, overwrite, workers,
+                                  made)
+    except OSError as exc:
+        err = _user_os_error(exc, out_dir, 0)
+        if err is None:
+            raise
+        raise err from None
+
+
+def _encode_corpus(autoencoder: Any, urls: list[str], out_dir: Path, batch_size: int, device, dtype: str,
+                   source: str, overwrite: bool, workers: int, made: dict) -> EncodeStats:
     remove_stale_temporaries(out_dir)
     stats = EncodeStats()
+    stats.moved = check_output_folder(out_dir, made, urls, overwrite)
+    _write_record(out_dir, made, urls)
     t0, cpu0 = time.perf_counter(), time.process_time()
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    pool = (multiprocessing.get_context("fork").Pool(workers, initializer=_decode_worker_init)
+    pool = (multiprocessing.get_context("fork").Pool(workers, initializer=_decode_worker_init,
+                                                      initargs=(os.getpid(),))
             if workers > 0 else None)
     progress = _Progress()
+    out = out_dir
     try:
         for url in urls:
             out = out_dir / _out_name(url)
             if overwrite or not out.is_file():
+                stamp = {**made, "input": url, "input_bytes": _input_bytes(url)}
                 n, seconds = encode_shard(autoencoder, url, out, batch_size, device, dtype, source, pool,
-                                          ahead=max(2 * batch_size, 4 * workers), progress=progress)
+                                          ahead=max(2 * batch_size, 4 * workers), progress=progress, stamp=stamp)
                 stats.shards_encoded += 1
                 stats.samples += n
                 stats.audio_seconds += seconds
             else:
                 stats.shards_skipped += 1
             stats.outputs.append(out)
+    except OSError as exc:
+        err = _user_os_error(exc, out, stats.shards_encoded + stats.shards_skipped)
+        if err is None:
+            raise
+        raise err from None
     finally:
         progress.close()
         if pool is not None:

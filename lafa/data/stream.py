@@ -23,6 +23,7 @@ from braceexpand import braceexpand
 from torch.utils.data import IterableDataset, get_worker_info
 
 from lafa.data.tario import ShardError, read_shard
+from lafa.errors import LafaUserError
 
 REMOTE = {"s3://": "pipe:aws s3 cp {} -", "gs://": "pipe:gsutil cat {}",
           "http://": "pipe:curl -s -L --fail {}", "https://": "pipe:curl -s -L --fail {}"}
@@ -93,6 +94,9 @@ class ShardStream(IterableDataset):
                  num_workers: int = 0, counts: list[int] | None = None, strict: bool = False) -> None:
         if not urls:
             raise ValueError("ShardStream needs at least one shard")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise LafaUserError(f"data.batch_size (or val_batch_size): {batch_size!r} is not allowed: batches hold at "
+                             f"least 1 sample; set it to an integer >= 1")
         if resampled and not epoch_length:
             raise ValueError("resampled mode needs epoch_length (batches per rank and epoch)")
         if split_mode not in ("auto", "range", "shard", "sample"):

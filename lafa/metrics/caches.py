@@ -2,6 +2,11 @@
 
 A reference set is embedded once (`EmbeddingCache`), and its statistics can be saved as one .npz and passed as
 `reference` to `evaluate_folders` (`save_reference_cache` / `load_reference_cache`).
+
+Every entry is keyed by what made it: embeddings by the file's content, the model's weights hash, its settings and
+lafa's version; reference statistics by the metric's key (weights hash and settings), lafa's version and the
+reference files (`files_fingerprint`: names, sizes, modification times), so an edited reference file or another
+lafa version recomputes them instead of reusing stale numbers.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+import lafa
+
 
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
@@ -23,10 +30,23 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def files_fingerprint(files: dict[str, Path]) -> str:
+    """16 hex digits over every (id, size, modification time) of a reference folder's files: an added, removed,
+    renamed or edited file changes it (without reading the audio)."""
+    h = hashlib.sha256()
+    for name in sorted(files):
+        st = os.stat(files[name])
+        h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def save_reference_cache(path: str | Path, entries: dict[str, dict]) -> None:
-    """entries: metric -> {"key": str, "reference_ids": [...], "arrays": {name: array}} as one .npz."""
+    """entries: metric -> {"key": str, "reference_ids": [...], "reference_files": files_fingerprint or None,
+    "arrays": {name: array}} as one .npz, with lafa's version."""
     arrays = {f"{m}__{a}": np.asarray(v) for m, e in entries.items() for a, v in e["arrays"].items()}
-    manifest = {m: {"key": e["key"], "reference_ids": e["reference_ids"]} for m, e in entries.items()}
+    manifest = {m: {"key": e["key"], "reference_ids": e["reference_ids"],
+                    "reference_files": e.get("reference_files"), "lafa_version": e.get("lafa_version", lafa.__version__)}
+                for m, e in entries.items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
@@ -34,10 +54,15 @@ def save_reference_cache(path: str | Path, entries: dict[str, dict]) -> None:
 
 
 def load_reference_cache(path: str | Path) -> dict[str, dict]:
+    """The entries of a statistics file; an entry another lafa version made (or one without a version) gets that
+    version in its key, so it matches no key of this version: recomputed, or refused naming both keys."""
     with np.load(path, allow_pickle=False) as data:
         if "manifest" not in data:
             raise ValueError(f"{path} is not a lafa reference statistics file (no manifest)")
         manifest = json.loads(str(data["manifest"]))
+        for e in manifest.values():
+            if e.get("lafa_version") != lafa.__version__:
+                e["key"] = f"{e['key']} (made by lafa {e.get('lafa_version', 'before 0.1.0')})"
         return {
             m: {**e, "arrays": {k.split("__", 1)[1]: data[k] for k in data.files if k.startswith(f"{m}__")}}
             for m, e in manifest.items()
@@ -54,7 +79,7 @@ class EmbeddingCache:
 
     def __init__(self, folder: str | Path | None, model_key: str):
         self.folder = Path(folder) if folder is not None else None
-        self.model = hashlib.sha256(model_key.encode()).hexdigest()[:16]
+        self.model = hashlib.sha256(f"{model_key}\0lafa {lafa.__version__}".encode()).hexdigest()[:16]
         self.computed = 0  # files embedded (cache misses) in this run
 
     def lookup(self, path: Path) -> tuple[np.ndarray | None, Path | None]:

@@ -24,7 +24,13 @@ from lafa.audio import load_audio, resample
 from lafa.devices import resolve_device
 from lafa.errors import BadInput
 from lafa.metrics.batched import Batching, embed_files, prefetch
-from lafa.metrics.caches import EmbeddingCache, load_reference_cache, save_reference_cache, sha256_file
+from lafa.metrics.caches import (
+    EmbeddingCache,
+    files_fingerprint,
+    load_reference_cache,
+    save_reference_cache,
+    sha256_file,
+)
 from lafa.metrics.clap import ClapScorer, clap_score, write_random_clap
 from lafa.metrics.folders import (
     audio_files,
@@ -173,6 +179,7 @@ class _Reference:
                            "give the folder of reference audio (<id>.<ext>) or a statistics file (.npz) written "
                            "by an earlier run's --stats_cache")
         self.files = audio_files(reference, "--reference") if self.folder else None
+        self.fingerprint = files_fingerprint(self.files) if self.files is not None else None
         self.cache_path = Path(stats_cache) if stats_cache else None
         source, option = (reference, "--reference") if self.folder is None else (self.cache_path, "--stats_cache")
         self.entries = {}
@@ -208,12 +215,14 @@ class _Reference:
         if (
             entry is not None
             and entry["key"] == key
-            and (self.files is None or entry["reference_ids"] == self.ids)
+            and (self.files is None or (entry["reference_ids"] == self.ids
+                                        and entry.get("reference_files") == self.fingerprint))
         ):
             return entry["arrays"]
         self.check(metric, key)
         arrays = compute(self.files)
-        self.entries[metric] = {"key": key, "reference_ids": self.ids, "arrays": arrays}
+        self.entries[metric] = {"key": key, "reference_ids": self.ids, "reference_files": self.fingerprint,
+                                "arrays": arrays}
         self.changed = True
         return arrays
 

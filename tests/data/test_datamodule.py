@@ -37,7 +37,7 @@ def shards(tmp_path_factory):
         meta = {"genre": "drone", "title": f"clip {i}", "artist": "tester", "year": "2020", "split": "train"}
         (src / f"c{i:02d}.json").write_text(json.dumps(meta))
     settings = BuildSettings(out=root / "shards", chunk=ChunkSettings(chunk_seconds=1.0, min_tail_seconds=0.01,
-                                                                      silence_dbfs=-60), shard_bytes=40_000, jobs=1)
+                                                                      silence_dbfs=-60, min_clip_seconds=0.0), shard_bytes=40_000, jobs=1)
     build(read_folder(src), settings, [], {})
     return root / "shards"
 

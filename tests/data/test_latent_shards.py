@@ -49,7 +49,7 @@ def audio_shards(tmp_path_factory):
         sf.write(src / f"s{i}.wav", (0.3 * rng.standard_normal((n, 2))).clip(-1, 1).astype(np.float32), 44100,
                  subtype="PCM_16")
         (src / f"s{i}.json").write_text(json.dumps({"genre": "noise", "title": f"s{i}", "split": "train"}))
-    build(read_folder(src), BuildSettings(out=root / "audio", chunk=ChunkSettings(chunk_seconds=30.0),
+    build(read_folder(src), BuildSettings(out=root / "audio", chunk=ChunkSettings(chunk_seconds=30.0, min_clip_seconds=0.0),  # keep 700 samples
                                           shard_bytes=20_000, jobs=1), [], {})
     return root
 
