@@ -74,7 +74,7 @@ def clip_lossy(f: sf.SoundFile, data: np.ndarray) -> np.ndarray:
 
 
 class AudioDecoder:
-    """One shard sample -> {audio (C, sample_size), sample_keep (sample_size,), real_samples, timing, caption,
+    """One shard sample -> {audio (C, sample_size), keep (sample_size,), real_samples, timing, caption,
     id, metadata}. Only the cropped window is decoded where seeking is exact (FLAC, WAV, Vorbis: 30 s chunks
     cost about one crop of work); MP3 and Opus members (`seek_is_exact`) are decoded from their start up to the
     crop's end when data_prep's JSON gives their validated length (a copied source), else whole, and sliced.
@@ -122,7 +122,7 @@ class AudioDecoder:
 
 
 class LatentDecoder:
-    """One latent-shard sample -> {latent (C, latent_size), sample_keep (latent_size,), real_samples, timing,
+    """One latent-shard sample -> {latent (C, latent_size), keep (latent_size,), real_samples, timing,
     caption, ...}. real_samples counts the crop's audio samples (its last frame may be partly padding)."""
 
     def __init__(self, latent_size: int, seed: int, fresh_captions: bool):
@@ -256,7 +256,7 @@ class _ShardDataModule(LightningDataModule):
 
 
 class AudioDataModule(_ShardDataModule):
-    """Audio shards (data_prep) -> {audio (B, channels, sample_size), sample_keep (B, sample_size),
+    """Audio shards (data_prep) -> {audio (B, channels, sample_size), keep (B, sample_size),
     seconds_start, seconds_total (B,), caption, id, metadata}. Every argument: docs/data.md."""
 
     def __init__(self, train_shards: ShardSpec = None, val_shards: ShardSpec = None, test_shards: ShardSpec = None,
@@ -273,7 +273,7 @@ class AudioDataModule(_ShardDataModule):
 
 
 class LatentDataModule(_ShardDataModule):
-    """Latent shards (`lafa encode`) -> {latent (B, C, latent_size), sample_keep (B, latent_size),
+    """Latent shards (`lafa encode`) -> {latent (B, C, latent_size), keep (B, latent_size),
     seconds_start, seconds_total (B,), caption, id, metadata}. Every argument: docs/data.md."""
 
     def __init__(self, train_shards: ShardSpec = None, val_shards: ShardSpec = None, test_shards: ShardSpec = None,

@@ -37,11 +37,29 @@ from lafa.data.geometry import (
 from lafa.diffusion.cfg import drop_mask, guided
 from lafa.diffusion.objectives import diffusion_loss, sample_t
 from lafa.diffusion.samplers import sample
+from lafa.errors import LafaUserError
 from lafa.models.conditioners import TextConditioner
 from lafa.models.dit import DIT_PRESETS, DiT, DiTConfig
 from lafa.models.presets import as_mapping, build_model
+from lafa.stages.checks import check_crop, check_range
 from lafa.stages.frozen import Frozen
 from lafa.stages.schedules import inverse_lr_factor
+
+
+def latent_shard_weights(datamodule) -> dict[str, tuple[str, str]]:
+    """split -> (first local latent shard, the weights hash of the autoencoder that encoded it), for a
+    LatentDataModule's shards that carry `lafa encode`'s fingerprint (a mixed corpus is refused by the DataModule)."""
+    from lafa.data.latent_shards import shard_fingerprint
+    from lafa.data.stream import expand_shards
+
+    found = {}
+    for split, spec in (getattr(datamodule, "specs", None) or {}).items():
+        for url in expand_shards(spec) if spec is not None else []:
+            info = shard_fingerprint(url) if Path(url).is_file() else None
+            if info:
+                found[split] = (url, info["made_by"]["autoencoder_weights"])
+                break
+    return found
 
 
 class DitStage(LightningModule):
@@ -80,6 +98,9 @@ class DitStage(LightningModule):
         test_eval: dict | None = None,
     ) -> None:
         super().__init__()
+        check_range({"lr": (lr, ">0"), "weight_decay": (weight_decay, ">=0"), "latent_scale": (latent_scale, ">0"),
+                     "cfg_dropout": (cfg_dropout, "[0,1]"), "steps": (steps, ">=1"), "inv_gamma": (inv_gamma, ">0"),
+                     "warmup": (warmup, "[0,1)"), "sample_frames": (sample_frames, ">=0")})
         config = {"preset": "sao-1.0", **as_mapping(model)}
         self.save_hyperparameters(ignore=["model"])
         self.hparams["model"] = config  # plain values: checkpoints hold no config classes
@@ -138,6 +159,25 @@ class DitStage(LightningModule):
         return dict(text=text, text_mask=text_mask, seconds_start=start, seconds_total=total)
 
     # ---- training ----------------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Before any step: audio crops hold a latent frame; latent shards were encoded by this stage's autoencoder."""
+        if self._trainer is None or not self.hparams.autoencoder_ckpt:
+            return
+        datamodule = self.trainer.datamodule
+        check_crop(datamodule, self.autoencoder.downsampling_ratio, "the autoencoder")
+        encoded_by = latent_shard_weights(datamodule)
+        if encoded_by:
+            from lafa.fingerprint import weights_digest
+
+            mine = weights_digest(self.autoencoder)
+            for split, (url, theirs) in encoded_by.items():
+                if theirs != mine:
+                    raise LafaUserError(
+                        f"data.init_args.{split}_shards: {url} holds latents of an autoencoder with weights "
+                        f"{theirs[:16]}, but model.init_args.autoencoder_ckpt ({self.hparams.autoencoder_ckpt}) has "
+                        f"weights {mine[:16]}; encode the shards with this autoencoder (`lafa encode --ckpt_path "
+                        f"... --overwrite`) or set autoencoder_ckpt to the one that encoded them")
+
     def configure_optimizers(self):
         h = self.hparams
         opt = torch.optim.AdamW(self.model.parameters(), lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)

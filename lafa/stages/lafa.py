@@ -34,6 +34,7 @@ from lafa.models.lafa import LAFA_PRESETS, Lafa, LafaConfig
 from lafa.models.oobleck import OobleckVAE
 from lafa.models.presets import as_mapping, build_model
 from lafa.models.vae_engine import InferenceVAE
+from lafa.stages.checks import check_crop, check_range
 from lafa.stages.loading import load_autoencoder
 
 
@@ -75,6 +76,8 @@ class LafaStage(LightningModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        check_range({"lr": (lr, ">0"), "weight_decay": (weight_decay, ">=0"), "warmup_steps": (warmup_steps, ">=0"),
+                     "decode_steps": (decode_steps, ">=1"), "norm_batches": (norm_batches, ">=1")})
         config = {"preset": "paper", **as_mapping(model)}
         self.save_hyperparameters(ignore=["model"])
         self.hparams["model"] = config  # plain values: checkpoints hold no config classes
@@ -122,6 +125,10 @@ class LafaStage(LightningModule):
         return list(self.hparams.eval_steps) if self.lafa.decoder_kind == "flow" else [None]
 
     # ---- training --------------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self._trainer is not None:
+            check_crop(self.trainer.datamodule, self.vae.downsampling_ratio, "the frozen VAE")
+
     def configure_optimizers(self):
         h = self.hparams
         opt = torch.optim.AdamW(self.lafa.parameters(), lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)

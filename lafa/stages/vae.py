@@ -31,6 +31,7 @@ from lafa.models.vae_losses import (
     hinge_discriminator_loss,
     hinge_generator_loss,
 )
+from lafa.stages.checks import check_crop, check_range
 from lafa.stages.schedules import inverse_lr_factor
 
 
@@ -74,6 +75,9 @@ class VaeStage(LightningModule):
         config = {"preset": "sao-1.0", **as_mapping(model)}
         self.save_hyperparameters(ignore=["model"])
         self.hparams["model"] = config  # plain values: checkpoints hold no config classes
+        check_range({"lr": (lr, ">0"), "disc_lr": (disc_lr, ">0"), "weight_decay": (weight_decay, ">=0"),
+                     "lr_inv_gamma": (lr_inv_gamma, ">0"), "lr_warmup": (lr_warmup, "[0,1)"),
+                     "gradient_clip_norm": (gradient_clip_norm, ">=0"), "adversarial_start_step": (adversarial_start_step, ">=0")})
         self.automatic_optimization = False
         self.vae_kwargs = vae_kwargs = model_arguments(OobleckVAE, VAE_PRESETS, config)
         self.vae = OobleckVAE(**vae_kwargs)
@@ -88,6 +92,8 @@ class VaeStage(LightningModule):
     # ---- weights -------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         """Fine-tuning: start from a VAE file (official SAO or `lafa export`); a resumed checkpoint overrides it."""
+        if self._trainer is not None:
+            check_crop(self.trainer.datamodule, self.vae.downsampling_ratio, "the VAE")
         if stage == "fit" and self.hparams.pretrained:
             source = load_sao_vae(self.hparams.pretrained, **self.vae_kwargs)
             self.vae.load_state_dict(source.state_dict())
