@@ -301,6 +301,8 @@ def resolve_files(ckpt: dict, path: str | Path) -> dict:
             found = record.get("path") or value
             if record:
                 missing_files[found] = missing_file_message(where, record, path, REFERENCES[keys[0], keys[2]])
+        else:
+            missing_files.pop(record.get("path") or value, None)
         if found != value:
             target = config
             for k in keys[:-1]:

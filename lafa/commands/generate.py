@@ -236,7 +236,7 @@ def main(argv: list[str]) -> int:
     latent_dim = int((init_args.get("model") or {}).get("io_channels") or 64)
     check_memory(args.seconds, batch, device, SAMPLE_RATE, 2, latent_dim, 2048)  # SAO's geometry, before loading
     autoencoder = args.autoencoder_ckpt or init_args.get("autoencoder_ckpt")
-    if autoencoder in missing_files and not args.autoencoder_ckpt:  # the checkpoint recorded it: its hash, the override
+    if autoencoder in missing_files and not args.autoencoder_ckpt and not Path(autoencoder).exists():  # the checkpoint recorded it: its hash, the override
         raise LafaUserError(missing_files[autoencoder])
     if autoencoder and not Path(autoencoder).exists() and not looks_like_repo_id(autoencoder):
         named = "--autoencoder_ckpt" if args.autoencoder_ckpt else f"model.init_args.autoencoder_ckpt of {ckpt_path}"

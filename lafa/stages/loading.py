@@ -62,6 +62,12 @@ def _not_found(path: Path) -> MissingFileError:
 
 
 def load_autoencoder(path: str | Path, latent_dim: int = 64):
+    """`_load_autoencoder`, frozen (no gradients) and in eval mode, however it was stored: the same arithmetic
+    from a checkpoint, a bundle or the Hub (a few kernels choose their path by `requires_grad`)."""
+    return _load_autoencoder(path, latent_dim).requires_grad_(False).eval()
+
+
+def _load_autoencoder(path: str | Path, latent_dim: int = 64):
     """Any autoencoder source -> an object with the `lafa.models.autoencoder.Autoencoder` interface.
 
     - a `lafa fit` checkpoint of the VAE or LAFA stage: the stage's `as_autoencoder()`;
