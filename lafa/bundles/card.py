@@ -109,9 +109,9 @@ def run_folder(ckpt_path: Path) -> Path:
     return here.parent if here.name == "checkpoints" else here
 
 
-def _how(tag: str, config: dict) -> str:
+def _how(tag: str, config: dict, given: dict) -> str:
     trainer = config.get("trainer") or {}
-    data = (config.get("data") or {}).get("init_args") or {}
+    data = {**((config.get("data") or {}).get("init_args") or {}), **given}
     if tag.startswith("val/"):
         limit = trainer.get("limit_val_batches")
         return (f"validation split ({data.get('val_shards')}"
@@ -126,13 +126,15 @@ def write_card(folder: Path, bundle: dict, ckpt: dict, ckpt_path: Path, config: 
     import lafa
 
     step = int(ckpt.get("global_step", 0))
+    records = ((ckpt.get("lafa_files") or {}).get("files")) or {}  # the shard specs as the run's config gave them
+    given = {k.split(".")[-1]: r["given"] for k, r in records.items() if k.startswith("data.") and "given" in r}
     data = (config.get("data") or {}).get("init_args") or {}
     facts = {"stage": bundle["stage"], "kind": bundle["kind"], "global_step": step, "epoch": ckpt.get("epoch"),
              "lafa_version": lafa.__version__, "commit": git_commit(), "params": params,
              "data": data_facts(data) if data.get("train_shards") else {},
              "metrics": checkpoint_metrics(ckpt) + tensorboard_metrics(run_folder(ckpt_path), step)}
     title = bundle.get("name") or folder.name
-    chain = " -> ".join(f"{name} ({params[name] / 1e6:.2f} M parameters)" for name in params)
+    chain = " -> ".join(f"{name} ({params[name]:,} parameters)" for name in params)
     lines = ["---", "library_name: lafa", "tags: [audio, text-to-audio, latent-diffusion]" if bundle["kind"] == "dit"
              else "tags: [audio, autoencoder]", "---", "",
              f"# {title}", "",
@@ -151,9 +153,10 @@ def write_card(folder: Path, bundle: dict, ckpt: dict, ckpt_path: Path, config: 
     if not d:
         lines.append("- data: the checkpoint's stored config names no training shards")
     elif "unreachable" in d:
-        lines.append(f"- data: `{d['train_shards']}`, not reachable from here ({d['unreachable']}): no counts")
+        lines.append(f"- data: `{given.get('train_shards', d['train_shards'])}`, not reachable from here: no counts")
     else:
-        lines.append(f"- data: {d['shards']} training shards (`{d['train_shards']}`), {d['chunks']} chunks")
+        lines.append(f"- data: {d['chunks']} chunks in {d['shards']} training shard(s) "
+                     f"(`{given.get('train_shards', d['train_shards'])}`)")
         if "manifest" in d:
             m = d["manifest"]
             lines.append(f"- from {Path(m['path']).name} (data_prep): {m['files_kept']} files kept, "
@@ -164,7 +167,7 @@ def write_card(folder: Path, bundle: dict, ckpt: dict, ckpt_path: Path, config: 
     lines += ["", "## Metrics", ""]
     if facts["metrics"]:
         lines += ["| metric | value | how obtained | source |", "|---|---|---|---|"]
-        lines += [f"| {m['tag']} | {m['value']:.6g} | {_how(m['tag'], config)} | {m['source']} |"
+        lines += [f"| {m['tag']} | {m['value']:.6g} | {_how(m['tag'], config, given)} | {m['source']} |"
                   for m in facts["metrics"]]
     else:
         lines.append("No metric was found (no monitored checkpoint, no TensorBoard events beside the run).")

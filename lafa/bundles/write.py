@@ -9,7 +9,7 @@ from pathlib import Path
 
 from torch import nn
 
-from lafa.bundles import CONFIG, FORMAT, VERSION, WEIGHTS, is_bundle, read_config
+from lafa.bundles import COMPONENTS, CONFIG, FORMAT, VERSION, WEIGHTS, is_bundle, read_config
 from lafa.errors import LafaUserError
 
 # stage arguments that are paths, training-only or output places: never in a bundle's config
@@ -93,6 +93,16 @@ def _lafa_arguments_from_stage(stage) -> dict:  # noqa: ANN001
     return model_arguments(Lafa, LAFA_PRESETS, stage.hparams.model, latent_channels=stage.vae.latent_dim)
 
 
+def full_arguments(cls: type, args: dict) -> dict:
+    """Every constructor argument of `cls`: `args` over the signature's defaults (a bundle does not depend on
+    lafa's defaults staying what they are)."""
+    import inspect
+
+    defaults = {name: p.default for name, p in inspect.signature(cls).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    return {**defaults, **args}
+
+
 def _plain(value):  # noqa: ANN001, ANN202
     """JSON-able plain values (tuples as lists)."""
     if isinstance(value, dict):
@@ -122,6 +132,13 @@ def export_bundle(ckpt_path: str | Path, out: str | Path) -> Path:
     cls, init_args = stage_info
     stage = load_stage(ckpt_path, ckpt=ckpt)
     kind, components, modules, extra = describe(stage, init_args)
+    from lafa.models.dit import DiT
+    from lafa.models.lafa import Lafa
+    from lafa.models.oobleck import OobleckVAE
+
+    classes = {"dit": DiT, "lafa": Lafa, "vae": OobleckVAE}
+    components = {name: full_arguments(classes[name], components[name]) for name in COMPONENTS if name in components}
+    modules = {name: modules[name] for name in COMPONENTS if name in modules}
     config = parse_yaml(ckpt.get("lafa_config"), ckpt_path) or {}
     data = {k: v for k, v in (((config.get("data") or {}).get("init_args")) or {}).items()
             if not k.endswith("_shards") and isinstance(v, (int, float, str, bool))}
