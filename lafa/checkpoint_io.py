@@ -17,7 +17,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins import TorchCheckpointIO
 
-from lafa.checkpoints import read_checkpoint, record_files
+from lafa.checkpoint_files import record_files
+from lafa.checkpoints import read_checkpoint
 from lafa.errors import LafaUserError
 
 

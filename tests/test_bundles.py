@@ -132,7 +132,7 @@ def generate(ckpt: Path | str, out: Path, *extra) -> list[str]:
 
 
 def test_fit_records_each_file_a_checkpoint_names(chain):
-    from lafa.checkpoints import FILES_KEY, FINGERPRINT, fingerprint
+    from lafa.checkpoint_files import FILES_KEY, FINGERPRINT, fingerprint
 
     proj = chain["proj"]
     lafa = torch.load(chain["lafa"], weights_only=True)[FILES_KEY]
@@ -159,7 +159,7 @@ def test_test_validate_generate_work_from_any_folder_and_after_the_run_folder_mo
 
 
 def test_a_missing_file_is_one_line_with_its_fingerprint_and_override(chain, tmp_path, monkeypatch):
-    from lafa import checkpoints
+    from lafa import checkpoint_files, checkpoints
 
     monkeypatch.chdir(tmp_path)
     lonely = tmp_path / "lonely"
@@ -181,8 +181,8 @@ def test_a_missing_file_is_one_line_with_its_fingerprint_and_override(chain, tmp
         # a data spec found nowhere: the same line, for the loader that needs it
         checkpoints.read_checkpoint(lonely / "vae.ckpt")
         spec = str(chain["proj"] / "data" / "test-*.tar")
-        assert checkpoints.missing_files[spec].startswith(f"{spec}: not found (data.init_args.test_shards of ")
-        assert checkpoints.missing_files[spec].endswith("pass --data.init_args.test_shards with its new place")
+        assert checkpoint_files.missing_files[spec].startswith(f"{spec}: not found (data.init_args.test_shards of ")
+        assert checkpoint_files.missing_files[spec].endswith("pass --data.init_args.test_shards with its new place")
         # `lafa test` with the data override, from the copied checkpoint, with the run folder gone
         assert run("test", "--ckpt_path", lonely / "vae.ckpt", "--data.init_args.test_shards",
                    proj / "data/test-000000.tar")[0] == 0
@@ -233,6 +233,39 @@ def test_lafa_and_vae_bundles_encode_and_decode_identically(chain, tmp_path):
                 z = ae.encode(audio, keep)
                 decoded = ae.decode(z, generator=torch.Generator().manual_seed(1))
             assert torch.equal(z, expected[stage][0]) and torch.equal(decoded, expected[stage][1]), stage
+
+
+def _npy_members(folder: Path) -> dict[str, np.ndarray]:
+    import io
+    import tarfile
+
+    out = {}
+    for shard in sorted(folder.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar:
+                if member.name.endswith(".npy"):
+                    out[member.name] = np.load(io.BytesIO(tar.extractfile(member).read()))
+    return out
+
+
+def test_lafa_encode_and_analyze_take_a_bundle(chain, tmp_path, monkeypatch):
+    """`lafa encode --ckpt_path BUNDLE` writes the latents the checkpoint writes; `lafa analyze` loads it too."""
+    from lafa.bundles.write import export_bundle
+    from lafa.commands.analyze import load_any_autoencoder
+    from lafa.models.autoencoder import LafaAutoencoder
+
+    bundle = export_bundle(chain["lafa"], tmp_path / "lafa-bundle")
+    shards = str(chain["proj"] / "data" / "test-*.tar")
+    assert run("encode", "--ckpt_path", chain["lafa"], "--shards", shards, "--out", tmp_path / "from_ckpt",
+               "--workers", "0", "--device", "cpu")[0] == 0
+    with moved(chain["proj"], chain["root"] / "gone") as proj:
+        monkeypatch.chdir(tmp_path)
+        assert run("encode", "--ckpt_path", bundle, "--shards", str(proj / "data" / "test-*.tar"), "--out",
+                   tmp_path / "from_bundle", "--workers", "0", "--device", "cpu")[0] == 0
+        assert isinstance(load_any_autoencoder(str(bundle), "pre_quant"), LafaAutoencoder)
+    expected, got = _npy_members(tmp_path / "from_ckpt"), _npy_members(tmp_path / "from_bundle")
+    assert expected and expected.keys() == got.keys()
+    assert all(np.array_equal(expected[k], got[k]) for k in expected)
 
 
 def test_model_card_figures_come_from_their_sources(chain, tmp_path):

@@ -33,7 +33,8 @@ from jsonargparse import ArgumentParser
 from tqdm import tqdm
 
 from lafa.audio import SAMPLE_RATE, save_audio
-from lafa.checkpoints import CHECKPOINT_CONFIG_KEY, missing_files, override_files, read_checkpoint
+from lafa.checkpoint_files import missing_files, override_files
+from lafa.checkpoints import CHECKPOINT_CONFIG_KEY, read_checkpoint
 from lafa.commands.options import command_parser, parse, print_device
 from lafa.devices import DEVICE_HELP, resolve_device
 from lafa.errors import BadInput, LafaUserError

@@ -11,14 +11,8 @@ from pathlib import Path
 
 import torch
 
-from lafa.checkpoints import (
-    key_mismatch,
-    load_sao_vae,
-    missing_files,
-    read_checkpoint,
-    read_torch_file,
-    stored_stage,
-)
+from lafa.checkpoint_files import missing_files
+from lafa.checkpoints import key_mismatch, load_sao_vae, read_checkpoint, read_torch_file, stored_stage
 from lafa.errors import LafaUserError, MissingFileError
 
 
