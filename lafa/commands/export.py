@@ -8,12 +8,14 @@ of lafa takes the folder (or its Hub repo id after `lafa push`).
 layout (`encoder.layers.N...`), which `lafa.checkpoints.load_sao_vae` reads back.
 
 examples:
-  lafa export --ckpt_path runs/demo/dit_sao/checkpoints/last.ckpt --out bundles/demo-dit
+  lafa export --ckpt_path runs/demo/dit/checkpoints/last.ckpt --out bundles/demo-dit
   lafa export --ckpt_path runs/vae/checkpoints/last.ckpt --out vae.safetensors
   lafa export --ckpt_path runs/vae/checkpoints/last.ckpt --weights raw --out vae_raw.safetensors
 
-A checkpoint of another stage, one whose stored config names untrusted classes, and weights holding NaN or inf
-are refused, and nothing is written."""
+A checkpoint whose stored config names untrusted classes, or whose weights hold NaN or inf, is refused (and, for a
+.safetensors file, a checkpoint of another stage than the VAE's); nothing is written then. A bundle is written
+whole or not at all (staged beside --out, then renamed); an existing bundle at --out is replaced, any other
+non-empty folder refused."""
 
 from __future__ import annotations
 
