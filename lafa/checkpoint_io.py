@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins import TorchCheckpointIO
 
+from lafa.checkpoint_files import record_files
 from lafa.checkpoints import read_checkpoint
 from lafa.errors import LafaUserError
 
@@ -50,6 +51,7 @@ def write_whole(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
 
 class WholeCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict, path: str | Path, storage_options: Any = None) -> None:
+        record_files(checkpoint, path)  # the files its config names: absolute path + content hash (moves are followed)
         write_whole(path, lambda f: torch.save(checkpoint, f))
 
     def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:

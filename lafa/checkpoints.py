@@ -8,6 +8,8 @@
   restore, a stage's autoencoder) reads it from disk once.
 - `stored_stage`: the stage class and init arguments of the config a `lafa fit` run stored in its checkpoint
   (`CHECKPOINT_CONFIG_KEY`, written by the CLI); only this module knows that key.
+- Every read puts into the stored config where the files it names are now (`lafa.checkpoint_files.resolve_files`),
+  so a checkpoint works from any folder while they exist.
 - Stable Audio Open VAE weights (official files or `lafa export` output) into `OobleckVAE`:
   Stable Audio Open's `model.safetensors` / `model.ckpt` (the VAE keys live under `pretransform.model.`, beside
   the DiT and conditioner keys, which are ignored) or an unwrapped VAE (`encoder.layers.N...`), e.g. what
@@ -105,7 +107,9 @@ def read_checkpoint(path: str | Path, keep: bool = True) -> dict:
         _last["checked"] = True
     if not keep:
         _last.clear()
-    return {**ckpt, "state_dict": dict(ckpt["state_dict"])}
+    from lafa.checkpoint_files import resolve_files
+
+    return resolve_files({**ckpt, "state_dict": dict(ckpt["state_dict"])}, path)
 
 
 def stored_stage(ckpt: Any, path: str | Path) -> tuple[type, dict] | None:

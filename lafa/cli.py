@@ -28,6 +28,7 @@ PROJECT_COMMANDS = {
     "export": ("lafa.commands.export", "write a stage checkpoint's (EMA) weights alone as safetensors"),
     "generate": ("lafa.commands.generate", "text-to-audio sampling from a DiT checkpoint"),
     "evaluate": ("lafa.commands.evaluate", "FD_openl3, KL_PaSST, CLAP score of a folder of audio"),
+    "push": ("lafa.commands.push", "upload a bundle folder (lafa export --out DIR) to the Hugging Face Hub"),
     "study": ("lafa.commands.study", "run, resume, plan or report a study (a set of lafa fit runs)"),
 }
 _CKPT_SUBCOMMANDS = ("validate", "test", "predict")

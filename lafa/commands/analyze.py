@@ -204,15 +204,19 @@ def default_label(ckpt_path: str) -> str:
 
 
 def load_any_autoencoder(path: str, codec_latent: str):
-    """A transformers codec directory, else `lafa.stages.loading.load_autoencoder` (lafa checkpoint, SAO weights)."""
+    """A transformers codec directory, else `lafa.stages.loading.load_autoencoder` (lafa checkpoint, bundle folder
+    or Hub repo id, SAO weights)."""
     from lafa.analysis.codecs import is_transformers_codec, load_transformers_codec
+    from lafa.bundles import is_bundle
+    from lafa.hub import is_sao_folder, looks_like_repo_id
 
-    if is_transformers_codec(path):
+    if is_transformers_codec(path) and not is_bundle(path):
         try:
             return load_transformers_codec(path, codec_latent)
         except (ValueError, ImportError) as exc:
             raise LafaUserError(f"{path}: {exc}") from exc
-    if not Path(path).is_file():
+    local = Path(path).is_file() or is_bundle(path) or is_sao_folder(Path(path))
+    if not local and (Path(path).exists() or not looks_like_repo_id(path)):
         raise LafaUserError(f"--ckpt_path {path}: neither a checkpoint file nor a transformers model directory; "
                             "give a `lafa fit` VAE/LAFA checkpoint, SAO weights or a codec folder")
     from lafa.stages.loading import load_autoencoder

@@ -25,7 +25,8 @@ def main(argv: list[str]) -> int:
     parser = ArgumentParser(prog="lafa encode", description=__doc__)
     parser.add_argument("--config", action="config")
     parser.add_argument("--ckpt_path", type=str, required=True,
-                        help="a `lafa fit` VAE or LAFA checkpoint, or Stable Audio Open VAE weights")
+                        help="a `lafa fit` VAE or LAFA checkpoint, a VAE or LAFA bundle folder or Hub repo id, or "
+                             "Stable Audio Open (stabilityai/stable-audio-open-1.0, or its VAE weights file)")
     parser.add_argument("--shards", type=str | list[str], required=True, help="audio shard spec(s)")
     parser.add_argument("--out", type=str, required=True, help="output folder for the latent shards")
     parser.add_argument("--batch_size", type=int, default=8, help="equal-length chunks encoded together")
@@ -40,7 +41,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--vae_dtype", type=str, default="float32", choices=["float32", "bfloat16"],
                         help="VAE inference arithmetic; bfloat16 only where the device has native bf16")
     args = parser.parse_args(argv)
-    if not Path(args.ckpt_path).is_file():
+    from lafa.hub import looks_like_repo_id
+
+    if not Path(args.ckpt_path).exists() and not looks_like_repo_id(args.ckpt_path):
         raise SystemExit(f"lafa encode: checkpoint not found: {args.ckpt_path}")
     for key, least in (("batch_size", 1), ("workers", 0)):
         if getattr(args, key) < least:

@@ -33,10 +33,12 @@ from jsonargparse import ArgumentParser
 from tqdm import tqdm
 
 from lafa.audio import SAMPLE_RATE, save_audio
+from lafa.checkpoint_files import missing_files, override_files
 from lafa.checkpoints import CHECKPOINT_CONFIG_KEY, read_checkpoint
 from lafa.commands.options import command_parser, parse, print_device
 from lafa.devices import DEVICE_HELP, resolve_device
-from lafa.errors import BadInput
+from lafa.errors import BadInput, LafaUserError
+from lafa.hub import looks_like_repo_id
 
 DIT_CONFIGS = "`lafa fit --config configs/dit_sao.yaml` (or dit_etta.yaml)"
 SAMPLER_COPIES = 8  # latent-sized tensors alive while sampling: noise, x, doubled CFG input and output, ...
@@ -74,7 +76,8 @@ def _slug(text: str, n: int = 40) -> str:
 def build_parser() -> ArgumentParser:
     parser = command_parser("lafa generate", __doc__)
     parser.add_argument("--ckpt_path", type=str, required=True,
-                        help=f"a checkpoint of the DiT stage, written by {DIT_CONFIGS}")
+                        help=f"a checkpoint of the DiT stage, written by {DIT_CONFIGS}; or a DiT bundle folder "
+                             f"(`lafa export --out DIR`) or its Hugging Face Hub repo id")
     parser.add_argument("--prompt", type=str | None, default=None, help="one prompt (writes --out as a file)")
     parser.add_argument("--prompts", type=str | None, default=None,
                         help="text file, one prompt per line, or a JSON list of strings (writes --out as a folder)")
@@ -93,7 +96,10 @@ def build_parser() -> ArgumentParser:
                         help="seeds every draw (DiT noise, LAFA decoder noise) on a CPU generator: same on every device")
     parser.add_argument("--batch_size", type=int, default=8, help="prompts generated together (memory grows with it)")
     parser.add_argument("--autoencoder_ckpt", type=str | None, default=None,
-                        help="use this autoencoder file instead of the one the checkpoint names (a moved VAE/LAFA)")
+                        help="use this autoencoder (file, bundle folder or Hub repo id) instead of the one the "
+                             "checkpoint names (a moved VAE/LAFA)")
+    parser.add_argument("--vae_ckpt", type=str | None, default=None,
+                        help="the VAE of the DiT's LAFA autoencoder, where it moved (its checkpoint's vae_ckpt)")
     parser.add_argument("--device", type=str, default="auto", help=DEVICE_HELP)
     parser.add_argument("--out", type=str, required=True, help="output .wav (--prompt) or folder (--prompts)")
     return parser
@@ -123,18 +129,34 @@ def _check_arguments(args) -> list[str]:  # noqa: ANN001
 
 
 def _dit_config(ckpt_path: Path) -> dict:
-    """The stored config of a DiT checkpoint, refused (one line) when the file is missing or of another stage."""
-    from lafa.stages.loading import stage_class_and_args
+    """The stored config of a DiT checkpoint (or what a DiT bundle's config.json says of its model and data),
+    refused (one line) when the file is missing or of another stage."""
+    from lafa import hub
+    from lafa.bundles import is_bundle, read_config
+    from lafa.checkpoints import stored_stage
 
     where = f"--ckpt_path {ckpt_path}"
-    if not ckpt_path.is_file():
+    source = hub.resolve(ckpt_path)  # a Hub repo id -> its cached snapshot folder
+    if source.is_dir():
+        if not is_bundle(source):
+            raise BadInput(where, "is a folder but not a lafa bundle (config.json + model.safetensors)",
+                           f"give a bundle (`lafa export --out DIR`) or a checkpoint written by {DIT_CONFIGS}")
+        bundle = read_config(source)
+        if bundle["kind"] != "dit":
+            raise BadInput(where, f"is a {bundle['kind'].upper()} bundle, not a DiT",
+                           "give a DiT bundle or checkpoint; a VAE or LAFA bundle is a DiT's autoencoder "
+                           "(--autoencoder_ckpt)")
+        return {"model": {"init_args": {"model": {"io_channels": bundle["components"]["dit"]["io_channels"]}}},
+                "data": {"init_args": bundle.get("data") or {}}}
+    if not source.is_file():
         raise BadInput(where, "no such file", f"give a checkpoint written by {DIT_CONFIGS}, e.g. "
                                               f"runs/dit_sao/checkpoints/last.ckpt")
-    stored = read_checkpoint(ckpt_path).get(CHECKPOINT_CONFIG_KEY)  # one line for an empty/damaged/foreign file
+    ckpt = read_checkpoint(source)  # one line for an empty/damaged/foreign file; the files it names resolved
+    stored = ckpt.get(CHECKPOINT_CONFIG_KEY)
     if stored is None:
         raise BadInput(where, "carries no lafa config (not written by `lafa fit`)",
                        f"give a checkpoint written by {DIT_CONFIGS}")
-    cls, _ = stage_class_and_args(stored, ckpt_path)  # refuses untrusted classes before importing anything
+    cls, _ = stored_stage(ckpt, source)  # refuses untrusted classes before importing anything
     if not hasattr(cls, "generate"):
         raise BadInput(where, f"is a {cls.__name__} checkpoint, not a DiT stage",
                        f"give a checkpoint written by {DIT_CONFIGS}; a VAE or LAFA checkpoint is the DiT's "
@@ -215,7 +237,9 @@ def main(argv: list[str]) -> int:
     latent_dim = int((init_args.get("model") or {}).get("io_channels") or 64)
     check_memory(args.seconds, batch, device, SAMPLE_RATE, 2, latent_dim, 2048)  # SAO's geometry, before loading
     autoencoder = args.autoencoder_ckpt or init_args.get("autoencoder_ckpt")
-    if autoencoder and not Path(autoencoder).is_file():
+    if autoencoder in missing_files and not args.autoencoder_ckpt and not Path(autoencoder).exists():  # the checkpoint recorded it: its hash, the override
+        raise LafaUserError(missing_files[autoencoder])
+    if autoencoder and not Path(autoencoder).exists() and not looks_like_repo_id(autoencoder):
         named = "--autoencoder_ckpt" if args.autoencoder_ckpt else f"model.init_args.autoencoder_ckpt of {ckpt_path}"
         raise BadInput(autoencoder, f"autoencoder file not found ({named})",
                        "pass --autoencoder_ckpt with the VAE or LAFA checkpoint (or SAO VAE weights) the DiT was "
@@ -223,8 +247,15 @@ def main(argv: list[str]) -> int:
     print_device(device)
     from lafa.stages.loading import load_stage
 
+    if args.vae_ckpt:  # where the VAE of the DiT's LAFA moved (its checkpoint's vae_ckpt)
+        override_files({"model.init_args.vae_ckpt": args.vae_ckpt})
     overrides = {"autoencoder_ckpt": args.autoencoder_ckpt} if args.autoencoder_ckpt else {}
-    stage = load_stage(ckpt_path, **overrides).to(device)
+    if ckpt_path.is_file():
+        stage = load_stage(ckpt_path, **overrides).to(device)
+    else:  # a bundle folder or a Hub repo id
+        from lafa.stages.loading import load_model
+
+        stage = load_model(args.ckpt_path, autoencoder_ckpt=args.autoencoder_ckpt).to(device)
     ae = stage.autoencoder
     sample_rate, ratio = ae.sample_rate, ae.downsampling_ratio
     check_memory(args.seconds, batch, device, sample_rate, ae.io_channels, ae.latent_dim, ratio)

@@ -1,4 +1,5 @@
-"""Rebuild a stage or its autoencoder from a file: a `lafa fit` checkpoint or official Stable Audio weights.
+"""Rebuild a stage or its autoencoder from what a user names: a `lafa fit` checkpoint, a bundle folder, a Hub repo id
+(a bundle, or Stable Audio Open's own files), or official Stable Audio weights (`load_model`, `load_autoencoder`).
 
 Files are read and checked by `lafa.checkpoints` (once each: the classes a stored config names are trusted, the
 weights finite); every way a file can be wrong is one `LafaUserError` naming the file and the fix.
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from lafa.checkpoint_files import missing_files
 from lafa.checkpoints import key_mismatch, load_sao_vae, read_checkpoint, read_torch_file, stored_stage
 from lafa.errors import LafaUserError, MissingFileError
 
@@ -44,19 +46,50 @@ def load_stage(ckpt_path: str | Path, map_location: str | torch.device = "cpu", 
     return stage.to(map_location).eval()
 
 
+def _not_found(path: Path) -> MissingFileError:
+    """A missing autoencoder file: the checkpoint's record of it (fingerprint, override) where one names it."""
+    recorded = missing_files.get(str(path))
+    if recorded:
+        return MissingFileError(f"autoencoder file not found: {recorded}")
+    return MissingFileError(f"autoencoder file not found: {path} (a VAE or LAFA `lafa fit` checkpoint, a lafa bundle "
+                            f"folder or Hub repo id, or Stable Audio Open VAE weights such as model.safetensors)")
+
+
 def load_autoencoder(path: str | Path, latent_dim: int = 64):
-    """Any autoencoder file -> an object with the `lafa.models.autoencoder.Autoencoder` interface.
+    """`_load_autoencoder`, frozen (no gradients) and in eval mode, however it was stored: the same arithmetic
+    from a checkpoint, a bundle or the Hub (a few kernels choose their path by `requires_grad`)."""
+    return _load_autoencoder(path, latent_dim).requires_grad_(False).eval()
+
+
+def _load_autoencoder(path: str | Path, latent_dim: int = 64):
+    """Any autoencoder source -> an object with the `lafa.models.autoencoder.Autoencoder` interface.
 
     - a `lafa fit` checkpoint of the VAE or LAFA stage: the stage's `as_autoencoder()`;
-    - Stable Audio Open weights (`model.safetensors`, `model.ckpt`, or the unwrapped VAE): the Oobleck VAE.
-    A checkpoint of another stage (a DiT) is refused before it is built.
+    - a VAE or LAFA bundle folder, or its Hub repo id (`lafa.bundles`);
+    - Stable Audio Open: its Hub repo id or folder (`model_config.json` + `model.safetensors`, e.g.
+      `stabilityai/stable-audio-open-1.0`), or its weights file (`model.safetensors`, `model.ckpt`, or the unwrapped
+      VAE, read with `latent_dim`): the Oobleck VAE.
+    A checkpoint or bundle of another stage (a DiT) is refused before it is built.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"autoencoder file not found: {path} (a VAE or LAFA `lafa fit` checkpoint, or "
-                               f"Stable Audio Open VAE weights such as model.safetensors)")
+    from lafa import hub
+    from lafa.bundles import is_bundle, load_bundle, read_config
     from lafa.models.autoencoder import VaeAutoencoder
 
+    path = hub.resolve(path)
+    if path.is_dir():
+        if is_bundle(path):
+            kind = read_config(path)["kind"]
+            if kind == "dit":
+                raise LafaUserError(f"{path} is a DiT bundle, not an autoencoder: give a VAE or LAFA bundle or "
+                                    f"checkpoint, or Stable Audio Open (stabilityai/stable-audio-open-1.0)")
+            return load_bundle(path)
+        if hub.is_sao_folder(path):
+            vae = load_sao_vae(path / "model.safetensors", **hub.sao_vae_arguments(path))
+            return VaeAutoencoder(vae.eval())
+        raise LafaUserError(f"{path} is a folder but neither a lafa bundle (config.json + model.safetensors) nor Stable "
+                            f"Audio Open's files (model_config.json + model.safetensors); give one of those, or a file")
+    if not path.is_file():
+        raise _not_found(path)
     stage = stored_stage(read_torch_file(path), path) if path.suffix != ".safetensors" else None
     if stage is not None:
         cls, ckpt = stage[0], read_checkpoint(path)
@@ -67,3 +100,24 @@ def load_autoencoder(path: str | Path, latent_dim: int = 64):
                 f"VAE weights (model.safetensors)")
         return load_stage(path, ckpt=ckpt).as_autoencoder()
     return VaeAutoencoder(load_sao_vae(path, latent_dim=latent_dim).eval())
+
+
+def load_model(name: str | Path, autoencoder_ckpt: str | Path | None = None, map_location: str = "cpu"):
+    """A checkpoint file, a bundle folder or a Hub repo id -> the model ready to use: a DiT stage (eval mode) for a
+    DiT, an autoencoder for a VAE or LAFA (`lafa.bundles.from_pretrained`). `autoencoder_ckpt` replaces a DiT's
+    autoencoder (any source `load_autoencoder` takes)."""
+    from lafa import hub
+    from lafa.bundles import is_bundle, load_bundle
+
+    path = hub.resolve(name)
+    if path.is_dir() and is_bundle(path):
+        ae = load_autoencoder(autoencoder_ckpt) if autoencoder_ckpt else None
+        return load_bundle(path, autoencoder=ae).to(map_location)
+    if path.is_dir() or path.suffix == ".safetensors":
+        return load_autoencoder(path)
+    ckpt = read_checkpoint(path)
+    stage = stored_stage(ckpt, path)
+    if stage is not None and hasattr(stage[0], "as_autoencoder"):
+        return load_stage(path, ckpt=ckpt).as_autoencoder()
+    overrides = {"autoencoder_ckpt": str(autoencoder_ckpt)} if autoencoder_ckpt else {}
+    return load_stage(path, map_location, ckpt=ckpt, **overrides)

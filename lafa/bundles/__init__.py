@@ -1,0 +1,126 @@
+"""A bundle: the unit of sharing a lafa model, a folder that works anywhere with no other file.
+
+    config.json        what builds the model: the stage, each component's full constructor arguments (no paths)
+    model.safetensors  the weights of the model and of its whole frozen chain, one prefix per component:
+                       `dit.*` (a DiT), `lafa.*` (its LAFA), `vae.*` (its Oobleck VAE); the text encoder by name
+    README.md          a model card written from what lafa knows (`lafa.bundles.card`)
+
+`export_bundle(ckpt_path, out)` writes one from a `lafa fit` checkpoint of any stage (`lafa export --out DIR`);
+`from_pretrained(name)` loads a bundle folder, a Hub repo id (a bundle, or Stable Audio Open's own files: its VAE),
+or a checkpoint file, and returns the model ready to use: a `DitStage` (`.generate(...)`) for a DiT, an
+autoencoder (`.encode(audio)`, `.decode(latent)`) for a LAFA or a VAE.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from lafa.errors import LafaUserError
+
+FORMAT = "lafa-bundle"
+VERSION = 1
+CONFIG, WEIGHTS, CARD = "config.json", "model.safetensors", "README.md"
+COMPONENTS = ("dit", "lafa", "vae")  # the chain, top down
+
+
+def is_bundle(folder: str | Path) -> bool:
+    folder = Path(folder)
+    if not (folder / CONFIG).is_file():
+        return False
+    try:
+        return json.loads((folder / CONFIG).read_text()).get("format") == FORMAT
+    except (json.JSONDecodeError, AttributeError):
+        return False
+
+
+def read_config(folder: str | Path) -> dict:
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / CONFIG).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise LafaUserError(f"{folder / CONFIG}: cannot read the bundle's config ({e}); export the bundle again "
+                            f"(`lafa export --ckpt_path X --out {folder}`)") from e
+    if config.get("format") != FORMAT or int(config.get("version", 0)) > VERSION:
+        raise LafaUserError(f"{folder / CONFIG}: not a lafa bundle of version <= {VERSION} (format "
+                            f"{config.get('format')!r}, version {config.get('version')!r}); use the lafa that wrote it")
+    return config
+
+
+def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from lafa.checkpoints import refuse_nonfinite
+
+    path = folder / WEIGHTS
+    if not path.is_file():
+        raise LafaUserError(f"{path}: missing; a bundle is config.json + model.safetensors (+ README.md): copy the "
+                            f"whole folder")
+    try:
+        state = load_file(str(path), device="cpu")
+    except SafetensorError as e:
+        raise LafaUserError(f"{path} is truncated or not a safetensors file ({e}); copy the bundle again") from e
+    refuse_nonfinite(state, path)
+    return state
+
+
+def _load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str, source: Path) -> None:
+    from lafa.checkpoints import key_mismatch
+
+    part = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
+    wrong = key_mismatch(module.state_dict(), part)
+    if wrong:
+        raise LafaUserError("; ".join([f"{source}: its {prefix} weights do not match the {type(module).__name__} its "
+                                       f"config.json builds", *wrong, "export the bundle again with this lafa"]))
+    module.load_state_dict(part, strict=True)
+
+
+def build_autoencoder(config: dict, state: dict[str, torch.Tensor], source: Path):
+    """The autoencoder of a bundle's chain: `VaeAutoencoder` (vae) or `LafaAutoencoder` (lafa on vae), eval mode."""
+    from lafa.models.autoencoder import LafaAutoencoder, VaeAutoencoder
+    from lafa.models.lafa import Lafa
+    from lafa.models.oobleck import OobleckVAE
+
+    components = config["components"]
+    vae = OobleckVAE(**components["vae"])
+    _load_into(vae, state, "vae", source)
+    vae.requires_grad_(False).eval()
+    if "lafa" not in components:
+        return VaeAutoencoder(vae).eval()
+    lafa = Lafa(**components["lafa"])
+    _load_into(lafa, state, "lafa", source)
+    steps = int((config.get("autoencoder") or {}).get("decode_steps", 2))
+    return LafaAutoencoder(vae, lafa.requires_grad_(False).eval(), default_steps=steps).eval()
+
+
+def load_bundle(folder: str | Path, autoencoder=None):  # noqa: ANN001, ANN201
+    """The model a bundle folder holds (see the module docstring); `autoencoder` replaces a DiT's own."""
+    folder = Path(folder)
+    config = read_config(folder)
+    state = _read_weights(folder)
+    if config["kind"] != "dit":
+        return build_autoencoder(config, state, folder)
+    from lafa.stages.dit import DitStage
+
+    components = config["components"]
+    stage = DitStage(autoencoder_ckpt=None, model=dict(components["dit"]), **config.get("stage_args", {}))
+    _load_into(stage.model, state, "dit", folder)
+    ae = autoencoder if autoencoder is not None else build_autoencoder(config, state, folder)
+    stage.frozen.autoencoder = ae.requires_grad_(False).eval()
+    return stage.eval()
+
+
+def from_pretrained(name: str | Path, **overrides):  # noqa: ANN201
+    """A bundle folder, a Hub repo id or a checkpoint file -> the model ready to use (see the module docstring)."""
+    from lafa.stages.loading import load_model
+
+    return load_model(name, **overrides)
+
+
+def export_bundle(ckpt_path: str | Path, out: str | Path) -> Path:
+    from lafa.bundles.write import export_bundle as _export
+
+    return _export(ckpt_path, out)
