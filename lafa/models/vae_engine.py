@@ -103,7 +103,10 @@ class InferenceVAE:
         return self.encoder_out(audio).chunk(2, dim=1)[0]
 
     def encoder_out(self, audio: torch.Tensor) -> torch.Tensor:
-        """The engine's encoder output (B, 2C, S // 2048): mean and scale of the posterior."""
+        """The encoder output (B, 2C, S // 2048): mean and scale of the posterior (the engine's, else the plain
+        model's)."""
+        if not self.uses_engine(audio):
+            return self._plain(self.vae.encoder, audio)
         vae, ratio = self.vae, self.vae.downsampling_ratio
         vae._check_audio(audio)
         return self._chunked(vae.encoder, audio, audio.shape[-1] // ratio, ratio, 1, 2 * vae.latent_dim,
