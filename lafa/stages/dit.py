@@ -42,12 +42,16 @@ from lafa.models.dit import DIT_PRESETS, DiT, DiTConfig
 from lafa.models.presets import as_mapping, build_model
 
 
+TEXT_CACHE_SIZE = 64  # caption tuples kept by encode_text (fixed validation and sample prompts repeat)
+
+
 class _Frozen:
     """Holds the frozen helpers: not registered (never saved or trained), shared by deepcopy (EMA copies)."""
 
     def __init__(self) -> None:
         self.text = None
         self.autoencoder = None
+        self.text_cache: dict = {}  # (captions, device) -> encode_text's output: the encoder is frozen, so exact
 
     def __deepcopy__(self, memo: dict) -> _Frozen:
         return self
@@ -129,8 +133,13 @@ class DitStage(LightningModule):
 
     def encode_text(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """captions -> frozen text tokens (B, L, text_dim) and keep mask (B, L) on this stage's device."""
-        text = self.frozen.text.to(self.device)
-        return text(list(captions), self.device)
+        key = (tuple(captions), str(self.device))
+        cache = self.frozen.text_cache
+        if key not in cache:  # a batch of one repeated caption (the lab's) is encoded once, not every step
+            if len(cache) >= TEXT_CACHE_SIZE:
+                cache.pop(next(iter(cache)))  # oldest first
+            cache[key] = self.frozen.text.to(self.device)(list(captions), self.device)
+        return cache[key]
 
     def _latents(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(scaled latent (B, C, N) float32, real-frame keep mask (B, N) or None) from a latent or an audio batch.
