@@ -41,7 +41,6 @@ from lafa.models.conditioners import TextConditioner
 from lafa.models.dit import DIT_PRESETS, DiT, DiTConfig
 from lafa.models.presets import as_mapping, build_model
 
-
 TEXT_CACHE_SIZE = 64  # caption tuples kept by encode_text (fixed validation and sample prompts repeat)
 
 
