@@ -111,8 +111,9 @@ def dit_arms(study: Study, settings: dict[str, Any]) -> dict[str, Any]:
         arm = arms.setdefault(inst.run.name, {"label": inst.run.label or inst.run.name, "seeds": {},
                                               "closed_form": closed_form(config, window, permutations),
                                               "unfinished": []})
-        if not (inst.dir / DONE).exists():
+        if not (inst.dir / DONE).exists():  # listed, never averaged in
             arm["unfinished"].append(inst.name)
+            continue
         seed = "seed" if inst.seed is None else str(inst.seed)
         arm["seeds"][seed] = _arm_seed(read_curves(inst.dir / "tb"), target)
     for arm in arms.values():
@@ -281,7 +282,7 @@ def lab_markdown(section: dict[str, Any] | None) -> str:
              "| arm | alpha | alpha exc. | LPI | LPI exc. | PR | floor | final excess | mean excess | "
              + (f"steps to excess <= {target:g} | " if target is not None else "")
              + "final exact FD | FD - oracle | FD oracle | FD baseline |",
-             "|---" * (13 if target is not None else 12) + "|"]
+             "|---" * (14 if target is not None else 13) + "|"]
     for arm in arms.values():
         cf, s = arm["closed_form"] or {}, arm["summary"]
         cells = [f"{cf.get('alpha', float('nan')):.2f}", f"{cf.get('alpha_excess', float('nan')):.2f}",
@@ -294,6 +295,9 @@ def lab_markdown(section: dict[str, Any] | None) -> str:
                   _cell(s.get("final_exact_fd_oracle"), 2), _cell(s.get("final_exact_fd_baseline"), 2)]
         label = arm["label"] + (f" ({len(arm['unfinished'])} unfinished)" if arm["unfinished"] else "")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    unfinished = [name for arm in arms.values() for name in arm["unfinished"]]
+    if unfinished:
+        lines += ["", "Not finished (left out): " + ", ".join(unfinished)]
     steps = sorted(set().union(*(a["excess_by_step"] for a in arms.values())))
     shown = steps[1::2] if len(steps) > 8 else steps
     if shown:
@@ -312,7 +316,8 @@ def lab_markdown(section: dict[str, Any] | None) -> str:
             d = c["difference"]
             cells = [_cell(d.get("final_excess"), 4), _cell(d.get("mean_excess"), 4)]
             if target is not None:
-                cells.append(_cell(d.get("steps_to_excess"), 0) if "steps_to_excess" in d else "not reached")
+                cells.append(_cell(d.get("steps_to_excess"), 0) if "steps_to_excess" in d
+                             else "not reached" if d else "-")
             cells.append(_cell(d.get("final_exact_fd"), 2))
             lines.append(f"| {c['labels'][0]} - {c['labels'][1]} | {len(c['seeds'])} | " + " | ".join(cells) + " |")
     lines += link1_markdown(section.get("link1"))
