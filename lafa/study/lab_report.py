@@ -152,17 +152,28 @@ def contrasts(arms: dict[str, Any], pairs: list[list[str]]) -> list[dict[str, An
 
 
 # ---- link 1: does masking give an order-free latent an order? ------------------------------------------------
-def measure_lafa(ckpt: str | Path, config: dict[str, Any], clips: int, window: int, permutations: int) -> dict:
-    """Y of one LAFA checkpoint on a fixed draw of its own lab data: estimator measures and alignment."""
+def measure_lafa(ckpt: str | Path | None, config: dict[str, Any], clips: int, window: int, permutations: int,
+                 init_seed: int = 0) -> dict:
+    """Y of one LAFA checkpoint on a fixed draw of its own lab data: estimator measures and alignment. With
+    ckpt None: an untrained LAFA of the run's config (initialised from `init_seed`, its input statistics measured
+    on the draw): what the architecture alone does to the channel axis."""
     import torch
 
     from lafa.analysis.controls import locality_measures
     from lafa.lab.alignment import alignment, channel_covariance
+    from lafa.stages.lafa import LafaStage
     from lafa.stages.loading import load_stage
 
     spec = lab_spec(config)
-    stage = load_stage(ckpt)
     z = spec.sample(clips, torch.Generator().manual_seed(LINK1_SEED)).float()
+    if ckpt is None:
+        torch.manual_seed(init_seed)
+        stage = LafaStage(**config["model"]["init_args"]).eval()
+        normalizer = stage.lafa.input_normalizer
+        normalizer.accumulate(z, None)
+        normalizer.commit(normalizer.pending())
+    else:
+        stage = load_stage(ckpt)
     with torch.no_grad():
         y = torch.cat([stage.lafa.encode(chunk) for chunk in z.split(64)]).float()
     measured = locality_measures(y, window=min(window, spec.frames), permutations=permutations, bootstrap=0, seed=0)
@@ -217,6 +228,9 @@ def link1(study: Study, settings: dict[str, Any]) -> dict[str, Any] | None:
             continue
         if references is None:
             references = link1_references(spec, window, permutations)
+            untrained = {"label": "untrained LAFA (same architecture; 3 initialisations)",
+                         "seeds": {str(s): measure_lafa(None, config, clips, window, permutations, s)
+                                   for s in range(3)}}
         if not ((inst.dir / DONE).exists() and Path(ckpt).is_file()):
             missing.append(inst.name)
             continue
@@ -237,6 +251,10 @@ def link1(study: Study, settings: dict[str, Any]) -> dict[str, Any] | None:
             paired.append({"runs": [name, control], "seeds": common,
                            "difference": {k: interval([run["seeds"][s][k] - runs[control]["seeds"][s][k]
                                                        for s in common]) for k in keys}})
+    if references is not None:
+        untrained["summary"] = {k: _stat([v[k] for v in untrained["seeds"].values()])
+                                for k in next(iter(untrained["seeds"].values()))}
+        runs["untrained"] = untrained
     return {"runs": runs, "paired": paired, "references": references or {}, "missing": missing,
             "settings": {"clips": clips, "window": window, "permutations": permutations, "draw_seed": LINK1_SEED}}
 

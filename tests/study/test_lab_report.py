@@ -26,7 +26,8 @@ def _study(out_dir):
         "out_dir": str(out_dir), "baseline": "local", "metrics": {"val/excess_loss": "min"}, "seeds": SEEDS,
         "lab": {"excess_target": 0.2, "window": 32, "permutations": 4,
                 "contrasts": [["rotated", "local"], ["flat", "local"]],
-                "link1": {"runs": ["lafa_span", "lafa_off"], "control": "lafa_off", "window": 32, "permutations": 4}},
+                "link1": {"runs": ["lafa_span", "lafa_off"], "control": "lafa_off", "window": 32, "permutations": 4,
+                          "clips": 24}},
         "stages": {"dit": {"config": ["configs/lab/dit_tiny.yaml"], "set": {"trainer.max_steps": 200,
                                                                               "trainer.val_check_interval": 50}},
                    "lafa": {"config": ["configs/lab/lafa_tiny.yaml"], "set": {"trainer.max_steps": 200}}},
@@ -108,6 +109,8 @@ def test_lab_section_against_known_curves_and_closed_forms(tmp_path):
     assert refs["ideal ordered latent (arm (1))"]["alignment"] == pytest.approx(1.0)
     assert refs["decorrelated channels"]["alignment"] == pytest.approx(alignment_white(ideal))
     assert refs["ideal in a random channel order (expectation)"]["alignment"] == pytest.approx(alignment_permuted(ideal))
+    assert set(link["runs"]["untrained"]["seeds"]) == {"0", "1", "2"}  # the architecture-alone reference
+    assert 0.0 <= link["runs"]["untrained"]["summary"]["alignment"]["mean"] <= 1.0
     text = lab_markdown(section)
     assert "steps_to_excess" not in contrast["difference"]  # not every seed of rotated reached it
     assert "Ground-truth lab" in text and "not reached 1/3" in text and "Link 1" in text
