@@ -17,7 +17,7 @@ with 95% Student-t intervals over seeds (`lafa.study.latents.interval`; 3 seeds 
   (`lafa.lab.alignment`), beside the closed forms of the ideal latent (arm (1)), of LAFA's input (arm (3)), of the
   ideal in a random order and of decorrelated channels; per run the interval over seeds, and run - control paired.
 
-The study YAML's `lab` mapping holds the settings: excess_target, contrasts, link1 {runs, control, clips, window,
+A study asks for this section with a `lab` mapping in its YAML, which holds the settings: excess_target, contrasts, link1 {runs, control, clips, window,
 permutations}. Nothing here decides what the numbers mean: an interval that contains 0 is reported as such.
 """
 
@@ -260,8 +260,11 @@ def link1(study: Study, settings: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def lab_section(study: Study) -> dict[str, Any] | None:
-    """The lab part of the study report (None when no compared run trains on the lab's data)."""
-    settings = dict(study.lab or {})
+    """The lab part of the study report: None unless the study has a `lab` mapping and compared runs on the lab's
+    data."""
+    if not study.lab:
+        return None
+    settings = dict(study.lab)
     arms = dit_arms(study, settings)
     if not arms:
         return None
