@@ -17,8 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lafa.checkpoints import CHECKPOINT_CONFIG_KEY
-from lafa.config_trust import parse_yaml
+from lafa.config_trust import CHECKPOINT_CONFIG_KEY, parse_yaml
 
 FILES_KEY = "lafa_files"  # what `record_files` writes into every checkpoint `lafa fit` saves
 FINGERPRINT = "size + sha256 of the first and last MiB"  # the content hash of a file (the whole file if <= 2 MiB)

@@ -26,12 +26,11 @@ from typing import Any
 
 import torch
 
-from lafa.config_trust import check_config_classes, parse_yaml, trusted_class
+from lafa.config_trust import CHECKPOINT_CONFIG_KEY, check_config_classes, parse_yaml, trusted_class
 from lafa.errors import LafaUserError, MissingFileError
 from lafa.models.oobleck import OobleckVAE
 
 SAO_VAE_PREFIX = "pretransform.model."
-CHECKPOINT_CONFIG_KEY = "lafa_config"  # the merged YAML config `lafa fit` stores in every checkpoint
 _SHOWN = 12  # how many names of each kind an error lists
 _last: dict[str, Any] = {}  # the file read last: {"key": (path, size, mtime, inode), "obj": ..., "checked": bool}
 

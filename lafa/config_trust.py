@@ -19,6 +19,8 @@ from typing import Any
 
 from lafa.errors import LafaUserError
 
+CHECKPOINT_CONFIG_KEY = "lafa_config"  # the merged YAML config `lafa fit` stores in every checkpoint
+
 TRUSTED_CLASS_PREFIXES = (
     "lafa.stages.", "lafa.data.",  # lafa's stages, data modules and callbacks
     "lightning.pytorch.callbacks.", "lightning.pytorch.loggers.", "lightning.pytorch.strategies.",

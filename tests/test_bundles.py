@@ -189,8 +189,8 @@ def test_a_missing_file_is_one_line_with_its_fingerprint_and_override(chain, tmp
 
 
 def test_a_dit_bundle_generates_bit_identical_audio_anywhere(chain, tmp_path, monkeypatch):
-    from lafa.bundles import from_pretrained
     from lafa.stages.dit import DitStage
+    from lafa.stages.pretrained import from_pretrained
 
     monkeypatch.chdir(tmp_path)
     generate(chain["dit"], tmp_path / "from_ckpt.wav")
@@ -212,9 +212,8 @@ def test_a_dit_bundle_generates_bit_identical_audio_anywhere(chain, tmp_path, mo
 
 
 def test_lafa_and_vae_bundles_encode_and_decode_identically(chain, tmp_path):
-    from lafa.bundles import from_pretrained
     from lafa.bundles.write import export_bundle
-    from lafa.stages.loading import load_autoencoder
+    from lafa.stages.pretrained import from_pretrained, load_autoencoder
 
     audio = 0.3 * torch.randn(2, 2, 256, generator=torch.Generator().manual_seed(0))
     keep = torch.ones(2, 256, dtype=torch.bool)

@@ -136,8 +136,8 @@ def test_lafa_stage_trains_on_sao_named_by_id(sao):
 
 
 def test_a_bundle_loads_by_repo_id_offline(offline_cache, tmp_path):
-    from lafa.bundles import from_pretrained
     from lafa.bundles.write import export_bundle
+    from lafa.stages.pretrained import from_pretrained
     from lafa.stages.vae import VaeStage
 
     torch.manual_seed(1)

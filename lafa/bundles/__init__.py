@@ -5,10 +5,11 @@
                        `dit.*` (a DiT), `lafa.*` (its LAFA), `vae.*` (its Oobleck VAE); the text encoder by name
     README.md          a model card written from what lafa knows (`lafa.bundles.card`)
 
-`export_bundle(ckpt_path, out)` writes one from a `lafa fit` checkpoint of any stage (`lafa export --out DIR`);
-`from_pretrained(name)` loads a bundle folder, a Hub repo id (a bundle, or Stable Audio Open's own files: its VAE),
-or a checkpoint file, and returns the model ready to use: a `DitStage` (`.generate(...)`) for a DiT, an
-autoencoder (`.encode(audio)`, `.decode(latent)`) for a LAFA or a VAE.
+This package reads bundles and builds their autoencoders; it imports no stage. `lafa.bundles.write.export_bundle`
+writes one from a `lafa fit` checkpoint of any stage (`lafa export --out DIR`); `lafa.stages.pretrained.from_pretrained`
+loads a bundle folder, a Hub repo id (a bundle, or Stable Audio Open's own files: its VAE) or a checkpoint file,
+and returns the model ready to use: a `DitStage` (`.generate(...)`) for a DiT, an autoencoder (`.encode(audio)`,
+`.decode(latent)`) for a LAFA or a VAE.
 """
 
 from __future__ import annotations
@@ -96,31 +97,12 @@ def build_autoencoder(config: dict, state: dict[str, torch.Tensor], source: Path
     return LafaAutoencoder(vae, lafa.requires_grad_(False).eval(), default_steps=steps).eval()
 
 
-def load_bundle(folder: str | Path, autoencoder=None):  # noqa: ANN001, ANN201
-    """The model a bundle folder holds (see the module docstring); `autoencoder` replaces a DiT's own."""
+def read_bundle(folder: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(config.json, the weights) of a bundle folder; `lafa.stages.pretrained.load_model` builds the model from them."""
     folder = Path(folder)
-    config = read_config(folder)
-    state = _read_weights(folder)
-    if config["kind"] != "dit":
-        return build_autoencoder(config, state, folder)
-    from lafa.stages.dit import DitStage
-
-    components = config["components"]
-    stage = DitStage(autoencoder_ckpt=None, model=dict(components["dit"]), **config.get("stage_args", {}))
-    _load_into(stage.model, state, "dit", folder)
-    ae = autoencoder if autoencoder is not None else build_autoencoder(config, state, folder)
-    stage.frozen.autoencoder = ae.requires_grad_(False).eval()
-    return stage.eval()
+    return read_config(folder), _read_weights(folder)
 
 
-def from_pretrained(name: str | Path, **overrides):  # noqa: ANN201
-    """A bundle folder, a Hub repo id or a checkpoint file -> the model ready to use (see the module docstring)."""
-    from lafa.stages.loading import load_model
-
-    return load_model(name, **overrides)
-
-
-def export_bundle(ckpt_path: str | Path, out: str | Path) -> Path:
-    from lafa.bundles.write import export_bundle as _export
-
-    return _export(ckpt_path, out)
+def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str, source: Path) -> None:
+    """A component's weights (`<prefix>.*` of the bundle) into its module, strictly."""
+    _load_into(module, state, prefix, source)

@@ -140,7 +140,7 @@ def write_card(folder: Path, bundle: dict, ckpt: dict, ckpt_path: Path, config: 
              f"# {title}", "",
              f"A lafa {bundle['kind'].upper()} bundle (`{bundle['stage']}`), exported from `{ckpt_path.name}` with "
              f"lafa {facts['lafa_version']} (commit {facts['commit'] or 'unknown: not a git checkout'}).", "",
-             "## Use", "", "```python", "from lafa.bundles import from_pretrained", "",
+             "## Use", "", "```python", "from lafa.stages.pretrained import from_pretrained", "",
              f'model = from_pretrained("{title}")  # this folder, or its Hub repo id', "```", "",
              "or `lafa generate --ckpt_path FOLDER_OR_REPO_ID ...`" if bundle["kind"] == "dit"
              else "or `lafa encode --ckpt_path FOLDER_OR_REPO_ID ...`", "",

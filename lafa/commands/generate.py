@@ -253,7 +253,7 @@ def main(argv: list[str]) -> int:
     if ckpt_path.is_file():
         stage = load_stage(ckpt_path, **overrides).to(device)
     else:  # a bundle folder or a Hub repo id
-        from lafa.stages.loading import load_model
+        from lafa.stages.pretrained import load_model
 
         stage = load_model(args.ckpt_path, autoencoder_ckpt=args.autoencoder_ckpt).to(device)
     ae = stage.autoencoder

@@ -292,7 +292,7 @@ class LatentDataModule(_ShardDataModule):
     def _counts(self, urls: list[str]) -> list[int] | None:
         """A corpus mixing latents of several encodes (other autoencoder weights or settings) is refused, within a
         split and across splits (lafa.data.latent_shards.check_latent_corpus), before anything is read."""
-        from lafa.data.latent_shards import EncodeFolderError, check_latent_corpus
+        from lafa.data.latent_corpus import EncodeFolderError, check_latent_corpus
 
         key = tuple(urls)
         if key not in self._scans:

@@ -25,7 +25,6 @@ import json
 import multiprocessing
 import os
 import resource
-import tarfile
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -42,19 +41,18 @@ from webdataset.tariterators import tarfile_samples
 from lafa.audio import convert
 from lafa.children import die_with_parent
 from lafa.data.datamodule import AUDIO_KEYS, clip_lossy
+from lafa.data.latent_corpus import (
+    FINGERPRINT_MEMBER,
+    EncodeFolderError,
+    shard_fingerprint,
+)
 from lafa.data.tario import add_member, atomic_tar, remove_stale_temporaries
-from lafa.errors import LafaUserError
 from lafa.fingerprint import fingerprint, weights_digest
 from lafa.output_lock import acquire, output_lock
 
-FINGERPRINT_MEMBER = "__lafa_fingerprint__"  # first member of a latent shard; names starting "__" are not samples
 RECORD_NAME = "lafa-encode.json"  # the output folder's record: fingerprint, what made it, inputs
 STALE = ".stale"  # shards of another encode moved aside by --overwrite
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-
-
-class EncodeFolderError(LafaUserError):
-    """An output folder (or shard) written by another encode, or one lafa encode cannot write to."""
 
 
 def encode_fingerprint(autoencoder: Any, dtype: str = "float32", vae_dtype: str = "float32") -> dict:
@@ -65,39 +63,6 @@ def encode_fingerprint(autoencoder: Any, dtype: str = "float32", vae_dtype: str 
                "sample_rate": int(autoencoder.sample_rate), "io_channels": int(autoencoder.io_channels),
                "downsampling_ratio": int(autoencoder.downsampling_ratio), "dtype": dtype, "vae_dtype": vae_dtype}
     return {"fingerprint": fingerprint(made_by), "made_by": made_by}
-
-
-def shard_fingerprint(path: str | Path) -> dict | None:
-    """The fingerprint member of a latent shard (its first member: one header read), or None when it has none
-    (written before fingerprints, or not a latent shard) or cannot be read."""
-    try:
-        with tarfile.open(path, "r:") as tar:
-            first = tar.next()
-            if first is None or first.name != FINGERPRINT_MEMBER:
-                return None
-            return json.loads(tar.extractfile(first).read())
-    except (tarfile.TarError, OSError, EOFError, ValueError):
-        return None
-
-
-def check_latent_corpus(urls: list[str], what: str = "latent shards") -> str | None:
-    """The one fingerprint of a set of local latent shards (None: none carries one, e.g. written before
-    fingerprints, or remote), or EncodeFolderError naming the fingerprints when they mix. `pipe:` shards are
-    not opened."""
-    groups: dict[str, list[str]] = {}
-    for url in urls:
-        if url.startswith("pipe:") or "://" in url or not Path(url).is_file():
-            continue
-        info = shard_fingerprint(url)
-        groups.setdefault(info["fingerprint"] if info else "none", []).append(url)
-    if len(groups) <= 1:
-        fp = next(iter(groups), None)
-        return None if fp in (None, "none") else fp
-    parts = ", ".join(f"{'no fingerprint (encoded before lafa recorded one)' if fp == 'none' else fp} "
-                      f"({len(u)} shards, e.g. {u[0]})" for fp, u in sorted(groups.items()))
-    raise EncodeFolderError(f"{what} mix latents of {len(groups)} different encodes: {parts}; a model trained on "
-                            f"them would learn several latent spaces: re-encode them all with one autoencoder "
-                            f"(`lafa encode ... --overwrite`) or point to one encode's shards")
 
 
 def _audio(sample: dict, sample_rate: int, channels: int) -> torch.Tensor:

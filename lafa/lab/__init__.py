@@ -4,7 +4,7 @@
 `floors` gives the exact Bayes floor of the DiT's `v` and `rf` losses and the optimal denoiser; `locality`
 the population values of lafa's alpha, LPI and their controls; `frechet` the exact Frechet distance of
 generated latents against the truth, its real-vs-real baseline and the optimal denoiser's FD through lafa's
-sampler. Pure numpy/torch (`callback` is the one Lightning file; nothing here imports it).
+sampler. Pure numpy/torch (its Lightning callback lives in `lafa.stages.lab_callbacks`).
 """
 
 from lafa.lab.floors import bayes_residual, loss_floor, loss_floors, optimal_prediction

@@ -45,11 +45,13 @@ from lafa.stages.checks import check_crop, check_range
 from lafa.stages.frozen import Frozen
 from lafa.stages.schedules import inverse_lr_factor
 
+TEXT_CACHE_SIZE = 64  # caption tuples kept by encode_text (fixed validation and sample prompts repeat)
+
 
 def latent_shard_weights(datamodule) -> dict[str, tuple[str, str]]:
     """split -> (first local latent shard, the weights hash of the autoencoder that encoded it), for a
     LatentDataModule's shards that carry `lafa encode`'s fingerprint (a mixed corpus is refused by the DataModule)."""
-    from lafa.data.latent_shards import shard_fingerprint
+    from lafa.data.latent_corpus import shard_fingerprint
     from lafa.data.stream import expand_shards
 
     found = {}
@@ -104,7 +106,7 @@ class DitStage(LightningModule):
         config = {"preset": "sao-1.0", **as_mapping(model)}
         self.save_hyperparameters(ignore=["model"])
         self.hparams["model"] = config  # plain values: checkpoints hold no config classes
-        self.frozen = Frozen(text=TextConditioner(text_encoder, text_max_length), autoencoder=None)
+        self.frozen = Frozen(text=TextConditioner(text_encoder, text_max_length), autoencoder=None, text_cache={})
         derived = {"text_dim": self.frozen.text.dim}
         if autoencoder_ckpt:
             derived["io_channels"] = latent_dim = self._load_autoencoder().latent_dim
@@ -135,8 +137,13 @@ class DitStage(LightningModule):
 
     def encode_text(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """captions -> frozen text tokens (B, L, text_dim) and keep mask (B, L) on this stage's device."""
-        text = self.frozen.text.to(self.device)
-        return text(list(captions), self.device)
+        key = (tuple(captions), str(self.device))
+        cache = self.frozen.text_cache
+        if key not in cache:  # a batch of one repeated caption (the lab's) is encoded once, not every step
+            if len(cache) >= TEXT_CACHE_SIZE:
+                cache.pop(next(iter(cache)))  # oldest first
+            cache[key] = self.frozen.text.to(self.device)(list(captions), self.device)
+        return cache[key]
 
     def _latents(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(scaled latent (B, C, N) float32, real-frame keep mask (B, N) or None) from a latent or an audio batch.

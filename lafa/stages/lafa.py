@@ -57,8 +57,11 @@ def load_frozen_vae(path: str | Path, vae_args: dict | None = None) -> OobleckVA
 class LafaStage(LightningModule):
     def __init__(
         self,
-        vae_ckpt: str,
+        vae_ckpt: str | None,
         vae_args: dict | None = None,
+        # vae_ckpt null: no VAE, LAFA trains on the batches' `latent` (B, latent_channels, N) as they are (the
+        # ground-truth lab's Gaussian latents, lafa.data.gaussian_latents); no audio metrics
+        latent_channels: int | None = None,
         # the LAFA model: lafa.models.lafa.Lafa's arguments and a size `preset` (LAFA_PRESETS, default paper):
         # masking (Sec. 4.1, 5.4), encoder/decoder sizes, the latent as a latent (docs/lafa.md)
         model: LafaConfig | dict | None = None,
@@ -81,15 +84,22 @@ class LafaStage(LightningModule):
         config = {"preset": "paper", **as_mapping(model)}
         self.save_hyperparameters(ignore=["model"])
         self.hparams["model"] = config  # plain values: checkpoints hold no config classes
-        self.vae = load_frozen_vae(vae_ckpt, vae_args).requires_grad_(False).eval()
-        self.vae_engine = InferenceVAE(self.vae)  # the CPU inference engine on CPU float32 (plain elsewhere)
-        self.lafa = build_model(Lafa, LAFA_PRESETS, config, latent_channels=self.vae.latent_dim)
-        self.metrics = ReconstructionMetrics(self.vae.sample_rate)
+        if vae_ckpt is None:
+            if not latent_channels:
+                raise ValueError("vae_ckpt null (LAFA on latent batches) needs latent_channels")
+            self.vae = self.vae_engine = self.metrics = None
+        else:
+            self.vae = load_frozen_vae(vae_ckpt, vae_args).requires_grad_(False).eval()
+            self.vae_engine = InferenceVAE(self.vae)  # the CPU inference engine on CPU float32 (plain elsewhere)
+            self.metrics = ReconstructionMetrics(self.vae.sample_rate)
+            latent_channels = self.vae.latent_dim
+        self.lafa = build_model(Lafa, LAFA_PRESETS, config, latent_channels=latent_channels)
 
     def train(self, mode: bool = True) -> LafaStage:
         """Lightning switches the whole module to train mode; the frozen VAE stays in eval mode."""
         super().train(mode)
-        self.vae.eval()
+        if self.vae is not None:
+            self.vae.eval()
         return self
 
     def as_autoencoder(self) -> LafaAutoencoder:
@@ -100,7 +110,11 @@ class LafaStage(LightningModule):
 
     # ---- shared ----------------------------------------------------------------------------------------------
     def _latents(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Frozen-VAE latent Z (B, C, N) in float32 and its real-frame mask (B, N) (None without padding mask)."""
+        """Frozen-VAE latent Z (B, C, N) in float32 and its real-frame mask (B, N) (None without padding mask);
+        without a VAE, the batch's `latent` and its `keep` (real frames)."""
+        if self.vae is None:
+            keep = batch.get("keep")
+            return batch["latent"].float(), None if keep is None else keep.bool()[:, : batch["latent"].shape[-1]]
         with torch.no_grad(), torch.autocast(self.device.type, enabled=False):  # frozen targets in float32
             z = self.vae_engine.encode_mean(batch["audio"].float()).float()
         return z, frame_keep(batch.get("keep"), self.vae.downsampling_ratio, z.shape[-1])
@@ -171,7 +185,7 @@ class LafaStage(LightningModule):
 
     @torch.no_grad()
     def _evaluate(self, batch: dict, batch_idx: int, prefix: str) -> None:
-        audio, padding = batch["audio"], batch.get("keep")
+        audio, padding = batch.get("audio"), batch.get("keep")
         z0, keep = self._latents(batch)
         if self.lafa.needs_input_stats:
             self._measure_input(z0, keep)
@@ -185,9 +199,10 @@ class LafaStage(LightningModule):
         y = self.lafa.encode(z0, keep)  # nothing masked
         if prefix == "val" and batch_idx < self.hparams.norm_batches and not self.trainer.sanity_checking:
             self.lafa.normalizer.accumulate(y, keep)
-        vae_audio = self._vae_decode(z0)[..., : audio.shape[-1]]
-        for name, value in self.metrics(vae_audio, audio, padding).items():
-            self.log(f"{prefix}/vae/{name}", value, **log)
+        if self.vae is not None:
+            vae_audio = self._vae_decode(z0)[..., : audio.shape[-1]]
+            for name, value in self.metrics(vae_audio, audio, padding).items():
+                self.log(f"{prefix}/vae/{name}", value, **log)
         decoded = {}
         for steps in self._decode_settings():
             tag = f"k{steps}" if steps is not None else "vit"
@@ -195,11 +210,13 @@ class LafaStage(LightningModule):
             mse = masked_mse_pooled(z_hat, z0, keep)
             self.log(f"{prefix}/{tag}/latent_mse", mse, **log)
             self.log(f"{prefix}/{tag}/latent_rel_mse", mse / variance, prog_bar=tag == "k2", **log)
+            if self.vae is None:
+                continue
             audio_hat = self._vae_decode(z_hat)[..., : audio.shape[-1]]
             for name, value in self.metrics(audio_hat, audio, padding).items():
                 self.log(f"{prefix}/{tag}/{name}", value, **log)
             decoded[tag] = (z_hat, audio_hat)
-        if batch_idx == 0 and self.global_rank == 0:
+        if batch_idx == 0 and self.global_rank == 0 and self.vae is not None:
             self._log_media(prefix, audio, vae_audio, z0, y, decoded)
 
     def _log_media(self, prefix: str, audio, vae_audio, z0, y, decoded: dict) -> None:

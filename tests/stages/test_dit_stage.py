@@ -51,7 +51,7 @@ def audio_batch(b=2, seconds=0.25, sr=44100, seed=0):
     padding[0, n // 2:] = False
     audio[0, :, n // 2:] = 0
     real = padding.sum(-1)
-    return dict(audio=audio, sample_keep=padding, real_samples=real, seconds_start=torch.zeros(b),
+    return dict(audio=audio, keep=padding, real_samples=real, seconds_start=torch.zeros(b),
                 seconds_total=torch.ceil(real / sr).float(),
                 caption=["a soft piano", "loud drums"][:b] + ["noise"] * (b - 2), id=[f"c{i}" for i in range(b)])
 
@@ -100,7 +100,7 @@ def test_tiny_config_overfits_one_clip(vae_path):
                                   text_encoder=config["text_encoder"], text_max_length=config["text_max_length"],
                                   objective="v", cfg_dropout=0.0))
     z0 = torch.randn(1, LATENT, 8) * torch.linspace(0.5, 1.5, LATENT)[None, :, None]
-    batch = dict(latent=z0.repeat(8, 1, 1), sample_keep=torch.ones(8, 8, dtype=torch.bool),
+    batch = dict(latent=z0.repeat(8, 1, 1), keep=torch.ones(8, 8, dtype=torch.bool),
                  seconds_start=torch.zeros(8), seconds_total=torch.full((8,), 0.7), caption=["one clip"] * 8)
     opt = torch.optim.Adam(stage.model.parameters(), lr=1e-2)  # a higher lr than the config's, to be quick
     cond = stage._cond(batch, 8)
