@@ -7,7 +7,7 @@ examples:
 The model repo is created if it does not exist; the folder's files (config.json, model.safetensors, README.md)
 are committed as they are. Authentication is huggingface_hub's (`hf auth login`, or HF_TOKEN). Anyone can then
 pass the repo id wherever lafa takes a model (`lafa generate --ckpt_path me/lafa-demo-dit`,
-`lafa.bundles.from_pretrained("me/lafa-demo-dit")`).
+`lafa.stages.pretrained.from_pretrained("me/lafa-demo-dit")`).
 """
 
 from __future__ import annotations
