@@ -12,47 +12,66 @@ import os
 from pathlib import Path
 
 import torch
-from jsonargparse import ArgumentParser
+from jsonargparse import ActionYesNo, ArgumentParser
 
+from lafa.commands.options import command_parser, parse, print_device
 from lafa.data.latent_shards import encode_corpus
 from lafa.data.stream import expand_shards
+from lafa.devices import DEVICE_HELP, resolve_device
+from lafa.errors import BadInput
 
 
-def main(argv: list[str]) -> int:
-    parser = ArgumentParser(prog="lafa encode", description=__doc__)
-    parser.add_argument("--config", action="config")
+def build_parser() -> ArgumentParser:
+    parser = command_parser("lafa encode", __doc__)
     parser.add_argument("--ckpt_path", type=str, required=True,
                         help="a `lafa fit` VAE or LAFA checkpoint, or Stable Audio Open VAE weights")
-    parser.add_argument("--shards", type=str | list[str], required=True, help="audio shard spec(s)")
+    parser.add_argument("--shards", type=str, action="append", required=True,
+                        help="audio shard spec ('data/x/train-*.tar', 'train-{000000..000009}.tar'); repeat "
+                             "--shards for several: every one is encoded")
     parser.add_argument("--out", type=str, required=True, help="output folder for the latent shards")
     parser.add_argument("--batch_size", type=int, default=8, help="equal-length chunks encoded together")
-    parser.add_argument("--device", type=str, default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", type=str, default="auto", help=DEVICE_HELP)
     parser.add_argument("--dtype", type=str, default="float32", choices=["float32", "float16"],
                         help="storage type of the latents")
     parser.add_argument("--latent_dim", type=int, default=64, help="latent channels of official SAO weights")
-    parser.add_argument("--overwrite", type=bool, default=False, help="re-encode shards already in --out")
+    parser.add_argument("--overwrite", action=ActionYesNo, default=False, help="re-encode shards already in --out")
     parser.add_argument("--workers", type=int, default=max(0, min(4, (os.cpu_count() or 1) - 1)),
                         help="audio decode processes (0: decode in the encoding process)")
     parser.add_argument("--vae_dtype", type=str, default="float32", choices=["float32", "bfloat16"],
                         help="VAE inference arithmetic; bfloat16 only where the device has native bf16")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = parse(build_parser(), argv)
     if not Path(args.ckpt_path).is_file():
-        raise SystemExit(f"lafa encode: checkpoint not found: {args.ckpt_path}")
+        raise BadInput(f"--ckpt_path {args.ckpt_path}", "no such file",
+                       "give a VAE or LAFA checkpoint written by `lafa fit`, or SAO's model.safetensors")
+    where, fix = ("--shards " + " --shards ".join(args.shards),
+                  "give a glob, brace pattern or folder of .tar shards (`make shards` writes data/demo/shards/)")
+    try:
+        shards = expand_shards(args.shards)
+    except FileNotFoundError as e:
+        raise BadInput(where, f"matches no shard files ({e})", fix) from e
+    if not shards:
+        raise BadInput(where, "matches no shard files", fix)
+    device = resolve_device(args.device)
+    print_device(device)
     from lafa.stages.loading import load_autoencoder
 
     autoencoder = load_autoencoder(args.ckpt_path, latent_dim=args.latent_dim)
     if isinstance(autoencoder, torch.nn.Module):
-        autoencoder = autoencoder.to(args.device).eval()
+        autoencoder = autoencoder.to(device).eval()
     engine = getattr(autoencoder, "engine", None)  # the VAE's InferenceVAE
     if args.vae_dtype == "bfloat16":
         if not hasattr(engine, "configure"):
-            raise SystemExit("lafa encode: --vae_dtype bfloat16 needs an Oobleck VAE autoencoder")
+            raise BadInput("--vae_dtype bfloat16", "needs an Oobleck VAE autoencoder", "use --vae_dtype float32")
         try:
             engine.configure(dtype=torch.bfloat16)
         except ValueError as e:
-            raise SystemExit(f"lafa encode: {e}") from e
-    stats = encode_corpus(autoencoder, expand_shards(args.shards), args.out, args.batch_size, args.device,
-                          args.dtype, source=Path(args.ckpt_path).name, overwrite=args.overwrite, workers=args.workers)
+            raise BadInput("--vae_dtype bfloat16", str(e), "use --vae_dtype float32") from e
+    stats = encode_corpus(autoencoder, shards, args.out, args.batch_size, str(device), args.dtype,
+                          source=Path(args.ckpt_path).name, overwrite=args.overwrite, workers=args.workers)
     print(stats.summary())
     print(f"wrote {len(stats.outputs)} latent shards to {args.out}")
     return 0
