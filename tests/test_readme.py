@@ -5,15 +5,18 @@ Commands run in a scratch folder laid out like a clone (`configs/` linked, the d
 `python -m data_prep demo`, the same as `make shards`), in README order, each in its *test-size form*:
 `TEST_FORM` maps a README command to what is run instead where the README's own is large:
 - `make demo` runs the Makefile's own demo recipe, read from the Makefile, line by line, with every `lafa fit`
-  cut to a few steps (`FIT_STEPS`: the step at which the tiny config writes last.ckpt);
-- a paper-scale `lafa fit --config configs/X.yaml` gets its tiny overlay(s) and the same few steps;
+  cut to a few steps (`FIT_STEPS`, with last.ckpt written at the last);
+- a paper-scale `lafa fit --config configs/X.yaml` is checked to parse alone (`--print_config`) where make demo
+  trained the same config at tiny size; the DiT variants the demo does not train (`dit_sao_rf`, `dit_etta`) also
+  train a few steps with their tiny overlays;
 - paths of paper-scale runs (`runs/lafa/...`, `data/shards/...`) become the demo's (`runs/demo/...`,
   `data/demo/shards/...`), `~/Music/album` becomes the demo corpus's raw music folder, `models/encodec_24khz` a
   tiny random transformers EncodecModel saved there;
 - a study is planned (`--plan`: its configs are checked and its fit commands printed), not run (it is nine fits);
 - `make test` is the suite that runs this test, so it is not run from here.
 A README command without an entry in TEST_FORM fails `test_every_readme_command_has_a_test_form`, so a new
-command cannot slip in untested. The chain takes a few minutes of CPU: it is marked slow and runs in CI.
+command cannot slip in untested. The chain runs in this process (no interpreter start per command) and takes
+a few minutes of CPU: it is marked slow and runs in CI (`make test`).
 
 Figures: `FIGURES` lists each number the README's prose states (outside code), with where it comes from;
 `test_every_readme_figure_has_a_source` fails on a number with no entry (add its source, or remove it).
@@ -21,28 +24,32 @@ Figures: `FIGURES` lists each number the README's prose states (outside code), w
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
 import shlex
 import subprocess
-import sys
+import traceback
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
-PY = sys.executable
 
-# `lafa fit` at test size: the step where each tiny config writes last.ckpt (its every_n_train_steps), validated there
-FIT_STEPS = {"configs/tiny/vae.yaml": 4, "configs/tiny/lafa.yaml": 10, "configs/tiny/dit_sao.yaml": 100}
+# `lafa fit` at test size: a few steps, validated at the last, and last.ckpt written there. The VAE and LAFA tiny
+# configs write last.ckpt every 4 and 10 steps; the tiny DiTs every 100, so their last callback (the
+# ModelCheckpoint: jsonargparse's `callbacks.init_args` sets the last one of the list) is told 4.
+FIT_STEPS = {"configs/tiny/vae.yaml": 4, "configs/tiny/lafa.yaml": 10, "configs/tiny/dit_sao.yaml": 4}
 
 
 def _fit_tiny(config_args: str) -> str:
     overlay = next(c for c in FIT_STEPS if c in config_args)
     steps = FIT_STEPS[overlay]
-    return f"lafa fit {config_args} --trainer.max_steps {steps} --trainer.val_check_interval {steps}"
+    extra = f" --trainer.callbacks.init_args.every_n_train_steps {steps}" if "dit_sao" in overlay else ""
+    return f"lafa fit {config_args} --trainer.max_steps {steps} --trainer.val_check_interval {steps}{extra}"
 
 
 DEMO = "@make demo"  # the Makefile's demo recipe, read from the Makefile (see _make_recipe)
@@ -59,16 +66,16 @@ TEST_FORM: dict[str, list[str] | str] = {
          "lafa analyze --audio data/demo/raw/music --ckpt_path models/encodec_24khz --label encodec "
          "--ckpt_path runs/demo/vae/checkpoints/last.ckpt --label vae --out runs/codecs"],
     "make shards": [],  # the fixture built the demo corpus with `make shards`' own command
-    "lafa fit --config configs/vae.yaml": [_fit_tiny("--config configs/vae.yaml --config configs/tiny/vae.yaml")],
-    "lafa fit --config configs/lafa.yaml": [_fit_tiny("--config configs/lafa.yaml --config configs/tiny/lafa.yaml")],
+    # the paper-scale stage configs parse alone; at tiny size the same configs were trained by make demo's recipe
+    "lafa fit --config configs/vae.yaml": ["lafa fit --config configs/vae.yaml --print_config"],
+    "lafa fit --config configs/lafa.yaml": ["lafa fit --config configs/lafa.yaml --print_config"],
     "lafa analyze --ckpt_path runs/lafa/checkpoints/last.ckpt --data 'data/shards/val-*.tar' --out runs/analysis":
         ["lafa analyze --ckpt_path runs/demo/lafa/checkpoints/last.ckpt --data 'data/demo/shards/val-*.tar' "
          "--num_clips 8 --out runs/analysis"],
     "lafa encode --ckpt_path runs/lafa/checkpoints/last.ckpt --shards 'data/shards/train-*.tar' --out data/latents":
         ["lafa encode --ckpt_path runs/demo/lafa/checkpoints/last.ckpt --shards 'data/demo/shards/train-000000.tar' "
          "--workers 0 --out data/latents"],
-    "lafa fit --config configs/dit_sao.yaml":
-        [_fit_tiny("--config configs/dit_sao.yaml --config configs/tiny/dit_sao.yaml")],
+    "lafa fit --config configs/dit_sao.yaml": ["lafa fit --config configs/dit_sao.yaml --print_config"],
     "lafa fit --config configs/dit_sao_rf.yaml":  # the whole config alone parses and trains (--print_config), tiny
         ["lafa fit --config configs/dit_sao_rf.yaml --print_config",
          _fit_tiny("--config configs/dit_sao_rf.yaml --config configs/tiny/dit_sao.yaml "
@@ -87,8 +94,9 @@ TEST_FORM: dict[str, list[str] | str] = {
          "--allow_random_weights --out eval.json"],
     "lafa study --config configs/studies/converge.yaml":
         ["lafa study --config configs/studies/converge.yaml --config configs/tiny/studies/converge.yaml --plan"],
+    # make demo's recipe ran this exact command (at FIT_STEPS); here it is checked to parse as written
     "lafa fit --config configs/lafa.yaml --config configs/tiny/lafa.yaml":
-        [_fit_tiny("--config configs/lafa.yaml --config configs/tiny/lafa.yaml")],
+        ["lafa fit --config configs/lafa.yaml --config configs/tiny/lafa.yaml --print_config"],
 }
 
 
@@ -120,6 +128,9 @@ def _make_recipe(target: str) -> list[str]:
 
 
 def _run_form(command: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run one test-form command in `cwd`, in this process (`lafa` through lafa.cli.main, `python -m data_prep`
+    through data_prep's main: the same code as the console scripts, without a new interpreter's imports per
+    command); returns its exit code and output."""
     if command.startswith("@tiny encodec "):
         from transformers import EncodecConfig, EncodecModel
 
@@ -129,13 +140,27 @@ def _run_form(command: str, cwd: Path) -> subprocess.CompletedProcess:
         return subprocess.CompletedProcess(command, 0, "", "")
     argv = shlex.split(command)
     if argv[0] == "lafa":
-        argv = [PY, "-m", "lafa", *argv[1:]]
-        if argv[3] == "fit" and "--print_config" not in argv:
-            pass
-    elif argv[0] == "python":
-        argv = [PY, *argv[1:]]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
-    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+        from lafa.cli import main
+    elif argv[:3] == ["python", "-m", "data_prep"]:
+        from data_prep.__main__ import main
+
+        argv = argv[2:]
+    else:
+        raise AssertionError(f"no runner for {command!r}")
+    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = int(main(argv[1:]) or 0)
+            except SystemExit as e:  # --print_config and --help end this way
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except Exception:  # noqa: BLE001 (a traceback is a failure the test reports)
+                err.write(traceback.format_exc())
+                code = 1
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(command, code, out.getvalue(), err.getvalue())
 
 
 def test_every_readme_command_has_a_test_form() -> None:
@@ -192,7 +217,7 @@ def readme_run(tmp_path_factory) -> tuple[Path, list[tuple[str, str, subprocess.
             continue
         for line in form:
             for run in (_make_recipe("demo") if line == DEMO else [line]):
-                if run.startswith("lafa fit ") and "--trainer.max_steps" not in run:
+                if run.startswith("lafa fit ") and "--trainer.max_steps" not in run and "--print_config" not in run:
                     run = _fit_tiny(run.removeprefix("lafa fit "))
                 proc = _run_form(run, root)
                 results.append((command, run, proc))
