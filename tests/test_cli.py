@@ -238,3 +238,27 @@ def test_ctrl_c_in_fit_says_what_was_kept_and_how_to_resume(fitted: Path, tmp_pa
     assert f"; kept {ckpt_dir}/last.ckpt (step " in last
     assert last.endswith(f"resume with: lafa fit -c {tmp_path}/long.yaml --ckpt_path {ckpt_dir}/last.ckpt")
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["analyze", "encode", "export", "generate", "evaluate", "study"])
+def test_project_subcommands_take_c_for_config(command: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "-c CONFIG, --config CONFIG" in capsys.readouterr().out
+
+
+def test_data_prep_keeps_the_contract(tmp_path: Path, capsys) -> None:
+    from data_prep.__main__ import main as data_prep
+
+    with pytest.raises(SystemExit):
+        data_prep(["demo", "--help"])
+    help_ = " ".join(capsys.readouterr().out.split())
+    assert "(default: 4MB)" in help_ and "(default: 4.0)" in help_ and "(default: flac)" in help_
+    assert data_prep(["build", "--out", str(tmp_path / "out"), "--folder", str(tmp_path / "nope")]) == 2
+    assert _one_line(capsys.readouterr().err) == (
+        f"data_prep build: error: --folder {tmp_path}/nope: no such folder; give a folder of audio files")
+    (tmp_path / "empty").mkdir()
+    assert data_prep(["build", "--out", str(tmp_path / "out"), "--folder", str(tmp_path / "empty")]) == 2
+    assert _one_line(capsys.readouterr().err).startswith(f"data_prep build: error: {tmp_path}/empty: no audio files")
+    assert not (tmp_path / "out").exists()
