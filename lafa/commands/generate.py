@@ -124,17 +124,18 @@ def _check_arguments(args) -> list[str]:  # noqa: ANN001
 
 def _dit_config(ckpt_path: Path) -> dict:
     """The stored config of a DiT checkpoint, refused (one line) when the file is missing or of another stage."""
-    from lafa.stages.loading import stage_class_and_args
+    from lafa.checkpoints import stored_stage
 
     where = f"--ckpt_path {ckpt_path}"
     if not ckpt_path.is_file():
         raise BadInput(where, "no such file", f"give a checkpoint written by {DIT_CONFIGS}, e.g. "
                                               f"runs/dit_sao/checkpoints/last.ckpt")
-    stored = read_checkpoint(ckpt_path).get(CHECKPOINT_CONFIG_KEY)  # one line for an empty/damaged/foreign file
+    ckpt = read_checkpoint(ckpt_path)  # one line for an empty/damaged/foreign file
+    stored = ckpt.get(CHECKPOINT_CONFIG_KEY)
     if stored is None:
         raise BadInput(where, "carries no lafa config (not written by `lafa fit`)",
                        f"give a checkpoint written by {DIT_CONFIGS}")
-    cls, _ = stage_class_and_args(stored, ckpt_path)  # refuses untrusted classes before importing anything
+    cls, _ = stored_stage(ckpt, ckpt_path)  # refuses untrusted classes before importing anything
     if not hasattr(cls, "generate"):
         raise BadInput(where, f"is a {cls.__name__} checkpoint, not a DiT stage",
                        f"give a checkpoint written by {DIT_CONFIGS}; a VAE or LAFA checkpoint is the DiT's "
