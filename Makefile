@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 # Re-resolve every pin from pyproject.toml's ranges (lafa, its [dev] and [wandb] extras); review the diff, then
 # commit requirements.lock with the change that needed it.
 lock: setup
-	$(BIN)/pip-compile --quiet --extra dev --extra wandb --strip-extras --no-emit-find-links --no-emit-index-url \
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --extra dev --extra wandb --strip-extras --no-emit-find-links --no-emit-index-url \
 	    --no-emit-trusted-host --upgrade --output-file requirements.lock pyproject.toml
 
 test: setup
