@@ -31,6 +31,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import traceback
 from pathlib import Path
 
@@ -128,9 +129,9 @@ def _make_recipe(target: str) -> list[str]:
 
 
 def _run_form(command: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run one test-form command in `cwd`, in this process (`lafa` through lafa.cli.main, `python -m data_prep`
-    through data_prep's main: the same code as the console scripts, without a new interpreter's imports per
-    command); returns its exit code and output."""
+    """Run one test-form command in `cwd`: `lafa` in this process through lafa.cli.main (the console script's
+    code, without a new interpreter's imports per command), `python -m data_prep` as a process; returns its exit
+    code and output."""
     if command.startswith("@tiny encodec "):
         from transformers import EncodecConfig, EncodecModel
 
@@ -139,14 +140,14 @@ def _run_form(command: str, cwd: Path) -> subprocess.CompletedProcess:
                                    target_bandwidths=[1.0])).save_pretrained(cwd / command.split()[-1])
         return subprocess.CompletedProcess(command, 0, "", "")
     argv = shlex.split(command)
-    if argv[0] == "lafa":
-        from lafa.cli import main
-    elif argv[:3] == ["python", "-m", "data_prep"]:
-        from data_prep.__main__ import main
-
-        argv = argv[2:]
-    else:
+    if argv[:3] == ["python", "-m", "data_prep"]:  # its own interpreter: a fork pool after torch's threads can hang
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        return subprocess.run([sys.executable, *argv[1:]], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=900)
+    if argv[0] != "lafa":
         raise AssertionError(f"no runner for {command!r}")
+    from lafa.cli import main
+
     out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
     os.chdir(cwd)
     try:
