@@ -1,4 +1,6 @@
-# lafa developer entry points. `make setup` builds .venv from pyproject.toml; every other target uses it.
+# lafa developer entry points. `make setup` builds .venv from requirements.lock (every version pinned, so a clone
+# installs what was tested) and installs lafa itself on top; every other target uses it. `make lock` refreshes
+# the lock from pyproject.toml's ranges (which stay for library users: `pip install .`).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -8,15 +10,22 @@ DEMO   := runs/demo
 # `make shards` builds the offline demo corpus; `make shards ARGS="build --out data/shards --fma_audio ..."` a real one
 ARGS   ?= demo --out data/demo
 
-.PHONY: setup test shards demo study bench lint
+.PHONY: setup lock test shards demo study bench lint
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
+
+# Re-resolve every pin from pyproject.toml's ranges (lafa, its [dev] and [wandb] extras); review the diff, then
+# commit requirements.lock with the change that needed it.
+lock: setup
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --extra dev --extra wandb --strip-extras --no-emit-find-links --no-emit-index-url \
+	    --no-emit-trusted-host --upgrade --output-file requirements.lock pyproject.toml
 
 test: setup
 	$(BIN)/python -m pytest -n $(JOBS) -q tests

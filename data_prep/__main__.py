@@ -1,4 +1,7 @@
-"""`python -m data_prep build ...` (real sources) and `python -m data_prep demo --out data/demo` (offline)."""
+"""`python -m data_prep build ...` (real sources) and `python -m data_prep demo --out data/demo` (offline).
+
+A mistake in what was given ends with one line `data_prep <command>: error: <file or option>: <what>; <fix>` and
+exit code 2 (`--debug` shows the traceback); Ctrl-C keeps the finished shards, and the same command resumes."""
 
 from __future__ import annotations
 
@@ -23,6 +26,10 @@ from data_prep.sources import (
 from data_prep.summary import summary_table
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's default in its help, the description as written."""
+
+
 def _size(text: str) -> int:
     units = {"k": 2**10, "m": 2**20, "g": 2**30}
     t = text.strip().lower().rstrip("b")
@@ -38,16 +45,16 @@ def _common(p: argparse.ArgumentParser, chunk: float, shard: str, estimate: str)
     p.add_argument("--silence_dbfs", type=float, default=-60.0, help="peak level below which audio is silent")
     p.add_argument("--flac_subtype", default="PCM_16", choices=["PCM_16", "PCM_24"])
     p.add_argument("--flac_level", type=int, choices=range(9), default=4, metavar="0-8",
-                   help="FLAC compression level (default 4: libFLAC 5's size for ~12%% less CPU; 0: ~30%% less "
+                   help="FLAC compression level (4: libFLAC 5's size for ~12%% less CPU; 0: ~30%% less "
                         "CPU, 3-13%% larger)")
     p.add_argument("--no_copy", dest="copy_sources", action="store_false",
                    help="re-encode every chunk to FLAC; by default a file that is one whole chunk at 44.1 kHz stereo "
                         "(mp3, ogg, opus, FLAC/WAV at --flac_subtype's depth) is stored as it is, tags dropped")
     p.add_argument("--member_format", choices=["flac", "wav"], default="flac",
                    help="how converted chunks are stored (resampled, re-quantised, cut from longer files): flac "
-                        "(lossless, ~0.6x PCM bytes) or wav (PCM: ~1.6x FLAC's bytes, no encoding CPU, ~1/3 of "
-                        "FLAC's CPU per training crop); docs/data.md, Member format")
-    p.add_argument("--shard_size", type=_size, default=_size(shard), help="target shard size, e.g. 256MB")
+                        "(lossless, smaller) or wav (PCM: the same integers, more bytes, no encoding CPU, less CPU "
+                        "per training crop); docs/data.md, Member format")
+    p.add_argument("--shard_size", type=_size, default=shard, help="target shard size, e.g. 256MB")
     p.add_argument("--val_fraction", type=float, default=0.05, help="hash split, for items without a split")
     p.add_argument("--test_fraction", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0, help="caption draws stored in the shards")
@@ -59,9 +66,10 @@ def _common(p: argparse.ArgumentParser, chunk: float, shard: str, estimate: str)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__, formatter_class=_Help)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="shard real sources (FSD, FMA, folders)")
+    b = sub.add_parser("build", help="shard real sources (FSD, FMA, folders)", formatter_class=_Help)
     _common(b, 30.0, "256MB", "probe")
     b.add_argument("--fsd_audio", type=Path, help="FreeSound audio folder (<id>.wav)")
     b.add_argument("--fsd_tables", type=Path, nargs="*", default=[], help="CSVs / clips_info JSON, merged by id")
@@ -73,29 +81,49 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--licenses", nargs="*", default=list(ALLOWED_LICENSES),
                    help=f"licence classes kept ('any': every recognised one): {', '.join(LICENSE_CLASSES)}")
     b.add_argument("--keep_unlicensed", action="store_true", help="keep items with no licence field")
-    d = sub.add_parser("demo", help="synthesise the offline demo corpus and shard it")
+    d = sub.add_parser("demo", help="synthesise the offline demo corpus and shard it", formatter_class=_Help)
     _common(d, 4.0, "4MB", "pcm")  # the demo keeps its 4 train shards
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    args = parser().parse_args([a for a in argv if a != "--debug"])
+    prog = "data_prep"  # the one-line contract of docs/faults.md: "data_prep: error: <file or option>: ...; <fix>"
     try:
         _check_inputs(args)
         return _run(args)
     except BuildInterrupted as exc:  # Ctrl-C: what was kept and how to resume, no KeyboardInterrupt traceback
-        print(f"data_prep: {exc}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prog}: interrupted (Ctrl-C); finished shards are kept in {args.out}; rerun the same command to "
+              "build the rest (finished shards are not rebuilt)", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # a message of _run: one line in the contract's form
+        if debug or not isinstance(exc.code, str):
+            raise
+        print(f"{prog}: error: {exc.code.removeprefix('data_prep: ')}", file=sys.stderr)
+        return 2
     except OSError as exc:  # a full disk, a read-only folder: the file and what is wrong, not a traceback
+        if debug:
+            raise
         what = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
         if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
             what += "; choose a writable --out (and readable inputs)"
         elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
             what += "; free space and run the same command again (finished shards are kept)"
-        print(f"data_prep: error: {' '.join(what.split())}", file=sys.stderr)
+        print(f"{prog}: error: {' '.join(what.split())}", file=sys.stderr)
         return 2
     except ValueError as exc:  # a bad table or argument: one line naming it, not a traceback
-        print(f"data_prep: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
 
 
@@ -129,15 +157,21 @@ def _run(args: argparse.Namespace) -> int:
             roots["fsd"] = args.fsd_audio
         if args.fma_audio or args.fma_tracks:
             if not (args.fma_audio and args.fma_tracks):
-                raise SystemExit("data_prep: --fma_audio and --fma_tracks go together")
+                raise SystemExit("--fma_audio/--fma_tracks: they go together; give both (the audio tree and tracks.csv)")
             items += read_fma(args.fma_audio, args.fma_tracks, args.fma_genres)
             roots["fma"] = args.fma_audio
         for i, folder in enumerate(args.folder):
+            if not folder.is_dir():
+                raise SystemExit(f"--folder {folder}: no such folder; give a folder of audio files")
             name = "folder" if i == 0 else f"folder{i}"
             items += read_folder(folder, name)
             roots[name] = folder
         if not items:
-            raise SystemExit("data_prep: no audio found (give --fsd_audio, --fma_audio/--fma_tracks or --folder)")
+            given = [str(x) for x in (args.fsd_audio, args.fma_audio, *args.folder) if x]
+            if given:
+                raise SystemExit(f"{', '.join(given)}: no audio files found; give folders of audio files "
+                                 "(wav, flac, mp3, ogg, opus, ...)")
+            raise SystemExit("build: no audio sources given; give --fsd_audio, --fma_audio with --fma_tracks, or --folder")
         out, keep_unlicensed, licenses = args.out, args.keep_unlicensed, check_license_names(args.licenses)
         allow = read_id_list(args.allow_ids) if args.allow_ids else None
     items, rejected = dedup_ids(items)

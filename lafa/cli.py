@@ -11,16 +11,22 @@ false`). A checkpoint's stored config is data: it is checked against the trusted
 (`lafa.config_trust`) before it reaches the parser; every checkpoint a subcommand reads (`--ckpt_path last`
 included) is read and checked once (`lafa.checkpoints`) and written whole (`lafa.checkpoint_io`). Errors in what
 the user gave (a file, a checkpoint, a stored config, a run that diverged) are a `LafaUserError`: one line on
-stderr, exit code 2.
+stderr, exit code 2 (`lafa.errors` states the contract); `--debug` anywhere on the command line shows the
+traceback instead. Ctrl-C says what was kept and how to resume (exit code 130). Third-party chatter that says
+nothing about the run (LightningCLI's `args` warning, Lightning's litlogger/litmodels adverts) is filtered by its
+exact text, nothing else.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
+import shlex
 import sys
+import warnings
 from pathlib import Path
 
-from lafa.errors import USER_ERROR_EXIT, LafaUserError  # noqa: F401 (re-exported)
+from lafa.errors import USER_ERROR_EXIT, BadInput, LafaUserError  # noqa: F401 (re-exported)
 
 PROJECT_COMMANDS = {
     "analyze": ("lafa.commands.analyze", "spectral slope, LPI, correlation maps, channel ablation of latents"),
@@ -31,6 +37,17 @@ PROJECT_COMMANDS = {
     "push": ("lafa.commands.push", "upload a bundle folder (lafa export --out DIR) to the Hugging Face Hub"),
     "study": ("lafa.commands.study", "run, resume, plan or report a study (a set of lafa fit runs)"),
 }
+LIGHTNING_COMMANDS = ("fit", "validate", "test")
+# `predict` is Lightning's, and no lafa stage defines a prediction: refused in one line, not offered in the help
+NOT_OFFERED = {"predict": "no lafa stage defines a prediction; use `lafa generate` (audio from a DiT), "
+                          "`lafa encode` (latents of an autoencoder) or `lafa analyze` (latent statistics)"}
+# what a Ctrl-C in a project subcommand keeps, and how to go on (the Lightning subcommands say it from the Trainer)
+RESUME_HINTS = {
+    "encode": "finished latent shards are kept; rerun the same command to encode the rest (finished ones are skipped)",
+    "study": "finished runs are kept and an interrupted run resumes from its last.ckpt; rerun the same command",
+    "generate": "clips written so far are kept; rerun the same command to write them all",
+}
+INTERRUPTED_EXIT = 130  # the shell's code for a command ended by SIGINT
 _CKPT_SUBCOMMANDS = ("validate", "test", "predict")
 # config key -> class of the callbacks every Lightning subcommand adds to its Trainer (add one line per callback)
 ALWAYS_ON_CALLBACKS = {
@@ -57,7 +74,80 @@ def with_checkpoint_config(argv: list[str]) -> list[str]:
     return [argv[0], "--config", stored, *argv[1:]]  # jsonargparse takes a config's text as well as its path
 
 
-def _lightning_cli(argv: list[str]) -> None:
+class _NoAdverts(logging.Filter):
+    """Drops Lightning's litlogger/litmodels adverts (a `rank_zero_info` at every Trainer), nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("Tip:" in message and ("litlogger" in message or "litmodels" in message))
+
+
+def quiet_third_party() -> None:
+    """Filter, by their exact text, the third-party messages that say nothing about the run."""
+    # lafa hands LightningCLI its own argv (after putting a checkpoint's config first): that is the intended use
+    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning_utilities.core.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoAdverts) for f in logger.filters):
+            logger.addFilter(_NoAdverts())
+
+
+def _option_values(argv: list[str], name: str) -> list[str]:
+    """The values given to `--name` (as `--name X` or `--name=X`), in order."""
+    values = []
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            values.append(argv[i + 1])
+        elif arg.startswith(name + "="):
+            values.append(arg.split("=", 1)[1])
+    return values
+
+
+def check_ckpt_path(argv: list[str]) -> None:
+    """A `--ckpt_path` that names no file is one line before Lightning builds anything (no log folder is made)."""
+    for value in _option_values(argv, "--ckpt_path"):
+        if value in ("last", "best", "hpc") or value.startswith("registry") or Path(value).is_file():
+            continue
+        what = "is a folder, not a checkpoint file" if Path(value).is_dir() else "no such file"
+        fix = ("give a .ckpt written by `lafa fit` (e.g. runs/<stage>/checkpoints/last.ckpt)"
+               + (", or `--ckpt_path last` to resume the config's own last checkpoint" if argv[0] == "fit" else ""))
+        raise BadInput(f"--ckpt_path {value}", what, fix)
+
+
+def _resume_command(argv: list[str], ckpt_path: str) -> str:
+    """`argv` as a `lafa` command line that resumes from `ckpt_path` (any --ckpt_path given is replaced)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--ckpt_path":
+            skip = True
+        elif not arg.startswith("--ckpt_path="):
+            kept.append(arg)
+    return shlex.join(["lafa", *kept, "--ckpt_path", ckpt_path])
+
+
+def interrupted_message(trainer, subcommand: str, argv: list[str]) -> str:  # noqa: ANN001
+    """What a Ctrl-C during a Lightning subcommand kept and how to go on."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    head = f"lafa {subcommand}: interrupted (Ctrl-C) at step {trainer.global_step}"
+    if subcommand != "fit":
+        return f"{head}; {subcommand} writes its metrics at the end, so nothing of it is kept; rerun the same command"
+    saved = [(c._last_global_step_saved, c.last_model_path or c.best_model_path) for c in trainer.checkpoint_callbacks
+             if isinstance(c, ModelCheckpoint) and (c.last_model_path or c.best_model_path)]
+    saved = [(step, path) for step, path in saved if Path(path).is_file()]
+    log_dir = getattr(trainer.logger, "log_dir", None) if trainer.logger else None
+    logs = f"; logs in {log_dir}" if log_dir else ""
+    if not saved:
+        return (f"{head}; no checkpoint was written yet{logs}; rerun the same command to start again "
+                "(the configs write last.ckpt every N steps: trainer.callbacks' every_n_train_steps)")
+    step, path = max(saved)
+    return (f"{head}; kept {path} (step {step}){logs}; resume with: {_resume_command(argv, path)}")
+
+
+def _lightning_cli(argv: list[str], given: list[str] | None = None) -> None:
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
@@ -88,6 +178,15 @@ def _lightning_cli(argv: list[str]) -> None:
         def instantiate_trainer(self, **kwargs):  # noqa: ANN003, ANN201
             return whole_checkpoints(super().instantiate_trainer(**kwargs))
 
+        def _run_subcommand(self, subcommand: str) -> None:
+            try:
+                super()._run_subcommand(subcommand)
+            except SystemExit:  # Lightning's answer to Ctrl-C: a graceful shutdown, then exit(1)
+                if not self.trainer.interrupted:
+                    raise
+                print(interrupted_message(self.trainer, subcommand, given or argv), file=sys.stderr)
+                raise SystemExit(INTERRUPTED_EXIT) from None
+
         def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
             kwargs = super()._prepare_subcommand_kwargs(subcommand)
             if "ckpt_path" in kwargs:  # `last` too: read through lafa's checks, and said where it resumes from
@@ -102,12 +201,17 @@ def _lightning_cli(argv: list[str]) -> None:
         save_config_callback=ConfigInCheckpoint,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
+        parser_kwargs={"prog": "lafa"},
         args=argv,
     )
 
 
 def _usage() -> str:
-    lines = ["lafa <subcommand> [options]", "", "Lightning subcommands: fit, validate, test, predict", "",
+    lines = ["lafa <subcommand> [options]   (`lafa <subcommand> --help` lists its options; --debug shows tracebacks)",
+             "", "Lightning subcommands (a stage's YAML config, or a checkpoint):",
+             "  fit       train a stage: lafa fit -c configs/vae.yaml [-c configs/tiny/vae.yaml]",
+             "  validate  validation metrics of a checkpoint: lafa validate --ckpt_path X",
+             "  test      test metrics of a checkpoint: lafa test --ckpt_path X", "",
              "Project subcommands:"]
     lines += [f"  {name:<9} {help_}" for name, (_, help_) in PROJECT_COMMANDS.items()]
     return "\n".join(lines)
@@ -127,20 +231,35 @@ def _user_error(error: BaseException | None) -> LafaUserError | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    quiet_third_party()
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
+    sub = argv[0]
     try:
-        if argv[0] in PROJECT_COMMANDS:
-            module_name = PROJECT_COMMANDS[argv[0]][0]
-            module = importlib.import_module(module_name)
+        if sub in NOT_OFFERED:
+            raise BadInput(sub, "not offered by lafa", NOT_OFFERED[sub])
+        if sub in PROJECT_COMMANDS:
+            module = importlib.import_module(PROJECT_COMMANDS[sub][0])
             return int(module.main(argv[1:]) or 0)
-        _lightning_cli(with_checkpoint_config(argv))
+        if sub not in LIGHTNING_COMMANDS:
+            raise BadInput(sub, "not a lafa subcommand",
+                           f"use one of {', '.join([*LIGHTNING_COMMANDS, *PROJECT_COMMANDS])} (see `lafa --help`)")
+        check_ckpt_path(argv)
+        _lightning_cli(with_checkpoint_config(argv), given=argv)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        hint = RESUME_HINTS.get(sub, "rerun the same command")
+        print(f"lafa {sub}: interrupted (Ctrl-C); {hint}", file=sys.stderr)
+        return INTERRUPTED_EXIT
     except Exception as e:  # re-raised unless it is, or was directly caused by, a user error
         user_error = _user_error(e)
-        if user_error is None:
+        if user_error is None or debug:
             raise
-        print(f"lafa {argv[0]}: error: {' '.join(str(user_error).split())}", file=sys.stderr)
+        print(f"lafa {sub}: error: {' '.join(str(user_error).split())}", file=sys.stderr)
         return USER_ERROR_EXIT
     return 0
 

@@ -1,7 +1,13 @@
-"""The CLI stores the merged config in checkpoints, and `lafa test --ckpt_path X` runs from it alone."""
+"""The CLI stores the merged config in checkpoints, and `lafa test --ckpt_path X` runs from it alone; every
+entry point keeps one error contract (issue 25): a user mistake is one line
+`lafa <sub>: error: <file or option>: <what is wrong>; <how to fix>` with exit code 2 and nothing left on disk,
+`--debug` shows the traceback, Ctrl-C says what was kept and how to resume, no third-party adverts."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +45,7 @@ def fitted(tmp_path_factory) -> Path:
     (root / "fit.yaml").write_text(yaml.safe_dump(config))
     proc = _run(["fit", "--config", str(root / "fit.yaml")], cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (root / "fit.console").write_text(proc.stdout + proc.stderr)
     return root
 
 
@@ -118,3 +125,140 @@ def test_lafa_test_reads_the_checkpoint_once(fitted: Path, monkeypatch) -> None:
     monkeypatch.chdir(fitted)
     assert main(["test", "--ckpt_path", ckpt]) == 0
     assert loads == [ckpt]
+
+
+# --- the error contract (issue 25) ---------------------------------------------------------------------------
+
+ADVERTS = ("LightningCLI's args parameter", "litlogger", "litmodels", "Tip:")
+
+
+def _one_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_no_third_party_adverts(fitted: Path) -> None:
+    """`lafa fit --help` and a whole fit print neither Lightning's args warning nor its litlogger advert."""
+    proc = _run(["fit", "--help"], cwd=fitted)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: lafa"), proc.stderr[-2000:]
+    console = proc.stdout + proc.stderr + (fitted / "fit.console").read_text()
+    for advert in ADVERTS:
+        assert advert not in console
+
+
+def test_fit_on_a_missing_checkpoint_is_one_line_and_leaves_nothing(fitted: Path, tmp_path: Path) -> None:
+    config = yaml.safe_load((fitted / "fit.yaml").read_text())
+    config["trainer"]["default_root_dir"] = str(tmp_path / "runs")
+    config["trainer"]["logger"] = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                                   "init_args": {"save_dir": str(tmp_path / "runs")}}
+    (tmp_path / "fit.yaml").write_text(yaml.safe_dump(config))
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = _run(["fit", "-c", str(tmp_path / "fit.yaml"), "--ckpt_path", "nope"], cwd=work)
+    assert proc.returncode == 2
+    assert _one_line(proc.stderr) == (
+        "lafa fit: error: --ckpt_path nope: no such file; give a .ckpt written by `lafa fit` (e.g. "
+        "runs/<stage>/checkpoints/last.ckpt), or `--ckpt_path last` to resume the config's own last checkpoint")
+    assert not (tmp_path / "runs").exists() and not any(work.iterdir())  # no empty version_0 left behind
+
+
+def test_debug_shows_the_traceback(tmp_path: Path, capsys) -> None:
+    from lafa.errors import BadInput
+
+    with pytest.raises(BadInput, match="no such file"):
+        main(["validate", "--ckpt_path", str(tmp_path / "nope.ckpt"), "--debug"])
+    assert main(["validate", "--ckpt_path", str(tmp_path / "nope.ckpt")]) == 2
+    assert _one_line(capsys.readouterr().err).startswith(f"lafa validate: error: --ckpt_path {tmp_path}/nope.ckpt")
+
+
+def test_predict_is_not_offered(capsys) -> None:
+    assert main(["--help"]) == 0
+    assert "predict" not in capsys.readouterr().out
+    assert main(["predict", "--ckpt_path", "x.ckpt"]) == 2
+    assert _one_line(capsys.readouterr().err) == (
+        "lafa predict: error: predict: not offered by lafa; no lafa stage defines a prediction; use `lafa generate` "
+        "(audio from a DiT), `lafa encode` (latents of an autoencoder) or `lafa analyze` (latent statistics)")
+    assert main(["fitt"]) == 2
+    assert _one_line(capsys.readouterr().err).startswith("lafa fitt: error: fitt: not a lafa subcommand; use one of")
+
+
+def test_study_on_a_missing_config_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for flag in ("--config", "-c"):
+        assert main(["study", flag, "nope.yaml"]) == 2
+        assert _one_line(capsys.readouterr().err) == (
+            "lafa study: error: --config nope.yaml: no such file; give a study YAML, e.g. "
+            "configs/studies/converge.yaml")
+    (tmp_path / "bad.yaml").write_text("name: x\nrunz: {}\n")
+    assert main(["study", "-c", "bad.yaml"]) == 2
+    assert _one_line(capsys.readouterr().err).startswith("lafa study: error: --config bad.yaml: unknown keys ['runz']")
+    assert main(["study"]) == 2
+    assert "--config: is required" in _one_line(capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == [tmp_path / "bad.yaml"]
+
+
+def test_encode_takes_every_repeated_shards_option() -> None:
+    from lafa.commands.encode import build_parser
+
+    args = build_parser().parse_args(["--ckpt_path", "x", "--shards", "a-*.tar", "--shards", "b-*.tar", "--out", "o"])
+    assert args.shards == ["a-*.tar", "b-*.tar"] and args.device == "auto"
+
+
+def test_encode_mistakes_are_one_line(tmp_path: Path, capsys) -> None:
+    assert main(["encode", "--ckpt_path", str(tmp_path / "x.ckpt"), "--shards", "a", "--out", "o"]) == 2
+    assert _one_line(capsys.readouterr().err).startswith(f"lafa encode: error: --ckpt_path {tmp_path}/x.ckpt: no such")
+    (tmp_path / "x.ckpt").write_bytes(b"")
+    assert main(["encode", "-c", str(tmp_path / "none.yaml"), "--out", "o"]) == 2
+    capsys.readouterr()
+    assert main(["encode", "--ckpt_path", str(tmp_path / "x.ckpt"), "--shards", str(tmp_path / "none-*.tar"),
+                 "--shards", str(tmp_path / "b-*.tar"), "--out", str(tmp_path / "o")]) == 2
+    assert "matches no shard files" in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_ctrl_c_in_fit_says_what_was_kept_and_how_to_resume(fitted: Path, tmp_path: Path) -> None:
+    config = yaml.safe_load((fitted / "fit.yaml").read_text())
+    ckpt_dir = tmp_path / "ckpt"
+    config["trainer"].update(max_steps=10**8, max_epochs=-1, default_root_dir=str(tmp_path))
+    config["trainer"]["callbacks"][0]["init_args"].update(dirpath=str(ckpt_dir), every_n_train_steps=20)
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump(config))
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", **TRUST}
+    proc = subprocess.Popen([sys.executable, "-m", "lafa", "fit", "-c", str(tmp_path / "long.yaml")], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (ckpt_dir / "last.ckpt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    last = [ln for ln in err.splitlines() if ln.strip()][-1]
+    assert last.startswith("lafa fit: interrupted (Ctrl-C) at step "), err[-3000:]
+    assert f"; kept {ckpt_dir}/last.ckpt (step " in last
+    assert last.endswith(f"resume with: lafa fit -c {tmp_path}/long.yaml --ckpt_path {ckpt_dir}/last.ckpt")
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["analyze", "encode", "export", "generate", "evaluate", "study"])
+def test_project_subcommands_take_c_for_config(command: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "-c CONFIG, --config CONFIG" in capsys.readouterr().out
+
+
+def test_data_prep_keeps_the_contract(tmp_path: Path, capsys) -> None:
+    from data_prep.__main__ import main as data_prep
+
+    with pytest.raises(SystemExit):
+        data_prep(["demo", "--help"])
+    help_ = " ".join(capsys.readouterr().out.split())
+    assert "(default: 4MB)" in help_ and "(default: 4.0)" in help_ and "(default: flac)" in help_
+    assert data_prep(["build", "--out", str(tmp_path / "out"), "--folder", str(tmp_path / "nope")]) == 2
+    assert _one_line(capsys.readouterr().err) == (
+        f"data_prep: error: --folder {tmp_path}/nope: that folder does not exist; check the path")
+    (tmp_path / "empty").mkdir()
+    assert data_prep(["build", "--out", str(tmp_path / "out"), "--folder", str(tmp_path / "empty")]) == 2
+    assert _one_line(capsys.readouterr().err).startswith(f"data_prep: error: {tmp_path}/empty: no audio files")
+    assert not list((tmp_path / "out").rglob("*.tar")) and not (tmp_path / "out" / ".lafa.lock").exists()

@@ -56,7 +56,7 @@ LIST_FLAGS = ("--ckpt_path", "--label", "--audio")  # options that append when r
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="lafa analyze", description=__doc__.split("\n\n")[0]
                        + " Repeated --ckpt_path/--label/--audio append; any other option given twice is refused.")
-    p.add_argument("--config", action=ActionConfigFile, help="YAML with any of these options")
+    p.add_argument("-c", "--config", action=ActionConfigFile, help="YAML with any of these options")
     p.add_argument("--stage_config", type=str | None, default=None,
                    help="a stage config (model/data/trainer YAML); --data defaults to its val shards")
     p.add_argument("--ckpt_path", type=str, nargs="+", default=[],
@@ -113,6 +113,7 @@ def normalise_argv(argv: list[str]) -> list[str]:
     while i < len(argv):
         arg = argv[i]
         flag, eq, inline = arg.partition("=")
+        flag = "--config" if flag == "-c" else flag
         if flag in LIST_FLAGS:
             values = [inline] if eq else []
             i += 1
@@ -146,7 +147,7 @@ def normalise_argv(argv: list[str]) -> list[str]:
             if _is_stage_config(path):
                 out += ["--stage_config", path]
             else:
-                out += argv[i : i + step]
+                out += ["--config", path]
             i += step
             continue
         if flag.startswith("--") and flag not in ("--help", "--print_config"):

@@ -25,7 +25,7 @@ class HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
 def command_parser(prog: str, description: str | None) -> ArgumentParser:
     """A subcommand's parser: `--config FILE` (YAML of any of its options), errors raised, not printed."""
     parser = ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter, exit_on_error=False)
-    parser.add_argument("--config", action="config", help="a YAML file of any of the options below")
+    parser.add_argument("-c", "--config", action="config", help="a YAML file of any of the options below")
     return parser
 
 

@@ -10,6 +10,7 @@ from lafa.analysis.figures import correlation_figure, eigen_figure, permutation_
 from lafa.analysis.latent_report import AnalysisSettings, analyze_maps, summarise
 from lafa.data.geometry import real_samples
 from lafa.models.log_mel import LogMel
+from lafa.stages.media import log_figure, media_loggers
 
 
 class LatentLocalityCallback(Callback):
@@ -100,12 +101,10 @@ class LatentLocalityCallback(Callback):
             self._log_figures(trainer, results, settings)
 
     def _log_figures(self, trainer: Trainer, results: dict, settings: AnalysisSettings) -> None:
-        for logger in trainer.loggers:
-            experiment = getattr(logger, "experiment", None)
-            if hasattr(experiment, "add_figure"):  # TensorBoard's SummaryWriter
-                step = trainer.global_step
-                experiment.add_figure("analysis/psd", psd_figure(results), step)
-                panels = {k: {**r, "lam": settings.lam} for k, r in results.items()}
-                experiment.add_figure("analysis/correlation", correlation_figure(panels), step)
-                experiment.add_figure("analysis/permutation", permutation_figure(results), step)
-                experiment.add_figure("analysis/eigen", eigen_figure(results), step)
+        loggers, step = media_loggers(trainer.loggers), trainer.global_step  # TensorBoard / W&B
+        if loggers:
+            log_figure(loggers, "analysis/psd", psd_figure(results), step)
+            panels = {k: {**r, "lam": settings.lam} for k, r in results.items()}
+            log_figure(loggers, "analysis/correlation", correlation_figure(panels), step)
+            log_figure(loggers, "analysis/permutation", permutation_figure(results), step)
+            log_figure(loggers, "analysis/eigen", eigen_figure(results), step)

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import WeightAveraging
-from lightning.pytorch.loggers import TensorBoardLogger
 
 from lafa.data.geometry import frames_for, real_samples, trim
 from lafa.metrics.mel_fd import fd_mel
+from lafa.stages.media import log_audio
 
 
 class DitSamplesCallback(Callback):
@@ -111,11 +111,8 @@ class DitSamplesCallback(Callback):
             if self.prompts:
                 n = len(self.prompts)
                 clips = self._generate(pl_module, self.prompts, [round(self.seconds * sr)] * n, [0.0] * n)
-                for logger in trainer.loggers:
-                    if isinstance(logger, TensorBoardLogger):
-                        for i, clip in enumerate(clips):
-                            mono = clip.mean(dim=0, keepdim=True).clamp(-1, 1)
-                            logger.experiment.add_audio(f"samples/{i}", mono, trainer.global_step, sample_rate=sr)
+                for i, clip in enumerate(clips):  # TensorBoard / W&B (lafa.stages.media)
+                    log_audio(trainer.loggers, f"samples/{i}", clip, trainer.global_step, sr)
             if self._val:
                 generated = self._generate(pl_module, [v[0] for v in self._val], [v[2] for v in self._val],
                                            [v[1] for v in self._val])

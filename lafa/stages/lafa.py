@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.loggers import TensorBoardLogger
 
 from lafa.checkpoints import load_sao_vae
 from lafa.data.geometry import frame_keep
@@ -36,6 +35,7 @@ from lafa.models.presets import as_mapping, build_model
 from lafa.models.vae_engine import InferenceVAE
 from lafa.stages.checks import check_crop, check_range
 from lafa.stages.loading import load_autoencoder
+from lafa.stages.media import log_audio, log_image, media_loggers
 
 
 def load_frozen_vae(path: str | Path, vae_args: dict | None = None) -> OobleckVAE:
@@ -220,10 +220,11 @@ class LafaStage(LightningModule):
             self._log_media(prefix, audio, vae_audio, z0, y, decoded)
 
     def _log_media(self, prefix: str, audio, vae_audio, z0, y, decoded: dict) -> None:
-        """TensorBoard: input / VAE / LAFA audio (mono mix) and (channel x frame) images of Z, Y and Z0_hat."""
-        if not isinstance(self.logger, TensorBoardLogger):
+        """TensorBoard / W&B: input / VAE / LAFA audio (mono mix) and (channel x frame) images of Z, Y and Z0_hat."""
+        loggers = media_loggers(self.loggers)
+        if not loggers:
             return
-        tb, step, sr = self.logger.experiment, self.global_step, self.vae.sample_rate
+        step, sr = self.global_step, self.vae.sample_rate
 
         def image(x: torch.Tensor) -> torch.Tensor:  # (C, N) -> (C, N) in [0, 1], low channels at the bottom
             x = x.float().flip(0)
@@ -233,12 +234,11 @@ class LafaStage(LightningModule):
             clips = {"input": audio[i], "vae": vae_audio[i]}
             clips.update({tag: a[i] for tag, (_, a) in decoded.items()})
             for name, clip in clips.items():
-                mono = clip.float().mean(dim=0, keepdim=True).clamp(-1, 1).cpu()
-                tb.add_audio(f"{prefix}/audio_{i}/{name}", mono, step, sample_rate=sr)
-            tb.add_image(f"{prefix}/latent_{i}/vae_z", image(z0[i]), step, dataformats="HW")
-            tb.add_image(f"{prefix}/latent_{i}/lafa_y", image(y[i]), step, dataformats="HW")
+                log_audio(loggers, f"{prefix}/audio_{i}/{name}", clip, step, sr)
+            log_image(loggers, f"{prefix}/latent_{i}/vae_z", image(z0[i]), step)
+            log_image(loggers, f"{prefix}/latent_{i}/lafa_y", image(y[i]), step)
             for tag, (z_hat, _) in decoded.items():
-                tb.add_image(f"{prefix}/latent_{i}/z_hat_{tag}", image(z_hat[i]), step, dataformats="HW")
+                log_image(loggers, f"{prefix}/latent_{i}/z_hat_{tag}", image(z_hat[i]), step)
 
 
 def _channel_variance(z: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.loggers import TensorBoardLogger
 
 from lafa.checkpoints import load_sao_vae
 from lafa.data.geometry import real_samples
@@ -32,6 +31,7 @@ from lafa.models.vae_losses import (
     hinge_generator_loss,
 )
 from lafa.stages.checks import check_crop, check_range
+from lafa.stages.media import log_audio, log_figure, media_loggers
 from lafa.stages.schedules import inverse_lr_factor
 
 
@@ -184,12 +184,14 @@ class VaeStage(LightningModule):
         self._evaluate(batch, batch_idx, "test")
 
     def _log_examples(self, reals: torch.Tensor, decoded: torch.Tensor, mask: torch.Tensor | None, split: str) -> None:
-        """TensorBoard: real and reconstructed audio (mono mix: TensorBoard audio is one channel) and log-STFT images."""
-        if not isinstance(self.logger, TensorBoardLogger) or self.hparams.num_audio_examples <= 0:
+        """TensorBoard / W&B: real and reconstructed audio (mono mix: TensorBoard audio is one channel) and log-STFT
+        images (lafa.stages.media)."""
+        loggers = media_loggers(self.loggers)
+        if not loggers or self.hparams.num_audio_examples <= 0:
             return
         from matplotlib.figure import Figure
 
-        writer, sr = self.logger.experiment, self.vae.sample_rate
+        sr = self.vae.sample_rate
         lengths = real_samples({"audio": reals, "keep": mask}).tolist()
         for i in range(min(self.hparams.num_audio_examples, reals.shape[0])):
             n = lengths[i]
@@ -197,10 +199,10 @@ class VaeStage(LightningModule):
             for row, (name, x) in enumerate((("real", reals[i, :, :n]), ("reconstruction", decoded[i, :, :n]))):
                 mono = x.float().mean(0).cpu()
                 mono = torch.nn.functional.pad(mono, (0, max(0, 2048 - mono.shape[-1])))  # torch.stft needs >= n_fft
-                writer.add_audio(f"{split}/example_{i}/{name}", mono.clamp(-1, 1)[None], self.global_step, sr)
+                log_audio(loggers, f"{split}/example_{i}/{name}", mono, self.global_step, sr)
                 spec = torch.stft(mono, 2048, 512, window=torch.hann_window(2048), return_complex=True).abs()
                 ax = fig.add_subplot(2, 1, row + 1)
                 ax.imshow((spec + 1e-5).log10().numpy(), origin="lower", aspect="auto", cmap="magma")
                 ax.set_title(f"{name}: log10 |STFT| (n_fft 2048, hop 512)")
             fig.tight_layout()
-            writer.add_figure(f"{split}/example_{i}/spectrogram", fig, self.global_step)
+            log_figure(loggers, f"{split}/example_{i}/spectrogram", fig, self.global_step)

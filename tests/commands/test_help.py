@@ -24,10 +24,10 @@ def options(text: str) -> dict[str, str]:
     """--option -> its help text (the lines after it up to the next option)."""
     found, current = {}, None
     for line in text.split("\n\n", 1)[1].splitlines():
-        match = re.match(r"^  (--\w+)", line)
+        match = re.match(r"^  (?:-\w [A-Z_]+, )?(--\w+)", line)  # `-c CONFIG, --config CONFIG` too
         if match:
             current = match.group(1)
-            found[current] = re.sub(r"^  --\S+( [A-Z_]+| \{[^}]*\}| \[=flags\])?(, --no_\w+)?", "", line).strip()
+            found[current] = re.sub(r"^  (?:-\w [A-Z_]+, )?--\S+( [A-Z_]+| \{[^}]*\}| \[=flags\])?(, --no_\w+)?", "", line).strip()
         elif current and line.startswith("      "):
             found[current] += " " + line.strip()
         elif not line.strip() or not line.startswith(" "):

@@ -25,5 +25,5 @@ def test_encode_refuses_a_zero_batch_size_before_loading(tmp_path, capsys):
     assert lafa_main(["encode", "--ckpt_path", str(ckpt), "--shards", str(tmp_path / "*.tar"), "--out",
                       str(tmp_path / "o"), "--batch_size", "0"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "lafa encode: error: --batch_size 0: must be an integer >= 1"
+    assert err == "lafa encode: error: --batch_size 0: must be an integer >= 1; give --batch_size 1"
     assert not (tmp_path / "o").exists()
