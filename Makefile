@@ -10,7 +10,7 @@ DEMO   := runs/demo
 # `make shards` builds the offline demo corpus; `make shards ARGS="build --out data/shards --fma_audio ..."` a real one
 ARGS   ?= demo --out data/demo
 
-.PHONY: setup lock test shards demo study bench lint
+.PHONY: setup lock test shards demo study lab-study music gpu-check bench lint
 
 setup: $(VENV)/.installed
 
@@ -63,6 +63,23 @@ study: setup data/demo/shards/manifest.json
 	$(LAFA) study --config configs/studies/converge.yaml --config configs/tiny/studies/converge.yaml
 	OMP_NUM_THREADS=1 $(LAFA) study --config configs/studies/locality_control.yaml \
 	    --config configs/tiny/studies/locality_control.yaml
+
+# The ground-truth lab's study (docs/lab.md, docs/study.md): tiny DiTs on Gaussian latents with exact loss floors
+# (channel order, eigen-spectrum) and tiny LAFAs on an order-free one (does masking give it an order?), 3 seeds
+lab-study: setup
+	$(LAFA) study --config configs/studies/ground_truth.yaml --config configs/tiny/studies/ground_truth.yaml
+
+# Real music for the pre-tests (docs/corpus.md): installs 5 Debian soundtrack packages (as root; else prints the
+# apt-get line) and shards them to data/music/shards; MUSIC_ARGS="--folder ~/Music" shards your own folder instead
+MUSIC_ARGS ?=
+music: setup
+	$(BIN)/python -m data_prep.debian_music --out data/music $(MUSIC_ARGS)
+
+# The check for a lent CUDA device (docs/gpu_check.md): ~8 min on one H100 -> bench/results/gpu_check.json;
+# on a CPU it prints what it would run and exits 0
+GPU_ARGS ?=
+gpu-check: setup
+	$(BIN)/python bench/gpu_check.py $(GPU_ARGS)
 
 # Benchmarks write JSON (machine, versions, timings, ratios) to bench/results/; the model benchmark runs the
 # reference stable-audio-tools 0.0.20 from an isolated install (bench/.ref-site), never from .venv.

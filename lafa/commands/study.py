@@ -65,10 +65,13 @@ def main(argv: list[str]) -> int:
     if args.plan:
         print("\n".join(plan(study)))
         return 0
-    if not args.report:
-        run_study(study)
-    report = build_report(study, analyze_latents(study))
-    paths = write_report(report, Path(study.out_dir) / "report")
+    from lafa.output_lock import output_lock
+
+    with output_lock(study.out_dir, "lafa study"):  # one writer per study folder (a second study is refused)
+        if not args.report:
+            run_study(study)
+        report = build_report(study, analyze_latents(study))
+        paths = write_report(report, Path(study.out_dir) / "report")
     print(paths["markdown"].read_text())
     print("report: " + ", ".join(str(p) for p in paths.values()))
     return 0

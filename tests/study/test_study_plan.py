@@ -137,3 +137,30 @@ def test_shipped_studies_differ_only_in_their_factor(name, monkeypatch):
         missing = [c for s in study.stages.values() for c in s.config if not Path(c).exists()]
         assert not missing, f"stage configs missing: {missing}"
         check_one_factor(study)
+
+
+def test_a_second_study_into_the_same_folder_is_refused(tmp_path):
+    """One writer per study folder: while a study holds out_dir, another `lafa study` on it stops in one line."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from lafa.commands.study import main
+    from lafa.errors import LafaUserError
+
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from lafa.output_lock import acquire
+        acquire({str(tmp_path)!r}, "lafa study")
+        print("held", flush=True)
+        time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        overlay = tmp_path / "out.yaml"
+        overlay.write_text(f"out_dir: {tmp_path}\n")
+        with pytest.raises(LafaUserError, match=f"{tmp_path}: another job writes into this folder: pid {holder.pid}"):
+            main(["--config", "configs/studies/converge.yaml", "--config", "configs/tiny/studies/converge.yaml",
+                  "--config", str(overlay), "--report"])
+    finally:
+        holder.kill()
