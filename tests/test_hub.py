@@ -156,13 +156,14 @@ def test_a_bundle_loads_by_repo_id_offline(offline_cache, tmp_path):
         assert torch.equal(ae.decode(ae.encode(audio)), expected.decode(expected.encode(audio)))
 
 
-def test_uncached_repo_id_offline_is_one_line(offline_cache, lafa_cli):
+def test_uncached_repo_id_offline_is_one_line(offline_cache, lafa_cli, tmp_path):
     from lafa.stages.loading import load_autoencoder
 
     with pytest.raises(LafaUserError, match="me/absent: not a file or folder here, and no lafa bundle .* in the "
                                             "huggingface_hub cache \\(HF_HUB_OFFLINE=1\\)"):
         load_autoencoder("me/absent")
-    code, lines = lafa_cli("encode", "--ckpt_path", "me/absent", "--shards", "x.tar", "--out", "out")
+    (tmp_path / "x.tar").write_bytes(b"")  # a shard that exists: encode checks its shards before the model
+    code, lines = lafa_cli("encode", "--ckpt_path", "me/absent", "--shards", tmp_path / "x.tar", "--out", tmp_path / "o")
     assert code == USER_ERROR_EXIT and lines[0].startswith("lafa encode: error: me/absent: not a file or folder")
 
 

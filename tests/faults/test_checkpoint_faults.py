@@ -147,6 +147,7 @@ def test_encode_generate_and_a_lafa_fit_refuse_it(tmp_path: Path, capsys) -> Non
 
     marker = tmp_path / "marker"
     ckpt = write_ckpt(tmp_path / "evil.ckpt", {"model": popen(marker)})
+    (tmp_path / "x.tar").write_bytes(b"")  # a shard that exists: encode checks its shards before the checkpoint
     code, line = lafa(["encode", "--ckpt_path", str(ckpt), "--shards", str(tmp_path / "x.tar"),
                        "--out", str(tmp_path / "out")], capsys)
     assert code == USER_ERROR_EXIT and "model.class_path = 'subprocess.Popen'" in line
@@ -235,7 +236,9 @@ def test_wrong_stage_is_named(tmp_path: Path, capsys) -> None:
     assert code == USER_ERROR_EXIT
     assert line.startswith(f"lafa export: error: {dit} is a DitStage checkpoint; lafa export writes a VAE stage's")
     assert not (tmp_path / "v.safetensors").exists()
-    code, line = lafa(["encode", "--ckpt_path", str(dit), "--shards", "x.tar", "--out", str(tmp_path)], capsys)
+    (tmp_path / "x.tar").write_bytes(b"")  # a shard that exists: encode checks its shards before the checkpoint
+    code, line = lafa(["encode", "--ckpt_path", str(dit), "--shards", str(tmp_path / "x.tar"), "--out",
+                       str(tmp_path / "out")], capsys)
     assert code == USER_ERROR_EXIT and f"{dit} is a DitStage checkpoint, not an autoencoder: give a VAE" in line
     config = tmp_path / "lafa.yaml"
     config.write_text(yaml.safe_dump({"model": {"class_path": "lafa.stages.lafa.LafaStage",
@@ -260,7 +263,9 @@ def test_missing_damaged_and_partial_weights(tmp_path: Path, capsys) -> None:
     for path, says in ((partial, f"{partial} does not match the OobleckVAE the config builds; missing keys (1): "
                                  "encoder.layers.1.layers.0.layers.0.alpha; pass the VAE's own weights file"),
                        (truncated, f"{truncated} is truncated or not a safetensors file")):
-        code, line = lafa(["encode", "--ckpt_path", str(path), "--shards", "x.tar", "--out", str(tmp_path)], capsys)
+        (tmp_path / "x.tar").write_bytes(b"")  # a shard that exists: encode checks its shards first
+        code, line = lafa(["encode", "--ckpt_path", str(path), "--shards", str(tmp_path / "x.tar"), "--out",
+                           str(tmp_path / "out")], capsys)
         assert code == USER_ERROR_EXIT and line.startswith(f"lafa encode: error: {says}"), line
     with pytest.raises(FileNotFoundError) as err:
         load_autoencoder(missing)
