@@ -24,15 +24,22 @@ class LatentLocalityCallback(Callback):
     participation_ratio, eigen_decay_slope, pc_temporal_slope), with `permutations` random channel orders;
     `bootstrap` > 0 also logs each measure's interval bounds as <measure>_low / <measure>_high. The spectral
     window shrinks to the shortest clip's frame count when clips are short.
+
+    The group-aware baselines (group order shuffled, channels shuffled within groups) use `group_size` when
+    given (0: none), else the output group of a LAFA autoencoder's encoder (out_channels / groups, as `lafa
+    analyze` does), else the analysis default. Intervals need `min_clips` effective clips (default 10, as `lafa
+    analyze`): keep num_clips at least that large to log interval bounds.
     """
 
     def __init__(self, num_clips: int = 8, lam: float = 0.06, ridge: float = 1.0, window: int = 64,
                  every_n_epochs: int = 1, log_figures: bool = True, n_mels: int = 64, permutations: int = 20,
-                 bootstrap: int = 100, confidence: float = 0.95, seed: int = 0) -> None:
+                 bootstrap: int = 100, confidence: float = 0.95, seed: int = 0, min_clips: int = 10,
+                 group_size: int | None = None) -> None:
         super().__init__()
         self.num_clips, self.every_n_epochs, self.log_figures = num_clips, every_n_epochs, log_figures
         self.lam, self.ridge, self.window, self.n_mels = lam, ridge, window, n_mels
         self.permutations, self.bootstrap, self.confidence, self.seed = permutations, bootstrap, confidence, seed
+        self.min_clips, self.group_size = min_clips, group_size
         self._clips: list[torch.Tensor] = []
         self._warned = False
 
@@ -74,9 +81,11 @@ class LatentLocalityCallback(Callback):
         shortest = min(min(z.shape[-1] for z in latents), min(m.shape[-1] for m in mels))
         window = min(self.window, shortest)
         settings = AnalysisSettings(lam=self.lam, ridge=self.ridge, window=window, hop=window,
-                                    permutations=self.permutations, bootstrap=self.bootstrap, confidence=self.confidence)
+                                    permutations=self.permutations, bootstrap=self.bootstrap, confidence=self.confidence,
+                                    min_clips=self.min_clips, group_size=self.group_size)
         try:
-            results = {"latent": analyze_maps(latents, settings, self.seed), "mel": analyze_maps(mels, settings, self.seed)}
+            results = {"latent": analyze_maps(latents, settings, self.seed, output_group_size(autoencoder)),
+                       "mel": analyze_maps(mels, settings, self.seed)}
         except ValueError as exc:  # e.g. a constant latent at init: training goes on, the user is told why
             rank_zero_warn(f"LatentLocalityCallback: nothing logged at step {trainer.global_step}: {exc}")
             return
@@ -109,3 +118,12 @@ class LatentLocalityCallback(Callback):
                 experiment.add_figure("analysis/correlation", correlation_figure(panels), step)
                 experiment.add_figure("analysis/permutation", permutation_figure(results), step)
                 experiment.add_figure("analysis/eigen", eigen_figure(results), step)
+
+
+def output_group_size(autoencoder) -> int | None:
+    """Channels per output group of a LAFA autoencoder's encoder (out_channels / groups: its grouped output heads
+    write the latent in contiguous groups of that size); None for any other autoencoder. The same reading as
+    `lafa.commands.analyze.output_group_size` (a stage does not import the commands)."""
+    encoder = getattr(getattr(autoencoder, "lafa", None), "encoder", None)
+    groups, out_channels = getattr(encoder, "groups", None), getattr(encoder, "out_channels", None)
+    return out_channels // groups if groups and out_channels else None
