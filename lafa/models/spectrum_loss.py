@@ -61,7 +61,7 @@ def log_spectrum_on_grid(y: torch.Tensor, window: int, frame_keep: torch.Tensor 
         whole = torch.ones(wins.shape[0], wins.shape[2], dtype=torch.bool, device=y.device)
     if not bool(whole.any()):
         raise ValueError(f"no temporal window of {window} real frames in the batch")
-    spectra = ring_spectrum(wins.permute(0, 2, 1, 3).float())  # (B, K, R)
+    spectra = ring_spectrum(wins.permute(0, 2, 1, 3))  # (B, K, R) in Y's dtype
     weight = whole.to(spectra.dtype)
     spectrum = (spectra * weight[..., None]).sum(dim=(0, 1)) / weight.sum()  # (R,)
     freq = ring_frequencies(c, window)
