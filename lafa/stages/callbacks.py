@@ -10,6 +10,8 @@ from lafa.analysis.figures import correlation_figure, eigen_figure, permutation_
 from lafa.analysis.mel import LogMel
 from lafa.analysis.report import AnalysisSettings, analyze_maps, summarise
 from lafa.data.geometry import real_samples
+from lafa.metrics.mel_fd import fd_mel
+from lafa.stages.dit_callbacks import DitSamplesCallback
 
 
 class LatentLocalityCallback(Callback):
@@ -127,3 +129,64 @@ def output_group_size(autoencoder) -> int | None:
     encoder = getattr(getattr(autoencoder, "lafa", None), "encoder", None)
     groups, out_channels = getattr(encoder, "groups", None), getattr(encoder, "out_channels", None)
     return out_channels // groups if groups and out_channels else None
+
+
+class FdMelCriterionCallback(DitSamplesCallback):
+    """The two reference values of the DiT learning criterion (issue 22, docs/study.md "Real music"), measured once
+    before the first training step on the first 2 `fd_mel_clips` validation examples, in validation order:
+
+    - `val/fd_mel_untrained`: `val/fd_mel` of the untrained DiT, exactly as `DitSamplesCallback` (same clips,
+      captions, lengths, seeds, sampler `steps` and `cfg_scale`: give it the same values) measures it later;
+    - `val/fd_mel_floor`: the same Frechet distance between the first `fd_mel_clips` real clips (the references of
+      `val/fd_mel`) and the next `fd_mel_clips` real clips: two disjoint real sets of the same size.
+
+    A DiT closes the fraction (untrained - final) / (untrained - floor) of its gap; the criterion asks for 0.7.
+    Both values are written to every logger at step 0 (a run resumed past step 0 measures nothing again)."""
+
+    def __init__(self, fd_mel_clips: int = 8, steps: int | None = None, cfg_scale: float | None = None,
+                 seed: int = 0, batch_size: int = 8) -> None:
+        super().__init__(prompts=(), every_n_steps=1, steps=steps, cfg_scale=cfg_scale, seed=seed,
+                         fd_mel_clips=fd_mel_clips, batch_size=batch_size)
+        self._collecting = False
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        return None  # no weight averaging to run before: it measures before any training
+
+    def _due(self, trainer: Trainer) -> bool:
+        return self._collecting  # never at a validation: only in on_train_start
+
+    @torch.no_grad()
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.global_step > 0 or not self.fd_mel_clips or not trainer.is_global_zero:
+            return
+        n = self.fd_mel_clips
+        loader = trainer.datamodule.val_dataloader() if trainer.datamodule is not None else trainer.val_dataloaders
+        self._collecting, self._val, self.fd_mel_clips = True, [], 2 * n
+        try:
+            for batch in loader:
+                self.on_validation_batch_end(trainer, pl_module, None, batch, 0)
+                if len(self._val) >= 2 * n:
+                    break
+        finally:
+            self._collecting, self.fd_mel_clips = False, n
+        if len(self._val) < 2 * n:
+            rank_zero_warn(f"FdMelCriterionCallback: {len(self._val)} validation clips, fewer than the {2 * n} the "
+                           "floor needs; nothing measured")
+            self._val = []
+            return
+        first, second = self._val[:n], self._val[n:]
+        sr = pl_module.autoencoder.sample_rate
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            self._val = first
+            references = self._references(pl_module)
+            generated = self._generate(pl_module, [v[0] for v in first], [v[2] for v in first], [v[1] for v in first])
+            untrained = fd_mel(generated, references, sample_rate=sr)["value"]
+            self._val = second
+            floor = fd_mel(self._references(pl_module), references, sample_rate=sr)["value"]
+        finally:
+            self._val = []
+            pl_module.train(was_training)
+        for logger in trainer.loggers:
+            logger.log_metrics({"val/fd_mel_untrained": float(untrained), "val/fd_mel_floor": float(floor)}, step=0)
