@@ -133,7 +133,13 @@ def build_report(study: Study, latents: dict[str, dict[str, Any]] | None = None)
     return {"study": study.name, "factor": study.factor, "baseline": study.baseline,
             "metrics": {m: {"better": mode, "label": METRIC_LABELS.get(m, m)} for m, mode in study.metrics.items()},
             "headline_metric": next(iter(study.metrics)), "seeds": study.seeds, "runs": runs,
-            "latent_runs": latent_runs_report(study), "frontier": frontier_report(study)}
+            "latent_runs": latent_runs_report(study), **_matched(study)}
+
+
+def _matched(study: Study) -> dict[str, Any]:
+    """The matched-reconstruction parts of the report: the LAFA arms' frontier and the DiTs' learning criteria."""
+    frontier = frontier_report(study)
+    return {"frontier": frontier, "dit_criteria": dit_criteria(study, frontier)}
 
 
 def analyze_latents(study: Study, log: Callable[[str], Any] = print) -> dict[str, dict[str, Any]]:
@@ -324,7 +330,8 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "curves": out_dir / "curves.png"}
     paths["json"].write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
-    paths["markdown"].write_text(markdown_table(report) + frontier_markdown(report.get("frontier") or {}))
+    paths["markdown"].write_text(markdown_table(report) + frontier_markdown(report.get("frontier") or {})
+                                 + dit_criteria_markdown(report.get("dit_criteria") or {}))
     plot_curves(report, paths["curves"])
     if plot_frontier(report.get("frontier") or {}, out_dir / "frontier.png"):
         paths["frontier"] = out_dir / "frontier.png"
@@ -453,3 +460,56 @@ def plot_frontier(frontier: dict[str, Any], path: Path,
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+LEARNED_GAP_FRACTION = 0.7  # learning criterion of a DiT: closes this fraction of untrained -> floor
+
+
+def dit_criteria(study: Study, frontier: dict[str, Any], fraction: float = LEARNED_GAP_FRACTION) -> dict[str, Any]:
+    """Per compared DiT run and seed: its final `val/fd_mel`, the untrained value and the real-vs-real floor that
+    `FdMelCriterionCallback` logged at step 0, the fraction of the gap closed, (untrained - final) /
+    (untrained - floor), and whether it met the criterion (>= fraction). A DiT on the latent of a LAFA arm
+    that missed its own criterion (frontier) is `excluded`, whatever its own numbers: left out of comparisons."""
+    out: dict[str, Any] = {"fraction": fraction, "runs": {}}
+    arms = frontier.get("arms", {})
+    for inst in instances(study):
+        if not inst.run.compare:
+            continue
+        curves = read_curves(inst.dir / "tb")
+        final = curves.get("val/fd_mel", [])
+        untrained, floor = curves.get("val/fd_mel_untrained", []), curves.get("val/fd_mel_floor", [])
+        entry: dict[str, Any] = {"final": final[-1][1] if final else None,
+                                 "untrained": untrained[0][1] if untrained else None,
+                                 "floor": floor[0][1] if floor else None, "closed": None, "learned": None}
+        if None not in (entry["final"], entry["untrained"], entry["floor"]) and entry["untrained"] > entry["floor"]:
+            entry["closed"] = (entry["untrained"] - entry["final"]) / (entry["untrained"] - entry["floor"])
+            entry["learned"] = entry["closed"] >= fraction
+        seed = "seed" if inst.seed is None else str(inst.seed)
+        arm = arms.get(inst.run.latent or "")
+        if arm is None:  # not a LAFA arm's latent (the stand-in, log-mel, a rotation of Y): nothing to meet
+            entry["latent_learned"] = None
+        else:  # seed s of the DiT reads the arm's seed-s checkpoint
+            entry["latent_learned"] = arm["seeds"][seed]["learned"] if seed in arm["seeds"] else False
+        entry["excluded"] = entry["learned"] is not True or entry["latent_learned"] is False
+        run = out["runs"].setdefault(inst.run.name, {"label": inst.run.label or inst.run.name, "seeds": {}})
+        run["seeds"][seed] = entry
+    return out
+
+
+def dit_criteria_markdown(criteria: dict[str, Any]) -> str:
+    if not criteria.get("runs"):
+        return ""
+    lines = ["", f"DiT learning criterion: closes >= {criteria['fraction']:.0%} of the gap between its untrained "
+             "`val/fd_mel` and the real-vs-real floor; a DiT on a LAFA arm that missed its criterion is excluded:",
+             "", "| DiT | seed | untrained | floor | final | gap closed | learned | excluded |",
+             "|---|---|---|---|---|---|---|---|"]
+
+    def num(v: Any, fmt: str = ".1f") -> str:
+        return "-" if v is None else format(v, fmt)
+
+    for run in criteria["runs"].values():
+        for seed, e in run["seeds"].items():
+            learned = "-" if e["learned"] is None else "yes" if e["learned"] else "no"
+            lines.append(f"| {run['label']} | {seed} | {num(e['untrained'])} | {num(e['floor'])} | {num(e['final'])} | "
+                         f"{num(e['closed'], '.2f')} | {learned} | {'yes' if e['excluded'] else 'no'} |")
+    return "\n".join(lines) + "\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from torch.utils.tensorboard import SummaryWriter
 
 from lafa.study.report import build_report, frontier_markdown, frontier_report, plot_frontier
@@ -23,7 +24,8 @@ def _study(out_dir):
         "stages": {"lafa": ["unused.yaml"], "dit": ["unused.yaml"]},
         "runs": {"lafa_a": {"stage": "lafa", "seeded": True, "label": "A"},
                  "lafa_b": {"stage": "lafa", "seeded": True, "label": "B"},
-                 "dit_a": {"stage": "dit", "compare": True, "set": {"model.init_args.autoencoder_ckpt": "@lafa_a"}}},
+                 "dit_a": {"stage": "dit", "compare": True, "latent": "lafa_a",
+                           "set": {"model.init_args.autoencoder_ckpt": "@lafa_a"}}},
     })
 
 
@@ -65,3 +67,25 @@ def test_no_frontier_without_lafa_logs(tmp_path):
     frontier = frontier_report(_study(tmp_path))
     assert all(not arm["seeds"] for arm in frontier["arms"].values())
     assert not plot_frontier(frontier, tmp_path / "frontier.png")
+
+
+def test_dit_criteria_gap_closed_and_exclusion(tmp_path):
+    """closed = (untrained - final) / (untrained - floor); a DiT on an arm that missed its criterion is excluded."""
+    from lafa.study.report import dit_criteria, dit_criteria_markdown
+
+    study = _study(tmp_path)
+    _write(tmp_path / "lafa_a-seed0" / "tb", {"val/k2/latent_rel_mse": [(200, 0.375)]})  # learned
+    _write(tmp_path / "lafa_a-seed1" / "tb", {"val/k2/latent_rel_mse": [(200, 0.75)]})   # missed
+    _write(tmp_path / "dit_a-seed0" / "tb", {"val/fd_mel_untrained": [(0, 100.0)], "val/fd_mel_floor": [(0, 20.0)],
+                                             "val/fd_mel": [(100, 60.0), (200, 36.0)]})
+    _write(tmp_path / "dit_a-seed1" / "tb", {"val/fd_mel_untrained": [(0, 100.0)], "val/fd_mel_floor": [(0, 20.0)],
+                                             "val/fd_mel": [(200, 30.0)]})
+    criteria = dit_criteria(study, frontier_report(study))
+    s0, s1 = criteria["runs"]["dit_a"]["seeds"]["0"], criteria["runs"]["dit_a"]["seeds"]["1"]
+    assert s0["closed"] == pytest.approx((100 - 36) / (100 - 20)) and s0["learned"] and not s0["excluded"]
+    assert s0["latent_learned"] is True
+    assert s1["closed"] == pytest.approx(70 / 80) and s1["learned"]
+    assert s1["latent_learned"] is False and s1["excluded"]  # its LAFA (seed 1) missed: left out
+    table = dit_criteria_markdown(criteria)
+    assert "| dit_a | 0 | 100.0 | 20.0 | 36.0 | 0.80 | yes | no |" in table
+    assert "| dit_a | 1 | 100.0 | 20.0 | 30.0 | 0.88 | yes | yes |" in table
