@@ -362,7 +362,7 @@ def frontier_report(study: Study, threshold: float = LEARNED_REL_MSE) -> dict[st
         if inst.run.name not in names:
             continue
         curves = read_curves(inst.dir / "tb")
-        if RECONSTRUCTION_METRIC not in curves and (inst.dir / "tb").is_dir():
+        if RECONSTRUCTION_METRIC not in curves and ((inst.dir / "tb").is_dir() or "lafa" not in inst.run.stage):
             continue  # not a LAFA (the stand-in, a rotation): no reconstruction to match
         arm = arms.setdefault(inst.run.name, {"label": inst.run.label or inst.run.name, "seeds": {}, "missing": []})
         seed = "seed" if inst.seed is None else str(inst.seed)
