@@ -485,8 +485,10 @@ def dit_criteria(study: Study, frontier: dict[str, Any], fraction: float = LEARN
             entry["closed"] = (entry["untrained"] - entry["final"]) / (entry["untrained"] - entry["floor"])
             entry["learned"] = entry["closed"] >= fraction
         seed = "seed" if inst.seed is None else str(inst.seed)
-        arm = arms.get(inst.run.latent or "")
-        if arm is None:  # not a LAFA arm's latent (the stand-in, log-mel, a rotation of Y): nothing to meet
+        latent = inst.run.latent or ""
+        chain = [latent, *(study.runs[latent].needs if latent in study.runs else [])]  # a rotation reads its LAFA
+        arm = next((arms[name] for name in chain if name in arms), None)
+        if arm is None:  # not a LAFA arm's latent (the stand-in, log-mel): nothing to meet
             entry["latent_learned"] = None
         else:  # seed s of the DiT reads the arm's seed-s checkpoint
             entry["latent_learned"] = arm["seeds"][seed]["learned"] if seed in arm["seeds"] else False

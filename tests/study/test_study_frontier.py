@@ -21,11 +21,14 @@ def _study(out_dir):
     return parse_study({
         "name": "frontier", "factor": "remedy", "factor_keys": ["model.init_args.model.mask_ratio"],
         "out_dir": str(out_dir), "baseline": "dit_a", "metrics": {"val/loss": "min"}, "seeds": [0, 1],
-        "stages": {"lafa": ["unused.yaml"], "dit": ["unused.yaml"]},
+        "stages": {"lafa": ["unused.yaml"], "rotate": ["unused.yaml"], "dit": ["unused.yaml"]},
         "runs": {"lafa_a": {"stage": "lafa", "seeded": True, "label": "A"},
                  "lafa_b": {"stage": "lafa", "seeded": True, "label": "B"},
+                 "rot_a": {"stage": "rotate", "seeded": True, "set": {"model.init_args.base": "@lafa_a"}},
                  "dit_a": {"stage": "dit", "compare": True, "latent": "lafa_a",
-                           "set": {"model.init_args.autoencoder_ckpt": "@lafa_a"}}},
+                           "set": {"model.init_args.autoencoder_ckpt": "@lafa_a"}},
+                 "dit_rot": {"stage": "dit", "compare": True, "latent": "rot_a",
+                             "set": {"model.init_args.autoencoder_ckpt": "@rot_a"}}},
     })
 
 
@@ -86,6 +89,9 @@ def test_dit_criteria_gap_closed_and_exclusion(tmp_path):
     assert s0["latent_learned"] is True
     assert s1["closed"] == pytest.approx(70 / 80) and s1["learned"]
     assert s1["latent_learned"] is False and s1["excluded"]  # its LAFA (seed 1) missed: left out
+    rot = criteria["runs"]["dit_rot"]["seeds"]["1"]  # no logs: not learned; its rotation reads lafa_a seed 1
+    assert rot["latent_learned"] is False and rot["excluded"]
+    assert criteria["runs"]["dit_rot"]["seeds"]["0"]["latent_learned"] is True
     table = dit_criteria_markdown(criteria)
     assert "| dit_a | 0 | 100.0 | 20.0 | 36.0 | 0.80 | yes | no |" in table
     assert "| dit_a | 1 | 100.0 | 20.0 | 30.0 | 0.88 | yes | yes |" in table
