@@ -24,6 +24,7 @@ from lafa.models.flow_decoder import FlowDecoder, VitDecoder
 from lafa.models.lafa_encoder import LafaEncoder
 from lafa.models.masking import ChannelSpanMasker
 from lafa.models.presets import config_class
+from lafa.models.spectrum_loss import power_law_loss
 
 MASK_SITES = ("input", "latent")
 DECODERS = ("flow", "vit")
@@ -110,6 +111,10 @@ class Lafa(nn.Module):
         mask_length: str = "uniform",
         p_all: float = 0.1,
         span: bool = True,
+        mask_mode: str | None = None,
+        spectrum_weight: float = 0.0,
+        spectrum_slope: float = 2.0,
+        spectrum_window: int = 64,
         norm_mode: str = "scalar",
         positions: str = "rope",
         output_heads: str = "group",
@@ -126,7 +131,14 @@ class Lafa(nn.Module):
         self.decoder_kind = decoder
         self.latent_channels, self.lafa_channels = latent_channels, lafa_channels
         masked_channels = latent_channels if mask_site == "input" else lafa_channels
-        self.masker = ChannelSpanMasker(masked_channels, mask_ratio, max_spans, mask_length, p_all, span)
+        # mask_mode: span (Sec. 4.1) | point (Table 5, = span: false) | prefix (DC-AE 1.5); None: from `span`
+        self.masker = ChannelSpanMasker(masked_channels, mask_ratio, max_spans, mask_length, p_all, span, mask_mode)
+        if spectrum_weight < 0 or spectrum_window < 2:
+            raise ValueError(f"spectrum_weight must be >= 0 and spectrum_window >= 2, got {spectrum_weight}, "
+                             f"{spectrum_window}")
+        # ESM-style spectrum matching (lafa.models.spectrum_loss): weight x L_spec(Y; alpha_t = spectrum_slope)
+        self.spectrum_weight, self.spectrum_slope = float(spectrum_weight), float(spectrum_slope)
+        self.spectrum_window = int(spectrum_window)
         self.encoder = LafaEncoder(
             latent_channels, lafa_channels, channel_group_size, encoder_dim, encoder_depth, encoder_heads, causal,
             mlp_ratio, positions, output_heads,
@@ -180,20 +192,42 @@ class Lafa(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """The training objective on a clean VAE latent z0 (B, C, N) under a channel mask `masked` (B, C) from `masker` (True = masked):
-        Sec. 4.3's rectified-flow loss, or Table 6's MSE for the ViT decoder (on the standardised Z)."""
+        Sec. 4.3's rectified-flow loss, or Table 6's MSE for the ViT decoder (on the standardised Z), plus
+        spectrum_weight x the spectrum-matching loss of Y when spectrum_weight > 0 (`objective` has the parts)."""
+        return self.objective(z0, masked, frame_keep, generator)["loss"]
+
+    def objective(
+        self,
+        z0: torch.Tensor,
+        masked: torch.Tensor,
+        frame_keep: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """{"loss": the total, "reconstruction": the flow (or ViT MSE) term, "spectrum": L_spec of the Y the
+        decoder reads (the masked input's Y for mask_site "input"; computed only when spectrum_weight > 0)}."""
         z0 = self.normalize_input(z0)
         if self.mask_site == "input":
-            ctx = self.encoder(z0, masked, frame_keep)
+            y = self.encoder(z0, masked, frame_keep)
+            ctx = y
         else:
-            ctx = self.context(self.encoder(z0, None, frame_keep), masked)
+            y = self.encoder(z0, None, frame_keep)
+            ctx = self.context(y, masked)
         if self.decoder_kind == "vit":
-            return masked_mse_pooled(self.decoder(ctx, frame_keep), z0, frame_keep)
-        b = z0.shape[0]
-        draw_on = generator.device if generator is not None else z0.device  # a CPU generator: device-independent
-        t = torch.rand(b, generator=generator, device=draw_on).to(z0.device)  # t ~ U[0, 1]
-        noise = torch.randn(z0.shape, generator=generator, device=draw_on, dtype=z0.dtype).to(z0.device)
-        z_t = noisy(z0, noise, t, "rf")  # Sec. 4.3: Z_t = (1 - t) Z0 + t eps, target U = eps - Z0
-        return masked_mse_pooled(self.decoder(z_t, t, ctx, frame_keep), target(z0, noise, t, "rf"), frame_keep)
+            reconstruction = masked_mse_pooled(self.decoder(ctx, frame_keep), z0, frame_keep)
+        else:
+            b = z0.shape[0]
+            draw_on = generator.device if generator is not None else z0.device  # a CPU generator: device-independent
+            t = torch.rand(b, generator=generator, device=draw_on).to(z0.device)  # t ~ U[0, 1]
+            noise = torch.randn(z0.shape, generator=generator, device=draw_on, dtype=z0.dtype).to(z0.device)
+            z_t = noisy(z0, noise, t, "rf")  # Sec. 4.3: Z_t = (1 - t) Z0 + t eps, target U = eps - Z0
+            reconstruction = masked_mse_pooled(self.decoder(z_t, t, ctx, frame_keep), target(z0, noise, t, "rf"),
+                                               frame_keep)
+        out = {"loss": reconstruction, "reconstruction": reconstruction}
+        if self.spectrum_weight > 0:
+            spectrum = power_law_loss(y.float(), self.spectrum_slope, self.spectrum_window, frame_keep)
+            out["spectrum"] = spectrum
+            out["loss"] = reconstruction + self.spectrum_weight * spectrum
+        return out
 
     def decode(
         self,

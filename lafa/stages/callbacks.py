@@ -9,7 +9,9 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lafa.analysis.figures import correlation_figure, eigen_figure, permutation_figure, psd_figure
 from lafa.analysis.latent_report import AnalysisSettings, analyze_maps, summarise
 from lafa.data.geometry import real_samples
+from lafa.metrics.mel_fd import fd_mel
 from lafa.models.log_mel import LogMel
+from lafa.stages.dit_callbacks import DitSamplesCallback
 from lafa.stages.media import log_figure, media_loggers
 
 
@@ -25,15 +27,22 @@ class LatentLocalityCallback(Callback):
     participation_ratio, eigen_decay_slope, pc_temporal_slope), with `permutations` random channel orders;
     `bootstrap` > 0 also logs each measure's interval bounds as <measure>_low / <measure>_high. The spectral
     window shrinks to the shortest clip's frame count when clips are short.
+
+    The group-aware baselines (group order shuffled, channels shuffled within groups) use `group_size` when
+    given (0: none), else the output group of a LAFA autoencoder's encoder (out_channels / groups, as `lafa
+    analyze` does), else the analysis default. Intervals need `min_clips` effective clips (default 10, as `lafa
+    analyze`): keep num_clips at least that large to log interval bounds.
     """
 
     def __init__(self, num_clips: int = 8, lam: float = 0.06, ridge: float = 1.0, window: int = 64,
                  every_n_epochs: int = 1, log_figures: bool = True, n_mels: int = 64, permutations: int = 20,
-                 bootstrap: int = 100, confidence: float = 0.95, seed: int = 0) -> None:
+                 bootstrap: int = 100, confidence: float = 0.95, seed: int = 0, min_clips: int = 10,
+                 group_size: int | None = None) -> None:
         super().__init__()
         self.num_clips, self.every_n_epochs, self.log_figures = num_clips, every_n_epochs, log_figures
         self.lam, self.ridge, self.window, self.n_mels = lam, ridge, window, n_mels
         self.permutations, self.bootstrap, self.confidence, self.seed = permutations, bootstrap, confidence, seed
+        self.min_clips, self.group_size = min_clips, group_size
         self._clips: list[torch.Tensor] = []
         self._warned = False
 
@@ -75,9 +84,11 @@ class LatentLocalityCallback(Callback):
         shortest = min(min(z.shape[-1] for z in latents), min(m.shape[-1] for m in mels))
         window = min(self.window, shortest)
         settings = AnalysisSettings(lam=self.lam, ridge=self.ridge, window=window, hop=window,
-                                    permutations=self.permutations, bootstrap=self.bootstrap, confidence=self.confidence)
+                                    permutations=self.permutations, bootstrap=self.bootstrap, confidence=self.confidence,
+                                    min_clips=self.min_clips, group_size=self.group_size)
         try:
-            results = {"latent": analyze_maps(latents, settings, self.seed), "mel": analyze_maps(mels, settings, self.seed)}
+            results = {"latent": analyze_maps(latents, settings, self.seed, output_group_size(autoencoder)),
+                       "mel": analyze_maps(mels, settings, self.seed)}
         except ValueError as exc:  # e.g. a constant latent at init: training goes on, the user is told why
             rank_zero_warn(f"LatentLocalityCallback: nothing logged at step {trainer.global_step}: {exc}")
             return
@@ -108,3 +119,73 @@ class LatentLocalityCallback(Callback):
             log_figure(loggers, "analysis/correlation", correlation_figure(panels), step)
             log_figure(loggers, "analysis/permutation", permutation_figure(results), step)
             log_figure(loggers, "analysis/eigen", eigen_figure(results), step)
+
+
+def output_group_size(autoencoder) -> int | None:
+    """Channels per output group of a LAFA autoencoder's encoder (out_channels / groups: its grouped output heads
+    write the latent in contiguous groups of that size); None for any other autoencoder. The same reading as
+    `lafa.commands.analyze.output_group_size` (a stage does not import the commands)."""
+    encoder = getattr(getattr(autoencoder, "lafa", None), "encoder", None)
+    groups, out_channels = getattr(encoder, "groups", None), getattr(encoder, "out_channels", None)
+    return out_channels // groups if groups and out_channels else None
+
+
+class FdMelCriterionCallback(DitSamplesCallback):
+    """The two reference values of the DiT learning criterion (issue 22, docs/study.md "Real music"), measured once
+    before the first training step on the first 2 `fd_mel_clips` validation examples, in validation order:
+
+    - `val/fd_mel_untrained`: `val/fd_mel` of the untrained DiT, exactly as `DitSamplesCallback` (same clips,
+      captions, lengths, seeds, sampler `steps` and `cfg_scale`: give it the same values) measures it later;
+    - `val/fd_mel_floor`: the same Frechet distance between the first `fd_mel_clips` real clips (the references of
+      `val/fd_mel`) and the next `fd_mel_clips` real clips: two disjoint real sets of the same size.
+
+    A DiT closes the fraction (untrained - final) / (untrained - floor) of its gap; the criterion asks for 0.7.
+    Both values are written to every logger at step 0 (a run resumed past step 0 measures nothing again)."""
+
+    def __init__(self, fd_mel_clips: int = 8, steps: int | None = None, cfg_scale: float | None = None,
+                 seed: int = 0, batch_size: int = 8) -> None:
+        super().__init__(prompts=(), every_n_steps=1, steps=steps, cfg_scale=cfg_scale, seed=seed,
+                         fd_mel_clips=fd_mel_clips, batch_size=batch_size)
+        self._collecting = False
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        return None  # no weight averaging to run before: it measures before any training
+
+    def _due(self, trainer: Trainer) -> bool:
+        return self._collecting  # never at a validation: only in on_train_start
+
+    @torch.no_grad()
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.global_step > 0 or not self.fd_mel_clips or not trainer.is_global_zero:
+            return
+        n = self.fd_mel_clips
+        loader = trainer.datamodule.val_dataloader() if trainer.datamodule is not None else trainer.val_dataloaders
+        self._collecting, self._val, self.fd_mel_clips = True, [], 2 * n
+        try:
+            for batch in loader:
+                self.on_validation_batch_end(trainer, pl_module, None, batch, 0)
+                if len(self._val) >= 2 * n:
+                    break
+        finally:
+            self._collecting, self.fd_mel_clips = False, n
+        if len(self._val) < 2 * n:
+            rank_zero_warn(f"FdMelCriterionCallback: {len(self._val)} validation clips, fewer than the {2 * n} the "
+                           "floor needs; nothing measured")
+            self._val = []
+            return
+        first, second = self._val[:n], self._val[n:]
+        sr = pl_module.autoencoder.sample_rate
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            self._val = first
+            references = self._references(pl_module)
+            generated = self._generate(pl_module, [v[0] for v in first], [v[2] for v in first], [v[1] for v in first])
+            untrained = fd_mel(generated, references, sample_rate=sr)["value"]
+            self._val = second
+            floor = fd_mel(self._references(pl_module), references, sample_rate=sr)["value"]
+        finally:
+            self._val = []
+            pl_module.train(was_training)
+        for logger in trainer.loggers:
+            logger.log_metrics({"val/fd_mel_untrained": float(untrained), "val/fd_mel_floor": float(floor)}, step=0)

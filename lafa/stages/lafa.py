@@ -32,6 +32,7 @@ from lafa.models.autoencoder import LafaAutoencoder, VaeAutoencoder
 from lafa.models.lafa import LAFA_PRESETS, Lafa, LafaConfig
 from lafa.models.oobleck import OobleckVAE
 from lafa.models.presets import as_mapping, build_model
+from lafa.models.spectrum_loss import power_law_loss
 from lafa.models.vae_engine import InferenceVAE
 from lafa.stages.checks import check_crop, check_range
 from lafa.stages.loading import load_autoencoder
@@ -75,6 +76,9 @@ class LafaStage(LightningModule):
         # evaluation and logging
         eval_steps: Sequence[int] = (1, 2, 10),
         decode_steps: int = 2,
+        # the posterior-mean estimate: the mean of this many independent `decode_steps` decodes of the same Y
+        # (logged as {val,test}/k{decode_steps}/posterior_rel_mse; 0 or 1: not logged)
+        posterior_samples: int = 4,
         num_audio_examples: int = 2,
         seed: int = 0,
     ) -> None:
@@ -155,9 +159,12 @@ class LafaStage(LightningModule):
         if self.lafa.needs_input_stats:
             self._measure_input(z0, keep)
         mask = self.lafa.masker(z0.shape[0], device=self.device)
-        loss = self.lafa.loss(z0, mask, keep)
-        self.log("train/loss", loss, prog_bar=True, batch_size=z0.shape[0])
-        return loss
+        parts = self.lafa.objective(z0, mask, keep)
+        self.log("train/loss", parts["loss"], prog_bar=True, batch_size=z0.shape[0])
+        if "spectrum" in parts:
+            self.log("train/spectrum_loss", parts["spectrum"], batch_size=z0.shape[0])
+            self.log("train/reconstruction_loss", parts["reconstruction"], batch_size=z0.shape[0])
+        return parts["loss"]
 
     # ---- evaluation ------------------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -194,7 +201,10 @@ class LafaStage(LightningModule):
         gen = self._generator(batch_idx)
         mask = self.lafa.masker(b, gen).to(self.device)
         log = dict(batch_size=b, sync_dist=True)
-        self.log(f"{prefix}/loss", self.lafa.loss(z0, mask, keep, gen), prog_bar=True, **log)
+        parts = self.lafa.objective(z0, mask, keep, gen)
+        self.log(f"{prefix}/loss", parts["loss"], prog_bar=True, **log)
+        if "spectrum" in parts:
+            self.log(f"{prefix}/reconstruction_loss", parts["reconstruction"], **log)
 
         y = self.lafa.encode(z0, keep)  # nothing masked
         if prefix == "val" and batch_idx < self.hparams.norm_batches and not self.trainer.sanity_checking:
@@ -216,8 +226,32 @@ class LafaStage(LightningModule):
             for name, value in self.metrics(audio_hat, audio, padding).items():
                 self.log(f"{prefix}/{tag}/{name}", value, **log)
             decoded[tag] = (z_hat, audio_hat)
+        self._log_posterior_mean(prefix, y, z0, keep, variance, gen, log, decoded)
         if batch_idx == 0 and self.global_rank == 0 and self.vae is not None:
             self._log_media(prefix, audio, vae_audio, z0, y, decoded)
+
+    def _log_posterior_mean(self, prefix: str, y, z0, keep, variance, gen, log: dict, decoded: dict) -> None:
+        """The posterior-mean estimate of Z0 given Y: the mean of `posterior_samples` decodes of `decode_steps`
+        Euler steps from independent noise (the first is the k-step decode logged above, the others draw on
+        after every other evaluation draw, so the other metrics do not change with this setting), and the
+        unmasked Y's spectrum-matching loss where the model has one."""
+        n, steps = int(self.hparams.posterior_samples), int(self.hparams.decode_steps)
+        tag = f"k{steps}"
+        if self.lafa.spectrum_weight > 0:
+            try:
+                self.log(f"{prefix}/spectrum_loss", power_law_loss(y.float(), self.lafa.spectrum_slope,
+                                                                   self.lafa.spectrum_window, keep), **log)
+            except ValueError:
+                pass
+        if n < 2 or self.lafa.decoder_kind != "flow":
+            return
+        first = decoded[tag][0] if tag in decoded else self.lafa.decode(y, steps, keep, gen).float()
+        total = first.clone()
+        for _ in range(n - 1):
+            total += self.lafa.decode(y, steps, keep, gen).float()
+        mse = masked_mse_pooled(total / n, z0, keep)
+        self.log(f"{prefix}/{tag}/posterior_mse", mse, **log)
+        self.log(f"{prefix}/{tag}/posterior_rel_mse", mse / variance, **log)
 
     def _log_media(self, prefix: str, audio, vae_audio, z0, y, decoded: dict) -> None:
         """TensorBoard / W&B: input / VAE / LAFA audio (mono mix) and (channel x frame) images of Z, Y and Z0_hat."""

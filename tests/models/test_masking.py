@@ -147,3 +147,60 @@ def test_bad_arguments_are_refused() -> None:
         ChannelSpanMasker(64, length_mode="gaussian")
     with pytest.raises(ValueError, match="max_spans"):
         ChannelSpanMasker(64, max_spans=0)
+
+
+# ---- prefix masking (DC-AE 1.5, arXiv 2508.00413) ------------------------------------------------------------
+
+
+def _kept_prefix(mask: torch.Tensor) -> torch.Tensor:
+    """Kept prefix length of each row of a (B, C) prefix mask, by counting the unmasked channels."""
+    return (~mask).sum(dim=1)
+
+
+@pytest.mark.parametrize("channels,ratio,mode", [(16, 1.0, "uniform"), (17, 0.6, "uniform"), (12, 0.5, "fixed")])
+def test_every_prefix_draw_keeps_a_prefix(channels: int, ratio: float, mode: str) -> None:
+    """Every row is False on channels 0..K-1 and True on K..C-1 (a plain loop over the row), K = C - L, and the
+    draw records that one span."""
+    draw = ChannelSpanMasker(channels, ratio, 4, length_mode=mode, p_all=0.0, mode="prefix").draw(3000, _gen(21))
+    for b in range(3000):
+        row = draw.masked[b].tolist()
+        k = channels - int(draw.length[b])
+        assert row == [False] * k + [True] * (channels - k)
+        assert _runs(draw.masked[b]) == ([] if k == channels else [(k, channels - k)])
+        assert int(draw.lengths[b, 0]) == channels - k and int(draw.starts[b, 0]) == (k if k < channels else 0)
+    if mode == "fixed":
+        assert bool((_kept_prefix(draw.masked) == channels - math.floor(ratio * channels)).all())
+
+
+def test_prefix_length_law_is_uniform() -> None:
+    """rho = 1, p_all = 0: the kept prefix K = C - L is uniform on {0..C}, each value with probability 1/(C+1)."""
+    channels, n = 16, 34000
+    kept = _kept_prefix(ChannelSpanMasker(channels, 1.0, 4, p_all=0.0, mode="prefix")(n, _gen(22)))
+    p = 1.0 / (channels + 1)
+    counts = torch.bincount(kept, minlength=channels + 1).double() / n
+    assert counts.shape[0] == channels + 1
+    assert (counts - p).abs().max().item() < 4.5 * math.sqrt(p * (1 - p) / n)
+
+
+@pytest.mark.parametrize("ratio,p_all", [(0.5, 0.0), (0.5, 0.2), (1.0, 0.1)])
+def test_prefix_per_channel_probability_matches_closed_form(ratio: float, p_all: float) -> None:
+    """P(channel c masked) = p_all + (1 - p_all) P(L >= C - c), L ~ U{0..L_mask}:
+    (1 - p_all) max(0, L_mask - (C - c) + 1) / (L_mask + 1) + p_all."""
+    channels, n = 16, 30000
+    mask = ChannelSpanMasker(channels, ratio, 4, p_all=p_all, mode="prefix")(n, _gen(23)).double()
+    top = math.floor(ratio * channels)
+    for c in range(channels):
+        expected = p_all + (1 - p_all) * max(0, top - (channels - c) + 1) / (top + 1)
+        tol = 4.5 * math.sqrt(max(expected * (1 - expected), 1e-12) / n) + 1e-12
+        assert abs(mask[:, c].mean().item() - expected) <= tol, (c, mask[:, c].mean().item(), expected)
+
+
+def test_mode_argument_and_the_old_span_switch() -> None:
+    """`span: false` still means point-wise; `mode` overrides it; unknown modes are refused."""
+    assert ChannelSpanMasker(8, span=False).mode == "point"
+    assert ChannelSpanMasker(8).mode == "span"
+    assert ChannelSpanMasker(8, span=False, mode="prefix").mode == "prefix"
+    with pytest.raises(ValueError, match="mask mode"):
+        ChannelSpanMasker(8, mode="suffix")
+    # rho = 0, p_all = 0 never masks in prefix mode either
+    assert not ChannelSpanMasker(16, 0.0, 4, p_all=0.0, mode="prefix")(200, _gen(24)).any()

@@ -118,7 +118,9 @@ def test_validation_measures_statistics_and_reports_every_step_count(vae_file: P
         assert autoencoder.decode(y, steps=2).shape == audio.shape
 
 
-@pytest.mark.parametrize("switches", [dict(decoder="vit"), dict(mask_site="latent", span=False, causal=False)])
+@pytest.mark.parametrize("switches", [dict(decoder="vit"), dict(mask_site="latent", span=False, causal=False),
+                                      dict(mask_mode="prefix", mask_site="latent"),
+                                      dict(mask_ratio=0.0, p_all=0.0, spectrum_weight=0.1, spectrum_window=8)])
 def test_ablation_switches_train_and_evaluate(vae_file: Path, tmp_path: Path, switches: dict) -> None:
     """Table 6's ViT-MSE decoder and the Proposition-1 / Table-5 switches run end to end."""
     torch.manual_seed(0)
@@ -128,6 +130,36 @@ def test_ablation_switches_train_and_evaluate(vae_file: Path, tmp_path: Path, sw
     keys = set(trainer.callback_metrics)
     assert ("val/vit/mel_distance" in keys) == (switches.get("decoder") == "vit")
     assert ("val/k2/mel_distance" in keys) == (switches.get("decoder") != "vit")
+    assert ("val/k2/posterior_rel_mse" in keys) == (switches.get("decoder") != "vit")
+    assert ("val/spectrum_loss" in keys) == ("spectrum_weight" in switches)
+
+
+def test_posterior_mean_is_the_mean_of_independent_decodes(vae_file: Path, tmp_path: Path) -> None:
+    """val/k2/posterior_rel_mse = MSE of the mean of `posterior_samples` 2-step decodes, drawn from the batch's
+    generator after the logged decodes, over the channel variance; the other metrics do not depend on it."""
+    torch.manual_seed(0)
+    stage = LafaStage(str(vae_file), vae_args=TINY_VAE, **{**TINY, "eval_steps": [2], "posterior_samples": 3})
+    data = ToneData(n=4)
+    metrics = _trainer(tmp_path).validate(stage, datamodule=data)[0]
+    batch = next(iter(data.val_dataloader()))
+    stage.eval()
+    with torch.no_grad():
+        z0, keep = stage._latents(batch)
+        gen = stage._generator(0)  # replay the evaluation's draws: mask, loss, then the decodes
+        mask = stage.lafa.masker(4, gen)
+        stage.lafa.loss(z0, mask, keep, gen)
+        y = stage.lafa.encode(z0, keep)
+        decodes = [stage.lafa.decode(y, 2, keep, gen) for _ in range(3)]
+    variance = _channel_variance(z0, keep)
+    first = float(masked_mse_pooled(decodes[0], z0, keep) / variance)
+    mean = float(masked_mse_pooled(torch.stack(decodes).mean(0), z0, keep) / variance)
+    assert metrics["val/k2/latent_rel_mse"] == pytest.approx(first, rel=1e-5)
+    assert metrics["val/k2/posterior_rel_mse"] == pytest.approx(mean, rel=1e-5)
+    again = LafaStage(str(vae_file), vae_args=TINY_VAE, **{**TINY, "eval_steps": [2], "posterior_samples": 0})
+    again.load_state_dict(stage.state_dict())
+    metrics0 = _trainer(tmp_path).validate(again, datamodule=data)[0]
+    assert "val/k2/posterior_rel_mse" not in metrics0
+    assert metrics0["val/k2/latent_rel_mse"] == metrics["val/k2/latent_rel_mse"]
 
 
 @pytest.mark.slow

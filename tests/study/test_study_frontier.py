@@ -1,0 +1,97 @@
+"""The reconstruction-vs-locality frontier of a study's LAFA arms, read back from real TensorBoard logs."""
+
+from __future__ import annotations
+
+import pytest
+from torch.utils.tensorboard import SummaryWriter
+
+from lafa.study.report import build_report, frontier_markdown, frontier_report, plot_frontier
+from lafa.study.spec import parse_study
+
+
+def _write(tb_dir, scalars: dict[str, list[tuple[int, float]]]) -> None:
+    writer = SummaryWriter(str(tb_dir))
+    for tag, points in scalars.items():
+        for step, value in points:
+            writer.add_scalar(tag, value, step)
+    writer.close()
+
+
+def _study(out_dir):
+    return parse_study({
+        "name": "frontier", "factor": "remedy", "factor_keys": ["model.init_args.model.mask_ratio"],
+        "out_dir": str(out_dir), "baseline": "dit_a", "metrics": {"val/loss": "min"}, "seeds": [0, 1],
+        "stages": {"lafa": ["unused.yaml"], "rotate": ["unused.yaml"], "dit": ["unused.yaml"]},
+        "runs": {"lafa_a": {"stage": "lafa", "seeded": True, "label": "A"},
+                 "lafa_b": {"stage": "lafa", "seeded": True, "label": "B"},
+                 "rot_a": {"stage": "rotate", "seeded": True, "set": {"model.init_args.base": "@lafa_a"}},
+                 "dit_a": {"stage": "dit", "compare": True, "latent": "lafa_a",
+                           "set": {"model.init_args.autoencoder_ckpt": "@lafa_a"}},
+                 "dit_rot": {"stage": "dit", "compare": True, "latent": "rot_a",
+                             "set": {"model.init_args.autoencoder_ckpt": "@rot_a"}}},
+    })
+
+
+def test_frontier_pairs_locality_with_reconstruction_step_by_step(tmp_path):
+    study = _study(tmp_path)
+    # arm A seed 0: learns (0.875 -> 0.375; values exact in float32, as TensorBoard stores them); its locality is logged at the same steps (and one extra step)
+    _write(tmp_path / "lafa_a-seed0" / "tb", {
+        "val/k2/latent_rel_mse": [(200, 0.875), (400, 0.625), (600, 0.375)],
+        "val/k2/posterior_rel_mse": [(200, 0.75), (400, 0.5), (600, 0.25)],
+        "analysis/latent_lpi_excess": [(200, 0.375), (400, 0.25), (600, 0.125), (700, 9.0)],
+        "analysis/latent_lpi_excess_low": [(600, 0.0625)], "analysis/latent_lpi_excess_high": [(600, 0.1875)],
+        "train/loss": [(10, 1.0)]})
+    (tmp_path / "lafa_a-seed0" / "DONE").write_text("")
+    # arm A seed 1 stops short of the criterion; arm B seed 0 learns; arm B seed 1 never started
+    _write(tmp_path / "lafa_a-seed1" / "tb", {"val/k2/latent_rel_mse": [(200, 1.25), (400, 0.75)],
+                                              "analysis/latent_lpi_excess": [(200, 0.5), (400, 0.375)]})
+    _write(tmp_path / "lafa_b-seed0" / "tb", {"val/k2/latent_rel_mse": [(200, 0.4375)],
+                                              "analysis/latent_alpha_excess": [(200, -0.1)]})
+    frontier = frontier_report(study)
+    a, b = frontier["arms"]["lafa_a"], frontier["arms"]["lafa_b"]
+    points = a["seeds"]["0"]["points"]
+    assert [p["step"] for p in points] == [200, 400, 600]  # step 700 has no reconstruction: not a point
+    assert [p["lpi_excess"] for p in points] == [0.375, 0.25, 0.125]
+    assert points[-1]["lpi_excess_low"] == 0.0625 and points[-1]["val/k2/posterior_rel_mse"] == 0.25
+    assert a["seeds"]["0"]["learned"] and a["seeds"]["0"]["finished"]
+    assert a["seeds"]["0"]["first_step_at_threshold"] == 400 + 200 * (0.5 - 0.625) / (0.375 - 0.625)  # 500
+    assert not a["seeds"]["1"]["learned"] and not a["learned"]  # one seed missed: the arm missed
+    assert b["seeds"]["0"]["learned"] and b["missing"] == ["1"] and not b["learned"]
+    assert a["final_rel_mse"] == [0.375, 0.75]
+    table = frontier_markdown(frontier)
+    assert "| A | 0 | 600 | 0.375 | 0.250 | yes | 0.125 [0.062, 0.188] |" in table
+    assert "| B | 1 | not started |" in table
+    assert plot_frontier(frontier, tmp_path / "frontier.png")
+    assert (tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+    assert build_report(study)["frontier"]["arms"]["lafa_a"]["label"] == "A"
+
+
+def test_no_frontier_without_lafa_logs(tmp_path):
+    frontier = frontier_report(_study(tmp_path))
+    assert all(not arm["seeds"] for arm in frontier["arms"].values())
+    assert not plot_frontier(frontier, tmp_path / "frontier.png")
+
+
+def test_dit_criteria_gap_closed_and_exclusion(tmp_path):
+    """closed = (untrained - final) / (untrained - floor); a DiT on an arm that missed its criterion is excluded."""
+    from lafa.study.report import dit_criteria, dit_criteria_markdown
+
+    study = _study(tmp_path)
+    _write(tmp_path / "lafa_a-seed0" / "tb", {"val/k2/latent_rel_mse": [(200, 0.375)]})  # learned
+    _write(tmp_path / "lafa_a-seed1" / "tb", {"val/k2/latent_rel_mse": [(200, 0.75)]})   # missed
+    _write(tmp_path / "dit_a-seed0" / "tb", {"val/fd_mel_untrained": [(0, 100.0)], "val/fd_mel_floor": [(0, 20.0)],
+                                             "val/fd_mel": [(100, 60.0), (200, 36.0)]})
+    _write(tmp_path / "dit_a-seed1" / "tb", {"val/fd_mel_untrained": [(0, 100.0)], "val/fd_mel_floor": [(0, 20.0)],
+                                             "val/fd_mel": [(200, 30.0)]})
+    criteria = dit_criteria(study, frontier_report(study))
+    s0, s1 = criteria["runs"]["dit_a"]["seeds"]["0"], criteria["runs"]["dit_a"]["seeds"]["1"]
+    assert s0["closed"] == pytest.approx((100 - 36) / (100 - 20)) and s0["learned"] and not s0["excluded"]
+    assert s0["latent_learned"] is True
+    assert s1["closed"] == pytest.approx(70 / 80) and s1["learned"]
+    assert s1["latent_learned"] is False and s1["excluded"]  # its LAFA (seed 1) missed: left out
+    rot = criteria["runs"]["dit_rot"]["seeds"]["1"]  # no logs: not learned; its rotation reads lafa_a seed 1
+    assert rot["latent_learned"] is False and rot["excluded"]
+    assert criteria["runs"]["dit_rot"]["seeds"]["0"]["latent_learned"] is True
+    table = dit_criteria_markdown(criteria)
+    assert "| dit_a | 0 | 100.0 | 20.0 | 36.0 | 0.80 | yes | no |" in table
+    assert "| dit_a | 1 | 100.0 | 20.0 | 30.0 | 0.88 | yes | yes |" in table
