@@ -10,7 +10,7 @@ DEMO   := runs/demo
 # `make shards` builds the offline demo corpus; `make shards ARGS="build --out data/shards --fma_audio ..."` a real one
 ARGS   ?= demo --out data/demo
 
-.PHONY: setup lock test shards demo study lab-study music gpu-check bench lint
+.PHONY: setup lock test shards demo study lab-study study-real-music study-real-music-gpu music gpu-check bench lint
 
 setup: $(VENV)/.installed
 
@@ -68,6 +68,13 @@ study: setup data/demo/shards/manifest.json
 # (channel order, eigen-spectrum) and tiny LAFAs on an order-free one (does masking give it an order?), 3 seeds
 lab-study: setup
 	$(LAFA) study --config configs/studies/ground_truth.yaml --config configs/tiny/studies/ground_truth.yaml
+
+# The real-music pre-test (docs/study.md "Real music"): LAFA span vs off vs prefix vs spectrum loss at matched
+# reconstruction, DiTs on each; needs data/music/shards (`make music`); resumes when killed
+study-real-music: setup
+	OMP_NUM_THREADS=1 $(LAFA) study --config configs/studies/real_music.yaml --config configs/cpu/studies/real_music.yaml
+study-real-music-gpu: setup
+	$(LAFA) study --config configs/studies/real_music.yaml --config configs/gpu/studies/real_music.yaml
 
 # Real music for the pre-tests (docs/corpus.md): installs 5 Debian soundtrack packages (as root; else prints the
 # apt-get line) and shards them to data/music/shards; MUSIC_ARGS="--folder ~/Music" shards your own folder instead
