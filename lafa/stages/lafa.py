@@ -144,7 +144,7 @@ class LafaStage(LightningModule):
 
     # ---- training --------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        if self._trainer is not None:
+        if self._trainer is not None and self.vae is not None:  # latent batches (no VAE) have no audio crop
             check_crop(self.trainer.datamodule, self.vae.downsampling_ratio, "the frozen VAE")
 
     def configure_optimizers(self):

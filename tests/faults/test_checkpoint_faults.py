@@ -224,8 +224,9 @@ def test_damaged_and_foreign_checkpoints(tmp_path: Path, capsys) -> None:
     assert code == USER_ERROR_EXIT and "holds pickled Python objects besides tensors" in line
     assert not marker.exists()
     code, line = lafa(["test", "--ckpt_path", str(tmp_path / "nowhere.ckpt")], capsys)
-    assert code == USER_ERROR_EXIT and line == f"lafa test: error: checkpoint not found: {tmp_path / 'nowhere.ckpt'} " \
-                                               "(check the path; nothing was loaded)"
+    assert code == USER_ERROR_EXIT and line == (f"lafa test: error: --ckpt_path {tmp_path / 'nowhere.ckpt'}: no such "
+                                                "file; give a .ckpt written by `lafa fit` (e.g. "
+                                                "runs/<stage>/checkpoints/last.ckpt)")
 
 
 def test_wrong_stage_is_named(tmp_path: Path, capsys) -> None:

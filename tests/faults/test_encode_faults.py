@@ -88,7 +88,7 @@ def test_a_second_autoencoder_is_refused_and_nothing_changes(shards, tmp_path):
     assert {shard_fingerprint(p)["fingerprint"] for p in out.glob("*.tar")} == {fp_a}
 
     # --overwrite re-encodes every shard with B
-    over = _encode(shards, "b.ckpt", out, "--overwrite", "true")
+    over = _encode(shards, "b.ckpt", out, "--overwrite")
     assert over.returncode == 0, over.stderr
     assert {shard_fingerprint(p)["fingerprint"] for p in out.glob("*.tar")} == {fp_b}
     assert json.loads((out / RECORD_NAME).read_text())["fingerprint"] == fp_b
@@ -165,7 +165,7 @@ def test_decode_workers_die_with_a_killed_encode(shards, tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT), "LAFA_TEST_SLOW": "2"})
     try:
-        assert proc.stdout.readline().strip() == "loading the model"
+        assert _first_line_after_device(proc.stdout) == "loading the model"
         deadline = time.monotonic() + 60
         while len(workers := _children(proc.pid)) < 2:
             assert time.monotonic() < deadline, "the decode workers never started"
@@ -194,7 +194,7 @@ def test_a_second_encode_into_the_same_folder_is_refused(shards, tmp_path):
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                              env={**os.environ, "PYTHONPATH": str(ROOT), "LAFA_TEST_SLOW": "3"})
     try:
-        assert first.stdout.readline().strip() == "loading the model"  # the lock is taken before this line
+        assert _first_line_after_device(first.stdout) == "loading the model"  # the lock is taken before this line
         second = _encode(shards, "a.ckpt", out)
         line = _one_line(second.stderr)
         assert second.returncode == 2
@@ -237,3 +237,9 @@ def test_a_read_only_folder_is_refused_before_the_model_loads(shards, tmp_path):
     assert res.returncode == 2 and "loading the model" not in res.stdout
     assert line == (f"lafa encode: error: {out / 'lat'}: cannot write here (Read-only file system); choose a "
                     "writable --out")
+
+
+def _first_line_after_device(stream) -> str:
+    """The first stdout line after `device: ...` (every lafa subcommand prints its device first)."""
+    line = stream.readline().strip()
+    return stream.readline().strip() if line.startswith("device:") else line
