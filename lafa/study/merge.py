@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
-
-if TYPE_CHECKING:  # type names only: spec.py imports this module
-    from lafa.study.spec import RunSpec, Study
 
 REF_PREFIX = "@"  # a `set` value "@<run>" is that run's final checkpoint path
 
@@ -64,13 +61,13 @@ def _load_yaml(path: str | Path, what: str = "stage config") -> dict[str, Any]:
     return data
 
 
-def resolve_refs(study: Study, values: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
+def resolve_refs(study: Any, values: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
     """Replace "@run" values by that run's final checkpoint path (the same seed's, for a run repeated per seed)."""
     return {k: study.final_checkpoint(v[len(REF_PREFIX):], seed) if isinstance(v, str) and v.startswith(REF_PREFIX)
             else v for k, v in values.items()}
 
 
-def run_config(study: Study, run: RunSpec, seed: int | None) -> dict[str, Any]:
+def run_config(study: Any, run: Any, seed: int | None) -> dict[str, Any]:
     """The merged `lafa fit` config of one run instance: its stage's configs, the stage's and the run's `set`,
     and the seed (compared and seeded runs). The runner adds only where the run writes (logger, checkpoints)."""
     stage = study.stages[run.stage]
@@ -95,7 +92,7 @@ def config_differences(configs: dict[str, dict[str, Any]]) -> set[str]:
     return {k for k in keys if any(f.get(k, KeyError) != flats[0].get(k, KeyError) for f in flats[1:])}
 
 
-def check_one_factor(study: Study) -> None:
+def check_one_factor(study: Any) -> None:
     """Runs of the same stage (at the same seed) may differ only in `factor_keys`; raise naming what else differs."""
     by_stage: dict[tuple[str, int | None], dict[str, dict]] = {}
     for run in study.runs.values():
@@ -113,7 +110,7 @@ def check_one_factor(study: Study) -> None:
             )
 
 
-def check_final_evaluation(study: Study) -> None:
+def check_final_evaluation(study: Any) -> None:
     """Every step-scheduled run must validate at its last step: its final value is the curve's end, and
     last.ckpt (written after each validation) must hold the finished model that other runs read."""
     for run in study.runs.values():
