@@ -112,12 +112,20 @@ class LogMelAutoencoder(nn.Module):
         return self.mel(zero_padding(audio, sample_keep))
 
     @torch.no_grad()
-    def decode(self, latent: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-        """(B, n_mels, N) log-mel -> (B, io_channels, N * hop_length) audio; `steps` is unused."""
+    def decode(
+        self, latent: torch.Tensor, steps: int | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """(B, n_mels, N) log-mel -> (B, io_channels, N * hop_length) audio; `steps` is unused. Griffin-Lim's
+        random initial phase comes from `generator` when one is given (else from torch's global RNG)."""
         b, _, n = latent.shape
         magnitude = (latent.float().exp() - self.log_floor).clamp_min(0.0)  # (B, n_mels, N)
         linear = (self.inverse_fb @ magnitude).clamp_min(0.0)  # (B, n_fft / 2 + 1, N)
-        audio = self.griffin_lim(linear)  # (B, ~N * hop)
+        if generator is None:
+            audio = self.griffin_lim(linear)  # (B, ~N * hop)
+        else:  # torchaudio draws the phase from the global RNG: seed a forked one from the generator
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+                audio = self.griffin_lim(linear)
         length = n * self.downsampling_ratio
         audio = nn.functional.pad(audio, (0, max(0, length - audio.shape[-1])))[..., :length]
         return audio[:, None].expand(b, self.io_channels, length).contiguous()

@@ -279,7 +279,8 @@ class DitStage(LightningModule):
         flow-decoder noise comes from `generator` (CPU)."""
         ae = self.autoencoder
         steps = self.hparams.decode_steps if decode_steps is None else decode_steps
-        dtype = next(iter(ae.parameters())).dtype
+        # the autoencoder's precision; a stand-in autoencoder may have no parameters at all (float32 then)
+        dtype = next((p.dtype for p in ae.parameters() if p.is_floating_point()), torch.float32)
         frames = [int(n) for n in frames]
         clips: list[torch.Tensor | None] = [None] * len(frames)
         for n in sorted(set(frames)):

@@ -85,9 +85,10 @@ def build_report(study: Study, latents: dict[str, dict[str, Any]] | None = None)
             seed = "seed" if inst.seed is None else str(inst.seed)
             logged.setdefault(inst.run.name, {})[seed] = read_curves(inst.dir / "tb")
             finished[inst.run.name] = finished.get(inst.run.name, True) and (inst.dir / DONE).exists()
-    seeds = ["seed"] if not study.seeds else [str(s) for s in study.seeds]
     runs = {}
     for run in study.compared:
+        # the run's own seeds (a per-run `seeds` may name fewer), each against the baseline at the same seed
+        seeds = [s for s in logged[run.name] if s in logged[study.baseline]]
         per_seed = {seed: _seed_entry(logged[run.name][seed], logged[study.baseline][seed], study.metrics)
                     for seed in seeds}
         runs[run.name] = {

@@ -38,6 +38,7 @@ class RunSpec:
     label: str | None = None  # legend / table name
     value: float | None = None  # the factor's numeric level (mask ratio, latent size) for the factor plot
     seeded: bool = False  # repeated once per study seed although not compared (compared runs always are)
+    seeds: list[int] | None = None  # this run's seeds, a subset of the study's (default: all of them)
 
     @property
     def repeats(self) -> bool:
@@ -87,8 +88,11 @@ class Study:
         return str(self.run_dir(instance) / "checkpoints" / "last.ckpt")
 
     def seeds_of(self, run: RunSpec) -> list[int | None]:
-        """Compared and seeded runs repeat once per study seed; the others (autoencoders) run once."""
-        return list(self.seeds) if (run.repeats and self.seeds) else [None]
+        """Compared and seeded runs repeat once per seed (the run's own `seeds`, else the study's); the others
+        (autoencoders) run once."""
+        if not (run.repeats and self.seeds):
+            return [None]
+        return list(run.seeds if run.seeds is not None else self.seeds)
 
     @staticmethod
     def instance_name(run: RunSpec, seed: int | None) -> str:
@@ -114,6 +118,20 @@ def _require(raw: dict, key: str, source: str) -> Any:
     if key not in raw or raw[key] in (None, "", [], {}):
         raise ValueError(f"study config {source}: missing required key '{key}'")
     return raw[key]
+
+
+def _run_seeds(raw: dict[str, Any], run: dict[str, Any], source: str) -> list[int] | None:
+    """A run's own `seeds`: a non-empty subset of the study's seeds (so seed s is still one whole chain)."""
+    if run.get("seeds") is None:
+        return None
+    seeds = [int(s) for s in run["seeds"]]
+    study_seeds = [int(s) for s in raw.get("seeds") or []]
+    if not seeds or not set(seeds) <= set(study_seeds):
+        raise ValueError(f"study config {source}: seeds {seeds} must be a non-empty subset of the study's seeds "
+                         f"{study_seeds}")
+    if not (run.get("compare") or run.get("seeded")):
+        raise ValueError(f"study config {source}: seeds only apply to a run with compare: true or seeded: true")
+    return seeds
 
 
 def load_raw(paths: list[str | Path]) -> dict[str, Any]:
@@ -142,7 +160,7 @@ def parse_study(raw: dict[str, Any], source: str = "<study>") -> Study:
     runs = {}
     for name, run in _require(raw, "runs", source).items():
         run = dict(run or {})
-        unknown = set(run) - {"stage", "set", "ckpt", "compare", "latent", "label", "value", "seeded"}
+        unknown = set(run) - {"stage", "set", "ckpt", "compare", "latent", "label", "value", "seeded", "seeds"}
         if unknown:
             raise ValueError(f"study config {source}: runs.{name} has unknown keys {sorted(unknown)}")
         stage = _require(run, "stage", f"{source} runs.{name}")
@@ -150,7 +168,8 @@ def parse_study(raw: dict[str, Any], source: str = "<study>") -> Study:
             raise ValueError(f"study config {source}: runs.{name}.stage '{stage}' is not one of {sorted(stages)}")
         runs[name] = RunSpec(name=name, stage=stage, set=dict(run.get("set") or {}), ckpt=run.get("ckpt"),
                              compare=bool(run.get("compare", False)), latent=run.get("latent"),
-                             label=run.get("label"), value=run.get("value"), seeded=bool(run.get("seeded", False)))
+                             label=run.get("label"), value=run.get("value"), seeded=bool(run.get("seeded", False)),
+                             seeds=_run_seeds(raw, run, f"{source} runs.{name}"))
 
     for run in runs.values():
         for dep in run.needs:
@@ -159,6 +178,11 @@ def parse_study(raw: dict[str, Any], source: str = "<study>") -> Study:
             if runs[dep].repeats and raw.get("seeds") and not run.repeats:
                 raise ValueError(f"study config {source}: runs.{run.name} runs once but depends on '{dep}', which "
                                  f"repeats per seed: mark runs.{run.name} seeded: true (or compare: true)")
+            if runs[dep].repeats and run.repeats and raw.get("seeds"):
+                missing = set(run.seeds or raw["seeds"]) - set(runs[dep].seeds or raw["seeds"])
+                if missing:
+                    raise ValueError(f"study config {source}: runs.{run.name} runs seeds {sorted(missing)} that "
+                                     f"'{dep}', which it reads, does not run: give it the same seeds or fewer")
 
     metrics = _require(raw, "metrics", source)
     if not isinstance(metrics, dict) or any(m not in ("min", "max") for m in metrics.values()):

@@ -339,3 +339,23 @@ def test_on_the_fly_encoding_passes_the_padding_mask(vae_path):
     z, _ = stage._latents(batch)
     assert torch.equal(z, stage._latents(noisy_padding)[0])
     assert not torch.equal(stage.autoencoder.encode(noisy_padding["audio"]), z)  # the control: no mask, no luck
+
+
+def test_an_autoencoder_without_parameters_decodes_in_float32(vae_path):
+    """The stand-in autoencoder (log-mel: buffers, no parameters) decodes: the DiT study's dit_standin run failed
+    with StopIteration on it. Its decode equals the autoencoder's own float32 decode, frame for frame."""
+    from lafa.models.log_mel import LogMelAutoencoder
+
+    stage = DitStage(**stage_args(vae_path, steps=2))
+    mel = LogMelAutoencoder(n_mels=LATENT, io_channels=2).requires_grad_(False).eval()
+    assert not list(mel.parameters())
+    stage.frozen.autoencoder = mel
+    z = torch.randn(2, LATENT, 6)
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731  (Griffin-Lim's initial phase)
+    clips = stage.decode_latents(z, [6, 4], generator=g())
+    assert clips[0].dtype == torch.float32 and clips[1].shape == (2, 4 * mel.downsampling_ratio)
+    # clips of equal length decode together, shortest first: the 4-frame clip draws the generator first
+    torch.testing.assert_close(clips[1], mel.decode(z[1:, :, :4], generator=g()).float()[0], rtol=0, atol=0)
+    again = stage.decode_latents(z, [6, 4], generator=g())
+    other = stage.decode_latents(z, [6, 4], generator=torch.Generator().manual_seed(4))
+    assert torch.equal(again[1], clips[1]) and not torch.equal(other[1], clips[1])  # the seed alone decides

@@ -164,3 +164,28 @@ def test_a_second_study_into_the_same_folder_is_refused(tmp_path):
                   "--config", str(overlay), "--report"])
     finally:
         holder.kill()
+
+
+def test_a_run_may_repeat_over_fewer_seeds_than_the_study(study_files, capsys):
+    """runs.<name>.seeds: a subset of the study's seeds; the runs it reads must run those seeds too."""
+    paper, tiny, tmp = study_files
+    fewer = _write(tmp / "fewer.yaml", {"seeds": [0, 1, 2], "runs": {
+        "lafa": {"seeded": True, "seeds": [0, 1]},
+        "dit_lafa": {"seeds": [1]}}})
+    study = load_study([paper, tiny, fewer])
+    assert [i.name for i in instances(study)] == [
+        "vae", "lafa-seed0", "lafa-seed1", "dit_lafa-seed1", "dit_vae-seed0", "dit_vae-seed1", "dit_vae-seed2"]
+    # seed 1 of the DiT reads seed 1 of the LAFA: one whole chain per seed
+    config = run_config(study, study.runs["dit_lafa"], 1)
+    assert config["model"]["init_args"]["autoencoder_ckpt"] == str(tmp / "tiny" / "lafa-seed1" / "checkpoints" / "last.ckpt")
+
+    wider = _write(tmp / "wider.yaml", {"seeds": [0, 1, 2], "runs": {"lafa": {"seeded": True, "seeds": [0]},
+                                                                     "dit_lafa": {"seeds": [0, 2]}}})
+    with pytest.raises(ValueError, match=r"dit_lafa runs seeds \[2\] that 'lafa', which it reads, does not run"):
+        load_study([paper, wider])
+    outside = _write(tmp / "outside.yaml", {"runs": {"dit_lafa": {"seeds": [5]}}})
+    with pytest.raises(ValueError, match=r"seeds \[5\] must be a non-empty subset of the study's seeds \[0, 1\]"):
+        load_study([paper, outside])
+    once = _write(tmp / "once.yaml", {"runs": {"vae": {"seeds": [0]}}})
+    with pytest.raises(ValueError, match="seeds only apply to a run with compare: true or seeded: true"):
+        load_study([paper, once])
