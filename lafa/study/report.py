@@ -23,6 +23,7 @@ from lafa.study.runner import DONE, instances, lafa_command
 from lafa.study.spec import Study
 
 NOT_REACHED = "not reached"
+EXCLUDED = "excluded"  # every seed of the run (or of the baseline) missed a learning criterion (dit_criteria)
 METRIC_LABELS = {
     "val/loss": "validation loss (fixed t grid, fixed noise)",
     "val/fd_mel": "log-mel Frechet distance (offline, no pretrained weights; not FD_openl3)",
@@ -85,22 +86,28 @@ def build_report(study: Study, latents: dict[str, dict[str, Any]] | None = None)
             seed = "seed" if inst.seed is None else str(inst.seed)
             logged.setdefault(inst.run.name, {})[seed] = read_curves(inst.dir / "tb")
             finished[inst.run.name] = finished.get(inst.run.name, True) and (inst.dir / DONE).exists()
+    matched = _matched(study)
+    missed = {(name, seed) for name, run in matched["dit_criteria"]["runs"].items()
+              for seed, entry in run["seeds"].items() if entry["excluded"]}
     runs = {}
     for run in study.compared:
         # the run's own seeds (a per-run `seeds` may name fewer), each against the baseline at the same seed
         seeds = [s for s in logged[run.name] if s in logged[study.baseline]]
         per_seed = {seed: _seed_entry(logged[run.name][seed], logged[study.baseline][seed], study.metrics)
                     for seed in seeds}
+        # a seed where this run or the baseline missed a learning criterion is left out, never averaged in
+        kept = [s for s in seeds if (run.name, s) not in missed and (study.baseline, s) not in missed]
         runs[run.name] = {
             "label": run.label or run.name, "value": run.value, "finished": finished[run.name],
             "latent": (latents or {}).get(run.name),
-            "summary": {m: _summary([per_seed[s] for s in seeds], m) for m in study.metrics},
-            "seeds": per_seed,
+            "summary": {m: _summary([per_seed[s] for s in kept], m) if kept else dict.fromkeys(
+                ("steps_to_target", "speedup", "final"), EXCLUDED) for m in study.metrics},
+            "seeds": per_seed, "excluded_seeds": [s for s in seeds if s not in kept],
         }
     return {"study": study.name, "factor": study.factor, "baseline": study.baseline,
             "metrics": {m: {"better": mode, "label": METRIC_LABELS.get(m, m)} for m, mode in study.metrics.items()},
             "headline_metric": next(iter(study.metrics)), "seeds": study.seeds, "runs": runs,
-            "latent_runs": latent_runs_report(study), "lab": lab_section(study), **_matched(study)}
+            "latent_runs": latent_runs_report(study), "lab": lab_section(study), **matched}
 
 
 def _matched(study: Study) -> dict[str, Any]:
@@ -157,7 +164,10 @@ def markdown_table(report: dict[str, Any]) -> str:
     metric = report["headline_metric"]
     lines = [f"Study `{report['study']}` ({report['factor']}); metric: {report['metrics'][metric]['label']} "
              f"(`{metric}`, {'lower' if report['metrics'][metric]['better'] == 'min' else 'higher'} is better); "
-             f"target: the final value of `{report['baseline']}`.", "",
+             f"target: the final value of `{report['baseline']}`"
+             + ("; a run's seeds where it or the baseline missed a learning criterion (DiT table below) are left "
+                "out of its summary, and a run with none left is `excluded`." if any(
+                 r.get("excluded_seeds") for r in report["runs"].values()) else "."), "",
              "| run | alpha | LPI | final | steps to target | speed-up |", "|---|---|---|---|---|---|"]
     for run in report["runs"].values():
         latent = run["latent"] or {}
@@ -167,6 +177,9 @@ def markdown_table(report: dict[str, Any]) -> str:
         cells = ["-" if s[k] is None else _format(s[k], 4 if k == "final" else 2 if k == "speedup" else 0)
                  for k in ("final", "steps_to_target", "speedup")]
         label = run["label"] + ("" if run["finished"] else " (unfinished)")
+        left_out = run.get("excluded_seeds") or []
+        if left_out and s["final"] != EXCLUDED:
+            label += f" (seeds {', '.join(left_out)} excluded)"
         lines.append(f"| {label} | {alpha} | {lpi} | " + " | ".join(cells) + " |")
     mel = next((r["latent"]["mel"] for r in report["runs"].values() if (r["latent"] or {}).get("mel")), None)
     if mel:
@@ -463,7 +476,8 @@ def dit_criteria(study: Study, frontier: dict[str, Any], fraction: float = LEARN
             entry["latent_learned"] = None
         else:  # seed s of the DiT reads the arm's seed-s checkpoint
             entry["latent_learned"] = arm["seeds"][seed]["learned"] if seed in arm["seeds"] else False
-        entry["excluded"] = entry["learned"] is not True or entry["latent_learned"] is False
+        # left out on a measured miss only: a study without the fd_mel criterion callback excludes nothing
+        entry["excluded"] = entry["learned"] is False or entry["latent_learned"] is False
         run = out["runs"].setdefault(inst.run.name, {"label": inst.run.label or inst.run.name, "seeds": {}})
         run["seeds"][seed] = entry
     return out
@@ -473,7 +487,8 @@ def dit_criteria_markdown(criteria: dict[str, Any]) -> str:
     if not criteria.get("runs"):
         return ""
     lines = ["", f"DiT learning criterion: closes >= {criteria['fraction']:.0%} of the gap between its untrained "
-             "`val/fd_mel` and the real-vs-real floor; a DiT on a LAFA arm that missed its criterion is excluded:",
+             "`val/fd_mel` and the real-vs-real floor; a DiT that missed it, or whose LAFA arm missed its own, is "
+             "excluded (left out of the convergence summaries above):",
              "", "| DiT | seed | untrained | floor | final | gap closed | learned | excluded |",
              "|---|---|---|---|---|---|---|---|"]
 

@@ -95,3 +95,34 @@ def test_dit_criteria_gap_closed_and_exclusion(tmp_path):
     table = dit_criteria_markdown(criteria)
     assert "| dit_a | 0 | 100.0 | 20.0 | 36.0 | 0.80 | yes | no |" in table
     assert "| dit_a | 1 | 100.0 | 20.0 | 30.0 | 0.88 | yes | yes |" in table
+
+
+def test_seeds_that_missed_a_criterion_are_left_out_of_the_convergence_summary(tmp_path):
+    """The issue's rule: a run (or seed) that missed a learning criterion is reported as such and never averaged
+    in. dit_a seed 1 reads a LAFA that missed its criterion: dit_a's summary is seed 0's alone; dit_rot reads the
+    same LAFA through the rotation, so it keeps seed 0 too; with the baseline's every seed missed, nothing is left."""
+    from lafa.study.report import EXCLUDED, markdown_table
+
+    study = _study(tmp_path)
+    _write(tmp_path / "lafa_a-seed0" / "tb", {"val/k2/latent_rel_mse": [(200, 0.375)]})  # learned
+    _write(tmp_path / "lafa_a-seed1" / "tb", {"val/k2/latent_rel_mse": [(200, 0.75)]})   # missed
+    fd = {"val/fd_mel_untrained": [(0, 100.0)], "val/fd_mel_floor": [(0, 20.0)], "val/fd_mel": [(200, 30.0)]}
+    losses = {("dit_a", 0): [(100, 2.0), (200, 1.0)], ("dit_a", 1): [(100, 9.0), (200, 8.0)],
+              ("dit_rot", 0): [(100, 1.0), (200, 0.5)], ("dit_rot", 1): [(100, 7.0), (200, 6.0)]}
+    for (name, seed), curve in losses.items():
+        _write(tmp_path / f"{name}-seed{seed}" / "tb", {**fd, "val/loss": curve})
+    report = build_report(study)
+    a, rot = report["runs"]["dit_a"], report["runs"]["dit_rot"]
+    assert a["excluded_seeds"] == ["1"] and rot["excluded_seeds"] == ["1"]
+    assert a["summary"]["val/loss"]["final"] == {"mean": 1.0, "std": None, "n": 1}  # seed 1's 8.0 not averaged in
+    assert rot["summary"]["val/loss"]["steps_to_target"] == {"mean": 100.0, "std": None, "n": 1}
+    assert set(a["seeds"]) == {"0", "1"}  # the curves of every seed stay in the report (and its figure)
+    table = markdown_table(report)
+    assert "| dit_a (unfinished) (seeds 1 excluded) | - | - | 1.0000 |" in table
+    assert "left out of its summary" in table
+
+    _write(tmp_path / "lafa_a-seed0" / "tb", {"val/k2/latent_rel_mse": [(400, 0.875)]})  # now seed 0 missed too
+    report = build_report(study)
+    assert report["runs"]["dit_a"]["summary"]["val/loss"]["speedup"] == EXCLUDED
+    assert report["runs"]["dit_rot"]["summary"]["val/loss"]["final"] == EXCLUDED  # its baseline is gone
+    assert "| dit_a (unfinished) | - | - | excluded | excluded | excluded |" in markdown_table(report)
