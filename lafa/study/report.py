@@ -17,6 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from lafa.study.curves import Curve, read_curves, steps_to_target
+from lafa.study.frontier import (
+    dit_criteria,
+    dit_criteria_markdown,
+    frontier_markdown,
+    frontier_report,
+    matched_locality,
+    matched_markdown,
+    plot_frontier,
+)
 from lafa.study.lab_report import lab_markdown, lab_section, plot_lab
 from lafa.study.latents import latent_runs_report, latents_markdown
 from lafa.study.runner import DONE, instances, lafa_command
@@ -113,7 +122,9 @@ def build_report(study: Study, latents: dict[str, dict[str, Any]] | None = None)
 def _matched(study: Study) -> dict[str, Any]:
     """The matched-reconstruction parts of the report: the LAFA arms' frontier and the DiTs' learning criteria."""
     frontier = frontier_report(study)
-    return {"frontier": frontier, "dit_criteria": dit_criteria(study, frontier)}
+    contrast = study.latents.contrast[0] if study.latents and study.latents.contrast else None
+    return {"frontier": frontier, "matched": matched_locality(frontier, reference=contrast),
+            "dit_criteria": dit_criteria(study, frontier)}
 
 
 def analyze_latents(study: Study, log: Callable[[str], Any] = print) -> dict[str, dict[str, Any]]:
@@ -313,6 +324,7 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "curves": out_dir / "curves.png"}
     paths["json"].write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
     paths["markdown"].write_text(markdown_table(report) + frontier_markdown(report.get("frontier") or {})
+                                 + matched_markdown(report.get("matched") or {})
                                  + dit_criteria_markdown(report.get("dit_criteria") or {}))
     plot_curves(report, paths["curves"])
     if plot_lab(report.get("lab"), out_dir / "lab_excess.png"):
@@ -323,181 +335,3 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
         paths["factor"] = out_dir / "factor.png"
     paths["html"] = write_html_report(report, paths)
     return paths
-
-
-# ---- matched reconstruction: the reconstruction-vs-locality frontier (issue 22) --------------------------------
-RECONSTRUCTION_METRIC = "val/k2/latent_rel_mse"  # held-out relative MSE of the 2-step decode (docs/lafa.md)
-POSTERIOR_METRIC = "val/k2/posterior_rel_mse"  # the same for the mean of several decodes
-LEARNED_REL_MSE = 0.5  # learning criterion of a LAFA arm: held-out relative MSE at or below this
-FRONTIER_MEASURES = ("lpi_excess", "alpha_excess", "lpi_group_order_excess", "lpi_within_group_excess",
-                     "alpha_group_order_excess", "participation_ratio", "lpi", "alpha")
-
-
-def frontier_report(study: Study, threshold: float = LEARNED_REL_MSE) -> dict[str, Any]:
-    """Per LAFA arm (a run of the study's `latents` section that logs `RECONSTRUCTION_METRIC`) and seed: at each
-    validation step, the held-out reconstruction (k = 2 decode and posterior mean) beside the locality the
-    `LatentLocalityCallback` logged at that step (analysis/latent_<measure> and its interval bounds); the
-    arm's final point (its last checkpoint: the one a DiT reads), whether it met the learning criterion
-    (final relative MSE <= threshold), and the first step at or below the threshold. Instances not started give
-    no points and are listed as missing."""
-    names = list(study.latents.runs) if study.latents else [r.name for r in study.runs.values() if r.stage == "lafa"]
-    arms: dict[str, Any] = {}
-    for inst in instances(study):
-        if inst.run.name not in names:
-            continue
-        curves = read_curves(inst.dir / "tb")
-        if RECONSTRUCTION_METRIC not in curves and ((inst.dir / "tb").is_dir() or "lafa" not in inst.run.stage):
-            continue  # not a LAFA (the stand-in, a rotation): no reconstruction to match
-        arm = arms.setdefault(inst.run.name, {"label": inst.run.label or inst.run.name, "seeds": {}, "missing": []})
-        seed = "seed" if inst.seed is None else str(inst.seed)
-        if RECONSTRUCTION_METRIC not in curves:
-            arm["missing"].append(seed)
-            continue
-        by_step: dict[int, dict[str, float]] = {}
-        for tag in (RECONSTRUCTION_METRIC, POSTERIOR_METRIC):
-            for step, value in curves.get(tag, []):
-                by_step.setdefault(step, {})[tag] = value
-        for measure in FRONTIER_MEASURES:
-            for suffix in ("", "_low", "_high"):
-                for step, value in curves.get(f"analysis/latent_{measure}{suffix}", []):
-                    if step in by_step:
-                        by_step[step][f"{measure}{suffix}"] = value
-        points = [{"step": step, **values} for step, values in sorted(by_step.items())]
-        final = points[-1]
-        first = steps_to_target([(p["step"], p[RECONSTRUCTION_METRIC]) for p in points], threshold, "min")
-        arm["seeds"][seed] = {"points": points, "final": final, "finished": (inst.dir / DONE).exists(),
-                              "learned": final[RECONSTRUCTION_METRIC] <= threshold,
-                              "first_step_at_threshold": first}
-    for arm in arms.values():
-        seeds = list(arm["seeds"].values())
-        arm["learned"] = bool(seeds) and not arm["missing"] and all(s["learned"] for s in seeds)
-        arm["final_rel_mse"] = [s["final"][RECONSTRUCTION_METRIC] for s in seeds]
-    return {"metric": RECONSTRUCTION_METRIC, "posterior_metric": POSTERIOR_METRIC, "threshold": threshold,
-            "arms": arms}
-
-
-def frontier_markdown(frontier: dict[str, Any]) -> str:
-    """One row per arm and seed: final step, k = 2 and posterior-mean relative MSE, criterion, locality there."""
-    if not frontier.get("arms"):
-        return ""
-    lines = ["", f"LAFA arms at their final checkpoint (the one each DiT reads); learning criterion: held-out "
-             f"`{frontier['metric']}` <= {frontier['threshold']}; locality from the validation callback at that step:",
-             "", "| arm | seed | step | rel. MSE k=2 | posterior mean | learned | LPI excess | alpha excess | "
-             "LPI excess vs group order | PR |", "|---|---|---|---|---|---|---|---|---|---|"]
-
-    def cell(point: dict[str, Any], key: str, digits: int = 3) -> str:
-        value = point.get(key)
-        if value is None:
-            return "-"
-        low, high = point.get(f"{key}_low"), point.get(f"{key}_high")
-        return f"{value:.{digits}f}" + (f" [{low:.{digits}f}, {high:.{digits}f}]" if low is not None and high is not None else "")
-
-    for arm in frontier["arms"].values():
-        for seed, entry in arm["seeds"].items():
-            p = entry["final"]
-            lines.append(f"| {arm['label']} | {seed} | {p['step']} | {cell(p, frontier['metric'])} | "
-                         f"{cell(p, frontier['posterior_metric'])} | {'yes' if entry['learned'] else 'no'} | "
-                         f"{cell(p, 'lpi_excess')} | {cell(p, 'alpha_excess', 2)} | {cell(p, 'lpi_group_order_excess')} | "
-                         f"{cell(p, 'participation_ratio', 1)} |")
-        for seed in arm["missing"]:
-            lines.append(f"| {arm['label']} | {seed} | not started | - | - | - | - | - | - | - |")
-    return "\n".join(lines) + "\n"
-
-
-def plot_frontier(frontier: dict[str, Any], path: Path,
-                  measures: tuple[str, ...] = ("lpi_excess", "alpha_excess", "lpi_group_order_excess")) -> bool:
-    """The reconstruction-vs-locality frontier: each locality measure against the held-out k = 2 relative MSE at
-    every validation, one colour per arm, one line per seed (training runs right to left: reconstruction falls),
-    the learning criterion as a dashed line. False when no arm logged a point."""
-    arms = {k: a for k, a in frontier.get("arms", {}).items() if a["seeds"]}
-    if not arms:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(measures), figsize=(4.6 * len(measures), 3.6), squeeze=False)
-    for ax, measure in zip(axes[0], measures, strict=True):
-        for i, arm in enumerate(arms.values()):
-            for j, entry in enumerate(arm["seeds"].values()):
-                pts = [p for p in entry["points"] if measure in p]
-                if not pts:
-                    continue
-                x, y = [p[frontier["metric"]] for p in pts], [p[measure] for p in pts]
-                ax.plot(x, y, marker="o", ms=3, color=f"C{i}", alpha=0.9 if j == 0 else 0.5,
-                        label=arm["label"] if j == 0 else None)
-                lows = [p.get(f"{measure}_low") for p in pts]
-                highs = [p.get(f"{measure}_high") for p in pts]
-                if all(v is not None for v in lows + highs):
-                    ax.fill_between(x, lows, highs, color=f"C{i}", alpha=0.08)
-        ax.axvline(frontier["threshold"], color="gray", ls="--", lw=0.8, label="learning criterion")
-        ax.axhline(0.0, color="black", lw=0.5)
-        ax.set_xscale("log")
-        ax.invert_xaxis()
-        ax.set_xlabel(f"held-out {frontier['metric']} (lower = reconstructs more)")
-        ax.set_ylabel(measure.replace("_", " "))
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6)
-    fig.suptitle("reconstruction-vs-locality frontier (each point: one validation)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
-
-
-LEARNED_GAP_FRACTION = 0.7  # learning criterion of a DiT: closes this fraction of untrained -> floor
-
-
-def dit_criteria(study: Study, frontier: dict[str, Any], fraction: float = LEARNED_GAP_FRACTION) -> dict[str, Any]:
-    """Per compared DiT run and seed: its final `val/fd_mel`, the untrained value and the real-vs-real floor that
-    `FdMelCriterionCallback` logged at step 0, the fraction of the gap closed, (untrained - final) /
-    (untrained - floor), and whether it met the criterion (>= fraction). A DiT on the latent of a LAFA arm
-    that missed its own criterion (frontier) is `excluded`, whatever its own numbers: left out of comparisons."""
-    out: dict[str, Any] = {"fraction": fraction, "runs": {}}
-    arms = frontier.get("arms", {})
-    for inst in instances(study):
-        if not inst.run.compare:
-            continue
-        curves = read_curves(inst.dir / "tb")
-        final = curves.get("val/fd_mel", [])
-        untrained, floor = curves.get("val/fd_mel_untrained", []), curves.get("val/fd_mel_floor", [])
-        entry: dict[str, Any] = {"final": final[-1][1] if final else None,
-                                 "untrained": untrained[0][1] if untrained else None,
-                                 "floor": floor[0][1] if floor else None, "closed": None, "learned": None}
-        if None not in (entry["final"], entry["untrained"], entry["floor"]) and entry["untrained"] > entry["floor"]:
-            entry["closed"] = (entry["untrained"] - entry["final"]) / (entry["untrained"] - entry["floor"])
-            entry["learned"] = entry["closed"] >= fraction
-        seed = "seed" if inst.seed is None else str(inst.seed)
-        latent = inst.run.latent or ""
-        chain = [latent, *(study.runs[latent].needs if latent in study.runs else [])]  # a rotation reads its LAFA
-        arm = next((arms[name] for name in chain if name in arms), None)
-        if arm is None:  # not a LAFA arm's latent (the stand-in, log-mel): nothing to meet
-            entry["latent_learned"] = None
-        else:  # seed s of the DiT reads the arm's seed-s checkpoint
-            entry["latent_learned"] = arm["seeds"][seed]["learned"] if seed in arm["seeds"] else False
-        # left out on a measured miss only: a study without the fd_mel criterion callback excludes nothing
-        entry["excluded"] = entry["learned"] is False or entry["latent_learned"] is False
-        run = out["runs"].setdefault(inst.run.name, {"label": inst.run.label or inst.run.name, "seeds": {}})
-        run["seeds"][seed] = entry
-    return out
-
-
-def dit_criteria_markdown(criteria: dict[str, Any]) -> str:
-    if not criteria.get("runs"):
-        return ""
-    lines = ["", f"DiT learning criterion: closes >= {criteria['fraction']:.0%} of the gap between its untrained "
-             "`val/fd_mel` and the real-vs-real floor; a DiT that missed it, or whose LAFA arm missed its own, is "
-             "excluded (left out of the convergence summaries above):",
-             "", "| DiT | seed | untrained | floor | final | gap closed | learned | excluded |",
-             "|---|---|---|---|---|---|---|---|"]
-
-    def num(v: Any, fmt: str = ".1f") -> str:
-        return "-" if v is None else format(v, fmt)
-
-    for run in criteria["runs"].values():
-        for seed, e in run["seeds"].items():
-            learned = "-" if e["learned"] is None else "yes" if e["learned"] else "no"
-            lines.append(f"| {run['label']} | {seed} | {num(e['untrained'])} | {num(e['floor'])} | {num(e['final'])} | "
-                         f"{num(e['closed'], '.2f')} | {learned} | {'yes' if e['excluded'] else 'no'} |")
-    return "\n".join(lines) + "\n"

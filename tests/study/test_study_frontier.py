@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
-from lafa.study.report import build_report, frontier_markdown, frontier_report, plot_frontier
+from lafa.study.frontier import frontier_markdown, frontier_report, plot_frontier
+from lafa.study.report import build_report
 from lafa.study.spec import parse_study
 
 
@@ -74,7 +75,7 @@ def test_no_frontier_without_lafa_logs(tmp_path):
 
 def test_dit_criteria_gap_closed_and_exclusion(tmp_path):
     """closed = (untrained - final) / (untrained - floor); a DiT on an arm that missed its criterion is excluded."""
-    from lafa.study.report import dit_criteria, dit_criteria_markdown
+    from lafa.study.frontier import dit_criteria, dit_criteria_markdown
 
     study = _study(tmp_path)
     _write(tmp_path / "lafa_a-seed0" / "tb", {"val/k2/latent_rel_mse": [(200, 0.375)]})  # learned
@@ -126,3 +127,46 @@ def test_seeds_that_missed_a_criterion_are_left_out_of_the_convergence_summary(t
     assert report["runs"]["dit_a"]["summary"]["val/loss"]["speedup"] == EXCLUDED
     assert report["runs"]["dit_rot"]["summary"]["val/loss"]["final"] == EXCLUDED  # its baseline is gone
     assert "| dit_a (unfinished) | - | - | excluded | excluded | excluded |" in markdown_table(report)
+
+
+def test_locality_is_compared_at_one_reconstruction_level_with_paired_intervals():
+    """The matched level is the worst final relative MSE; each arm is read at its own crossing of it (linear
+    between validations), and reference - other is paired seed by seed with a Student-t interval."""
+    import math
+    import statistics
+
+    from scipy.stats import t
+
+    from lafa.study.frontier import at_level, matched_locality, matched_markdown
+
+    m = "val/k2/latent_rel_mse"
+    pts = [{"step": 200, m: 1.5, "lpi_excess": 0.5}, {"step": 400, m: 0.9, "lpi_excess": 0.2},
+           {"step": 600, m: 0.6, "lpi_excess": 0.1}]
+    assert at_level(pts, m, 1.2, "lpi_excess") == pytest.approx(0.5 + 0.5 * (0.2 - 0.5))  # halfway 1.5 -> 0.9
+    assert at_level(pts, m, 0.9, "lpi_excess") == pytest.approx(0.2)  # on a validation
+    assert at_level(pts, m, 0.5, "lpi_excess") is None  # never reached
+    assert at_level(pts, m, 2.0, "lpi_excess") is None  # started below: the crossing was not observed
+
+    def arm(label, seeds):  # seed -> (lpi excess at rel MSE 2.0, at 1.0, final rel MSE)
+        return {"label": label, "missing": [], "seeds": {
+            s: {"points": [{"step": 1, m: 2.0, "lpi_excess": a}, {"step": 2, m: 1.0, "lpi_excess": b},
+                           {"step": 3, m: final, "lpi_excess": b}], "final": {"step": 3, m: final}}
+            for s, (a, b, final) in seeds.items()}}
+
+    frontier = {"metric": m, "arms": {
+        "span": arm("span", {"0": (0.6, 0.2, 1.5), "1": (0.8, 0.4, 0.4), "2": (0.7, 0.3, 0.4)}),
+        "off": arm("off", {"0": (0.2, 0.0, 0.3), "1": (0.4, 0.2, 0.3), "2": (0.6, 0.0, 0.3)}),
+        "prefix": arm("prefix", {"0": (0.5, 0.5, 0.3), "1": (0.5, 0.5, 0.3)})}}
+    matched = matched_locality(frontier, reference="span")
+    assert matched["level"] == 1.5  # span seed 0 ended there: the one level every arm and seed reached
+    span = [0.4, 0.6, 0.5]  # halfway between the two first validations
+    off = [0.1, 0.3, 0.3]
+    assert [matched["arms"]["span"]["seeds"][s]["lpi_excess"] for s in "012"] == pytest.approx(span)
+    diff = matched["contrasts"]["span - off"]["difference"]["lpi_excess"]
+    d = [a - b for a, b in zip(span, off)]
+    half = t.ppf(0.975, 2) * statistics.stdev(d) / math.sqrt(3)
+    assert diff["mean"] == pytest.approx(sum(d) / 3) and diff["ci95"] == pytest.approx([diff["mean"] - half,
+                                                                                       diff["mean"] + half])
+    assert matched["contrasts"]["span - prefix"]["seeds"] == ["0", "1"]  # paired over the common seeds only
+    table = matched_markdown(matched)
+    assert "falls to 1.500" in table and "| span - off | 0, 1, 2 |" in table
