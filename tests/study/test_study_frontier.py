@@ -163,7 +163,7 @@ def test_locality_is_compared_at_one_reconstruction_level_with_paired_intervals(
     off = [0.1, 0.3, 0.3]
     assert [matched["arms"]["span"]["seeds"][s]["lpi_excess"] for s in "012"] == pytest.approx(span)
     diff = matched["contrasts"]["span - off"]["difference"]["lpi_excess"]
-    d = [a - b for a, b in zip(span, off)]
+    d = [a - b for a, b in zip(span, off, strict=True)]
     half = t.ppf(0.975, 2) * statistics.stdev(d) / math.sqrt(3)
     assert diff["mean"] == pytest.approx(sum(d) / 3) and diff["ci95"] == pytest.approx([diff["mean"] - half,
                                                                                        diff["mean"] + half])
