@@ -212,10 +212,27 @@ def analysis_page(report: dict) -> str:
                 "rests on, and intervals where enough clips allow one")
 
 
+def markdown_tables(text: str) -> str:
+    """Every markdown table of `text` as an HTML table, captioned by the paragraph just before it."""
+    html, caption, rows = [], None, []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            if not line.startswith("|---"):
+                rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+            continue
+        if rows:
+            html.append(table(rows[0], rows[1:], caption))
+            rows, caption = [], None
+        if line.strip():
+            caption = line.strip()
+    return "".join(html)
+
+
 def study_page(report: dict, figures: dict[str, str], latent_table: list[str], audio: dict[str, list[str]],
-               settings: dict) -> str:
+               settings: dict, sections_md: dict[str, str] | None = None) -> str:
     """The page of one study report. figures: caption -> PNG path; latent_table: the markdown lines of the
-    controls table (or []); audio: group -> clip paths."""
+    controls table (or []); audio: group -> clip paths; sections_md: heading -> markdown whose tables are shown
+    (the frontier, matched reconstruction, learning criteria)."""
     metric = report["headline_metric"]
     headings = ["run", "alpha", "LPI", "final", "steps to target", "speed-up"]
     rows = []
@@ -241,6 +258,7 @@ def study_page(report: dict, figures: dict[str, str], latent_table: list[str], a
     sections = [
         ("convergence", table(headings, rows, note)),
         ("locality of each latent space", controls),
+        *((heading, markdown_tables(text)) for heading, text in (sections_md or {}).items()),
         ("figures", "".join(figure(path, caption) for caption, path in figures.items() if Path(path).is_file())),
         ("audio", players(audio)),
         ("settings", settings_block(settings)),

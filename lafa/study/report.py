@@ -312,8 +312,11 @@ def write_html_report(report: dict[str, Any], paths: dict[str, Path]) -> Path:
                          for name, r in report["runs"].items()}}
     if analysis:
         settings["analysis"] = {"report": analysis_path, **analysis.get("settings", {})}
+    sections = {"LAFA arms at their final checkpoint": frontier_markdown(report.get("frontier") or {}),
+                "locality at matched reconstruction": matched_markdown(report.get("matched") or {}),
+                "learning criteria of the DiTs": dit_criteria_markdown(report.get("dit_criteria") or {})}
     text = study_page(report, {k: str(v) for k, v in figures.items()}, controls_table(report),
-                      analysis.get("audio") or {}, settings)
+                      analysis.get("audio") or {}, settings, sections)
     return write_html(text, paths["json"].with_name("report.html"))
 
 

@@ -170,3 +170,25 @@ def test_locality_is_compared_at_one_reconstruction_level_with_paired_intervals(
     assert matched["contrasts"]["span - prefix"]["seeds"] == ["0", "1"]  # paired over the common seeds only
     table = matched_markdown(matched)
     assert "falls to 1.500" in table and "| span - off | 0, 1, 2 |" in table
+
+
+def test_report_html_holds_the_frontier_matched_and_criteria_tables(tmp_path):
+    from lafa.analysis.html import markdown_tables
+    from lafa.study.report import write_report
+
+    assert markdown_tables("Caption here:\n\n| a | b |\n|---|---|\n| 1 | 2 |\n") == (
+        "<div class='scroll'><table><caption class='note'>Caption here:</caption><thead><tr><th>a</th><th>b</th>"
+        "</tr></thead><tbody><tr><td>1</td><td>2</td></tr></tbody></table></div>")
+    study = _study(tmp_path)
+    for arm, seed, finals in (("lafa_a", 0, (0.875, 0.375)), ("lafa_b", 0, (1.0, 0.625))):
+        _write(tmp_path / f"{arm}-seed{seed}" / "tb", {
+            "val/k2/latent_rel_mse": [(200, finals[0]), (400, finals[1])],
+            "analysis/latent_lpi_excess": [(200, 0.5), (400, 0.25)]})
+    _write(tmp_path / "dit_a-seed0" / "tb", {"val/fd_mel_untrained": [(0, 100.0)], "val/fd_mel_floor": [(0, 20.0)],
+                                             "val/fd_mel": [(200, 36.0)], "val/loss": [(200, 1.0)]})
+    page = write_report(build_report(study), tmp_path / "report")["html"].read_text()
+    for heading in ("LAFA arms at their final checkpoint", "locality at matched reconstruction",
+                    "learning criteria of the DiTs"):
+        assert f"<h2>{heading}</h2>" in page
+    # arm B ends at 0.625, the matched level; arm A crosses it halfway between its validations: LPI excess 0.375
+    assert "<td>A</td><td>1</td><td>0.375</td>" in page and "<td>B</td><td>1</td><td>0.250</td>" in page
