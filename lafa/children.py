@@ -20,7 +20,7 @@ PR_SET_PDEATHSIG = 1
 POLL_SECONDS = 1.0
 
 
-def _prctl_death_signal(sig: int) -> bool:
+def prctl_death_signal(sig: int) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -39,7 +39,7 @@ def _watch(parent_pid: int) -> None:
 
 def die_with_parent(parent_pid: int) -> None:
     """Call in a child (a Pool initializer): the child exits as soon as `parent_pid` is gone."""
-    _prctl_death_signal(signal.SIGKILL)
+    prctl_death_signal(signal.SIGKILL)
     if os.getppid() != parent_pid:  # the parent died before the death signal was armed
         os._exit(1)
     threading.Thread(target=_watch, args=(parent_pid,), name="die-with-parent", daemon=True).start()

@@ -12,8 +12,10 @@ import hashlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from lafa.study.spec import RunSpec, Study, order_runs
 
 DONE = "DONE"
 CONFIG = "fit.yaml"
+POLL_SECONDS = 1.0  # how often a study with several runs at once looks for a finished one
 
 
 @dataclass
@@ -124,10 +127,51 @@ def plan(study: Study) -> list[str]:
     return commands
 
 
+def _deps_done(study: Study, inst: Instance) -> bool:
+    """Every run instance `inst` reads (same seed for a repeated run) is reused or finished."""
+    for dep in inst.run.needs:
+        spec = study.runs.get(dep)
+        if spec is None or spec.ckpt:
+            continue
+        seed = inst.seed if spec.repeats and study.seeds else None
+        if not (study.run_dir(study.instance_name(spec, seed)) / DONE).exists():
+            return False
+    return True
+
+
+def _start(study: Study, inst: Instance, jobs: int, log: Callable[[str], Any]) -> subprocess.Popen:
+    """Start one run's `lafa fit`; with several at once each writes to its own fit.log (else to this console).
+    The run dies with the study (a killed study leaves no orphan training; rerun the study to resume it)."""
+    last = inst.dir / "checkpoints" / "last.ckpt"
+    log(f"[study {study.name}] {inst.name}: {'resuming from ' + str(last) if last.exists() else 'starting'}")
+    command = fit_command(study, inst)
+    log("  " + shlex.join(command))
+    from lafa.children import prctl_death_signal
+
+    out = open(inst.dir / "fit.log", "a") if jobs > 1 else None  # noqa: SIM115 (closed when the run ends)
+    return subprocess.Popen(command, env=run_env(study), stdout=out, stderr=subprocess.STDOUT if out else None,
+                            preexec_fn=lambda: prctl_death_signal(signal.SIGTERM))
+
+
+def _finish(study: Study, inst: Instance, digest: str, process: subprocess.Popen) -> None:
+    command = process.args
+    if process.stdout is not None:
+        process.stdout.close()
+    if process.returncode != 0:
+        where = f" (its output: {inst.dir / 'fit.log'})" if (inst.dir / "fit.log").exists() else ""
+        raise RuntimeError(f"run '{inst.name}' failed (exit {process.returncode}): {shlex.join(command)}{where}")
+    last = inst.dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise RuntimeError(f"run '{inst.name}' finished without writing {last}")
+    _atomic_write(inst.dir / DONE, json.dumps({"config_sha256": digest, "checkpoint": str(last)}) + "\n")
+
+
 def run_study(study: Study, log: Callable[[str], Any] = print) -> None:
-    """Train what is missing, resume what was interrupted, skip what is finished."""
+    """Train what is missing, resume what was interrupted, skip what is finished: up to `study.jobs` runs at
+    once, each as soon as every run it reads is finished (in YAML/dependency order among the ready ones)."""
     check_one_factor(study)
     check_final_evaluation(study)
+    pending: list[tuple[Instance, str]] = []
     for inst in instances(study):
         if inst.reused:
             if not Path(inst.run.ckpt).is_file():
@@ -135,17 +179,40 @@ def run_study(study: Study, log: Callable[[str], Any] = print) -> None:
             log(f"[study {study.name}] {inst.name}: reusing {inst.run.ckpt}")
             continue
         text = write_fit_config(study, inst)
-        digest = hashlib.sha256(text.encode()).hexdigest()
         if (inst.dir / DONE).exists():
             log(f"[study {study.name}] {inst.name}: done, skipped")
             continue
-        last = inst.dir / "checkpoints" / "last.ckpt"
-        log(f"[study {study.name}] {inst.name}: {'resuming from ' + str(last) if last.exists() else 'starting'}")
-        command = fit_command(study, inst)
-        log("  " + shlex.join(command))
-        result = subprocess.run(command, env=run_env(study))
-        if result.returncode != 0:
-            raise RuntimeError(f"run '{inst.name}' failed (exit {result.returncode}): {shlex.join(command)}")
-        if not last.is_file():
-            raise RuntimeError(f"run '{inst.name}' finished without writing {last}")
-        _atomic_write(inst.dir / DONE, json.dumps({"config_sha256": digest, "checkpoint": str(last)}) + "\n")
+        pending.append((inst, hashlib.sha256(text.encode()).hexdigest()))
+    jobs = max(1, study.jobs)
+    running: list[tuple[Instance, str, subprocess.Popen]] = []
+    failure: RuntimeError | None = None
+    try:
+        while pending or running:
+            while failure is None and len(running) < jobs:
+                ready = next((p for p in pending if _deps_done(study, p[0])), None)
+                if ready is None:
+                    break
+                pending.remove(ready)
+                running.append((*ready, _start(study, ready[0], jobs, log)))
+            if not running:
+                if failure is None:  # cannot happen with a valid dependency order; say so rather than spin
+                    raise RuntimeError(f"study {study.name}: runs {[p[0].name for p in pending]} wait for runs "
+                                       "that are neither finished nor running")
+                raise failure
+            if len(running) == 1:  # nothing else can start before this one ends
+                running[0][2].wait()
+            else:
+                time.sleep(POLL_SECONDS)
+            for entry in [r for r in running if r[2].poll() is not None]:
+                running.remove(entry)
+                try:
+                    _finish(study, *entry)
+                    if jobs > 1:
+                        log(f"[study {study.name}] {entry[0].name}: done")
+                except RuntimeError as e:  # let the other runs reach their checkpoint, start nothing new
+                    failure = failure or e
+            if failure is not None and not running:
+                raise failure
+    finally:
+        for _, _, process in running:  # an exception (Ctrl-C) here: stop the runs; they resume next time
+            process.terminate()

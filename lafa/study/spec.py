@@ -69,6 +69,7 @@ class Study:
     latents: LatentsSpec | None = None  # latent spaces measured seed by seed (the locality study's LAFA arm)
     env: dict[str, str] | None = None  # environment variables added for every run (e.g. OMP_NUM_THREADS)
     lab: dict[str, Any] | None = None  # the ground-truth lab's report settings (lafa.study.lab_report)
+    jobs: int = 1  # runs trained at once (each as soon as the runs it reads are finished)
 
     @property
     def compared(self) -> list[RunSpec]:
@@ -134,6 +135,13 @@ def _run_seeds(raw: dict[str, Any], run: dict[str, Any], source: str) -> list[in
     return seeds
 
 
+def _jobs(value: Any, source: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"study config {source}: jobs must be a whole number >= 1 (runs trained at once), "
+                         f"got {value!r}")
+    return value
+
+
 def load_raw(paths: list[str | Path]) -> dict[str, Any]:
     """Deep-merge the study YAML files in order."""
     merged: dict[str, Any] = {}
@@ -145,7 +153,7 @@ def load_raw(paths: list[str | Path]) -> dict[str, Any]:
 def parse_study(raw: dict[str, Any], source: str = "<study>") -> Study:
     """Validate a merged study mapping and build the Study (errors name the offending key)."""
     unknown = set(raw) - {"name", "factor", "factor_keys", "out_dir", "stages", "runs", "baseline", "metrics",
-                          "seeds", "analysis", "lafa", "latents", "env", "lab"}
+                          "seeds", "analysis", "lafa", "latents", "env", "lab", "jobs"}
     if unknown:
         raise ValueError(f"study config {source}: unknown keys {sorted(unknown)}")
     stages = {}
@@ -221,6 +229,7 @@ def parse_study(raw: dict[str, Any], source: str = "<study>") -> Study:
         latents=latents,
         env={str(k): str(v) for k, v in raw["env"].items()} if raw.get("env") else None,
         lab=dict(raw["lab"]) if raw.get("lab") else None,
+        jobs=_jobs(raw.get("jobs", 1), source),
     )
     order_runs(study)  # fails early on a dependency cycle
     return study
