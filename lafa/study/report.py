@@ -95,6 +95,8 @@ def build_report(study: Study, latents: dict[str, dict[str, Any]] | None = None)
             seed = "seed" if inst.seed is None else str(inst.seed)
             logged.setdefault(inst.run.name, {})[seed] = read_curves(inst.dir / "tb")
             finished[inst.run.name] = finished.get(inst.run.name, True) and (inst.dir / DONE).exists()
+    latent_runs = latent_runs_report(study)
+    latents = {**_from_latent_table(study, latent_runs), **(latents or {})}
     matched = _matched(study)
     missed = {(name, seed) for name, run in matched["dit_criteria"]["runs"].items()
               for seed, entry in run["seeds"].items() if entry["excluded"]}
@@ -116,7 +118,19 @@ def build_report(study: Study, latents: dict[str, dict[str, Any]] | None = None)
     return {"study": study.name, "factor": study.factor, "baseline": study.baseline,
             "metrics": {m: {"better": mode, "label": METRIC_LABELS.get(m, m)} for m, mode in study.metrics.items()},
             "headline_metric": next(iter(study.metrics)), "seeds": study.seeds, "runs": runs,
-            "latent_runs": latent_runs_report(study), "lab": lab_section(study), **matched}
+            "latent_runs": latent_runs, "lab": lab_section(study), **matched}
+
+
+def _from_latent_table(study: Study, latent_runs: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """alpha and LPI of a compared run's latent measured seed by seed (the latent table): their means over seeds."""
+    measured = (latent_runs or {}).get("runs") or {}
+    out = {}
+    for run in study.compared:
+        summary = (measured.get(run.latent) or {}).get("summary") or {}
+        if summary.get("alpha") and summary.get("lpi"):
+            out[run.name] = {"latent": run.latent, "alpha": summary["alpha"]["mean"], "lpi": summary["lpi"]["mean"],
+                             "seeds": summary["alpha"]["n"], "source": "latent table: mean over seeds"}
+    return out
 
 
 def _matched(study: Study) -> dict[str, Any]:
@@ -140,6 +154,9 @@ def analyze_latents(study: Study, log: Callable[[str], Any] = print) -> dict[str
         if run.latent is None:
             continue
         in_study = run.latent in study.runs
+        if in_study and study.latents and run.latent in study.latents.runs and study.seeds_of(
+                study.runs[run.latent]) != [None]:
+            continue  # a latent repeated per seed is measured seed by seed in the latent table (lafa.study.latents)
         label = run.latent if in_study else Path(run.latent).stem
         ckpt = study.final_checkpoint(run.latent) if in_study else run.latent
         done = not in_study or study.runs[run.latent].ckpt or (study.run_dir(run.latent) / DONE).exists()

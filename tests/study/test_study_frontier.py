@@ -192,3 +192,22 @@ def test_report_html_holds_the_frontier_matched_and_criteria_tables(tmp_path):
         assert f"<h2>{heading}</h2>" in page
     # arm B ends at 0.625, the matched level; arm A crosses it halfway between its validations: LPI excess 0.375
     assert "<td>A</td><td>1</td><td>0.375</td>" in page and "<td>B</td><td>1</td><td>0.250</td>" in page
+
+
+def test_a_seeded_latents_alpha_and_lpi_come_from_the_latent_table(tmp_path):
+    """A DiT's latent repeated per seed has no single checkpoint: the convergence table shows the latent table's
+    means over seeds (and `analyze_latents` does not report it as 'not ready')."""
+    from lafa.study.report import _from_latent_table, analyze_latents
+
+    study = parse_study({
+        "name": "t", "factor": "remedy", "factor_keys": ["x"], "out_dir": str(tmp_path), "baseline": "dit_a",
+        "metrics": {"val/loss": "min"}, "seeds": [0, 1], "analysis": {"args": []},
+        "latents": {"runs": ["lafa_a"]}, "stages": {"lafa": ["unused.yaml"], "dit": ["unused.yaml"]},
+        "runs": {"lafa_a": {"stage": "lafa", "seeded": True},
+                 "dit_a": {"stage": "dit", "compare": True, "latent": "lafa_a",
+                           "set": {"model.init_args.autoencoder_ckpt": "@lafa_a"}}}})
+    table = {"runs": {"lafa_a": {"summary": {"alpha": {"mean": 0.6, "n": 2}, "lpi": {"mean": 0.3, "n": 2}}}}}
+    assert _from_latent_table(study, table)["dit_a"] == {
+        "latent": "lafa_a", "alpha": 0.6, "lpi": 0.3, "seeds": 2, "source": "latent table: mean over seeds"}
+    said = []
+    assert analyze_latents(study, log=said.append) == {} and said == []
