@@ -112,8 +112,9 @@ _SPLIT_OF = {"validate": "val", "test": "test"}  # the data split each evaluatio
 
 
 def model_source(argv: list[str]) -> Path | None:
-    """For validate/test: the bundle folder `--ckpt_path` names (a folder, or a Hub repo id resolved through
-    huggingface_hub's cache, `lafa.hub`), else None (a checkpoint file, `last`, or nothing given)."""
+    """For validate/test: the bundle folder (or Stable Audio Open's files) `--ckpt_path` names (a folder, or a Hub
+    repo id resolved through huggingface_hub's cache, `lafa.hub`), else None (a checkpoint file, `last`, or nothing
+    given)."""
     given = _option_values(argv, "--ckpt_path")
     if not argv or argv[0] not in _SPLIT_OF or not given:
         return None
@@ -125,12 +126,11 @@ def model_source(argv: list[str]) -> Path | None:
     if path.is_file() or not (path.is_dir() or hub.looks_like_repo_id(value)):
         return None  # a checkpoint, Lightning's `last`/`best`, or a missing file (`check_ckpt_path` says which)
     folder = hub.resolve(value)  # a repo id not in the cache offline: one line saying how to download it
-    if is_bundle(folder):
+    if is_bundle(folder) or hub.is_sao_folder(folder):  # SAO's own files: its VAE, tested as a VAE stage
         return folder
-    what = ("holds Stable Audio Open's files (a VAE without a lafa stage)" if hub.is_sao_folder(folder)
-            else "is a folder, but neither a checkpoint file nor a lafa bundle (config.json + model.safetensors)")
-    raise BadInput(f"--ckpt_path {value}", what, "give a .ckpt written by `lafa fit` or a bundle folder written by "
-                                                 "`lafa export --out DIR` (or its Hub repo id)")
+    raise BadInput(f"--ckpt_path {value}", "is a folder, but neither a checkpoint file nor a lafa bundle (config.json "
+                   "+ model.safetensors)", "give a .ckpt written by `lafa fit`, a bundle folder written by `lafa "
+                   "export --out DIR`, or a Hub repo id (a bundle, or stabilityai/stable-audio-open-1.0)")
 
 
 def with_bundle_config(argv: list[str], folder: Path) -> list[str]:
@@ -161,7 +161,10 @@ def check_data_given(config, subcommand: str, bundle: Path | None, given: list[s
     if data is None and bundle is None:
         return  # a model that brings its own data (Lightning says what is missing)
     source = _option_values(given, "--ckpt_path")
-    what = (f"not given: --ckpt_path {source[0]} is a bundle, which holds a model, not a run's data" if bundle
+    from lafa.bundles import is_bundle
+
+    model = "a bundle" if bundle and is_bundle(bundle) else "Stable Audio Open's VAE"
+    what = (f"not given: --ckpt_path {source[0]} is {model}, which holds a model, not a run's data" if bundle
             else "not given in the config or on the command line")
     raise BadInput(f"data.init_args.{key}", what, f"pass --data.init_args.{key} SPEC (a folder, glob or brace "
                                                   f"pattern of .tar shards) or --config data.yaml with a data: section")

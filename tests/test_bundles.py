@@ -320,16 +320,19 @@ def printed_metrics(*args) -> tuple[dict[str, float], str]:
     return {name: float(value) for name, value in table}, out.getvalue()
 
 
-@pytest.mark.parametrize("sub, stage, given", [("test", "vae", "repo id"), ("test", "lafa", "folder"),
-                                               ("test", "dit", "folder"), ("validate", "dit", "folder")])
+@pytest.mark.parametrize("sub, stage, given", [("test", "vae", "repo id"), ("test", "vae", "SAO repo id"),
+                                               ("test", "lafa", "folder"), ("test", "dit", "folder"),
+                                               ("validate", "dit", "folder")])
 def test_test_and_validate_of_a_bundle_print_the_checkpoints_metrics(chain, tmp_path, monkeypatch, sub, stage, given):
     """`lafa test|validate --ckpt_path BUNDLE_OR_REPO_ID` with the data given on the command line prints exactly
     the metrics of the same command on the checkpoint the bundle was exported from, with the same data; the
-    bundle run has no run folder anywhere (a repo id resolves through an offline huggingface_hub cache)."""
+    bundle run has no run folder anywhere (a repo id resolves through an offline huggingface_hub cache). Stable
+    Audio Open's own files holding the same VAE test as that VAE's checkpoint."""
     from huggingface_hub import constants
+    from safetensors.torch import load_file, save_file
 
     from lafa.bundles.write import export_bundle
-    from tests.test_hub import cache_repo
+    from tests.test_hub import SAO_ID, TINY, cache_repo, sao_model_config
 
     monkeypatch.chdir(tmp_path)
     bundle = export_bundle(chain[stage], tmp_path / f"{stage}-bundle")
@@ -338,19 +341,30 @@ def test_test_and_validate_of_a_bundle_print_the_checkpoints_metrics(chain, tmp_
     def args(proj: Path, out: str) -> list:  # the same data and batches for both runs (the stored config: 1 batch)
         extra = [f"--trainer.limit_{split}_batches", "1.0", f"--data.init_args.{split}_shards",
                  proj / "data" / f"{split}-*.tar"]
+        if given == "SAO repo id":  # SAO's files carry no data settings: the run's, given to both
+            extra += ["--data.init_args.sample_size", "256", "--data.init_args.batch_size", "2",
+                      "--data.init_args.num_workers", "0"]
         if stage == "dit" and sub == "test":  # clips long enough for fd_mel's 2048-sample window
             extra += ["--data.init_args.sample_size", "4096", "--model.init_args.test_eval",
                       json.dumps({"out_dir": str(tmp_path / out)})]
         return extra
 
     expected, printed = printed_metrics(sub, "--ckpt_path", chain[stage], *args(chain["proj"], "from_ckpt"))
-    source = bundle
+    source, cache = bundle, tmp_path / "hf" / "hub"
     if given == "repo id":
-        cache = tmp_path / "hf" / "hub"
         cache_repo(cache, f"me/{stage}", {p.name: p for p in bundle.iterdir()})
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
         source = f"me/{stage}"
+    elif given == "SAO repo id":  # the bundle's VAE under SAO's names, beside SAO's model_config.json
+        sao = tmp_path / "sao"
+        sao.mkdir()
+        vae = {k.removeprefix("vae."): v for k, v in load_file(bundle / "model.safetensors").items()}
+        assert json.loads((bundle / "config.json").read_text())["components"]["vae"]["c_mults"] == TINY["c_mults"]
+        save_file({f"pretransform.model.{k}": v for k, v in vae.items()}, str(sao / "model.safetensors"))
+        (sao / "model_config.json").write_text(json.dumps(sao_model_config(TINY)))
+        cache_repo(cache, SAO_ID, {p.name: p for p in sao.iterdir()})
+        source = SAO_ID
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     with moved(chain["proj"], chain["root"] / "gone") as proj:
         got, printed_too = printed_metrics(sub, "--ckpt_path", source, *args(proj, "from_bundle"))
     assert got == expected
@@ -380,8 +394,8 @@ def test_a_bundle_without_data_is_one_line_naming_the_option(chain, tmp_path, mo
     code, lines = run("test", "--ckpt_path", tmp_path / "share")  # a folder that is not a bundle
     assert code == USER_ERROR_EXIT and lines == [
         f"lafa test: error: --ckpt_path {tmp_path / 'share'}: is a folder, but neither a checkpoint file nor a lafa "
-        f"bundle (config.json + model.safetensors); give a .ckpt written by `lafa fit` or a bundle folder written by "
-        f"`lafa export --out DIR` (or its Hub repo id)"]
+        f"bundle (config.json + model.safetensors); give a .ckpt written by `lafa fit`, a bundle folder written by "
+        f"`lafa export --out DIR`, or a Hub repo id (a bundle, or stabilityai/stable-audio-open-1.0)"]
     assert list(here.iterdir()) == []  # stopped before Lightning made a log folder
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lightning.pytorch import LightningModule
 
-from lafa.checkpoints import read_checkpoint, stored_stage
+from lafa.checkpoints import load_vae_state_dict, read_checkpoint, read_vae_state_dict, stored_stage
 from lafa.config_trust import check_config_classes, trusted_class
 from lafa.stages.dit import DitStage
 from lafa.stages.loading import load_autoencoder, load_stage
@@ -24,10 +24,16 @@ DEFAULT_DATA_CLASS = "lafa.data.AudioDataModule"  # bundles written before `data
 def stage_config(folder: str | Path) -> dict:
     """The `model:` and `data:` config sections that rebuild a bundle's stage: the stage's class and arguments
     (a LAFA stage reads its VAE from the bundle's weights, a DiT stage gets its autoencoder in `load_stage_weights`),
-    and the run's DataModule class with its scalar settings (crop, rate, batch size), without shards."""
+    and the run's DataModule class with its scalar settings (crop, rate, batch size), without shards. Stable Audio
+    Open's files (`model_config.json` + `model.safetensors`) rebuild a VAE stage of its VAE."""
+    from lafa import hub
     from lafa.bundles import WEIGHTS, read_config
 
     folder = Path(folder)
+    if hub.is_sao_folder(folder):  # Stable Audio Open's files: its VAE, as a VAE stage
+        vae = hub.sao_vae_arguments(folder)
+        return {"model": {"class_path": "lafa.stages.vae.VaeStage", "init_args": {"model": vae}},
+                "data": {"class_path": DEFAULT_DATA_CLASS, "init_args": {"sample_rate": vae["sample_rate"]}}}
     config = read_config(folder)
     components, kind, source = config["components"], config["kind"], folder / "config.json"
     accepted = inspect.signature(trusted_class(config["stage"], source)).parameters
@@ -49,10 +55,15 @@ def stage_config(folder: str | Path) -> dict:
 
 def load_stage_weights(stage: LightningModule, folder: str | Path, autoencoder=None) -> LightningModule:  # noqa: ANN001
     """A bundle's weights into the stage `stage_config` built, component by component and strictly (a DiT stage
-    also gets the bundle's autoencoder, or `autoencoder`); returns the stage."""
+    also gets the bundle's autoencoder, or `autoencoder`; Stable Audio Open's files: its VAE); returns the stage."""
+    from lafa import hub
     from lafa.bundles import build_autoencoder, load_into, read_bundle
 
     folder = Path(folder)
+    if hub.is_sao_folder(folder):
+        weights = folder / "model.safetensors"
+        load_vae_state_dict(stage.vae, read_vae_state_dict(weights), source=str(weights))
+        return stage
     config, state = read_bundle(folder)
     kind = config["kind"]
     if kind == "dit":
