@@ -12,8 +12,8 @@
   so a checkpoint works from any folder while they exist.
 - Stable Audio Open VAE weights (official files or `lafa export` output) into `OobleckVAE`:
   Stable Audio Open's `model.safetensors` / `model.ckpt` (the VAE keys live under `pretransform.model.`, beside
-  the DiT and conditioner keys, which are ignored) or an unwrapped VAE (`encoder.layers.N...`), e.g. what
-  `lafa export` writes.
+  the DiT and conditioner keys, which are ignored), a lafa bundle's `model.safetensors` (its `vae.*` part) or an
+  unwrapped VAE (`encoder.layers.N...`), e.g. what `lafa export --out vae.safetensors` writes.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from lafa.errors import LafaUserError, MissingFileError
 from lafa.models.oobleck import OobleckVAE
 
 SAO_VAE_PREFIX = "pretransform.model."
+# a lafa bundle's model.safetensors (`lafa.bundles`) carries this metadata key; its VAE is under `vae.`
+BUNDLE_WEIGHTS_MARK, BUNDLE_VAE_PREFIX = "lafa", "vae."
 _SHOWN = 12  # how many names of each kind an error lists
 _last: dict[str, Any] = {}  # the file read last: {"key": (path, size, mtime, inode), "obj": ..., "checked": bool}
 
@@ -148,9 +150,10 @@ def refuse_nonfinite(state: Mapping[str, Any], source: str | Path) -> None:
 
 
 # ---- official and exported VAE weights ----------------------------------------------------------------------
-def _vae_keys(keys) -> list[str]:  # noqa: ANN001
-    """The VAE's keys: those under `pretransform.model.` where the file is SAO's whole model, else all."""
-    return [k for k in keys if k.startswith(SAO_VAE_PREFIX)] or list(keys)
+def _vae_keys(keys, prefix: str = SAO_VAE_PREFIX) -> list[str]:  # noqa: ANN001
+    """The VAE's keys: those under `prefix` (`pretransform.model.` where the file is SAO's whole model, `vae.` in
+    a lafa bundle's weights), else all."""
+    return [k for k in keys if k.startswith(prefix)] or list(keys)
 
 
 def read_vae_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -160,12 +163,15 @@ def read_vae_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise MissingFileError(f"weights file not found: {path} (check the path; for Stable Audio Open, put "
                                f"model.safetensors there)")
+    prefix = SAO_VAE_PREFIX
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError, safe_open
 
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:  # SAO's whole model is ~5 GB: the VAE alone
-                state = {k: f.get_tensor(k) for k in _vae_keys(f.keys())}
+                if (f.metadata() or {}).get(BUNDLE_WEIGHTS_MARK):  # a lafa bundle's chain: its `vae.*` part
+                    prefix = BUNDLE_VAE_PREFIX
+                state = {k: f.get_tensor(k) for k in _vae_keys(f.keys(), prefix)}
         except SafetensorError as e:
             raise LafaUserError(f"{path} is truncated or not a safetensors file ({e}); copy it again or "
                                 f"check that it is the right file") from e
@@ -178,7 +184,7 @@ def read_vae_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                                 f"'state_dict'); pass VAE weights (safetensors, `lafa export` output) instead")
         state = {k: obj[k] for k in _vae_keys(obj)}
     refuse_nonfinite(state, path)
-    return {k.removeprefix(SAO_VAE_PREFIX): v for k, v in state.items()}
+    return {k.removeprefix(prefix): v for k, v in state.items()}
 
 
 def checkpoint_latent_dim(state_dict: dict[str, torch.Tensor]) -> int | None:

@@ -2,7 +2,11 @@
 
 Lightning subcommands take YAML configs (`lafa fit --config configs/lafa.yaml --config configs/tiny/lafa.yaml`).
 Every checkpoint written by a `lafa fit` run carries the merged config it was trained with, so
-`lafa test --ckpt_path X` needs nothing else; a `--config` given after it still overrides any value.
+`lafa test --ckpt_path X` needs nothing else; a `--config` given after it still overrides any value. A bundle
+folder (`lafa export --out DIR`) or its Hub repo id holds a model but no data: `lafa test|validate --ckpt_path
+BUNDLE` builds the stage from the bundle's config.json, loads its weights (`lafa.stages.pretrained`) and takes the
+data from the user (`--data.init_args.test_shards`, `--config data.yaml`); no data given, or a shard spec that
+matches nothing, is one line before anything is built.
 Project subcommands live in `lafa/commands/<name>.py`, each with a `main(argv) -> int`.
 
 Callbacks every Lightning subcommand gets without listing them in a YAML are in `ALWAYS_ON_CALLBACKS` (config
@@ -104,6 +108,68 @@ def _option_values(argv: list[str], name: str) -> list[str]:
     return values
 
 
+_SPLIT_OF = {"validate": "val", "test": "test"}  # the data split each evaluation subcommand reads
+
+
+def model_source(argv: list[str]) -> Path | None:
+    """For validate/test: the bundle folder (or Stable Audio Open's files) `--ckpt_path` names (a folder, or a Hub
+    repo id resolved through huggingface_hub's cache, `lafa.hub`), else None (a checkpoint file, `last`, or nothing
+    given)."""
+    given = _option_values(argv, "--ckpt_path")
+    if not argv or argv[0] not in _SPLIT_OF or not given:
+        return None
+    value = given[0]
+    from lafa import hub
+    from lafa.bundles import is_bundle
+
+    path = Path(value)
+    if path.is_file() or not (path.is_dir() or hub.looks_like_repo_id(value)):
+        return None  # a checkpoint, Lightning's `last`/`best`, or a missing file (`check_ckpt_path` says which)
+    folder = hub.resolve(value)  # a repo id not in the cache offline: one line saying how to download it
+    if is_bundle(folder) or hub.is_sao_folder(folder):  # SAO's own files: its VAE, tested as a VAE stage
+        return folder
+    raise BadInput(f"--ckpt_path {value}", "is a folder, but neither a checkpoint file nor a lafa bundle (config.json "
+                   "+ model.safetensors)", "give a .ckpt written by `lafa fit`, a bundle folder written by `lafa "
+                   "export --out DIR`, or a Hub repo id (a bundle, or stabilityai/stable-audio-open-1.0)")
+
+
+def with_bundle_config(argv: list[str], folder: Path) -> list[str]:
+    """validate/test of a bundle: the stage's config rebuilt from it first (user args win), `--ckpt_path` dropped
+    (the weights come from the bundle after the stage is built: `lafa.stages.pretrained`)."""
+    import yaml
+
+    from lafa.stages.pretrained import stage_config
+
+    return [argv[0], "--config", yaml.safe_dump(stage_config(folder), sort_keys=False),
+            *_without_ckpt_path(argv[1:])]
+
+
+def check_data_given(config, subcommand: str, bundle: Path | None, given: list[str]) -> None:  # noqa: ANN001
+    """validate/test need the split's shards: none given, or a spec that matches no shard, is one line naming the
+    option, before any model, Trainer or log folder is made."""
+    split = _SPLIT_OF.get(subcommand)
+    data = config.get("data") if split else None
+    init_args = data.get("init_args") if data is not None else None
+    key = f"{split}_shards"
+    if split is None or (data is not None and (init_args is None or key not in init_args)):
+        return
+    if data is not None and init_args[key]:
+        from lafa.data.stream import split_shards
+
+        split_shards(init_args[key], split)  # the DataModule expands it the same way when it reads
+        return
+    if data is None and bundle is None:
+        return  # a model that brings its own data (Lightning says what is missing)
+    source = _option_values(given, "--ckpt_path")
+    from lafa.bundles import is_bundle
+
+    model = "a bundle" if bundle and is_bundle(bundle) else "Stable Audio Open's VAE"
+    what = (f"not given: --ckpt_path {source[0]} is {model}, which holds a model, not a run's data" if bundle
+            else "not given in the config or on the command line")
+    raise BadInput(f"data.init_args.{key}", what, f"pass --data.init_args.{key} SPEC (a folder, glob or brace "
+                                                  f"pattern of .tar shards) or --config data.yaml with a data: section")
+
+
 def check_ckpt_path(argv: list[str]) -> None:
     """A `--ckpt_path` that names no file is one line before Lightning builds anything (no log folder is made)."""
     for value in _option_values(argv, "--ckpt_path"):
@@ -115,8 +181,8 @@ def check_ckpt_path(argv: list[str]) -> None:
         raise BadInput(f"--ckpt_path {value}", what, fix)
 
 
-def _resume_command(argv: list[str], ckpt_path: str) -> str:
-    """`argv` as a `lafa` command line that resumes from `ckpt_path` (any --ckpt_path given is replaced)."""
+def _without_ckpt_path(argv: list[str]) -> list[str]:
+    """`argv` less any `--ckpt_path X` / `--ckpt_path=X`."""
     kept, skip = [], False
     for arg in argv:
         if skip:
@@ -125,7 +191,12 @@ def _resume_command(argv: list[str], ckpt_path: str) -> str:
             skip = True
         elif not arg.startswith("--ckpt_path="):
             kept.append(arg)
-    return shlex.join(["lafa", *kept, "--ckpt_path", ckpt_path])
+    return kept
+
+
+def _resume_command(argv: list[str], ckpt_path: str) -> str:
+    """`argv` as a `lafa` command line that resumes from `ckpt_path` (any --ckpt_path given is replaced)."""
+    return shlex.join(["lafa", *_without_ckpt_path(argv), "--ckpt_path", ckpt_path])
 
 
 def interrupted_message(trainer, subcommand: str, argv: list[str]) -> str:  # noqa: ANN001
@@ -147,7 +218,7 @@ def interrupted_message(trainer, subcommand: str, argv: list[str]) -> str:  # no
     return (f"{head}; kept {path} (step {step}){logs}; resume with: {_resume_command(argv, path)}")
 
 
-def _lightning_cli(argv: list[str], given: list[str] | None = None) -> None:
+def _lightning_cli(argv: list[str], given: list[str] | None = None, bundle: Path | None = None) -> None:
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
@@ -174,6 +245,16 @@ def _lightning_cli(argv: list[str], given: list[str] | None = None) -> None:
             ckpt_path = self.config[sub].get("ckpt_path") if sub else None
             if not (ckpt_path and Path(ckpt_path).is_file() and CHECKPOINT_CONFIG_KEY in read_checkpoint(ckpt_path)):
                 super()._parse_ckpt_path()
+
+        def before_instantiate_classes(self) -> None:
+            check_data_given(self.config[self.subcommand], self.subcommand, bundle, given or argv)
+
+        def instantiate_classes(self) -> None:
+            super().instantiate_classes()
+            if bundle is not None:  # the stage was built from the bundle's config: now its weights
+                from lafa.stages.pretrained import load_stage_weights
+
+                load_stage_weights(self.model, bundle)
 
         def instantiate_trainer(self, **kwargs):  # noqa: ANN003, ANN201
             return whole_checkpoints(super().instantiate_trainer(**kwargs))
@@ -211,7 +292,8 @@ def _usage() -> str:
              "", "Lightning subcommands (a stage's YAML config, or a checkpoint):",
              "  fit       train a stage: lafa fit -c configs/vae.yaml [-c configs/tiny/vae.yaml]",
              "  validate  validation metrics of a checkpoint: lafa validate --ckpt_path X",
-             "  test      test metrics of a checkpoint: lafa test --ckpt_path X", "",
+             "  test      test metrics of a checkpoint: lafa test --ckpt_path X",
+             "            (X a bundle folder or Hub repo id: add --data.init_args.test_shards SPEC, or val_shards)", "",
              "Project subcommands:"]
     lines += [f"  {name:<9} {help_}" for name, (_, help_) in PROJECT_COMMANDS.items()]
     return "\n".join(lines)
@@ -247,8 +329,11 @@ def main(argv: list[str] | None = None) -> int:
         if sub not in LIGHTNING_COMMANDS:
             raise BadInput(sub, "not a lafa subcommand",
                            f"use one of {', '.join([*LIGHTNING_COMMANDS, *PROJECT_COMMANDS])} (see `lafa --help`)")
-        check_ckpt_path(argv)
-        _lightning_cli(with_checkpoint_config(argv), given=argv)
+        bundle = model_source(argv)
+        if bundle is None:
+            check_ckpt_path(argv)
+        _lightning_cli(with_checkpoint_config(argv) if bundle is None else with_bundle_config(argv, bundle),
+                       given=argv, bundle=bundle)
     except KeyboardInterrupt:
         if debug:
             raise

@@ -183,6 +183,8 @@ def test_a_missing_file_is_one_line_with_its_fingerprint_and_override(chain, tmp
         spec = str(chain["proj"] / "data" / "test-*.tar")
         assert checkpoint_files.missing_files[spec].startswith(f"{spec}: not found (data.init_args.test_shards of ")
         assert checkpoint_files.missing_files[spec].endswith("pass --data.init_args.test_shards with its new place")
+        code, lines = run("test", "--ckpt_path", lonely / "vae.ckpt")  # and `lafa test` says it in one line
+        assert code == USER_ERROR_EXIT and lines == [f"lafa test: error: {checkpoint_files.missing_files[spec]}"]
         # `lafa test` with the data override, from the copied checkpoint, with the run folder gone
         assert run("test", "--ckpt_path", lonely / "vae.ckpt", "--data.init_args.test_shards",
                    proj / "data/test-000000.tar")[0] == 0
@@ -302,3 +304,115 @@ def test_model_card_figures_come_from_their_sources(chain, tmp_path):
     import lafa
 
     assert f"lafa {lafa.__version__} (commit " in card
+
+
+
+def printed_metrics(*args) -> tuple[dict[str, float], str]:
+    """`lafa <args>` (test or validate) -> (the metric table Lightning prints, as {name: value}; all of stdout)."""
+    import io
+    from contextlib import redirect_stdout
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code, lines = run(*args)
+    assert code == 0, lines
+    table = re.findall(r"^│\s*((?:test|val)/\S+)\s*│\s*(\S+)\s*│$", out.getvalue(), flags=re.M)
+    return {name: float(value) for name, value in table}, out.getvalue()
+
+
+@pytest.mark.parametrize("sub, stage, given", [("test", "vae", "repo id"), ("test", "vae", "SAO repo id"),
+                                               ("test", "lafa", "folder"), ("test", "dit", "folder"),
+                                               ("validate", "dit", "folder")])
+def test_test_and_validate_of_a_bundle_print_the_checkpoints_metrics(chain, tmp_path, monkeypatch, sub, stage, given):
+    """`lafa test|validate --ckpt_path BUNDLE_OR_REPO_ID` with the data given on the command line prints exactly
+    the metrics of the same command on the checkpoint the bundle was exported from, with the same data; the
+    bundle run has no run folder anywhere (a repo id resolves through an offline huggingface_hub cache). Stable
+    Audio Open's own files holding the same VAE test as that VAE's checkpoint."""
+    from huggingface_hub import constants
+    from safetensors.torch import load_file, save_file
+
+    from lafa.bundles.write import export_bundle
+    from tests.test_hub import SAO_ID, TINY, cache_repo, sao_model_config
+
+    monkeypatch.chdir(tmp_path)
+    bundle = export_bundle(chain[stage], tmp_path / f"{stage}-bundle")
+    split = "test" if sub == "test" else "val"
+
+    def args(proj: Path, out: str) -> list:  # the same data and batches for both runs (the stored config: 1 batch)
+        extra = [f"--trainer.limit_{split}_batches", "1.0", f"--data.init_args.{split}_shards",
+                 proj / "data" / f"{split}-*.tar"]
+        if given == "SAO repo id":  # SAO's files carry no data settings: the run's, given to both
+            extra += ["--data.init_args.sample_size", "256", "--data.init_args.batch_size", "2",
+                      "--data.init_args.num_workers", "0"]
+        if stage == "dit" and sub == "test":  # clips long enough for fd_mel's 2048-sample window
+            extra += ["--data.init_args.sample_size", "4096", "--model.init_args.test_eval",
+                      json.dumps({"out_dir": str(tmp_path / out)})]
+        return extra
+
+    expected, printed = printed_metrics(sub, "--ckpt_path", chain[stage], *args(chain["proj"], "from_ckpt"))
+    source, cache = bundle, tmp_path / "hf" / "hub"
+    if given == "repo id":
+        cache_repo(cache, f"me/{stage}", {p.name: p for p in bundle.iterdir()})
+        source = f"me/{stage}"
+    elif given == "SAO repo id":  # the bundle's VAE under SAO's names, beside SAO's model_config.json
+        sao = tmp_path / "sao"
+        sao.mkdir()
+        vae = {k.removeprefix("vae."): v for k, v in load_file(bundle / "model.safetensors").items()}
+        assert json.loads((bundle / "config.json").read_text())["components"]["vae"]["c_mults"] == TINY["c_mults"]
+        save_file({f"pretransform.model.{k}": v for k, v in vae.items()}, str(sao / "model.safetensors"))
+        (sao / "model_config.json").write_text(json.dumps(sao_model_config(TINY)))
+        cache_repo(cache, SAO_ID, {p.name: p for p in sao.iterdir()})
+        source = SAO_ID
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    with moved(chain["proj"], chain["root"] / "gone") as proj:
+        got, printed_too = printed_metrics(sub, "--ckpt_path", source, *args(proj, "from_bundle"))
+    assert got == expected
+    if stage != "dit" or sub != "test":
+        assert f"{split}/loss" in expected if stage != "vae" else f"{split}/mel_distance" in expected
+    else:  # a DiT's test generates audio and scores it: the Table-1 row it prints, and metrics.json
+        row = [line for line in printed.splitlines() if line.startswith("| FD_openl3")]
+        assert row and row == [line for line in printed_too.splitlines() if line.startswith("| FD_openl3")]
+        scores = [json.loads((tmp_path / out / "metrics.json").read_text())["metrics"]["fd_mel"]["value"]
+                  for out in ("from_ckpt", "from_bundle")]
+        assert scores[0] == scores[1]
+
+
+def test_a_bundle_without_data_is_one_line_naming_the_option(chain, tmp_path, monkeypatch):
+    from lafa.bundles.write import export_bundle
+
+    bundle = export_bundle(chain["vae"], tmp_path / "share" / "vae-bundle")
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for sub, split in (("test", "test"), ("validate", "val")):
+        code, lines = run(sub, "--ckpt_path", bundle)
+        assert code == USER_ERROR_EXIT and lines == [
+            f"lafa {sub}: error: data.init_args.{split}_shards: not given: --ckpt_path {bundle} is a bundle, which "
+            f"holds a model, not a run's data; pass --data.init_args.{split}_shards SPEC (a folder, glob or brace "
+            f"pattern of .tar shards) or --config data.yaml with a data: section"]
+    code, lines = run("test", "--ckpt_path", tmp_path / "share")  # a folder that is not a bundle
+    assert code == USER_ERROR_EXIT and lines == [
+        f"lafa test: error: --ckpt_path {tmp_path / 'share'}: is a folder, but neither a checkpoint file nor a lafa "
+        f"bundle (config.json + model.safetensors); give a .ckpt written by `lafa fit`, a bundle folder written by "
+        f"`lafa export --out DIR`, or a Hub repo id (a bundle, or stabilityai/stable-audio-open-1.0)"]
+    assert list(here.iterdir()) == []  # stopped before Lightning made a log folder
+
+
+def test_a_shard_spec_that_matches_nothing_is_one_line(chain, tmp_path):
+    """From a folder that is not the project's, a relative spec finds nothing: one line and exit code 2, no
+    traceback and no log folder (a subprocess: what a user sees)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for spec, what in (("data/x/test-*.tar", "matches no shards"),
+                       ("data/x/test-{0..1}.tar", "data/x/test-0.tar does not exist")):
+        done = subprocess.run([sys.executable, "-m", "lafa", "test", "--ckpt_path", str(chain["vae"]),
+                               "--data.init_args.test_shards", spec], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == USER_ERROR_EXIT, done.stderr
+        assert done.stderr.strip().splitlines()[-1] == (
+            f"lafa test: error: data.init_args.test_shards: {spec!r}: {what} (relative to {tmp_path}); pass "
+            f"--data.init_args.test_shards with shards that exist (a folder, a glob or a brace pattern of .tar files)")
+        assert "Traceback" not in done.stderr and list(tmp_path.iterdir()) == []

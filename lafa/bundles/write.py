@@ -69,18 +69,21 @@ def describe(stage, init_args: dict) -> tuple[str, dict, dict, dict]:  # noqa: A
     from lafa.stages.lafa import LafaStage
     from lafa.stages.vae import VaeStage
 
+    # the stage's own arguments (loss, evaluation, sampling settings): what `lafa test|validate` on the bundle
+    # builds the stage with (`lafa.stages.pretrained.stage_config`)
+    stage_args = {k: v for k, v in dict(stage.hparams).items() if k not in _NOT_BUNDLED and not k.startswith("_")}
     if isinstance(stage, VaeStage):
-        return "vae", {"vae": vae_arguments(stage.vae)}, {"vae": stage.vae}, {}
+        return "vae", {"vae": vae_arguments(stage.vae)}, {"vae": stage.vae}, {"stage_args": stage_args}
     if isinstance(stage, LafaStage):
         ae = stage.as_autoencoder()
         components = {"vae": vae_arguments(stage.vae),
                       "lafa": _lafa_arguments_from_stage(stage)}
-        return "lafa", components, {"vae": ae.vae, "lafa": ae.lafa}, {"autoencoder": {"decode_steps": ae.default_steps}}
+        return "lafa", components, {"vae": ae.vae, "lafa": ae.lafa}, {
+            "autoencoder": {"decode_steps": ae.default_steps}, "stage_args": stage_args}
     if isinstance(stage, DitStage):
         components, modules, settings = _autoencoder_parts(stage.autoencoder, init_args.get("autoencoder_ckpt"))
         dit = model_arguments(DiT, DIT_PRESETS, stage.hparams.model, text_dim=stage.frozen.text.dim,
                               io_channels=stage.model.io_channels)
-        stage_args = {k: v for k, v in dict(stage.hparams).items() if k not in _NOT_BUNDLED}
         return "dit", {"dit": dit, **components}, {"dit": stage.model, **modules}, {
             "autoencoder": settings, "stage_args": stage_args}
     raise LafaUserError(f"a {type(stage).__name__} cannot be bundled: lafa bundles its VAE, LAFA and DiT stages")
@@ -118,7 +121,7 @@ def export_bundle(ckpt_path: str | Path, out: str | Path) -> Path:
     from safetensors.torch import save_file
 
     from lafa.bundles.card import write_card
-    from lafa.checkpoints import parse_yaml, read_checkpoint, stored_stage
+    from lafa.checkpoints import BUNDLE_WEIGHTS_MARK, parse_yaml, read_checkpoint, stored_stage
     from lafa.stages.loading import load_stage
 
     ckpt_path, out = Path(ckpt_path), Path(out)
@@ -140,10 +143,13 @@ def export_bundle(ckpt_path: str | Path, out: str | Path) -> Path:
     components = {name: full_arguments(classes[name], components[name]) for name in COMPONENTS if name in components}
     modules = {name: modules[name] for name in COMPONENTS if name in modules}
     config = parse_yaml(ckpt.get("lafa_config"), ckpt_path) or {}
-    data = {k: v for k, v in (((config.get("data") or {}).get("init_args")) or {}).items()
+    data_section = config.get("data") or {}
+    data = {k: v for k, v in (data_section.get("init_args") or {}).items()
             if not k.endswith("_shards") and isinstance(v, (int, float, str, bool))}
     bundle = {"format": FORMAT, "version": VERSION, "kind": kind, "stage": f"{cls.__module__}.{cls.__qualname__}",
               "components": _plain(components), **_plain(extra), "data": data}
+    if data_section.get("class_path"):  # the DataModule class the run read (its shards are the user's to give)
+        bundle["data_class"] = data_section["class_path"]
     weights = {f"{prefix}.{k}": v.detach().cpu().contiguous() for prefix, module in modules.items()
                for k, v in module.state_dict().items()}
     params = {prefix: sum(p.numel() for p in module.parameters()) for prefix, module in modules.items()}
@@ -152,7 +158,7 @@ def export_bundle(ckpt_path: str | Path, out: str | Path) -> Path:
     tmp.mkdir(parents=True)
     try:
         (tmp / CONFIG).write_text(json.dumps(bundle, indent=2) + "\n")
-        save_file(weights, str(tmp / WEIGHTS), metadata={"format": "pt", "lafa": FORMAT})
+        save_file(weights, str(tmp / WEIGHTS), metadata={"format": "pt", BUNDLE_WEIGHTS_MARK: FORMAT})
         write_card(tmp, {**bundle, "name": out.name}, ckpt, ckpt_path, config, params)
         if out.exists():
             shutil.rmtree(out)

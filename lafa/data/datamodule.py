@@ -20,9 +20,10 @@ from lafa.audio import SAMPLE_RATE, convert
 from lafa.data.captions import caption_rng, draw_caption
 from lafa.data.epoch_loader import EpochLoader
 from lafa.data.geometry import timing
-from lafa.data.stream import DamagedDataError, ShardStream, expand_shards
+from lafa.data.stream import DamagedDataError, ShardStream, expand_shards, split_shards
 from lafa.data.tario import scan_shard
 from lafa.data.transforms import crop_pad, draw_start
+from lafa.errors import BadInput
 
 AUDIO_KEYS = ("flac", "wav", "mp3", "ogg", "opus")
 ShardSpec = str | list[str] | None
@@ -192,12 +193,14 @@ class _ShardDataModule(LightningDataModule):
         """The ShardStream of one split for one rank (rank/world from the Trainer unless given)."""
         spec = self.specs[split]
         if spec is None:
-            raise ValueError(f"{type(self).__name__}: no {split}_shards given")
+            raise BadInput(f"data.init_args.{split}_shards", f"not given ({type(self).__name__} has no {split} split)",
+                           f"pass --data.init_args.{split}_shards SPEC (a folder, a glob or a brace pattern of "
+                           f".tar shards)")
         r, w = self._rank_world()
         r, w = (r if rank is None else rank), (w if world_size is None else world_size)
         hp = self.hparams
         train = split == "train"
-        urls = expand_shards(spec)
+        urls = split_shards(spec, split)
         counts = self._counts(urls)
         if train and w > 1 and counts is None and not hp.epoch_length:
             raise ValueError(f"{w} ranks reading remote/pipe: shards need epoch_length (batches per rank and epoch) "

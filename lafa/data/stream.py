@@ -57,6 +57,28 @@ def expand_shards(spec: str | os.PathLike | list | tuple | None) -> list[str]:
     return urls
 
 
+def split_shards(spec: str | os.PathLike | list | tuple | None, split: str) -> list[str]:
+    """`expand_shards` of a DataModule's `{split}_shards`, where a spec that matches nothing is one line naming the
+    option and the fix (a `LafaUserError`): the line of the checkpoint's own record of the spec where it was read
+    from a checkpoint whose data moved (`lafa.checkpoint_files.missing_files`), else what matched nothing."""
+    from lafa.checkpoint_files import missing_files
+    from lafa.errors import BadInput
+
+    where, urls = f"data.init_args.{split}_shards", []
+    for one in spec if isinstance(spec, (list, tuple)) else [spec]:
+        try:
+            urls += expand_shards(one)
+        except FileNotFoundError as e:
+            if str(one) in missing_files:
+                raise LafaUserError(missing_files[str(one)]) from e
+            # "<url> does not exist" (one name of a brace pattern) or "matches no shards" (a glob, an empty folder)
+            what = str(e).rpartition(": ")[2] if "does not exist" in str(e) else "matches no shards"
+            relative = "" if os.path.isabs(str(one)) else f" (relative to {os.getcwd()})"
+            raise BadInput(f"{where}: {str(one)!r}", what + relative, f"pass --data.init_args.{split}_shards with "
+                           f"shards that exist (a folder, a glob or a brace pattern of .tar files)") from e
+    return urls
+
+
 log = logging.getLogger(__name__)
 
 STREAM_KEY = "__stream__"  # a batch's worker position and damage reports, stripped by EpochLoader
