@@ -63,8 +63,9 @@ def _earlier_shards(out: Path, prefix: str) -> bool:
 
 
 def check_build_record(out: Path, record: dict, overwrite: bool) -> None:
-    """Refuse a folder another build made (BadInput: both fingerprints, what differs, the fix), unless overwrite;
-    then write this build's record (atomically) before any shard is written."""
+    """Refuse a folder holding shards another build made (BadInput: both fingerprints, what differs, the fix),
+    unless overwrite; then write this build's record (atomically) before any shard is written. A record with no
+    shard of its prefix beside it (a build stopped while scanning) is replaced."""
     path = record_path(out, record["settings"]["prefix"])
     old = None
     if path.is_file():
@@ -74,7 +75,7 @@ def check_build_record(out: Path, record: dict, overwrite: bool) -> None:
             old = {}
     if old is not None and old.get("fingerprint") == record["fingerprint"]:
         return  # the same build: resume
-    if old is not None and not overwrite:
+    if old is not None and not overwrite and _earlier_shards(out, record["settings"]["prefix"]):
         raise BadInput(f"--out {out}", f"holds shards of another build (its fingerprint {old.get('fingerprint')}, "
                                        f"this build's {record['fingerprint']}; {differences(old, record)})",
                        "pass --overwrite to replace them, or give another --out")

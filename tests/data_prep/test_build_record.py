@@ -100,3 +100,13 @@ def test_builds_with_other_prefixes_share_a_folder(tmp_path):
     assert data_prep_main(_args(src, out, "--prefix", "a_")) == 0
     assert data_prep_main(_args(src, out, "--prefix", "b_", "--chunk_seconds", "1")) == 0
     assert sorted(p.name for p in (out / ".state").glob("*build.json")) == ["a_build.json", "b_build.json"]
+
+
+def test_a_build_stopped_before_any_shard_does_not_hold_the_folder(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "shards"
+    _corpus(src)
+    assert data_prep_main(_args(src, out, "--chunk_seconds", "1")) == 0
+    for tar in out.glob("*.tar"):  # as if the first build had been stopped while scanning
+        tar.unlink()
+    assert data_prep_main(_args(src, out, "--chunk_seconds", "0.5")) == 0
+    assert json.loads((out / ".state" / "build.json").read_text())["settings"]["chunk_seconds"] == 0.5
