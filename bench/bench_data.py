@@ -44,8 +44,9 @@ import torch
 import webdataset
 
 from data_prep.passthrough import SourceFormat, copy_extension, int16_source, stored_copy
+from data_prep.plan import file_header
 from data_prep.process import ChunkSettings, decode, encode_member, split_chunks
-from data_prep.shards import BuildSettings, build, file_header
+from data_prep.shards import BuildSettings, build
 from data_prep.sources import read_folder
 from lafa.audio import load_audio, resample, to_channels
 from lafa.data import AudioDataModule

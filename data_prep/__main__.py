@@ -60,6 +60,9 @@ def _common(p: argparse.ArgumentParser, chunk: float, shard: str, estimate: str)
     p.add_argument("--seed", type=int, default=0, help="caption draws stored in the shards")
     p.add_argument("--jobs", type=int, default=0, help="worker processes (0: all cores)")
     p.add_argument("--prefix", default="", help="shard names are {prefix}{split}-000000.tar")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the shards of another build in --out (other settings or sources); without it such "
+                        "a folder is refused, and the same build resumes")
     p.add_argument("--size_estimate", choices=["probe", "pcm"], default=estimate,
                    help="probe: plan shards from the FLAC size of a 1 s excerpt per file (close to --shard_size); "
                         "pcm: a fixed FLAC/PCM ratio of 0.6")
@@ -127,6 +130,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _inputs(args: argparse.Namespace) -> dict:
+    """What chose the files besides the source folders: tables and allow-lists (resolved paths), licence filter."""
+    if args.command == "demo":
+        return {}
+    paths = {k: [str(p.resolve()) for p in v] if isinstance(v, list) else str(v.resolve())
+             for k in ("fsd_tables", "fma_tracks", "fma_genres", "allow_ids") if (v := getattr(args, k))}
+    return {**paths, "licenses": sorted(args.licenses), "keep_unlicensed": args.keep_unlicensed}
+
+
 INPUT_OPTIONS = {"folder": "folder", "fsd_audio": "folder", "fma_audio": "folder", "fsd_tables": "file",
                  "fma_tracks": "file", "fma_genres": "file", "allow_ids": "file"}
 
@@ -182,7 +194,7 @@ def _run(args: argparse.Namespace) -> int:
                           member_format=args.member_format, min_clip_seconds=args.min_clip_seconds)
     settings = BuildSettings(out=out, chunk=chunk, shard_bytes=args.shard_size, val_fraction=args.val_fraction,
                              test_fraction=args.test_fraction, seed=args.seed, jobs=args.jobs, prefix=args.prefix,
-                             size_estimate=args.size_estimate)
+                             size_estimate=args.size_estimate, overwrite=args.overwrite, inputs=_inputs(args))
     manifest = build(items, settings, rejected + lic_rejected, roots)
     print(summary_table(manifest, out))
     if manifest["files_kept"] == 0:

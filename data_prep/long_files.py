@@ -7,9 +7,12 @@ GEMM partition (lafa.resample's frame chunks), as a whole-file `resample` does, 
 to what the whole-file path makes (tests/data_prep/test_long_files.py). The checks of a whole decode are kept
 and made at the end of the pass: truncated or partly decodable, non-finite, silent (the file's peak).
 
-Not streamed: MP3 and Ogg. libsndfile 1.2's MP3 decoder returns wrong samples after the first of several block
-reads (a 20 s sine read in 3 s blocks differs by up to 0.34 from the one-read decode), and Ogg frame counts are
-estimates; such files take the whole-file path whatever their length (docs/data.md, "Memory").
+The block reader is lafa's (lafa.audio_blocks.BlockReader, also `lafa evaluate`'s probe). Ogg (Vorbis, Opus) is
+streamed too: its block reads are exact, but its frame count, which the chunk bounds are computed from before the
+first read, is the last page's granule position: when the decoded length is not that count (or the stream is
+damaged), `check` raises WholeFileNeeded and the caller decodes the file whole, as before. Not streamed: MP3
+(libsndfile 1.2.2's MP3 block reads differ from one read: a 20 s 0.8-amplitude sine written by soundfile, by up
+to 0.96); an MP3 takes the whole-file path whatever its length (docs/data.md, "Memory").
 """
 
 from __future__ import annotations
@@ -18,84 +21,33 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 import torch
 
 from lafa.audio import _declared_frames, _frames_before_failure, peak_dbfs, sf_source, to_channels
+from lafa.audio_blocks import EXACT_BLOCK_FORMATS, BlockReader
 from lafa.resample import WINDOW_ELEMENTS, plan, reduced_rates
 
 LONG_FILE_SECONDS = 60.0  # longer files are streamed (shorter ones: the whole-file path, as before)
-EXACT_BLOCK_FORMATS = ("WAV", "WAVEX", "AIFF", "W64", "RF64", "CAF", "AU", "FLAC")
-BLOCK_FRAMES = 1 << 16  # frames per libsndfile read
+STREAMED_FORMATS = EXACT_BLOCK_FORMATS  # block reads exact (lafa.audio_blocks): PCM, FLAC, Ogg Vorbis/Opus
+
+
+class WholeFileNeeded(Exception):  # noqa: N818 - a signal to the caller, not an error
+    """An Ogg file whose decoded length is not its header's count (the chunk bounds were computed from the count)
+    or whose stream is damaged: the whole-file path decides it, with its tolerances for lossy formats."""
 
 
 def streams_long(format_name: str, seconds: float) -> bool:
     """Whether a file (libsndfile's format name, its duration) is streamed: longer than LONG_FILE_SECONDS and of a
     format whose block reads are exact."""
-    return format_name in EXACT_BLOCK_FORMATS and seconds > LONG_FILE_SECONDS
-
-
-class _Source:
-    """Sequential block reads of a file, as (C', samples) tensors after `prepare` (channel conversion), with the
-    checks of a whole decode: frames decoded, decoder failure, peak of the raw samples, non-finite samples."""
-
-    def __init__(self, f: sf.SoundFile, dtype: str, prepare) -> None:
-        self.f, self.dtype, self.prepare = f, dtype, prepare
-        self.blocks: list[tuple[int, torch.Tensor]] = []  # (start, (C', n)) kept from the lowest index still needed
-        self.decoded, self.low, self.high, self.finite = 0, math.inf, -math.inf, True
-        self.error: Exception | None = None
-        self.eof = False
-
-    def _read(self) -> bool:
-        if self.eof:
-            return False
-        try:
-            data = self.f.read(BLOCK_FRAMES, dtype=self.dtype, always_2d=True)  # (n, C)
-        except Exception as exc:  # noqa: BLE001 - libsndfile stops mid-stream: reported as a whole decode does
-            self.error, self.eof = exc, True
-            return False
-        if not len(data):
-            self.eof = True
-            return False
-        raw = torch.from_numpy(data).T  # (C, n) view of the decoder's buffer
-        if data.dtype.kind == "f" and not np.isfinite(data).all():
-            self.finite = False
-        low, high = torch.aminmax(raw.T)  # on the contiguous layout (lafa.audio.peak_dbfs)
-        self.low, self.high = min(self.low, float(low)), max(self.high, float(high))
-        self.blocks.append((self.decoded, self.prepare(raw)))
-        self.decoded += len(data)
-        return True
-
-    def get(self, lo: int, hi: int) -> torch.Tensor:
-        """Samples [lo, hi) (C', hi - lo), zeros outside the decoded ones; earlier samples are released."""
-        while (not self.blocks or self.blocks[-1][0] + self.blocks[-1][1].shape[-1] < hi) and self._read():
-            pass
-        self.blocks = [(s, b) for s, b in self.blocks if s + b.shape[-1] > lo]
-        channels = self.blocks[0][1].shape[0] if self.blocks else 1
-        dtype = self.blocks[0][1].dtype if self.blocks else torch.float32
-        out = torch.zeros(channels, hi - lo, dtype=dtype)
-        for s, b in self.blocks:
-            a, e = max(lo, s), min(hi, s + b.shape[-1])
-            if a < e:
-                out[:, a - lo : e - lo] = b[:, a - s : e - s]
-        return out
-
-    def drain(self) -> None:
-        while self._read():
-            self.blocks.clear()
-
-    @property
-    def peak_dbfs(self) -> float:
-        peak = max(-self.low, self.high)
-        return 20.0 * math.log10(peak) if peak > 0 else float("-inf")
+    return format_name in STREAMED_FORMATS and seconds > LONG_FILE_SECONDS
 
 
 class _Resampler:
-    """lafa.resample.resample of a whole (C, n) signal, computed frame chunk by frame chunk from a _Source: the
+    """lafa.resample.resample of a whole (C, n) signal, computed frame chunk by frame chunk from a BlockReader: the
     same frames, partition and GEMMs as the whole-file call, so the same float32 samples."""
 
-    def __init__(self, source: _Source, orig_sr: int, target_sr: int, channels: int, n: int) -> None:
+    def __init__(self, source: BlockReader, orig_sr: int, target_sr: int, channels: int, n: int) -> None:
         orig, new = reduced_rates(orig_sr, target_sr)
         self.source, self.n = source, n
         self.p = plan(orig, new, torch.float32, torch.device("cpu"))
@@ -144,6 +96,7 @@ class StreamedFile:
         self.sr, self.channels_in = f.samplerate, f.channels
         self.declared = _declared_frames(f) or f.frames
         self.n = f.frames
+        self.inexact_count = f.format == "OGG"  # a count from the last page's granule position
         if int16 and ((self.sr, settings.flac_subtype) != (settings.sample_rate, "PCM_16")
                       or self.channels_in not in (settings.channels, 1)):
             self.int16 = int16 = False  # not what the header promised: the float path (as decode does)
@@ -151,7 +104,7 @@ class StreamedFile:
         keep_mono = mono and self.channels_in == 1
         first_resample = keep_mono or self.channels_in < settings.channels  # lafa.audio.convert's cheaper order
         batch = self.channels_in if first_resample else settings.channels  # channels the resampler runs on
-        self.source = _Source(f, "int16" if int16 else "float32",
+        self.source = BlockReader(f, "int16" if int16 else "float32",
                               (lambda raw: raw) if first_resample else (lambda raw: to_channels(raw, settings.channels)))
         resampled = self.sr != settings.sample_rate
         self.resampler = _Resampler(self.source, self.sr, settings.sample_rate, batch, self.n) if resampled else None
@@ -179,6 +132,9 @@ class StreamedFile:
         log = self.f.extra_info.lower()
         self.f.close()
         src, sr, name = self.source, self.sr, Path(self.path).name
+        damaged = any(m in log for m in ("corrupted bitstream", "reports a hole", "ended unexpectedly"))
+        if self.inexact_count and (src.error is not None or damaged or src.decoded != self.n or self.declared != self.n):
+            raise WholeFileNeeded(self.path)
         if src.error is not None:
             decoded = _frames_before_failure(self.path)
             raise SkipFile(f"partly decodable: {decoded / sr:.2f} s of {self.declared / sr:.2f} s decoded before the "

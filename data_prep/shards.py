@@ -3,7 +3,8 @@
 The run is split into shards planned up front from file headers (no decoding), so each shard is an
 independent, deterministic unit of work: written under a temporary name and renamed when complete,
 skipped on a re-run when its final file and its state record (same plan fingerprint, lafa version included;
-the file's size as written) exist. One build per output folder (lafa.output_lock); worker
+the file's size as written) exist. A folder another build made (other settings or sources) is refused
+(data_prep.build_record). One build per output folder (lafa.output_lock); worker
 processes die with the build; Ctrl-C stops with what was kept; a full disk names the shard.
 """
 
@@ -12,9 +13,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import math
 import os
-import re
 import signal
 import tarfile
 from collections import defaultdict
@@ -23,32 +22,33 @@ from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 
-import soundfile as sf
 import torch
 from tqdm import tqdm
 
 import lafa
+from data_prep.build_record import build_record, check_build_record
 from data_prep.items import Item, printable, skip_record
-from data_prep.long_files import StreamedFile, streams_long
-from data_prep.passthrough import SUBTYPE_BITS, SourceFormat, copy_extension, int16_source, stored_copy
+from data_prep.long_files import StreamedFile, WholeFileNeeded, streams_long
+from data_prep.manifest import manifest as write_manifest
+from data_prep.manifest import quarantine_stale
+from data_prep.passthrough import SourceFormat, copy_extension, int16_source, stored_copy
+from data_prep.plan import file_header, plan_shards
 from data_prep.process import (
     ChunkSettings,
     SkipFile,
     chunk_bounds,
     chunk_metadata,
     decode,
-    encode_flac,
     encode_member,
     split_chunks,
 )
-from lafa.audio import convert, sf_source, to_channels
+from lafa.audio import to_channels
 from lafa.children import die_with_parent
 from lafa.data.captions import caption_rng, draw_caption
 from lafa.data.tario import add_member, atomic_tar, remove_stale_temporaries
 from lafa.errors import LafaUserError
 from lafa.output_lock import output_lock
 
-SPLITS = ("train", "val", "test")
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -58,7 +58,6 @@ class ShardWriteError(LafaUserError):
 
 class BuildInterrupted(KeyboardInterrupt):
     """Ctrl-C during a build: the message says what was kept and how to resume."""
-FLAC_RATIO = 0.6  # planning estimate of FLAC size / 16-bit PCM size
 
 
 @dataclass
@@ -74,85 +73,10 @@ class BuildSettings:
     # "probe": each file's size from the FLAC size of an excerpt, shards closest to shard_bytes (within ~10% on
     # music); "pcm": a fixed FLAC/PCM ratio of 0.6, shards filled until they pass it (content-independent plan)
     size_estimate: str = "pcm"
-
-
-def split_of(item: Item, val_fraction: float, test_fraction: float) -> str:
-    """The source's own split if it has one, else a stable hash of (source, id): same id -> same split."""
-    if item.split:
-        return item.split
-    u = int.from_bytes(hashlib.sha1(f"{item.source}:{item.id}".encode()).digest()[:8], "big") / 2**64
-    return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
-
-
-def file_header(item: Item, chunk: ChunkSettings | None = None) -> dict:
-    """Duration, a content hash (sha256 of the file bytes), the format libsndfile reports and the estimated size
-    of the file's shard members (with `chunk`), or the reason the file cannot be used."""
-    try:
-        data, digest = _read_or_hash(Path(item.path))
-    except OSError as exc:
-        return {"error": f"unreadable: {exc}", "category": "unreadable"}
-    if not digest:
-        return {"error": "empty file (0 bytes)", "category": "empty"}
-    try:
-        info = sf.info(sf_source(item.path))  # bytes: names that are not UTF-8 open too
-    except Exception as exc:  # corrupt headers: libsndfile raises several types
-        return {"error": f"unreadable: {exc}".replace(str(item.path), Path(item.path).name), "category": "unreadable"}
-    if info.frames <= 0:
-        return {"error": "no samples", "category": "empty"}
-    head = {"seconds": info.frames / info.samplerate, "sha256": digest,
-            "format": asdict(SourceFormat.of(info))}
-    if chunk is not None:
-        head["est_bytes"] = estimate_bytes(item.path, info, chunk, data)
-    return head
-
-
-READ_WHOLE_BYTES = 64 * 2**20  # larger files are hashed in blocks (bounded memory); none of them is one copied chunk
-
-
-def _read_or_hash(path: Path) -> tuple[bytes | None, str]:
-    """(the file's bytes, or None when it is larger than READ_WHOLE_BYTES; sha256 hex of its bytes, "" if empty)."""
-    if os.path.getsize(path) <= READ_WHOLE_BYTES:
-        data = path.read_bytes()
-        return data, hashlib.sha256(data).hexdigest() if data else ""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return None, h.hexdigest()
-
-
-PROBE_SECONDS = 1.0  # excerpt encoded per file to estimate its FLAC size (about 5% extra work on a 20 s file)
-MEMBER_OVERHEAD = 3 * 512 + 1024  # tar headers and padding of a chunk's two members, and its JSON
-WAV_HEADER = 44  # libsndfile's canonical RIFF/WAVE header
-
-
-def estimate_bytes(path: Path, info, chunk: ChunkSettings, data: bytes | None = None) -> float:
-    """Shard bytes of a file, from the FLAC size of a PROBE_SECONDS excerpt from its middle, encoded as the
-    shards will be (a fixed FLAC/PCM ratio missed real music by a third); PCM ratio 0.6 if the probe fails.
-    A file the build will store as it is (data_prep.passthrough, one chunk) is its copy's exact size; WAV
-    members (member_format "wav") are their PCM size."""
-    seconds = info.frames / info.samplerate
-    chunks = max(1, math.ceil(seconds / chunk.chunk_seconds))
-    ext = copy_extension(SourceFormat.of(info), chunk) if chunks == 1 and data is not None else None
-    if ext is not None:
-        copied = stored_copy(ext, data, info.frames, chunk)
-        if copied is not None:
-            return len(copied) + MEMBER_OVERHEAD
-    if chunk.member_format == "wav":  # PCM: the size is known without encoding anything
-        per_second = chunk.sample_rate * chunk.channels * SUBTYPE_BITS[chunk.flac_subtype] // 8
-        return per_second * seconds + chunks * (MEMBER_OVERHEAD + WAV_HEADER)
-    n = min(info.frames, max(1, round(PROBE_SECONDS * info.samplerate)))
-    try:
-        with sf.SoundFile(sf_source(path)) as f:
-            f.seek((info.frames - n) // 2)
-            excerpt = f.read(n, dtype="float32", always_2d=True)  # one read (see lafa.audio on MP3 blocks)
-        # at the shard's rate and channels, as the build stores it (encoded at the source's rate, a 22.05 kHz mono
-        # file's probe came out at half its stored size: shards 35% over the target)
-        probe = convert(torch.from_numpy(excerpt).T, info.samplerate, chunk.sample_rate, chunk.channels)
-        per_second = len(encode_flac(probe, chunk)) / (len(excerpt) / info.samplerate)
-    except Exception:  # the decoder reports the file properly later
-        per_second = chunk.sample_rate * chunk.channels * 2 * FLAC_RATIO
-    return per_second * seconds + chunks * MEMBER_OVERHEAD
+    # the inputs that chose the files besides the source folders (tables, allow-lists, licence filter), recorded
+    # with the settings in the folder's build record (data_prep.build_record)
+    inputs: dict = field(default_factory=dict)
+    overwrite: bool = False  # replace the shards of another build in `out` (else that folder is refused)
 
 
 MAX_KEY_BYTES = 90  # USTAR holds 100-byte member names; ".flac", ".opus" or ".json" follow the key
@@ -206,10 +130,11 @@ def _chunk_meta(task: dict, entry: dict, settings: ChunkSettings, key: str, i: i
             "metadata": item.metadata, "stored": stored, "stored_channels": stored_channels}
 
 
-def _write_streamed(task: dict, tar: tarfile.TarFile, stats: dict, entry: dict, int16: bool, mono: bool) -> None:
+def _write_streamed(task: dict, tar: tarfile.TarFile, stats: dict, entry: dict, int16: bool, mono: bool) -> bool:
     """A long file (data_prep.long_files) chunk by chunk in bounded memory: each kept chunk is encoded into a
     spool file beside the shard; when the whole file has passed a whole decode's checks, its members go into the
-    tar in the order, names and bytes the whole-file path gives (the chunk count is in every chunk's JSON)."""
+    tar in the order, names and bytes the whole-file path gives (the chunk count is in every chunk's JSON).
+    False: an Ogg file whose decoded length is not its header's, for the whole-file path (nothing written)."""
     settings: ChunkSettings = task["chunk"]
     item: Item = entry["item"]
     sr = settings.sample_rate
@@ -218,7 +143,7 @@ def _write_streamed(task: dict, tar: tarfile.TarFile, stats: dict, entry: dict, 
     except Exception as exc:  # noqa: BLE001 - as decode: libsndfile raises several types on garbage
         stats["skipped"].append(skip_record(item, f"unreadable: {exc}".replace(str(item.path), Path(item.path).name),
                                             "unreadable"))
-        return
+        return True
     bounds = chunk_bounds(streamed.total, round(settings.chunk_seconds * sr), round(settings.min_tail_seconds * sr))
     spool = Path(task["path"]).with_name(f".{Path(task['path']).name}.tmp-{os.getpid()}.spool")
     kept, dropped = [], []  # kept: (offset, length, member extension, spool offset, bytes)
@@ -252,8 +177,11 @@ def _write_streamed(task: dict, tar: tarfile.TarFile, stats: dict, entry: dict, 
                 src["samples"] += length
     except SkipFile as exc:
         stats["skipped"].append(skip_record(item, str(exc), exc.category))
+    except WholeFileNeeded:
+        return False  # nothing of it was written
     finally:
         spool.unlink(missing_ok=True)
+    return True
 
 
 def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
@@ -264,9 +192,10 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
         src_format = SourceFormat(**entry["format"])
         ext = copy_extension(src_format, settings)
         int16 = int16_source(src_format, settings)  # checked and cut as integers (the same samples, less CPU)
-        if streams_long(src_format.format, entry.get("seconds", 0.0)):  # bounded memory for any length
-            _write_streamed(task, tar, stats, entry, int16, mono=ext is not None)
-            continue
+        seconds = entry.get("seconds", 0.0)  # a file of one chunk is bounded by it (and may be stored as it is)
+        if seconds > settings.chunk_seconds and streams_long(src_format.format, seconds):  # any length
+            if _write_streamed(task, tar, stats, entry, int16, mono=ext is not None):
+                continue  # else an Ogg file whose length is not its header's: decoded whole below
         try:
             audio = decode(item.path, settings, int16=int16, mono=ext is not None)  # a copy candidate stays mono
         except SkipFile as exc:
@@ -304,25 +233,6 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
             src["samples"] += piece.shape[-1]
 
 
-def plan_shards(items: list[Item], headers: list[dict], s: BuildSettings) -> dict[str, list[list[int]]]:
-    """Per split, consecutive runs of item indices. "probe": a file goes to the next shard when adding it would
-    overshoot shard_bytes by more than stopping short would miss it; "pcm": runs whose estimate reaches it."""
-    per_split: dict[str, list[list[int]]] = {k: [] for k in SPLITS}
-    sizes = {k: 0.0 for k in SPLITS}
-    for idx, (item, head) in enumerate(zip(items, headers, strict=True)):
-        split = split_of(item, s.val_fraction, s.test_fraction)
-        if s.size_estimate == "probe":
-            est = head["est_bytes"]
-            full = sizes[split] + est - s.shard_bytes > s.shard_bytes - sizes[split]
-        else:
-            est = head["seconds"] * s.chunk.sample_rate * s.chunk.channels * 2 * FLAC_RATIO
-            full = sizes[split] >= s.shard_bytes
-        if not per_split[split] or full:
-            per_split[split].append([])
-            sizes[split] = 0.0
-        per_split[split][-1].append(idx)
-        sizes[split] += est
-    return per_split
 
 
 def _fingerprint(entries: list[dict], s: BuildSettings) -> str:
@@ -355,6 +265,7 @@ def build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict
 
 def _build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dict[str, Path]) -> dict:
     out = Path(s.out)
+    check_build_record(out, build_record(s, roots), s.overwrite)  # another build's folder: refused, untouched
     state_dir = out / ".state"
     state_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
@@ -426,7 +337,7 @@ def _build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dic
         if pool:
             pool.close()
             pool.join()
-    manifest = _manifest(tasks, skipped, s, listed)
+    manifest = write_manifest(tasks, skipped, s, listed)
     manifest["quarantined"] = quarantine_stale(out, {Path(t["path"]).name for t in tasks}, s.prefix)
     manifest["notes"] = [{**skip_record(it, note), "note": note} for it in kept for note in it.notes]
     for note in manifest["notes"]:
@@ -442,25 +353,6 @@ def _build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dic
                               f"kept: free space and run the same command again to write the manifest") from None
     os.replace(tmp, out / "manifest.json")
     return manifest
-
-
-QUARANTINE = ".stale"  # a hidden folder: no `*.tar` glob or folder spec of the output folder reads it
-
-
-def quarantine_stale(out: Path, current: set[str], prefix: str = "") -> list[str]:
-    """Move shards of earlier builds with this prefix (`{prefix}{split}-NNNNNN.tar`) that the new manifest
-    does not list to out/.stale/, so `{prefix}train-*.tar` reads only this build. Other tars are left alone
-    (another prefix's build, the user's own files)."""
-    name = re.compile(re.escape(prefix) + r"(train|val|test)-\d{6}\.tar")
-    moved = []
-    for tar in sorted(out.glob("*.tar")):
-        if tar.name in current or not name.fullmatch(tar.name):
-            continue
-        (out / QUARANTINE).mkdir(exist_ok=True)
-        os.replace(tar, out / QUARANTINE / tar.name)
-        (out / ".state" / f"{tar.name}.json").unlink(missing_ok=True)
-        moved.append(tar.name)
-    return moved
 
 
 def _relative(path: Path, root: Path | None) -> str:
@@ -483,44 +375,3 @@ def _finished(task: dict) -> bool:
         return False
     # a shard cut or replaced since it was written is not trusted (size only: a copied folder keeps its shards)
     return record.get("bytes", os.path.getsize(task["path"])) == os.path.getsize(task["path"])
-
-
-def _manifest(tasks: list[dict], skipped: list[dict], s: BuildSettings, listed: int) -> dict:
-    sr = s.chunk.sample_rate
-    splits = {k: {"shards": [], "files": 0, "chunks": 0, "hours": 0.0} for k in SPLITS}
-    sources: dict[str, dict] = defaultdict(lambda: {"files": 0, "chunks": 0, "hours": 0.0, "skipped": 0})
-    skipped = list(skipped)
-    dropped = []
-    copied: dict[str, int] = defaultdict(int)
-    for t in tasks:
-        st = json.loads(Path(t["state"]).read_text())
-        for ext, n in st.get("copied", {}).items():
-            copied[ext] += n
-        sp = splits[t["split"]]
-        sp["shards"].append(Path(t["path"]).name)
-        sp["files"] += st["files"]
-        sp["chunks"] += st["chunks"]
-        sp["hours"] += st["samples"] / sr / 3600
-        skipped += st["skipped"]
-        dropped += st["dropped_chunks"]
-        for name, v in st["per_source"].items():
-            sources[name]["files"] += v["files"]
-            sources[name]["chunks"] += v["chunks"]
-            sources[name]["hours"] += v["samples"] / sr / 3600
-    for sk in skipped:
-        sources[sk["source"]]["skipped"] += 1
-    kept = sum(v["files"] for v in splits.values())
-    if kept + len(skipped) != listed:  # every input in exactly one place: a bug if not, never a silent loss
-        raise RuntimeError(f"data_prep: {listed} inputs but {kept} in shards + {len(skipped)} skipped")
-    categories: dict[str, int] = defaultdict(int)
-    for sk in skipped:
-        categories[sk.get("category", "other")] += 1
-    chunks = sum(v["chunks"] for v in splits.values())
-    return {"files_listed": listed, "files_kept": kept, "files_skipped": len(skipped),
-            "skipped_by_category": dict(sorted(categories.items())), "chunks": chunks,
-            # how the chunks' audio is stored: encoded (to FLAC, or WAV: member_format), or the source's bytes
-            "stored": {s.chunk.member_format: chunks - sum(copied.values()), "copy": dict(sorted(copied.items()))},
-            "hours": sum(v["hours"] for v in splits.values()), "splits": splits, "sources": dict(sources),
-            "skipped": sorted(skipped, key=lambda d: (d["source"], d["id"])), "dropped_chunks": dropped,
-            "settings": {**asdict(s.chunk), "shard_bytes": s.shard_bytes, "val_fraction": s.val_fraction,
-                         "test_fraction": s.test_fraction, "seed": s.seed}}

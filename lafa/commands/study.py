@@ -2,7 +2,9 @@
 
 Runs what is missing, resumes what was interrupted and skips what is finished, then writes the report
 (`<out_dir>/report/`: report.json, report.md, curves.png, factor.png). `--plan` prints one `lafa fit` command
-per run instead (for a cluster scheduler); `--report` only reads what the runs logged. See docs/study.md.
+per run instead (for a cluster scheduler); `--report` only reads what the runs logged. An out_dir made from other
+inputs (data shards, study name, lafa version: `<out_dir>/study_inputs.json`) is refused unless `--overwrite`.
+See docs/study.md.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ def _parser() -> ArgumentParser:
                         help="print one `lafa fit` command per run and exit")
     parser.add_argument("--report", action=ActionYesNo, default=False,
                         help="only write the report from what the runs logged")
+    parser.add_argument("--overwrite", action=ActionYesNo, default=False,
+                        help="an out_dir made from other inputs (data shards, study name, lafa version): move its "
+                             "runs to <out_dir>/.stale/<fingerprint>/ and start over (without it, it is refused)")
     return parser
 
 
@@ -69,7 +74,7 @@ def main(argv: list[str]) -> int:
 
     with output_lock(study.out_dir, "lafa study"):  # one writer per study folder (a second study is refused)
         if not args.report:
-            run_study(study)
+            run_study(study, overwrite=args.overwrite)
         report = build_report(study, analyze_latents(study))
         paths = write_report(report, Path(study.out_dir) / "report")
     print(paths["markdown"].read_text())

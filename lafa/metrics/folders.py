@@ -1,6 +1,6 @@
 """Folders of audio as the evaluation sees them: one file per prompt id (the file stem), and the checks made on
-them before anything is embedded (ids, pairs, prompts, every file decoded): each mistake a `BadInput`, and
-what each metric uses said through `log`."""
+them before anything is embedded (ids, pairs, prompts, every file decoded, in blocks, and no clip longer than
+MAX_CLIP_SECONDS): each mistake a `BadInput`, and what each metric uses said through `log`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from lafa.audio import AudioDecodeError, load_audio
+import soundfile as sf
+
+from lafa.audio import AudioDecodeError, load_audio, sf_source
+from lafa.audio_blocks import EXACT_BLOCK_FORMATS, probe_blocks
 from lafa.errors import BadInput, listing
 from lafa.metrics.batched import prefetch
 
@@ -77,16 +80,45 @@ def few_ids(ids, n: int = 3) -> str:
     return listing(sorted(ids), n)
 
 
+MAX_CLIP_SECONDS = 600.0  # longer clips are refused before decoding: every metric embeds a whole clip at once
+
+
+def probe_file(path: Path) -> tuple[float, float]:
+    """(seconds, peak) of one clip, read in blocks (lafa.audio_blocks: one block in memory, whatever its length;
+    MP3, whose block reads are not exact, in one read); a clip longer than MAX_CLIP_SECONDS by its header is refused
+    before anything is decoded (ValueError). Raises AudioDecodeError for what cannot be decoded."""
+    try:
+        info = sf.info(sf_source(path))
+    except Exception as exc:  # libsndfile raises several types for corrupt input
+        raise AudioDecodeError(f"cannot decode {path}: {exc}") from exc
+    if info.frames > MAX_CLIP_SECONDS * info.samplerate:
+        raise ValueError(f"{info.frames / info.samplerate / 60:.1f} min long")
+    if info.format not in EXACT_BLOCK_FORMATS:
+        audio, sr = load_audio(path)
+        return audio.shape[-1] / sr, float(audio.abs().max())
+    try:
+        reader = probe_blocks(path)
+    except Exception as exc:  # noqa: BLE001 - as load_audio
+        raise AudioDecodeError(f"cannot decode {path}: {exc}") from exc
+    if reader.error is not None:
+        raise AudioDecodeError(f"cannot decode {path}: {reader.error}")
+    if reader.decoded == 0:
+        raise AudioDecodeError(f"{path} holds no samples")
+    if not reader.finite:
+        raise AudioDecodeError(f"{path} decodes to non-finite samples")
+    return reader.decoded / reader.samplerate, max(-reader.low, reader.high, 0.0)
+
+
 def probe_files(files: dict[str, Path], option: str, workers: int) -> dict[str, tuple[float, float]]:
-    """{id: (seconds, peak)} of every file, each decoded in full (`workers` threads ahead, one clip each in memory):
-    a file that cannot be decoded is a `BadInput` naming it, and how many more fail, before anything is embedded."""
+    """{id: (seconds, peak)} of every file, each decoded in full in blocks (`probe_file`, `workers` threads ahead):
+    a file that cannot be decoded, or is longer than MAX_CLIP_SECONDS, is a `BadInput` naming it (and how many more
+    fail), before anything is embedded."""
 
     def probe(path: Path) -> tuple[float, float] | Exception:
         try:
-            audio, sr = load_audio(path)
-        except AudioDecodeError as e:
+            return probe_file(path)
+        except (AudioDecodeError, ValueError) as e:
             return e
-        return audio.shape[-1] / sr, float(audio.abs().max())
 
     out, bad = {}, []
     for (clip_id, path), result in zip(files.items(), prefetch(files.values(), probe, workers), strict=True):
@@ -94,6 +126,14 @@ def probe_files(files: dict[str, Path], option: str, workers: int) -> dict[str, 
             bad.append((path, result))
         else:
             out[clip_id] = result
+    long = [(p, e) for p, e in bad if not isinstance(e, AudioDecodeError)]
+    if long:
+        path, error = long[0]
+        more = f" ({len(long) - 1} more files of {option} are too)" if len(long) > 1 else ""
+        raise BadInput(path, f"is {error}, longer than the {MAX_CLIP_SECONDS / 60:g} min a clip may be (every metric "
+                             f"embeds a whole clip at once){more}",
+                       "cut it into clips of at most that length (ffmpeg -i IN -f segment -segment_time 30 "
+                       "OUT-%03d.flac), each scored as its own id")
     if bad:
         path, error = bad[0]
         reason = str(error).replace(f"cannot decode {path}: ", "").replace(f"{path} ", "")

@@ -65,12 +65,14 @@ def mel_stats(clips: Iterable[torch.Tensor], sample_rate: int) -> tuple[np.ndarr
 
 
 def folder_mel_stats(folder: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
-    """mel_stats of every audio file in a folder (each at its native rate)."""
-    clips = []
-    for path in audio_files(folder).values():
-        audio, sr = load_audio(path)
-        clips.append(resample(audio, sr, SETTINGS["sample_rate"]))
-    return mel_stats(clips, SETTINGS["sample_rate"])
+    """mel_stats of every audio file in a folder (each at its native rate), one clip in memory at a time."""
+
+    def clips():
+        for path in audio_files(folder).values():
+            audio, sr = load_audio(path)
+            yield resample(audio, sr, SETTINGS["sample_rate"])
+
+    return mel_stats(clips(), SETTINGS["sample_rate"])
 
 
 def fd_mel_from_stats(

@@ -2,7 +2,8 @@
 
 Per run instance, `<out_dir>/<run>/` holds `fit.yaml` (the merged config), `checkpoints/` (Lightning's
 ModelCheckpoint: last.ckpt after every validation), `tb/` (TensorBoardLogger) and `DONE` (written atomically
-once `lafa fit` exits 0). Re-running the study skips DONE runs, resumes the others with `--ckpt_path last` (so a
+once `lafa fit` exits 0); `<out_dir>/study_inputs.json` records what the study was made from (lafa.study.inputs),
+checked before anything is skipped or resumed. Re-running the study skips DONE runs, resumes the others with `--ckpt_path last` (so a
 kill -9 loses at most the steps since the last evaluation) and starts the rest.
 """
 
@@ -23,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from lafa.study.inputs import check_study_inputs, study_record
 from lafa.study.merge import check_final_evaluation, check_one_factor, run_config
 from lafa.study.spec import RunSpec, Study, order_runs
 
@@ -166,11 +168,16 @@ def _finish(study: Study, inst: Instance, digest: str, process: subprocess.Popen
     _atomic_write(inst.dir / DONE, json.dumps({"config_sha256": digest, "checkpoint": str(last)}) + "\n")
 
 
-def run_study(study: Study, log: Callable[[str], Any] = print) -> None:
+def run_study(study: Study, log: Callable[[str], Any] = print, overwrite: bool = False) -> None:
     """Train what is missing, resume what was interrupted, skip what is finished: up to `study.jobs` runs at
-    once, each as soon as every run it reads is finished (in YAML/dependency order among the ready ones)."""
+    once, each as soon as every run it reads is finished (in YAML/dependency order among the ready ones).
+    First, refuse an out_dir made from other inputs (lafa.study.inputs; `overwrite` moves its runs aside and
+    starts over)."""
     check_one_factor(study)
     check_final_evaluation(study)
+    trained = [inst for inst in instances(study) if not inst.reused]
+    record = study_record(study.name, [fit_config(study, inst) for inst in trained])
+    check_study_inputs(study.out_dir, record, [inst.dir for inst in trained], overwrite, log)
     pending: list[tuple[Instance, str]] = []
     for inst in instances(study):
         if inst.reused:

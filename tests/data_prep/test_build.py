@@ -11,8 +11,9 @@ import soundfile as sf
 
 import data_prep.shards as shards
 from data_prep.__main__ import main as data_prep_main
+from data_prep.plan import split_of
 from data_prep.process import ChunkSettings, chunk_bounds
-from data_prep.shards import BuildSettings, build, split_of
+from data_prep.shards import BuildSettings, build
 from data_prep.sources import Item, read_folder
 
 

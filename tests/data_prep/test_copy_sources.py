@@ -19,8 +19,9 @@ from source_files import write_source as _write
 
 from data_prep.__main__ import main as data_prep_main
 from data_prep.passthrough import mp3_passthrough, wav_passthrough
+from data_prep.plan import MEMBER_OVERHEAD, file_header
 from data_prep.process import ChunkSettings
-from data_prep.shards import MEMBER_OVERHEAD, BuildSettings, build, file_header
+from data_prep.shards import BuildSettings, build
 from data_prep.sources import read_folder
 from data_prep.summary import summary_table
 from lafa.data.datamodule import AudioDecoder

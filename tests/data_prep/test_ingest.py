@@ -168,7 +168,7 @@ def test_rebuild_quarantines_shards_not_in_the_new_manifest(tmp_path):
     for i in range(4, 8):
         (src / f"t{i:02d}.wav").unlink()
         (src / f"t{i:02d}.json").unlink()
-    assert data_prep_main(args + ["--shard_size", "200KB"]) == 0
+    assert data_prep_main(args + ["--shard_size", "200KB", "--overwrite"]) == 0  # another build: replaced
     manifest = json.loads((out / "manifest.json").read_text())
     assert sorted(p.name for p in out.glob("train-*.tar")) == manifest["splits"]["train"]["shards"]
     assert len(manifest["splits"]["train"]["shards"]) == 2 and manifest["chunks"] == 4

@@ -31,7 +31,8 @@ def _build(src: Path, out: Path, **chunk) -> dict:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     """7-9 s files in every streamed case: 16-bit 44.1 kHz (integer path), 48 kHz and 22.05 kHz mono (resampled,
-    then duplicated), 24-bit FLAC mono (float path), 3 channels (mixed down), a silent middle chunk, a tail."""
+    then duplicated), 24-bit FLAC mono (float path), 3 channels (mixed down), a silent middle chunk, a tail, Ogg
+    Vorbis and Opus (resampled from 48 kHz)."""
     src = tmp_path_factory.mktemp("long_src")
     quiet = music(9.0, seed=5)
     quiet[2 * 44100 : 4 * 44100] *= 1e-5  # chunk 1 silent: dropped and listed
@@ -43,6 +44,8 @@ def corpus(tmp_path_factory) -> Path:
     three = np.concatenate([music(7.0, seed=6), music(7.0, channels=1, seed=7)], 1)
     write_source(src, "three.wav", three, subtype="FLOAT")
     write_source(src, "r96.flac", music(7.5, rate=96000, seed=8), rate=96000, subtype="PCM_24")
+    write_source(src, "vorbis.ogg", music(7.2, seed=9), format="OGG", subtype="VORBIS")  # block reads exact
+    write_source(src, "opus.opus", music(6.8, rate=48000, seed=10), rate=48000, format="OGG", subtype="OPUS")
     return src
 
 
@@ -53,11 +56,11 @@ def test_streamed_shards_equal_the_whole_file_path(corpus, tmp_path, monkeypatch
     real = long_files.StreamedFile.__init__
     monkeypatch.setattr(long_files.StreamedFile, "__init__", lambda self, *a, **k: calls.append(a[0]) or real(self, *a, **k))
     streamed = _build(corpus, tmp_path / "streamed")
-    assert len(calls) == 7
+    assert len(calls) == 9
     assert shard_members(tmp_path / "streamed") == shard_members(tmp_path / "whole")
     for key in ("files_kept", "chunks", "dropped_chunks", "skipped", "hours"):
         assert streamed[key] == whole[key], key
-    assert whole["dropped_chunks"] and whole["files_kept"] == 7
+    assert whole["dropped_chunks"] and whole["files_kept"] == 9
 
 
 def test_a_long_truncated_or_silent_file_is_skipped_whole(tmp_path, monkeypatch):
@@ -67,12 +70,38 @@ def test_a_long_truncated_or_silent_file_is_skipped_whole(tmp_path, monkeypatch)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])  # the header still declares 8 s
     write_source(src, "silent.wav", music(8.0) * 1e-5, subtype="PCM_16")
+    ogg = write_source(src, "cut.ogg", music(8.0, seed=3), format="OGG", subtype="VORBIS")
+    ogg.write_bytes(ogg.read_bytes()[: ogg.stat().st_size * 2 // 3])  # cut mid-page: what remains decodes
     whole = _build(src, tmp_path / "whole")
     monkeypatch.setattr(long_files, "LONG_FILE_SECONDS", 5.0)
     streamed = _build(src, tmp_path / "streamed")
-    assert streamed["skipped"] == whole["skipped"] and streamed["files_kept"] == 0
+    assert streamed["skipped"] == whole["skipped"] and streamed["files_kept"] == whole["files_kept"] == 1
     assert {s["category"] for s in streamed["skipped"]} == {"truncated", "silent"}
+    assert shard_members(tmp_path / "streamed") == shard_members(tmp_path / "whole")  # the cut Ogg, as whole
     assert not list((tmp_path / "streamed").glob(".*spool*")) and not list((tmp_path / "streamed").glob("*.tar"))[0:0]
+
+
+def test_an_ogg_file_whose_length_is_not_its_header_count_is_decoded_whole(tmp_path, monkeypatch):
+    """WholeFileNeeded (the decoded length differs from the granule count the chunk bounds came from): nothing of
+    the streamed pass is kept, and the whole-file path writes the file."""
+    src = tmp_path / "src"
+    src.mkdir()
+    write_source(src, "a.ogg", music(7.0, seed=11), format="OGG", subtype="VORBIS")
+    whole = _build(src, tmp_path / "whole")
+    monkeypatch.setattr(long_files, "LONG_FILE_SECONDS", 5.0)
+    real = long_files.StreamedFile.check
+    seen = []
+
+    def short_count(self):  # as if the last page's granule position had promised one more frame
+        self.n += 1
+        seen.append(self.path)
+        real(self)
+
+    monkeypatch.setattr(long_files.StreamedFile, "check", short_count)
+    streamed = _build(src, tmp_path / "streamed")
+    assert len(seen) == 1 and streamed["files_kept"] == whole["files_kept"] == 1
+    assert shard_members(tmp_path / "streamed") == shard_members(tmp_path / "whole")
+    assert not list((tmp_path / "streamed").glob(".*spool*"))
 
 
 PROBE = textwrap.dedent("""

@@ -18,10 +18,12 @@ from source_files import music as _music
 from source_files import write_source as _write
 
 from data_prep.__main__ import main as data_prep_main
+from data_prep.plan import MEMBER_OVERHEAD, file_header
 from data_prep.process import ChunkSettings
-from data_prep.shards import MEMBER_OVERHEAD, BuildSettings, build, file_header
+from data_prep.shards import BuildSettings, build
 from data_prep.sources import read_folder
 from lafa.data.datamodule import AudioDecoder
+from lafa.errors import BadInput
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +128,9 @@ def test_wav_members_are_planned_at_their_exact_size(corpus, builds):
 def test_a_rebuild_in_the_other_member_format_rewrites_every_shard(corpus, tmp_path):
     _build(corpus, tmp_path, "flac")
     assert any(n.endswith(".flac") for n in shard_members(tmp_path))
-    manifest = _build(corpus, tmp_path, "wav")  # same folder: the finished FLAC shards must not be kept
+    with pytest.raises(BadInput, match="member_format: flac there, wav here"):  # another build (build_record)
+        _build(corpus, tmp_path, "wav")
+    manifest = _build(corpus, tmp_path, "wav", overwrite=True)  # same folder: the FLAC shards must not be kept
     exts = {n.split(".", 1)[1] for n in shard_members(tmp_path)}
     assert exts == {"wav", "mp3", "json"} and manifest["settings"]["member_format"] == "wav"
 

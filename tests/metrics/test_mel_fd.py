@@ -67,3 +67,33 @@ def test_folders_and_resampling(tmp_path):
 
     at48 = [AF.resample(c, SR, 48000) for c in clips]
     assert fd_mel(at48, clips, 48000)["value"] < 0.05 * fd_mel([_tone(3000.0)] * 2, clips, SR)["value"]
+
+
+def test_a_folder_is_read_one_clip_at_a_time_and_scores_as_its_clips(tmp_path, monkeypatch):
+    """fd_mel of folders equals fd_mel of their clips; the folder reader holds one decoded clip at a time."""
+    import lafa.metrics.mel_fd as mel_fd
+
+    gen, ref = [_tone(440.0), _noise(0), _noise(3)], [_noise(1), _noise(2)]
+    for name, clips in (("gen", gen), ("ref", ref)):
+        (tmp_path / name).mkdir()
+        for i, clip in enumerate(clips):
+            save_audio(tmp_path / name / f"{i}.wav", clip, SR, subtype="FLOAT")
+    live, peak = [], []
+    real_load, real_frames = mel_fd.load_audio, mel_fd.log_mel_frames
+
+    def load(path):
+        live.append(path)
+        peak.append(len(live))
+        return real_load(path)
+
+    def frames(clip, *args):
+        live.pop()  # the clip is done with once its frames are computed
+        return real_frames(clip, *args)
+
+    monkeypatch.setattr(mel_fd, "load_audio", load)
+    monkeypatch.setattr(mel_fd, "log_mel_frames", frames)
+    from_folders = fd_mel(tmp_path / "gen", tmp_path / "ref", SR)
+    assert max(peak) == 1 and not live
+    monkeypatch.undo()
+    gen, ref = ([mel_fd.load_audio(p)[0] for p in sorted((tmp_path / n).iterdir())] for n in ("gen", "ref"))
+    assert from_folders["value"] == pytest.approx(fd_mel(gen, ref, SR)["value"], rel=1e-9)
