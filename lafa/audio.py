@@ -143,12 +143,6 @@ def convert(audio: torch.Tensor, sr: int, sample_rate: int, channels: int) -> to
     return resample(to_channels(audio, channels), sr, sample_rate)
 
 
-def load_for_model(path: str | Path, sample_rate: int = SAMPLE_RATE, channels: int = 2) -> torch.Tensor:
-    """Decode, convert channels and resample: the (channels, samples) tensor the models take."""
-    audio, sr = load_audio(path)
-    return convert(audio, sr, sample_rate, channels)
-
-
 def save_audio(path: str | Path, audio: torch.Tensor, sample_rate: int, subtype: str | None = None) -> None:
     """Write (channels, samples) float audio; the format follows the suffix (.wav PCM_16 or .flac lossless)."""
     path = Path(path)

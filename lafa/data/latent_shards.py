@@ -358,10 +358,3 @@ def _encode_corpus(autoencoder: Any, urls: list[str], out_dir: Path, batch_size:
     stats.cpu_seconds = (time.process_time() - cpu0 + children.ru_utime + children.ru_stime
                          - children0.ru_utime - children0.ru_stime)
     return stats
-
-
-def encode_shards(autoencoder: Any, urls: list[str], out_dir: str | Path, batch_size: int = 8,
-                  device: str | torch.device = "cpu", dtype: str = "float32", source: str = "",
-                  overwrite: bool = False, workers: int = 0) -> list[Path]:
-    """`encode_corpus`, returning only the output shard paths."""
-    return encode_corpus(autoencoder, urls, out_dir, batch_size, device, dtype, source, overwrite, workers).outputs

@@ -16,8 +16,6 @@ LinAlgError.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from scipy import linalg
 
@@ -121,21 +119,3 @@ def frechet_distance(
         raise ValueError(f"unknown method {method!r} (eigen or sqrtm)")
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
-
-
-def save_stats(path: str | Path, mu: np.ndarray, sigma: np.ndarray, **meta: str | int | float) -> None:
-    """Write mean, covariance and scalar metadata (number of frames, settings, weight hashes) to a .npz."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    extra = {f"meta_{k}": np.asarray(v) for k, v in meta.items()}
-    with open(path, "wb") as f:  # an open file keeps numpy from appending ".npz" to other suffixes
-        np.savez(f, mu=np.asarray(mu, np.float64), sigma=np.asarray(sigma, np.float64), **extra)
-
-
-def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Read what save_stats wrote: (mu, sigma, meta)."""
-    with np.load(path, allow_pickle=False) as data:
-        if "mu" not in data or "sigma" not in data:
-            raise ValueError(f"{path} holds no 'mu'/'sigma' arrays (not a lafa statistics file)")
-        meta = {k[len("meta_") :]: data[k].item() for k in data.files if k.startswith("meta_")}
-        return data["mu"], data["sigma"], meta

@@ -9,8 +9,6 @@ the weights (SHA-256 of the file, or the random seed) and the settings that prod
 
 from __future__ import annotations
 
-import hashlib
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,13 +22,7 @@ from lafa.audio import load_audio, resample
 from lafa.devices import resolve_device
 from lafa.errors import BadInput
 from lafa.metrics.batched import Batching, embed_files, prefetch
-from lafa.metrics.caches import (
-    EmbeddingCache,
-    files_fingerprint,
-    load_reference_cache,
-    save_reference_cache,
-    sha256_file,
-)
+from lafa.metrics.caches import EmbeddingCache
 from lafa.metrics.clap import ClapScorer, clap_score, write_random_clap
 from lafa.metrics.folders import (
     audio_files,
@@ -44,12 +36,18 @@ from lafa.metrics.folders import (
 from lafa.metrics.frechet import frechet_distance, gaussian_stats
 from lafa.metrics.mel_fd import SETTINGS as MEL_SETTINGS
 from lafa.metrics.mel_fd import fd_mel_from_stats, mel_stats
+from lafa.metrics.metric_weights import (
+    RANDOM_NOTE,
+    cache_key,
+    check_openl3_file,
+    check_weights_path,
+    checked_weights,
+)
 from lafa.metrics.openl3 import OpenL3Embedder, build_openl3, num_windows
-from lafa.metrics.openl3_weights import weight_file_config
 from lafa.metrics.passt import KL_EPS, PasstTagger, build_passt, paired_kl
 from lafa.metrics.reference_audio import load_native
+from lafa.metrics.reference_side import ReferenceSide
 
-RANDOM_NOTE = "random weights built locally: NOT comparable to the paper's numbers"
 OPENL3_SETTINGS = {"channels": 2, "sample_rate": 44100, "hop_seconds": 0.5, "peak_dbfs": -1.0,
                    "front_end": "openl3 0.4.2 / kapre 0.3",
                    "resampling": "soxr HQ to 44.1 kHz, resampy 0.2.2 kaiser_best to 48 kHz"}  # fmt: skip
@@ -68,26 +66,6 @@ PASST_SETTINGS = {"arch": "passt_s_swa_p16_128_ap476", "sample_rate": 32000, "re
 CLAP_SETTINGS = {"sample_rate": 48000, "resampling": "librosa soxr_hq (librosa's output length)", "peak_dbfs": -1.0, "int16_round_trip": True, "text_max_tokens": 77,
                  "is_longer": "num_samples > 480000 (fusion)", "crops": "seeded per clip id"}  # fmt: skip
 
-
-def _weights(path: str | Path | None, seed: int) -> dict:
-    if path is None:
-        return {"kind": "random", "seed": seed, "note": RANDOM_NOTE}
-    path = Path(path)
-    if path.is_dir():  # a Hugging Face directory: hash its weight files together
-        files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
-        if not files:
-            raise FileNotFoundError(f"{path} holds no *.safetensors / *.bin weight files")
-        digest = hashlib.sha256("".join(f"{p.name}:{sha256_file(p)}" for p in files).encode()).hexdigest()
-        return {"kind": "file", "path": str(path), "sha256": digest, "files": [p.name for p in files]}
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    return {"kind": "file", "path": str(path), "sha256": sha256_file(path)}
-
-
-def _cache_key(weights: dict, settings: dict) -> str:
-    return json.dumps(
-        {"weights": {k: v for k, v in weights.items() if k != "path"}, "settings": settings}, sort_keys=True
-    )
 
 
 class Throughput:
@@ -168,103 +146,6 @@ def _probs_by_id(arrays: dict) -> dict[str, torch.Tensor]:
     return {str(i): torch.from_numpy(p) for i, p in zip(arrays["ids"], arrays["probs"], strict=True)}
 
 
-class _Reference:
-    """The reference side of every metric: from a cache file, a cache that still matches, or the folder."""
-
-    def __init__(self, reference: str | Path, stats_cache: str | Path | None):
-        self.path = reference = Path(reference)
-        self.folder = reference if reference.is_dir() else None
-        if self.folder is None and not reference.is_file():
-            raise BadInput(f"--reference {reference}", "no such folder or file",
-                           "give the folder of reference audio (<id>.<ext>) or a statistics file (.npz) written "
-                           "by an earlier run's --stats_cache")
-        self.files = audio_files(reference, "--reference") if self.folder else None
-        self.fingerprint = files_fingerprint(self.files) if self.files is not None else None
-        self.cache_path = Path(stats_cache) if stats_cache else None
-        source, option = (reference, "--reference") if self.folder is None else (self.cache_path, "--stats_cache")
-        self.entries = {}
-        if source is not None and source.is_file():
-            try:
-                self.entries = load_reference_cache(source)
-            except Exception as e:  # numpy raises several types for a file that is not an .npz
-                raise BadInput(f"{option} {source}", f"not a lafa reference statistics file ({e})",
-                               "give a .npz written by `lafa evaluate --stats_cache`, or the reference audio "
-                               "folder" + (" (or delete the file: it is written again)" if self.folder else "")) from e
-        self.changed = False
-
-    @property
-    def ids(self) -> list[str] | None:
-        if self.files is not None:
-            return list(self.files)
-        stored = [e["reference_ids"] for e in self.entries.values() if e.get("reference_ids") is not None]
-        return list(stored[0]) if stored else None
-
-    def check(self, metric: str, key: str) -> None:
-        """A statistics file given as the reference must hold `metric` made with these weights and settings."""
-        entry = self.entries.get(metric)
-        if self.folder is None and (entry is None or entry["key"] != key):
-            have = "no entry" if entry is None else "an entry made with other weights or settings"
-            raise BadInput(f"--reference {self.path}",
-                           f"the statistics file has {have} for {metric} (it holds {sorted(self.entries)}; "
-                           f"needed: {key})",
-                           "score against the reference audio folder once with --stats_cache FILE, or use the "
-                           "weights and settings the file was made with")
-
-    def get(self, metric: str, key: str, compute: Callable[[dict[str, Path]], dict]) -> dict:
-        entry = self.entries.get(metric)
-        if (
-            entry is not None
-            and entry["key"] == key
-            and (self.files is None or (entry["reference_ids"] == self.ids
-                                        and entry.get("reference_files") == self.fingerprint))
-        ):
-            return entry["arrays"]
-        self.check(metric, key)
-        arrays = compute(self.files)
-        self.entries[metric] = {"key": key, "reference_ids": self.ids, "reference_files": self.fingerprint,
-                                "arrays": arrays}
-        self.changed = True
-        return arrays
-
-    def save(self) -> None:
-        if self.cache_path is not None and self.changed:
-            save_reference_cache(self.cache_path, self.entries)
-
-
-def _check_weights_path(path: str | None, option: str, metric: str) -> None:
-    """A weights path given on the command line exists (and a CLAP one is a Hugging Face directory)."""
-    if path is not None and not Path(path).exists():
-        raise BadInput(f"{option} {path}", "no such file or folder",
-                       f"give the local weights (docs/metrics.md, 'Weights to place locally'), or leave {option} "
-                       f"out to skip {metric}")
-    if path is not None and metric == "clap_score" and not (Path(path) / "config.json").is_file():
-        raise BadInput(f"{option} {path}", "not a Hugging Face CLAP directory (no config.json)",
-                       "give a local copy of laion/clap-htsat-fused (or laion/larger_clap_music)")
-
-
-def _checked_weights(path: str | None, seed: int, option: str, metric: str) -> dict:
-    """The weights a metric runs on (`_weights`), checked before any network is built: a directory without
-    weights is a `BadInput` too."""
-    _check_weights_path(path, option, metric)
-    try:
-        return _weights(path, seed)
-    except (FileNotFoundError, ValueError) as e:
-        raise BadInput(f"{option} {path}", str(e), "give the weights folder itself (docs/metrics.md)") from e
-
-
-def _check_openl3_file(path: str, input_repr: str, content_type: str) -> None:
-    """The OpenL3 file holds the model asked for (read from its name and front-end layer, no network built)."""
-    try:
-        found = weight_file_config(path)
-    except (OSError, ValueError) as e:
-        raise BadInput(f"--openl3_weights {path}", " ".join(str(e).split()),
-                       "pass an openl3 release file under its own name (docs/metrics.md)") from e
-    if found != (input_repr, content_type):
-        raise BadInput(f"--openl3_weights {path}", f"holds the OpenL3 {found[0]}/{found[1]} model; "
-                       f"{input_repr}/{content_type} was asked for",
-                       f"pass --openl3_input_repr {found[0]} --content_type {found[1]}, or the file of "
-                       f"{input_repr}/{content_type}")
-
 
 def _openl3_frames(clips: dict[str, tuple[float, float]]) -> int:
     return sum(num_windows(int(seconds * 48000)) for seconds, _ in clips.values())
@@ -336,7 +217,7 @@ def evaluate_folders(
     device = resolve_device(device)
     generated_dir = Path(generated)
     generated = audio_files(generated_dir, "--generated")
-    ref = _Reference(reference, stats_cache)
+    ref = ReferenceSide(reference, stats_cache)
     if isinstance(prompts, (str, Path)):
         prompts_where, prompts = f"--prompts {prompts}", read_prompts(prompts)
     else:
@@ -349,15 +230,15 @@ def evaluate_folders(
                "clap_score": (clap_dir, "--clap_dir")}  # fmt: skip
     weights_of: dict[str, dict] = {}
     for name, (path, flag) in options.items():
-        _check_weights_path(path, flag, name)  # also where the metric is skipped: a wrong path is a mistake
+        check_weights_path(path, flag, name)  # also where the metric is skipped: a wrong path is a mistake
         if name == "clap_score" and not prompts:
             metrics[name] = {"skipped": "no prompts given (--prompts prompts.json: {id: text})"}
         elif path is None and not allow_random_weights:
             metrics[name] = {"skipped": f"no weights configured ({flag}); see docs/metrics.md"}
         else:
-            weights_of[name] = _checked_weights(path, seed, flag, name)
+            weights_of[name] = checked_weights(path, seed, flag, name)
             if name == "fd_openl3" and path is not None:
-                _check_openl3_file(path, openl3_input_repr, content_type)
+                check_openl3_file(path, openl3_input_repr, content_type)
     openl3_settings = {
         **OPENL3_SETTINGS,
         "content_type": content_type,
@@ -367,11 +248,11 @@ def evaluate_folders(
         "path": OPENL3_PATHS[openl3_channel_mode],
         "fft": OPENL3_FFTS[openl3_fft],
     }
-    keys = {"fd_mel": _cache_key({"kind": "none"}, MEL_SETTINGS)}
+    keys = {"fd_mel": cache_key({"kind": "none"}, MEL_SETTINGS)}
     if "fd_openl3" in weights_of:
-        keys["fd_openl3"] = _cache_key(weights_of["fd_openl3"], openl3_settings)
+        keys["fd_openl3"] = cache_key(weights_of["fd_openl3"], openl3_settings)
     if "kl_passt" in weights_of:
-        keys["kl_passt"] = _cache_key(weights_of["kl_passt"], PASST_SETTINGS)
+        keys["kl_passt"] = cache_key(weights_of["kl_passt"], PASST_SETTINGS)
     for name, key in keys.items():
         ref.check(name, key)
     unpaired = check_pairs(generated, ref.ids, ref.path, generated_dir, [m for m in ("kl_passt",) if m in weights_of],

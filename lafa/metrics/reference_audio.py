@@ -162,9 +162,3 @@ def load_native(path_or_clip) -> tuple[np.ndarray, int]:
     else:
         audio, sr = load_audio(path_or_clip)
     return as_numpy(audio), int(sr)
-
-
-def load_mono_at(path_or_clip, target_sr: int) -> np.ndarray:
-    """librosa.load(path, sr=target_sr, mono=True): down-mix, then soxr_hq with librosa's length."""
-    audio, sr = load_native(path_or_clip)
-    return librosa_soxr_hq(librosa_mono(audio), sr, target_sr)

@@ -47,8 +47,13 @@ class DecoderBlock(nn.Module):
         return x + self.ff(self.norm_ff(x))
 
 
-class FlowDecoder(nn.Module):
-    """Rectified-flow latent decoder: (Z_t (B, C, N), t (B,), h (B, C_h, N)) -> U_hat (B, C, N)."""
+class _TokenDecoder(nn.Module):
+    """What Table 6's two decoders share: their settings, input layers (`build_inputs`), `depth` DecoderBlocks
+    over the N time tokens (cross-attending to h when `cross`), then LayerNorm and a projection to C channels;
+    ViT init (the output projection zeroed where `zero_output`)."""
+
+    cross: bool
+    zero_output: bool
 
     def __init__(
         self,
@@ -62,14 +67,35 @@ class FlowDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.rotary = TimeRotary(positions, dim, heads)
-        self.proj_in = nn.Linear(latent_channels, dim)
-        self.context_in = nn.Linear(context_channels, dim)
-        self.time_embed = TimestepEmbedder(dim, features="sinusoidal")
-        self.blocks = nn.ModuleList(DecoderBlock(dim, heads, True, mlp_ratio) for _ in range(depth))
+        self.build_inputs(latent_channels, context_channels, dim)
+        self.blocks = nn.ModuleList(DecoderBlock(dim, heads, self.cross, mlp_ratio) for _ in range(depth))
         self.norm_out = nn.LayerNorm(dim)
         self.proj_out = nn.Linear(dim, latent_channels)
         self.apply(init_vit_weights)
-        nn.init.zeros_(self.proj_out.weight)  # start at U_hat = 0
+        if self.zero_output:
+            nn.init.zeros_(self.proj_out.weight)
+
+    def build_inputs(self, latent_channels: int, context_channels: int, dim: int) -> None:
+        raise NotImplementedError
+
+    def run_blocks(
+        self, x: torch.Tensor, context: torch.Tensor | None, frame_keep: torch.Tensor | None, rotary: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Tokens x (B, N, D) through the blocks -> (B, C, N)."""
+        for block in self.blocks:
+            x = block(x, context, frame_keep, rotary)
+        return self.proj_out(self.norm_out(x)).transpose(1, 2)  # (B, N, C) -> (B, C, N)
+
+
+class FlowDecoder(_TokenDecoder):
+    """Rectified-flow latent decoder: (Z_t (B, C, N), t (B,), h (B, C_h, N)) -> U_hat (B, C, N)."""
+
+    cross, zero_output = True, True  # start at U_hat = 0
+
+    def build_inputs(self, latent_channels: int, context_channels: int, dim: int) -> None:
+        self.proj_in = nn.Linear(latent_channels, dim)
+        self.context_in = nn.Linear(context_channels, dim)
+        self.time_embed = TimestepEmbedder(dim, features="sinusoidal")
 
     def forward(
         self, z_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor, frame_keep: torch.Tensor | None = None
@@ -82,9 +108,7 @@ class FlowDecoder(nn.Module):
         if rotary is None:  # absolute positions
             pos = frame_positions(n, x.shape[-1], z_t.device)  # (N, D)
             x, ctx = x + pos.to(x.dtype), ctx + pos.to(ctx.dtype)
-        for block in self.blocks:
-            x = block(x, ctx, frame_keep, rotary)
-        return self.proj_out(self.norm_out(x)).transpose(1, 2)  # (B, N, C) -> (B, C, N)
+        return self.run_blocks(x, ctx, frame_keep, rotary)
 
     def sample(
         self,
@@ -97,26 +121,13 @@ class FlowDecoder(nn.Module):
         return euler(lambda z, t: self(z, t, context, frame_keep), noise, tensor_time_grid(steps, noise.device))
 
 
-class VitDecoder(nn.Module):
+class VitDecoder(_TokenDecoder):
     """Table 6 ablation: a ViT over the time tokens of h, mapped straight to Z0_hat (B, C, N); MSE-trained."""
 
-    def __init__(
-        self,
-        latent_channels: int = 64,
-        context_channels: int = 64,
-        dim: int = 512,
-        depth: int = 8,
-        heads: int = 8,
-        mlp_ratio: float = 4.0,
-        positions: str = "rope",
-    ) -> None:
-        super().__init__()
-        self.rotary = TimeRotary(positions, dim, heads)
+    cross, zero_output = False, False
+
+    def build_inputs(self, latent_channels: int, context_channels: int, dim: int) -> None:
         self.proj_in = nn.Linear(context_channels, dim)
-        self.blocks = nn.ModuleList(DecoderBlock(dim, heads, False, mlp_ratio) for _ in range(depth))
-        self.norm_out = nn.LayerNorm(dim)
-        self.proj_out = nn.Linear(dim, latent_channels)
-        self.apply(init_vit_weights)
 
     def forward(self, context: torch.Tensor, frame_keep: torch.Tensor | None = None) -> torch.Tensor:
         n = context.shape[-1]
@@ -124,6 +135,4 @@ class VitDecoder(nn.Module):
         rotary = self.rotary(n, context.device)
         if rotary is None:  # absolute positions
             x = x + frame_positions(n, x.shape[-1], context.device).to(x.dtype)
-        for block in self.blocks:
-            x = block(x, None, frame_keep, rotary)
-        return self.proj_out(self.norm_out(x)).transpose(1, 2)  # (B, C, N)
+        return self.run_blocks(x, None, frame_keep, rotary)

@@ -33,7 +33,6 @@ from lafa.study.runner import DONE, instances
 from lafa.study.spec import Study
 
 LAB_DATA = "lafa.data.gaussian_latents.GaussianLatentDataModule"
-DIT_TAGS = ("val/excess_loss", "val/exact_fd", "val/exact_fd_oracle", "val/exact_fd_baseline", "val/loss")
 LINK1_MEASURES = ("alpha", "alpha_excess", "lpi", "lpi_excess", "participation_ratio")
 LINK1_SEED = 20231  # the fixed draw of lab latents every LAFA instance encodes
 NOT_REACHED = "not reached"

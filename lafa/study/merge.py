@@ -1,8 +1,14 @@
 """Config merging for study runs, and the check that the runs of one stage differ only in the study's factor.
 
-Merging follows jsonargparse's `--config a --config b` rules for the cases stage configs use: mappings merge
-key by key, lists and scalars are replaced, and a `class_path` that changes replaces the whole entry (its
-`init_args` do not carry over to another class).
+`deep_merge` is jsonargparse's `--config a --config b` merge (`ActionConfigFile.apply_config` ->
+`ArgumentParser.merge_config`: `Namespace.update` key by key, `discard_init_args_on_class_path_change`) for the
+cases stage configs use: mappings merge key by key (the models' dataclass configs included), lists and scalars
+are replaced. One rule is kept simpler: a `class_path` that changes replaces the whole entry, where jsonargparse
+keeps the old `init_args` the new class accepts. It is not delegated to jsonargparse because that needs
+`lafa fit`'s LightningCLI parser, which imports Lightning and every stage class: measured (docs/study.md) it made
+`lafa study --plan` many times slower, and its fit.yaml files differ in form (30 -> 30.0 for float parameters,
+dataclass keys reordered). tests/study/test_merge_vs_jsonargparse.py compares the two on every run of every
+shipped study, so they cannot drift silently.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ REF_PREFIX = "@"  # a `set` value "@<run>" is that run's final checkpoint path
 
 
 def deep_merge(base: Any, over: Any) -> Any:
-    """`over` merged into a copy of `base` (neither is modified)."""
+    """`over` merged into a copy of `base` (neither is modified), as jsonargparse merges a later `--config` into an
+    earlier one (module docstring: a changed `class_path` replaces the entry)."""
     if not (isinstance(base, dict) and isinstance(over, dict)):
         return copy.deepcopy(over)
     if "class_path" in over and base.get("class_path") not in (None, over["class_path"]):

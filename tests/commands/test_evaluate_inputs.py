@@ -15,6 +15,7 @@ import lafa.metrics.generation as generation
 from lafa.audio import save_audio
 from lafa.errors import USER_ERROR_EXIT
 from lafa.metrics.caches import save_reference_cache
+from lafa.metrics.metric_weights import cache_key
 
 SR = 44100
 
@@ -161,7 +162,7 @@ def test_weights_and_statistics_files(lafa, tmp_path, sets, no_embedding):
     line = refused(lafa, tmp_path, "--generated", gen, "--reference", ref, "--clap_dir", tmp_path)
     assert line.startswith(f"--clap_dir {tmp_path}: not a Hugging Face CLAP directory (no config.json)")
     stats = tmp_path / "given_stats.npz"  # a statistics file without the metric asked for
-    save_reference_cache(stats, {"fd_mel": {"key": generation._cache_key({"kind": "none"}, generation.MEL_SETTINGS),
+    save_reference_cache(stats, {"fd_mel": {"key": cache_key({"kind": "none"}, generation.MEL_SETTINGS),
                                             "reference_ids": ["a", "b", "c"],
                                             "arrays": {"mu": np.zeros(2), "sigma": np.eye(2), "frames": 3}}})
     line = refused(lafa, tmp_path, "--generated", gen, "--reference", stats, "--allow_random_weights")

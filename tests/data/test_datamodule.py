@@ -273,7 +273,7 @@ def copied_mp3_shards(tmp_path_factory):
 
 def test_a_copied_mp3_member_reads_through_the_datamodule_analysis_and_lafa_encode(copied_mp3_shards):
     from lafa.commands.analyze import read_clips
-    from lafa.data.latent_shards import encode_shards
+    from lafa.data.latent_shards import encode_corpus
 
     root, source, loud = copied_mp3_shards  # (2, S): the build's own decode of the files (loud: clipped)
     spec = str(root / "shards" / "train-*.tar")
@@ -299,7 +299,7 @@ def test_a_copied_mp3_member_reads_through_the_datamodule_analysis_and_lafa_enco
         def encode(self, audio):
             return torch.nn.functional.avg_pool1d(audio, 256)
 
-    (out,) = encode_shards(Mean(), sorted(str(p) for p in (root / "shards").glob("*.tar")), root / "lat", batch_size=2)
+    (out,) = encode_corpus(Mean(), sorted(str(p) for p in (root / "shards").glob("*.tar")), root / "lat", batch_size=2).outputs
     with tarfile.open(out) as tar:
         names = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
     for name, audio in (("tone", source), ("loud", loud)):

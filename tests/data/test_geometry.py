@@ -23,7 +23,7 @@ from lafa.data.geometry import (
     timing,
     trim,
 )
-from lafa.data.latent_shards import encode_shards
+from lafa.data.latent_shards import encode_corpus
 from lafa.data.transforms import crop_pad
 from tests.data.test_latent_shards import RATIO, PoolProjectAutoencoder
 
@@ -111,7 +111,7 @@ def test_audio_crops_of_a_long_file_carry_their_real_length_and_timing(long_file
 
 def test_latent_crops_carry_their_real_samples(long_file, tmp_path):
     root, source = long_file
-    encode_shards(PoolProjectAutoencoder(), sorted(str(p) for p in (root / "audio").glob("*.tar")), tmp_path / "lat")
+    encode_corpus(PoolProjectAutoencoder(), sorted(str(p) for p in (root / "audio").glob("*.tar")), tmp_path / "lat")
     dm = LatentDataModule(val_shards=str(tmp_path / "lat"), latent_size=400, batch_size=2, num_workers=0)
     (batch,) = list(dm.val_dataloader())
     by_chunk = dict(zip([m["chunk"] for m in batch["metadata"]], range(2), strict=True))

@@ -17,7 +17,7 @@ from data_prep.shards import BuildSettings, build
 from data_prep.sources import read_folder
 from lafa.commands.encode import main as encode_main
 from lafa.data import LatentDataModule
-from lafa.data.latent_shards import encode_shards
+from lafa.data.latent_shards import encode_corpus
 
 RATIO, LATENT_DIM = 256, 3
 
@@ -72,8 +72,8 @@ def _direct(audio_shards):
 
 def test_latent_shards_round_trip(audio_shards):
     ae = PoolProjectAutoencoder()
-    outs = encode_shards(ae, sorted(str(p) for p in (audio_shards / "audio").glob("*.tar")),
-                         audio_shards / "lat", batch_size=2)
+    outs = encode_corpus(ae, sorted(str(p) for p in (audio_shards / "audio").glob("*.tar")),
+                         audio_shards / "lat", batch_size=2).outputs
     assert [p.name for p in outs] == sorted(p.name for p in (audio_shards / "audio").glob("*.tar"))
     direct = _direct(audio_shards)
     size = 40  # frames; the longest clip has ceil(12345 / 256) = 49 real frames
@@ -95,7 +95,7 @@ def test_latent_shards_round_trip(audio_shards):
 
 
 def test_train_latent_crops_and_timing(audio_shards):
-    encode_shards(PoolProjectAutoencoder(), sorted(str(p) for p in (audio_shards / "audio").glob("*.tar")),
+    encode_corpus(PoolProjectAutoencoder(), sorted(str(p) for p in (audio_shards / "audio").glob("*.tar")),
                   audio_shards / "lat", batch_size=2)
     direct = _direct(audio_shards)
     dm = LatentDataModule(train_shards=str(audio_shards / "lat"), latent_size=8, batch_size=1, num_workers=0,

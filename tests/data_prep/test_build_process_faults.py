@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import soundfile as sf
 
 from data_prep.__main__ import main as data_prep_main
 from tests.data_prep.source_files import music, shard_members, write_source
+from tests.helpers.processes import children, on_tmpfs, one_line, survivors, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -49,34 +49,6 @@ def _run(src: Path, out: Path, *extra: str, prefix: list[str] | None = None) -> 
                           env=ENV, capture_output=True, text=True, timeout=600)
 
 
-def _one_line(stderr: str) -> str:
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "Traceback" not in stderr, stderr
-    return lines[0]
-
-
-def _wait_for(predicate, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-def _children(pid: int) -> list[int]:
-    kids = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        kids += [int(c) for c in (task / "children").read_text().split()]
-    return kids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 @pytest.fixture(scope="module")
 def clean(src, tmp_path_factory) -> dict[str, bytes]:
     out = tmp_path_factory.mktemp("clean")
@@ -89,13 +61,13 @@ def test_ctrl_c_says_what_was_kept_and_the_rerun_resumes(src, clean, tmp_path):
     out = tmp_path / "out"
     proc = _popen(src, out, "--jobs", "2", start_new_session=True)  # its own group, as a terminal's job
     try:
-        _wait_for(lambda: len(list(out.glob("train-*.tar"))) >= 2)
+        wait_for(lambda: len(list(out.glob("train-*.tar"))) >= 2)
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the build and its workers
         _, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    line = _one_line(stderr)
+    line = one_line(stderr)
     assert proc.returncode == 130
     assert line.startswith("data_prep: interrupted: ") and f"shards in {out} are finished and kept" in line
     assert "run the same command again to resume" in line and "KeyboardInterrupt" not in stderr
@@ -111,13 +83,13 @@ def test_a_second_build_into_the_same_folder_is_refused(src, clean, tmp_path):
     out = tmp_path / "out"
     first = _popen(src, out, "--jobs", "1")
     try:
-        _wait_for(lambda: (out / ".lafa.lock").is_file() and (out / ".lafa.lock").stat().st_size > 0)
+        wait_for(lambda: (out / ".lafa.lock").is_file() and (out / ".lafa.lock").stat().st_size > 0)
         os.kill(first.pid, signal.SIGSTOP)  # held mid-build, however fast this machine is
         try:
             second = _run(src, out, "--jobs", "1")
         finally:
             os.kill(first.pid, signal.SIGCONT)
-        line = _one_line(second.stderr)
+        line = one_line(second.stderr)
         assert second.returncode == 2
         assert line.startswith(f"data_prep: error: {out}: another job writes into this folder: pid {first.pid} on ")
         assert "(data_prep, since" in line
@@ -146,15 +118,12 @@ def test_the_workers_of_a_killed_build_exit(src, tmp_path):
     out = tmp_path / "out"
     proc = _popen(src, out, "--jobs", "2")
     try:
-        _wait_for(lambda: len(_children(proc.pid)) >= 2)
-        workers = _children(proc.pid)
-        _wait_for(lambda: len(list(out.glob(".*.tmp-*"))) >= 1)  # writing shards
+        wait_for(lambda: len(children(proc.pid)) >= 2)
+        workers = children(proc.pid)
+        wait_for(lambda: len(list(out.glob(".*.tmp-*"))) >= 1)  # writing shards
         proc.kill()
         proc.wait()
-        deadline = time.monotonic() + 10
-        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not any(_alive(w) for w in workers), "a worker outlived its killed build"
+        assert not survivors(workers), "a worker outlived its killed build"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -172,7 +141,7 @@ def test_a_full_disk_names_the_shard_and_keeps_finished_ones(src, clean, tmp_pat
     mount = ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o size=2m tmpfs "{out}" && "$0" "$@"; rc=$?; '
              f'ls -A "{out}/shards" > "{left}"; exit $rc']
     res = _run(src, out / "shards", "--jobs", "1", prefix=mount)
-    line = _one_line(res.stderr)
+    line = one_line(res.stderr)
     assert res.returncode == 2
     assert line == (f"data_prep: error: {out / 'shards' / 'train-000001.tar'}: no space left on the device while "
                     "writing this shard; 1 of 6 shards are finished and kept (no partial shard); free space and run "
@@ -186,17 +155,17 @@ def test_a_full_disk_names_the_shard_and_keeps_finished_ones(src, clean, tmp_pat
 def test_a_read_only_out_is_one_line(src, tmp_path):
     out = tmp_path / "ro"
     out.mkdir()
-    mount = ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o ro,size=1m tmpfs "{out}" && exec "$0" "$@"']
+    mount = on_tmpfs(out, "ro,size=1m")
     res = _run(src, out, "--jobs", "1", prefix=mount)
     assert res.returncode == 2
-    assert _one_line(res.stderr) == (f"data_prep: error: {out / '.lafa.lock'}: Read-only file system; choose a "
+    assert one_line(res.stderr) == (f"data_prep: error: {out / '.lafa.lock'}: Read-only file system; choose a "
                                      "writable --out (and readable inputs)")
 
 
 def test_a_missing_folder_is_one_line(tmp_path, capsys):
     assert data_prep_main(["build", "--out", str(tmp_path / "o"), "--folder", "/nonexistent"]) == 2
     err = capsys.readouterr().err
-    assert _one_line(err) == "data_prep: error: --folder /nonexistent: that folder does not exist; check the path"
+    assert one_line(err) == "data_prep: error: --folder /nonexistent: that folder does not exist; check the path"
     assert not (tmp_path / "o").exists()
 
 

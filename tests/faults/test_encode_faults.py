@@ -21,6 +21,7 @@ from data_prep.shards import BuildSettings, build
 from data_prep.sources import read_folder
 from lafa.data import LatentDataModule
 from lafa.data.latent_shards import FINGERPRINT_MEMBER, RECORD_NAME, EncodeFolderError, shard_fingerprint
+from tests.helpers.processes import children, on_tmpfs, one_line, survivors
 
 DRIVER = Path(__file__).with_name("encode_driver.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,18 +47,23 @@ def shards(tmp_path_factory) -> Path:
     return root
 
 
+def _command(shards: Path, ckpt: str, out: Path, workers: int, *extra: str) -> list[str]:
+    return [sys.executable, str(DRIVER), "--ckpt_path", str(shards / ckpt), "--shards",
+            str(shards / "audio" / "train-*.tar"), "--out", str(out), "--device", "cpu", "--workers", str(workers),
+            *extra]
+
+
 def _encode(shards: Path, ckpt: str, out: Path, *extra: str, env: dict | None = None, prefix: list[str] | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess:
-    cmd = [*(prefix or []), sys.executable, str(DRIVER), "--ckpt_path", str(shards / ckpt), "--shards",
-           str(shards / "audio" / "train-*.tar"), "--out", str(out), "--device", "cpu", "--workers", "0", *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    return subprocess.run([*(prefix or []), *_command(shards, ckpt, out, 0, *extra)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 
-def _one_line(stderr: str) -> str:
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "Traceback" not in stderr, stderr
-    return lines[0]
+def _slow_encode(shards: Path, out: Path, workers: int, slow_seconds: int) -> subprocess.Popen:
+    """An encode of one clip per batch, each batch held `slow_seconds` (the driver's LAFA_TEST_SLOW); stdout piped."""
+    return subprocess.Popen(_command(shards, "a.ckpt", out, workers, "--batch_size", "1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "LAFA_TEST_SLOW": str(slow_seconds)})
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
@@ -74,7 +80,7 @@ def test_a_second_autoencoder_is_refused_and_nothing_changes(shards, tmp_path):
     before = _tree(out)
 
     second = _encode(shards, "b.ckpt", out)
-    line = _one_line(second.stderr)
+    line = one_line(second.stderr)
     assert second.returncode == 2
     assert line.startswith(f"lafa encode: error: {out / RECORD_NAME}: written by another encode (fingerprint {fp_a})")
     assert "--overwrite" in line and "another --out" in line
@@ -104,7 +110,7 @@ def test_a_shard_of_another_encode_is_refused_without_a_record(shards, tmp_path)
     (b / "train-000003.tar").unlink()
     before = _tree(b)
     res = _encode(shards, "b.ckpt", b)
-    line = _one_line(res.stderr)
+    line = one_line(res.stderr)
     assert res.returncode == 2 and f"{b / 'train-000000.tar'}: written by another encode" in line
     assert _tree(b) == before
 
@@ -142,41 +148,19 @@ def test_the_fingerprint_member_is_not_a_sample(shards, tmp_path):
     assert sum(len(b["id"]) for b in dm.val_dataloader()) == 12
 
 
-def _children(pid: int) -> list[int]:
-    kids = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        kids += [int(c) for c in (task / "children").read_text().split()]
-    return kids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
-
-
 def test_decode_workers_die_with_a_killed_encode(shards, tmp_path):
     out = tmp_path / "lat"
-    cmd = [sys.executable, str(DRIVER), "--ckpt_path", str(shards / "a.ckpt"), "--shards",
-           str(shards / "audio" / "train-*.tar"), "--out", str(out), "--device", "cpu", "--workers", "2",
-           "--batch_size", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "LAFA_TEST_SLOW": "2"})
+    proc = _slow_encode(shards, out, workers=2, slow_seconds=2)
     try:
         assert _first_line_after_device(proc.stdout) == "loading the model"
         deadline = time.monotonic() + 60
-        while len(workers := _children(proc.pid)) < 2:
+        while len(workers := children(proc.pid)) < 2:
             assert time.monotonic() < deadline, "the decode workers never started"
             time.sleep(0.1)
         time.sleep(1.0)  # the workers are decoding
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        deadline = time.monotonic() + 10
-        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not any(_alive(w) for w in workers), "a decode worker outlived its killed parent"
+        assert not survivors(workers), "a decode worker outlived its killed parent"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -188,15 +172,11 @@ def test_decode_workers_die_with_a_killed_encode(shards, tmp_path):
 
 def test_a_second_encode_into_the_same_folder_is_refused(shards, tmp_path):
     out = tmp_path / "lat"
-    cmd = [sys.executable, str(DRIVER), "--ckpt_path", str(shards / "a.ckpt"), "--shards",
-           str(shards / "audio" / "train-*.tar"), "--out", str(out), "--device", "cpu", "--workers", "0",
-           "--batch_size", "1"]
-    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                             env={**os.environ, "PYTHONPATH": str(ROOT), "LAFA_TEST_SLOW": "3"})
+    first = _slow_encode(shards, out, workers=0, slow_seconds=3)
     try:
         assert _first_line_after_device(first.stdout) == "loading the model"  # the lock is taken before this line
         second = _encode(shards, "a.ckpt", out)
-        line = _one_line(second.stderr)
+        line = one_line(second.stderr)
         assert second.returncode == 2
         assert line.startswith(f"lafa encode: error: {out}: another job writes into this folder: pid {first.pid} on ")
         assert "loading the model" not in second.stdout  # refused before the model was loaded
@@ -218,9 +198,9 @@ def test_a_full_disk_stops_with_one_line_and_keeps_whole_shards(shards, tmp_path
     """A 3 MB tmpfs: each latent shard is ~2.1 MB (16 channels x 44100 / 4 frames x 3 clips, float32)."""
     out = tmp_path / "small"
     out.mkdir()
-    mount = ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o size=3m tmpfs "{out}" && exec "$0" "$@"']
+    mount = on_tmpfs(out, "size=3m")
     res = _encode(shards, "a.ckpt", out / "lat", prefix=mount)
-    line = _one_line(res.stderr)
+    line = one_line(res.stderr)
     assert res.returncode == 2
     assert line.startswith(f"lafa encode: error: {out / 'lat' / 'train-000001.tar'}: no space left on the device "
                            "(1 finished shards are kept, no partial one)")
@@ -231,9 +211,9 @@ def test_a_full_disk_stops_with_one_line_and_keeps_whole_shards(shards, tmp_path
 def test_a_read_only_folder_is_refused_before_the_model_loads(shards, tmp_path):
     out = tmp_path / "ro"
     out.mkdir()
-    mount = ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o ro,size=1m tmpfs "{out}" && exec "$0" "$@"']
+    mount = on_tmpfs(out, "ro,size=1m")
     res = _encode(shards, "a.ckpt", out / "lat", prefix=mount)
-    line = _one_line(res.stderr)
+    line = one_line(res.stderr)
     assert res.returncode == 2 and "loading the model" not in res.stdout
     assert line == (f"lafa encode: error: {out / 'lat'}: cannot write here (Read-only file system); choose a "
                     "writable --out")

@@ -3,7 +3,7 @@
 tests/golden/vae_outputs.pt holds outputs of the VAE code of commit 7630da6, one thread (written by
 `tests/models/golden/make_vae_outputs.py`, in the commit that added the file, 951c4b9):
 the training path (train mode, with grad), the implicit eval/no_grad inference path under four option sets, and
-encode_chunked/decode_chunked. Here, on the same seeded weights and inputs (`build`, `inputs`: copies of that
+encode_chunked/decode_chunked. Here, on the same seeded weights and inputs (`build` via tests.helpers.vae, `inputs`: that
 script's), bit for bit:
 - the plain model (`OobleckVAE`) equals today's training path, in train mode and now also in eval mode under
   no_grad (it no longer switches path);
@@ -20,6 +20,8 @@ import torch
 
 from lafa.models.oobleck import OobleckVAE
 from lafa.models.vae_engine import TOLERANCE, InferenceVAE
+from tests.helpers.threads import one_thread  # noqa: F401  (autouse)
+from tests.helpers.vae import rel, seeded_vae
 
 GOLDEN = torch.load(Path(__file__).with_name("vae_outputs.pt"))
 MODELS = {"small": dict(channels=8, c_mults=(1, 2), strides=(2, 4), latent_dim=8),
@@ -35,16 +37,7 @@ CHUNKED = (40, 20)  # encode_chunked / decode_chunked (chunk_size, overlap)
 
 
 def build(name: str) -> OobleckVAE:
-    torch.manual_seed(0)
-    vae = OobleckVAE(**MODELS[name])
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # no trivially unit gains / zero snake logs
-        for pname, p in vae.named_parameters():
-            if pname.endswith((".alpha", ".beta")):
-                p.copy_(0.3 * torch.randn(p.shape, generator=g))
-            elif pname.endswith("weight_g"):
-                p.mul_(1 + 0.2 * torch.randn(p.shape, generator=g))
-    return vae
+    return seeded_vae(**MODELS[name])
 
 
 def inputs(name: str, vae: OobleckVAE) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,18 +46,6 @@ def inputs(name: str, vae: OobleckVAE) -> tuple[torch.Tensor, torch.Tensor]:
     audio = torch.randn(1, 2, frames * vae.downsampling_ratio + 5, generator=g)  # trailing samples short of a frame
     z = torch.randn(1, vae.latent_dim, frames, generator=g)
     return audio, z
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
 
 
 def _plain_outputs(vae: OobleckVAE, audio: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:

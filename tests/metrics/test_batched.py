@@ -9,8 +9,9 @@ import torch
 
 from lafa.audio import load_audio, save_audio
 from lafa.metrics.batched import Batching, embed_files, prefetch
+from lafa.metrics.caches import EmbeddingCache, sha256_file
 from lafa.metrics.clap import ClapScorer, clap_score, write_random_clap
-from lafa.metrics.generation import EmbeddingCache, _openl3_stats, _passt_probs, evaluate_folders, sha256_file
+from lafa.metrics.generation import _openl3_stats, _passt_probs, evaluate_folders
 from lafa.metrics.openl3 import OpenL3Embedder, build_openl3, num_windows
 from lafa.metrics.passt import PasstTagger, build_passt, cut_windows
 

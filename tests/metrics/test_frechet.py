@@ -7,8 +7,6 @@ from lafa.metrics.frechet import (
     NonFiniteFeaturesError,
     frechet_distance,
     gaussian_stats,
-    load_stats,
-    save_stats,
 )
 
 
@@ -79,17 +77,6 @@ def test_gaussian_stats_is_unbiased():
     np.testing.assert_allclose(sigma, centred.T @ centred / (len(x) - 1))
     with pytest.raises(ValueError, match="at least 2"):
         gaussian_stats(x[:1])
-
-
-def test_stats_round_trip(tmp_path):
-    rng = np.random.default_rng(5)
-    mu, sigma = gaussian_stats(rng.standard_normal((10, 3)))
-    path = tmp_path / "ref.stats"
-    save_stats(path, mu, sigma, frames=10, weights_sha256="abc")
-    mu2, sigma2, meta = load_stats(path)
-    np.testing.assert_array_equal(mu, mu2)
-    np.testing.assert_array_equal(sigma, sigma2)
-    assert meta == {"frames": 10, "weights_sha256": "abc"}
 
 
 def test_mismatched_shapes_are_rejected():

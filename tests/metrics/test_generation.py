@@ -7,8 +7,9 @@ import torch
 from lafa.audio import load_audio, save_audio
 from lafa.commands.evaluate import main as evaluate_main
 from lafa.commands.evaluate import read_prompts
+from lafa.metrics.caches import load_reference_cache, sha256_file
 from lafa.metrics.frechet import frechet_distance, gaussian_stats
-from lafa.metrics.generation import evaluate_folders, load_reference_cache, sha256_file
+from lafa.metrics.generation import evaluate_folders
 from lafa.metrics.mel_fd import FD_MEL_LABEL
 from lafa.metrics.openl3 import OpenL3Embedder, build_openl3
 

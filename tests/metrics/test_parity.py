@@ -27,10 +27,11 @@ sys.path.insert(0, str(PARITY))
 import clips  # noqa: E402
 import make_fixtures  # noqa: E402
 
+from lafa.metrics.caches import sha256_file  # noqa: E402
 from lafa.metrics.clap import ClapScorer, clap_score, clap_waveform, write_random_clap  # noqa: E402
 from lafa.metrics.eigen_fft import eigen_rfft, tensorflow_hann_window  # noqa: E402
 from lafa.metrics.frechet import frechet_distance, gaussian_stats  # noqa: E402
-from lafa.metrics.generation import evaluate_folders, sha256_file  # noqa: E402
+from lafa.metrics.generation import evaluate_folders  # noqa: E402
 from lafa.metrics.openl3 import (  # noqa: E402
     OpenL3Embedder,
     SpectrogramFrontEnd,

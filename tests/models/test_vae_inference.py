@@ -12,31 +12,19 @@ from lafa.models.chunking import windows
 from lafa.models.oobleck import OobleckVAE, WNConv1d
 from lafa.models.vae_engine import InferenceVAE
 from lafa.models.vae_inference import bf16_supported
+from tests.helpers.vae import rel, seeded_vae
 
 RATIO = 2048
 
 
 def tiny(**kw) -> OobleckVAE:
-    torch.manual_seed(0)
-    vae = OobleckVAE(channels=4, latent_dim=8, **kw)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # no trivially unit gains / zero snake logs
-        for name, p in vae.named_parameters():
-            if name.endswith((".alpha", ".beta")):
-                p.copy_(0.3 * torch.randn(p.shape, generator=g))
-            elif name.endswith("weight_g"):
-                p.mul_(1 + 0.2 * torch.randn(p.shape, generator=g))
-    return vae
+    return seeded_vae(channels=4, latent_dim=8, **kw)
 
 
 def reference(vae: OobleckVAE, fn: str, x: torch.Tensor) -> torch.Tensor:
     """The plain model on the same weights, autograd off."""
     with torch.no_grad():
         return getattr(vae, fn)(x)
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
 
 
 def test_folded_equals_unfolded_and_state_dict_unchanged():

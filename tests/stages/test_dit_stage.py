@@ -302,11 +302,11 @@ def test_lafa_test_on_latent_shards_generates_and_decodes_each_crops_real_audio(
     from lightning.pytorch import Trainer
 
     from lafa.data import LatentDataModule
-    from lafa.data.latent_shards import encode_shards
+    from lafa.data.latent_shards import encode_corpus
     from lafa.stages.loading import load_autoencoder
 
     shards, _ = _long_file_shards(tmp_path)
-    encode_shards(load_autoencoder(str(vae_path), latent_dim=LATENT), [str(p) for p in shards.glob("test-*.tar")],
+    encode_corpus(load_autoencoder(str(vae_path), latent_dim=LATENT), [str(p) for p in shards.glob("test-*.tar")],
                   tmp_path / "lat")
     dm = LatentDataModule(test_shards=str(tmp_path / "lat"), latent_size=1400, batch_size=3, num_workers=0)
     stage = DitStage(**stage_args(vae_path, steps=1, test_eval={"out_dir": str(tmp_path / "test")}))
