@@ -54,7 +54,7 @@ def _command(shards: Path, ckpt: str, out: Path, workers: int, *extra: str) -> l
 
 
 def _encode(shards: Path, ckpt: str, out: Path, *extra: str, env: dict | None = None, prefix: list[str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess:
+            timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([*(prefix or []), *_command(shards, ckpt, out, 0, *extra)], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
@@ -180,7 +180,7 @@ def test_a_second_encode_into_the_same_folder_is_refused(shards, tmp_path):
         assert second.returncode == 2
         assert line.startswith(f"lafa encode: error: {out}: another job writes into this folder: pid {first.pid} on ")
         assert "loading the model" not in second.stdout  # refused before the model was loaded
-        first.wait(timeout=120)
+        first.wait(timeout=600)
         assert first.returncode == 0
     finally:
         if first.poll() is None:
