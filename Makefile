@@ -96,5 +96,5 @@ bench: setup data/demo/shards/manifest.json
 	$(BIN)/python bench/bench_analysis.py
 	$(BIN)/python bench/bench_precision.py
 	$(BIN)/python bench/bench_eval.py --clips 3
-	bash bench/setup_reference.sh
+	PY=$(BIN)/python bash bench/setup_reference.sh
 	$(BIN)/python bench/bench_models.py

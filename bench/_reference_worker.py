@@ -5,7 +5,8 @@ reference never enters lafa's own imports. One JSON command per stdin line; each
 starts with REPLY_PREFIX (the reference prints notices on import; those lines are not replies).
 
 Commands: setup_vae, setup_dit (build, load a state dict, keep the inputs), outputs (save outputs and gradients),
-time (run one case `reps` times, reply with the seconds), quit.
+time (run one case `reps` times, reply with the seconds), time_vae and vae_matrix_outputs (the inference
+matrix), quit. The cases themselves are bench/model_cases.py's, shared with lafa's side.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import time
 
 import torch
-from sizing import peak_reset, resident  # bench/sizing.py: this script's folder is on sys.path
+from model_cases import Cases, measured_call, time_calls, vae_inputs  # bench/ on PYTHONPATH
 from torch import nn
 
 REPLY_PREFIX = "@@reply "
@@ -47,7 +47,9 @@ class ReferenceSAO(nn.Module):
         return self.model(x, t, cross_attn_cond=cross, global_cond=global_cond, use_checkpointing=use_checkpointing)
 
 
-class Worker:
+class Worker(Cases):
+    """The reference's side of every case (bench/model_cases.py holds the cases, written once for both sides)."""
+
     def __init__(self) -> None:
         self.kind = None
         self.model = None
@@ -73,114 +75,52 @@ class Worker:
             "unexpected_keys": list(unexpected),
         }
 
-    # one call of each timed case; the same calls as lafa's side in bench_models.py
-    def vae_encode(self) -> torch.Tensor:
-        with torch.no_grad():
-            return self.model.encode(self.inputs["audio"])
+    # the reference's calls: its encode/decode serve both inference and training
+    def encoder_out(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.model.encoder(audio)
 
-    def vae_decode(self) -> torch.Tensor:
-        with torch.no_grad():
-            return self.model.decode(self.inputs["z"])
+    def encode(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z, info = self.model.encode(audio, return_info=True)
+        return z, info["kl"]
 
-    def vae_train_step(self) -> torch.Tensor:
-        self.model.zero_grad(set_to_none=True)
-        z, info = self.model.encode(self.inputs["audio"], return_info=True)
-        recon = self.model.decode(z)
-        loss = recon.pow(2).mean() + 1e-4 * info["kl"]
-        loss.backward()
-        return loss
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(z)
 
-    def _dit(self, use_checkpointing: bool) -> torch.Tensor:
+    train_encode, train_decode = encode, decode
+
+    def dit(self, checkpointing: bool) -> torch.Tensor:
         i = self.inputs
-        return self.model(i["x"], i["t"], i["text"], i["seconds_start"], i["seconds_total"], use_checkpointing)
+        return self.model(i["x"], i["t"], i["text"], i["seconds_start"], i["seconds_total"], checkpointing)
 
-    def dit_forward(self) -> torch.Tensor:
-        with torch.no_grad():
-            return self._dit(False)
-
-    def _dit_step(self, use_checkpointing: bool) -> torch.Tensor:
-        self.model.zero_grad(set_to_none=True)
-        loss = (self._dit(use_checkpointing) - self.inputs["target"]).pow(2).mean()
-        loss.backward()
-        return loss
-
-    def dit_train_step(self) -> torch.Tensor:
-        return self._dit_step(False)
-
-    def dit_train_step_ckpt(self) -> torch.Tensor:
-        return self._dit_step(True)
-
-    def outputs(self, path: str) -> dict:
-        """Deterministic outputs and the parameter gradients of one training step, saved to `path`."""
-        out = {}
-        if self.kind == "vae":
-            with torch.no_grad():
-                out["encoder_raw"] = self.model.encoder(self.inputs["audio"])
-                torch.manual_seed(self.inputs["seed"])
-                out["z"], info = self.model.encode(self.inputs["audio"], return_info=True)
-                out["kl"] = info["kl"]
-                out["decoded"] = self.model.decode(self.inputs["z"])
-            torch.manual_seed(self.inputs["seed"])
-            out["loss"] = self.vae_train_step().detach()
-        else:
-            self.model.eval()
-            out["output"] = self.dit_forward()
-            self.model.train()
-            out["loss"] = self.dit_train_step().detach()
-        out["grads"] = {k: p.grad.clone() for k, p in self.model.named_parameters() if p.grad is not None}
-        torch.save(out, path)
+    # protocol commands beyond the cases' own `time`
+    def outputs(self, path: str) -> dict:  # type: ignore[override]
+        """The cases' outputs and gradients, saved to `path` for the parent."""
+        torch.save(super().outputs(), path)
         return {"saved": path}
 
     def vae_inputs(self, frames: int, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The matrix cases' inputs, generated from the seed exactly as bench_models.vae_inputs does."""
+        """The matrix cases' inputs (model_cases.vae_inputs, as lafa's side), kept while the case stays."""
         key = (frames, batch, seed)
         if self.inputs.get("matrix_key") != key:
-            g = torch.Generator().manual_seed(seed)
-            audio = 0.3 * torch.randn(batch, 2, frames * 2048, generator=g)
-            z = torch.randn(batch, 64, frames, generator=g)
-            self.inputs.update(matrix_key=key, matrix=(audio, z))
+            self.inputs.update(matrix_key=key, matrix=vae_inputs(frames, batch, seed))
         return self.inputs["matrix"]
 
     def time_vae(self, op: str, frames: int, batch: int, seed: int, reps: int) -> dict:
         """Encode (sampling bottleneck) or decode of the (frames, batch) input: CPU and wall seconds per call, and
-        the most resident memory a call added (bytes; None where the peak cannot be reset)."""
+        the most resident memory a call added."""
         self.model.eval()
         audio, z = self.vae_inputs(frames, batch, seed)
-        cpu, wall, added = [], [], []
         with torch.no_grad():
-            for _ in range(reps):
-                measured = peak_reset()
-                before = resident()[0]
-                c0, t0 = time.process_time(), time.perf_counter()
-                self.model.encode(audio) if op == "encode" else self.model.decode(z)
-                cpu.append(time.process_time() - c0)
-                wall.append(time.perf_counter() - t0)
-                if measured:
-                    added.append(resident()[1] - before)
-        return {"cpu": cpu, "wall": wall, "added_bytes": max(added) if added else None}
+            return time_calls(lambda: self.encode(audio) if op == "encode" else self.decode(z), reps)
 
     def vae_matrix_outputs(self, frames: int, batch: int, seed: int, path: str) -> dict:
         """The encoder's raw output and the decoding of the matrix inputs, saved for the agreement check."""
         self.model.eval()
         audio, z = self.vae_inputs(frames, batch, seed)
-        measured = peak_reset()
-        before = resident()[0]
         with torch.no_grad():
-            torch.save({"encoder_raw": self.model.encoder(audio), "decoded": self.model.decode(z)}, path)
-        return {"saved": path, "added_bytes": resident()[1] - before if measured else None}
-
-    def time(self, case: str, reps: int) -> dict:
-        if self.kind == "dit":
-            self.model.train(case != "dit_forward")
-        else:
-            self.model.eval()  # the VAE has no dropout or norm statistics; eval as lafa's side
-        fn = getattr(self, case)
-        seconds = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            seconds.append(time.perf_counter() - t0)
-        return {"seconds": seconds}
+            added = measured_call(lambda: torch.save({"encoder_raw": self.encoder_out(audio), "decoded": self.decode(z)},
+                                                     path))[2]
+        return {"saved": path, "added_bytes": added}
 
 
 def main() -> None:

@@ -83,6 +83,7 @@ def main() -> None:
     p.add_argument("--out", default="bench/results/analysis.json")
     args = p.parse_args()
     settings = AnalysisSettings()
+    load_at_start = list(os.getloadavg())  # wall times on a shared machine mean little without the load
     maps = synthetic_latents(args.clips, args.channels, args.frames)
     maps_np = [m.double().numpy() for m in maps]
 
@@ -98,7 +99,8 @@ def main() -> None:
         "task": f"alpha + LPI on {args.clips} clips x {args.channels} channels x {args.frames} frames",
         "settings": {"lam": settings.lam, "ridge": settings.ridge, "window": settings.window, "hop": settings.hop},
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "load_average_at_start": load_at_start, "load_average_at_end": list(os.getloadavg())},
         "versions": versions(),
         "seconds": {"alpha": t_alpha, "lpi": t_lpi, "total": t_alpha + t_lpi,
                     "alpha_naive": t_alpha_naive, "lpi_naive": t_lpi_naive,

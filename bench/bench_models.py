@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from model_cases import Cases, measured_call, timed, vae_inputs  # the cases of both sides
 from sizing import (  # bench/sizing.py (this script's folder is on sys.path)
     GIB,
     MemoryModel,
@@ -33,8 +34,6 @@ from sizing import (  # bench/sizing.py (this script's folder is on sys.path)
     estimate_seconds,
     frames_held,
     minutes,
-    peak_reset,
-    resident,
 )
 from torch import nn
 
@@ -127,7 +126,9 @@ class Reference:
     setup_* command, so the bench can go on with its other cases."""
 
     def __init__(self, site: Path, threads: int, argv: list[str] | None = None) -> None:
-        self.env = dict(os.environ, PYTHONPATH=str(site), ENABLE_TORCH_COMPILE="0", OMP_NUM_THREADS=str(threads))
+        # the reference's isolated install, and this folder for the shared cases (model_cases.py, sizing.py)
+        path = os.pathsep.join([str(site), str(ROOT / "bench")])
+        self.env = dict(os.environ, PYTHONPATH=path, ENABLE_TORCH_COMPILE="0", OMP_NUM_THREADS=str(threads))
         self.argv = argv or [sys.executable, str(ROOT / "bench" / "_reference_worker.py"), str(threads)]
         self.setup: tuple[str, dict] | None = None
         self.deaths: list[str] = []
@@ -260,70 +261,33 @@ def versions(site: Path) -> dict:
             "lafa": importlib.metadata.version("lafa"), "stable-audio-tools": ref[0] if ref else None}
 
 
-class LafaCases:
-    """lafa's side of every timed case: the same calls as the worker's (bench/_reference_worker.py)."""
+class LafaCases(Cases):
+    """lafa's side of every case (bench/model_cases.py holds the cases, written once for both sides): the VAE's
+    inference calls through `infer` (InferenceVAE, its CPU engine), its training calls and the DiT on `model`."""
 
     def __init__(self, model: nn.Module, inputs: dict, infer=None) -> None:
         self.model, self.inputs = model, inputs
-        self.infer = model if infer is None else infer  # the VAE's inference calls: InferenceVAE (its CPU engine)
+        self.infer = model if infer is None else infer
 
-    def vae_encode(self) -> torch.Tensor:
-        with torch.no_grad():
-            return self.infer.encode(self.inputs["audio"])[0]
+    def encoder_out(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.infer.encoder_out(audio)
 
-    def vae_decode(self) -> torch.Tensor:
-        with torch.no_grad():
-            return self.infer.decode(self.inputs["z"])
+    def encode(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.infer.encode(audio)
 
-    def vae_train_step(self) -> torch.Tensor:
-        self.model.zero_grad(set_to_none=True)
-        z, kl = self.model.encode(self.inputs["audio"])
-        loss = self.model.decode(z).pow(2).mean() + 1e-4 * kl
-        loss.backward()
-        return loss
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.infer.decode(z)
 
-    def _dit(self) -> torch.Tensor:
+    def train_encode(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.encode(audio)
+
+    def train_decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(z)
+
+    def dit(self, checkpointing: bool) -> torch.Tensor:
+        self.model.checkpointing = checkpointing  # lafa's DiT checkpoints only in training
         i = self.inputs
         return self.model(i["x"], i["t"], i["text"], i["text_mask"], i["seconds_start"], i["seconds_total"])
-
-    def dit_forward(self) -> torch.Tensor:
-        with torch.no_grad():
-            return self._dit()
-
-    def _dit_step(self, checkpointing: bool) -> torch.Tensor:
-        self.model.checkpointing = checkpointing
-        self.model.zero_grad(set_to_none=True)
-        loss = (self._dit() - self.inputs["target"]).pow(2).mean()
-        loss.backward()
-        return loss
-
-    def dit_train_step(self) -> torch.Tensor:
-        return self._dit_step(False)
-
-    def dit_train_step_ckpt(self) -> torch.Tensor:
-        return self._dit_step(True)
-
-    def prepare(self, case: str) -> None:
-        self.model.train(case.startswith("dit_train"))
-
-    def outputs(self) -> dict:
-        out = {}
-        if "audio" in self.inputs:
-            self.model.eval()
-            with torch.no_grad():
-                out["encoder_raw"] = self.infer.encoder_out(self.inputs["audio"])
-                torch.manual_seed(self.inputs["seed"])
-                out["z"], out["kl"] = self.infer.encode(self.inputs["audio"])
-                out["decoded"] = self.infer.decode(self.inputs["z"])
-            torch.manual_seed(self.inputs["seed"])
-            out["loss"] = self.vae_train_step().detach()
-        else:
-            self.model.eval()
-            out["output"] = self.dit_forward()
-            self.model.train()
-            out["loss"] = self.dit_train_step().detach()
-        out["grads"] = {k: p.grad.clone() for k, p in self.model.named_parameters() if p.grad is not None}
-        return out
 
 
 def interleaved(cases: list[str], lafa: LafaCases, ref: Reference, rounds: int, warmup: int) -> dict:
@@ -333,12 +297,7 @@ def interleaved(cases: list[str], lafa: LafaCases, ref: Reference, rounds: int, 
         for case in cases:
             lafa.prepare(case)
             for side in ("lafa", "reference") if r % 2 == 0 else ("reference", "lafa"):
-                if side == "lafa":
-                    t0 = time.perf_counter()
-                    getattr(lafa, case)()
-                    seconds = time.perf_counter() - t0
-                else:
-                    seconds = ref("time", case=case, reps=1)["seconds"][0]
+                seconds = (lafa.time(case, reps=1) if side == "lafa" else ref("time", case=case, reps=1))["seconds"][0]
                 if r >= warmup:
                     samples[case][side].append(seconds)
                 print(f"  round {r + 1 - warmup:>2} {case:<20} {side:<9} {seconds:8.3f} s"
@@ -357,21 +316,9 @@ def check(agree: dict, rtol: float, grad_rtol: float) -> bool:
     return ok and agree["grads"]["max_rel_diff"] <= grad_rtol and agree["grads"]["compared"] > 0
 
 
-def vae_inputs(frames: int, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Audio (batch, 2, frames * 2048) and latents (batch, 64, frames); the worker draws the same from the seed."""
-    g = torch.Generator().manual_seed(seed)
-    return 0.3 * torch.randn(batch, 2, frames * 2048, generator=g), torch.randn(batch, 64, frames, generator=g)
-
-
 def parse_matrix(spec: str) -> list[tuple[float, int]]:
     """'1x1,10x4' -> [(1.0 s, batch 1), (10.0 s, batch 4)]."""
     return [(float(a), int(b)) for a, b in (item.split("x") for item in spec.split(",") if item)]
-
-
-def timed(fn) -> tuple[float, float]:
-    c0, t0 = time.process_time(), time.perf_counter()
-    fn()
-    return time.process_time() - c0, time.perf_counter() - t0
 
 
 def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -434,14 +381,6 @@ class MatrixGuard:
         except WorkerDied as error:
             self.failed(case, error)
             return None
-
-
-def measured_call(fn) -> tuple[float, float, int | None]:
-    """(CPU s, wall s, resident bytes the call added at its peak, None where the peak cannot be reset)."""
-    measured = peak_reset()
-    before = resident()[0]
-    cpu, wall = timed(fn)
-    return cpu, wall, (resident()[1] - before if measured else None)
 
 
 def bench_vae_matrix(ref: Reference, vae: OobleckVAE, tmp: Path, args, memory: MemoryModel | None = None) -> dict:
