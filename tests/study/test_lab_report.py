@@ -12,7 +12,8 @@ from torch.utils.tensorboard import SummaryWriter
 from lafa.lab.alignment import alignment_permuted, alignment_white
 from lafa.lab.floors import loss_floors
 from lafa.lab.locality import population_measures
-from lafa.lab.spec import GaussianLatentSpec
+from lafa.lab.prefix import prefix_capture_linear
+from lafa.lab.spec import GaussianLatentSpec, dct_basis
 from lafa.study.lab_report import lab_markdown, lab_section
 from lafa.study.spec import parse_study
 
@@ -172,13 +173,15 @@ def test_link1_pairs_each_masking_arm_with_masking_off_on_common_seeds(tmp_path,
             if (run, seed) != ("lafa_prefix", 2):
                 (d / "DONE").write_text("{}\n")
 
-    def fake_measure(ckpt, config, clips, window, permutations, init_seed=0):
+    def fake_measure(ckpt, config, clips, window, permutations, init_seed=0, prefix_channels=None):
+        assert prefix_channels == 8  # C / 4
         if ckpt is None:  # the untrained-architecture reference
-            return {k: 0.0 for k in (*lab_report.LINK1_MEASURES, "alignment")}
+            return {k: 0.0 for k in (*lab_report.LINK1_MEASURES, "alignment", "prefix_capture")}
         name = Path(ckpt).parent.parent.name  # <run>-seed<k>
         run, seed = name.rsplit("-seed", 1)
         assert config["model"]["init_args"]["model"].get("mask_mode") == ("prefix" if run == "lafa_prefix" else None)
-        return {**{k: 0.0 for k in lab_report.LINK1_MEASURES}, "alignment": link1_value(run, int(seed))}
+        return {**{k: 0.0 for k in lab_report.LINK1_MEASURES}, "alignment": link1_value(run, int(seed)),
+                "prefix_capture": 0.9 if run == "lafa_prefix" else 0.4}
 
     monkeypatch.setattr(lab_report, "measure_lafa", fake_measure)
     link = lab_section(study)["link1"]
@@ -195,6 +198,16 @@ def test_link1_pairs_each_masking_arm_with_masking_off_on_common_seeds(tmp_path,
     prefix_pair = paired[("lafa_prefix", "lafa_off")]
     assert prefix_pair["seeds"] == ["0", "1"]
     assert prefix_pair["difference"]["alignment"]["mean"] == pytest.approx(0.20)  # 0.5 - 0.3 at both seeds
+    assert prefix_pair["difference"]["prefix_capture"]["mean"] == pytest.approx(0.5)
+    # the prefix capture's references: the input's and the ideal's first 8 channels as linear maps of the input
+    spec = GaussianLatentSpec(channels=32, frames=32, basis="rotated")
+    refs = link["references"]
+    assert refs["LAFA's input Z (arm (3))"]["prefix_capture"] == pytest.approx(
+        prefix_capture_linear(spec.channel_covariance, np.eye(32)[:8]))
+    ideal_rows = (dct_basis(32) @ spec.basis_matrix.T)[:8]  # arm (1) = U_dct U_3^T arm (3)
+    assert refs["ideal ordered latent (arm (1))"]["prefix_capture"] == pytest.approx(
+        prefix_capture_linear(spec.channel_covariance, ideal_rows))
+    assert refs["PCA-ordered latent (channel k = k-th principal component)"]["prefix_capture"] == 1.0
     text = lab_markdown(lab_section(study))
     assert "| prefix | 2 |" in text and "| lafa_prefix - lafa_off (paired) | 2 |" in text
     assert "Not finished (left out): lafa_prefix-seed2" in text
