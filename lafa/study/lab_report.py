@@ -14,11 +14,13 @@ with 95% Student-t intervals over seeds (`lafa.study.latents.interval`; 3 seeds 
 - link 1 (`lab.link1`): every finished LAFA instance named there is loaded, encodes `clips` lab latents of its own
   data (a fixed draw) to Y, and Y is measured with lafa's estimator (`lafa.analysis.controls.locality_measures`:
   alpha, LPI, their permutation excesses, PR) and by its alignment with the ideal ordered latent
-  (`lafa.lab.alignment`), beside the closed forms of the ideal latent (arm (1)), of LAFA's input (arm (3)), of the
-  ideal in a random order and of decorrelated channels; per run the interval over seeds, and run - control paired.
+  (`lafa.lab.alignment`) and by the prefix capture of its first k channels (`lafa.lab.prefix`: 1 for a PCA-ordered
+  prefix, the order prefix masking rewards), beside the closed forms of the ideal latent (arm (1)), of LAFA's input
+  (arm (3)), of the ideal in a random order, of decorrelated channels and of the PCA-ordered latent; per run the
+  interval over seeds, and run - control paired.
 
-A study asks for this section with a `lab` mapping in its YAML, which holds the settings: excess_target, contrasts, link1 {runs, control, clips, window,
-permutations}. Nothing here decides what the numbers mean: an interval that contains 0 is reported as such.
+A study asks for this section with a `lab` mapping in its YAML, which holds the settings: excess_target, contrasts,
+link1 {runs, control, clips, window, permutations, prefix_channels (k; default C / 4)}. Nothing here decides what the numbers mean: an interval that contains 0 is reported as such.
 """
 
 from __future__ import annotations
@@ -152,14 +154,16 @@ def contrasts(arms: dict[str, Any], pairs: list[list[str]]) -> list[dict[str, An
 
 # ---- link 1: does masking give an order-free latent an order? ------------------------------------------------
 def measure_lafa(ckpt: str | Path | None, config: dict[str, Any], clips: int, window: int, permutations: int,
-                 init_seed: int = 0) -> dict:
-    """Y of one LAFA checkpoint on a fixed draw of its own lab data: estimator measures and alignment. With
+                 init_seed: int = 0, prefix_channels: int | None = None) -> dict:
+    """Y of one LAFA checkpoint on a fixed draw of its own lab data: estimator measures, alignment and the prefix
+    capture of Y's first `prefix_channels` channels (default C / 4; `lafa.lab.prefix`). With
     ckpt None: an untrained LAFA of the run's config (initialised from `init_seed`, its input statistics measured
     on the draw): what the architecture alone does to the channel axis."""
     import torch
 
     from lafa.analysis.controls import locality_measures
     from lafa.lab.alignment import alignment, channel_covariance
+    from lafa.lab.prefix import prefix_capture
     from lafa.stages.lafa import LafaStage
     from lafa.stages.loading import load_stage
 
@@ -178,6 +182,7 @@ def measure_lafa(ckpt: str | Path | None, config: dict[str, Any], clips: int, wi
     measured = locality_measures(y, window=min(window, spec.frames), permutations=permutations, bootstrap=0, seed=0)
     out = {k: measured[k]["value"] for k in LINK1_MEASURES}
     out["alignment"] = alignment(channel_covariance(y), ideal_spec(spec).channel_covariance)
+    out["prefix_capture"] = prefix_capture(y, z, prefix_channels or spec.channels // 4, spec.channel_covariance)
     return out
 
 
@@ -188,21 +193,31 @@ def ideal_spec(spec):
     return replace(spec, basis="dct")
 
 
-def link1_references(spec, window: int, permutations: int) -> dict[str, dict[str, float]]:
+def link1_references(spec, window: int, permutations: int, prefix_channels: int | None = None
+                     ) -> dict[str, dict[str, float]]:
     """Closed forms Y is read against: the ideal ordered latent, LAFA's input, the ideal in a random channel order
-    (its alignment in expectation) and decorrelated channels."""
+    (its alignment in expectation), decorrelated channels, and the PCA-ordered latent (its prefix capture is 1 by
+    definition; the ideal's and the input's are their first channels' as linear maps of the input)."""
+    import numpy as np
+
     from lafa.lab.alignment import alignment, alignment_permuted, alignment_white
     from lafa.lab.locality import population_measures
+    from lafa.lab.prefix import prefix_capture_linear
 
     ideal = ideal_spec(spec)
-    window = min(window, spec.frames)
+    window, k = min(window, spec.frames), prefix_channels or spec.channels // 4
     ref = ideal.channel_covariance
+    # arm (1) from arm (3): x1 = U_dct U_3^T x3 (the same white draws, coloured by each basis)
+    maps = {"ideal ordered latent (arm (1))": ideal.basis_matrix @ spec.basis_matrix.T,
+            "LAFA's input Z (arm (3))": np.eye(spec.channels)}
     rows = {}
     for name, s in (("ideal ordered latent (arm (1))", ideal), ("LAFA's input Z (arm (3))", spec)):
         m = population_measures(s, window=window, permutations=permutations, seed=0)
-        rows[name] = {**{k: m[k] for k in LINK1_MEASURES}, "alignment": alignment(s.channel_covariance, ref)}
+        rows[name] = {**{k: m[k] for k in LINK1_MEASURES}, "alignment": alignment(s.channel_covariance, ref),
+                      "prefix_capture": prefix_capture_linear(spec.channel_covariance, maps[name][:k])}
     rows["ideal in a random channel order (expectation)"] = {"alignment": alignment_permuted(ref)}
     rows["decorrelated channels"] = {"alignment": alignment_white(ref)}
+    rows["PCA-ordered latent (channel k = k-th principal component)"] = {"prefix_capture": 1.0}
     return rows
 
 
@@ -215,6 +230,7 @@ def link1(study: Study, settings: dict[str, Any]) -> dict[str, Any] | None:
     names = list(spec_settings.get("runs") or [])
     clips, window = int(spec_settings.get("clips", 256)), int(spec_settings.get("window", 64))
     permutations = int(spec_settings.get("permutations", 20))
+    prefix = spec_settings.get("prefix_channels")
     runs: dict[str, Any] = {n: {"label": study.runs[n].label or n, "seeds": {}} for n in names if n in study.runs}
     missing, references = [], None
     for inst in instances(study):
@@ -226,14 +242,15 @@ def link1(study: Study, settings: dict[str, Any]) -> dict[str, Any] | None:
         if spec is None:
             continue
         if references is None:
-            references = link1_references(spec, window, permutations)
+            prefix = int(prefix or spec.channels // 4)
+            references = link1_references(spec, window, permutations, prefix)
             untrained = {"label": "untrained LAFA (same architecture; 3 initialisations)",
-                         "seeds": {str(s): measure_lafa(None, config, clips, window, permutations, s)
+                         "seeds": {str(s): measure_lafa(None, config, clips, window, permutations, s, prefix)
                                    for s in range(3)}}
         if not ((inst.dir / DONE).exists() and Path(ckpt).is_file()):
             missing.append(inst.name)
             continue
-        values = measure_lafa(ckpt, config, clips, window, permutations)
+        values = measure_lafa(ckpt, config, clips, window, permutations, prefix_channels=prefix)
         values.update(_final_values(inst.dir / "tb", ["val/k2/latent_rel_mse"]))
         runs[inst.run.name]["seeds"]["seed" if inst.seed is None else str(inst.seed)] = values
     for run in runs.values():
@@ -255,7 +272,8 @@ def link1(study: Study, settings: dict[str, Any]) -> dict[str, Any] | None:
                                 for k in next(iter(untrained["seeds"].values()))}
         runs["untrained"] = untrained
     return {"runs": runs, "paired": paired, "references": references or {}, "missing": missing,
-            "settings": {"clips": clips, "window": window, "permutations": permutations, "draw_seed": LINK1_SEED}}
+            "settings": {"clips": clips, "window": window, "permutations": permutations, "draw_seed": LINK1_SEED,
+                         "prefix_channels": prefix}}
 
 
 def lab_section(study: Study) -> dict[str, Any] | None:
@@ -347,13 +365,15 @@ def lab_markdown(section: dict[str, Any] | None) -> str:
 def link1_markdown(section: dict[str, Any] | None) -> list[str]:
     if not section:
         return []
-    cols = ["val/k2/latent_rel_mse", *LINK1_MEASURES, "alignment"]
-    names = ["rel. MSE (k=2)", "alpha", "alpha exc.", "LPI", "LPI exc.", "PR", "alignment A"]
+    cols = ["val/k2/latent_rel_mse", *LINK1_MEASURES, "alignment", "prefix_capture"]
+    names = ["rel. MSE (k=2)", "alpha", "alpha exc.", "LPI", "LPI exc.", "PR", "alignment A", "prefix P_k"]
     st = section["settings"]
     lines = ["", "### Link 1: does masking give an order-free latent an order?", "",
              f"Y of each LAFA on {st['clips']} fixed draws of its data (arm (3)), lafa's estimator (window "
              f"{st['window']}, {st['permutations']} random channel orders); A = cosine between Y's channel "
-             "correlation and the ideal ordered latent's (`lafa.lab.alignment`). References are closed forms.", "",
+             "correlation and the ideal ordered latent's (`lafa.lab.alignment`); P_k = the share of the input's "
+             f"variance Y's first k = {st.get('prefix_channels')} channels explain linearly, over the most any k "
+             "channels can (1 = a PCA-ordered prefix; `lafa.lab.prefix`). References are closed forms.", "",
              "| latent | seeds | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
     for run in section["runs"].values():
         lines.append(f"| {run['label']} | {len(run['seeds'])} | "

@@ -1,0 +1,58 @@
+"""How much of a latent an encoding's first k channels hold, against the most any k channels can (link 1).
+
+DC-AE 1.5's prefix masking trains the decoder on Y's first K channels for every K, which rewards a PCA-ordered Y:
+its first k channels should carry the latent's top-k principal subspace. That order is one of variance, not of
+correlation, so the alignment A (`lafa.lab.alignment`, blind to each channel's scale) cannot see it; this can.
+
+Per frame, the share of Z's variance that a linear map of any k numbers explains is at most the share of K_chan's
+k largest eigenvalues,
+
+    share_k = (lam_(1) + ... + lam_(k)) / tr K_chan
+
+(the explained covariance is PSD, at most Cov(Z_n) and of rank <= k; with K = K_chan (x) T every frame's
+covariance is K_chan times a scalar, so the share is the same for each frame and for frames pooled, and it holds
+whatever frames Y_n was computed from). The prefix capture of an encoding Y of Z is
+
+    P_k(Y) = R^2(Z_n from Y_n[:k]) / share_k      (least squares with an intercept, the frames of every clip pooled)
+
+in [0, 1] up to sampling error: 1 when Y's first k channels span the top-k principal subspace (a PCA-ordered
+prefix), whatever their scale or mixing. For a linear Y = A Z it is a closed form: R^2 = tr(K B^T (B K B^T)^-1 B K)
+/ tr K with B = A[:k] (`prefix_capture_linear`). A nonlinear Y is read by its best linear prefix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def principal_share(k_chan: np.ndarray, k: int) -> float:
+    """share_k: the k largest eigenvalues of K_chan (C, C) over its trace."""
+    lam = np.sort(np.linalg.eigvalsh(np.asarray(k_chan, np.float64)))[::-1]
+    return float(lam[:k].sum() / lam.sum())
+
+
+def prefix_capture_linear(k_chan: np.ndarray, rows: np.ndarray) -> float:
+    """P_k of the linear encoding whose first k channels are `rows` (k, C) applied to Z, in closed form."""
+    k = np.asarray(k_chan, np.float64)
+    b = np.atleast_2d(np.asarray(rows, np.float64))
+    kb = k @ b.T  # (C, k)
+    explained = np.trace(kb @ np.linalg.solve(b @ kb, kb.T))
+    return float(explained / np.trace(k) / principal_share(k, b.shape[0]))
+
+
+def _frames(x: torch.Tensor) -> np.ndarray:
+    """(B, C, N) -> every frame's channel vector (B N, C), float64."""
+    return x.detach().double().transpose(1, 2).reshape(-1, x.shape[1]).cpu().numpy()
+
+
+def prefix_capture(y: torch.Tensor, z: torch.Tensor, k: int, k_chan: np.ndarray) -> float:
+    """P_k of an encoding y (B, C_y, N) of latents z (B, C, N) with the exact channel covariance k_chan (C, C)."""
+    if not 1 <= k <= y.shape[1]:
+        raise ValueError(f"prefix capture needs 1 <= k <= the encoding's {y.shape[1]} channels, got {k}")
+    yk, zf = _frames(y[:, :k]), _frames(z)  # (B N, k), (B N, C)
+    yk, zf = yk - yk.mean(0), zf - zf.mean(0)
+    coef, *_ = np.linalg.lstsq(yk, zf, rcond=None)  # (k, C)
+    residual = zf - yk @ coef
+    r2 = 1.0 - float((residual**2).sum() / (zf**2).sum())
+    return r2 / principal_share(k_chan, k)
