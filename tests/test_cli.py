@@ -16,6 +16,7 @@ import yaml
 
 from lafa.checkpoints import CHECKPOINT_CONFIG_KEY
 from lafa.cli import main, with_checkpoint_config
+from tests.helpers.processes import ctrl_c_default
 
 REPO = Path(__file__).resolve().parents[1]
 TRUST = {"LAFA_TRUSTED_CLASSES": "tests.cli_fixtures"}  # the fixture classes these checkpoints name
@@ -225,7 +226,8 @@ def test_ctrl_c_in_fit_says_what_was_kept_and_how_to_resume(fitted: Path, tmp_pa
     (tmp_path / "long.yaml").write_text(yaml.safe_dump(config))
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", **TRUST}
     proc = subprocess.Popen([sys.executable, "-m", "lafa", "fit", "-c", str(tmp_path / "long.yaml")], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_default)
     deadline = time.monotonic() + 300
     while not (ckpt_dir / "last.ckpt").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)

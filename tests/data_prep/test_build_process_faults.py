@@ -18,7 +18,7 @@ import soundfile as sf
 
 from data_prep.__main__ import main as data_prep_main
 from tests.data_prep.source_files import music, shard_members, write_source
-from tests.helpers.processes import children, on_tmpfs, one_line, survivors, wait_for
+from tests.helpers.processes import children, ctrl_c_default, on_tmpfs, one_line, survivors, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -59,7 +59,8 @@ def clean(src, tmp_path_factory) -> dict[str, bytes]:
 
 def test_ctrl_c_says_what_was_kept_and_the_rerun_resumes(src, clean, tmp_path):
     out = tmp_path / "out"
-    proc = _popen(src, out, "--jobs", "2", start_new_session=True)  # its own group, as a terminal's job
+    proc = _popen(src, out, "--jobs", "2", start_new_session=True,  # its own group, as a terminal's job
+                  preexec_fn=ctrl_c_default)
     try:
         wait_for(lambda: len(list(out.glob("train-*.tar"))) >= 2)
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the build and its workers

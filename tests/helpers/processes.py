@@ -49,3 +49,12 @@ def on_tmpfs(folder: Path, options: str) -> list[str]:
     """A command prefix that runs the command with a tmpfs (`mount -o options`) on `folder`, in a user namespace
     (`unshare -rm`): a full or read-only disk without root."""
     return ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o {options} tmpfs "{folder}" && exec "$0" "$@"']
+
+
+def ctrl_c_default() -> None:
+    """A Popen `preexec_fn` for tests that press Ctrl-C: SIGINT back to its default in the child. A suite started
+    as a background job of a non-interactive shell (`nohup make test &`) inherits SIGINT ignored, and Python
+    then installs no KeyboardInterrupt handler, so the child would never see the Ctrl-C the test sends."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
