@@ -24,7 +24,7 @@ import lafa
 from lafa.errors import BadInput
 
 if TYPE_CHECKING:
-    from data_prep.shards import BuildSettings
+    from data_prep.settings import BuildSettings
 
 LENGTH = 16  # hex digits of the fingerprint shown and compared (as lafa.fingerprint)
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from data_prep.plan import SPLITS
 
 if TYPE_CHECKING:
-    from data_prep.shards import BuildSettings
+    from data_prep.settings import BuildSettings
 
 QUARANTINE = ".stale"  # a hidden folder: no `*.tar` glob or folder spec of the output folder reads it
 

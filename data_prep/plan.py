@@ -19,7 +19,7 @@ from data_prep.process import ChunkSettings, encode_flac
 from lafa.audio import convert, sf_source
 
 if TYPE_CHECKING:
-    from data_prep.shards import BuildSettings
+    from data_prep.settings import BuildSettings
 
 SPLITS = ("train", "val", "test")
 FLAC_RATIO = 0.6  # planning estimate of FLAC size / 16-bit PCM size

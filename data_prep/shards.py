@@ -17,7 +17,7 @@ import os
 import signal
 import tarfile
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
@@ -42,6 +42,7 @@ from data_prep.process import (
     encode_member,
     split_chunks,
 )
+from data_prep.settings import BuildSettings
 from lafa.audio import to_channels
 from lafa.children import die_with_parent
 from lafa.data.captions import caption_rng, draw_caption
@@ -58,25 +59,6 @@ class ShardWriteError(LafaUserError):
 
 class BuildInterrupted(KeyboardInterrupt):
     """Ctrl-C during a build: the message says what was kept and how to resume."""
-
-
-@dataclass
-class BuildSettings:
-    out: Path
-    chunk: ChunkSettings = field(default_factory=ChunkSettings)
-    shard_bytes: int = 256 * 2**20  # target shard size (estimated before encoding)
-    val_fraction: float = 0.05
-    test_fraction: float = 0.05
-    seed: int = 0
-    jobs: int = 0  # 0: all cores
-    prefix: str = ""  # shards are {prefix}{split}-000000.tar
-    # "probe": each file's size from the FLAC size of an excerpt, shards closest to shard_bytes (within ~10% on
-    # music); "pcm": a fixed FLAC/PCM ratio of 0.6, shards filled until they pass it (content-independent plan)
-    size_estimate: str = "pcm"
-    # the inputs that chose the files besides the source folders (tables, allow-lists, licence filter), recorded
-    # with the settings in the folder's build record (data_prep.build_record)
-    inputs: dict = field(default_factory=dict)
-    overwrite: bool = False  # replace the shards of another build in `out` (else that folder is refused)
 
 
 MAX_KEY_BYTES = 90  # USTAR holds 100-byte member names; ".flac", ".opus" or ".json" follow the key
