@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import lafa
 from lafa.errors import BadInput
+from lafa.fingerprint import read_record
 
 if TYPE_CHECKING:
     from data_prep.settings import BuildSettings
@@ -67,12 +68,7 @@ def check_build_record(out: Path, record: dict, overwrite: bool) -> None:
     unless overwrite; then write this build's record (atomically) before any shard is written. A record with no
     shard of its prefix beside it (a build stopped while scanning) is replaced."""
     path = record_path(out, record["settings"]["prefix"])
-    old = None
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            old = {}
+    old = read_record(path)
     if old is not None and old.get("fingerprint") == record["fingerprint"]:
         return  # the same build: resume
     if old is not None and not overwrite and _earlier_shards(out, record["settings"]["prefix"]):

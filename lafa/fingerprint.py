@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,3 +47,14 @@ def fingerprint(record: Mapping[str, Any]) -> str:
     """LENGTH hex digits of SHA-256 over the record as canonical JSON; lafa's version is always part of it."""
     full = {**record, "lafa_version": lafa.__version__}
     return hashlib.sha256(json.dumps(full, sort_keys=True, default=str).encode()).hexdigest()[:LENGTH]
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The JSON record of what made a folder: None when there is none, {} when it is unreadable (a record cut
+    short counts as another maker's, so the folder is refused rather than trusted)."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}

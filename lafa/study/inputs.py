@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lafa.errors import BadInput
-from lafa.fingerprint import LENGTH, fingerprint
+from lafa.fingerprint import LENGTH, fingerprint, read_record
 
 RECORD = "study_inputs.json"
 STALE = ".stale"
@@ -92,12 +92,7 @@ def check_study_inputs(out_dir: str | Path, record: dict[str, Any], run_dirs: It
     (and the report) to .stale/<old fingerprint>/; then write `record`. Nothing is touched when refused."""
     out = Path(out_dir)
     path = out / RECORD
-    old = None
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            old = {}
+    old = read_record(path)
     if old is not None and old.get("fingerprint") == record["fingerprint"]:
         return
     started = [d for d in run_dirs if d.is_dir()]
