@@ -67,6 +67,11 @@ def main(argv: list[str]) -> int:
         if isinstance(e, BadInput):
             raise
         raise BadInput("--config " + " --config ".join(args.config), str(e), CONFIG_FIX) from e
+    except FileNotFoundError as e:  # a stage config named relative to another folder
+        raise BadInput("--config " + " --config ".join(args.config),
+                       f"{e} (a study's paths are relative to the folder it runs from, {Path.cwd()})",
+                       "run `lafa study` from the folder its stage configs are relative to (the repository "
+                       "root for configs/studies/), or give their absolute paths") from e
     if args.plan:
         print("\n".join(plan(study)))
         return 0

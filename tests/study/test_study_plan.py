@@ -189,3 +189,19 @@ def test_a_run_may_repeat_over_fewer_seeds_than_the_study(study_files, capsys):
     once = _write(tmp / "once.yaml", {"runs": {"vae": {"seeds": [0]}}})
     with pytest.raises(ValueError, match="seeds only apply to a run with compare: true or seeded: true"):
         load_study([paper, once])
+
+
+def test_a_study_run_from_another_folder_names_the_missing_stage_config(tmp_path):
+    """A newcomer runs a shipped study from outside the repository: its stage configs are relative paths, so one
+    line names the missing file and the folder paths are relative to, with exit 2 (it was a traceback)."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "lafa", "study", "-c", str(REPO / "configs/studies/converge.yaml"),
+                          "--plan"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert lines[0].startswith("lafa study: error: --config ") and "stage config not found: configs/" in lines[0]
+    assert f"relative to the folder it runs from, {tmp_path}" in lines[0]
+    assert list(tmp_path.iterdir()) == []  # nothing written
