@@ -3,13 +3,11 @@
 The plain waveform VAE, VAE + LAFA and a fixed linear map of either (`LinearLatentAutoencoder`: whitening, a
 random rotation) expose it, so a DiT or an analysis runs on any latent space.
 
-Padding: `encode(audio, sample_keep)` takes the (B, S) bool mask of real samples. A latent frame n covers
-samples [n r, (n + 1) r) and is real when its first sample is (`lafa.data.geometry.frame_keep`). Padded samples are zeroed before
-the VAE (a convolutional encoder sees them only through its receptive field at the clip's end, as in its own
-training on zero-padded clips), and LAFA's time attention never attends to padding frames, so the real frames
-of a padded clip do not depend on what its padding holds.
-The VAE runs through `InferenceVAE` (`self.engine`): the CPU inference engine on CPU float32 calls with autograd
-off, else the plain model; `inference_engine=False` always runs the plain model.
+Padding: `encode(audio, sample_keep)` takes the (B, S) bool mask of real samples; a latent frame is real when
+its first sample is (`lafa.data.geometry.frame_keep`). Padded samples are zeroed before the VAE and LAFA's
+time attention never attends to padding frames, so the real frames of a padded clip do not depend on its
+padding. The VAE runs through `InferenceVAE` (`self.engine`; `inference_engine=False`: always the plain
+model).
 """
 
 from __future__ import annotations
@@ -139,18 +137,13 @@ class LinearLatentAutoencoder(nn.Module):
         self.latent_dim = c
         self.downsampling_ratio = base.downsampling_ratio
 
-    def forward_map(self, z: torch.Tensor) -> torch.Tensor:
-        """Base latent (B, C, N) -> A (z - mu)."""
-        return torch.einsum("ij,bjn->bin", self.matrix.to(z.dtype), z - self.mean.to(z.dtype))
-
-    def inverse_map(self, latent: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("ij,bjn->bin", self.inverse.to(latent.dtype), latent) + self.mean.to(latent.dtype)
-
     def encode(self, audio: torch.Tensor, sample_keep: torch.Tensor | None = None) -> torch.Tensor:
-        return self.forward_map(self.base.encode(audio, sample_keep))
+        z = self.base.encode(audio, sample_keep)  # base latent (B, C, N) -> A (z - mu)
+        return torch.einsum("ij,bjn->bin", self.matrix.to(z.dtype), z - self.mean.to(z.dtype))
 
     def encode_mean(self, audio: torch.Tensor) -> torch.Tensor:
         return self.encode(audio)
 
     def decode(self, latent: torch.Tensor, steps: int | None = None, **kwargs) -> torch.Tensor:
-        return self.base.decode(self.inverse_map(latent), steps, **kwargs)
+        z = torch.einsum("ij,bjn->bin", self.inverse.to(latent.dtype), latent) + self.mean.to(latent.dtype)
+        return self.base.decode(z, steps, **kwargs)

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lafa.models.presets import check_choice
+
 
 class RotaryEmbedding(nn.Module):
     """Rotary position embedding on the first `dim` dims of each head (GPT-J style partial rotary).
@@ -197,9 +199,7 @@ class TimestepEmbedder(nn.Module):
 
     def __init__(self, dim: int, features: str = "fourier", feature_dim: int = 256) -> None:
         super().__init__()
-        if features not in ("fourier", "sinusoidal"):
-            raise ValueError(f"unknown timestep features {features!r} (fourier | sinusoidal)")
-        self.features = features
+        check_choice("timestep features", features, ("fourier", "sinusoidal"))
         self.feature_dim = feature_dim
         self.fourier = FourierFeatures(1, feature_dim) if features == "fourier" else None
         self.mlp = nn.Sequential(nn.Linear(feature_dim, dim), nn.SiLU(), nn.Linear(dim, dim))

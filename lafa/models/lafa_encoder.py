@@ -6,16 +6,12 @@ attention along time (bidirectional, within a group) and attention along the cha
 optionally causal (group j sees groups <= j: the Sec. 4.1 causal mask along the channel index). An output head
 maps each token to its share of the LAFA latent's channels, so the output keeps the frame rate.
 
-Sec. 4.3 says "position embedding is added". Two readings, both kept (docs/lafa.md):
-- positions "rope" (default): frame position enters only through rotary embeddings in the time attention, so
-  the encoder is translation-equivariant in time and no part of Y depends on the absolute frame index;
-  positions "absolute": a sinusoidal frame embedding is added to every token (the literal reading).
-- output_heads "group" (default): each channel group has its own output head; "shared": one Linear for every
-  group (the literal single projection), which ties output channel c to c + C_out/G at init.
-Channel groups always get a learned group embedding.
-
-With g = C there is one group per frame: the model is the plain time-token ViT that Sec. 4.3 describes, the
-channel-group attention is left out and `causal` has no effect.
+Sec. 4.3 says "position embedding is added"; two readings of it and of the output projection are kept
+(docs/lafa.md): positions "rope" (default: rotary embeddings in the time attention, translation-equivariant in
+time) or "absolute" (a sinusoidal frame embedding added to every token); output_heads "group" (default: one
+head per channel group) or "shared" (one Linear for every group). Channel groups always get a learned group
+embedding. With g = C there is one group per frame (the plain time-token ViT of Sec. 4.3; `causal` has no
+effect).
 """
 
 from __future__ import annotations
@@ -24,6 +20,7 @@ import torch
 from torch import nn
 
 from lafa.models.blocks import Attention, FeedForward, RotaryEmbedding, sinusoidal_embedding
+from lafa.models.presets import check_choice
 
 POSITIONS = ("rope", "absolute")
 OUTPUT_HEADS = ("group", "shared")
@@ -45,21 +42,10 @@ def frame_positions(frames: int, dim: int, device: torch.device) -> torch.Tensor
     return sinusoidal_embedding(torch.arange(frames, device=device), dim)
 
 
-def check_positions(positions: str) -> None:
-    if positions not in POSITIONS:
-        raise ValueError(f"unknown positions {positions!r} ({' | '.join(POSITIONS)})")
-
-
-class TimeRotary(nn.Module):
-    """Rotary angles for time attention over all of a head's dims (base 10,000), or None for absolute positions."""
-
-    def __init__(self, positions: str, dim: int, heads: int) -> None:
-        super().__init__()
-        check_positions(positions)
-        self.rotary = RotaryEmbedding(dim // heads) if positions == "rope" else None
-
-    def forward(self, frames: int, device: torch.device) -> torch.Tensor | None:
-        return None if self.rotary is None else self.rotary(frames, device)  # (N, head_dim)
+def time_rotary(positions: str, dim: int, heads: int) -> RotaryEmbedding | None:
+    """Rotary embedding for time attention on all of a head's dims (base 10,000); None: absolute positions."""
+    check_choice("positions", positions, POSITIONS)
+    return RotaryEmbedding(dim // heads) if positions == "rope" else None
 
 
 class AxialBlock(nn.Module):
@@ -126,15 +112,14 @@ class LafaEncoder(nn.Module):
         self.groups = in_channels // channel_group_size
         if out_channels % self.groups:
             raise ValueError(f"{out_channels} output channels do not split into {self.groups} channel groups")
-        if output_heads not in OUTPUT_HEADS:
-            raise ValueError(f"unknown output_heads {output_heads!r} ({' | '.join(OUTPUT_HEADS)})")
+        check_choice("output_heads", output_heads, OUTPUT_HEADS)
         self.in_channels, self.out_channels, self.group_size = in_channels, out_channels, channel_group_size
         self.causal = causal and self.groups > 1
         self.positions = positions
         self.mask_value = nn.Parameter(torch.zeros(in_channels))  # learned stand-in for a masked channel
         self.proj_in = nn.Linear(2 * channel_group_size, dim)  # a group's values and mask flags
         self.group_embed = nn.Parameter(torch.zeros(self.groups, dim))
-        self.rotary = TimeRotary(positions, dim, heads)
+        self.rotary = time_rotary(positions, dim, heads)
         self.blocks = nn.ModuleList(
             AxialBlock(dim, heads, self.groups, self.causal, mlp_ratio) for _ in range(depth)
         )
@@ -163,7 +148,7 @@ class LafaEncoder(nn.Module):
         x = self.proj_in(tokens) + self.group_embed  # (B, N, G, D)
         if self.positions == "absolute":
             x = x + frame_positions(n, x.shape[-1], z.device).to(x.dtype)[None, :, None]
-        rotary = self.rotary(n, z.device)
+        rotary = None if self.rotary is None else self.rotary(n, z.device)  # (N, head_dim)
         for block in self.blocks:
             x = block(x, frame_keep, rotary)
         y = self.proj_out(self.norm_out(x))  # (B, N, G, C_out / G)

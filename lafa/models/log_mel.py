@@ -1,19 +1,15 @@
 """Log-mel: the reference representation of Sec. 3 (`LogMel`) and the same as an autoencoder (`LogMelAutoencoder`),
 the base of the locality study's stand-in latent (docs/study.md).
 
-`LogMel`: the paper does not state its mel settings. lafa's defaults put the mel frames at the latent frame rate
-(hop = 2048 samples at 44.1 kHz = 21.5 Hz, the SAO-VAE's downsampling ratio) with as many mel bins as the
-VAE-64 latent has channels, so both maps share one shape and one ring grid. All settings are arguments:
-`power` 1 (magnitude, lafa's default) or 2 (power), and `log` "offset" (log(mel + floor), lafa's default)
-or "clamp" (log(max(mel, floor)), the common reading of a log-mel, e.g. HiFi-GAN/AudioLDM features).
+`LogMel`: the paper does not state its mel settings. lafa's defaults put the mel frames at the latent frame
+rate (hop = 2048 samples at 44.1 kHz = 21.5 Hz, the SAO-VAE's ratio) with as many mel bins as the VAE-64
+latent has channels, so both maps share one shape and one ring grid. `log` "clamp" is the common reading of a
+log-mel (e.g. HiFi-GAN/AudioLDM features).
 
-`LogMelAutoencoder`: encode is `LogMel` of the mono mix (one frame per `hop_length` samples, `n_mels` channels).
-decode: magnitude mel -> linear-frequency magnitude by the filterbank's pseudo-inverse, clipped at 0
-(torchaudio's InverseMelScale solves the same least squares per call, ~100x slower on a CPU) -> Griffin-Lim phase
-reconstruction (torchaudio's GriffinLim), copied to every audio channel. Decoding is lossy (no phase is stored);
-it exists so that a DiT on this latent can generate audio that lafa's mel metrics can score, like any other latent
-space. Whitened and rotated by `lafa.models.autoencoder.LinearLatentAutoencoder`, this is an information-preserving,
-decorrelated latent with no channel locality at all: the control a VAE latent stands in for.
+`LogMelAutoencoder`: encode is `LogMel`; decode maps the magnitude mel to a linear-frequency magnitude by the
+filterbank's pseudo-inverse, clipped at 0 (torchaudio's InverseMelScale solves the same least squares per
+call, ~100x slower on a CPU), then Griffin-Lim, copied to every audio channel: lossy, so that a DiT on this
+latent can generate audio that lafa's mel metrics can score.
 """
 
 from __future__ import annotations
@@ -62,15 +58,11 @@ class LogMel(torch.nn.Module):
             center=True,
         )
 
-    def frames(self, num_samples: int) -> int:
-        """Mel frames kept for `num_samples` samples: one per full hop, like a latent frame per ratio."""
-        return num_samples // self.hop_length
-
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         if audio.ndim != 3:
             raise ValueError(f"expected audio (B, channels, samples), got shape {tuple(audio.shape)}")
         mono = audio.float().mean(dim=1)  # (B, S)
-        mel = self.mel(mono)[..., : self.frames(audio.shape[-1])]  # (B, n_mels, S // hop)
+        mel = self.mel(mono)[..., : audio.shape[-1] // self.hop_length]  # (B, n_mels, S // hop), full hops
         if self.log == "clamp":
             return torch.log(mel.clamp_min(self.log_floor))
         return torch.log(mel + self.log_floor)

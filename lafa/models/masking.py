@@ -8,19 +8,10 @@ For C channels, ratio rho and max span count m, per example:
   4. With probability p_all every channel is masked instead (Sec. 4.1: unconditional generation).
 A channel is masked for every frame of its example (masks are (B, C), constant over time).
 
-Three placements of the L masked channels (`mode`):
-- "span" (Sec. 4.1, default): steps 2-3 above;
-- "point": Table 5's "no span mask" cell: the same L channels, scattered point-wise at random;
-- "prefix": DC-AE 1.5's nested channel masking (Chen et al. 2025, arXiv 2508.00413, "structured latent space"):
-  a random prefix of the channels is kept and every channel after it is masked, so the first channels must
-  carry what a decoder needs most and later channels add detail. The kept prefix is K = C - L with L drawn by
-  the same length law as the other modes: "uniform" gives K ~ U{C - L_mask .. C} (rho = 1: K ~ U{0..C}, every
-  prefix length equally likely), "fixed" gives K = C - L_mask. DC-AE 1.5 draws the kept channel count
-  uniformly from a set of allowed counts; lafa allows every count, the finest such set (the paper itself could
-  not be read here: this follows its abstract and method summary, "channel-wise random masking ... front
-  latent channels to capture object structures and the latter ones image details"). p_all applies as in the
-  other modes. A prefix draw is recorded as one span [C - L, C) (count 1).
-The old `span: bool` switch stays: span=False is mode "point" (a `mode` given overrides it).
+Three placements of the L masked channels (`mode`): "span" (Sec. 4.1, default): steps 2-3 above; "point"
+(Table 5's "no span mask" cell): the same L channels scattered at random; "prefix" (DC-AE 1.5, arXiv
+2508.00413, docs/lafa.md "Rival remedies"): the last L channels are masked, a kept prefix of K = C - L
+(recorded as one span [C - L, C), count 1). span=False is mode "point" (a `mode` given overrides it).
 ratio = 0 with p_all = 0 masks nothing: the masking-off control of the locality study (docs/study.md).
 Everything is vectorised over the batch; a `torch.Generator` makes a draw reproducible.
 """
@@ -31,6 +22,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from lafa.models.presets import check_choice
 
 LENGTH_MODES = ("uniform", "fixed")
 MASK_MODES = ("span", "point", "prefix")
@@ -69,20 +62,16 @@ class ChannelSpanMasker:
             raise ValueError(f"mask ratio must be in [0, 1], got {ratio}")
         if max_spans < 1:
             raise ValueError(f"max_spans must be >= 1, got {max_spans}")
-        if length_mode not in LENGTH_MODES:
-            raise ValueError(f"unknown length_mode {length_mode!r} ({' | '.join(LENGTH_MODES)})")
+        check_choice("length_mode", length_mode, LENGTH_MODES)
         if not 0.0 <= p_all <= 1.0:
             raise ValueError(f"p_all must be in [0, 1], got {p_all}")
         mode = mode if mode is not None else ("span" if span else "point")
-        if mode not in MASK_MODES:
-            raise ValueError(f"unknown mask mode {mode!r} ({' | '.join(MASK_MODES)})")
+        check_choice("mask mode", mode, MASK_MODES)
         self.mode = mode
         self.channels = channels
-        self.ratio = ratio
         self.max_spans = max_spans
         self.length_mode = length_mode
         self.p_all = p_all
-        self.span = mode == "span"
         self.max_length = math.floor(ratio * channels)  # L_mask = floor(rho C)
 
     def __call__(
@@ -121,14 +110,12 @@ class ChannelSpanMasker:
         elif self.mode == "prefix":  # keep channels 0 .. C - L - 1, mask the last L (DC-AE 1.5)
             masked = torch.arange(c, device=device)[None] >= (c - length)[:, None]
             count = (length > 0).long()
-            starts = torch.zeros(b, m, dtype=torch.long, device=device)
-            lengths = torch.zeros(b, m, dtype=torch.long, device=device)
+            starts, lengths = torch.zeros(2, b, m, dtype=torch.long, device=device)
             starts[:, 0], lengths[:, 0] = torch.where(length > 0, c - length, 0), length
         else:  # point-wise: L distinct channels uniformly at random
             rank = rand(b, c).argsort(dim=-1).argsort(dim=-1)  # a random permutation's ranks
             masked = rank < length[:, None]
-            starts = torch.zeros(b, m, dtype=torch.long, device=device)
-            lengths = torch.zeros(b, m, dtype=torch.long, device=device)
+            starts, lengths = torch.zeros(2, b, m, dtype=torch.long, device=device)
         masked = masked | all_masked[:, None]
         return SpanDraw(masked, starts, lengths, length, count, all_masked)
 

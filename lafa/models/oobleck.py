@@ -2,10 +2,8 @@
 
 Paper Sec. 4.3 / Appendix D build on it: stereo 44.1 kHz audio -> (B, latent_dim, S / 2048) latents at 21.5 Hz.
 Parameter names follow the official checkpoint (`encoder.layers.N...`, `weight_g`/`weight_v`, `alpha`/`beta`),
-so `lafa.checkpoints.load_sao_vae` loads official weights by name.
-
-Plain PyTorch in every mode. The CPU inference engine (folded weight norm, packed convs, tiles, Winograd, fused
-SnakeBeta, chunking, bf16) is a separate path a caller asks for: `lafa.models.vae_engine.InferenceVAE(vae)`.
+so `lafa.checkpoints.load_sao_vae` loads official weights by name. Plain PyTorch in every mode; the CPU
+inference engine is a separate path a caller asks for: `lafa.models.vae_engine.InferenceVAE(vae)`.
 """
 
 from __future__ import annotations
@@ -126,17 +124,22 @@ class DecoderBlock(nn.Module):
         return self.layers(x)
 
 
-def _run_layers(layers: nn.Sequential, x: torch.Tensor, use_checkpointing: bool) -> torch.Tensor:
-    """Run a stack of layers, recomputing each block's activations in backward when checkpointing."""
-    for layer in layers:
-        if use_checkpointing and torch.is_grad_enabled() and isinstance(layer, (EncoderBlock, DecoderBlock)):
-            x = checkpoint(layer, x, use_reentrant=False)
-        else:
-            x = layer(x)
-    return x
+class _LayerStack(nn.Module):
+    """`self.layers` in order; `use_checkpointing`: each block's activations are recomputed in backward."""
+
+    use_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        recompute = self.use_checkpointing and torch.is_grad_enabled()
+        for layer in self.layers:
+            if recompute and isinstance(layer, (EncoderBlock, DecoderBlock)):
+                x = checkpoint(layer, x, use_reentrant=False)
+            else:
+                x = layer(x)
+        return x
 
 
-class OobleckEncoder(nn.Module):
+class OobleckEncoder(_LayerStack):
     """(B, in_channels, S) -> (B, out_channels, S // prod(strides))."""
 
     def __init__(self, in_channels: int, channels: int, c_mults: tuple[int, ...], strides: tuple[int, ...],
@@ -149,13 +152,9 @@ class OobleckEncoder(nn.Module):
             activation(widths[-1], use_snake),
             WNConv1d(widths[-1], out_channels, 3, padding=1),
         )
-        self.use_checkpointing = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _run_layers(self.layers, x, self.use_checkpointing)
 
 
-class OobleckDecoder(nn.Module):
+class OobleckDecoder(_LayerStack):
     """(B, latent_dim, N) -> (B, out_channels, N * prod(strides)); the mirror of the encoder, no bias at the end."""
 
     def __init__(self, out_channels: int, channels: int, c_mults: tuple[int, ...], strides: tuple[int, ...],
@@ -170,10 +169,6 @@ class OobleckDecoder(nn.Module):
             WNConv1d(widths[0], out_channels, 7, padding=3, bias=False),
             nn.Tanh() if final_tanh else nn.Identity(),
         )
-        self.use_checkpointing = False
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return _run_layers(self.layers, z, self.use_checkpointing)
 
 
 def vae_sample(mean: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

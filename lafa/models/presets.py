@@ -1,10 +1,8 @@
 """A model's config, named sizes, and building the model from them: the one way every stage gets its model.
 
-`config_class(Model, presets)` derives a dataclass from the model's own constructor signature (nothing is listed
-twice): a `preset` name plus every constructor argument, each defaulting to None = "from the preset, else the
-model's default". A stage takes it as `model: <Model>Config`, so jsonargparse validates the YAML's `model:` mapping
-against the model's signature, merges it key by key across `--config` files, takes `--model.init_args.model.<key>`
-on the command line and shows it in `--print_config`. A new model knob is a constructor argument and nothing else.
+`config_class(Model)` derives a dataclass from the model's own constructor signature: a `preset` name plus
+every constructor argument, each defaulting to None = "from the preset, else the model's default". A stage
+takes it as `model: <Model>Config` (docs/architecture.md, "A stage gets its model one way").
 """
 
 from __future__ import annotations
@@ -65,3 +63,9 @@ def model_arguments(cls: type[nn.Module], presets: Mapping[str, Mapping[str, Any
 def build_model(cls: type[M], presets: Mapping[str, Mapping[str, Any]], config: Any, **derived: Any) -> M:
     """`cls(**model_arguments(cls, presets, config, **derived))`."""
     return cls(**model_arguments(cls, presets, config, **derived))
+
+
+def check_choice(what: str, value: Any, choices: tuple[str, ...]) -> None:
+    """A ValueError "unknown <what> <value!r> (a | b | ...)" unless `value` is one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r} ({' | '.join(choices)})")

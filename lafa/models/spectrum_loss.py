@@ -1,8 +1,7 @@
-"""A spectrum-matching loss on a latent (the rival remedy of Spectrum Matching, ESM, arXiv 2603.14645).
+"""A spectrum-matching loss on a latent (the rival remedy of Spectrum Matching, ESM, arXiv 2603.14645; the
+choices lafa made where the paper is open: docs/lafa.md, "Rival remedies"). The spectrum is the one
+`lafa.analysis` measures alpha on (Sec. 3.1, Appendix C), computed here differentiably in torch:
 
-ESM shapes a latent's spectrum with a loss instead of masking: the latent's power spectrum is pulled towards a
-power law. lafa applies it to LAFA's Y with masking off (docs/lafa.md, "Rival remedies"). The spectrum is the
-one `lafa.analysis` measures alpha on (Sec. 3.1, Appendix C), computed here differentiably in torch:
 
   1. Y (B, C, N) is cut into temporal windows of `window` frames (hop = window) that hold real frames only;
   2. each (channel x time) window's 2-D DFT power |X|^2 / (C W) is ring-averaged over integer rings
@@ -10,17 +9,9 @@ one `lafa.analysis` measures alpha on (Sec. 3.1, Appendix C), computed here diff
   3. the ring spectra are averaged over all windows of the batch (the analysis averages over clips' windows);
   4. DC is dropped and log S is interpolated onto an even log-f grid (`slope_operator`'s grid): g_j at x_j.
 
-The fitted slope of g on x is the analysis's alpha (same rings, same grid, same least-squares line). The loss is
-
-  L_spec = mean_j (g_j + alpha_t x_j - mean_k (g_k + alpha_t x_k))^2,
-
-the mean squared residual of log S from the best power law with the target exponent alpha_t (its level free).
-It is zero exactly when log S on the grid is a line of slope -alpha_t, and it splits into
-(alpha - alpha_t)^2 var(x) (the slope's miss) plus the residual of the unconstrained fit (the spectrum's
-curvature), so its gradient moves the measured alpha towards alpha_t. It is blind to Y's scale (a factor moves
-the level only) and to its channel mean (DC). What of ESM this follows: the abstract's "matching the latent
-spectrum to a power law with a loss"; the paper could not be read here, so the exact form of ESM's loss (which
-spectrum, which distance) is lafa's choice, stated above.
+L_spec = mean_j (g_j + alpha_t x_j - mean_k (g_k + alpha_t x_k))^2: the mean squared residual of log S from
+the best power law with the target exponent alpha_t (its level free), so its gradient moves the measured alpha
+towards alpha_t; it is blind to Y's scale and channel mean (DC).
 """
 
 from __future__ import annotations
@@ -46,8 +37,8 @@ def ring_spectrum(windows: torch.Tensor) -> torch.Tensor:
     return sums / counts
 
 
-def log_spectrum_on_grid(y: torch.Tensor, window: int, frame_keep: torch.Tensor | None = None,
-                         num_points: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def log_spectrum_on_grid(y: torch.Tensor, window: int, frame_keep: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, g): the even log-f grid and log S of Y (B, C, N) interpolated onto it (steps 1-4 above).
 
     Windows that hold a padding frame (frame_keep (B, N) False) are left out. `window` shrinks to N when the
@@ -65,9 +56,9 @@ def log_spectrum_on_grid(y: torch.Tensor, window: int, frame_keep: torch.Tensor 
     weight = whole.to(spectra.dtype)
     spectrum = (spectra * weight[..., None]).sum(dim=(0, 1)) / weight.sum()  # (R,)
     freq = ring_frequencies(c, window)
-    keep, _ = slope_operator(freq, num_points)
+    keep, _ = slope_operator(freq)
     log_f = np.log(freq[keep])
-    grid = np.linspace(log_f[0], log_f[-1], num_points or int(keep.sum()))
+    grid = np.linspace(log_f[0], log_f[-1], int(keep.sum()))
     interp = np.stack([np.interp(grid, log_f, e) for e in np.eye(len(log_f))], axis=1)  # (J, R')
     interp_t = torch.as_tensor(interp, dtype=spectrum.dtype, device=y.device)
     log_s = spectrum[torch.as_tensor(keep, device=y.device)].clamp_min(1e-30).log()
@@ -81,9 +72,3 @@ def power_law_loss(y: torch.Tensor, target_slope: float, window: int = 64,
     residual = g + target_slope * x
     return (residual - residual.mean()).square().mean()
 
-
-def fitted_slope(y: torch.Tensor, window: int = 64, frame_keep: torch.Tensor | None = None) -> torch.Tensor:
-    """alpha of Y's windowed spectrum, the slope `lafa.analysis.spectrum.spectral_slope` fits (differentiable)."""
-    x, g = log_spectrum_on_grid(y, window, frame_keep)
-    xc = x - x.mean()
-    return -(xc * (g - g.mean())).sum() / xc.square().sum()

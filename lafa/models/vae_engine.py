@@ -1,11 +1,11 @@
 """The Oobleck VAE's CPU inference engine, a path the caller asks for: `InferenceVAE(vae, **options)`.
 
 Its `encode`, `encode_mean` and `decode` run the engine on CPU float32 calls with autograd off, where it is
-measured faster (docs/benchmarks.md): the VAE's modules one by one through `lafa.models.vae_inference`'s kernels
-(folded weight norm, packed convs, Winograd, channels-last, time tiles, fused SnakeBeta), long clips in windows
-(`lafa.models.chunking`), bf16 where asked and native. Any other call (GPU, other dtypes, autograd on, not an
-OobleckVAE, `enabled=False`) runs the plain model. Outputs agree with the plain model's within `TOLERANCE` of
-the max (measured ~2e-6, tests/models/test_vae_golden.py). Nothing is written to the model.
+measured faster (docs/benchmarks.md): the VAE's modules one by one through `lafa.models.vae_inference`'s
+kernels, long clips in windows (`lafa.models.chunking`), bf16 where asked and native. Any other call (GPU,
+other dtypes, autograd on, not an OobleckVAE, `enabled=False`) runs the plain model. Outputs agree with the
+plain model's within `TOLERANCE` of the max (tests/golden/test_vae_golden.py). Nothing is written to the
+model.
 """
 
 from __future__ import annotations

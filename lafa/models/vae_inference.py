@@ -1,10 +1,8 @@
 """The kernels of the Oobleck VAE's CPU inference engine (`lafa.models.vae_engine.InferenceVAE` runs them).
 
-The folded weight norm (`FoldedWeight`: g * v / ||v|| once per parameter version, bit-identical), oneDNN's packed
-convolutions (`conv_inference`, `conv_transpose_inference`; Winograd kernel-7 convs from lafa.models.winograd),
-channels-last activations, time tiles with exact halos (`tiled`), the fused SnakeBeta (`snake_fused`: one
-`torch.compile`d kernel, an in-place eager form where compiling fails or does not pay) and the bf16 check.
-Measurements: docs/benchmarks.md.
+Folded weight norm (`FoldedWeight`), oneDNN's packed convolutions (Winograd kernel-7 convs from
+lafa.models.winograd), channels-last activations, time tiles with exact halos (`tiled`), the fused SnakeBeta
+and the bf16 check. Measurements: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -49,12 +47,8 @@ class FoldedWeight:
             self.packed[shape] = pack()
         return self.packed[shape]
 
-    @staticmethod
-    def _key(v: torch.Tensor, g: torch.Tensor, dtype: torch.dtype) -> tuple:
-        return (v.data_ptr(), v._version, g.data_ptr(), g._version, v.device, dtype)
-
     def get(self, v: torch.Tensor, g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        key = self._key(v, g, dtype)
+        key = (v.data_ptr(), v._version, g.data_ptr(), g._version, v.device, dtype)
         if key != self.key:
             with torch.no_grad():
                 self.weight = torch._weight_norm(v, g, 0).to(dtype)  # the training path's kernel: bit-identical

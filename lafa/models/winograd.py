@@ -6,16 +6,11 @@ input-output channel pair instead of 7 m (Lavin & Gray 2016, "Fast Algorithms fo
     y = A^T [ (G g) * (B^T d) ]      per tile; across channels the products become m + 6 GEMMs of (tiles x C_in)
                                       by (C_in x C_out): U[a] = sum_k G[a, k] W[:, :, k]^T, M[a] = V[a] @ U[a].
 
-F(4, 7) does 10 / 28 of the multiply-adds of the direct convolution. The interpolation points decide the float32
-error; {0, +-1, +-2, +-1/2, -3/2, 3/4} (chosen by a search over small rationals, docs/benchmarks.md) keep it at
-~4e-6 of the output's max per convolution against a float64 direct convolution, where the direct float32
-convolution is at ~1.5e-6 (the usual choice with +-3 gives 2.6e-5). A dilated convolution runs on the dilated
-grid: tile (b, n, r) reads samples n m d + r + t d (t < m + 6) and writes n m d + r + j d (j < m).
-
-The transforms are memory-bound loops over (tile, channel): numba kernels (numba is already a dependency, for
-resampy's loop) run in the calling thread; the GEMMs are oneDNN's (a grouped 1x1 convolution over the tile-major
-(tiles, m + 6, C) layout, with its packed weight cached) on torch's threads (a thread pool for the transforms
-did not pay: docs/benchmarks.md).
+F(4, 7) does 10 / 28 of the multiply-adds of the direct convolution; the interpolation points (`POINTS`, a
+search over small rationals) decide its float32 error (docs/benchmarks.md). A dilated convolution runs on the
+dilated grid: tile (b, n, r) reads samples n m d + r + t d (t < m + 6) and writes n m d + r + j d (j < m). The
+transforms are numba loops in the calling thread; the GEMMs one oneDNN grouped 1x1 convolution over the
+tile-major (tiles, m + 6, C) layout, its packed weight cached.
 """
 
 from __future__ import annotations

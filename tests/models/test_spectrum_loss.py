@@ -10,7 +10,14 @@ import torch
 
 from lafa.analysis.spectrum import mean_spectrum, spectral_slope
 from lafa.models.lafa import Lafa
-from lafa.models.spectrum_loss import fitted_slope, power_law_loss
+from lafa.models.spectrum_loss import log_spectrum_on_grid, power_law_loss
+
+
+def fitted_slope(y: torch.Tensor, window: int = 64, frame_keep: torch.Tensor | None = None) -> torch.Tensor:
+    """alpha of Y's windowed spectrum, the slope `lafa.analysis.spectrum.spectral_slope` fits."""
+    x, g = log_spectrum_on_grid(y, window, frame_keep)
+    xc = x - x.mean()
+    return -(xc * (g - g.mean())).sum() / xc.square().sum()
 
 
 def _power_law_field(c: int, n: int, alpha: float, seed: int = 0) -> torch.Tensor:
