@@ -22,8 +22,11 @@ REF_PREFIX = "@"  # a `set` value "@<run>" is that run's final checkpoint path
 
 
 def _namespace(value: Any) -> Any:
-    """Nested mappings as nested Namespaces (lists and scalars are leaves)."""
-    return Namespace({k: _namespace(v) for k, v in value.items()}) if isinstance(value, dict) else value
+    """Nested mappings as nested Namespaces; lists, scalars and a mapping with a key that is not a plain name
+    (not a string, or dotted) are leaves."""
+    if isinstance(value, dict) and all(isinstance(k, str) and "." not in k for k in value):
+        return Namespace({k: _namespace(v) for k, v in value.items()})
+    return value
 
 
 def deep_merge(base: Any, over: Any) -> Any:
