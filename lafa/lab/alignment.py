@@ -1,21 +1,15 @@
-"""How well a latent's channel correlation matches the ideal ordered latent's (link 1 of docs/lab.md).
+"""How well a latent's channel correlation matches the ideal ordered latent's (link 1 of docs/lab.md, which
+derives the closed-form references).
 
-Arm (3) of the lab is x = Q U_dct diag(sqrt lam) s: an order-free latent with a hidden local basis. The ideal
-latent a channel-ordering map could reach is arm (1), U_dct diag(sqrt lam) s, whose channel covariance is known
-exactly (`GaussianLatentSpec(basis="dct").channel_covariance`). The alignment of a latent with it is the cosine
-between the two channel *correlation* matrices,
+The ideal is arm (1), U_dct diag(sqrt lam) s, whose channel covariance is known exactly
+(`GaussianLatentSpec(basis="dct").channel_covariance`). The alignment is the cosine between the two channel
+*correlation* matrices, blind to each channel's scale and to reversing the DCT order:
 
-    A(S, S*) = <R, R*>_F / (||R||_F ||R*||_F),   R = D^-1/2 S D^-1/2,
+    A(S, S*) = <R, R*>_F / (||R||_F ||R*||_F),   R = D^-1/2 S D^-1/2.
 
-in [0, 1] for covariances (the Frobenius product of two PSD matrices is >= 0). Correlations make A blind to each
-channel's scale (LAFA's output heads scale channels freely), and A is the same for the DCT order and its
-reversal (u_k(C - 1 - c) = (-1)^k u_k(c), so K_chan is unchanged by reversing the channels). Closed-form
-references for a C-channel reference R*:
-- the ideal latent itself (or any per-channel rescaling of it): 1;
-- decorrelated channels (R = I): tr R* / (sqrt(C) ||R*||) = sqrt(C) / ||R*||_F;
-- the ideal latent with its channels in a uniformly random order, in expectation over orders:
-  (C + S^2 / (C (C - 1))) / ||R*||_F^2 with S the sum of R*'s off-diagonal entries (each off-diagonal entry of
-  P R* P^T is a uniformly drawn off-diagonal entry of R*; the diagonal stays 1).
+References: 1 for the ideal; sqrt(C) / ||R*||_F for decorrelated channels; (C + S^2 / (C (C - 1))) /
+||R*||_F^2 for the ideal in a uniformly random channel order (expectation; S = the sum of R*'s off-diagonal
+entries).
 """
 
 from __future__ import annotations

@@ -1,14 +1,10 @@
 """The exact Bayes floor of lafa's DiT losses on a Gaussian latent, and the optimal denoiser that reaches it.
 
-lafa's objectives (`lafa.diffusion.objectives`, t = 1 is noise) regress a target y on x_t = a x0 + s eps:
-`rf` a = 1 - t, s = t, y = eps - x0; `v` a = cos(pi t / 2), s = sin(pi t / 2), y = a eps - s x0. For a mode of x0
-with variance lam (independent of every other mode, x0 and eps jointly Gaussian) the best prediction of y from
-x_t is linear, E[y | x_t] = Cov(y, x_t) / Var(x_t) x_t, and its mean squared error Var(y) - Cov(y, x_t)^2 / Var(x_t)
-simplifies (with a^2 + s^2 = 1 for `v`) to lam / (a^2 lam + s^2): lam / ((1 - t)^2 lam + t^2) for `rf`.
-The DiT's loss (per-example masked mean, every lab frame real) is the mean over the C N elements of the squared
-error, and an orthonormal change of basis keeps sums of squares, so the floor at t is the mean of that residual
-over K's modes (`GaussianLatentSpec.mode_variances`). `val/loss` is the mean over the stage's `val_t` grid, so its
-floor is the mean of the per-t floors. A `latent_scale` s_l divides the DiT's latents: every mode variance becomes lam / s_l^2.
+For a mode of variance lam the best prediction of the target from x_t = a x0 + s eps is linear and leaves the
+residual lam / (a^2 lam + s^2) for both `rf` and `v` (docs/lab.md, "The floors", derives it). The floor at t
+is the mean residual over K's modes (`GaussianLatentSpec.mode_variances`), that of `val/loss` the mean over
+the stage's `val_t` grid; a `latent_scale` s_l divides the DiT's latents: every mode variance becomes lam /
+s_l^2.
 """
 
 from __future__ import annotations

@@ -1,15 +1,11 @@
-"""Exact Frechet distance of latents against the lab's known Gaussian, and its real-vs-real baseline.
+"""Exact Frechet distance of latents against the lab's known Gaussian, and its real-vs-real baseline
+(docs/lab.md, "Exact FD").
 
-The unit is a vector of `frames_per_vector` (w) consecutive frames of all C channels (w = 1: per-frame channel
-vectors, as audio FDs embed frames; w > 1 also scores temporal structure). Non-overlapping windows of each clip
-are the samples; their true law is N(0, K_w) with K_w = sum_k lam_k (u_k u_k^T) kron T_k[:w, :w] (the window of a
-stationary latent), ordered (channel, frame) as a (C, w) window flattens. The model's side is estimated from its
-samples (mean, unbiased covariance: `lafa.metrics.frechet.gaussian_stats`); the true side is exact, so the only
-estimation error is the model's. That error biases FD up even for a perfect model; `fd_baseline` measures it: the
-FD of real draws of the same count against the truth, mean and std over independent draws. A sampler with few
-steps adds its own discretisation error, which no network can remove: `oracle_fd` is the FD of the exact optimal
-denoiser (`lafa.lab.floors.optimal_prediction`) integrated by lafa's sampler from the same noise, so
-model FD - oracle FD is what the network still has to learn at that sampler setting.
+The unit is a window of `frames_per_vector` (w) consecutive frames of all C channels, ordered (channel, frame)
+as a (C, w) window flattens; its true law is N(0, K_w), K_w = sum_k lam_k (u_k u_k^T) kron T_k[:w, :w]. Only
+the model's side is estimated (`lafa.metrics.frechet.gaussian_stats`); `fd_baseline` measures that estimator's
+bias (real draws of the same count), `oracle_fd` the sampler's own error (the exact optimal denoiser through
+lafa's sampler from the same noise), so model FD - oracle FD is what the network still has to learn.
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
-"""Population values of lafa's locality measures (`lafa.analysis.controls.locality_measures`) for a Gaussian latent.
+"""Population values of lafa's locality measures (`lafa.analysis.controls.locality_measures`) for a Gaussian
+latent.
 
-Each is what the estimator converges to as clips grow without bound, computed from the covariance alone:
-
-- alpha: the estimator fits the slope of the mean over windows of the ring-averaged |DFT2|^2 / (C w) of each
-  (C, w) window. Its expectation is exact: for x = sum_k sqrt(lam_k) u_k s_k^T, E|X(kc, kt)|^2 =
-  sum_k lam_k |DFT(u_k)(kc)|^2 E|DFT(s_k)(kt)|^2, and E|DFT(s)(kt)|^2 = f^H T_w f with T_w the window's temporal
-  covariance (stationary: the same for every window). Rings, frequencies and the fit are lafa's (pysteps rings).
-- LPI: in-sample ridge R^2 of standardised channels tends to the population R^2 of the best linear predictor
-  of channel c from its +-r neighbours S: R_cS R_SS^-1 R_Sc, with R the channel correlation matrix (the ridge
-  term ridge / N and the in-sample bias ~2r / N_eff vanish).
-- the permutation baselines: the same two numbers for the channel orders the estimator draws (its seed), mean
-  over them; the excesses: measured - that mean.
-- participation ratio and eigen decay slope: lafa's functions of the channel covariance's eigenvalues.
-- PC temporal slope: component k's expected periodogram along time is lam_k f^H T_k f / w, so its slope is
-  that of T_k's spectrum; the headline is the lam-weighted mean, as the estimator weights.
+Each is what the estimator converges to as clips grow without bound, computed from the covariance alone
+(docs/lab.md, "Population locality measures", derives each): alpha from the exact expected |DFT2|^2 of a
+window, LPI as the population R^2 of each channel from its +-r neighbours, the permutation baselines over the
+orders the estimator draws, participation ratio and eigen decay slope of K_chan, and the lam-weighted PC
+temporal slope.
 """
 
 from __future__ import annotations

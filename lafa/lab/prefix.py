@@ -1,23 +1,14 @@
-"""How much of a latent an encoding's first k channels hold, against the most any k channels can (link 1).
+"""How much of a latent an encoding's first k channels hold, against the most any k channels can (link 1;
+docs/lab.md, "Prefix masking and the prefix capture", says why).
 
-DC-AE 1.5's prefix masking trains the decoder on Y's first K channels for every K, which rewards a PCA-ordered Y:
-its first k channels should carry the latent's top-k principal subspace. That order is one of variance, not of
-correlation, so the alignment A (`lafa.lab.alignment`, blind to each channel's scale) cannot see it; this can.
+Prefix masking rewards a PCA-ordered Y, an order of variance that the alignment (`lafa.lab.alignment`) cannot
+see. The prefix capture of an encoding Y of Z is
 
-Per frame, the share of Z's variance that a linear map of any k numbers explains is at most the share of K_chan's
-k largest eigenvalues,
+    P_k(Y) = R^2(Z_n from Y_n[:k]) / share_k,   share_k = (lam_(1) + ... + lam_(k)) / tr K_chan
 
-    share_k = (lam_(1) + ... + lam_(k)) / tr K_chan
-
-(the explained covariance is PSD, at most Cov(Z_n) and of rank <= k; with K = K_chan (x) T every frame's
-covariance is K_chan times a scalar, so the share is the same for each frame and for frames pooled, and it holds
-whatever frames Y_n was computed from). The prefix capture of an encoding Y of Z is
-
-    P_k(Y) = R^2(Z_n from Y_n[:k]) / share_k      (least squares with an intercept, the frames of every clip pooled)
-
-in [0, 1] up to sampling error: 1 when Y's first k channels span the top-k principal subspace (a PCA-ordered
-prefix), whatever their scale or mixing. For a linear Y = A Z it is a closed form: R^2 = tr(K B^T (B K B^T)^-1 B K)
-/ tr K with B = A[:k] (`prefix_capture_linear`). A nonlinear Y is read by its best linear prefix.
+(least squares with an intercept, the frames of every clip pooled): in [0, 1] up to sampling error, 1 when Y's
+first k channels span the top-k principal subspace. For a linear Y = A Z it is a closed form, R^2 = tr(K B^T
+(B K B^T)^-1 B K) / tr K with B = A[:k] (`prefix_capture_linear`).
 """
 
 from __future__ import annotations

@@ -1,24 +1,12 @@
-"""A zero-mean Gaussian latent over (channels C, frames N) whose covariance is stated exactly (docs/lab.md).
+"""A zero-mean Gaussian latent over (channels C, frames N) whose covariance is stated exactly (docs/lab.md,
+"The distribution", derives every piece below).
 
-The latent is a sum of C channel eigen-components: x = sum_k sqrt(lam_k) u_k s_k^T, where u_k (C,) is the k-th
-column of an orthonormal channel basis U and s_k (N,) is a zero-mean Gaussian time series with unit variance and
-temporal covariance T_k. Informative components share one stationary T (AR(1) or power-law autocovariance);
-the `vae_like` spectrum's near-noise components are white in time (T_k = I), as a VAE channel that encodes pure
-posterior noise is. So the covariance of vec(x) is K = sum_k lam_k (u_k u_k^T) kron T_k, and:
-
-- the per-frame channel covariance is K_chan = U diag(lam) U^T (every T_k has a unit diagonal);
-- the total variance is tr K = N sum_k lam_k = C N: the eigenvalues are normalised to sum to C in every arm;
-- K's eigenvectors are u_k kron v_j with v_j the eigenvectors of T (a white component has every v_j as an
-  eigenvector, with eigenvalue 1), so x -> U^T x V is an orthonormal map onto independent modes whose variances
-  are lam_k mu_j (informative) or lam_k (white). Everything in `lafa.lab` is computed from these.
-
-Spectra (channel eigenvalues before normalisation, descending): `flat` lam_k = 1; `power_law` lam_k = k^-a;
-`vae_like` lam_k = k^-a for the first C - m components and `noise_level` for the last m, which are white in time.
-Bases (column k carries lam_k): `dct` the orthonormal DCT-II basis (column k: channel frequency k, so the channel
-axis is stationary and local, mel-like); `permuted` the same with the channel (row) order shuffled by a seeded
-permutation; `rotated` a seeded Haar-random orthogonal matrix applied to the DCT basis. Temporal: `ar1`
-c(tau) = rho^|tau|; `power_law` c(tau) = (1 + |tau|)^-b (even, convex, decreasing to 0: positive definite by
-Polya's criterion).
+x = sum_k sqrt(lam_k) u_k s_k^T: u_k (C,) is column k of an orthonormal channel basis U, s_k (N,) a
+unit-variance Gaussian time series with temporal covariance T_k (one stationary T for the informative
+components; T_k = I for `vae_like`'s near-noise tail). So K = cov(vec x) = sum_k lam_k (u_k u_k^T) kron T_k,
+K_chan = U diag(lam) U^T, tr K = C N in every arm, and x -> U^T x V maps onto independent modes of variance
+lam_k mu_j (or lam_k if white). Spectra `flat`, `power_law`, `vae_like`; bases `dct`, `permuted`, `rotated`;
+temporal `ar1`, `power_law`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 Curve = list[tuple[int, float]]
 
@@ -40,3 +43,19 @@ def steps_to_target(curve: Curve, target: float, mode: str = "min") -> float | N
             return s0 + (target - v0) * (step - s0) / (value - v0)
         previous = (step, value)
     return None
+
+
+@contextmanager
+def figure(path: Path, *args: Any, **kwargs: Any) -> Iterator[tuple[Any, Any]]:
+    """`plt.subplots(*args, **kwargs)` on matplotlib's Agg backend; on leaving, laid out, saved to `path` at
+    120 dpi and closed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(*args, **kwargs)
+    yield fig, axes
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

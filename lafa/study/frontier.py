@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lafa.study.curves import read_curves, steps_to_target
-from lafa.study.latents import interval
+from lafa.study.curves import figure, read_curves, steps_to_target
+from lafa.study.latents import cell, interval
 from lafa.study.runner import DONE, instances
 from lafa.study.spec import Study
 
@@ -71,20 +71,18 @@ def frontier_markdown(frontier: dict[str, Any]) -> str:
              "", "| arm | seed | step | rel. MSE k=2 | posterior mean | learned | LPI excess | alpha excess | "
              "LPI excess vs group order | PR |", "|---|---|---|---|---|---|---|---|---|---|"]
 
-    def cell(point: dict[str, Any], key: str, digits: int = 3) -> str:
-        value = point.get(key)
-        if value is None:
-            return "-"
+    def at(point: dict[str, Any], key: str, digits: int = 3) -> str:
         low, high = point.get(f"{key}_low"), point.get(f"{key}_high")
-        return f"{value:.{digits}f}" + (f" [{low:.{digits}f}, {high:.{digits}f}]" if low is not None and high is not None else "")
+        bounds = None if low is None or high is None else [low, high]
+        return "-" if point.get(key) is None else cell({"mean": point[key], "ci95": bounds}, digits)
 
     for arm in frontier["arms"].values():
         for seed, entry in arm["seeds"].items():
             p = entry["final"]
-            lines.append(f"| {arm['label']} | {seed} | {p['step']} | {cell(p, frontier['metric'])} | "
-                         f"{cell(p, frontier['posterior_metric'])} | {'yes' if entry['learned'] else 'no'} | "
-                         f"{cell(p, 'lpi_excess')} | {cell(p, 'alpha_excess', 2)} | {cell(p, 'lpi_group_order_excess')} | "
-                         f"{cell(p, 'participation_ratio', 1)} |")
+            lines.append(f"| {arm['label']} | {seed} | {p['step']} | {at(p, frontier['metric'])} | "
+                         f"{at(p, frontier['posterior_metric'])} | {'yes' if entry['learned'] else 'no'} | "
+                         f"{at(p, 'lpi_excess')} | {at(p, 'alpha_excess', 2)} | {at(p, 'lpi_group_order_excess')} | "
+                         f"{at(p, 'participation_ratio', 1)} |")
         for seed in arm["missing"]:
             lines.append(f"| {arm['label']} | {seed} | not started | - | - | - | - | - | - | - |")
     return "\n".join(lines) + "\n"
@@ -146,11 +144,8 @@ def matched_markdown(matched: dict[str, Any]) -> str:
     if not matched.get("arms"):
         return ""
 
-    def cell(stat: dict[str, Any] | None, digits: int = 3) -> str:
-        if not stat:
-            return "not crossed"
-        text = f"{stat['mean']:.{digits}f}"
-        return text + (f" [{stat['ci95'][0]:.{digits}f}, {stat['ci95'][1]:.{digits}f}]" if stat.get("ci95") else "")
+    def crossed(stat: dict[str, Any] | None, digits: int) -> str:
+        return cell(stat, digits) if stat else "not crossed"
 
     heads = " | ".join(m.replace("_", " ") for m in MATCHED_MEASURES)
     lines = ["", f"Locality at matched reconstruction: each arm read where its held-out `{matched['metric']}` first "
@@ -159,7 +154,7 @@ def matched_markdown(matched: dict[str, Any]) -> str:
              f"| arm | seeds | {heads} |", "|---|---|" + "---|" * len(MATCHED_MEASURES)]
     for arm in matched["arms"].values():
         lines.append(f"| {arm['label']} | {len(arm['seeds'])} | "
-                     + " | ".join(cell(arm["summary"][m], 1 if m == "participation_ratio" else 3)
+                     + " | ".join(crossed(arm["summary"][m], 1 if m == "participation_ratio" else 3)
                                   for m in MATCHED_MEASURES) + " |")
     if matched["contrasts"]:
         lines += ["", "Paired differences at that level, seed by seed (an interval that holds 0 is no difference "
@@ -167,7 +162,7 @@ def matched_markdown(matched: dict[str, Any]) -> str:
                   "|---|---|" + "---|" * len(MATCHED_MEASURES)]
         for name, c in matched["contrasts"].items():
             lines.append(f"| {name} | {', '.join(c['seeds'])} | "
-                         + " | ".join(cell(c["difference"][m], 1 if m == "participation_ratio" else 3)
+                         + " | ".join(crossed(c["difference"][m], 1 if m == "participation_ratio" else 3)
                                       for m in MATCHED_MEASURES) + " |")
     return "\n".join(lines) + "\n"
 
@@ -180,37 +175,29 @@ def plot_frontier(frontier: dict[str, Any], path: Path,
     arms = {k: a for k, a in frontier.get("arms", {}).items() if a["seeds"]}
     if not arms:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(measures), figsize=(4.6 * len(measures), 3.6), squeeze=False)
-    for ax, measure in zip(axes[0], measures, strict=True):
-        for i, arm in enumerate(arms.values()):
-            for j, entry in enumerate(arm["seeds"].values()):
-                pts = [p for p in entry["points"] if measure in p]
-                if not pts:
-                    continue
-                x, y = [p[frontier["metric"]] for p in pts], [p[measure] for p in pts]
-                ax.plot(x, y, marker="o", ms=3, color=f"C{i}", alpha=0.9 if j == 0 else 0.5,
-                        label=arm["label"] if j == 0 else None)
-                lows = [p.get(f"{measure}_low") for p in pts]
-                highs = [p.get(f"{measure}_high") for p in pts]
-                if all(v is not None for v in lows + highs):
-                    ax.fill_between(x, lows, highs, color=f"C{i}", alpha=0.08)
-        ax.axvline(frontier["threshold"], color="gray", ls="--", lw=0.8, label="learning criterion")
-        ax.axhline(0.0, color="black", lw=0.5)
-        ax.set_xscale("log")
-        ax.invert_xaxis()
-        ax.set_xlabel(f"held-out {frontier['metric']} (lower = reconstructs more)")
-        ax.set_ylabel(measure.replace("_", " "))
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6)
-    fig.suptitle("reconstruction-vs-locality frontier (each point: one validation)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, 1, len(measures), figsize=(4.6 * len(measures), 3.6), squeeze=False) as (fig, axes):
+        for ax, measure in zip(axes[0], measures, strict=True):
+            for i, arm in enumerate(arms.values()):
+                for j, entry in enumerate(arm["seeds"].values()):
+                    pts = [p for p in entry["points"] if measure in p]
+                    if not pts:
+                        continue
+                    x, y = [p[frontier["metric"]] for p in pts], [p[measure] for p in pts]
+                    ax.plot(x, y, marker="o", ms=3, color=f"C{i}", alpha=0.9 if j == 0 else 0.5,
+                            label=arm["label"] if j == 0 else None)
+                    lows = [p.get(f"{measure}_low") for p in pts]
+                    highs = [p.get(f"{measure}_high") for p in pts]
+                    if all(v is not None for v in lows + highs):
+                        ax.fill_between(x, lows, highs, color=f"C{i}", alpha=0.08)
+            ax.axvline(frontier["threshold"], color="gray", ls="--", lw=0.8, label="learning criterion")
+            ax.axhline(0.0, color="black", lw=0.5)
+            ax.set_xscale("log")
+            ax.invert_xaxis()
+            ax.set_xlabel(f"held-out {frontier['metric']} (lower = reconstructs more)")
+            ax.set_ylabel(measure.replace("_", " "))
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=6)
+        fig.suptitle("reconstruction-vs-locality frontier (each point: one validation)", fontsize=9)
     return True
 
 

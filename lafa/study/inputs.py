@@ -1,14 +1,10 @@
-"""What a study folder was made from: `<out_dir>/study_inputs.json` records the study's name, the fingerprint of
-every data shard set its runs' configs name (`data.init_args.*_shards`) and lafa's version, with their fingerprint.
-
-`lafa study` checks it before any run is skipped or resumed: a folder made from other inputs (other shards behind
-the same paths, another study's name, another lafa) is refused in one line naming both fingerprints, what differs
-and the fix; `--overwrite` moves the earlier runs to `<out_dir>/.stale/<its fingerprint>/` and starts over. A
-folder written before studies kept the record gets one, and the user is told once.
+"""What a study folder was made from: `<out_dir>/study_inputs.json` records the study's name, the fingerprint
+of every data shard set its runs' configs name (`data.init_args.*_shards`) and lafa's version, with their
+fingerprint. `lafa study` refuses a folder made from other inputs unless `--overwrite`, which moves the
+earlier runs to `<out_dir>/.stale/<its fingerprint>/` (docs/study.md, "The folder remembers what made it").
 
 A shard's own fingerprint is the one its writer recorded: a latent shard's first member (`lafa encode`), a
-data_prep shard's state record (`.state/<shard>.json`: its inputs' content hashes, settings and lafa version);
-any other shard counts by its size. A set's fingerprint covers its shards' names and fingerprints, in order.
+data_prep shard's state record (`.state/<shard>.json`); any other shard counts by its size.
 """
 
 from __future__ import annotations

@@ -1,35 +1,31 @@
-"""The ground-truth lab's part of a study report (issue 23; docs/study.md, "The ground-truth lab").
+"""The ground-truth lab's part of a study report (issue 23; docs/study.md, "The ground-truth lab", says what
+it measures and why).
 
-For a study whose compared runs train on `lafa.data.gaussian_latents.GaussianLatentDataModule` (the lab's
-Gaussian latents), the latent spaces are known exactly, so beside each arm the report states closed forms
-instead of estimates: alpha, LPI, their permutation excesses, participation ratio (`lafa.lab.locality`) and the
-exact loss floor (`lafa.lab.floors`). From each run's log it reads `val/excess_loss` (val/loss - floor) and
-`val/exact_fd` with its oracle (the exact denoiser through the same sampler) and real-vs-real baseline, and gives,
-with 95% Student-t intervals over seeds (`lafa.study.latents.interval`; 3 seeds give wide intervals, t = 4.30):
-- per arm: the excess at every evaluation, its final value, its mean over the evaluations (the area under the
-  curve: how fast the arm approaches its floor, in one number), the steps to a stated excess (`lab.excess_target`,
-  interpolated as `steps_to_target`; an arm that misses it at any seed is "not reached k/n"), the final exact FD;
-- per contrast [a, b] (`lab.contrasts`): a - b seed by seed (paired: at one seed every arm colours the same iid
-  draws and the DiT starts from the same initialisation and noise), and its interval;
-- link 1 (`lab.link1`): every finished LAFA instance named there is loaded, encodes `clips` lab latents of its own
-  data (a fixed draw) to Y, and Y is measured with lafa's estimator (`lafa.analysis.controls.locality_measures`:
-  alpha, LPI, their permutation excesses, PR) and by its alignment with the ideal ordered latent
-  (`lafa.lab.alignment`) and by the prefix capture of its first k channels (`lafa.lab.prefix`: 1 for a PCA-ordered
-  prefix, the order prefix masking rewards), beside the closed forms of the ideal latent (arm (1)), of LAFA's input
-  (arm (3)), of the ideal in a random order, of decorrelated channels and of the PCA-ordered latent; per run the
-  interval over seeds, and run - control paired.
+For a study whose compared runs train on `lafa.data.gaussian_latents.GaussianLatentDataModule`, the latent
+spaces are known exactly, so beside each arm the report states closed forms instead of estimates
+(`lafa.lab.locality`, `lafa.lab.floors`); from each run's log it reads `val/excess_loss` (val/loss - floor)
+and `val/exact_fd` with its oracle and real-vs-real baseline, with 95% Student-t intervals over seeds
+(`lafa.study.latents.interval`). Per arm: the excess at every evaluation, its final value and mean over
+evaluations, the interpolated steps to `lab.excess_target` ("not reached k/n" if any seed misses it), the
+final exact FD; per contrast [a, b] (`lab.contrasts`): a - b seed by seed and its interval; link 1
+(`lab.link1`): each finished LAFA's Y on a fixed draw of its own data, measured by lafa's estimator, its
+alignment with the ideal ordered latent (`lafa.lab.alignment`) and the prefix capture of its first k channels
+(`lafa.lab.prefix`), beside closed-form references, per run over seeds and run - control paired.
 
-A study asks for this section with a `lab` mapping in its YAML, which holds the settings: excess_target, contrasts,
-link1 {runs, control, clips, window, permutations, prefix_channels (k; default C / 4)}. Nothing here decides what the numbers mean: an interval that contains 0 is reported as such.
+A study asks for this section with a `lab` mapping in its YAML, which holds the settings: excess_target,
+contrasts, link1 {runs, control, clips, window, permutations, prefix_channels (k; default C / 4)}. Nothing
+here decides what the numbers mean: an interval that contains 0 is reported as such.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lafa.study.latents import interval
+from lafa.study.curves import figure, read_curves, steps_to_target
+from lafa.study.latents import cell, interval
 from lafa.study.merge import run_config
 from lafa.study.runner import DONE, instances
 from lafa.study.spec import Study
@@ -38,6 +34,8 @@ LAB_DATA = "lafa.data.gaussian_latents.GaussianLatentDataModule"
 LINK1_MEASURES = ("alpha", "alpha_excess", "lpi", "lpi_excess", "participation_ratio")
 LINK1_SEED = 20231  # the fixed draw of lab latents every LAFA instance encodes
 NOT_REACHED = "not reached"
+CLOSED_FORM_DIGITS = (("alpha", 2), ("alpha_excess", 2), ("lpi", 3), ("lpi_excess", 3),
+                      ("participation_ratio", 1), ("loss_floor", 4))
 
 
 def lab_spec(config: dict[str, Any]):
@@ -75,8 +73,6 @@ def _stat(values: list[float]) -> dict[str, Any] | None:
 
 def _arm_seed(curves: dict[str, list], target: float | None) -> dict[str, Any]:
     """One DiT instance's lab numbers from its curves."""
-    from lafa.study.curves import steps_to_target
-
     excess = curves.get("val/excess_loss") or []
     out: dict[str, Any] = {"curve": [list(p) for p in excess]}
     if excess:
@@ -98,8 +94,6 @@ ARM_KEYS = ("final_excess", "mean_excess", "steps_to_excess", "final_exact_fd", 
 
 def dit_arms(study: Study, settings: dict[str, Any]) -> dict[str, Any]:
     """Per compared lab run: closed forms, per-seed numbers, intervals over seeds, mean excess curve."""
-    from lafa.study.curves import read_curves
-
     target = settings.get("excess_target")
     window, permutations = int(settings.get("window", 64)), int(settings.get("permutations", 20))
     arms: dict[str, Any] = {}
@@ -181,16 +175,9 @@ def measure_lafa(ckpt: str | Path | None, config: dict[str, Any], clips: int, wi
         y = torch.cat([stage.lafa.encode(chunk) for chunk in z.split(64)]).float()
     measured = locality_measures(y, window=min(window, spec.frames), permutations=permutations, bootstrap=0, seed=0)
     out = {k: measured[k]["value"] for k in LINK1_MEASURES}
-    out["alignment"] = alignment(channel_covariance(y), ideal_spec(spec).channel_covariance)
+    out["alignment"] = alignment(channel_covariance(y), replace(spec, basis="dct").channel_covariance)
     out["prefix_capture"] = prefix_capture(y, z, prefix_channels or spec.channels // 4, spec.channel_covariance)
     return out
-
-
-def ideal_spec(spec):
-    """The ideal ordered latent of a lab latent: the same eigenvalues on the DCT basis (arm (1) for arm (3))."""
-    from dataclasses import replace
-
-    return replace(spec, basis="dct")
 
 
 def link1_references(spec, window: int, permutations: int, prefix_channels: int | None = None
@@ -204,7 +191,7 @@ def link1_references(spec, window: int, permutations: int, prefix_channels: int 
     from lafa.lab.locality import population_measures
     from lafa.lab.prefix import prefix_capture_linear
 
-    ideal = ideal_spec(spec)
+    ideal = replace(spec, basis="dct")  # the same eigenvalues on the DCT basis: arm (1) for arm (3)
     window, k = min(window, spec.frames), prefix_channels or spec.channels // 4
     ref = ideal.channel_covariance
     # arm (1) from arm (3): x1 = U_dct U_3^T x3 (the same white draws, coloured by each basis)
@@ -291,20 +278,6 @@ def lab_section(study: Study) -> dict[str, Any] | None:
 
 
 # ---- markdown and figure ----------------------------------------------------------------------------------------
-def _cell(stat: Any, digits: int = 3) -> str:
-    if stat is None:
-        return "-"
-    if isinstance(stat, str):
-        return stat
-    if isinstance(stat, (int, float)):
-        return f"{stat:.{digits}f}"
-    text = f"{stat['mean']:.{digits}f}"
-    if stat.get("ci95"):
-        lo, hi = stat["ci95"]
-        text += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
-    return text
-
-
 def lab_markdown(section: dict[str, Any] | None) -> str:
     if not section:
         return ""
@@ -323,14 +296,12 @@ def lab_markdown(section: dict[str, Any] | None) -> str:
              "|---" * (14 if target is not None else 13) + "|"]
     for arm in arms.values():
         cf, s = arm["closed_form"] or {}, arm["summary"]
-        cells = [f"{cf.get('alpha', float('nan')):.2f}", f"{cf.get('alpha_excess', float('nan')):.2f}",
-                 f"{cf.get('lpi', float('nan')):.3f}", f"{cf.get('lpi_excess', float('nan')):.3f}",
-                 f"{cf.get('participation_ratio', float('nan')):.1f}", f"{cf.get('loss_floor', float('nan')):.4f}",
-                 _cell(s.get("final_excess")), _cell(s.get("mean_excess"))]
+        cells = [f"{cf.get(key, float('nan')):.{digits}f}" for key, digits in CLOSED_FORM_DIGITS]
+        cells += [cell(s.get("final_excess")), cell(s.get("mean_excess"))]
         if target is not None:
-            cells.append(_cell(s.get("steps_to_excess"), 0))
-        cells += [_cell(s.get("final_exact_fd"), 2), _cell(s.get("final_fd_minus_oracle"), 2),
-                  _cell(s.get("final_exact_fd_oracle"), 2), _cell(s.get("final_exact_fd_baseline"), 2)]
+            cells.append(cell(s.get("steps_to_excess"), 0))
+        cells += [cell(s.get("final_exact_fd"), 2), cell(s.get("final_fd_minus_oracle"), 2),
+                  cell(s.get("final_exact_fd_oracle"), 2), cell(s.get("final_exact_fd_baseline"), 2)]
         label = arm["label"] + (f" ({len(arm['unfinished'])} unfinished)" if arm["unfinished"] else "")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     unfinished = [name for arm in arms.values() for name in arm["unfinished"]]
@@ -352,11 +323,11 @@ def lab_markdown(section: dict[str, Any] | None) -> str:
                   "|---" * (6 if target is not None else 5) + "|"]
         for c in section["contrasts"]:
             d = c["difference"]
-            cells = [_cell(d.get("final_excess"), 4), _cell(d.get("mean_excess"), 4)]
+            cells = [cell(d.get("final_excess"), 4), cell(d.get("mean_excess"), 4)]
             if target is not None:
-                cells.append(_cell(d.get("steps_to_excess"), 0) if "steps_to_excess" in d
+                cells.append(cell(d.get("steps_to_excess"), 0) if "steps_to_excess" in d
                              else "not reached" if d else "-")
-            cells.append(_cell(d.get("final_exact_fd"), 2))
+            cells.append(cell(d.get("final_exact_fd"), 2))
             lines.append(f"| {c['labels'][0]} - {c['labels'][1]} | {len(c['seeds'])} | " + " | ".join(cells) + " |")
     lines += link1_markdown(section.get("link1"))
     return "\n".join(lines) + "\n"
@@ -377,12 +348,13 @@ def link1_markdown(section: dict[str, Any] | None) -> list[str]:
              "| latent | seeds | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
     for run in section["runs"].values():
         lines.append(f"| {run['label']} | {len(run['seeds'])} | "
-                     + " | ".join(_cell(run["summary"].get(c)) for c in cols) + " |")
+                     + " | ".join(cell(run["summary"].get(c)) for c in cols) + " |")
     for name, ref in section["references"].items():
-        lines.append(f"| {name} (closed form) | - | - | " + " | ".join(_cell(ref.get(c)) for c in cols[1:]) + " |")
+        lines.append(f"| {name} (closed form) | - | - | "
+                     + " | ".join(cell(ref.get(c)) for c in cols[1:]) + " |")
     for p in section["paired"]:
         lines.append(f"| {p['runs'][0]} - {p['runs'][1]} (paired) | {len(p['seeds'])} | "
-                     + " | ".join(_cell(p["difference"].get(c)) for c in cols) + " |")
+                     + " | ".join(cell(p["difference"].get(c)) for c in cols) + " |")
     if section["missing"]:
         lines.append("\nNot finished (left out): " + ", ".join(section["missing"]))
     return lines
@@ -392,27 +364,19 @@ def plot_lab(section: dict[str, Any] | None, path: Path) -> bool:
     """Excess loss and (FD - oracle) against steps per arm: mean over seeds and its 95% t band."""
     if not section:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for i, arm in enumerate(section["arms"].values()):
-        points = sorted(arm["excess_by_step"].items())
-        if not points:
-            continue
-        x = [p[0] for p in points]
-        ax.plot(x, [p[1]["mean"] for p in points], color=f"C{i}", label=arm["label"])
-        if all(p[1]["ci95"] for p in points):
-            ax.fill_between(x, [p[1]["ci95"][0] for p in points], [p[1]["ci95"][1] for p in points],
-                            color=f"C{i}", alpha=0.15)
-    if section["excess_target"] is not None:
-        ax.axhline(section["excess_target"], color="gray", ls="--", lw=0.8, label="stated excess")
-    ax.set_xlabel("training steps")
-    ax.set_ylabel("val/excess_loss (loss - exact floor)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, figsize=(5.5, 3.8)) as (fig, ax):
+        for i, arm in enumerate(section["arms"].values()):
+            points = sorted(arm["excess_by_step"].items())
+            if not points:
+                continue
+            x = [p[0] for p in points]
+            ax.plot(x, [p[1]["mean"] for p in points], color=f"C{i}", label=arm["label"])
+            if all(p[1]["ci95"] for p in points):
+                ax.fill_between(x, [p[1]["ci95"][0] for p in points], [p[1]["ci95"][1] for p in points],
+                                color=f"C{i}", alpha=0.15)
+        if section["excess_target"] is not None:
+            ax.axhline(section["excess_target"], color="gray", ls="--", lw=0.8, label="stated excess")
+        ax.set_xlabel("training steps")
+        ax.set_ylabel("val/excess_loss (loss - exact floor)")
+        ax.legend(fontsize=7)
     return True

@@ -58,16 +58,20 @@ def _final_values(tb_dir: Path, metrics: list[str]) -> dict[str, float]:
     return {m: curves[m][-1][1] for m in metrics if curves.get(m)}
 
 
-def _run_analysis(study: Study, ckpts: dict[str, str], log: Callable[[str], Any]) -> dict[str, Any] | None:
-    out = Path(study.out_dir) / ANALYSIS_DIR
+def run_analyze(study: Study, ckpts: dict[str, str], folder: str, log: Callable[[str], Any],
+                env: dict[str, str] | None, failed: Callable[[int], str]) -> dict[str, Any] | None:
+    """`lafa analyze` of `ckpts` (label -> checkpoint), with the study's `analysis.args`, into
+    `<out_dir>/<folder>/` unless its report.json already holds every label: that report, or None when the call
+    failed (logged: `failed(exit code)`)."""
+    out = Path(study.out_dir) / folder
     path = out / "report.json"
     if not path.is_file() or not set(ckpts) <= set(json.loads(path.read_text())["summary"]):
         command = [*lafa_command(study), "analyze", "--ckpt_path", *ckpts.values(), "--label", *ckpts,
                    "--out", str(out), *[str(a) for a in (study.analysis or {}).get("args", [])]]
         log("  " + shlex.join(command))
-        result = subprocess.run(command, env=run_env(study))
+        result = subprocess.run(command, env=env)
         if result.returncode != 0 or not path.is_file():
-            log(f"[study {study.name}] `lafa analyze` of the latent runs failed (exit {result.returncode})")
+            log(failed(result.returncode))
             return None
     return json.loads(path.read_text())
 
@@ -90,7 +94,10 @@ def latent_runs_report(study: Study, log: Callable[[str], Any] = print) -> dict[
             where[inst.name] = (inst.run.name, "seed" if inst.seed is None else str(inst.seed))
         else:
             missing.append(inst.name)
-    analysis = _run_analysis(study, ckpts, log) if ckpts else None
+    analysis = None
+    if ckpts:
+        analysis = run_analyze(study, ckpts, ANALYSIS_DIR, log, run_env(study), lambda code: (
+            f"[study {study.name}] `lafa analyze` of the latent runs failed (exit {code})"))
     summary = (analysis or {}).get("summary", {})
     runs: dict[str, dict[str, Any]] = {name: {"label": study.runs[name].label or name, "seeds": {}}
                                        for name in spec.runs}
@@ -115,9 +122,14 @@ def latent_runs_report(study: Study, log: Callable[[str], Any] = print) -> dict[
             "analysis": str(Path(study.out_dir) / ANALYSIS_DIR / "report.json") if analysis else None}
 
 
-def _cell(stat: dict[str, Any] | None, digits: int = 3) -> str:
-    if not stat:
+def cell(stat: dict[str, Any] | str | float | None, digits: int = 3) -> str:
+    """A table cell: "-" for nothing, a string as is, a number, or a summary's mean [95% interval]."""
+    if stat is None:
         return "-"
+    if isinstance(stat, str):
+        return stat
+    if isinstance(stat, (int, float)):
+        return f"{stat:.{digits}f}"
     text = f"{stat['mean']:.{digits}f}"
     if stat.get("ci95"):
         lo, hi = stat["ci95"]
@@ -138,7 +150,7 @@ def latents_markdown(section: dict[str, Any] | None, max_columns: int = 8) -> st
              "|---|---|" + "---|" * len(columns)]
     for run in section["runs"].values():
         lines.append(f"| {run['label']} | {len(run['seeds'])} | "
-                     + " | ".join(_cell(run["summary"].get(c)) for c in columns) + " |")
+                     + " | ".join(cell(run["summary"].get(c)) for c in columns) + " |")
     if len(preferred) > max_columns:
         lines.append(f"\n({len(preferred) - max_columns} more numbers per run in report.json: "
                      + ", ".join(f"`{k}`" for k in preferred[max_columns:]) + ")")
@@ -153,7 +165,7 @@ def latents_markdown(section: dict[str, Any] | None, max_columns: int = 8) -> st
                   "interval containing 0 is no evidence of a difference):", "",
                   "| " + " | ".join(f"`{c}`" for c in columns if c in diff) + " |",
                   "|" + "---|" * len([c for c in columns if c in diff]),
-                  "| " + " | ".join(_cell(diff[c]) for c in columns if c in diff) + " |"]
+                  "| " + " | ".join(cell(diff[c]) for c in columns if c in diff) + " |"]
     if section.get("missing"):
         lines.append("\nNot finished (left out): " + ", ".join(section["missing"]))
     return "\n".join(lines) + "\n"

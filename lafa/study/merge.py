@@ -1,14 +1,12 @@
 """Config merging for study runs, and the check that the runs of one stage differ only in the study's factor.
 
-`deep_merge` is jsonargparse's `--config a --config b` merge (`ActionConfigFile.apply_config` ->
-`ArgumentParser.merge_config`: `Namespace.update` key by key, `discard_init_args_on_class_path_change`) for the
-cases stage configs use: mappings merge key by key (the models' dataclass configs included), lists and scalars
-are replaced. One rule is kept simpler: a `class_path` that changes replaces the whole entry, where jsonargparse
-keeps the old `init_args` the new class accepts. It is not delegated to jsonargparse because that needs
-`lafa fit`'s LightningCLI parser, which imports Lightning and every stage class: measured (docs/study.md) it made
-`lafa study --plan` many times slower, and its fit.yaml files differ in form (30 -> 30.0 for float parameters,
-dataclass keys reordered). tests/study/test_merge_vs_jsonargparse.py compares the two on every run of every
-shipped study, so they cannot drift silently.
+`deep_merge` is jsonargparse's own `--config a --config b` merge: `Namespace.update`, which
+`ArgumentParser.merge_config` calls, on Namespaces built from the two mappings. No parser: building
+`lafa fit`'s LightningCLI parser imports Lightning and every stage class (measured many times slower,
+docs/study.md). Mappings merge key by key (the models' dataclass configs included), lists and scalars are
+replaced. One rule is kept simpler: a `class_path` that changes replaces the whole entry, where jsonargparse's
+parser keeps the old `init_args` the new class accepts. tests/study/test_merge_vs_jsonargparse.py compares the
+result with `lafa fit`'s parser on every run of every shipped study.
 """
 
 from __future__ import annotations
@@ -18,8 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonargparse import Namespace
 
 REF_PREFIX = "@"  # a `set` value "@<run>" is that run's final checkpoint path
+
+
+def _namespace(value: Any) -> Any:
+    """Nested mappings as nested Namespaces; lists, scalars and a mapping with a key that is not a plain name
+    (not a string, or dotted) are leaves."""
+    if isinstance(value, dict) and all(isinstance(k, str) and "." not in k for k in value):
+        return Namespace({k: _namespace(v) for k, v in value.items()})
+    return value
 
 
 def deep_merge(base: Any, over: Any) -> Any:
@@ -27,12 +34,12 @@ def deep_merge(base: Any, over: Any) -> Any:
     earlier one (module docstring: a changed `class_path` replaces the entry)."""
     if not (isinstance(base, dict) and isinstance(over, dict)):
         return copy.deepcopy(over)
-    if "class_path" in over and base.get("class_path") not in (None, over["class_path"]):
-        return copy.deepcopy(over)
-    merged = copy.deepcopy(base)
+    merged, over = _namespace(copy.deepcopy(base)), _namespace(copy.deepcopy(over))
     for key, value in over.items():
-        merged[key] = deep_merge(merged[key], value) if key in merged else copy.deepcopy(value)
-    return merged
+        entry, _, leaf = key.rpartition(".")
+        if leaf == "class_path" and entry and merged.get(key) not in (None, value):
+            merged[entry] = over[entry].clone()  # in place: the entry keeps its position
+    return merged.update(over).as_dict()
 
 
 def dotted_to_nested(values: dict[str, Any]) -> dict[str, Any]:

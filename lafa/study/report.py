@@ -9,14 +9,12 @@ computed seed by seed (the baseline of the same seed) and summarised as mean and
 from __future__ import annotations
 
 import json
-import shlex
 import statistics
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lafa.study.curves import Curve, read_curves, steps_to_target
+from lafa.study.curves import Curve, figure, read_curves, steps_to_target
 from lafa.study.frontier import (
     dit_criteria,
     dit_criteria_markdown,
@@ -27,8 +25,8 @@ from lafa.study.frontier import (
     plot_frontier,
 )
 from lafa.study.lab_report import lab_markdown, lab_section, plot_lab
-from lafa.study.latents import latent_runs_report, latents_markdown
-from lafa.study.runner import DONE, instances, lafa_command
+from lafa.study.latents import latent_runs_report, latents_markdown, run_analyze
+from lafa.study.runner import DONE, instances
 from lafa.study.spec import Study
 
 NOT_REACHED = "not reached"
@@ -166,17 +164,12 @@ def analyze_latents(study: Study, log: Callable[[str], Any] = print) -> dict[str
             log(f"[study {study.name}] latent '{label}' not ready ({ckpt}): no alpha/LPI for {run.name}")
     if not latents:
         return {}
-    out = Path(study.out_dir) / "analysis"
-    path = out / "report.json"
-    if not path.is_file() or not set(latents) <= set(json.loads(path.read_text())["summary"]):
-        command = [*lafa_command(study), "analyze", "--ckpt_path", *latents.values(), "--label", *latents,
-                   "--out", str(out), *[str(a) for a in study.analysis.get("args", [])]]
-        log("  " + shlex.join(command))
-        result = subprocess.run(command)
-        if result.returncode != 0 or not path.is_file():  # the convergence report stands without alpha/LPI
-            log(f"[study {study.name}] `lafa analyze` failed (exit {result.returncode}): no alpha/LPI in the report")
-            return {}
-    summary = json.loads(path.read_text())["summary"]
+    analysis = run_analyze(study, latents, "analysis", log, None, lambda code: (
+        f"[study {study.name}] `lafa analyze` failed (exit {code}): no alpha/LPI in the report"))
+    if analysis is None:  # the convergence report stands without alpha/LPI
+        return {}
+    summary = analysis["summary"]
+    path = Path(study.out_dir) / "analysis" / "report.json"
     results = {}
     for run in study.compared:
         label = None if run.latent is None else run.latent if run.latent in study.runs else Path(run.latent).stem
@@ -249,32 +242,24 @@ def controls_table(report: dict[str, Any]) -> list[str]:
 
 def plot_curves(report: dict[str, Any], path: Path) -> None:
     """Fig. 1 style: each metric against training steps, one colour per run (latent space), one line per seed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     metrics = list(report["metrics"])
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        for i, run in enumerate(report["runs"].values()):
-            for j, seed in enumerate(run["seeds"].values()):
-                curve = seed["curves"][metric]
-                if curve:
-                    ax.plot([p[0] for p in curve], [p[1] for p in curve], color=f"C{i}", alpha=0.9 if j == 0 else 0.5,
-                            label=run["label"] if j == 0 else None)
-        base = report["runs"][report["baseline"]]["summary"][metric]["final"]
-        if isinstance(base, dict):
-            ax.axhline(base["mean"], color="gray", ls="--", lw=0.8, label="target (baseline final)")
-        ax.set_xlabel("training steps")
-        ax.set_ylabel(metric)
-        ax.set_title(report["metrics"][metric]["label"], fontsize=8)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.suptitle(f"study {report['study']}: {report['factor']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, 1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False) as (fig, axes):
+        for ax, metric in zip(axes[0], metrics, strict=True):
+            for i, run in enumerate(report["runs"].values()):
+                for j, seed in enumerate(run["seeds"].values()):
+                    curve = seed["curves"][metric]
+                    if curve:
+                        ax.plot([p[0] for p in curve], [p[1] for p in curve], color=f"C{i}",
+                                alpha=0.9 if j == 0 else 0.5, label=run["label"] if j == 0 else None)
+            base = report["runs"][report["baseline"]]["summary"][metric]["final"]
+            if isinstance(base, dict):
+                ax.axhline(base["mean"], color="gray", ls="--", lw=0.8, label="target (baseline final)")
+            ax.set_xlabel("training steps")
+            ax.set_ylabel(metric)
+            ax.set_title(report["metrics"][metric]["label"], fontsize=8)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+        fig.suptitle(f"study {report['study']}: {report['factor']}", fontsize=9)
 
 
 def plot_factor(report: dict[str, Any], path: Path) -> bool:
@@ -285,26 +270,18 @@ def plot_factor(report: dict[str, Any], path: Path) -> bool:
               if r["value"] is not None and isinstance(r["summary"][metric]["final"], dict)]
     if not points:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     points.sort(key=lambda p: p[0])
-    fig, ax = plt.subplots(figsize=(4.5, 3.4))
-    ax.errorbar([p[0] for p in points], [p[1]["mean"] for p in points],
-                yerr=[p[1]["std"] or 0.0 for p in points], marker="o", capsize=3, label="runs")
-    for i, run in enumerate(r for r in report["runs"].values() if r["value"] is None):
-        final = run["summary"][metric]["final"]
-        if isinstance(final, dict):
-            ax.axhline(final["mean"], color=f"C{i + 1}", ls="--", label=run["label"])
-    ax.set_xlabel(report["factor"])
-    ax.set_ylabel(f"final {metric}")
-    ax.set_title(report["metrics"][metric]["label"], fontsize=8)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, figsize=(4.5, 3.4)) as (fig, ax):
+        ax.errorbar([p[0] for p in points], [p[1]["mean"] for p in points],
+                    yerr=[p[1]["std"] or 0.0 for p in points], marker="o", capsize=3, label="runs")
+        for i, run in enumerate(r for r in report["runs"].values() if r["value"] is None):
+            final = run["summary"][metric]["final"]
+            if isinstance(final, dict):
+                ax.axhline(final["mean"], color=f"C{i + 1}", ls="--", label=run["label"])
+        ax.set_xlabel(report["factor"])
+        ax.set_ylabel(f"final {metric}")
+        ax.set_title(report["metrics"][metric]["label"], fontsize=8)
+        ax.legend(fontsize=7)
     return True
 
 

@@ -1,10 +1,10 @@
-"""Run a study: each run is a `lafa fit` subprocess with its own merged config, checkpoints and TensorBoard log.
+"""Run a study: each run is a `lafa fit` subprocess with its own merged config, checkpoints and TensorBoard
+log.
 
-Per run instance, `<out_dir>/<run>/` holds `fit.yaml` (the merged config), `checkpoints/` (Lightning's
-ModelCheckpoint: last.ckpt after every validation), `tb/` (TensorBoardLogger) and `DONE` (written atomically
-once `lafa fit` exits 0); `<out_dir>/study_inputs.json` records what the study was made from (lafa.study.inputs),
-checked before anything is skipped or resumed. Re-running the study skips DONE runs, resumes the others with `--ckpt_path last` (so a
-kill -9 loses at most the steps since the last evaluation) and starts the rest.
+Per run instance, `<out_dir>/<run>/` holds `fit.yaml` (the merged config), `checkpoints/` (last.ckpt after
+every validation), `tb/` and `DONE` (written atomically once `lafa fit` exits 0). Re-running the study skips
+DONE runs, resumes the others with `--ckpt_path last` and starts the rest, after checking
+`<out_dir>/study_inputs.json` (lafa.study.inputs); docs/study.md.
 """
 
 from __future__ import annotations

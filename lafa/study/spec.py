@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lafa.study.merge import REF_PREFIX, _load_yaml, deep_merge
+from lafa.study.merge import REF_PREFIX, _load_yaml
 
 
 @dataclass
@@ -142,11 +142,19 @@ def _jobs(value: Any, source: str) -> int:
     return value
 
 
+def _overlay(base: Any, over: Any) -> Any:
+    """`over` merged into `base` key by key (the study's own keys, not a `lafa fit` config: a `set` key is a
+    dotted name, not a path)."""
+    if not (isinstance(base, dict) and isinstance(over, dict)):
+        return over
+    return {**base, **{k: _overlay(base[k], v) if k in base else v for k, v in over.items()}}
+
+
 def load_raw(paths: list[str | Path]) -> dict[str, Any]:
     """Deep-merge the study YAML files in order."""
     merged: dict[str, Any] = {}
     for path in paths:
-        merged = deep_merge(merged, _load_yaml(path, "study config"))
+        merged = _overlay(merged, _load_yaml(path, "study config"))
     return merged
 
 
