@@ -14,13 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lafa
+from data_prep.plan import shard_name_pattern
 from lafa.errors import BadInput
 from lafa.fingerprint import read_record
 
@@ -32,9 +31,7 @@ LENGTH = 16  # hex digits of the fingerprint shown and compared (as lafa.fingerp
 
 def build_record(s: BuildSettings, roots: dict[str, Path]) -> dict[str, Any]:
     """{"settings", "sources", "fingerprint", "lafa_version"} of a build; the fingerprint covers the first two."""
-    settings = {**asdict(s.chunk), "shard_bytes": s.shard_bytes, "val_fraction": s.val_fraction,
-                "test_fraction": s.test_fraction, "seed": s.seed, "size_estimate": s.size_estimate,
-                "prefix": s.prefix}
+    settings = {**s.recorded(), "size_estimate": s.size_estimate, "prefix": s.prefix}
     sources = {**{f"{name} folder": str(Path(root).resolve()) for name, root in sorted(roots.items())},
                **{k: v for k, v in sorted(s.inputs.items())}}
     made = {"settings": settings, "sources": json.loads(json.dumps(sources, default=str))}
@@ -59,7 +56,7 @@ def differences(old: dict, new: dict, shown: int = 3) -> str:
 
 
 def _earlier_shards(out: Path, prefix: str) -> bool:
-    name = re.compile(re.escape(prefix) + r"(train|val|test)-\d{6}\.tar")
+    name = shard_name_pattern(prefix)
     return any(name.fullmatch(p.name) for p in out.glob("*.tar"))
 
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections import defaultdict
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from data_prep.plan import SPLITS
+from data_prep.plan import SPLITS, shard_name_pattern
 
 if TYPE_CHECKING:
     from data_prep.settings import BuildSettings
@@ -23,7 +21,7 @@ def quarantine_stale(out: Path, current: set[str], prefix: str = "") -> list[str
     """Move shards of earlier builds with this prefix (`{prefix}{split}-NNNNNN.tar`) that the new manifest
     does not list to out/.stale/, so `{prefix}train-*.tar` reads only this build. Other tars are left alone
     (another prefix's build, the user's own files)."""
-    name = re.compile(re.escape(prefix) + r"(train|val|test)-\d{6}\.tar")
+    name = shard_name_pattern(prefix)
     moved = []
     for tar in sorted(out.glob("*.tar")):
         if tar.name in current or not name.fullmatch(tar.name):
@@ -33,7 +31,6 @@ def quarantine_stale(out: Path, current: set[str], prefix: str = "") -> list[str
         (out / ".state" / f"{tar.name}.json").unlink(missing_ok=True)
         moved.append(tar.name)
     return moved
-
 
 
 def manifest(tasks: list[dict], skipped: list[dict], s: BuildSettings, listed: int) -> dict:
@@ -73,5 +70,4 @@ def manifest(tasks: list[dict], skipped: list[dict], s: BuildSettings, listed: i
             "stored": {s.chunk.member_format: chunks - sum(copied.values()), "copy": dict(sorted(copied.items()))},
             "hours": sum(v["hours"] for v in splits.values()), "splits": splits, "sources": dict(sources),
             "skipped": sorted(skipped, key=lambda d: (d["source"], d["id"])), "dropped_chunks": dropped,
-            "settings": {**asdict(s.chunk), "shard_bytes": s.shard_bytes, "val_fraction": s.val_fraction,
-                         "test_fraction": s.test_fraction, "seed": s.seed}}
+            "settings": s.recorded()}

@@ -68,35 +68,27 @@ def decode(path, settings: ChunkSettings, int16: bool = False, mono: bool = Fals
     int16: a 16-bit PCM source already at the shard's rate and channels (a WAV or FLAC the build may copy)
     checked the same way on its integers, int16 (C, S): for WAV a tenth of the float32 decode's CPU.
     mono: a mono source comes back mono (a copy candidate: the channels are duplicated only if it is encoded)."""
-    if int16:
-        return _decode_int16(path, settings, mono)
     try:
-        audio, sr = load_audio_complete(path)
+        audio, sr = load_audio_complete(path, dtype="int16" if int16 else "float32")
     except TruncatedAudioError as exc:  # the skip record has the path: the reason names the file only
         raise SkipFile(str(exc).replace(f"{path}: ", ""), "truncated") from exc
     except Exception as exc:  # AudioDecodeError and anything libsndfile throws on garbage
         raise SkipFile(f"unreadable: {exc}".replace(str(path), Path(path).name), "unreadable") from exc
-    level = peak_dbfs(audio)
-    if level < settings.silence_dbfs:
-        raise SkipFile(f"silent: peak {level:.1f} dBFS < {settings.silence_dbfs:g} dBFS", "silent")
+    if int16 and ((sr, settings.flac_subtype) != (settings.sample_rate, "PCM_16")
+                  or audio.shape[0] not in (settings.channels, 1)):
+        return decode(path, settings, mono=mono)  # not what the header promised (the file changed): the float path
+    check_loud(peak_dbfs(audio) - (INT16_DBFS if int16 else 0.0), settings)  # int16: the float decode's x / 32768
+    if int16:
+        return audio if mono and audio.shape[0] == 1 else to_channels(audio, settings.channels)
     if mono and audio.shape[0] == 1:
         return resample(audio, sr, settings.sample_rate)
     return convert(audio, sr, settings.sample_rate, settings.channels)  # reads the decoder's (S, C) buffer as it is
 
 
-def _decode_int16(path, settings: ChunkSettings, mono: bool = False) -> torch.Tensor:
-    try:
-        audio, sr = load_audio_complete(path, dtype="int16")
-    except TruncatedAudioError as exc:
-        raise SkipFile(str(exc).replace(f"{path}: ", ""), "truncated") from exc
-    except Exception as exc:
-        raise SkipFile(f"unreadable: {exc}".replace(str(path), Path(path).name), "unreadable") from exc
-    if (sr, settings.flac_subtype) != (settings.sample_rate, "PCM_16") or audio.shape[0] not in (settings.channels, 1):
-        return decode(path, settings, mono=mono)  # not what the header promised (the file changed): the float path
-    level = peak_dbfs(audio) - INT16_DBFS  # the float decode's peak: x / 32768
+def check_loud(level: float, settings: ChunkSettings) -> None:
+    """Raise SkipFile("silent") when a whole file's peak `level` (dBFS) is below settings.silence_dbfs."""
     if level < settings.silence_dbfs:
         raise SkipFile(f"silent: peak {level:.1f} dBFS < {settings.silence_dbfs:g} dBFS", "silent")
-    return audio if mono and audio.shape[0] == 1 else to_channels(audio, settings.channels)
 
 
 INT16_DBFS = 20 * math.log10(32768)

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 import lafa
 from data_prep.build_record import build_record, check_build_record
-from data_prep.items import Item, printable, skip_record
+from data_prep.items import Item, printable, relative_to, skip_record
 from data_prep.long_files import StreamedFile, WholeFileNeeded, streams_long
 from data_prep.manifest import manifest as write_manifest
 from data_prep.manifest import quarantine_stale
@@ -112,6 +112,24 @@ def _chunk_meta(task: dict, entry: dict, settings: ChunkSettings, key: str, i: i
             "metadata": item.metadata, "stored": stored, "stored_channels": stored_channels}
 
 
+def _count_file(stats: dict, item: Item, dropped: list[str]) -> dict:
+    """Count a file that reaches the shard and its dropped silent chunks; returns its source's counts."""
+    stats["dropped_chunks"] += [{"source": item.source, "id": item.id, "reason": r} for r in dropped]
+    stats["files"] += 1
+    src = stats["per_source"][item.source]
+    src["files"] += 1
+    return src
+
+
+def _add_chunk(tar: tarfile.TarFile, stats: dict, src: dict, name: str, member: bytes, meta: dict) -> None:
+    """A chunk's audio member and its JSON, counted in the shard's and its source's totals."""
+    add_member(tar, name, member)
+    add_member(tar, f"{meta['key']}.json", json.dumps(meta, sort_keys=True, ensure_ascii=False).encode())
+    for counts in (stats, src):
+        counts["chunks"] += 1
+        counts["samples"] += meta["num_samples"]
+
+
 def _write_streamed(task: dict, tar: tarfile.TarFile, stats: dict, entry: dict, int16: bool, mono: bool) -> bool:
     """A long file (data_prep.long_files) chunk by chunk in bounded memory: each kept chunk is encoded into a
     spool file beside the shard; when the whole file has passed a whole decode's checks, its members go into the
@@ -142,21 +160,13 @@ def _write_streamed(task: dict, tar: tarfile.TarFile, stats: dict, entry: dict, 
             streamed.check()  # truncated, unreadable or silent: skipped whole, nothing of it in the shard
             if not kept:
                 raise SkipFile("no chunk passed: " + "; ".join(dropped), "silent")
-            stats["dropped_chunks"] += [{"source": item.source, "id": item.id, "reason": r} for r in dropped]
-            src = stats["per_source"][item.source]
-            stats["files"] += 1
-            src["files"] += 1
+            src = _count_file(stats, item, dropped)
             for i, (offset, length, member_ext, start, size) in enumerate(kept):
                 key = sample_key(item, i)
                 f.seek(start)
-                add_member(tar, f"{key}.{member_ext}", f.read(size))
                 meta = _chunk_meta(task, entry, settings, key, i, len(kept), offset, length, streamed.total,
                                    settings.member_format, settings.channels)
-                add_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True, ensure_ascii=False).encode())
-                stats["chunks"] += 1
-                stats["samples"] += length
-                src["chunks"] += 1
-                src["samples"] += length
+                _add_chunk(tar, stats, src, f"{key}.{member_ext}", f.read(size), meta)
     except SkipFile as exc:
         stats["skipped"].append(skip_record(item, str(exc), exc.category))
     except WholeFileNeeded:
@@ -193,10 +203,7 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
         if not chunks:  # every chunk silent (e.g. the only loud part is in a dropped short tail)
             stats["skipped"].append(skip_record(item, "no chunk passed: " + "; ".join(dropped), "silent"))
             continue
-        stats["dropped_chunks"] += [{"source": item.source, "id": item.id, "reason": r} for r in dropped]
-        src = stats["per_source"][item.source]
-        stats["files"] += 1
-        src["files"] += 1
+        src = _count_file(stats, item, dropped)
         for i, (offset, piece) in enumerate(chunks):
             key = sample_key(item, i)
             meta = _chunk_meta(task, entry, settings, key, i, len(chunks), offset, piece.shape[-1], audio.shape[-1],
@@ -204,17 +211,10 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
                                settings.channels if copied is None else src_format.channels)
             if copied is None:
                 member_ext, member = encode_member(to_channels(piece, settings.channels), settings)
-                add_member(tar, f"{key}.{member_ext}", member)
             else:  # the source's own bytes: the loaders decode mp3/ogg/opus/wav/flac members alike
-                add_member(tar, f"{key}.{ext}", copied)
+                member_ext, member = ext, copied
                 stats["copied"][ext] += 1
-            add_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True, ensure_ascii=False).encode())
-            stats["chunks"] += 1
-            stats["samples"] += piece.shape[-1]
-            src["chunks"] += 1
-            src["samples"] += piece.shape[-1]
-
-
+            _add_chunk(tar, stats, src, f"{key}.{member_ext}", member, meta)
 
 
 def _fingerprint(entries: list[dict], s: BuildSettings) -> str:
@@ -255,7 +255,7 @@ def _build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dic
     listed = len(items) + len(rejected)
     rejected = list(rejected) + [skip_record(it) for it in items if it.problem]
     items = sorted((it for it in items if not it.problem), key=lambda it: (it.source, it.rel or "", it.id))
-    pool = _pool(jobs)
+    pool, writing = _pool(jobs), False
     try:
         scan = partial(file_header, chunk=s.chunk if s.size_estimate == "probe" else None)
         headers = list(tqdm((pool.imap if pool else map)(scan, items), total=len(items),
@@ -280,41 +280,34 @@ def _build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dic
                 name = f"{s.prefix}{split}-{n:06d}.tar"
                 entries = [{"item": kept[i], "sha256": kept_headers[i]["sha256"], "format": kept_headers[i]["format"],
                             "seconds": kept_headers[i]["seconds"],
-                            "rel_path": kept[i].rel or _relative(kept[i].path, roots.get(kept[i].source))}
+                            "rel_path": kept[i].rel or relative_to(kept[i].path, roots.get(kept[i].source))}
                            for i in group]
                 tasks.append({"path": str(out / name), "state": str(state_dir / f"{name}.json"), "split": split,
                               "items": entries, "chunk": s.chunk, "seed": s.seed,
                               "fingerprint": _fingerprint(entries, s)})
         todo = [t for t in tasks if not _finished(t)]
         finished = len(tasks) - len(todo)
-        try:
-            for stats in tqdm((pool.imap_unordered if pool else map)(write_shard, todo), total=len(todo),
-                              desc="shards", disable=None):
-                finished += 1
-                del stats
-        except ShardWriteError as exc:
-            raise ShardWriteError(f"{exc}; {finished} of {len(tasks)} shards are finished and kept (no partial "
-                                  f"shard); free space and run the same command again to write the rest") from None
-        except KeyboardInterrupt:
-            if pool:
-                pool.terminate()
-                pool.join()
-                pool = None
-            remove_stale_temporaries(out)  # the terminated workers' unfinished shards (we hold the folder's lock)
-            finished = sum(_finished(t) for t in tasks)  # some finished after their result was last received
-            raise BuildInterrupted(
-                f"interrupted: {finished} of {len(tasks)} shards in {out} are finished and kept (shards being "
-                f"written were discarded, no manifest.json written yet); run the same command again to resume: "
-                f"finished shards are not written again") from None
-    except KeyboardInterrupt as exc:
-        if isinstance(exc, BuildInterrupted):  # raised above, while shards were written
-            raise
+        writing = True
+        for _ in tqdm((pool.imap_unordered if pool else map)(write_shard, todo), total=len(todo),
+                      desc="shards", disable=None):
+            finished += 1
+    except ShardWriteError as exc:
+        raise ShardWriteError(f"{exc}; {finished} of {len(tasks)} shards are finished and kept (no partial "
+                              f"shard); free space and run the same command again to write the rest") from None
+    except KeyboardInterrupt:
         if pool:
             pool.terminate()
             pool.join()
             pool = None
-        raise BuildInterrupted(f"interrupted while scanning the inputs: nothing was written to {out}; run the same "
-                               f"command again to start over") from None
+        if not writing:
+            raise BuildInterrupted(f"interrupted while scanning the inputs: nothing was written to {out}; run the "
+                                   f"same command again to start over") from None
+        remove_stale_temporaries(out)  # the terminated workers' unfinished shards (we hold the folder's lock)
+        finished = sum(_finished(t) for t in tasks)  # some finished after their result was last received
+        raise BuildInterrupted(
+            f"interrupted: {finished} of {len(tasks)} shards in {out} are finished and kept (shards being "
+            f"written were discarded, no manifest.json written yet); run the same command again to resume: "
+            f"finished shards are not written again") from None
     finally:
         if pool:
             pool.close()
@@ -335,14 +328,6 @@ def _build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dic
                               f"kept: free space and run the same command again to write the manifest") from None
     os.replace(tmp, out / "manifest.json")
     return manifest
-
-
-def _relative(path: Path, root: Path | None) -> str:
-    """The path under the source's root as the user laid it out (a symlink keeps its own folders)."""
-    try:
-        return Path(path).relative_to(Path(root)).as_posix() if root else Path(path).name
-    except ValueError:
-        return Path(path).name
 
 
 def _finished(task: dict) -> bool:
