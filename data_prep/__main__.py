@@ -105,13 +105,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _one_line(exc: BaseException, out: Path) -> str:
-    """What main prints for an error: Ctrl-C (what was kept, how to resume), a message of _run, a full disk or a
-    read-only folder (the file and what is wrong), a bad table or argument; no traceback."""
+    """What main prints for an error: Ctrl-C (what was kept, how to resume), a message of _run, a full disk
+    or a read-only folder (the file and what is wrong), a bad table or argument; no traceback."""
     if isinstance(exc, BuildInterrupted):
         return str(exc)
     if isinstance(exc, KeyboardInterrupt):
-        return (f"interrupted (Ctrl-C); finished shards are kept in {out}; rerun the same command to build the rest "
-                "(finished shards are not rebuilt)")
+        return (f"interrupted (Ctrl-C); finished shards are kept in {out}; rerun the same command to build "
+                "the rest (finished shards are not rebuilt)")
     if isinstance(exc, SystemExit):
         return f"error: {exc.code.removeprefix('data_prep: ')}"
     if isinstance(exc, OSError):
@@ -166,9 +166,7 @@ def _run(args: argparse.Namespace) -> int:
                 raise SystemExit("--fma_audio/--fma_tracks: they go together; give both (the audio tree and tracks.csv)")
             items += read_fma(args.fma_audio, args.fma_tracks, args.fma_genres)
             roots["fma"] = args.fma_audio
-        for i, folder in enumerate(args.folder):
-            if not folder.is_dir():
-                raise SystemExit(f"--folder {folder}: no such folder; give a folder of audio files")
+        for i, folder in enumerate(args.folder):  # each an existing folder (_check_inputs)
             name = "folder" if i == 0 else f"folder{i}"
             items += read_folder(folder, name)
             roots[name] = folder

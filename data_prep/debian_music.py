@@ -193,9 +193,8 @@ def collect(root: Path, pkg: Package) -> list[Track]:
     for d in pkg.dirs:
         base = root / d
         for path in sorted(base.rglob("*")):
-            if not path.is_file() or path.suffix.lower() not in AUDIO_SUFFIXES:
-                continue
-            if not fnmatch.fnmatch(path.name, pkg.include):
+            audio = path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES
+            if not audio or not fnmatch.fnmatch(path.name, pkg.include):
                 continue
             real = path.resolve()
             if real in seen:

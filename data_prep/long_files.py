@@ -1,10 +1,10 @@
 """Long files in bounded memory: a file longer than LONG_FILE_SECONDS is decoded in blocks, chunk by chunk.
 
-Sequential block reads (lafa.audio_blocks.BlockReader) of PCM, FLAC and Ogg are exact, and resampling runs over
-the same frames and GEMM partition as a whole-file `lafa.resample`, so every chunk is bit-identical to the
-whole-file path's (tests/data_prep/test_long_files.py); a whole decode's checks are made at the end of the pass.
-An Ogg file whose decoded length is not its header's count raises WholeFileNeeded (the caller decodes it whole);
-MP3 is never streamed (its block reads are not exact). Why and measurements: docs/data.md, "Memory".
+Sequential block reads (lafa.audio_blocks.BlockReader) of PCM, FLAC and Ogg are exact, and resampling runs
+over the same frames and GEMM partition as a whole-file `lafa.resample`, so every chunk is bit-identical to
+the whole-file path's (tests/data_prep/test_long_files.py); a whole decode's checks are made at the end of the
+pass. An Ogg file whose decoded length is not its header's count raises WholeFileNeeded (the caller decodes it
+whole); MP3 is never streamed (its block reads are not exact). Why, and measurements: docs/data.md, "Memory".
 """
 
 from __future__ import annotations

@@ -76,8 +76,8 @@ def decode(path, settings: ChunkSettings, int16: bool = False, mono: bool = Fals
         raise SkipFile(f"unreadable: {exc}".replace(str(path), Path(path).name), "unreadable") from exc
     if int16 and ((sr, settings.flac_subtype) != (settings.sample_rate, "PCM_16")
                   or audio.shape[0] not in (settings.channels, 1)):
-        return decode(path, settings, mono=mono)  # not what the header promised (the file changed): the float path
-    check_loud(peak_dbfs(audio) - (INT16_DBFS if int16 else 0.0), settings)  # int16: the float decode's x / 32768
+        return decode(path, settings, mono=mono)  # not what the header promised (the file changed)
+    check_loud(peak_dbfs(audio) - (INT16_DBFS if int16 else 0.0), settings)  # int16: the float decode's peak
     if int16:
         return audio if mono and audio.shape[0] == 1 else to_channels(audio, settings.channels)
     if mono and audio.shape[0] == 1:
@@ -120,9 +120,10 @@ def split_chunks(audio: torch.Tensor, settings: ChunkSettings) -> tuple[list[tup
 
 
 def encode_member(audio: torch.Tensor, settings: ChunkSettings) -> tuple[str, bytes]:
-    """(member extension, bytes) of a converted chunk, as settings.member_format says."""
+    """(member extension, bytes) of a converted chunk, as settings.member_format says: FLAC, or WAV (PCM at
+    flac_subtype's depth: the same integers encode_flac stores)."""
     if settings.member_format == "wav":
-        return "wav", encode_wav(audio, settings)
+        return "wav", _encode(audio, settings, "WAV")
     return "flac", encode_flac(audio, settings)
 
 
@@ -139,17 +140,14 @@ def _samples(audio: torch.Tensor, settings: ChunkSettings) -> np.ndarray:
 
 def encode_flac(audio: torch.Tensor, settings: ChunkSettings) -> bytes:
     """Lossless FLAC bytes of (C, S) audio (clipped to [-1, 1]); libsndfile writes no timestamps."""
-    buf = io.BytesIO()
     level = None if settings.flac_level is None else settings.flac_level / 8
-    sf.write(buf, _samples(audio, settings), settings.sample_rate, format="FLAC", subtype=settings.flac_subtype,
-             compression_level=level)
-    return buf.getvalue()
+    return _encode(audio, settings, "FLAC", compression_level=level)
 
 
-def encode_wav(audio: torch.Tensor, settings: ChunkSettings) -> bytes:
-    """WAV bytes (PCM at flac_subtype's depth) of (C, S) audio: the same integers encode_flac stores."""
+def _encode(audio: torch.Tensor, settings: ChunkSettings, fmt: str, **options) -> bytes:
     buf = io.BytesIO()
-    sf.write(buf, _samples(audio, settings), settings.sample_rate, format="WAV", subtype=settings.flac_subtype)
+    sf.write(buf, _samples(audio, settings), settings.sample_rate, format=fmt, subtype=settings.flac_subtype,
+             **options)
     return buf.getvalue()
 
 

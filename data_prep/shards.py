@@ -85,18 +85,19 @@ def write_shard(task: dict) -> dict:
                    "dropped_chunks": [], "per_source": defaultdict(lambda: {"files": 0, "chunks": 0, "samples": 0}),
                    "copied": defaultdict(int)}  # chunks stored as the source's bytes, per format
     state = Path(task["state"])
+    tmp = state.with_suffix(".tmp")
     try:
         with atomic_tar(task["path"]) as tar:  # a shard appears complete or not at all
             tar.copybufsize = 1 << 20  # tarfile copies members in 16 KiB pieces by default
             _write_members(task, tar, stats)
         stats["per_source"], stats["copied"] = dict(stats["per_source"]), dict(stats["copied"])
         stats["bytes"] = os.path.getsize(task["path"])  # a re-run trusts a shard of this size only
-        state.with_suffix(".tmp").write_text(json.dumps(stats, sort_keys=True, indent=1))
-        os.replace(state.with_suffix(".tmp"), state)
+        tmp.write_text(json.dumps(stats, sort_keys=True, indent=1))
+        os.replace(tmp, state)
     except OSError as exc:
         if exc.errno not in NO_SPACE:
             raise
-        state.with_suffix(".tmp").unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise ShardWriteError(f"{task['path']}: no space left on the device while writing this shard") from None
     return stats
 
@@ -293,15 +294,15 @@ def _build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dic
             finished += 1
     except ShardWriteError as exc:
         raise ShardWriteError(f"{exc}; {finished} of {len(tasks)} shards are finished and kept (no partial "
-                              f"shard); free space and run the same command again to write the rest") from None
+                              "shard); free space and run the same command again to write the rest") from None
     except KeyboardInterrupt:
         if pool:
             pool.terminate()
             pool.join()
             pool = None
         if not writing:
-            raise BuildInterrupted(f"interrupted while scanning the inputs: nothing was written to {out}; run the "
-                                   f"same command again to start over") from None
+            raise BuildInterrupted(f"interrupted while scanning the inputs: nothing was written to {out}; "
+                                   "run the same command again to start over") from None
         remove_stale_temporaries(out)  # the terminated workers' unfinished shards (we hold the folder's lock)
         finished = sum(_finished(t) for t in tasks)  # some finished after their result was last received
         raise BuildInterrupted(
