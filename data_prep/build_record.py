@@ -1,13 +1,6 @@
 """The record of what made an output folder's shards: `OUT/.state/{prefix}build.json` holds the build's settings
-(chunking, encoding, shard size, split fractions, caption seed, prefix) and its sources (the folders it read,
-resolved, and the tables, allow-lists and licence filter that chose the files), with their fingerprint.
-
-A build checks it before it touches anything: the same record resumes (finished shards are kept, as before); a
-different one is refused in one line naming both fingerprints and what differs, unless `--overwrite`. A folder
-written before builds kept a record gets this build's record, and the user is told once. Each prefix is its own
-build (`fsd_train-*` and `fma_train-*` may share a folder). lafa's version is recorded but not compared: a newer
-lafa resumes the same build and rewrites the shards whose own fingerprint (lafa's version included) changed.
-"""
+and sources with their fingerprint, checked before a build touches anything: the same record resumes, another
+is refused unless `--overwrite` (docs/data.md, "One build per folder")."""
 
 from __future__ import annotations
 

@@ -1,11 +1,9 @@
 """Plan, write and resume WebDataset shards; the manifest.
 
-The run is split into shards planned up front from file headers (no decoding), so each shard is an
-independent, deterministic unit of work: written under a temporary name and renamed when complete,
-skipped on a re-run when its final file and its state record (same plan fingerprint, lafa version included;
-the file's size as written) exist. A folder another build made (other settings or sources) is refused
-(data_prep.build_record). One build per output folder (lafa.output_lock); worker
-processes die with the build; Ctrl-C stops with what was kept; a full disk names the shard.
+Each shard, planned up front from file headers (data_prep.plan), is an independent, deterministic unit of work:
+written under a temporary name and renamed when complete, skipped on a re-run when it and its state record (same
+fingerprint, lafa's version included; its size as written) exist. One build per output folder (lafa.output_lock,
+data_prep.build_record); Ctrl-C stops with what was kept; a full disk names the shard (docs/data.md).
 """
 
 from __future__ import annotations
