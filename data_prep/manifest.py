@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,11 +39,10 @@ def manifest(tasks: list[dict], skipped: list[dict], s: BuildSettings, listed: i
     sources: dict[str, dict] = defaultdict(lambda: {"files": 0, "chunks": 0, "hours": 0.0, "skipped": 0})
     skipped = list(skipped)
     dropped = []
-    copied: dict[str, int] = defaultdict(int)
+    copied: Counter[str] = Counter()
     for t in tasks:
         st = json.loads(Path(t["state"]).read_text())
-        for ext, n in st.get("copied", {}).items():
-            copied[ext] += n
+        copied.update(st.get("copied", {}))
         sp = splits[t["split"]]
         sp["shards"].append(Path(t["path"]).name)
         sp["files"] += st["files"]
@@ -60,9 +59,7 @@ def manifest(tasks: list[dict], skipped: list[dict], s: BuildSettings, listed: i
     kept = sum(v["files"] for v in splits.values())
     if kept + len(skipped) != listed:  # every input in exactly one place: a bug if not, never a silent loss
         raise RuntimeError(f"data_prep: {listed} inputs but {kept} in shards + {len(skipped)} skipped")
-    categories: dict[str, int] = defaultdict(int)
-    for sk in skipped:
-        categories[sk.get("category", "other")] += 1
+    categories = Counter(sk.get("category", "other") for sk in skipped)
     chunks = sum(v["chunks"] for v in splits.values())
     return {"files_listed": listed, "files_kept": kept, "files_skipped": len(skipped),
             "skipped_by_category": dict(sorted(categories.items())), "chunks": chunks,
