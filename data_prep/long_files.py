@@ -22,7 +22,6 @@ from lafa.audio_blocks import EXACT_BLOCK_FORMATS, BlockReader
 from lafa.resample import WINDOW_ELEMENTS, plan, reduced_rates
 
 LONG_FILE_SECONDS = 60.0  # longer files are streamed (shorter ones: the whole-file path, as before)
-STREAMED_FORMATS = EXACT_BLOCK_FORMATS  # block reads exact (lafa.audio_blocks): PCM, FLAC, Ogg Vorbis/Opus
 
 
 class WholeFileNeeded(Exception):  # noqa: N818 - a signal to the caller, not an error
@@ -33,7 +32,7 @@ class WholeFileNeeded(Exception):  # noqa: N818 - a signal to the caller, not an
 def streams_long(format_name: str, seconds: float) -> bool:
     """Whether a file (libsndfile's format name, its duration) is streamed: longer than LONG_FILE_SECONDS and of a
     format whose block reads are exact."""
-    return format_name in STREAMED_FORMATS and seconds > LONG_FILE_SECONDS
+    return format_name in EXACT_BLOCK_FORMATS and seconds > LONG_FILE_SECONDS  # PCM, FLAC, Ogg Vorbis/Opus
 
 
 class _Resampler:
