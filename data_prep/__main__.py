@@ -93,41 +93,35 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     args = parser().parse_args([a for a in argv if a != "--debug"])
-    prog = "data_prep"  # the one-line contract of docs/faults.md: "data_prep: error: <file or option>: ...; <fix>"
     try:
         _check_inputs(args)
         return _run(args)
-    except BuildInterrupted as exc:  # Ctrl-C: what was kept and how to resume, no KeyboardInterrupt traceback
-        if debug:
+    except (KeyboardInterrupt, SystemExit, OSError, ValueError) as exc:
+        if debug or isinstance(exc, SystemExit) and not isinstance(exc.code, str):
             raise
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        if debug:
-            raise
-        print(f"{prog}: interrupted (Ctrl-C); finished shards are kept in {args.out}; rerun the same command to "
-              "build the rest (finished shards are not rebuilt)", file=sys.stderr)
-        return 130
-    except SystemExit as exc:  # a message of _run: one line in the contract's form
-        if debug or not isinstance(exc.code, str):
-            raise
-        print(f"{prog}: error: {exc.code.removeprefix('data_prep: ')}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # a full disk, a read-only folder: the file and what is wrong, not a traceback
-        if debug:
-            raise
+        # the one-line contract of docs/faults.md: "data_prep: error: <file or option>: ...; <fix>"
+        print(f"data_prep: {_one_line(exc, args.out)}", file=sys.stderr)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 2
+
+
+def _one_line(exc: BaseException, out: Path) -> str:
+    """What main prints for an error: Ctrl-C (what was kept, how to resume), a message of _run, a full disk
+    or a read-only folder (the file and what is wrong), a bad table or argument; no traceback."""
+    if isinstance(exc, BuildInterrupted):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return (f"interrupted (Ctrl-C); finished shards are kept in {out}; rerun the same command to build "
+                "the rest (finished shards are not rebuilt)")
+    if isinstance(exc, SystemExit):
+        return f"error: {exc.code.removeprefix('data_prep: ')}"
+    if isinstance(exc, OSError):
         what = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
         if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
             what += "; choose a writable --out (and readable inputs)"
         elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
             what += "; free space and run the same command again (finished shards are kept)"
-        print(f"{prog}: error: {' '.join(what.split())}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # a bad table or argument: one line naming it, not a traceback
-        if debug:
-            raise
-        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return f"error: {' '.join(what.split())}"
+    return f"error: {' '.join(str(exc).split())}"
 
 
 def _inputs(args: argparse.Namespace) -> dict:
@@ -172,9 +166,7 @@ def _run(args: argparse.Namespace) -> int:
                 raise SystemExit("--fma_audio/--fma_tracks: they go together; give both (the audio tree and tracks.csv)")
             items += read_fma(args.fma_audio, args.fma_tracks, args.fma_genres)
             roots["fma"] = args.fma_audio
-        for i, folder in enumerate(args.folder):
-            if not folder.is_dir():
-                raise SystemExit(f"--folder {folder}: no such folder; give a folder of audio files")
+        for i, folder in enumerate(args.folder):  # each an existing folder (_check_inputs)
             name = "folder" if i == 0 else f"folder{i}"
             items += read_folder(folder, name)
             roots[name] = folder

@@ -1,26 +1,18 @@
 """The record of what made an output folder's shards: `OUT/.state/{prefix}build.json` holds the build's settings
-(chunking, encoding, shard size, split fractions, caption seed, prefix) and its sources (the folders it read,
-resolved, and the tables, allow-lists and licence filter that chose the files), with their fingerprint.
-
-A build checks it before it touches anything: the same record resumes (finished shards are kept, as before); a
-different one is refused in one line naming both fingerprints and what differs, unless `--overwrite`. A folder
-written before builds kept a record gets this build's record, and the user is told once. Each prefix is its own
-build (`fsd_train-*` and `fma_train-*` may share a folder). lafa's version is recorded but not compared: a newer
-lafa resumes the same build and rewrites the shards whose own fingerprint (lafa's version included) changed.
-"""
+and sources with their fingerprint, checked before a build touches anything: the same record resumes, another
+is refused unless `--overwrite` (docs/data.md, "One build per folder")."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import re
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lafa
+from data_prep.plan import shard_name_pattern
 from lafa.errors import BadInput
 from lafa.fingerprint import read_record
 
@@ -32,9 +24,7 @@ LENGTH = 16  # hex digits of the fingerprint shown and compared (as lafa.fingerp
 
 def build_record(s: BuildSettings, roots: dict[str, Path]) -> dict[str, Any]:
     """{"settings", "sources", "fingerprint", "lafa_version"} of a build; the fingerprint covers the first two."""
-    settings = {**asdict(s.chunk), "shard_bytes": s.shard_bytes, "val_fraction": s.val_fraction,
-                "test_fraction": s.test_fraction, "seed": s.seed, "size_estimate": s.size_estimate,
-                "prefix": s.prefix}
+    settings = {**s.recorded(), "size_estimate": s.size_estimate, "prefix": s.prefix}
     sources = {**{f"{name} folder": str(Path(root).resolve()) for name, root in sorted(roots.items())},
                **{k: v for k, v in sorted(s.inputs.items())}}
     made = {"settings": settings, "sources": json.loads(json.dumps(sources, default=str))}
@@ -59,7 +49,7 @@ def differences(old: dict, new: dict, shown: int = 3) -> str:
 
 
 def _earlier_shards(out: Path, prefix: str) -> bool:
-    name = re.compile(re.escape(prefix) + r"(train|val|test)-\d{6}\.tar")
+    name = shard_name_pattern(prefix)
     return any(name.fullmatch(p.name) for p in out.glob("*.tar"))
 
 

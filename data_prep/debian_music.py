@@ -5,24 +5,11 @@
     python -m data_prep.debian_music --out data/music --dry_run        # what it would install and build
 
 The packages, their music folders and, where the copyright file is not machine-readable, their licence are in
-configs/corpora/debian_music.yaml. Steps:
-1. install: packages missing under `--root` are installed with `apt-get install` when running as root on a
-   Debian system, else the exact command is printed and the run stops (exit 2);
-2. stage: every audio file of a package's music folders is symlinked to OUT/raw/<package>/<path> beside a
-   sidecar `<file>.json` (data_prep.folder's format): the licence of that file from the package's
-   /usr/share/doc/<package>/copyright (the last DEP-5 `Files:` stanza matching it, or the config's licence,
-   whose `evidence` passage must be in the file), the copyright holders that file names (`copyright_holders`;
-   a `copyright` tag of the file itself is left as it is), the package and version, album, genre and title
-   where the file's own tags have none, and the split;
-3. split: per package, whole tracks (files whose names differ only by a trailing number, `-old`, `_loop`
-   or `_intro` are one track) are held out for val and test, in an order fixed by a hash of the track's
-   name, until each holds `val_fraction` / `test_fraction` of the package's hours (a package with fewer than
-   5 tracks stays in train), so no clip of a val/test track is ever trained on;
-4. shard: `python -m data_prep build --out OUT/shards --folder OUT/raw --licenses ...` (any other option is
-   passed on to it), then OUT/corpus.json: packages, versions, licences, files and hours per split.
-
-With `--folder DIR`, steps 1-3 are skipped: data_prep shards DIR itself (its tags, CSVs and sidecars; a hash
-split by file), with the licence classes of `--licenses`.
+configs/corpora/debian_music.yaml. Steps (docs/corpus.md): install the missing packages (or print the command,
+exit 2); stage every audio file as a symlink under OUT/raw/<package>/ beside a sidecar with its licence (from
+the package's DEP-5 copyright file or the config's checked `evidence`), holders and split; hold out whole
+tracks per package for val and test; shard with `python -m data_prep build`, then write OUT/corpus.json.
+With `--folder DIR`, data_prep shards DIR itself.
 """
 
 from __future__ import annotations
@@ -37,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import soundfile as sf
@@ -83,7 +70,7 @@ class Package:
 
 def load_config(path: Path) -> dict:
     cfg = yaml.safe_load(Path(path).read_text())
-    known = {"name", "dirs", "include", "album", "genre", "license", "evidence", "copyright"}
+    known = {f.name for f in fields(Package)} - {"version", "tracks"}
     for p in cfg["packages"]:
         extra = set(p) - known
         if extra:
@@ -97,7 +84,7 @@ def packages_from(cfg: dict, names: list[str] | None) -> list[Package]:
         unknown = [n for n in names if n not in all_]
         if unknown:
             raise ValueError(f"packages not in the config: {unknown} (known: {sorted(all_)})")
-    return [Package(**{k: v for k, v in p.items()}) for n, p in all_.items() if not names or n in names]
+    return [Package(**p) for n, p in all_.items() if not names or n in names]
 
 
 def copyright_path(root: Path, package: str) -> Path:
@@ -110,16 +97,12 @@ def missing_packages(root: Path, packages: list[Package]) -> list[str]:
             if not copyright_path(root, p.name).is_file() or not all((root / d).is_dir() for d in p.dirs)]
 
 
-def install_command(names: list[str]) -> list[str]:
-    return ["apt-get", "install", "-y", "--no-install-recommends", *names]
-
-
 def ensure_installed(root: Path, packages: list[Package], dry_run: bool) -> str | None:
     """None when every package is there (installing them if this process may); else what the user must run."""
     missing = missing_packages(root, packages)
     if not missing:
         return None
-    cmd = install_command(missing)
+    cmd = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
     can_install = (str(root) == "/" and shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0)
     if dry_run or not can_install:
         prefix = "" if can_install else "sudo "
@@ -210,9 +193,8 @@ def collect(root: Path, pkg: Package) -> list[Track]:
     for d in pkg.dirs:
         base = root / d
         for path in sorted(base.rglob("*")):
-            if not path.is_file() or path.suffix.lower() not in AUDIO_SUFFIXES:
-                continue
-            if not fnmatch.fnmatch(path.name, pkg.include):
+            audio = path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES
+            if not audio or not fnmatch.fnmatch(path.name, pkg.include):
                 continue
             real = path.resolve()
             if real in seen:
@@ -367,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                 assign_splits(pkg.tracks, cfg.get("val_fraction", 0.1), cfg.get("test_fraction", 0.1), args.seed)
                 if not args.dry_run:
                     stage(raw, pkg, pkg.tracks)
-            for name, s in summarise(packages).items():
+            summary = summarise(packages)
+            for name, s in summary.items():
                 sp = s["splits"]
                 print(f"debian_music: {name:<24} {s['files']:>3} files {s['hours']:6.2f} h  "
                       f"{'/'.join(s['licenses'])}  train/val/test files {sp['train']['files']}/"
@@ -381,9 +364,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rc = subprocess.run(cmd, cwd=ROOT).returncode
     manifest = shards / "manifest.json"
-    report = {"config": str(args.config), "packages": summarise(packages), "licenses_kept": licenses,
+    report = {"config": str(args.config), "packages": summary, "licenses_kept": licenses,
               "data_prep_command": cmd[1:], "data_prep_exit": rc, "seconds": round(time.time() - started, 1),
-              "hours": round(sum(s["hours"] for s in summarise(packages).values()), 4),
+              "hours": round(sum(s["hours"] for s in summary.values()), 4),
               "manifest": str(manifest)}
     if manifest.is_file():
         m = json.loads(manifest.read_text())

@@ -151,15 +151,14 @@ def synth_sfx(rng: np.random.Generator, name: str, seconds: float, sr: int = 441
     return (x * 10 ** (-6 / 20) / max(np.abs(x).max(), 1e-9)).astype(np.float32)
 
 
-def write_demo_sources(raw: Path, seed: int = 0, counts: dict[str, int] | None = None) -> dict[str, Path]:
+def write_demo_sources(raw: Path, seed: int = 0) -> dict[str, Path]:
     """Write the raw demo corpus under raw/music (folder + JSON sidecars) and raw/fsd (audio + CSVs)."""
-    counts = counts or {"train": 48, "val": 8, "test": 8}
     rng = np.random.default_rng(seed)
     music, fsd = raw / "music", raw / "fsd"
     (fsd / "audio").mkdir(parents=True, exist_ok=True)
     music.mkdir(parents=True, exist_ok=True)
     dev_rows, info_rows = [], []
-    for split, count in counts.items():
+    for split, count in {"train": 48, "val": 8, "test": 8}.items():
         n_music = (2 * count) // 3
         for i in range(count):
             if i < n_music:  # music 2-6 s, some at 48 kHz or mono to exercise conversion

@@ -63,10 +63,8 @@ def _read_tables(root: Path) -> tuple[dict[str, dict], list[Path]]:
 
 
 def _sidecar(path: Path, files: set[Path]) -> Path | None:
-    for side in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
-        if side in files:
-            return side
-    return None
+    sides = (path.with_name(path.name + ".json"), path.with_suffix(".json"))
+    return next((side for side in sides if side in files), None)
 
 
 def _load_sidecar(side: Path) -> tuple[dict | None, str | None]:

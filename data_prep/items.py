@@ -91,9 +91,10 @@ def printable(path: str | Path) -> str:
     return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def relative_to(path: Path, root: Path) -> str:
-    """The path as the user laid it out under root (no symlink resolution)."""
+def relative_to(path: Path, root: Path | None) -> str:
+    """The path as the user laid it out under root (no symlink resolution; a symlink keeps its own folders);
+    its name when it is not under root or there is none."""
     try:
-        return Path(path).relative_to(root).as_posix()
+        return Path(path).relative_to(root).as_posix() if root else Path(path).name
     except ValueError:
         return Path(path).name

@@ -1,18 +1,10 @@
 """Long files in bounded memory: a file longer than LONG_FILE_SECONDS is decoded in blocks, chunk by chunk.
 
-`decode` (data_prep.process) reads a whole file at once: fine for a song, but a 2 h recording held 1.8 GB and a
-10 h one would hold 9-18 GB. Here the same samples come from sequential block reads: libsndfile's block reads
-of PCM (WAV, AIFF, W64, RF64, CAF, AU) and FLAC are exact, and resampling runs over the same frames, in the same
-GEMM partition (lafa.resample's frame chunks), as a whole-file `resample` does, so every chunk is bit-identical
-to what the whole-file path makes (tests/data_prep/test_long_files.py). The checks of a whole decode are kept
-and made at the end of the pass: truncated or partly decodable, non-finite, silent (the file's peak).
-
-The block reader is lafa's (lafa.audio_blocks.BlockReader, also `lafa evaluate`'s probe). Ogg (Vorbis, Opus) is
-streamed too: its block reads are exact, but its frame count, which the chunk bounds are computed from before the
-first read, is the last page's granule position: when the decoded length is not that count (or the stream is
-damaged), `check` raises WholeFileNeeded and the caller decodes the file whole, as before. Not streamed: MP3
-(libsndfile 1.2.2's MP3 block reads differ from one read: a 20 s 0.8-amplitude sine written by soundfile, by up
-to 0.96); an MP3 takes the whole-file path whatever its length (docs/data.md, "Memory").
+Sequential block reads (lafa.audio_blocks.BlockReader) of PCM, FLAC and Ogg are exact, and resampling runs
+over the same frames and GEMM partition as a whole-file `lafa.resample`, so every chunk is bit-identical to
+the whole-file path's (tests/data_prep/test_long_files.py); a whole decode's checks are made at the end of the
+pass. An Ogg file whose decoded length is not its header's count raises WholeFileNeeded (the caller decodes it
+whole); MP3 is never streamed (its block reads are not exact). Why, and measurements: docs/data.md, "Memory".
 """
 
 from __future__ import annotations
@@ -24,12 +16,12 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
+from data_prep.process import INT16_DBFS, SkipFile, check_loud
 from lafa.audio import _declared_frames, _frames_before_failure, peak_dbfs, sf_source, to_channels
 from lafa.audio_blocks import EXACT_BLOCK_FORMATS, BlockReader
 from lafa.resample import WINDOW_ELEMENTS, plan, reduced_rates
 
 LONG_FILE_SECONDS = 60.0  # longer files are streamed (shorter ones: the whole-file path, as before)
-STREAMED_FORMATS = EXACT_BLOCK_FORMATS  # block reads exact (lafa.audio_blocks): PCM, FLAC, Ogg Vorbis/Opus
 
 
 class WholeFileNeeded(Exception):  # noqa: N818 - a signal to the caller, not an error
@@ -40,7 +32,7 @@ class WholeFileNeeded(Exception):  # noqa: N818 - a signal to the caller, not an
 def streams_long(format_name: str, seconds: float) -> bool:
     """Whether a file (libsndfile's format name, its duration) is streamed: longer than LONG_FILE_SECONDS and of a
     format whose block reads are exact."""
-    return format_name in STREAMED_FORMATS and seconds > LONG_FILE_SECONDS
+    return format_name in EXACT_BLOCK_FORMATS and seconds > LONG_FILE_SECONDS  # PCM, FLAC, Ogg Vorbis/Opus
 
 
 class _Resampler:
@@ -88,8 +80,6 @@ class StreamedFile:
     shard's rate that chunk bounds are computed from."""
 
     def __init__(self, path, settings, int16: bool = False, mono: bool = False) -> None:
-        from data_prep.process import INT16_DBFS
-
         self.path, self.settings, self.int16, self.mono = path, settings, int16, mono
         self.f = sf.SoundFile(sf_source(path))
         f = self.f
@@ -126,8 +116,6 @@ class StreamedFile:
 
     def check(self) -> None:
         """After the chunks: read to the end, then the whole decode's checks in its order (lafa.audio)."""
-        from data_prep.process import SkipFile
-
         self.source.drain()
         log = self.f.extra_info.lower()
         self.f.close()
@@ -152,6 +140,4 @@ class StreamedFile:
             raise SkipFile(f"unreadable: {name} holds no samples", "unreadable")
         if not src.finite:
             raise SkipFile(f"unreadable: {name} decodes to non-finite samples", "unreadable")
-        level = src.peak_dbfs - self.offset_db
-        if level < self.settings.silence_dbfs:
-            raise SkipFile(f"silent: peak {level:.1f} dBFS < {self.settings.silence_dbfs:g} dBFS", "silent")
+        check_loud(src.peak_dbfs - self.offset_db, self.settings)

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
-from collections import defaultdict
-from dataclasses import asdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from data_prep.plan import SPLITS
+from data_prep.plan import SPLITS, shard_name_pattern
 
 if TYPE_CHECKING:
     from data_prep.settings import BuildSettings
@@ -23,7 +21,7 @@ def quarantine_stale(out: Path, current: set[str], prefix: str = "") -> list[str
     """Move shards of earlier builds with this prefix (`{prefix}{split}-NNNNNN.tar`) that the new manifest
     does not list to out/.stale/, so `{prefix}train-*.tar` reads only this build. Other tars are left alone
     (another prefix's build, the user's own files)."""
-    name = re.compile(re.escape(prefix) + r"(train|val|test)-\d{6}\.tar")
+    name = shard_name_pattern(prefix)
     moved = []
     for tar in sorted(out.glob("*.tar")):
         if tar.name in current or not name.fullmatch(tar.name):
@@ -35,18 +33,16 @@ def quarantine_stale(out: Path, current: set[str], prefix: str = "") -> list[str
     return moved
 
 
-
 def manifest(tasks: list[dict], skipped: list[dict], s: BuildSettings, listed: int) -> dict:
     sr = s.chunk.sample_rate
     splits = {k: {"shards": [], "files": 0, "chunks": 0, "hours": 0.0} for k in SPLITS}
     sources: dict[str, dict] = defaultdict(lambda: {"files": 0, "chunks": 0, "hours": 0.0, "skipped": 0})
     skipped = list(skipped)
     dropped = []
-    copied: dict[str, int] = defaultdict(int)
+    copied: Counter[str] = Counter()
     for t in tasks:
         st = json.loads(Path(t["state"]).read_text())
-        for ext, n in st.get("copied", {}).items():
-            copied[ext] += n
+        copied.update(st.get("copied", {}))
         sp = splits[t["split"]]
         sp["shards"].append(Path(t["path"]).name)
         sp["files"] += st["files"]
@@ -63,9 +59,7 @@ def manifest(tasks: list[dict], skipped: list[dict], s: BuildSettings, listed: i
     kept = sum(v["files"] for v in splits.values())
     if kept + len(skipped) != listed:  # every input in exactly one place: a bug if not, never a silent loss
         raise RuntimeError(f"data_prep: {listed} inputs but {kept} in shards + {len(skipped)} skipped")
-    categories: dict[str, int] = defaultdict(int)
-    for sk in skipped:
-        categories[sk.get("category", "other")] += 1
+    categories = Counter(sk.get("category", "other") for sk in skipped)
     chunks = sum(v["chunks"] for v in splits.values())
     return {"files_listed": listed, "files_kept": kept, "files_skipped": len(skipped),
             "skipped_by_category": dict(sorted(categories.items())), "chunks": chunks,
@@ -73,5 +67,4 @@ def manifest(tasks: list[dict], skipped: list[dict], s: BuildSettings, listed: i
             "stored": {s.chunk.member_format: chunks - sum(copied.values()), "copy": dict(sorted(copied.items()))},
             "hours": sum(v["hours"] for v in splits.values()), "splits": splits, "sources": dict(sources),
             "skipped": sorted(skipped, key=lambda d: (d["source"], d["id"])), "dropped_chunks": dropped,
-            "settings": {**asdict(s.chunk), "shard_bytes": s.shard_bytes, "val_fraction": s.val_fraction,
-                         "test_fraction": s.test_fraction, "seed": s.seed}}
+            "settings": s.recorded()}

@@ -1,11 +1,9 @@
 """A source that needs no change is stored as it is: the copy rule and the tag stripping it uses.
 
-A file that is one whole chunk, already at the shard's sample rate and channel count, in a format the loaders
-decode (FLAC and WAV at the shard's bit depth, MP3, Ogg Vorbis, Opus) goes into the shard byte for byte under
-its own extension, instead of being decoded and re-encoded to FLAC (which costs more CPU than decoding the
-lossy formats and ~10x decoding a WAV). Tags are removed where the layout makes that safe and cheap
-(FLAC metadata blocks, MP3 ID3v2/ID3v1/APEv2 tags, RIFF chunks other than `fmt ` and `data`); anything the
-parser does not recognise keeps its bytes. Ogg tags live in a header packet (re-paging needed): kept.
+A file that is one whole chunk at the shard's rate and channels, in a format the loaders decode, goes into the
+shard byte for byte under its own extension instead of being re-encoded to FLAC; tags are removed where the
+layout makes that safe (FLAC metadata blocks, MP3 ID3/APEv2 tags, RIFF chunks other than `fmt ` and `data`),
+anything unrecognised keeps its bytes, Ogg tags are kept. docs/data.md, "Sources stored as they are".
 """
 
 from __future__ import annotations

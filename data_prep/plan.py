@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +23,12 @@ if TYPE_CHECKING:
     from data_prep.settings import BuildSettings
 
 SPLITS = ("train", "val", "test")
+
+
+def shard_name_pattern(prefix: str) -> re.Pattern:
+    """The names a build with this prefix gives its shards: `{prefix}{split}-NNNNNN.tar`."""
+    return re.compile(re.escape(prefix) + r"(train|val|test)-\d{6}\.tar")
+
 FLAC_RATIO = 0.6  # planning estimate of FLAC size / 16-bit PCM size
 
 
@@ -102,7 +109,6 @@ def estimate_bytes(path: Path, info, chunk: ChunkSettings, data: bytes | None = 
     except Exception:  # the decoder reports the file properly later
         per_second = chunk.sample_rate * chunk.channels * 2 * FLAC_RATIO
     return per_second * seconds + chunks * MEMBER_OVERHEAD
-
 
 
 def plan_shards(items: list[Item], headers: list[dict], s: BuildSettings) -> dict[str, list[list[int]]]:

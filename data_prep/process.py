@@ -68,35 +68,27 @@ def decode(path, settings: ChunkSettings, int16: bool = False, mono: bool = Fals
     int16: a 16-bit PCM source already at the shard's rate and channels (a WAV or FLAC the build may copy)
     checked the same way on its integers, int16 (C, S): for WAV a tenth of the float32 decode's CPU.
     mono: a mono source comes back mono (a copy candidate: the channels are duplicated only if it is encoded)."""
-    if int16:
-        return _decode_int16(path, settings, mono)
     try:
-        audio, sr = load_audio_complete(path)
+        audio, sr = load_audio_complete(path, dtype="int16" if int16 else "float32")
     except TruncatedAudioError as exc:  # the skip record has the path: the reason names the file only
         raise SkipFile(str(exc).replace(f"{path}: ", ""), "truncated") from exc
     except Exception as exc:  # AudioDecodeError and anything libsndfile throws on garbage
         raise SkipFile(f"unreadable: {exc}".replace(str(path), Path(path).name), "unreadable") from exc
-    level = peak_dbfs(audio)
-    if level < settings.silence_dbfs:
-        raise SkipFile(f"silent: peak {level:.1f} dBFS < {settings.silence_dbfs:g} dBFS", "silent")
+    if int16 and ((sr, settings.flac_subtype) != (settings.sample_rate, "PCM_16")
+                  or audio.shape[0] not in (settings.channels, 1)):
+        return decode(path, settings, mono=mono)  # not what the header promised (the file changed)
+    check_loud(peak_dbfs(audio) - (INT16_DBFS if int16 else 0.0), settings)  # int16: the float decode's peak
+    if int16:
+        return audio if mono and audio.shape[0] == 1 else to_channels(audio, settings.channels)
     if mono and audio.shape[0] == 1:
         return resample(audio, sr, settings.sample_rate)
     return convert(audio, sr, settings.sample_rate, settings.channels)  # reads the decoder's (S, C) buffer as it is
 
 
-def _decode_int16(path, settings: ChunkSettings, mono: bool = False) -> torch.Tensor:
-    try:
-        audio, sr = load_audio_complete(path, dtype="int16")
-    except TruncatedAudioError as exc:
-        raise SkipFile(str(exc).replace(f"{path}: ", ""), "truncated") from exc
-    except Exception as exc:
-        raise SkipFile(f"unreadable: {exc}".replace(str(path), Path(path).name), "unreadable") from exc
-    if (sr, settings.flac_subtype) != (settings.sample_rate, "PCM_16") or audio.shape[0] not in (settings.channels, 1):
-        return decode(path, settings, mono=mono)  # not what the header promised (the file changed): the float path
-    level = peak_dbfs(audio) - INT16_DBFS  # the float decode's peak: x / 32768
+def check_loud(level: float, settings: ChunkSettings) -> None:
+    """Raise SkipFile("silent") when a whole file's peak `level` (dBFS) is below settings.silence_dbfs."""
     if level < settings.silence_dbfs:
         raise SkipFile(f"silent: peak {level:.1f} dBFS < {settings.silence_dbfs:g} dBFS", "silent")
-    return audio if mono and audio.shape[0] == 1 else to_channels(audio, settings.channels)
 
 
 INT16_DBFS = 20 * math.log10(32768)
@@ -128,9 +120,10 @@ def split_chunks(audio: torch.Tensor, settings: ChunkSettings) -> tuple[list[tup
 
 
 def encode_member(audio: torch.Tensor, settings: ChunkSettings) -> tuple[str, bytes]:
-    """(member extension, bytes) of a converted chunk, as settings.member_format says."""
+    """(member extension, bytes) of a converted chunk, as settings.member_format says: FLAC, or WAV (PCM at
+    flac_subtype's depth: the same integers encode_flac stores)."""
     if settings.member_format == "wav":
-        return "wav", encode_wav(audio, settings)
+        return "wav", _encode(audio, settings, "WAV")
     return "flac", encode_flac(audio, settings)
 
 
@@ -147,17 +140,14 @@ def _samples(audio: torch.Tensor, settings: ChunkSettings) -> np.ndarray:
 
 def encode_flac(audio: torch.Tensor, settings: ChunkSettings) -> bytes:
     """Lossless FLAC bytes of (C, S) audio (clipped to [-1, 1]); libsndfile writes no timestamps."""
-    buf = io.BytesIO()
     level = None if settings.flac_level is None else settings.flac_level / 8
-    sf.write(buf, _samples(audio, settings), settings.sample_rate, format="FLAC", subtype=settings.flac_subtype,
-             compression_level=level)
-    return buf.getvalue()
+    return _encode(audio, settings, "FLAC", compression_level=level)
 
 
-def encode_wav(audio: torch.Tensor, settings: ChunkSettings) -> bytes:
-    """WAV bytes (PCM at flac_subtype's depth) of (C, S) audio: the same integers encode_flac stores."""
+def _encode(audio: torch.Tensor, settings: ChunkSettings, fmt: str, **options) -> bytes:
     buf = io.BytesIO()
-    sf.write(buf, _samples(audio, settings), settings.sample_rate, format="WAV", subtype=settings.flac_subtype)
+    sf.write(buf, _samples(audio, settings), settings.sample_rate, format=fmt, subtype=settings.flac_subtype,
+             **options)
     return buf.getvalue()
 
 

@@ -3,7 +3,7 @@ record, the manifest and the builder alike."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from data_prep.process import ChunkSettings
@@ -26,3 +26,8 @@ class BuildSettings:
     # with the settings in the folder's build record (data_prep.build_record)
     inputs: dict = field(default_factory=dict)
     overwrite: bool = False  # replace the shards of another build in `out` (else that folder is refused)
+
+    def recorded(self) -> dict:
+        """The settings manifest.json records (the build record adds size_estimate and prefix)."""
+        return {**asdict(self.chunk), "shard_bytes": self.shard_bytes, "val_fraction": self.val_fraction,
+                "test_fraction": self.test_fraction, "seed": self.seed}

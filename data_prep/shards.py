@@ -1,11 +1,9 @@
 """Plan, write and resume WebDataset shards; the manifest.
 
-The run is split into shards planned up front from file headers (no decoding), so each shard is an
-independent, deterministic unit of work: written under a temporary name and renamed when complete,
-skipped on a re-run when its final file and its state record (same plan fingerprint, lafa version included;
-the file's size as written) exist. A folder another build made (other settings or sources) is refused
-(data_prep.build_record). One build per output folder (lafa.output_lock); worker
-processes die with the build; Ctrl-C stops with what was kept; a full disk names the shard.
+Each shard, planned up front from file headers (data_prep.plan), is an independent, deterministic unit of work:
+written under a temporary name and renamed when complete, skipped on a re-run when it and its state record (same
+fingerprint, lafa's version included; its size as written) exist. One build per output folder (lafa.output_lock,
+data_prep.build_record); Ctrl-C stops with what was kept; a full disk names the shard (docs/data.md).
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ from tqdm import tqdm
 
 import lafa
 from data_prep.build_record import build_record, check_build_record
-from data_prep.items import Item, printable, skip_record
+from data_prep.items import Item, printable, relative_to, skip_record
 from data_prep.long_files import StreamedFile, WholeFileNeeded, streams_long
 from data_prep.manifest import manifest as write_manifest
 from data_prep.manifest import quarantine_stale
@@ -85,18 +83,19 @@ def write_shard(task: dict) -> dict:
                    "dropped_chunks": [], "per_source": defaultdict(lambda: {"files": 0, "chunks": 0, "samples": 0}),
                    "copied": defaultdict(int)}  # chunks stored as the source's bytes, per format
     state = Path(task["state"])
+    tmp = state.with_suffix(".tmp")
     try:
         with atomic_tar(task["path"]) as tar:  # a shard appears complete or not at all
             tar.copybufsize = 1 << 20  # tarfile copies members in 16 KiB pieces by default
             _write_members(task, tar, stats)
         stats["per_source"], stats["copied"] = dict(stats["per_source"]), dict(stats["copied"])
         stats["bytes"] = os.path.getsize(task["path"])  # a re-run trusts a shard of this size only
-        state.with_suffix(".tmp").write_text(json.dumps(stats, sort_keys=True, indent=1))
-        os.replace(state.with_suffix(".tmp"), state)
+        tmp.write_text(json.dumps(stats, sort_keys=True, indent=1))
+        os.replace(tmp, state)
     except OSError as exc:
         if exc.errno not in NO_SPACE:
             raise
-        state.with_suffix(".tmp").unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise ShardWriteError(f"{task['path']}: no space left on the device while writing this shard") from None
     return stats
 
@@ -110,6 +109,24 @@ def _chunk_meta(task: dict, entry: dict, settings: ChunkSettings, key: str, i: i
             "caption": draw_caption(item.metadata, caption_rng(task["seed"], key)),
             "license": item.license, "license_text": item.license_text, "path": printable(entry["rel_path"]),
             "metadata": item.metadata, "stored": stored, "stored_channels": stored_channels}
+
+
+def _count_file(stats: dict, item: Item, dropped: list[str]) -> dict:
+    """Count a file that reaches the shard and its dropped silent chunks; returns its source's counts."""
+    stats["dropped_chunks"] += [{"source": item.source, "id": item.id, "reason": r} for r in dropped]
+    stats["files"] += 1
+    src = stats["per_source"][item.source]
+    src["files"] += 1
+    return src
+
+
+def _add_chunk(tar: tarfile.TarFile, stats: dict, src: dict, name: str, member: bytes, meta: dict) -> None:
+    """A chunk's audio member and its JSON, counted in the shard's and its source's totals."""
+    add_member(tar, name, member)
+    add_member(tar, f"{meta['key']}.json", json.dumps(meta, sort_keys=True, ensure_ascii=False).encode())
+    for counts in (stats, src):
+        counts["chunks"] += 1
+        counts["samples"] += meta["num_samples"]
 
 
 def _write_streamed(task: dict, tar: tarfile.TarFile, stats: dict, entry: dict, int16: bool, mono: bool) -> bool:
@@ -142,21 +159,13 @@ def _write_streamed(task: dict, tar: tarfile.TarFile, stats: dict, entry: dict, 
             streamed.check()  # truncated, unreadable or silent: skipped whole, nothing of it in the shard
             if not kept:
                 raise SkipFile("no chunk passed: " + "; ".join(dropped), "silent")
-            stats["dropped_chunks"] += [{"source": item.source, "id": item.id, "reason": r} for r in dropped]
-            src = stats["per_source"][item.source]
-            stats["files"] += 1
-            src["files"] += 1
+            src = _count_file(stats, item, dropped)
             for i, (offset, length, member_ext, start, size) in enumerate(kept):
                 key = sample_key(item, i)
                 f.seek(start)
-                add_member(tar, f"{key}.{member_ext}", f.read(size))
                 meta = _chunk_meta(task, entry, settings, key, i, len(kept), offset, length, streamed.total,
                                    settings.member_format, settings.channels)
-                add_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True, ensure_ascii=False).encode())
-                stats["chunks"] += 1
-                stats["samples"] += length
-                src["chunks"] += 1
-                src["samples"] += length
+                _add_chunk(tar, stats, src, f"{key}.{member_ext}", f.read(size), meta)
     except SkipFile as exc:
         stats["skipped"].append(skip_record(item, str(exc), exc.category))
     except WholeFileNeeded:
@@ -193,10 +202,7 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
         if not chunks:  # every chunk silent (e.g. the only loud part is in a dropped short tail)
             stats["skipped"].append(skip_record(item, "no chunk passed: " + "; ".join(dropped), "silent"))
             continue
-        stats["dropped_chunks"] += [{"source": item.source, "id": item.id, "reason": r} for r in dropped]
-        src = stats["per_source"][item.source]
-        stats["files"] += 1
-        src["files"] += 1
+        src = _count_file(stats, item, dropped)
         for i, (offset, piece) in enumerate(chunks):
             key = sample_key(item, i)
             meta = _chunk_meta(task, entry, settings, key, i, len(chunks), offset, piece.shape[-1], audio.shape[-1],
@@ -204,17 +210,10 @@ def _write_members(task: dict, tar: tarfile.TarFile, stats: dict) -> None:
                                settings.channels if copied is None else src_format.channels)
             if copied is None:
                 member_ext, member = encode_member(to_channels(piece, settings.channels), settings)
-                add_member(tar, f"{key}.{member_ext}", member)
             else:  # the source's own bytes: the loaders decode mp3/ogg/opus/wav/flac members alike
-                add_member(tar, f"{key}.{ext}", copied)
+                member_ext, member = ext, copied
                 stats["copied"][ext] += 1
-            add_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True, ensure_ascii=False).encode())
-            stats["chunks"] += 1
-            stats["samples"] += piece.shape[-1]
-            src["chunks"] += 1
-            src["samples"] += piece.shape[-1]
-
-
+            _add_chunk(tar, stats, src, f"{key}.{member_ext}", member, meta)
 
 
 def _fingerprint(entries: list[dict], s: BuildSettings) -> str:
@@ -255,7 +254,7 @@ def _build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dic
     listed = len(items) + len(rejected)
     rejected = list(rejected) + [skip_record(it) for it in items if it.problem]
     items = sorted((it for it in items if not it.problem), key=lambda it: (it.source, it.rel or "", it.id))
-    pool = _pool(jobs)
+    pool, writing = _pool(jobs), False
     try:
         scan = partial(file_header, chunk=s.chunk if s.size_estimate == "probe" else None)
         headers = list(tqdm((pool.imap if pool else map)(scan, items), total=len(items),
@@ -280,41 +279,34 @@ def _build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dic
                 name = f"{s.prefix}{split}-{n:06d}.tar"
                 entries = [{"item": kept[i], "sha256": kept_headers[i]["sha256"], "format": kept_headers[i]["format"],
                             "seconds": kept_headers[i]["seconds"],
-                            "rel_path": kept[i].rel or _relative(kept[i].path, roots.get(kept[i].source))}
+                            "rel_path": kept[i].rel or relative_to(kept[i].path, roots.get(kept[i].source))}
                            for i in group]
                 tasks.append({"path": str(out / name), "state": str(state_dir / f"{name}.json"), "split": split,
                               "items": entries, "chunk": s.chunk, "seed": s.seed,
                               "fingerprint": _fingerprint(entries, s)})
         todo = [t for t in tasks if not _finished(t)]
         finished = len(tasks) - len(todo)
-        try:
-            for stats in tqdm((pool.imap_unordered if pool else map)(write_shard, todo), total=len(todo),
-                              desc="shards", disable=None):
-                finished += 1
-                del stats
-        except ShardWriteError as exc:
-            raise ShardWriteError(f"{exc}; {finished} of {len(tasks)} shards are finished and kept (no partial "
-                                  f"shard); free space and run the same command again to write the rest") from None
-        except KeyboardInterrupt:
-            if pool:
-                pool.terminate()
-                pool.join()
-                pool = None
-            remove_stale_temporaries(out)  # the terminated workers' unfinished shards (we hold the folder's lock)
-            finished = sum(_finished(t) for t in tasks)  # some finished after their result was last received
-            raise BuildInterrupted(
-                f"interrupted: {finished} of {len(tasks)} shards in {out} are finished and kept (shards being "
-                f"written were discarded, no manifest.json written yet); run the same command again to resume: "
-                f"finished shards are not written again") from None
-    except KeyboardInterrupt as exc:
-        if isinstance(exc, BuildInterrupted):  # raised above, while shards were written
-            raise
+        writing = True
+        for _ in tqdm((pool.imap_unordered if pool else map)(write_shard, todo), total=len(todo),
+                      desc="shards", disable=None):
+            finished += 1
+    except ShardWriteError as exc:
+        raise ShardWriteError(f"{exc}; {finished} of {len(tasks)} shards are finished and kept (no partial "
+                              "shard); free space and run the same command again to write the rest") from None
+    except KeyboardInterrupt:
         if pool:
             pool.terminate()
             pool.join()
             pool = None
-        raise BuildInterrupted(f"interrupted while scanning the inputs: nothing was written to {out}; run the same "
-                               f"command again to start over") from None
+        if not writing:
+            raise BuildInterrupted(f"interrupted while scanning the inputs: nothing was written to {out}; "
+                                   "run the same command again to start over") from None
+        remove_stale_temporaries(out)  # the terminated workers' unfinished shards (we hold the folder's lock)
+        finished = sum(_finished(t) for t in tasks)  # some finished after their result was last received
+        raise BuildInterrupted(
+            f"interrupted: {finished} of {len(tasks)} shards in {out} are finished and kept (shards being "
+            f"written were discarded, no manifest.json written yet); run the same command again to resume: "
+            f"finished shards are not written again") from None
     finally:
         if pool:
             pool.close()
@@ -335,14 +327,6 @@ def _build(items: list[Item], s: BuildSettings, rejected: list[dict], roots: dic
                               f"kept: free space and run the same command again to write the manifest") from None
     os.replace(tmp, out / "manifest.json")
     return manifest
-
-
-def _relative(path: Path, root: Path | None) -> str:
-    """The path under the source's root as the user laid it out (a symlink keeps its own folders)."""
-    try:
-        return Path(path).relative_to(Path(root)).as_posix() if root else Path(path).name
-    except ValueError:
-        return Path(path).name
 
 
 def _finished(task: dict) -> bool:

@@ -132,6 +132,11 @@ def _year(*dates: str) -> str:
     return ""
 
 
+def _fma_id(text: str) -> str:
+    """An FMA track id without its leading zeros (`000002` -> `2`)."""
+    return text.lstrip("0") or "0"
+
+
 def read_fma(audio_dir: str | Path, tracks_csv: str | Path, genres_csv: str | Path | None = None,
              name: str = "fma") -> list[Item]:
     """FMA: an audio tree (`000/000002.mp3`) and tracks.csv (title, artist, album, genre(s), dates, licence)."""
@@ -146,12 +151,11 @@ def read_fma(audio_dir: str | Path, tracks_csv: str | Path, genres_csv: str | Pa
             genre_titles = {r["genre_id"]: r["title"] for r in csv.DictReader(f)}
     root = Path(audio_dir)
     by_stem, repeats = _index_audio(root)
-    audio = {stem.lstrip("0") or "0": p for stem, p in by_stem.items()}
+    audio = {_fma_id(stem): p for stem, p in by_stem.items()}
     table = [dict(zip(names, raw, strict=False)) for raw in rows[n_header:]]
-    items = _unmatched(name, root, by_stem, repeats, {row["track_id"].strip().lstrip("0") or "0" for row in table},
-                       key=lambda stem: stem.lstrip("0") or "0")
+    items = _unmatched(name, root, by_stem, repeats, {_fma_id(row["track_id"].strip()) for row in table}, _fma_id)
     for row in table:
-        tid = row["track_id"].strip().lstrip("0") or "0"
+        tid = _fma_id(row["track_id"].strip())
         if tid not in audio:
             items.append(_missing(name, tid, root))
             continue

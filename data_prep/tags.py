@@ -78,10 +78,17 @@ def _from_mutagen(f) -> dict:
             if atom in tags:
                 _put(out, field, tags[atom])
     else:  # Vorbis comments (list of pairs or dict-like), APEv2, ASF
-        for key, value in tags.items():
-            field = _TEXT_KEYS.get(str(key).lower())
-            if field:
-                _put(out, field, value)
+        return _from_keys(tags.items())
+    return out
+
+
+def _from_keys(pairs) -> dict:
+    """Fields from (key, value) pairs whose lower-cased keys _TEXT_KEYS names."""
+    out: dict = {}
+    for key, value in pairs:
+        field = _TEXT_KEYS.get(str(key).lower())
+        if field:
+            _put(out, field, value)
     return out
 
 
@@ -92,12 +99,7 @@ def _from_soundfile(path: Path) -> dict:
             meta = f.copy_metadata()
     except Exception:  # not decodable by libsndfile: the decoder reports the file later
         return {}
-    out: dict = {}
-    for key, field in (("title", "title"), ("artist", "artist"), ("album", "album"), ("genre", "genre"),
-                       ("date", "year"), ("license", "license"), ("copyright", "copyright")):
-        if meta.get(key):
-            _put(out, field, meta[key])
-    return out
+    return _from_keys(meta.items())  # title, artist, album, genre, date, license, copyright (and unused ones)
 
 
 def read_tags(path: str | Path) -> tuple[dict, str | None]:
