@@ -1,5 +1,4 @@
-"""The DataLoader over a ShardStream: a new epoch at every pass, the consumed position as Lightning's stateful
-dataloader state (exact mid-epoch resume), and the damaged data each pass skipped, reported once per pass."""
+"""The DataLoader over a ShardStream (`EpochLoader`)."""
 
 from __future__ import annotations
 
@@ -35,7 +34,7 @@ class EpochLoader(torch.utils.data.DataLoader):
     state dict (Lightning stores it in checkpoints and restores it on resume: the resumed pass skips, without
     decoding, what was trained on and yields the same batches in the same order), and damaged data reported.
 
-    Lightning pre-fetches a batch ahead of the step, so the DataModule marks a batch consumed (`consume`) when
+    Lightning pre-fetches a batch ahead of the step, so the DataModule marks a batch consumed (`taken`) when
     the trainer moves it to the device; without a trainer a batch counts as consumed when it is yielded.
     `report(stats)` is called at the end of every pass with the damaged shards and samples it skipped.
     """
@@ -76,11 +75,7 @@ class EpochLoader(torch.utils.data.DataLoader):
 
     def _yield(self, iterator: Iterator, state: dict) -> Iterator[dict]:
         stats = {"epoch": state["epoch"], "shards": set(), "samples": 0, "repeats": 0, "batches": 0}
-        try:
-            length = len(self)
-        except TypeError:
-            length = None
-        reported = False
+        length, reported = self._length(), False
         try:
             for batch in iterator:
                 tag = batch.pop(STREAM_KEY)
@@ -90,7 +85,7 @@ class EpochLoader(torch.utils.data.DataLoader):
                 self._pending.append((tag["worker"], tag["samples"]))
                 stats["batches"] += 1
                 if self.consume_on_yield:
-                    self.consume()
+                    self.taken(batch)
                 if length is not None and stats["batches"] >= length and not reported:
                     reported = self._report(stats)  # Lightning stops asking after the last batch of a sized loader
                 yield batch
@@ -118,8 +113,8 @@ class EpochLoader(torch.utils.data.DataLoader):
             self.report({**stats, "shards": sorted(stats["shards"])})
         return True
 
-    def consume(self) -> None:
-        """The trainer took the oldest batch yielded and not yet consumed."""
+    def taken(self, batch: Any) -> None:
+        """The trainer took the oldest batch yielded and not yet consumed (`batch`: the loader knows its order)."""
         if not self._pending or self._state is None:
             return
         worker, samples = self._pending.popleft()
@@ -128,10 +123,13 @@ class EpochLoader(torch.utils.data.DataLoader):
         st["batches"][worker] += 1
         st["samples"][worker] = samples
         st["next"] = (worker + 1) % self._workers()
+        st["complete"] = st["complete"] or (self._length() is not None and st["consumed"] >= self._length())
+
+    def _length(self) -> int | None:
         try:
-            st["complete"] = st["complete"] or st["consumed"] >= len(self)
-        except TypeError:
-            pass
+            return len(self)
+        except TypeError:  # a stream with no length (ShardStream.__len__)
+            return None
 
     def state_dict(self) -> dict:
         state = dict(self._state) if self._state is not None else {**self._fresh(self.dataset.epoch), "complete": True}
