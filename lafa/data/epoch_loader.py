@@ -14,11 +14,6 @@ from lafa.data.stream import STREAM_KEY, DamagedDataError, ShardStream
 log = logging.getLogger(__name__)
 
 
-def _describe(event: dict) -> str:
-    where = event["url"] if event["key"] is None else f"sample {event['key']} in {event['url']}"
-    return event["reason"] if event["url"] is None else f"{where}: {event['reason']}"
-
-
 def _gather(state: dict) -> list[dict]:
     """Every rank's state (all ranks save a checkpoint together; rank 0 writes it)."""
     dist = torch.distributed
@@ -106,7 +101,9 @@ class EpochLoader(torch.utils.data.DataLoader):
             ident = (event["kind"], event["url"], event["key"])
             if ident not in self._warned:  # each damaged item is named once per run
                 self._warned.add(ident)
-                log.warning("damaged data skipped: %s", _describe(event))
+                where = event["url"] if event["key"] is None else f"sample {event['key']} in {event['url']}"
+                log.warning("damaged data skipped: %s", event["reason"] if event["url"] is None else
+                            f"{where}: {event['reason']}")
 
     def _report(self, stats: dict) -> bool:
         if self.report is not None:

@@ -62,14 +62,12 @@ class EpochIndices(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _first(self) -> int:
-        return min(max(self.epoch * self.length, self.resume_from), (self.epoch + 1) * self.length)
-
     def __len__(self) -> int:
         return self.length  # fixed: Lightning sizes every epoch by the first; a resumed epoch just ends sooner
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self._first(), (self.epoch + 1) * self.length))
+        end = (self.epoch + 1) * self.length
+        return iter(range(min(max(self.epoch * self.length, self.resume_from), end), end))
 
 
 class ResumableLoader(DataLoader):

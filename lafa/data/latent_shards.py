@@ -38,7 +38,7 @@ from lafa.data.latent_corpus import (
     shard_fingerprint,
 )
 from lafa.data.tario import add_member, atomic_tar, remove_stale_temporaries
-from lafa.fingerprint import fingerprint, weights_digest
+from lafa.fingerprint import fingerprint, read_record, weights_digest
 from lafa.output_lock import acquire, output_lock
 
 RECORD_NAME = "lafa-encode.json"  # the output folder's record: fingerprint, what made it, inputs
@@ -214,10 +214,8 @@ def check_output_folder(out_dir: Path, made: dict, urls: list[str], overwrite: b
     fp = made["fingerprint"]
     record_path = out_dir / RECORD_NAME
     if record_path.is_file() and not overwrite:
-        try:
-            found = json.loads(record_path.read_text()).get("fingerprint", "unreadable")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            found = "unreadable"
+        record = read_record(record_path)  # {} when unreadable
+        found = record.get("fingerprint", "unreadable") if isinstance(record, dict) else "unreadable"
         if found != fp:
             raise _refuse(out_dir, found, str(record_path), fp)
     outputs = {_out_name(u): u for u in urls}
