@@ -66,9 +66,8 @@ def _audio(sample: dict, sample_rate: int, channels: int) -> torch.Tensor:
     return convert(torch.from_numpy(np.ascontiguousarray(data.T)), sr, sample_rate, channels)
 
 
-def _decode_worker_init(parent_pid: int | None = None) -> None:
-    if parent_pid is not None:
-        die_with_parent(parent_pid)  # a killed `lafa encode` leaves no decode worker running
+def _decode_worker_init(parent_pid: int) -> None:
+    die_with_parent(parent_pid)  # a killed `lafa encode` leaves no decode worker running
     torch.set_num_threads(1)  # one core per decode worker; the encoder keeps the main process's threads
 
 

@@ -176,12 +176,11 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         self._local_iters += 1
-        if info is not None:
-            self.num_workers = info.num_workers
-        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        epoch = self.epoch if info is None else self.epoch + self._local_iters - 1
-        resume = self._resume if info is None or self._local_iters == 1 else None
-        return self._batches(wid, nw, epoch, resume)
+        if info is None:
+            return self._batches(0, 1, self.epoch, self._resume)
+        self.num_workers = info.num_workers
+        resume = self._resume if self._local_iters == 1 else None
+        return self._batches(info.id, info.num_workers, self.epoch + self._local_iters - 1, resume)
 
     def _read(self, url: str, events: list[dict]) -> Iterator[dict]:
         try:
