@@ -16,7 +16,7 @@ MUSIC_FIELDS = ("year", "genre", "album", "title", "artist")
 # lafa extension: extra musical descriptors (the demo corpus has them; FMA has none) drawn like the others
 EXTRA_MUSIC_FIELDS = ("instruments", "tempo", "key", "mood")
 KEEP_PROBABILITY = 0.5  # each non-genre field present in the metadata is kept with this probability
-CASINGS = ("original", "lower", "upper", "title")
+CASINGS = {"original": str, "lower": str.lower, "upper": str.upper, "title": str.title}
 
 
 def _text(value: Any) -> str:
@@ -26,16 +26,6 @@ def _text(value: Any) -> str:
         return ", ".join(_text(v) for v in value if _text(v))
     text = str(value).strip()
     return "" if text.lower() in ("nan", "none") else text
-
-
-def _case(text: str, casing: str) -> str:
-    if casing == "lower":
-        return text.lower()
-    if casing == "upper":
-        return text.upper()
-    if casing == "title":
-        return text.title()
-    return text
 
 
 def music_caption(metadata: Mapping[str, Any], rng: random.Random) -> str:
@@ -48,9 +38,8 @@ def music_caption(metadata: Mapping[str, Any], rng: random.Random) -> str:
         kept = [rng.choice(fields)]
     rng.shuffle(kept)
     with_labels = rng.random() < 0.5
-    casing = rng.choice(CASINGS)
-    parts = [f"{f}: {v}" if with_labels else v for f, v in kept]
-    return _case(", ".join(parts), casing)
+    casing = CASINGS[rng.choice(list(CASINGS))]
+    return casing(", ".join(f"{f}: {v}" if with_labels else v for f, v in kept))
 
 
 def _labels(value: Any) -> list[str]:

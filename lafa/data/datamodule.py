@@ -20,6 +20,7 @@ from lafa.audio import SAMPLE_RATE, convert
 from lafa.data.captions import caption_rng, draw_caption
 from lafa.data.epoch_loader import EpochLoader
 from lafa.data.geometry import timing
+from lafa.data.latent_corpus import EncodeFolderError, check_latent_corpus
 from lafa.data.stream import DamagedDataError, ShardStream, expand_shards, split_shards
 from lafa.data.tario import scan_shard
 from lafa.data.transforms import crop_pad, draw_start
@@ -30,10 +31,16 @@ ShardSpec = str | list[str] | None
 log = logging.getLogger(__name__)
 
 
+def member(sample: dict, exts: tuple[str, ...], what: str) -> str:
+    """The first of `exts` a shard sample holds (KeyError naming the sample and `what` it lacks)."""
+    ext = next((k for k in exts if k in sample), None)
+    if ext is None:
+        raise KeyError(f"sample {sample.get('__key__')} in {sample.get('__url__')} has no {what}")
+    return ext
+
+
 def _metadata(sample: dict) -> dict:
-    if "json" not in sample:
-        raise KeyError(f"sample {sample.get('__key__')} in {sample.get('__url__')} has no .json member")
-    return json.loads(sample["json"])
+    return json.loads(sample[member(sample, ("json",), ".json member")])
 
 
 def _caption(meta: dict, rng: random.Random | None, key: str, epoch: int, seed: int, fresh: bool) -> str:
@@ -88,9 +95,7 @@ class AudioDecoder:
 
     def __call__(self, sample: dict, rng: random.Random | None, epoch: int) -> dict:
         meta = _metadata(sample)
-        ext = next((k for k in AUDIO_KEYS if k in sample), None)
-        if ext is None:
-            raise KeyError(f"sample {sample['__key__']} in {sample.get('__url__')} has no audio ({AUDIO_KEYS})")
+        ext = member(sample, AUDIO_KEYS, f"audio ({AUDIO_KEYS})")
         with sf.SoundFile(io.BytesIO(sample[ext])) as f:
             sr = f.samplerate
             # crop in the file's own rate, then convert (a no-op for data_prep shards, already 44.1 kHz)
@@ -131,9 +136,8 @@ class LatentDecoder:
 
     def __call__(self, sample: dict, rng: random.Random | None, epoch: int) -> dict:
         meta = _metadata(sample)
-        if "npy" not in sample:
-            raise KeyError(f"sample {sample['__key__']} in {sample.get('__url__')} has no .npy latent")
-        latent = torch.from_numpy(np.load(io.BytesIO(sample["npy"])).astype(np.float32))  # (C, N)
+        latent = np.load(io.BytesIO(sample[member(sample, ("npy",), ".npy latent")]))
+        latent = torch.from_numpy(latent.astype(np.float32))  # (C, N)
         valid = int(meta.get("latent_frames", latent.shape[-1]))  # frames that cover real audio
         start = draw_start(valid, self.latent_size, rng)
         latent, mask = crop_pad(latent[:, :valid], self.latent_size, start)  # (C, latent_size), (latent_size,)
@@ -146,21 +150,38 @@ class LatentDecoder:
                 "caption": _caption(meta, rng, sample["__key__"], epoch, self.seed, self.fresh_captions)}
 
 
-class _ShardDataModule(LightningDataModule):
-    """Shared wiring of the audio and latent DataModules (shard specs, DDP slots, loaders, the stream position
-    in checkpoints, damaged-data reports); a subclass sets `self.decoder` (sample -> example)."""
+class SplitLoaders(LightningDataModule):
+    """The loaders of a DataModule with `_loader(split)`, and its training loader told (`taken(batch)`) when the
+    trainer takes a batch: Lightning pre-fetches one, so only then does the position a checkpoint stores move."""
 
-    def __init__(self, train_shards: ShardSpec, val_shards: ShardSpec, test_shards: ShardSpec,
-                 predict_shards: ShardSpec, batch_size: int, val_batch_size: int | None, num_workers: int,
-                 shuffle_buffer: int, resampled: bool, epoch_length: int | None, split_mode: str,
-                 fresh_captions: bool, seed: int, pin_memory: bool, persistent_workers: bool,
-                 strict: bool = False) -> None:
+    _train_loader: Any = None
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.trainer is not None and self.trainer.training and self._train_loader is not None:
+            self._train_loader.taken(batch)
+        return batch
+
+    def val_dataloader(self) -> Any:
+        return self._loader("val")
+
+    def test_dataloader(self) -> Any:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> Any:
+        return self._loader("predict")
+
+
+class _ShardDataModule(SplitLoaders):
+    """Shared wiring of the audio and latent DataModules (shard specs, DDP slots, loaders, the stream position
+    in checkpoints, damaged-data reports); a subclass's arguments are its hyperparameters, and it sets
+    `self.decoder` (sample -> example)."""
+
+    def __init__(self) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.specs = {"train": train_shards, "val": val_shards, "test": test_shards, "predict": predict_shards}
+        self.save_hyperparameters()  # the subclass's constructor arguments
+        self.specs = {split: self.hparams[f"{split}_shards"] for split in ("train", "val", "test", "predict")}
         self._scans: dict[tuple[str, ...], list[int] | None] = {}
         self._damaged: dict[str, str] = {}  # shard -> what the scan found wrong with it
-        self._train_loader: EpochLoader | None = None
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -179,14 +200,15 @@ class _ShardDataModule(LightningDataModule):
                 self._scans[key] = None
             else:
                 scans = [scan_shard(u) for u in urls]
-                damaged = [f"{u}: {problem}" for u, (_, problem) in zip(urls, scans, strict=True) if problem]
+                damaged = {u: problem for u, (_, problem) in zip(urls, scans, strict=True) if problem}
+                lines = [f"{u}: {problem}" for u, problem in damaged.items()]
                 if damaged and self.hparams.strict:
                     raise DamagedDataError(f"{len(damaged)} damaged shard(s) (strict mode; strict: false skips "
-                                           "them): " + "; ".join(damaged))
-                for line in damaged:
+                                           "them): " + "; ".join(lines))
+                for line in lines:
                     log.warning("damaged shard, its readable samples are used: %s", line)
                 self._scans[key] = [n for n, _ in scans]
-                self._damaged.update({u: problem for u, (_, problem) in zip(urls, scans, strict=True) if problem})
+                self._damaged.update(damaged)
         return self._scans[key]
 
     def stream(self, split: str, rank: int | None = None, world_size: int | None = None) -> ShardStream:
@@ -234,28 +256,12 @@ class _ShardDataModule(LightningDataModule):
         loader.consume_on_yield = not (split == "train" and self.trainer is not None)
         return loader
 
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """The trainer takes a training batch: it counts in the stream position a checkpoint stores."""
-        trainer = self.trainer
-        if trainer is not None and trainer.training and self._train_loader is not None:
-            self._train_loader.consume()
-        return batch
-
     def train_dataloader(self) -> EpochLoader:
         # the stream's length is exact in every worker layout (ShardStream.quotas); Lightning's generic caution
         # about IterableDataset lengths does not apply
         warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
         self._train_loader = self._loader("train")
         return self._train_loader
-
-    def val_dataloader(self) -> EpochLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> EpochLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> EpochLoader:
-        return self._loader("predict")
 
 
 class AudioDataModule(_ShardDataModule):
@@ -268,10 +274,7 @@ class AudioDataModule(_ShardDataModule):
                  shuffle_buffer: int = 1000, resampled: bool = False, epoch_length: int | None = None,
                  split_mode: str = "auto", fresh_captions: bool = True, seed: int = 0, pin_memory: bool = False,
                  persistent_workers: bool = False, strict: bool = False) -> None:
-        super().__init__(train_shards, val_shards, test_shards, predict_shards, batch_size, val_batch_size,
-                         num_workers, shuffle_buffer, resampled, epoch_length, split_mode, fresh_captions, seed,
-                         pin_memory, persistent_workers, strict)
-
+        super().__init__()
         self.decoder = AudioDecoder(sample_size, sample_rate, channels, seed, fresh_captions)
 
 
@@ -285,18 +288,13 @@ class LatentDataModule(_ShardDataModule):
                  resampled: bool = False, epoch_length: int | None = None, split_mode: str = "auto",
                  fresh_captions: bool = True, seed: int = 0, pin_memory: bool = False,
                  persistent_workers: bool = False, strict: bool = False) -> None:
-        super().__init__(train_shards, val_shards, test_shards, predict_shards, batch_size, val_batch_size,
-                         num_workers, shuffle_buffer, resampled, epoch_length, split_mode, fresh_captions, seed,
-                         pin_memory, persistent_workers, strict)
-
+        super().__init__()
         self.decoder = LatentDecoder(latent_size, seed, fresh_captions)
         self.latent_fingerprints: dict[str, str] = {}  # split -> the encode fingerprint its shards carry
 
     def _counts(self, urls: list[str]) -> list[int] | None:
         """A corpus mixing latents of several encodes (other autoencoder weights or settings) is refused, within a
-        split and across splits (lafa.data.latent_shards.check_latent_corpus), before anything is read."""
-        from lafa.data.latent_corpus import EncodeFolderError, check_latent_corpus
-
+        split and across splits (lafa.data.latent_corpus.check_latent_corpus), before anything is read."""
         key = tuple(urls)
         if key not in self._scans:
             split = next((k for k, v in self.specs.items() if v is not None and tuple(expand_shards(v)) == key), "?")

@@ -1,5 +1,4 @@
-"""The DataLoader over a ShardStream: a new epoch at every pass, the consumed position as Lightning's stateful
-dataloader state (exact mid-epoch resume), and the damaged data each pass skipped, reported once per pass."""
+"""The DataLoader over a ShardStream (`EpochLoader`)."""
 
 from __future__ import annotations
 
@@ -13,11 +12,6 @@ import torch
 from lafa.data.stream import STREAM_KEY, DamagedDataError, ShardStream
 
 log = logging.getLogger(__name__)
-
-
-def _describe(event: dict) -> str:
-    where = event["url"] if event["key"] is None else f"sample {event['key']} in {event['url']}"
-    return event["reason"] if event["url"] is None else f"{where}: {event['reason']}"
 
 
 def _gather(state: dict) -> list[dict]:
@@ -35,7 +29,7 @@ class EpochLoader(torch.utils.data.DataLoader):
     state dict (Lightning stores it in checkpoints and restores it on resume: the resumed pass skips, without
     decoding, what was trained on and yields the same batches in the same order), and damaged data reported.
 
-    Lightning pre-fetches a batch ahead of the step, so the DataModule marks a batch consumed (`consume`) when
+    Lightning pre-fetches a batch ahead of the step, so the DataModule marks a batch consumed (`taken`) when
     the trainer moves it to the device; without a trainer a batch counts as consumed when it is yielded.
     `report(stats)` is called at the end of every pass with the damaged shards and samples it skipped.
     """
@@ -76,11 +70,7 @@ class EpochLoader(torch.utils.data.DataLoader):
 
     def _yield(self, iterator: Iterator, state: dict) -> Iterator[dict]:
         stats = {"epoch": state["epoch"], "shards": set(), "samples": 0, "repeats": 0, "batches": 0}
-        try:
-            length = len(self)
-        except TypeError:
-            length = None
-        reported = False
+        length, reported = self._length(), False
         try:
             for batch in iterator:
                 tag = batch.pop(STREAM_KEY)
@@ -90,7 +80,7 @@ class EpochLoader(torch.utils.data.DataLoader):
                 self._pending.append((tag["worker"], tag["samples"]))
                 stats["batches"] += 1
                 if self.consume_on_yield:
-                    self.consume()
+                    self.taken(batch)
                 if length is not None and stats["batches"] >= length and not reported:
                     reported = self._report(stats)  # Lightning stops asking after the last batch of a sized loader
                 yield batch
@@ -111,15 +101,17 @@ class EpochLoader(torch.utils.data.DataLoader):
             ident = (event["kind"], event["url"], event["key"])
             if ident not in self._warned:  # each damaged item is named once per run
                 self._warned.add(ident)
-                log.warning("damaged data skipped: %s", _describe(event))
+                where = event["url"] if event["key"] is None else f"sample {event['key']} in {event['url']}"
+                log.warning("damaged data skipped: %s", event["reason"] if event["url"] is None else
+                            f"{where}: {event['reason']}")
 
     def _report(self, stats: dict) -> bool:
         if self.report is not None:
             self.report({**stats, "shards": sorted(stats["shards"])})
         return True
 
-    def consume(self) -> None:
-        """The trainer took the oldest batch yielded and not yet consumed."""
+    def taken(self, batch: Any) -> None:
+        """The trainer took the oldest batch yielded and not yet consumed (`batch`: the loader knows its order)."""
         if not self._pending or self._state is None:
             return
         worker, samples = self._pending.popleft()
@@ -128,10 +120,13 @@ class EpochLoader(torch.utils.data.DataLoader):
         st["batches"][worker] += 1
         st["samples"][worker] = samples
         st["next"] = (worker + 1) % self._workers()
+        st["complete"] = st["complete"] or (self._length() is not None and st["consumed"] >= self._length())
+
+    def _length(self) -> int | None:
         try:
-            st["complete"] = st["complete"] or st["consumed"] >= len(self)
-        except TypeError:
-            pass
+            return len(self)
+        except TypeError:  # a stream with no length (ShardStream.__len__)
+            return None
 
     def state_dict(self) -> dict:
         state = dict(self._state) if self._state is not None else {**self._fresh(self.dataset.epoch), "complete": True}

@@ -1,17 +1,8 @@
 """Synthetic latent batches from the ground-truth lab's Gaussian (`lafa.lab.GaussianLatentSpec`): no files.
 
-Batches have exactly the keys and types of `LatentDataModule`'s (docs/architecture.md): `latent` float32
-(B, C, N), `keep` bool (B, N) (every frame real), `real_samples` (N * downsampling_ratio),
-`seconds_start` 0, `seconds_total` ceil(real_samples / sample_rate), `caption` (one fixed string: the latent
-does not depend on it), `id` ("<split>-<index>"), `metadata` (split, index, seed).
-
-Example i of a split is drawn from its own generator, seeded by numpy's SeedSequence([seed, split, i]): the
-same example whatever the worker count, batch size or process, and train, val and test never share a stream.
-Validation and test are fixed sets (`val_examples`, `test_examples`); training draws `train_examples` fresh
-examples per epoch (epoch e uses indices e * train_examples + i, Lightning's `set_epoch`), so the DiT never
-sees an example twice and its loss can approach the Bayes floor without memorising. A checkpoint stores the
-training stream's position, and a resumed run continues it exactly (mid-epoch too). One process only: training
-under DDP is refused (a DistributedSampler wrapper would never pass `set_epoch` on, so epochs would repeat).
+Batches have the keys and types of `LatentDataModule`'s. Example i of a split is drawn from its own generator,
+seeded by numpy's SeedSequence([seed, split, i]); validation and test are fixed sets, training draws fresh
+examples every epoch and resumes mid-epoch; one process only (DDP training is refused). docs/lab.md.
 """
 
 from __future__ import annotations
@@ -20,10 +11,9 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lafa.data.datamodule import collate
+from lafa.data.datamodule import SplitLoaders, collate
 from lafa.data.geometry import seconds_total
 from lafa.lab.spec import GaussianLatentSpec
 
@@ -72,14 +62,12 @@ class EpochIndices(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _first(self) -> int:
-        return min(max(self.epoch * self.length, self.resume_from), (self.epoch + 1) * self.length)
-
     def __len__(self) -> int:
         return self.length  # fixed: Lightning sizes every epoch by the first; a resumed epoch just ends sooner
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self._first(), (self.epoch + 1) * self.length))
+        end = (self.epoch + 1) * self.length
+        return iter(range(min(max(self.epoch * self.length, self.resume_from), end), end))
 
 
 class ResumableLoader(DataLoader):
@@ -101,7 +89,7 @@ class ResumableLoader(DataLoader):
         self.next_index = self.sampler.resume_from = int(state["next_index"])
 
 
-class GaussianLatentDataModule(LightningDataModule):
+class GaussianLatentDataModule(SplitLoaders):
     """Seeded batches of the lab's Gaussian latent; the spec's knobs are constructor arguments (docs/lab.md)."""
 
     def __init__(
@@ -134,7 +122,6 @@ class GaussianLatentDataModule(LightningDataModule):
         self.save_hyperparameters()
         self.spec = GaussianLatentSpec(channels, frames, spectrum, exponent, noise_channels, noise_level, basis,
                                        basis_seed, temporal, rho, temporal_exponent)
-        self._train_loader: ResumableLoader | None = None
 
     def dataset(self, split: str) -> GaussianLatents:
         h = self.hparams
@@ -156,18 +143,3 @@ class GaussianLatentDataModule(LightningDataModule):
             raise NotImplementedError("GaussianLatentDataModule trains in one process (its fresh-per-epoch stream "
                                       "and resumable position are not sharded across ranks)")
         return self._loader("train")
-
-    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """The trainer takes a training batch: the stream position a checkpoint stores moves past it."""
-        if self.trainer is not None and self.trainer.training and self._train_loader is not None:
-            self._train_loader.taken(batch)
-        return batch
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict")

@@ -23,7 +23,7 @@ import torch
 
 def timing(offset_samples: int, real_samples: int, sample_rate: int) -> tuple[float, float]:
     """A crop's timing condition: (floor(offset / sr), ceil(real / sr)) in seconds, offset in its source file."""
-    return float(offset_samples // sample_rate), float(-(-real_samples // sample_rate))
+    return float(offset_samples // sample_rate), seconds_total(real_samples, sample_rate)
 
 
 def seconds_total(samples: int, sample_rate: int) -> float:

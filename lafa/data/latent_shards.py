@@ -2,19 +2,10 @@
 
 Each audio chunk is encoded whole (zero padded to a multiple of the downsampling ratio), so the
 LatentDataModule can crop any window; `latent_frames` = ceil(num_samples / ratio) frames cover real audio.
-One output shard per input shard, same name, written atomically; finished shards are skipped on a re-run.
-
-Every output is keyed by what made it: the fingerprint (lafa.fingerprint) of the autoencoder's weights (hashed
-from its tensors, not its file name), the storage and inference settings and lafa's version. It is the first
-member of every latent shard (`__lafa_fingerprint__`, which lafa's and WebDataset's readers skip), a field of
-every sample's JSON (`autoencoder_fingerprint`) and the folder's record (`lafa-encode.json`). A re-run checks it
-before skipping anything and refuses a folder written by something else (`EncodeFolderError`: one line naming
-both fingerprints and the fix); `LatentDataModule` refuses a corpus that mixes fingerprints
-(`check_latent_corpus`). One writer per folder (lafa.output_lock); decode workers die with their parent.
-
-Throughput: audio decoding (soundfile + resampling) runs in `workers` processes, a bounded number of samples
-ahead of the encoder; equal-length clips are encoded `batch_size` at a time. `encode_corpus` reports audio
-seconds, wall and CPU time (this process and the decode workers) and audio-hours per CPU-hour.
+One output shard per input shard, same name, written atomically; finished shards are skipped on a re-run,
+after their fingerprint (`encode_fingerprint`: the autoencoder's weights and settings, lafa's version) is
+checked. One writer per folder (lafa.output_lock); audio is decoded in `workers` processes that die with their
+parent. The fingerprint records, the refusals and the throughput report: docs/data.md.
 """
 
 from __future__ import annotations
@@ -30,7 +21,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import soundfile as sf
@@ -40,14 +31,14 @@ from webdataset.tariterators import tarfile_samples
 
 from lafa.audio import convert
 from lafa.children import die_with_parent
-from lafa.data.datamodule import AUDIO_KEYS, clip_lossy
+from lafa.data.datamodule import AUDIO_KEYS, clip_lossy, member
 from lafa.data.latent_corpus import (
     FINGERPRINT_MEMBER,
     EncodeFolderError,
     shard_fingerprint,
 )
 from lafa.data.tario import add_member, atomic_tar, remove_stale_temporaries
-from lafa.fingerprint import fingerprint, weights_digest
+from lafa.fingerprint import fingerprint, read_record, weights_digest
 from lafa.output_lock import acquire, output_lock
 
 RECORD_NAME = "lafa-encode.json"  # the output folder's record: fingerprint, what made it, inputs
@@ -66,9 +57,7 @@ def encode_fingerprint(autoencoder: Any, dtype: str = "float32", vae_dtype: str 
 
 
 def _audio(sample: dict, sample_rate: int, channels: int) -> torch.Tensor:
-    ext = next((k for k in AUDIO_KEYS if k in sample), None)
-    if ext is None:
-        raise KeyError(f"sample {sample['__key__']} in {sample.get('__url__')} has no audio ({AUDIO_KEYS})")
+    ext = member(sample, AUDIO_KEYS, f"audio ({AUDIO_KEYS})")
     try:
         with sf.SoundFile(io.BytesIO(sample[ext])) as f:
             data, sr = clip_lossy(f, f.read(dtype="float32", always_2d=True)), f.samplerate
@@ -77,15 +66,13 @@ def _audio(sample: dict, sample_rate: int, channels: int) -> torch.Tensor:
     return convert(torch.from_numpy(np.ascontiguousarray(data.T)), sr, sample_rate, channels)
 
 
-def _decode_worker_init(parent_pid: int | None = None) -> None:
-    if parent_pid is not None:
-        die_with_parent(parent_pid)  # a killed `lafa encode` leaves no decode worker running
+def _decode_worker_init(parent_pid: int) -> None:
+    die_with_parent(parent_pid)  # a killed `lafa encode` leaves no decode worker running
     torch.set_num_threads(1)  # one core per decode worker; the encoder keeps the main process's threads
 
 
-def _decode(job: tuple[dict, int, int]) -> np.ndarray:
+def _decode(sample: dict, sample_rate: int, channels: int) -> np.ndarray:
     """In a worker: one sample's bytes -> (C, S) float32 at the autoencoder's rate and channel count."""
-    sample, sample_rate, channels = job
     return _audio(sample, sample_rate, channels).numpy()
 
 
@@ -98,7 +85,7 @@ def _decoded(samples: Iterator[dict], sr: int, channels: int, pool, ahead: int) 
         return
     pending: deque = deque()
     for sample in samples:
-        pending.append((sample, pool.apply_async(_decode, ((sample, sr, channels),))))
+        pending.append((sample, pool.apply_async(_decode, (sample, sr, channels))))
         if len(pending) >= ahead:
             s, result = pending.popleft()
             yield s, torch.from_numpy(result.get())
@@ -108,7 +95,7 @@ def _decoded(samples: Iterator[dict], sr: int, channels: int, pool, ahead: int) 
 
 
 @torch.no_grad()
-def _encode(autoencoder: Any, audios: list[torch.Tensor], device: torch.device) -> list[np.ndarray]:
+def _encode(autoencoder: Any, audios: list[torch.Tensor], device: str | torch.device) -> list[np.ndarray]:
     """Equal-length (C, S) clips -> their (latent_dim, S // ratio) latents, in one batch."""
     batch = torch.stack(audios).to(device)  # (B, C, S)
     return [z.float().cpu().numpy() for z in autoencoder.encode(batch)]  # B x (latent_dim, N)
@@ -150,7 +137,6 @@ def encode_shard(autoencoder: Any, url: str, out_path: str | Path, batch_size: i
     shard's fingerprint record: encode_fingerprint + its input) is written as the first member."""
     ratio = int(autoencoder.downsampling_ratio)
     sr, channels = int(autoencoder.sample_rate), int(autoencoder.io_channels)
-    device = torch.device(device)
     written, seconds = 0, 0.0
     pending: list[tuple[dict, torch.Tensor, int]] = []
 
@@ -173,11 +159,10 @@ def encode_shard(autoencoder: Any, url: str, out_path: str | Path, batch_size: i
             progress.update(sum(length for _, _, length in pending) / sr)
         pending.clear()
 
-    samples = (s for s in tarfile_samples([{"url": url}]))
     with atomic_tar(out_path) as tar:
         if stamp is not None:
             add_member(tar, FINGERPRINT_MEMBER, json.dumps(stamp, sort_keys=True).encode())
-        for sample, audio in _decoded(samples, sr, channels, pool, ahead):  # audio (C, S)
+        for sample, audio in _decoded(tarfile_samples([{"url": url}]), sr, channels, pool, ahead):  # audio (C, S)
             length = audio.shape[-1]
             padded = -(-length // ratio) * ratio
             audio = torch.nn.functional.pad(audio, (0, padded - length))  # (C, N * ratio)
@@ -228,10 +213,8 @@ def check_output_folder(out_dir: Path, made: dict, urls: list[str], overwrite: b
     fp = made["fingerprint"]
     record_path = out_dir / RECORD_NAME
     if record_path.is_file() and not overwrite:
-        try:
-            found = json.loads(record_path.read_text()).get("fingerprint", "unreadable")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            found = "unreadable"
+        record = read_record(record_path)  # {} when unreadable
+        found = record.get("fingerprint", "unreadable") if isinstance(record, dict) else "unreadable"
         if found != fp:
             raise _refuse(out_dir, found, str(record_path), fp)
     outputs = {_out_name(u): u for u in urls}
@@ -270,15 +253,15 @@ def _write_record(out_dir: Path, made: dict, urls: list[str]) -> None:
     os.replace(tmp, path)
 
 
-def _user_os_error(exc: OSError, where: Path, done: int) -> EncodeFolderError | None:
-    """A full disk, a read-only or forbidden folder: one line naming the file and what to do."""
+def _raise_for_user(exc: OSError, where: Path, done: int) -> NoReturn:
+    """A full disk, a read-only or forbidden folder: one line naming the file and what to do; else `exc`."""
     if exc.errno in NO_SPACE:
-        return EncodeFolderError(f"{where}: no space left on the device ({done} finished shards are kept, no partial "
-                                 f"one); free space (or choose another --out) and run the same command again to "
-                                 f"encode the rest")
+        raise EncodeFolderError(f"{where}: no space left on the device ({done} finished shards are kept, no partial "
+                                f"one); free space (or choose another --out) and run the same command again to "
+                                f"encode the rest") from None
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return EncodeFolderError(f"{where}: cannot write here ({exc.strerror}); choose a writable --out")
-    return None
+        raise EncodeFolderError(f"{where}: cannot write here ({exc.strerror}); choose a writable --out") from None
+    raise exc
 
 
 def prepare_output(out_dir: str | Path, command: str = "lafa encode"):
@@ -288,10 +271,7 @@ def prepare_output(out_dir: str | Path, command: str = "lafa encode"):
     try:
         return acquire(out_dir, command)
     except OSError as exc:
-        err = _user_os_error(exc, out_dir, 0)
-        if err is None:
-            raise
-        raise err from None
+        _raise_for_user(exc, out_dir, 0)
 
 
 def encode_corpus(autoencoder: Any, urls: list[str], out_dir: str | Path, batch_size: int = 8,
@@ -311,10 +291,7 @@ def encode_corpus(autoencoder: Any, urls: list[str], out_dir: str | Path, batch_
             return _encode_corpus(autoencoder, urls, out_dir, batch_size, device, dtype, source, overwrite, workers,
                                   made)
     except OSError as exc:
-        err = _user_os_error(exc, out_dir, 0)
-        if err is None:
-            raise
-        raise err from None
+        _raise_for_user(exc, out_dir, 0)
 
 
 def _encode_corpus(autoencoder: Any, urls: list[str], out_dir: Path, batch_size: int, device, dtype: str,
@@ -344,10 +321,7 @@ def _encode_corpus(autoencoder: Any, urls: list[str], out_dir: Path, batch_size:
                 stats.shards_skipped += 1
             stats.outputs.append(out)
     except OSError as exc:
-        err = _user_os_error(exc, out, stats.shards_encoded + stats.shards_skipped)
-        if err is None:
-            raise
-        raise err from None
+        _raise_for_user(exc, out, stats.shards_encoded + stats.shards_skipped)
     finally:
         progress.close()
         if pool is not None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-import logging
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ from braceexpand import braceexpand
 from torch.utils.data import IterableDataset, get_worker_info
 
 from lafa.data.tario import ShardError, read_shard
-from lafa.errors import LafaUserError
+from lafa.errors import BadInput, LafaUserError
 
 REMOTE = {"s3://": "pipe:aws s3 cp {} -", "gs://": "pipe:gsutil cat {}",
           "http://": "pipe:curl -s -L --fail {}", "https://": "pipe:curl -s -L --fail {}"}
@@ -62,7 +61,6 @@ def split_shards(spec: str | os.PathLike | list | tuple | None, split: str) -> l
     option and the fix (a `LafaUserError`): the line of the checkpoint's own record of the spec where it was read
     from a checkpoint whose data moved (`lafa.checkpoint_files.missing_files`), else what matched nothing."""
     from lafa.checkpoint_files import missing_files
-    from lafa.errors import BadInput
 
     where, urls = f"data.init_args.{split}_shards", []
     for one in spec if isinstance(spec, (list, tuple)) else [spec]:
@@ -79,8 +77,6 @@ def split_shards(spec: str | os.PathLike | list | tuple | None, split: str) -> l
     return urls
 
 
-log = logging.getLogger(__name__)
-
 STREAM_KEY = "__stream__"  # a batch's worker position and damage reports, stripped by EpochLoader
 # what a member that does not decode raises: libsndfile (RuntimeError), bad JSON or .npy (ValueError, EOFError),
 # a missing member (KeyError), an unreadable file object (OSError); other exceptions are bugs and propagate
@@ -94,11 +90,8 @@ class DamagedDataError(RuntimeError):
 class ShardStream(IterableDataset):
     """Batches from WebDataset shards for one DDP rank.
 
-    - split_mode "range" (needs the shards' sample counts): one pass is the shards concatenated in epoch order,
-      and slot s of S = W*K (rank r, worker w: s = r*K + w) reads samples [s*N//S, (s+1)*N//S);
-      "shard": slot s reads shards[s::S]; "sample": every slot reads all shards and keeps sample i where
-      i % S == s; "auto": "range" when counts are known (local shards), else "shard" with at least S shards,
-      else "sample".
+    - split_mode "range" (needs the shards' sample counts), "shard", "sample" or "auto": how the S = W*K
+      (rank, worker) slots share a pass (docs/data.md, `split_mode`).
     - Train batches per rank and epoch are the same on every rank: epoch_length, or, with known counts, the
       smallest rank's number of full batches (every rank stops there, as DistributedSampler(drop_last=True)).
       A worker whose samples run short (damaged members) reads its share again rather than fall behind.
@@ -114,8 +107,6 @@ class ShardStream(IterableDataset):
                  shuffle_buffer: int = 0, resampled: bool = False, epoch_length: int | None = None,
                  split_mode: str = "auto", rank: int = 0, world_size: int = 1, seed: int = 0,
                  num_workers: int = 0, counts: list[int] | None = None, strict: bool = False) -> None:
-        if not urls:
-            raise ValueError("ShardStream needs at least one shard")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise LafaUserError(f"data.batch_size (or val_batch_size): {batch_size!r} is not allowed: batches hold at "
                              f"least 1 sample; set it to an integer >= 1")
@@ -125,8 +116,6 @@ class ShardStream(IterableDataset):
             raise ValueError(f"split_mode must be auto, range, shard or sample, not {split_mode!r}")
         if split_mode == "range" and counts is None:
             raise ValueError("split_mode range needs the shards' sample counts (local shard files)")
-        if counts is not None and len(counts) != len(urls):
-            raise ValueError(f"{len(counts)} sample counts for {len(urls)} shards")
         self.urls, self.decode, self.collate, self.batch_size = list(urls), decode, collate, batch_size
         self.train, self.shuffle_buffer, self.resampled = train, shuffle_buffer, resampled
         self.epoch_length, self.split_mode = epoch_length, split_mode
@@ -187,12 +176,11 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         self._local_iters += 1
-        if info is not None:
-            self.num_workers = info.num_workers
-        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        epoch = self.epoch if info is None else self.epoch + self._local_iters - 1
-        resume = self._resume if info is None or self._local_iters == 1 else None
-        return self._batches(wid, nw, epoch, resume)
+        if info is None:
+            return self._batches(0, 1, self.epoch, self._resume)
+        self.num_workers = info.num_workers
+        resume = self._resume if self._local_iters == 1 else None
+        return self._batches(info.id, info.num_workers, self.epoch + self._local_iters - 1, resume)
 
     def _read(self, url: str, events: list[dict]) -> Iterator[dict]:
         try:
@@ -294,6 +282,12 @@ class ShardStream(IterableDataset):
         base, events = f"{self.seed}/{epoch}", []
         samples = self._samples(slot, n_slots, base, limit is not None, events)
         batch, produced, position = [], 0, 0
+
+        def tagged(out: dict, **marker: bool) -> dict:
+            out[STREAM_KEY] = {"worker": w, "samples": position, "events": list(events), **marker}
+            events.clear()
+            return out
+
         for sample in samples:
             position += 1  # samples this slot has taken from its shuffle buffer in this pass
             if position <= skip:
@@ -309,17 +303,11 @@ class ShardStream(IterableDataset):
                 events.append({"kind": "sample", "url": sample["__url__"], "key": sample["__key__"], "reason": reason})
                 continue
             if len(batch) == self.batch_size:
-                out = self.collate(batch)
-                out[STREAM_KEY] = {"worker": w, "samples": position, "events": list(events)}
-                events.clear()
+                yield tagged(self.collate(batch))
                 batch, produced = [], produced + 1
-                yield out
                 if limit is not None and produced >= limit:
                     return
         if batch and not self.train:
-            out = self.collate(batch)
-            out[STREAM_KEY] = {"worker": w, "samples": position, "events": list(events)}
-            events.clear()
-            yield out
+            yield tagged(self.collate(batch))
         if events:  # no batch left to carry them: a marker without data (EpochLoader drops it)
-            yield {STREAM_KEY: {"worker": w, "samples": position, "events": list(events), "marker": True}}
+            yield tagged({}, marker=True)

@@ -4,6 +4,7 @@ reports damaged shards instead of crashing (the DataModules' streams)."""
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import tarfile
 from collections.abc import Iterator
@@ -110,7 +111,6 @@ def scan_shard(path: str | Path) -> tuple[int, str | None]:
     except (tarfile.TarError, OSError, EOFError) as exn:
         return 0, f"{type(exn).__name__}: {exn}"
     keys = [k for k in (base_plus_ext(m.name)[0] for m in members) if k is not None]
-    count = sum(1 for i, k in enumerate(keys) if i == 0 or k != keys[i - 1])
-    if problem is not None:  # read_shard drops the sample being read at the damage: it may miss members
-        return max(count - 1, 0), problem
-    return count, None
+    count = len(list(itertools.groupby(keys)))
+    # read_shard drops the sample being read at the damage: it may miss members
+    return (count, None) if problem is None else (max(count - 1, 0), problem)

@@ -22,9 +22,6 @@ def crop_pad(x: torch.Tensor, size: int, start: int) -> tuple[torch.Tensor, torc
     """(C, L) -> (C, size) window from `start`, zero padded at the end, and its bool mask (size,)."""
     piece = x[..., start:start + size]
     real = piece.shape[-1]
-    mask = torch.zeros(size, dtype=torch.bool)
-    mask[:real] = True
-    if real < size:
-        piece = torch.nn.functional.pad(piece, (0, size - real))  # (C, real) -> (C, size)
-    return piece.contiguous(), mask
+    piece = torch.nn.functional.pad(piece, (0, size - real))  # (C, real) -> (C, size)
+    return piece.contiguous(), torch.arange(size) < real
 
