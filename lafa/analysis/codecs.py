@@ -34,13 +34,9 @@ class TransformersCodec(nn.Module):
 
     def __init__(self, model: nn.Module, latent: CodecLatent = "pre_quant") -> None:
         super().__init__()
-        kind = model.config.model_type
-        if kind not in CODEC_TYPES:
-            raise ValueError(f"unsupported transformers model type {kind!r}; lafa reads {CODEC_TYPES}")
-        if latent not in ("pre_quant", "quantized"):
-            raise ValueError(f"latent must be 'pre_quant' or 'quantized', got {latent!r}")
-        self.model, self.kind, self.latent = model.eval(), kind, latent
         config = model.config
+        kind = config.model_type  # encodec or dac: load_transformers_codec reads no other
+        self.model, self.kind, self.latent = model.eval(), kind, latent
         self.sample_rate = int(config.sampling_rate)
         self.io_channels = int(getattr(config, "audio_channels", 1))  # DAC is mono
         self.latent_dim = int(config.hidden_size)
@@ -79,12 +75,7 @@ def load_transformers_codec(path: str | Path, latent: CodecLatent = "pre_quant")
     if model_type == "encodec":
         from transformers import EncodecModel as cls
     elif model_type == "dac":
-        try:
-            from transformers import DacModel as cls
-        except ImportError as exc:  # DacModel arrived in transformers 4.45
-            import transformers
-
-            raise ImportError(f"{path}: DacModel needs transformers >= 4.45 (installed: {transformers.__version__})") from exc
+        from transformers import DacModel as cls  # transformers >= 4.45 (pyproject.toml)
     else:
         raise ValueError(f"{path}: model_type {model_type!r} is not an audio autoencoder lafa reads {CODEC_TYPES}")
     return TransformersCodec(cls.from_pretrained(str(path), local_files_only=True), latent)
