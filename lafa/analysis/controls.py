@@ -198,21 +198,15 @@ def locality_measures(latents: torch.Tensor | Sequence[torch.Tensor], lam: float
                       group_source: str = "given") -> dict:
     """Every locality measure of one representation, with permutation baselines and bootstrap intervals.
 
-    latents: (N, C, T) or a list of (C, T_i) maps (clips, real frames only). lam, ridge: LPI_lambda (Sec. 3.2);
-    window, hop, grid_points: the spectrum and slope fit of alpha (Sec. 3.1, Appendix C), also used for the
-    temporal PSD of the principal components. permutations: K random channel orders of the same latent, and
-    K orders of each group-aware baseline; bootstrap: B resamples of the clips (with replacement); confidence:
-    of the percentile intervals; min_clips: the effective clips a measure needs for an interval; group_size:
-    channels per contiguous group of the group-aware baselines (None or 0: none), group_source: where it came
-    from (reported as is).
+    latents: (N, C, T) or a list of (C, T_i) maps (clips, real frames only); the knobs are those of
+    `lafa.analysis.latent_report.AnalysisSettings` (group_size None or 0: no group baselines), group_source
+    says where group_size came from (reported as is).
 
-    Returns {measure: {"value", "low", "high", ...}} for each name in ALL_MEASURES, plus "eigenvalues" (sorted
-    channel-covariance eigenvalues), "counts", "support" (what each measure rests on), "warnings" and
-    "settings". *_permuted, *_group_order and *_within_group hold the mean, std, min, max and values over
-    their K orders; *_excess = measured - that mean, with the one-sided permutation p-value
-    (1 + #{baseline >= measured}) / (K + 1). Intervals are None where fewer than min_clips effective clips
-    carry the measure (or no resample is drawn). The PC slope's interval keeps the principal directions of
-    the full sample fixed.
+    Returns {measure: {"value", "low", "high", ...}} for each name in ALL_MEASURES (the baselines with the
+    mean, std, min, max and values over their K orders, each *_excess with its one-sided permutation p-value),
+    plus "eigenvalues" (sorted), "counts", "support", "warnings", "groups" and "settings" (docs/analysis.md).
+    Intervals are None where fewer than min_clips effective clips carry the measure (or no resample is drawn).
+    The PC slope's interval keeps the principal directions of the full sample fixed.
     """
     maps = _as_maps(latents)
     hop = hop or window
@@ -240,8 +234,9 @@ def locality_measures(latents: torch.Tensor | Sequence[torch.Tensor], lam: float
     # what the measures rest on: clips with a full window (spectra) and clips with frames (LPI, covariance)
     support = {}
     for part, measures, unit, count, per_clip in (
-            ("spectrum", SPECTRUM_MEASURES, f"windows of {window} frames", "windows", stats["windows"].numpy()),
-            ("frames", FRAME_MEASURES, "frames", "frames", stats["counts"].numpy())):
+            ("spectrum", SPECTRUM_MEASURES, f"windows of {window} frames", "windows", stats["windows"]),
+            ("frames", FRAME_MEASURES, "frames", "frames", stats["counts"])):
+        per_clip = per_clip.numpy()
         effective = effective_clips(per_clip)
         support[part] = {"measures": list(measures), "unit": unit, "clips": int((per_clip > 0).sum()),
                          "of_clips": clips, count: int(per_clip.sum()), "effective_clips": effective,

@@ -123,10 +123,8 @@ def permutation_figure(results: dict[str, dict]) -> Figure:
             ax.plot([i - 0.15], [m["value"]], "o", color=f"C{i}", label="measured (interval if any)" if i == 0 else None)
         ticks = []
         for label, r in results.items():
-            sup = (r["controls"].get("support") or {}).get("spectrum" if name == "alpha" else "frames")
-            if sup is None:
-                ticks.append(label)
-            elif name == "alpha":
+            sup = r["controls"]["support"]["spectrum" if name == "alpha" else "frames"]
+            if name == "alpha":
                 ticks.append(f"{label}\n{sup['clips']}/{sup['of_clips']} clips, {sup['windows']} win.")
             else:
                 ticks.append(f"{label}\n{sup['clips']} clips, {sup['frames']} fr.")

@@ -144,13 +144,8 @@ def support_rows(reps: dict[str, dict]) -> list[list]:
     """One row per representation: what its numbers rest on (lafa.analysis.controls' support)."""
     rows = []
     for label, r in reps.items():
-        c = r.get("controls") or {}
-        sup, groups = c.get("support"), c.get("groups") or {}
-        if sup is None:  # a report written before supports were recorded
-            rows.append([label, r["channels"], r["clips"], "-", r["windows"], "-", r["samples"], "-", "-",
-                         r["neighbour_radius"], "-"])
-            continue
-        spec, frames = sup["spectrum"], sup["frames"]
+        c = r["controls"]
+        spec, frames, groups = c["support"]["spectrum"], c["support"]["frames"], c["groups"]
         rows.append([label, r["channels"], spec["of_clips"], spec["clips"], spec["windows"],
                      f"{spec['effective_clips']:.1f}" + ("" if spec["interval"] else " (no interval)"),
                      frames["frames"], f"{frames['effective_clips']:.1f}" + ("" if frames["interval"] else " (no interval)"),

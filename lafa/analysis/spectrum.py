@@ -1,11 +1,8 @@
 """Radially averaged power spectrum and spectral decay exponent alpha (Sec. 3.1, Appendix C).
 
-The ring average is the one of pysteps' `rapsd` (pysteps.utils.spectral, Ruzanski & Chandrasekar 2011):
-power of the fftshift-ed 2-D DFT divided by the number of cells, integer rings round(sqrt(kt^2 + kc^2)) on
-the centred index grid, ring count ceil(l / 2) with l = max(T, C), and frequency f = r / l. (Appendix C
-writes r up to floor(l / 2); pysteps, the code the paper names, stops one ring earlier for even l, leaving
-out the Nyquist ring that only the -l/2 side of the grid reaches. lafa follows pysteps.) The ring average does not change when
-the map is transposed, so (C, T) latents and (T, C) maps give the same spectrum.
+The ring average is pysteps' `rapsd` (pysteps.utils.spectral, Ruzanski & Chandrasekar 2011), Nyquist ring
+included as pysteps has it, not as Appendix C writes it (docs/analysis.md, "How each number is computed").
+It does not change when the map is transposed, so (C, T) latents and (T, C) maps give the same spectrum.
 """
 
 from __future__ import annotations

@@ -273,7 +273,7 @@ def main(argv: list[str]) -> int:
         results[label] = _analyze(label, latents, settings, args.seed, output_group_size(ae))
     print_summary(results, settings)
 
-    panels = {k: {**r, "lam": settings.lam} for k, r in results.items()}  # correlation_figure's titles need lam
+    panels = {k: {**r, "lam": settings.lam} for k, r in results.items()}  # lam: correlation_figure's titles
     figures = {name: str(save_figure(draw(panels), out / f"{name}.png")) for name, draw in (
         ("psd", psd_figure), ("correlation", correlation_figure), ("permutation", permutation_figure),
         ("eigen", eigen_figure))}

@@ -49,9 +49,10 @@ def normalise_argv(argv: list[str]) -> list[str]:
                     raise LafaUserError(f"--label {' '.join(values)}: no --ckpt_path before it to name; write "
                                         "--ckpt_path PATH --label NAME")
                 if len(values) != unnamed:
-                    raise LafaUserError(f"--label {' '.join(values)}: {len(values)} label(s) for the {unnamed} "
-                                        f"path(s) of the --ckpt_path before it ({' '.join(paths[-unnamed:])}); "
-                                        "give one label per path, or none to label them from their paths")
+                    named = " ".join(paths[-unnamed:])
+                    raise LafaUserError(f"--label {' '.join(values)}: {len(values)} label(s) for the "
+                                        f"{unnamed} path(s) of the --ckpt_path before it ({named}); give one "
+                                        "label per path, or none to label them from their paths")
                 labels[-unnamed:] = values
                 unnamed = 0  # one --label per --ckpt_path
             continue
