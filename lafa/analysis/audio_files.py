@@ -1,9 +1,7 @@
 """Clips for the analysis from plain audio files: a folder (searched recursively), a file, or a glob.
 
-Every file found is either read or skipped with a reason (not an audio extension, cannot be decoded, no
-samples, non-finite samples), so nothing is dropped silently; `lafa analyze` prints the skipped count and
-puts each reason in report.json. Each clip is the file's first `seconds`, read in the file's own rate (only
-those frames are decoded), converted to `channels` and resampled to `sample_rate` with lafa.audio.
+Every file found is read or skipped with its reason (docs/analysis.md, `--audio`). Each clip is the file's
+first `seconds`, read in the file's own rate (only those frames are decoded), converted with lafa.audio.
 """
 
 from __future__ import annotations

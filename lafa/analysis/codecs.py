@@ -2,12 +2,9 @@
 loaded from a local directory (`save_pretrained` / a downloaded model folder), so `lafa analyze` ranks a codec's
 latents beside mel, the VAE and LAFA.
 
-Which latent: `pre_quant` (default) is the encoder's continuous output, the latent a diffusion model on the
-codec would see; `quantized` is the same after the residual vector quantiser (Encodec: at its largest target
-bandwidth; DAC: all codebooks), the sum of the selected codewords. Both have `hidden_size` channels at the
-codec's hop length. Encodec models with `normalize` (the 48 kHz one) see each clip divided by its RMS, as
-`EncodecModel.encode` does; the clip is encoded whole (no `chunk_length_s` chunking), and decode returns
-the normalised level.
+Which latent (`pre_quant` or `quantized`) and how Encodec's `normalize` is honoured: docs/analysis.md
+(`--codec_latent`). Both latents have `hidden_size` channels at the codec's hop length; decode returns the
+normalised level.
 """
 
 from __future__ import annotations

@@ -69,11 +69,8 @@ def analyze_maps(maps: list[torch.Tensor], settings: AnalysisSettings, seed: int
                  group_size: int | None = None) -> dict:
     """(C, T_i) maps of one representation (latents or log-mel, real frames only) -> its numbers.
 
-    Returns alpha and intercept of the spectral fit, the averaged spectrum and its frequencies, LPI and
-    its per-channel R^2, the channel-correlation matrix, the counts the numbers rest on, and under
-    "controls" every measure of `lafa.analysis.controls.locality_measures` (permutation baselines, eigen
-    measures, bootstrap intervals; `seed` draws the permutations and resamples). group_size: the output group
-    of the encoder that made the maps, where known (`group_size_for` decides what is used).
+    Under "controls": every measure of `lafa.analysis.controls.locality_measures` (`seed` draws its orders and
+    resamples). group_size: the output group of the encoder that made the maps, where known (`group_size_for`).
     """
     maps = [m.detach().cpu() for m in maps]  # spectra in the maps' precision, LPI in float64
     if not all(torch.isfinite(m).all() for m in maps):
