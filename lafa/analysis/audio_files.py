@@ -1,9 +1,7 @@
 """Clips for the analysis from plain audio files: a folder (searched recursively), a file, or a glob.
 
-Every file found is either read or skipped with a reason (not an audio extension, cannot be decoded, no
-samples, non-finite samples), so nothing is dropped silently; `lafa analyze` prints the skipped count and
-puts each reason in report.json. Each clip is the file's first `seconds`, read in the file's own rate (only
-those frames are decoded), converted to `channels` and resampled to `sample_rate` with lafa.audio.
+Every file found is read or skipped with its reason (docs/analysis.md, `--audio`). Each clip is the file's
+first `seconds`, read in the file's own rate (only those frames are decoded), converted with lafa.audio.
 """
 
 from __future__ import annotations
@@ -64,12 +62,12 @@ def read_audio_file(path: Path, sample_rate: int, channels: int, seconds: float)
 
 
 def read_audio_clips(specs: str | list[str], num_clips: int, sample_rate: int, channels: int, seconds: float,
-                     root: str | Path | None = None) -> tuple[list[tuple[str, torch.Tensor]], list[dict]]:
+                     ) -> tuple[list[tuple[str, torch.Tensor]], list[dict]]:
     """The first num_clips usable files in sorted order: ([(key, (channels, S_i))], skipped). The key is the
-    path relative to `root` (default: the first spec when it is a folder)."""
+    path relative to the first spec when that is a folder, else the path."""
     files, skipped = list_audio_files(specs)
-    first = specs if isinstance(specs, str) else specs[0]
-    root = Path(root) if root is not None else (Path(first) if Path(first).is_dir() else None)
+    first = Path(specs if isinstance(specs, str) else specs[0])
+    root = first if first.is_dir() else None
     clips = []
     with tqdm(total=min(num_clips, len(files)), desc="reading audio files", unit="clip") as bar:
         for path in files:

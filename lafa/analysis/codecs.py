@@ -2,12 +2,9 @@
 loaded from a local directory (`save_pretrained` / a downloaded model folder), so `lafa analyze` ranks a codec's
 latents beside mel, the VAE and LAFA.
 
-Which latent: `pre_quant` (default) is the encoder's continuous output, the latent a diffusion model on the
-codec would see; `quantized` is the same after the residual vector quantiser (Encodec: at its largest target
-bandwidth; DAC: all codebooks), the sum of the selected codewords. Both have `hidden_size` channels at the
-codec's hop length. Encodec models with `normalize` (the 48 kHz one) see each clip divided by its RMS, as
-`EncodecModel.encode` does; the clip is encoded whole (no `chunk_length_s` chunking), and decode returns
-the normalised level.
+Which latent (`pre_quant` or `quantized`) and how Encodec's `normalize` is honoured: docs/analysis.md
+(`--codec_latent`). Both latents have `hidden_size` channels at the codec's hop length; decode returns the
+normalised level.
 """
 
 from __future__ import annotations
@@ -34,13 +31,9 @@ class TransformersCodec(nn.Module):
 
     def __init__(self, model: nn.Module, latent: CodecLatent = "pre_quant") -> None:
         super().__init__()
-        kind = model.config.model_type
-        if kind not in CODEC_TYPES:
-            raise ValueError(f"unsupported transformers model type {kind!r}; lafa reads {CODEC_TYPES}")
-        if latent not in ("pre_quant", "quantized"):
-            raise ValueError(f"latent must be 'pre_quant' or 'quantized', got {latent!r}")
-        self.model, self.kind, self.latent = model.eval(), kind, latent
         config = model.config
+        kind = config.model_type  # encodec or dac: load_transformers_codec reads no other
+        self.model, self.kind, self.latent = model.eval(), kind, latent
         self.sample_rate = int(config.sampling_rate)
         self.io_channels = int(getattr(config, "audio_channels", 1))  # DAC is mono
         self.latent_dim = int(config.hidden_size)
@@ -79,12 +72,7 @@ def load_transformers_codec(path: str | Path, latent: CodecLatent = "pre_quant")
     if model_type == "encodec":
         from transformers import EncodecModel as cls
     elif model_type == "dac":
-        try:
-            from transformers import DacModel as cls
-        except ImportError as exc:  # DacModel arrived in transformers 4.45
-            import transformers
-
-            raise ImportError(f"{path}: DacModel needs transformers >= 4.45 (installed: {transformers.__version__})") from exc
+        from transformers import DacModel as cls  # transformers >= 4.45 (pyproject.toml)
     else:
         raise ValueError(f"{path}: model_type {model_type!r} is not an audio autoencoder lafa reads {CODEC_TYPES}")
     return TransformersCodec(cls.from_pretrained(str(path), local_files_only=True), latent)

@@ -1,23 +1,10 @@
-"""Controls that tell channel locality from redundancy, and intervals for every measure (docs/analysis.md).
+"""Controls that tell channel locality from redundancy, and intervals for every measure (docs/analysis.md,
+"Locality or redundancy? The controls").
 
-alpha and LPI (Sec. 3) depend on the order of the channels, but a high score does not prove an ordered,
-local latent: low-rank (redundant) data scores high under any order. So each is reported beside its
-channel-permutation baseline: the same latent with its channels shuffled by K random permutations (same
-values, same covariance spectrum, no channel order). "Locality excess" = measured - mean over permutations.
-Beside them, order-invariant descriptions of the latent that no channel permutation (nor rotation) changes:
-the eigen-spectrum of the channel covariance (participation ratio, decay slope) and the temporal-only PSD
-slope of each principal component. Every measure gets a percentile bootstrap interval over clips (the clip
-is the unit of resampling: frames within a clip are correlated) when enough clips carry it: at least
-`min_clips` effective clips (Kish's (sum w)^2 / sum w^2 over the clips' windows or frames), else no interval
-and a warning. Every measure states what it rests on (`support`: clips, windows, frames).
-
-Group-aware baselines (issue 22): a latent made by an encoder with grouped output heads (the LAFA encoder
-writes its channels in contiguous groups) can score an excess over random channel orders only because
-channels of one group are alike, with no order along the channel axis. Beside the random permutation, two
-baselines keep groups of `group_size` contiguous channels: "group order" shuffles the order of the groups
-(each group kept whole and in its own order), "within group" shuffles the channels inside each group (groups
-kept in place). Block structure without order scores ~0 excess over both; an order along the channel axis
-(a banded covariance) scores an excess over both.
+alpha and LPI (Sec. 3) beside their baselines (the same latent in K random channel orders, and in K orders
+that keep contiguous groups of `group_size` channels: group order shuffled, channels shuffled within groups),
+order-invariant measures (channel-covariance eigen-spectrum, temporal PSD slope of each principal component),
+and a percentile bootstrap interval over clips for each where at least `min_clips` effective clips carry it.
 
 Everything is computed from per-clip sufficient statistics (frame count, mean, centred scatter matrix,
 summed window spectra under each permutation, summed PC periodograms), so a bootstrap resample is a weighted
@@ -211,21 +198,15 @@ def locality_measures(latents: torch.Tensor | Sequence[torch.Tensor], lam: float
                       group_source: str = "given") -> dict:
     """Every locality measure of one representation, with permutation baselines and bootstrap intervals.
 
-    latents: (N, C, T) or a list of (C, T_i) maps (clips, real frames only). lam, ridge: LPI_lambda (Sec. 3.2);
-    window, hop, grid_points: the spectrum and slope fit of alpha (Sec. 3.1, Appendix C), also used for the
-    temporal PSD of the principal components. permutations: K random channel orders of the same latent, and
-    K orders of each group-aware baseline; bootstrap: B resamples of the clips (with replacement); confidence:
-    of the percentile intervals; min_clips: the effective clips a measure needs for an interval; group_size:
-    channels per contiguous group of the group-aware baselines (None or 0: none), group_source: where it came
-    from (reported as is).
+    latents: (N, C, T) or a list of (C, T_i) maps (clips, real frames only); the knobs are those of
+    `lafa.analysis.latent_report.AnalysisSettings` (group_size None or 0: no group baselines), group_source
+    says where group_size came from (reported as is).
 
-    Returns {measure: {"value", "low", "high", ...}} for each name in ALL_MEASURES, plus "eigenvalues" (sorted
-    channel-covariance eigenvalues), "counts", "support" (what each measure rests on), "warnings" and
-    "settings". *_permuted, *_group_order and *_within_group hold the mean, std, min, max and values over
-    their K orders; *_excess = measured - that mean, with the one-sided permutation p-value
-    (1 + #{baseline >= measured}) / (K + 1). Intervals are None where fewer than min_clips effective clips
-    carry the measure (or no resample is drawn). The PC slope's interval keeps the principal directions of
-    the full sample fixed.
+    Returns {measure: {"value", "low", "high", ...}} for each name in ALL_MEASURES (the baselines with the
+    mean, std, min, max and values over their K orders, each *_excess with its one-sided permutation p-value),
+    plus "eigenvalues" (sorted), "counts", "support", "warnings", "groups" and "settings" (docs/analysis.md).
+    Intervals are None where fewer than min_clips effective clips carry the measure (or no resample is drawn).
+    The PC slope's interval keeps the principal directions of the full sample fixed.
     """
     maps = _as_maps(latents)
     hop = hop or window
@@ -251,17 +232,15 @@ def locality_measures(latents: torch.Tensor | Sequence[torch.Tensor], lam: float
     slope_operator(freq, grid_points)  # fails early on a window too short for a slope
 
     # what the measures rest on: clips with a full window (spectra) and clips with frames (LPI, covariance)
-    per_clip_windows, per_clip_frames = stats["windows"].numpy(), stats["counts"].numpy()
-    support = {
-        "spectrum": {"measures": list(SPECTRUM_MEASURES), "unit": f"windows of {window} frames",
-                     "clips": int((per_clip_windows > 0).sum()), "of_clips": clips,
-                     "windows": int(per_clip_windows.sum()), "effective_clips": effective_clips(per_clip_windows)},
-        "frames": {"measures": list(FRAME_MEASURES), "unit": "frames",
-                   "clips": int((per_clip_frames > 0).sum()), "of_clips": clips,
-                   "frames": int(per_clip_frames.sum()), "effective_clips": effective_clips(per_clip_frames)},
-    }
-    for part in support.values():
-        part["interval"] = bool(bootstrap and part["effective_clips"] >= max(2, min_clips))
+    support = {}
+    for part, measures, unit, count, per_clip in (
+            ("spectrum", SPECTRUM_MEASURES, f"windows of {window} frames", "windows", stats["windows"]),
+            ("frames", FRAME_MEASURES, "frames", "frames", stats["counts"])):
+        per_clip = per_clip.numpy()
+        effective = effective_clips(per_clip)
+        support[part] = {"measures": list(measures), "unit": unit, "clips": int((per_clip > 0).sum()),
+                         "of_clips": clips, count: int(per_clip.sum()), "effective_clips": effective,
+                         "interval": bool(bootstrap and effective >= max(2, min_clips))}
 
     # full sample
     n, scatter = _pooled(stats, torch.ones(clips, dtype=torch.float64))

@@ -45,9 +45,8 @@ def psd_figure(curves: dict[str, dict]) -> Figure:
     ax.xaxis.set_major_locator(FixedLocator(log_ticks(min(lows), max(highs))))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("normalised radial frequency f")
-    ax.set_ylabel("S(f) / sum S")
-    ax.set_title("Radially averaged power spectrum (dashed: fitted power law)")
+    ax.set(xlabel="normalised radial frequency f", ylabel="S(f) / sum S",
+           title="Radially averaged power spectrum (dashed: fitted power law)")
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     return fig
@@ -62,8 +61,7 @@ def correlation_figure(panels: dict[str, dict]) -> Figure:
     for ax, (label, p) in zip(axes[0], panels.items(), strict=True):
         image = ax.imshow(np.asarray(p["corr"]), cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
         ax.set_title(f"{label}\nLPI_{p['lam']:g} = {p['lpi']:.3f}", fontsize=9)
-        ax.set_xlabel("channel")
-        ax.set_ylabel("channel")
+        ax.set(xlabel="channel", ylabel="channel")
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="correlation")
     return fig
 
@@ -125,10 +123,8 @@ def permutation_figure(results: dict[str, dict]) -> Figure:
             ax.plot([i - 0.15], [m["value"]], "o", color=f"C{i}", label="measured (interval if any)" if i == 0 else None)
         ticks = []
         for label, r in results.items():
-            sup = (r["controls"].get("support") or {}).get("spectrum" if name == "alpha" else "frames")
-            if sup is None:
-                ticks.append(label)
-            elif name == "alpha":
+            sup = r["controls"]["support"]["spectrum" if name == "alpha" else "frames"]
+            if name == "alpha":
                 ticks.append(f"{label}\n{sup['clips']}/{sup['of_clips']} clips, {sup['windows']} win.")
             else:
                 ticks.append(f"{label}\n{sup['clips']} clips, {sup['frames']} fr.")
@@ -156,13 +152,11 @@ def eigen_figure(results: dict[str, dict]) -> Figure:
                             f"{'-' if slope is None else f'{slope:.2f}'})")
         pcs = np.array([np.nan if s is None else s for s in c["pc_temporal_slope"]["per_component"]], dtype=float)
         ax_pc.plot(ranks, pcs, ".-", color=f"C{i}", label=label)
-    ax_eig.set_xlabel("rank k")
-    ax_eig.set_ylabel("eigenvalue / trace")
+    ax_eig.set(xlabel="rank k", ylabel="eigenvalue / trace")
     ax_eig.set_title("channel-covariance eigen-spectrum", fontsize=9)
     ax_eig.grid(True, which="both", alpha=0.3)
     ax_eig.legend(fontsize=7)
-    ax_pc.set_xlabel("principal component")
-    ax_pc.set_ylabel("temporal PSD slope")
+    ax_pc.set(xlabel="principal component", ylabel="temporal PSD slope")
     ax_pc.set_title("temporal-only PSD slope per principal component", fontsize=9)
     ax_pc.grid(True, alpha=0.3)
     ax_pc.legend(fontsize=7)

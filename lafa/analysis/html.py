@@ -144,13 +144,8 @@ def support_rows(reps: dict[str, dict]) -> list[list]:
     """One row per representation: what its numbers rest on (lafa.analysis.controls' support)."""
     rows = []
     for label, r in reps.items():
-        c = r.get("controls") or {}
-        sup, groups = c.get("support"), c.get("groups") or {}
-        if sup is None:  # a report written before supports were recorded
-            rows.append([label, r["channels"], r["clips"], "-", r["windows"], "-", r["samples"], "-", "-",
-                         r["neighbour_radius"], "-"])
-            continue
-        spec, frames = sup["spectrum"], sup["frames"]
+        c = r["controls"]
+        spec, frames, groups = c["support"]["spectrum"], c["support"]["frames"], c["groups"]
         rows.append([label, r["channels"], spec["of_clips"], spec["clips"], spec["windows"],
                      f"{spec['effective_clips']:.1f}" + ("" if spec["interval"] else " (no interval)"),
                      frames["frames"], f"{frames['effective_clips']:.1f}" + ("" if frames["interval"] else " (no interval)"),
@@ -250,14 +245,9 @@ def study_page(report: dict, figures: dict[str, str], latent_table: list[str], a
     better = "lower" if report["metrics"][metric]["better"] == "min" else "higher"
     note = (f"metric: {report['metrics'][metric]['label']} ({metric}, {better} is better); target: the final "
             f"value of {report['baseline']}; mean +- sample std over seeds {report['seeds']}")
-    controls = ""
-    if latent_table:
-        rows_md = [line for line in latent_table if line.startswith("| ")]
-        cells = [[c.strip() for c in line.strip("|").split("|")] for line in rows_md]
-        controls = table(cells[0], cells[1:], next((line for line in latent_table if line and not line.startswith("|")), None))
     sections = [
         ("convergence", table(headings, rows, note)),
-        ("locality of each latent space", controls),
+        ("locality of each latent space", markdown_tables("\n".join(latent_table))),
         *((heading, markdown_tables(text)) for heading, text in (sections_md or {}).items()),
         ("figures", "".join(figure(path, caption) for caption, path in figures.items() if Path(path).is_file())),
         ("audio", players(audio)),

@@ -35,17 +35,16 @@ class AnalysisSettings:
             output group, else 8; 0: no group baselines)
     """
 
-    lam: float = 0.06  # LPI_lambda neighbourhood fraction (Sec. 3.2)
-    ridge: float = 1.0  # ridge penalty on the standardised channels (scikit-learn Ridge alpha convention)
-    window: int = 64  # frames per temporal window of the spectrum (Sec. 3.1 averages over windows)
-    hop: int = 64  # frames between window starts
-    grid_points: int | None = None  # size of the even log-f grid of the slope fit (None: one per ring)
-    permutations: int = 20  # random channel orders of the permutation baseline (lafa.analysis.controls)
-    bootstrap: int = 200  # resamples of the clips for the intervals (0: none)
-    confidence: float = 0.95  # of the percentile bootstrap intervals
-    min_clips: int = MIN_CLIPS  # effective clips a measure needs for an interval (fewer: none, and a warning)
-    group_size: int | None = None  # channels per group of the group-aware baselines (None: the encoder's output
-    #                                group where known, else DEFAULT_GROUP_SIZE; 0: no group baselines)
+    lam: float = 0.06
+    ridge: float = 1.0
+    window: int = 64
+    hop: int = 64
+    grid_points: int | None = None
+    permutations: int = 20
+    bootstrap: int = 200
+    confidence: float = 0.95
+    min_clips: int = MIN_CLIPS
+    group_size: int | None = None  # None: the encoder's output group where known, else DEFAULT_GROUP_SIZE
 
 
 def group_size_for(settings: AnalysisSettings, known: int | None = None) -> tuple[int | None, str]:
@@ -58,15 +57,20 @@ def group_size_for(settings: AnalysisSettings, known: int | None = None) -> tupl
     return DEFAULT_GROUP_SIZE, f"default ({DEFAULT_GROUP_SIZE}: the LAFA encoder's output group at its defaults)"
 
 
+def output_group_size(autoencoder) -> int | None:
+    """Channels per output group of a LAFA autoencoder's encoder (its grouped output heads write the latent in
+    contiguous groups of out_channels / groups: lafa.models.lafa_encoder); None for any other autoencoder."""
+    encoder = getattr(getattr(autoencoder, "lafa", None), "encoder", None)
+    groups, out_channels = getattr(encoder, "groups", None), getattr(encoder, "out_channels", None)
+    return out_channels // groups if groups and out_channels else None
+
+
 def analyze_maps(maps: list[torch.Tensor], settings: AnalysisSettings, seed: int = 0,
                  group_size: int | None = None) -> dict:
     """(C, T_i) maps of one representation (latents or log-mel, real frames only) -> its numbers.
 
-    Returns alpha and intercept of the spectral fit, the averaged spectrum and its frequencies, LPI and
-    its per-channel R^2, the channel-correlation matrix, the counts the numbers rest on, and under
-    "controls" every measure of `lafa.analysis.controls.locality_measures` (permutation baselines, eigen
-    measures, bootstrap intervals; `seed` draws the permutations and resamples). group_size: the output group
-    of the encoder that made the maps, where known (`group_size_for` decides what is used).
+    Under "controls": every measure of `lafa.analysis.controls.locality_measures` (`seed` draws its orders and
+    resamples). group_size: the output group of the encoder that made the maps, where known (`group_size_for`).
     """
     maps = [m.detach().cpu() for m in maps]  # spectra in the maps' precision, LPI in float64
     if not all(torch.isfinite(m).all() for m in maps):
@@ -197,24 +201,16 @@ def format_measure(value: float | None, interval: list | None = None, digits: in
     return text
 
 
-def measures_table(summary: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+def measures_table(summary: dict[str, dict], columns=TABLE_COLUMNS) -> tuple[list[str], list[list[str]]]:
     """(headings, rows): one row per representation, each measure with its bootstrap interval."""
-    headings = ["representation", *(h for _, h, _ in TABLE_COLUMNS)]
-    rows = []
-    for label, s in summary.items():
-        intervals = s.get("intervals") or {}
-        rows.append([label, *(format_measure(s.get(k), intervals.get(k), d) for k, _, d in TABLE_COLUMNS)])
-    return headings, rows
+    rows = [[label, *(format_measure(s.get(k), (s.get("intervals") or {}).get(k), d) for k, _, d in columns)]
+            for label, s in summary.items()]
+    return ["representation", *(h for _, h, _ in columns)], rows
 
 
 def headline_table(summary: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     """(headings, rows) of the measures themselves: one row per representation, with intervals."""
-    headings = ["representation", *(h for _, h, _ in HEADLINE_COLUMNS)]
-    rows = []
-    for label, s in summary.items():
-        intervals = s.get("intervals") or {}
-        rows.append([label, *(format_measure(s.get(k), intervals.get(k), d) for k, _, d in HEADLINE_COLUMNS)])
-    return headings, rows
+    return measures_table(summary, HEADLINE_COLUMNS)
 
 
 def baseline_table(summary: dict[str, dict]) -> tuple[list[str], list[list[str]]]:

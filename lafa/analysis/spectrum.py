@@ -1,11 +1,8 @@
 """Radially averaged power spectrum and spectral decay exponent alpha (Sec. 3.1, Appendix C).
 
-The ring average is the one of pysteps' `rapsd` (pysteps.utils.spectral, Ruzanski & Chandrasekar 2011):
-power of the fftshift-ed 2-D DFT divided by the number of cells, integer rings round(sqrt(kt^2 + kc^2)) on
-the centred index grid, ring count ceil(l / 2) with l = max(T, C), and frequency f = r / l. (Appendix C
-writes r up to floor(l / 2); pysteps, the code the paper names, stops one ring earlier for even l, leaving
-out the Nyquist ring that only the -l/2 side of the grid reaches. lafa follows pysteps.) The ring average does not change when
-the map is transposed, so (C, T) latents and (T, C) maps give the same spectrum.
+The ring average is pysteps' `rapsd` (pysteps.utils.spectral, Ruzanski & Chandrasekar 2011), Nyquist ring
+included as pysteps has it, not as Appendix C writes it (docs/analysis.md, "How each number is computed").
+It does not change when the map is transposed, so (C, T) latents and (T, C) maps give the same spectrum.
 """
 
 from __future__ import annotations
@@ -89,16 +86,22 @@ def spectral_slope(freq: np.ndarray, spectrum: np.ndarray, num_points: int | Non
 
     Returns (alpha, b) in natural logs. num_points: size J of the grid (default: the number of non-DC rings).
     """
-    freq, spectrum = np.asarray(freq, dtype=np.float64), np.asarray(spectrum, dtype=np.float64)
+    keep, log_f, grid = _log_grid(freq, num_points)
+    spectrum = np.asarray(spectrum, dtype=np.float64)
+    if np.any(spectrum[keep] <= 0):
+        raise ValueError("spectrum has non-positive power at a non-DC ring; cannot take its log")
+    slope, intercept = np.polyfit(grid, np.interp(grid, log_f, np.log(spectrum[keep])), 1)
+    return float(-slope), float(intercept)
+
+
+def _log_grid(freq: np.ndarray, num_points: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(non-DC mask, log f on it, the even log-f grid of num_points, default one per non-DC frequency)."""
+    freq = np.asarray(freq, dtype=np.float64)
     keep = freq > 0
     if keep.sum() < 2:
         raise ValueError("need at least two non-DC rings to fit a slope")
-    if np.any(spectrum[keep] <= 0):
-        raise ValueError("spectrum has non-positive power at a non-DC ring; cannot take its log")
-    log_f, log_s = np.log(freq[keep]), np.log(spectrum[keep])
-    grid = np.linspace(log_f[0], log_f[-1], num_points or int(keep.sum()))
-    slope, intercept = np.polyfit(grid, np.interp(grid, log_f, log_s), 1)
-    return float(-slope), float(intercept)
+    log_f = np.log(freq[keep])
+    return keep, log_f, np.linspace(log_f[0], log_f[-1], num_points or int(keep.sum()))
 
 
 def slope_operator(freq: np.ndarray, num_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -107,12 +110,7 @@ def slope_operator(freq: np.ndarray, num_points: int | None = None) -> tuple[np.
     Returns (keep, op): keep (R,) marks the non-DC frequencies and op (2, keep.sum()) maps log S on them to
     (alpha, b): the interpolation onto the even log-f grid and the least-squares line are both linear in log S.
     """
-    freq = np.asarray(freq, dtype=np.float64)
-    keep = freq > 0
-    if keep.sum() < 2:
-        raise ValueError("need at least two non-DC rings to fit a slope")
-    log_f = np.log(freq[keep])
-    grid = np.linspace(log_f[0], log_f[-1], num_points or int(keep.sum()))
+    keep, log_f, grid = _log_grid(freq, num_points)
     interp = np.stack([np.interp(grid, log_f, e) for e in np.eye(len(log_f))], axis=1)  # (J, R') log S -> grid
     fit = np.linalg.pinv(np.stack([grid, np.ones_like(grid)], axis=1))  # (2, J): [slope, intercept]
     op = fit @ interp

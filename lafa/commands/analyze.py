@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 from tqdm import tqdm
 
@@ -31,7 +30,7 @@ from lafa.analysis.figures import (
     psd_figure,
     save_figure,
 )
-from lafa.analysis.html import analysis_page, write_html
+from lafa.analysis.html import analysis_page, wav_bytes, write_html
 from lafa.analysis.latent_report import (
     COLUMN_DEFINITIONS,
     AnalysisSettings,
@@ -39,18 +38,18 @@ from lafa.analysis.latent_report import (
     baseline_table,
     build_report,
     headline_table,
+    output_group_size,
     summarise,
     support_lines,
     text_table,
     write_report,
 )
+from lafa.audio import convert
+from lafa.commands.analyze_argv import distinct_labels, normalise_argv, shards_from_stage_config
 from lafa.commands.options import print_device
 from lafa.devices import DEVICE_HELP, resolve_device
 from lafa.errors import LafaUserError
 from lafa.models.log_mel import LogMel
-
-STAGE_CONFIG_KEYS = ("model", "data", "trainer")
-LIST_FLAGS = ("--ckpt_path", "--label", "--audio")  # options that append when repeated
 
 
 def build_parser() -> ArgumentParser:
@@ -96,114 +95,6 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def normalise_argv(argv: list[str]) -> list[str]:
-    """The command line as jsonargparse reads it, with lafa's rules for repeated options:
-
-    - list options append: `--ckpt_path A --ckpt_path B` analyses both, `--audio X --audio Y` reads both;
-    - a `--label` names the values of the `--ckpt_path` right before it (one label per path: `--ckpt_path a b
-      --label x y`, or `--ckpt_path a --label x`); a path without a label gets one from its path
-      (`default_label`), so `--ckpt_path A --ckpt_path B --label vae` labels B "vae" and A by its run folder;
-    - every other option given twice is refused (one line), not silently overridden;
-    - a --config that is a stage config (model/data/trainer keys) becomes --stage_config.
-    """
-    out, paths, labels, audio = [], [], [], []  # labels: one per path, None until named
-    last_paths: list[int] | None = None  # indices (into paths) of the most recent --ckpt_path's values
-    seen: dict[str, str] = {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        flag, eq, inline = arg.partition("=")
-        flag = "--config" if flag == "-c" else flag
-        if flag in LIST_FLAGS:
-            values = [inline] if eq else []
-            i += 1
-            while not eq and i < len(argv) and not argv[i].startswith("--"):
-                values.append(argv[i])
-                i += 1
-            if not values:
-                raise LafaUserError(f"{flag}: no value given; write {flag} VALUE")
-            if flag == "--ckpt_path":
-                last_paths = list(range(len(paths), len(paths) + len(values)))
-                paths += values
-                labels += [None] * len(values)
-            elif flag == "--audio":
-                audio += values
-            else:  # --label
-                if last_paths is None:
-                    raise LafaUserError(f"--label {' '.join(values)}: no --ckpt_path before it to name; write "
-                                        "--ckpt_path PATH --label NAME")
-                if len(values) != len(last_paths):
-                    named = " ".join(paths[k] for k in last_paths)
-                    raise LafaUserError(f"--label {' '.join(values)}: {len(values)} label(s) for the "
-                                        f"{len(last_paths)} path(s) of the --ckpt_path before it ({named}); give one "
-                                        "label per path, or none to label them from their paths")
-                for k, v in zip(last_paths, values, strict=True):
-                    labels[k] = v
-                last_paths = None  # one --label per --ckpt_path
-            continue
-        if flag == "--config" and (eq or i + 1 < len(argv)):
-            path = inline if eq else argv[i + 1]
-            step = 1 if eq else 2
-            if _is_stage_config(path):
-                out += ["--stage_config", path]
-            else:
-                out += ["--config", path]
-            i += step
-            continue
-        if flag.startswith("--") and flag not in ("--help", "--print_config"):
-            value = inline if eq else (argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else "")
-            if flag in seen:
-                raise LafaUserError(f"{flag}: given twice ({seen[flag]!r}, then {value!r}); give it once")
-            seen[flag] = value
-        out.append(arg)
-        i += 1
-    if paths:
-        out += ["--ckpt_path", *paths, "--label", *distinct_labels(paths, labels)]
-    if audio:
-        out += ["--audio", *audio]
-    return out
-
-
-def distinct_labels(paths: list[str], labels: list[str | None]) -> list[str]:
-    """The given labels, and one from its path (`default_label`) for each path without one; a default that
-    collides with another label (or is "mel") gets the file's stem appended (vae-last, vae-epoch=3), then a
-    number."""
-    out = [label if label is not None else default_label(path) for path, label in zip(paths, labels, strict=True)]
-    clash = [label is None and (out.count(out[k]) > 1 or out[k] == "mel") for k, label in enumerate(labels)]
-    out = [f"{o}-{Path(p).stem}" if c else o for o, p, c in zip(out, paths, clash, strict=True)]
-    for k, label in enumerate(labels):
-        base, n = out[k], 2
-        while label is None and (out.count(out[k]) > 1 or out[k] == "mel"):
-            out[k], n = f"{base}-{n}", n + 1
-    return out
-
-
-def _is_stage_config(path: str) -> bool:
-    try:
-        config = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
-        return False  # let jsonargparse report it
-    return isinstance(config, dict) and any(k in config for k in STAGE_CONFIG_KEYS)
-
-
-def shards_from_stage_config(path: str) -> str | list[str]:
-    """The shards a stage config's AudioDataModule reads (data.init_args: val, else test, else train)."""
-    config = yaml.safe_load(Path(path).read_text()) or {}
-    args = (config.get("data") or {}).get("init_args") or {}
-    for key in ("val_shards", "test_shards", "train_shards"):
-        if args.get(key):
-            return args[key]
-    raise LafaUserError(f"{path}: names no shards under data.init_args; pass --data SHARDS")
-
-
-def default_label(ckpt_path: str) -> str:
-    """runs/demo/vae/checkpoints/last.ckpt -> vae; a model directory -> its name; other files -> their stem."""
-    path = Path(ckpt_path)
-    if path.is_dir():
-        return path.resolve().name
-    return path.parent.parent.name if path.parent.name == "checkpoints" else path.stem
-
-
 def load_any_autoencoder(path: str, codec_latent: str):
     """A transformers codec directory, else `lafa.stages.loading.load_autoencoder` (lafa checkpoint, bundle folder
     or Hub repo id, SAO weights)."""
@@ -223,13 +114,6 @@ def load_any_autoencoder(path: str, codec_latent: str):
     from lafa.stages.loading import load_autoencoder
 
     return load_autoencoder(path)
-
-
-def for_autoencoder(audio: torch.Tensor, sample_rate: int, ae) -> torch.Tensor:
-    """A clip as read -> the channels and rate the autoencoder takes."""
-    from lafa.audio import convert
-
-    return convert(audio, sample_rate, ae.sample_rate, ae.io_channels)
 
 
 def read_clips(data: str | list[str], num_clips: int, sample_rate: int, channels: int, seconds: float,
@@ -286,8 +170,6 @@ def write_listening_clips(clips: list[tuple[str, torch.Tensor]], sample_rate: in
     """WAV excerpts for the HTML page: the input of each of the first --listen_clips clips and each
     autoencoder's reconstruction decode(encode(x)) of it. Returns (group -> paths, path -> the clip it comes
     from: its source file or shard key)."""
-    from lafa.analysis.html import wav_bytes
-
     audio: dict[str, list[str]] = {}
     sources: dict[str, str] = {}
     for i, (key, clip) in enumerate(clips[: args.listen_clips]):
@@ -298,7 +180,7 @@ def write_listening_clips(clips: list[tuple[str, torch.Tensor]], sample_rate: in
         audio.setdefault("reference", []).append(str(path))
         sources[str(path)] = key
         for label, ae in autoencoders.items():
-            x = for_autoencoder(excerpt, sample_rate, ae)
+            x = convert(excerpt, sample_rate, ae.sample_rate, ae.io_channels)
             x = x[:, : x.shape[-1] // ae.downsampling_ratio * ae.downsampling_ratio]
             if x.shape[-1] == 0:
                 continue
@@ -308,14 +190,6 @@ def write_listening_clips(clips: list[tuple[str, torch.Tensor]], sample_rate: in
             audio.setdefault(label, []).append(str(path))
             sources[str(path)] = key
     return audio, sources
-
-
-def output_group_size(autoencoder) -> int | None:
-    """Channels per output group of a LAFA autoencoder's encoder (its grouped output heads write the latent in
-    contiguous groups of out_channels / groups: lafa.models.lafa_encoder); None for any other autoencoder."""
-    encoder = getattr(getattr(autoencoder, "lafa", None), "encoder", None)
-    groups, out_channels = getattr(encoder, "groups", None), getattr(encoder, "out_channels", None)
-    return out_channels // groups if groups and out_channels else None
 
 
 def _analyze(label: str, maps: list[torch.Tensor], settings: AnalysisSettings, seed: int,
@@ -394,23 +268,21 @@ def main(argv: list[str]) -> int:
     mel = LogMel(sample_rate=sample_rate, **mel_settings)
     results = {"mel": _analyze("mel", [mel(a[None])[0] for a in audio], settings, args.seed)}
     for label, ae in autoencoders.items():
-        own = [for_autoencoder(a, sample_rate, ae) for a in audio]
+        own = [convert(a, sample_rate, ae.sample_rate, ae.io_channels) for a in audio]
         latents = encode_clips(ae, own, args.batch_size, device, f"encoding ({label})")
         results[label] = _analyze(label, latents, settings, args.seed, output_group_size(ae))
     print_summary(results, settings)
 
-    figures = {"psd": str(save_figure(psd_figure(results), out / "psd.png")),
-               "correlation": str(save_figure(
-                   correlation_figure({k: {**r, "lam": settings.lam} for k, r in results.items()}),
-                   out / "correlation.png")),
-               "permutation": str(save_figure(permutation_figure(results), out / "permutation.png")),
-               "eigen": str(save_figure(eigen_figure(results), out / "eigen.png"))}
+    panels = {k: {**r, "lam": settings.lam} for k, r in results.items()}  # lam: correlation_figure's titles
+    figures = {name: str(save_figure(draw(panels), out / f"{name}.png")) for name, draw in (
+        ("psd", psd_figure), ("correlation", correlation_figure), ("permutation", permutation_figure),
+        ("eigen", eigen_figure))}
     ablation = {}
     for label, ae in autoencoders.items():
         ae_mel = mel if ae.sample_rate == sample_rate else LogMel(sample_rate=ae.sample_rate, **mel_settings)
         excerpt = round(args.ablation_seconds * ae.sample_rate)
         for i, (key, clip) in enumerate(clips[: args.ablation_clips]):
-            clip = for_autoencoder(clip, sample_rate, ae)
+            clip = convert(clip, sample_rate, ae.sample_rate, ae.io_channels)
             res = channel_ablation(ae, clip[:, :excerpt].to(device), ae_mel, args.ablation_noise_std,
                                    args.ablation_reference, args.batch_size, args.steps, args.seed + i)
             name = f"ablation_{label}_{i}"
@@ -429,14 +301,10 @@ def main(argv: list[str]) -> int:
         "ablation": {"noise_std": args.ablation_noise_std, "reference": args.ablation_reference,
                      "seconds": args.ablation_seconds, "steps": args.steps},
     })
-    report["ablation"] = ablation
-    report["clips"] = [key for key, _ in clips]
-    report["skipped"] = skipped
-    report["audio"], report["audio_sources"] = write_listening_clips(clips, sample_rate, autoencoders, args, device,
-                                                                     out / "audio")
-    report["html"] = str(out / "report.html")
-    report["figures"] = figures
-    report["seconds_elapsed"] = round(time.time() - started, 2)
+    listened, sources = write_listening_clips(clips, sample_rate, autoencoders, args, device, out / "audio")
+    report.update(ablation=ablation, clips=[key for key, _ in clips], skipped=skipped, audio=listened,
+                  audio_sources=sources, html=str(out / "report.html"), figures=figures,
+                  seconds_elapsed=round(time.time() - started, 2))
     path = write_report(report, out / "report.json")
     write_html(analysis_page(json.loads(path.read_text())), report["html"])
     print(f"report: {path}\npage:   {report['html']}")

@@ -13,7 +13,8 @@ from analysis_doubles import FrameProjectionStage, write_checkpoint
 from matplotlib.image import imread
 
 from lafa.analysis.locality import lpi
-from lafa.commands.analyze import main, normalise_argv
+from lafa.commands.analyze import main
+from lafa.commands.analyze_argv import normalise_argv
 from lafa.errors import LafaUserError
 
 SR = 8000

@@ -19,8 +19,7 @@ from lafa.analysis.controls import (
     group_permutations,
     locality_measures,
 )
-from lafa.analysis.latent_report import AnalysisSettings, analyze_maps, group_size_for
-from lafa.commands.analyze import output_group_size
+from lafa.analysis.latent_report import AnalysisSettings, analyze_maps, group_size_for, output_group_size
 from lafa.models.lafa_encoder import LafaEncoder
 
 C, G = 64, 8
