@@ -1,21 +1,14 @@
-"""TensorFlow 2.13's CPU STFT pieces in PyTorch, bit for bit: the FFT and the Hann window of openl3 0.4.2's front end.
+"""TensorFlow 2.13's CPU STFT pieces in PyTorch, bit for bit: the FFT and the Hann window of openl3 0.4.2's
+front end (docs/metrics.md, "The STFT").
 
-The FD_openl3 reference (stable-audio-metrics pins tensorflow 2.13.1) computes its STFT with `tf.signal.rfft`,
-which TensorFlow 2.13 evaluates on the CPU with Eigen's `TensorFFT` (tensorflow/include/unsupported/Eigen/CXX11/
-src/Tensor/TensorFFT.h in the wheel; later releases use DUCC, tensorflow/tensorflow#6541, not reproduced here). For a power-of-two length Eigen runs a
-radix-2 decimation-in-time transform on the real input made complex: a bit-reversal permutation, 8-point
-butterflies, then merges of 16, 32, ..., n points. Each merge of size m makes its twiddle factors with a float32
-recurrence, w <- w * (1 + wp)^4 with wp = (-2 sin^2(pi/m), -sin(2 pi/m)) rounded to float32, applying
-(data * w) * (1 + wp)^j to the four points j = 0..3 of each step. Rounding 1 + wp to float32 and raising it to
-the m/8-th power drifts the twiddles by up to 1.1e-5 (m = 2048), so the transform is ~40x less accurate than a
-float32 FFT with exact twiddles (7e-6 against 2e-7 of the peak on white noise). On 44.1 kHz audio that error is most of what the
-reference sees in the empty 22.05-24 kHz band, and openl3's 80 dB floor keeps it (docs/metrics.md, "Parity").
-
-`eigen_rfft` repeats these float32 operations in the same order (complex products as (ac - bd, ad + bc), no
-fused multiply-add, on any device), so it equals `tf.signal.rfft` bit for bit on the CPU; tests check it
-against recorded TensorFlow outputs. `tensorflow_hann_window` is `tf.signal.hann_window(n, periodic=True)`, whose
-cosine is Eigen's float32 `pcos` (the window differs from torch's in ~11% of its samples, by up to 6e-8: enough
-to move the FFT's error pattern in the empty band by tenths of a dB).
+The FD_openl3 reference (stable-audio-metrics pins tensorflow 2.13.1) computes `tf.signal.rfft` with Eigen's
+`TensorFFT` (later releases use DUCC, tensorflow/tensorflow#6541, not reproduced here): for a power-of-two
+length a bit-reversal permutation, 8-point butterflies, then merges of 16, 32, ..., n points whose twiddles
+come from a float32 recurrence, w <- w * (1 + wp)^4, that drifts by up to 1.1e-5 (m = 2048): ~40x less
+accurate than exact twiddles, and most of what the reference sees in the empty 22.05-24 kHz band of 44.1 kHz
+audio. `eigen_rfft` repeats these float32 operations in the same order (complex products as (ac - bd, ad +
+bc), no fused multiply-add), so it equals `tf.signal.rfft` bit for bit on the CPU (tested against recorded
+TensorFlow outputs).
 """
 
 from __future__ import annotations
@@ -57,11 +50,8 @@ def bit_reversal(n: int) -> np.ndarray:
 
 @functools.cache
 def merge_twiddles(m: int) -> tuple[np.ndarray, np.ndarray]:
-    """The float32 factors of Eigen's butterfly_1D_merge for size m (forward).
-
-    Returns (w, p): w[k] = the recurrence's w at step k (k = 0 .. m/8 - 1; w_0 = 1, w_k = w_{k-1} * p[4]),
-    p[j] = (1 + wp)^j for j = 0..4 as Eigen forms them (wp_one, wp_one * wp_one, ...); both (count, 2) re/im.
-    """
+    """The float32 factors of Eigen's butterfly_1D_merge for size m (forward): (w, p), both (count, 2) re/im;
+    w[k] the recurrence's w at step k (w_0 = 1, w_k = w_{k-1} * p[4]), p[j] = (1 + wp)^j for j = 0..4."""
     f = np.float32
     level = m.bit_length() - 1
     one = (f(1.0) + f(SIN_PI_DIV_N[level]), f(MINUS_SIN_2PI_DIV_N[level]))
@@ -103,9 +93,8 @@ def _butterfly_8(re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torc
 def eigen_rfft(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(..., n) real float32, n a power of two (8 .. 2^15) -> (re, im), each (..., n // 2 + 1): tf.signal.rfft.
 
-    On the CPU a compiled loop per frame (eigen_rfft_frames: the same float32 operations in the same order, ~10x
-    less time than the tensor form, whose temporaries of every frame at once do not fit the caches); on other
-    devices the tensor form (eigen_rfft_tensor). The two are equal bit for bit (tests/metrics/test_eigen_fft.py).
+    On the CPU a compiled loop per frame (eigen_rfft_frames, ~10x faster), elsewhere the tensor form
+    (eigen_rfft_tensor); the two are equal bit for bit (tests/metrics/test_eigen_fft.py).
     """
     _check(x)
     if x.device.type != "cpu":
@@ -227,10 +216,7 @@ def _frames_kernel():
 
 def _eigen_cos(x: np.ndarray) -> np.ndarray:
     """Eigen's float32 psincos_float<false> as built without FMA (TensorFlow's x86 wheels): cos of float32 x.
-
-    Cody-Waite reduction by pi/2 in four float32 steps, then the degree-8 cos / degree-7 sin polynomials,
-    selected and signed by the quadrant (valid below Eigen's 18838 threshold for its slow path).
-    """
+    Cody-Waite reduction by pi/2, then the cos / sin polynomials chosen and signed by the quadrant."""
     f = np.float32
     x = np.asarray(x, dtype=f)
     if np.abs(x).max(initial=0) >= 18838.0:
@@ -267,7 +253,8 @@ def _tensorflow_hann(n: int) -> np.ndarray:
 
 
 def tensorflow_hann_window(n: int) -> torch.Tensor:
-    """(n,) float32: tf.signal.hann_window(n, periodic=True) of TensorFlow 2.13 on the CPU, bit for bit."""
+    """(n,) float32: tf.signal.hann_window(n, periodic=True) of TensorFlow 2.13 on the CPU, bit for bit (its
+    cosine is Eigen's float32 `pcos`; it differs from torch's window in ~11% of samples, by up to 6e-8)."""
     return torch.from_numpy(_tensorflow_hann(n).copy())
 
 
