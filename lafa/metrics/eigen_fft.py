@@ -14,26 +14,13 @@ TensorFlow outputs).
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
 
-# Eigen's tables, as written in TensorFFT.h (15 significant digits, cast to float32 there):
-# SIN_PI_DIV_N[i] = -2 sin^2(pi / 2^i), MINUS_SIN_2PI_DIV_N[i] = -sin(2 pi / 2^i)
-SIN_PI_DIV_N = (
-    0.0, -2, -0.999999999999999, -0.292893218813453, -0.0761204674887130, -0.0192147195967696,
-    -0.00481527332780311, -0.00120454379482761, -3.01181303795779e-04, -7.52981608554592e-05,
-    -1.88247173988574e-05, -4.70619042382852e-06, -1.17654829809007e-06, -2.94137117780840e-07,
-    -7.35342821488550e-08, -1.83835707061916e-08,
-)  # fmt: skip
-MINUS_SIN_2PI_DIV_N = (
-    0.0, 0.0, -1.00000000000000e00, -7.07106781186547e-01, -3.82683432365090e-01, -1.95090322016128e-01,
-    -9.80171403295606e-02, -4.90676743274180e-02, -2.45412285229123e-02, -1.22715382857199e-02,
-    -6.13588464915448e-03, -3.06795676296598e-03, -1.53398018628477e-03, -7.66990318742704e-04,
-    -3.83495187571396e-04, -1.91747597310703e-04,
-)  # fmt: skip
 SQRT2DIV2 = np.float32(0.7071067811865476)
-MAX_LOG2 = len(SIN_PI_DIV_N) - 1
+MAX_LOG2 = 15  # Eigen's tables end at 2^15 points
 
 
 def _cmul(ar, ai, br, bi):
@@ -53,8 +40,9 @@ def merge_twiddles(m: int) -> tuple[np.ndarray, np.ndarray]:
     """The float32 factors of Eigen's butterfly_1D_merge for size m (forward): (w, p), both (count, 2) re/im;
     w[k] the recurrence's w at step k (w_0 = 1, w_k = w_{k-1} * p[4]), p[j] = (1 + wp)^j for j = 0..4."""
     f = np.float32
-    level = m.bit_length() - 1
-    one = (f(1.0) + f(SIN_PI_DIV_N[level]), f(MINUS_SIN_2PI_DIV_N[level]))
+    # Eigen's tables -2 sin^2(pi / m) and -sin(2 pi / m), 15 digits in TensorFFT.h cast to float32: the same
+    # float32 values as these for every m = 4 .. 2^15
+    one = (f(1.0) + f(-2 * math.sin(math.pi / m) ** 2), f(-math.sin(2 * math.pi / m)))
     powers = [(f(1.0), f(0.0)), one]
     for _ in range(3):
         powers.append(_cmul(*powers[-1], *one))

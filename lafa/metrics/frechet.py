@@ -76,13 +76,9 @@ def _check_eigenvalues(w: np.ndarray, what: str) -> np.ndarray:
     return np.clip(w, 0.0, None)
 
 
-def _psd_sqrt(sigma: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh((sigma + sigma.T) / 2)
-    return (v * np.sqrt(_check_eigenvalues(w, "sigma1"))) @ v.T
-
-
 def _trace_sqrt_product_eigen(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
-    a = _psd_sqrt(sigma1)
+    w, v = np.linalg.eigh((sigma1 + sigma1.T) / 2)
+    a = (v * np.sqrt(_check_eigenvalues(w, "sigma1"))) @ v.T  # S1^(1/2)
     m = a @ sigma2 @ a  # similar to S1 S2 (up to the null space of S1), symmetric PSD
     w = np.linalg.eigvalsh((m + m.T) / 2)
     return float(np.sqrt(_check_eigenvalues(w, "S1^1/2 S2 S1^1/2")).sum())
