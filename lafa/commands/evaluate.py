@@ -25,7 +25,6 @@ from pathlib import Path
 from jsonargparse import ActionYesNo, ArgumentParser
 
 from lafa.commands.options import add_yes_no_flags, command_parser, parse
-from lafa.devices import resolve_device
 from lafa.errors import BadInput
 from lafa.metrics.batched import Batching
 from lafa.metrics.folders import read_prompts
@@ -70,11 +69,10 @@ def main(argv: list[str]) -> int:
     args = parse(build_parser(), argv).as_dict()
     out = Path(args["out"])
     _check_out(out)
-    device = resolve_device(args["device"])  # printed by evaluate_folders once the inputs are checked
     batching = Batching.per_clip() if args["per_clip"] else Batching(
         **{field: args[option] for option, (field, _) in BATCHING_OPTIONS.items()})
     arguments = {k: args[k] for k in inspect.signature(evaluate_folders).parameters if k in args}
-    result = evaluate_folders(**{**arguments, "device": str(device)}, batching=batching)
+    result = evaluate_folders(**arguments, batching=batching)  # it resolves and prints the device
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(result, indent=2))

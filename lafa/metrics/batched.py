@@ -1,9 +1,5 @@
 """Embedding a folder in batches across clips, with decoding and resampling done ahead in worker threads.
 
-`embed_files` looks every file up in the EmbeddingCache first, then prepares the misses (decode, resample,
-framing: `prepare`) in `workers` threads a bounded number of clips ahead of the model, and hands them to
-`embed` in groups whose size (`size`: windows, or clips) stays within `budget`; a clip larger than the budget
-goes alone. budget 0 with workers 0 is the per-clip path (each clip prepared, then embedded, on its own).
 Threads, not processes: soundfile, soxr, resampy (numba, nogil) and torch release the GIL, the prepared
 arrays are not pickled, and the model runs in the calling thread.
 """
@@ -58,16 +54,13 @@ def prefetch(items: Iterable[T], fn: Callable[[T], R], workers: int, ahead: int 
 
 
 def embed_files(
-    files: dict[str, Path],
-    cache,  # lafa.metrics.caches.EmbeddingCache
-    prepare: Callable[[str, Path], T],
-    embed: Callable[[list[T]], list[np.ndarray]],
-    size: Callable[[T], int],
-    budget: int,
-    workers: int,
+    files: dict[str, Path], cache, prepare: Callable[[str, Path], T],
+    embed: Callable[[list[T]], list[np.ndarray]], size: Callable[[T], int], budget: int, workers: int,
     desc: str,
 ) -> dict[str, np.ndarray]:
-    """{id: embedding} of every file, in the order of `files`: cached ones read, the others batched."""
+    """{id: embedding} of every file, in the order of `files`: cached ones read (`cache`, an EmbeddingCache),
+    the others prepared by `workers` threads a few clips ahead and embedded in groups whose `size` stays
+    within `budget` (a larger clip alone; budget 0 with workers 0: one clip at a time)."""
     results: dict[str, np.ndarray] = {}
     todo = []
     for clip_id, path in files.items():

@@ -1,12 +1,8 @@
 """Caches of the evaluation: per-file embeddings keyed by file content and model, and reference statistics files.
 
-A reference set is embedded once (`EmbeddingCache`), and its statistics can be saved as one .npz and passed as
-`reference` to `evaluate_folders` (`save_reference_cache` / `load_reference_cache`).
-
-Every entry is keyed by what made it: embeddings by the file's content, the model's weights hash, its settings and
-lafa's version; reference statistics by the metric's key (weights hash and settings), lafa's version and the
-reference files (`files_fingerprint`: names, sizes, modification times), so an edited reference file or another
-lafa version recomputes them instead of reusing stale numbers.
+Every entry is keyed by what made it (the file's content or the reference files' fingerprint, the model's
+weights hash, its settings, lafa's version), so an edited reference file or another lafa version recomputes
+it instead of reusing stale numbers.
 """
 
 from __future__ import annotations
@@ -14,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +95,3 @@ class EmbeddingCache:
                 np.save(f, value)
             os.replace(tmp, entry)
         return value
-
-    def get(self, path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
-        value, entry = self.lookup(path)
-        return value if value is not None else self.store(entry, compute())

@@ -1,17 +1,14 @@
 """CLAP score as Stability's stable-audio-metrics computes it, with transformers' ClapModel from a local directory.
 
-Per clip: mono (librosa's down-mix), 48 kHz with librosa's soxr_hq and its output length (as librosa.load(sr=48000)
-in the reference: 5.000 s at 44.1 kHz becomes 240001 samples, not 240000, which decides the repeat-padding),
-peak -1 dBFS, int16 round trip (clip, x 32767, truncate, / 32767 in float64), then the directory's
-CLAP feature extractor (fusion + repeat-padding for the LAION fused checkpoints). transformers marks a random
-clip as "longer" when none is; the reference (laion_clap) does not, so is_longer is set from the clip itself,
-and the random fusion crops of clips longer than 10 s are seeded per clip id. Text: RoBERTa tokens padded and
-truncated to 77 as laion_clap does. Score: mean cosine between each clip's audio embedding and its prompt's
-text embedding.
+Per clip: mono, 48 kHz with librosa's soxr_hq and its output length, peak -1 dBFS, int16 round trip, then the
+directory's feature extractor, `is_longer` from the clip itself and the fusion crops seeded per clip id; text:
+tokens padded and truncated to 77; the score: mean cosine between each clip and its prompt (docs/metrics.md,
+"CLAP score").
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import zlib
@@ -22,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from lafa.metrics.batched import prefetch
-from lafa.metrics.reference_audio import librosa_mono, librosa_soxr_hq, load_native, peak_normalize
+from lafa.metrics.reference_audio import as_numpy, librosa_mono, librosa_soxr_hq, load_native, peak_normalize
 
 CLAP_SAMPLE_RATE = 48000
 TEXT_MAX_TOKENS = 77  # laion_clap's tokenizer settings
@@ -38,9 +35,7 @@ def int16_round_trip(x: np.ndarray) -> np.ndarray:
 
 def clap_waveform(audio: torch.Tensor | np.ndarray, sample_rate: int) -> np.ndarray:
     """(channels, S) at any rate -> (S',) float32 at 48 kHz as the reference feeds CLAP."""
-    audio = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
-    audio = np.asarray(audio, np.float32)
-    mono = librosa_mono(audio if audio.ndim == 2 else audio[None])  # librosa.load: mono, then resample
+    mono = librosa_mono(as_numpy(audio))  # librosa.load: mono, then resample
     return int16_round_trip(peak_normalize(librosa_soxr_hq(mono, sample_rate, CLAP_SAMPLE_RATE)))
 
 
@@ -65,15 +60,10 @@ class ClapScorer:
     @torch.no_grad()
     def text_embeddings(self, texts: list[str]) -> torch.Tensor:
         """(N, projection_dim) unit-norm text embeddings."""
-        out = []
+        tokenize, out = self.processor.tokenizer, []
         for i in range(0, len(texts), TEXT_BATCH):
-            tokens = self.processor.tokenizer(
-                texts[i : i + TEXT_BATCH],
-                padding="max_length",
-                truncation=True,
-                max_length=TEXT_MAX_TOKENS,
-                return_tensors="pt",
-            ).to(self.device)
+            tokens = tokenize(texts[i : i + TEXT_BATCH], padding="max_length", truncation=True,
+                              max_length=TEXT_MAX_TOKENS, return_tensors="pt").to(self.device)
             out.append(self.model.get_text_features(**tokens).pooler_output.float().cpu())
         return torch.cat(out)
 
@@ -89,10 +79,8 @@ class ClapScorer:
                 np.random.set_state(state)
         # longer = fused crops taken: more than max_length samples and more frames than one chunk (laion_clap)
         chunk_frames = extractor.nb_max_samples // extractor.hop_length + 1
-        longer = (
-            len(waveform) > extractor.nb_max_samples
-            and len(waveform) // extractor.hop_length + 1 != chunk_frames
-        )
+        samples = len(waveform)
+        longer = samples > extractor.nb_max_samples and samples // extractor.hop_length + 1 != chunk_frames
         return features["input_features"], torch.tensor([[longer]])
 
     @torch.no_grad()
@@ -108,14 +96,8 @@ class ClapScorer:
         return self.embed_inputs([self.audio_inputs(waveform, seed)])[0]
 
 
-def clap_score(
-    scorer: ClapScorer,
-    clips: dict[str, str | Path | tuple[torch.Tensor, int]],
-    prompts: dict[str, str],
-    seed: int = 0,
-    batch_clips: int = 0,
-    workers: int = 0,
-) -> dict:
+def clap_score(scorer: ClapScorer, clips: dict[str, str | Path | tuple[torch.Tensor, int]],
+               prompts: dict[str, str], seed: int = 0, batch_clips: int = 0, workers: int = 0) -> dict:
     """Mean cosine between each clip (id -> file, or (audio, sample rate)) and its prompt, over ids with both.
 
     batch_clips > 1 embeds that many clips per forward; `workers` threads decode and resample ahead of it.
@@ -128,30 +110,19 @@ def clap_score(
     def prepare(clip_id: str) -> tuple[torch.Tensor, torch.Tensor]:
         return scorer.audio_inputs(clap_waveform(*load_native(clips[clip_id])), clip_seed(seed, clip_id))
 
-    audio, pending = [], []
     ready = prefetch(ids, prepare, workers, ahead=max(2, 2 * workers, batch_clips))
-    for inputs in tqdm(ready, total=len(ids), desc="clap", leave=False):
-        pending.append(inputs)
-        if len(pending) >= max(batch_clips, 1):
-            audio.append(scorer.embed_inputs(pending))
-            pending = []
-    if pending:
+    ready, audio = iter(tqdm(ready, total=len(ids), desc="clap", leave=False)), []
+    while pending := list(itertools.islice(ready, max(batch_clips, 1))):
         audio.append(scorer.embed_inputs(pending))
     cosines = torch.nn.functional.cosine_similarity(torch.cat(audio), text, dim=1, eps=1e-8)
-    return {
-        "value": float(np.mean([float(c) for c in cosines])),
-        "scored_ids": len(ids),
-        "clips_without_prompt": len(set(clips) - set(prompts)),
-    }
+    return {"value": float(np.mean([float(c) for c in cosines])), "scored_ids": len(ids),
+            "clips_without_prompt": len(set(clips) - set(prompts))}
 
 
 def _byte_level_vocab() -> dict[str, int]:
     """RoBERTa's special tokens and the 256 byte symbols of byte-level BPE (no merges)."""
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
     extra = [b for b in range(256) if b not in printable]
     symbols = [chr(c) for c in printable] + [chr(256 + k) for k in range(len(extra))]
     return {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>", *symbols, "<mask>"])}
@@ -182,12 +153,9 @@ def write_random_clap(directory: str | Path, seed: int = 0) -> Path:
         torch.manual_seed(seed)
         model = ClapModel(config).eval()
     tokenizer = RobertaTokenizer(vocab=vocab, merges=[])
-    extractor = ClapFeatureExtractor(
-        frequency_min=50, frequency_max=14000
-    )  # laion/clap-htsat-fused's settings
+    extractor = ClapFeatureExtractor(frequency_min=50, frequency_max=14000)  # laion/clap-htsat-fused's
     model.save_pretrained(directory)
     ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(directory)
-    (directory / "lafa_random_weights.json").write_text(
-        json.dumps({"seed": seed, "comparable_to_paper": False})
-    )
+    note = {"seed": seed, "comparable_to_paper": False}
+    (directory / "lafa_random_weights.json").write_text(json.dumps(note))
     return directory

@@ -1,46 +1,26 @@
-"""TensorFlow 2.13's CPU STFT pieces in PyTorch, bit for bit: the FFT and the Hann window of openl3 0.4.2's front end.
+"""TensorFlow 2.13's CPU STFT pieces in PyTorch, bit for bit: the FFT and the Hann window of openl3 0.4.2's
+front end (docs/metrics.md, "The STFT").
 
-The FD_openl3 reference (stable-audio-metrics pins tensorflow 2.13.1) computes its STFT with `tf.signal.rfft`,
-which TensorFlow 2.13 evaluates on the CPU with Eigen's `TensorFFT` (tensorflow/include/unsupported/Eigen/CXX11/
-src/Tensor/TensorFFT.h in the wheel; later releases use DUCC, tensorflow/tensorflow#6541, not reproduced here). For a power-of-two length Eigen runs a
-radix-2 decimation-in-time transform on the real input made complex: a bit-reversal permutation, 8-point
-butterflies, then merges of 16, 32, ..., n points. Each merge of size m makes its twiddle factors with a float32
-recurrence, w <- w * (1 + wp)^4 with wp = (-2 sin^2(pi/m), -sin(2 pi/m)) rounded to float32, applying
-(data * w) * (1 + wp)^j to the four points j = 0..3 of each step. Rounding 1 + wp to float32 and raising it to
-the m/8-th power drifts the twiddles by up to 1.1e-5 (m = 2048), so the transform is ~40x less accurate than a
-float32 FFT with exact twiddles (7e-6 against 2e-7 of the peak on white noise). On 44.1 kHz audio that error is most of what the
-reference sees in the empty 22.05-24 kHz band, and openl3's 80 dB floor keeps it (docs/metrics.md, "Parity").
-
-`eigen_rfft` repeats these float32 operations in the same order (complex products as (ac - bd, ad + bc), no
-fused multiply-add, on any device), so it equals `tf.signal.rfft` bit for bit on the CPU; tests check it
-against recorded TensorFlow outputs. `tensorflow_hann_window` is `tf.signal.hann_window(n, periodic=True)`, whose
-cosine is Eigen's float32 `pcos` (the window differs from torch's in ~11% of its samples, by up to 6e-8: enough
-to move the FFT's error pattern in the empty band by tenths of a dB).
+The FD_openl3 reference (stable-audio-metrics pins tensorflow 2.13.1) computes `tf.signal.rfft` with Eigen's
+`TensorFFT` (later releases use DUCC, tensorflow/tensorflow#6541, not reproduced here): for a power-of-two
+length a bit-reversal permutation, 8-point butterflies, then merges of 16, 32, ..., n points whose twiddles
+come from a float32 recurrence, w <- w * (1 + wp)^4, that drifts by up to 1.1e-5 (m = 2048): ~40x less
+accurate than exact twiddles, and most of what the reference sees in the empty 22.05-24 kHz band of 44.1 kHz
+audio. `eigen_rfft` repeats these float32 operations in the same order (complex products as (ac - bd, ad +
+bc), no fused multiply-add), so it equals `tf.signal.rfft` bit for bit on the CPU (tested against recorded
+TensorFlow outputs).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
 
-# Eigen's tables, as written in TensorFFT.h (15 significant digits, cast to float32 there):
-# SIN_PI_DIV_N[i] = -2 sin^2(pi / 2^i), MINUS_SIN_2PI_DIV_N[i] = -sin(2 pi / 2^i)
-SIN_PI_DIV_N = (
-    0.0, -2, -0.999999999999999, -0.292893218813453, -0.0761204674887130, -0.0192147195967696,
-    -0.00481527332780311, -0.00120454379482761, -3.01181303795779e-04, -7.52981608554592e-05,
-    -1.88247173988574e-05, -4.70619042382852e-06, -1.17654829809007e-06, -2.94137117780840e-07,
-    -7.35342821488550e-08, -1.83835707061916e-08,
-)  # fmt: skip
-MINUS_SIN_2PI_DIV_N = (
-    0.0, 0.0, -1.00000000000000e00, -7.07106781186547e-01, -3.82683432365090e-01, -1.95090322016128e-01,
-    -9.80171403295606e-02, -4.90676743274180e-02, -2.45412285229123e-02, -1.22715382857199e-02,
-    -6.13588464915448e-03, -3.06795676296598e-03, -1.53398018628477e-03, -7.66990318742704e-04,
-    -3.83495187571396e-04, -1.91747597310703e-04,
-)  # fmt: skip
 SQRT2DIV2 = np.float32(0.7071067811865476)
-MAX_LOG2 = len(SIN_PI_DIV_N) - 1
+MAX_LOG2 = 15  # Eigen's tables end at 2^15 points
 
 
 def _cmul(ar, ai, br, bi):
@@ -57,14 +37,12 @@ def bit_reversal(n: int) -> np.ndarray:
 
 @functools.cache
 def merge_twiddles(m: int) -> tuple[np.ndarray, np.ndarray]:
-    """The float32 factors of Eigen's butterfly_1D_merge for size m (forward).
-
-    Returns (w, p): w[k] = the recurrence's w at step k (k = 0 .. m/8 - 1; w_0 = 1, w_k = w_{k-1} * p[4]),
-    p[j] = (1 + wp)^j for j = 0..4 as Eigen forms them (wp_one, wp_one * wp_one, ...); both (count, 2) re/im.
-    """
+    """The float32 factors of Eigen's butterfly_1D_merge for size m (forward): (w, p), both (count, 2) re/im;
+    w[k] the recurrence's w at step k (w_0 = 1, w_k = w_{k-1} * p[4]), p[j] = (1 + wp)^j for j = 0..4."""
     f = np.float32
-    level = m.bit_length() - 1
-    one = (f(1.0) + f(SIN_PI_DIV_N[level]), f(MINUS_SIN_2PI_DIV_N[level]))
+    # Eigen's tables -2 sin^2(pi / m) and -sin(2 pi / m), 15 digits in TensorFFT.h cast to float32: the same
+    # float32 values as these for every m = 4 .. 2^15
+    one = (f(1.0) + f(-2 * math.sin(math.pi / m) ** 2), f(-math.sin(2 * math.pi / m)))
     powers = [(f(1.0), f(0.0)), one]
     for _ in range(3):
         powers.append(_cmul(*powers[-1], *one))
@@ -103,9 +81,8 @@ def _butterfly_8(re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torc
 def eigen_rfft(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(..., n) real float32, n a power of two (8 .. 2^15) -> (re, im), each (..., n // 2 + 1): tf.signal.rfft.
 
-    On the CPU a compiled loop per frame (eigen_rfft_frames: the same float32 operations in the same order, ~10x
-    less time than the tensor form, whose temporaries of every frame at once do not fit the caches); on other
-    devices the tensor form (eigen_rfft_tensor). The two are equal bit for bit (tests/metrics/test_eigen_fft.py).
+    On the CPU a compiled loop per frame (eigen_rfft_frames, ~10x faster), elsewhere the tensor form
+    (eigen_rfft_tensor); the two are equal bit for bit (tests/metrics/test_eigen_fft.py).
     """
     _check(x)
     if x.device.type != "cpu":
@@ -227,10 +204,7 @@ def _frames_kernel():
 
 def _eigen_cos(x: np.ndarray) -> np.ndarray:
     """Eigen's float32 psincos_float<false> as built without FMA (TensorFlow's x86 wheels): cos of float32 x.
-
-    Cody-Waite reduction by pi/2 in four float32 steps, then the degree-8 cos / degree-7 sin polynomials,
-    selected and signed by the quadrant (valid below Eigen's 18838 threshold for its slow path).
-    """
+    Cody-Waite reduction by pi/2, then the cos / sin polynomials chosen and signed by the quadrant."""
     f = np.float32
     x = np.asarray(x, dtype=f)
     if np.abs(x).max(initial=0) >= 18838.0:
@@ -267,7 +241,8 @@ def _tensorflow_hann(n: int) -> np.ndarray:
 
 
 def tensorflow_hann_window(n: int) -> torch.Tensor:
-    """(n,) float32: tf.signal.hann_window(n, periodic=True) of TensorFlow 2.13 on the CPU, bit for bit."""
+    """(n,) float32: tf.signal.hann_window(n, periodic=True) of TensorFlow 2.13 on the CPU, bit for bit (its
+    cosine is Eigen's float32 `pcos`; it differs from torch's window in ~11% of samples, by up to 6e-8)."""
     return torch.from_numpy(_tensorflow_hann(n).copy())
 
 

@@ -1,17 +1,11 @@
 """Gaussian statistics of embeddings and the Frechet distance between two Gaussians.
 
 FD = ||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr(sqrt(S1 S2)), as FD_openl3 in Stability-AI's
-stable-audio-metrics computes it (docs/metrics.md). Two routes to tr(sqrt(S1 S2)):
-- "sqrtm": scipy's matrix square root of S1 S2, retried with 1e-6 added to both diagonals when it is not
-  finite; an imaginary part on its diagonal beyond 1e-3 raises, else the real part is taken (the reference's
-  route and its test);
-- "eigen": tr(sqrt(S1 S2)) = tr(sqrt(A S2 A)) with A = S1^(1/2), a symmetric positive semi-definite matrix,
-  so two symmetric eigen-decompositions give it (faster and stable for 1024-d covariances; the default).
-  A negative eigenvalue -l would put i sqrt(l) into the trace: beyond the reference's 1e-3 it raises, below
-  it is round-off and counts as zero, as is one within D eps max|w| (the singular covariance of fewer frames
-  than dimensions; the sqrtm route, like the reference, may reject those).
-Non-finite features or statistics raise NonFiniteFeaturesError naming what is wrong, instead of NumPy's bare
-LinAlgError.
+stable-audio-metrics computes it. tr(sqrt(S1 S2)) by "sqrtm", the reference's route (scipy's sqrtm, its
+1e-6 diagonal retry), or "eigen", the default: tr(sqrt(A S2 A)) with A = S1^(1/2), two symmetric
+eigen-decompositions (faster and stable for 1024-d covariances). An imaginary part beyond the reference's
+1e-3 raises ComplexSqrtError, below it is round-off; non-finite features or statistics raise
+NonFiniteFeaturesError (docs/metrics.md, "FD_openl3").
 """
 
 from __future__ import annotations
@@ -50,9 +44,7 @@ def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if features.shape[0] < 2:
         raise ValueError(f"need at least 2 samples for a covariance, got {features.shape[0]}")
     check_finite("features", features)
-    mu = features.mean(axis=0)
-    sigma = np.cov(features, rowvar=False, ddof=1)
-    return mu, np.atleast_2d(sigma)
+    return features.mean(axis=0), np.atleast_2d(np.cov(features, rowvar=False, ddof=1))
 
 
 def _trace_sqrt_product_sqrtm(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
@@ -84,13 +76,9 @@ def _check_eigenvalues(w: np.ndarray, what: str) -> np.ndarray:
     return np.clip(w, 0.0, None)
 
 
-def _psd_sqrt(sigma: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh((sigma + sigma.T) / 2)
-    return (v * np.sqrt(_check_eigenvalues(w, "sigma1"))) @ v.T
-
-
 def _trace_sqrt_product_eigen(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
-    a = _psd_sqrt(sigma1)
+    w, v = np.linalg.eigh((sigma1 + sigma1.T) / 2)
+    a = (v * np.sqrt(_check_eigenvalues(w, "sigma1"))) @ v.T  # S1^(1/2)
     m = a @ sigma2 @ a  # similar to S1 S2 (up to the null space of S1), symmetric PSD
     w = np.linalg.eigvalsh((m + m.T) / 2)
     return float(np.sqrt(_check_eigenvalues(w, "S1^1/2 S2 S1^1/2")).sum())
@@ -100,22 +88,16 @@ def frechet_distance(
     mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, method: str = "eigen"
 ) -> float:
     """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2); method "eigen" or "sqrtm"."""
-    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
-    sigma1, sigma2 = (
-        np.atleast_2d(np.asarray(sigma1, np.float64)),
-        np.atleast_2d(np.asarray(sigma2, np.float64)),
-    )
+    mu1, mu2 = (np.atleast_1d(np.asarray(mu, np.float64)) for mu in (mu1, mu2))
+    sigma1, sigma2 = (np.atleast_2d(np.asarray(sigma, np.float64)) for sigma in (sigma1, sigma2))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
-        raise ValueError(
-            f"mismatched statistics: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}"
-        )
+        raise ValueError(f"mismatched statistics: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs "
+                         f"{sigma2.shape}")
     for name, value in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)):
         check_finite(name, value)
-    if method == "eigen":
-        tr_covmean = _trace_sqrt_product_eigen(sigma1, sigma2)
-    elif method == "sqrtm":
-        tr_covmean = _trace_sqrt_product_sqrtm(sigma1, sigma2)
-    else:
+    routes = {"eigen": _trace_sqrt_product_eigen, "sqrtm": _trace_sqrt_product_sqrtm}
+    if method not in routes:
         raise ValueError(f"unknown method {method!r} (eigen or sqrtm)")
+    tr_covmean = routes[method](sigma1, sigma2)
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)

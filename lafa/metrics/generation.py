@@ -18,10 +18,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-from lafa.audio import load_audio, resample
 from lafa.devices import resolve_device
 from lafa.errors import BadInput
-from lafa.metrics.batched import Batching, embed_files, prefetch
+from lafa.metrics.batched import Batching, embed_files
 from lafa.metrics.caches import EmbeddingCache
 from lafa.metrics.clap import ClapScorer, clap_score, write_random_clap
 from lafa.metrics.folders import (
@@ -35,7 +34,7 @@ from lafa.metrics.folders import (
 )
 from lafa.metrics.frechet import frechet_distance, gaussian_stats
 from lafa.metrics.mel_fd import SETTINGS as MEL_SETTINGS
-from lafa.metrics.mel_fd import fd_mel_from_stats, mel_stats
+from lafa.metrics.mel_fd import fd_mel_from_stats, files_mel_stats
 from lafa.metrics.metric_weights import (
     RANDOM_NOTE,
     cache_key,
@@ -67,16 +66,14 @@ CLAP_SETTINGS = {"sample_rate": 48000, "resampling": "librosa soxr_hq (librosa's
                  "is_longer": "num_samples > 480000 (fusion)", "crops": "seeded per clip id"}  # fmt: skip
 
 
-
 class Throughput:
     """Clips embedded (not read from a cache), wall and CPU seconds per metric in this run."""
 
-    def __init__(self) -> None:
+    def __init__(self, batching: Batching) -> None:
+        self.batching = batching
         self.counts: dict[str, list[float]] = {}
 
-    def timed(
-        self, metric: str, fn: Callable[[], dict], cache: EmbeddingCache | None = None, count: int = 0
-    ) -> dict:
+    def timed(self, metric: str, fn: Callable[[], dict], cache: EmbeddingCache | None, count: int) -> dict:
         """Run fn, adding its wall time and the clips it embedded (the cache's misses, or `count`)."""
         start, cpu, before = time.perf_counter(), time.process_time(), cache.computed if cache else 0
         out = fn()
@@ -86,12 +83,11 @@ class Throughput:
         entry[2] += time.process_time() - cpu  # every thread of the process (torch's, the prefetch threads)
         return out
 
-    def report(self, metric: str, batching: Batching | None = None) -> dict:
+    def report(self, metric: str) -> dict:
         clips, seconds, cpu = self.counts.get(metric, [0, 0.0, 0.0])
         rate = clips / seconds if seconds > 0 and clips else None
-        out = {"clips_embedded": int(clips), "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3),
-               "clips_per_second": rate}  # fmt: skip
-        return out if batching is None else {**out, "batching": batching.as_dict()}
+        return {"clips_embedded": int(clips), "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3),
+                "clips_per_second": rate, "batching": self.batching.as_dict()}
 
 
 def _openl3_stats(
@@ -132,45 +128,21 @@ def _passt_probs(
     return {"ids": np.asarray(list(probs)), "probs": np.stack(list(probs.values()))}
 
 
-def _mel_stats(files: dict[str, Path], workers: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """mel_stats of the files, decoded and resampled ahead by `workers` threads, one clip in memory."""
-
-    def load(path: Path) -> torch.Tensor:
-        audio, sr = load_audio(path)
-        return resample(audio, sr, MEL_SETTINGS["sample_rate"])
-
-    return mel_stats(prefetch(files.values(), load, workers), MEL_SETTINGS["sample_rate"])
-
-
 def _probs_by_id(arrays: dict) -> dict[str, torch.Tensor]:
     return {str(i): torch.from_numpy(p) for i, p in zip(arrays["ids"], arrays["probs"], strict=True)}
 
 
-
-def _openl3_frames(clips: dict[str, tuple[float, float]]) -> int:
-    return sum(num_windows(int(seconds * 48000)) for seconds, _ in clips.values())
-
-
 def evaluate_folders(
-    generated: str | Path,
-    reference: str | Path,
-    prompts: str | Path | dict[str, str] | None = None,
-    openl3_weights: str | None = None,
-    passt_weights: str | None = None,
-    clap_dir: str | None = None,
+    generated: str | Path, reference: str | Path, prompts: str | Path | dict[str, str] | None = None,
+    openl3_weights: str | None = None, passt_weights: str | None = None, clap_dir: str | None = None,
     content_type: Literal["music", "env"] = "music",
     openl3_input_repr: Literal["mel256", "mel128", "linear"] = "mel256",
     openl3_embedding_size: Literal[512, 6144] = 512,
     openl3_channel_mode: Literal["stereo", "mono"] = "stereo",
     openl3_fft: Literal["reference", "exact"] = "reference",
-    allow_random_weights: bool = False,
-    allow_unpaired: bool = False,
-    seed: int = 0,
-    stats_cache: str | None = None,
-    device: str = "auto",
-    embedding_cache: str | None = None,
-    batching: Batching | None = None,
-    log: Callable[[str], None] | None = print,
+    allow_random_weights: bool = False, allow_unpaired: bool = False, seed: int = 0,
+    stats_cache: str | None = None, device: str = "auto", embedding_cache: str | None = None,
+    batching: Batching | None = None, log: Callable[[str], None] | None = print,
 ) -> dict:
     """Score a folder of generated audio against a reference folder or statistics file.
 
@@ -223,7 +195,7 @@ def evaluate_folders(
     else:
         prompts_where = "prompts"
     metrics: dict[str, dict] = {}
-    speed = Throughput()
+    speed = Throughput(batching)
 
     # ---- every check before any network is built or any clip embedded ----
     options = {"fd_openl3": (openl3_weights, "--openl3_weights"), "kl_passt": (passt_weights, "--passt_weights"),
@@ -236,23 +208,16 @@ def evaluate_folders(
         elif path is None and not allow_random_weights:
             metrics[name] = {"skipped": f"no weights configured ({flag}); see docs/metrics.md"}
         else:
-            weights_of[name] = checked_weights(path, seed, flag, name)
+            weights_of[name] = checked_weights(path, seed, flag)
             if name == "fd_openl3" and path is not None:
                 check_openl3_file(path, openl3_input_repr, content_type)
-    openl3_settings = {
-        **OPENL3_SETTINGS,
-        "content_type": content_type,
-        "input_repr": openl3_input_repr,
-        "embedding_size": openl3_embedding_size,
-        "channel_mode": openl3_channel_mode,
-        "path": OPENL3_PATHS[openl3_channel_mode],
-        "fft": OPENL3_FFTS[openl3_fft],
-    }
+    openl3_settings = {**OPENL3_SETTINGS, "content_type": content_type, "input_repr": openl3_input_repr,
+                       "embedding_size": openl3_embedding_size, "channel_mode": openl3_channel_mode,
+                       "path": OPENL3_PATHS[openl3_channel_mode], "fft": OPENL3_FFTS[openl3_fft]}
     keys = {"fd_mel": cache_key({"kind": "none"}, MEL_SETTINGS)}
-    if "fd_openl3" in weights_of:
-        keys["fd_openl3"] = cache_key(weights_of["fd_openl3"], openl3_settings)
-    if "kl_passt" in weights_of:
-        keys["kl_passt"] = cache_key(weights_of["kl_passt"], PASST_SETTINGS)
+    for name, settings in (("fd_openl3", openl3_settings), ("kl_passt", PASST_SETTINGS)):
+        if name in weights_of:
+            keys[name] = cache_key(weights_of[name], settings)
     for name, key in keys.items():
         ref.check(name, key)
     unpaired = check_pairs(generated, ref.ids, ref.path, generated_dir, [m for m in ("kl_passt",) if m in weights_of],
@@ -273,8 +238,9 @@ def evaluate_folders(
             refuse_silence(ref_clips, ref.files, [m for m in normalised if m != "clap_score"])
     if "fd_openl3" in weights_of:
         for where, clips in ((f"--generated {generated_dir}", gen_clips), (f"--reference {ref.path}", ref_clips)):
-            if clips is not None and _openl3_frames(clips) < 2:
-                raise BadInput(where, f"its {len(clips)} clip(s) give {_openl3_frames(clips)} OpenL3 frame (one "
+            frames = sum(num_windows(int(seconds * 48000)) for seconds, _ in (clips or {}).values())
+            if clips is not None and frames < 2:
+                raise BadInput(where, f"its {len(clips)} clip(s) give {frames} OpenL3 frame (one "
                                       f"per 0.5 s): FD_openl3 needs a covariance of at least 2 frames",
                                "score more clips, or clips longer than 0.5 s")
     for name, metric in metrics.items():
@@ -282,39 +248,30 @@ def evaluate_folders(
     log(f"device: {device}")
 
     # ---- the metrics ----
-    ref_mel = ref.get(
-        "fd_mel",
-        keys["fd_mel"],
-        lambda f: speed.timed("fd_mel", lambda: dict(zip(("mu", "sigma", "frames"),
-                              _mel_stats(f, batching.workers), strict=True)), count=len(f)),
-    )  # fmt: skip
-    gen_mel = speed.timed("fd_mel", lambda: _mel_stats(generated, batching.workers), count=len(generated))
-    metrics["fd_mel"] = fd_mel_from_stats(gen_mel, (ref_mel["mu"], ref_mel["sigma"], int(ref_mel["frames"])))
-    metrics["fd_mel"]["throughput"] = speed.report("fd_mel", batching)
+    def both(metric: str, compute: Callable, cache: EmbeddingCache | None = None) -> tuple[dict, dict]:
+        """(generated, reference) statistics of a metric (the reference's first, from `ref` while valid)."""
+        ref_stats = ref.get(metric, keys[metric],
+                            lambda f: speed.timed(metric, lambda: compute(f, "reference"), cache, len(f)))
+        return speed.timed(metric, lambda: compute(generated, "generated"), cache, len(generated)), ref_stats
+
+    def mel(files: dict[str, Path], _: str) -> dict:
+        return dict(zip(("mu", "sigma", "frames"), files_mel_stats(files, batching.workers), strict=True))
+
+    gen_mel, ref_mel = both("fd_mel", mel)
+    gen_mel, ref_mel = ((s["mu"], s["sigma"], int(s["frames"])) for s in (gen_mel, ref_mel))
+    metrics["fd_mel"] = fd_mel_from_stats(gen_mel, ref_mel)
+    metrics["fd_mel"]["throughput"] = speed.report("fd_mel")
 
     if (weights := weights_of.get("fd_openl3")) is not None:
-        model = build_openl3(
-            openl3_weights, seed, openl3_input_repr, content_type, openl3_embedding_size, openl3_fft
-        )
+        model = build_openl3(openl3_weights, seed, openl3_input_repr, content_type, openl3_embedding_size,
+                             openl3_fft)
         # channels_last convolutions: 17% less CPU here, equal to 2e-6 relative (docs/benchmarks.md)
         model = model.to(device, memory_format=torch.channels_last)
         embedder = OpenL3Embedder(model, channel_mode=openl3_channel_mode,
-                                  batch_size=batching.openl3_windows or 16)  # fmt: skip
+                                  batch_size=batching.openl3_windows or 16)
         l3_cache = EmbeddingCache(embedding_cache, keys["fd_openl3"])
-        ref_l3 = ref.get(
-            "fd_openl3",
-            keys["fd_openl3"],
-            lambda f: speed.timed(
-                "fd_openl3",
-                lambda: _openl3_stats(f, embedder, l3_cache, batching, "openl3 reference"),
-                l3_cache,
-            ),
-        )
-        gen_l3 = speed.timed(
-            "fd_openl3",
-            lambda: _openl3_stats(generated, embedder, l3_cache, batching, "openl3 generated"),
-            l3_cache,
-        )
+        gen_l3, ref_l3 = both("fd_openl3", lambda f, side: _openl3_stats(f, embedder, l3_cache, batching,
+                                                                          f"openl3 {side}"), l3_cache)
         metrics["fd_openl3"] = {
             "value": frechet_distance(gen_l3["mu"], gen_l3["sigma"], ref_l3["mu"], ref_l3["sigma"]),
             "label": f"FD_openl3 (stable-audio-metrics pipeline, {openl3_channel_mode} path"
@@ -323,41 +280,29 @@ def evaluate_folders(
             "frames_reference": int(ref_l3["frames"]),
             "weights": weights,
             "settings": openl3_settings,
-            "throughput": speed.report("fd_openl3", batching),
+            "throughput": speed.report("fd_openl3"),
         }
 
     if (weights := weights_of.get("kl_passt")) is not None:
         tagger = PasstTagger(build_passt(passt_weights, seed).to(device))
         p_cache = EmbeddingCache(embedding_cache, keys["kl_passt"])
-        ref_p = ref.get(
-            "kl_passt",
-            keys["kl_passt"],
-            lambda f: speed.timed(
-                "kl_passt", lambda: _passt_probs(f, tagger, p_cache, batching, "passt reference"), p_cache
-            ),
-        )
-        gen_p = speed.timed(
-            "kl_passt", lambda: _passt_probs(generated, tagger, p_cache, batching, "passt generated"), p_cache
+        gen_p, ref_p = both(
+            "kl_passt", lambda f, side: _passt_probs(f, tagger, p_cache, batching, f"passt {side}"), p_cache
         )
         kl = paired_kl(_probs_by_id(gen_p), _probs_by_id(ref_p))
         metrics["kl_passt"] = {**kl, "label": "KL_PaSST", "weights": weights, "settings": PASST_SETTINGS,
-                               "throughput": speed.report("kl_passt", batching)}  # fmt: skip
+                               "throughput": speed.report("kl_passt")}  # fmt: skip
 
     if (weights := weights_of.get("clap_score")) is not None:
         with tempfile.TemporaryDirectory() as tmp:
             scorer = ClapScorer(clap_dir or write_random_clap(tmp, seed), device=device)
             n_scored = len(set(generated) & set(prompts))  # CLAP embeddings are not cached
-            result = speed.timed(
-                "clap_score",
-                lambda: clap_score(scorer, generated, prompts, seed, batching.clap_clips, batching.workers),
-                count=n_scored,
-            )
-        settings = {
-            **CLAP_SETTINGS,
-            "model": "small random HTSAT+RoBERTa (lafa)" if clap_dir is None else "local HF directory",
-        }
+            result = speed.timed("clap_score", lambda: clap_score(
+                scorer, generated, prompts, seed, batching.clap_clips, batching.workers), None, n_scored)
+        model = "small random HTSAT+RoBERTa (lafa)" if clap_dir is None else "local HF directory"
+        settings = {**CLAP_SETTINGS, "model": model}
         metrics["clap_score"] = {**result, "label": "CLAP score", "weights": weights, "settings": settings,
-                                 "throughput": speed.report("clap_score", batching)}  # fmt: skip
+                                 "throughput": speed.report("clap_score")}  # fmt: skip
 
     ref.save()
     metrics = {m: metrics[m] for m in ("fd_mel", "fd_openl3", "kl_passt", "clap_score")}
@@ -387,10 +332,8 @@ def table_row(result: dict) -> str:
             return "n/a"
         return format(m["value"], fmt) + ("*" if m.get("weights", {}).get("kind") == "random" else "")
 
-    row = (
-        f"| FD_openl3 {cell('fd_openl3', '.2f')} | KL_PaSST {cell('kl_passt', '.3f')} "
-        f"| CLAP {cell('clap_score', '.3f')} | fd_mel {cell('fd_mel', '.2f')} |"
-    )
+    row = (f"| FD_openl3 {cell('fd_openl3', '.2f')} | KL_PaSST {cell('kl_passt', '.3f')} "
+           f"| CLAP {cell('clap_score', '.3f')} | fd_mel {cell('fd_mel', '.2f')} |")
     notes = ["fd_mel: offline log-mel Frechet distance, not FD_openl3"]
     if result["warnings"]:
         notes.insert(0, "*: " + RANDOM_NOTE)

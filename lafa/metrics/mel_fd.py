@@ -15,29 +15,19 @@ import torch
 import torchaudio
 
 from lafa.audio import load_audio, peak_normalize, resample
+from lafa.metrics.batched import prefetch
 from lafa.metrics.folders import audio_files
 from lafa.metrics.frechet import frechet_distance, gaussian_stats
 
 FD_MEL_LABEL = "offline log-mel Frechet distance, not FD_openl3"
-SETTINGS = {
-    "sample_rate": 44100,
-    "n_fft": 2048,
-    "hop_length": 1024,
-    "n_mels": 64,
-    "mel_scale": "slaney",
-    "features": "10*log10(max(mel power, 1e-10)) per frame, mono mixdown, peak -1 dBFS",
-}
+SETTINGS = {"sample_rate": 44100, "n_fft": 2048, "hop_length": 1024, "n_mels": 64, "mel_scale": "slaney",
+            "features": "10*log10(max(mel power, 1e-10)) per frame, mono mixdown, peak -1 dBFS"}
 
 
 def _mel_transform() -> torchaudio.transforms.MelSpectrogram:
     return torchaudio.transforms.MelSpectrogram(
-        sample_rate=SETTINGS["sample_rate"],
-        n_fft=SETTINGS["n_fft"],
-        hop_length=SETTINGS["hop_length"],
-        n_mels=SETTINGS["n_mels"],
-        norm="slaney",
-        mel_scale="slaney",
-        power=2.0,
+        sample_rate=SETTINGS["sample_rate"], n_fft=SETTINGS["n_fft"], hop_length=SETTINGS["hop_length"],
+        n_mels=SETTINGS["n_mels"], norm="slaney", mel_scale="slaney", power=2.0,
     )
 
 
@@ -64,15 +54,15 @@ def mel_stats(clips: Iterable[torch.Tensor], sample_rate: int) -> tuple[np.ndarr
     return mu, sigma, int(features.shape[0])
 
 
-def folder_mel_stats(folder: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
-    """mel_stats of every audio file in a folder (each at its native rate), one clip in memory at a time."""
+def files_mel_stats(files: dict[str, Path], workers: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """mel_stats of audio files (each at its native rate), decoded and resampled ahead by `workers` threads,
+    one clip in memory at a time."""
 
-    def clips():
-        for path in audio_files(folder).values():
-            audio, sr = load_audio(path)
-            yield resample(audio, sr, SETTINGS["sample_rate"])
+    def load(path: Path) -> torch.Tensor:
+        audio, sr = load_audio(path)
+        return resample(audio, sr, SETTINGS["sample_rate"])
 
-    return mel_stats(clips(), SETTINGS["sample_rate"])
+    return mel_stats(prefetch(files.values(), load, workers), SETTINGS["sample_rate"])
 
 
 def fd_mel_from_stats(
@@ -80,26 +70,17 @@ def fd_mel_from_stats(
 ) -> dict:
     """The labelled fd_mel result from two (mu, sigma, n_frames) statistics."""
     value = frechet_distance(generated[0], generated[1], reference[0], reference[1])
-    return {
-        "metric": "fd_mel",
-        "label": FD_MEL_LABEL,
-        "value": value,
-        "frames_generated": generated[2],
-        "frames_reference": reference[2],
-        "settings": dict(SETTINGS),
-    }
+    return {"metric": "fd_mel", "label": FD_MEL_LABEL, "value": value, "frames_generated": generated[2],
+            "frames_reference": reference[2], "settings": dict(SETTINGS)}
 
 
-def fd_mel(
-    generated: Iterable[torch.Tensor] | str | Path,
-    reference: Iterable[torch.Tensor] | str | Path,
-    sample_rate: int = 44100,
-) -> dict:
+def fd_mel(generated: Iterable[torch.Tensor] | str | Path, reference: Iterable[torch.Tensor] | str | Path,
+           sample_rate: int = 44100) -> dict:
     """fd_mel between two sets of audio, each a folder or clips of (channels, samples) at `sample_rate`."""
 
     def stats(clips: Iterable[torch.Tensor] | str | Path) -> tuple[np.ndarray, np.ndarray, int]:
         if isinstance(clips, (str, Path)):
-            return folder_mel_stats(clips)
+            return files_mel_stats(audio_files(clips))
         return mel_stats(clips, sample_rate)
 
     return fd_mel_from_stats(stats(generated), stats(reference))

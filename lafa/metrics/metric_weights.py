@@ -14,26 +14,9 @@ from lafa.metrics.openl3_weights import weight_file_config
 RANDOM_NOTE = "random weights built locally: NOT comparable to the paper's numbers"
 
 
-def weights_identity(path: str | Path | None, seed: int) -> dict:
-    if path is None:
-        return {"kind": "random", "seed": seed, "note": RANDOM_NOTE}
-    path = Path(path)
-    if path.is_dir():  # a Hugging Face directory: hash its weight files together
-        files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
-        if not files:
-            raise FileNotFoundError(f"{path} holds no *.safetensors / *.bin weight files")
-        digest = hashlib.sha256("".join(f"{p.name}:{sha256_file(p)}" for p in files).encode()).hexdigest()
-        return {"kind": "file", "path": str(path), "sha256": digest, "files": [p.name for p in files]}
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    return {"kind": "file", "path": str(path), "sha256": sha256_file(path)}
-
-
 def cache_key(weights: dict, settings: dict) -> str:
-    return json.dumps(
-        {"weights": {k: v for k, v in weights.items() if k != "path"}, "settings": settings}, sort_keys=True
-    )
-
+    return json.dumps({"weights": {k: v for k, v in weights.items() if k != "path"}, "settings": settings},
+                      sort_keys=True)
 
 
 def check_weights_path(path: str | None, option: str, metric: str) -> None:
@@ -47,14 +30,21 @@ def check_weights_path(path: str | None, option: str, metric: str) -> None:
                        "give a local copy of laion/clap-htsat-fused (or laion/larger_clap_music)")
 
 
-def checked_weights(path: str | None, seed: int, option: str, metric: str) -> dict:
-    """The weights a metric runs on (`weights_identity`), checked before any network is built: a directory without
-    weights is a `BadInput` too."""
-    check_weights_path(path, option, metric)
-    try:
-        return weights_identity(path, seed)
-    except (FileNotFoundError, ValueError) as e:
-        raise BadInput(f"{option} {path}", str(e), "give the weights folder itself (docs/metrics.md)") from e
+def checked_weights(path: str | None, seed: int, option: str) -> dict:
+    """The weights a metric runs on (random by seed, or a file or Hugging Face directory named by SHA-256),
+    checked (after `check_weights_path`) before any network is built: a folder without weights is BadInput."""
+    if path is None:
+        return {"kind": "random", "seed": seed, "note": RANDOM_NOTE}
+    where, fix, folder = f"{option} {path}", "give the weights folder itself (docs/metrics.md)", Path(path)
+    if folder.is_dir():  # a Hugging Face directory: hash its weight files together
+        files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
+        if not files:
+            raise BadInput(where, f"{folder} holds no *.safetensors / *.bin weight files", fix)
+        digest = hashlib.sha256("".join(f"{p.name}:{sha256_file(p)}" for p in files).encode()).hexdigest()
+        return {"kind": "file", "path": str(folder), "sha256": digest, "files": [p.name for p in files]}
+    if not folder.is_file():
+        raise BadInput(where, f"weights file not found: {folder}", fix)
+    return {"kind": "file", "path": str(folder), "sha256": sha256_file(folder)}
 
 
 def check_openl3_file(path: str, input_repr: str, content_type: str) -> None:

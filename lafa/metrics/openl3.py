@@ -1,17 +1,9 @@
 """OpenL3 audio embeddings in PyTorch, for FD_openl3 as Stability's stable-audio-metrics computes it.
 
 All six audio models of openl3 0.4.2 (input representation linear / mel128 / mel256, embedding size 512 /
-6144; content type music / env is a property of the weight file) with the kapre 0.3 front ends openl3 0.4.2
-builds: 1 s windows at 48 kHz; STFT hop 242 with a periodic Hann window; mel: n_fft 2048, padding at the end
-only (199 frames), magnitude through a slaney mel filterbank (librosa.filters.mel(sr=48000, n_fft=2048,
-n_mels=128|256)); linear: n_fft 512, no padding (257 bins x 197 frames); then 10 log10(max(x, 1e-10)) minus
-the window's maximum, floored at -80 dB. The STFT is by default TensorFlow 2.13's own, bit for bit (its Hann
-window and Eigen's FFT, eigen_fft.py): at 44.1 kHz its rounding fills the empty 22.05-24 kHz band and is part of
-the reference's numbers (SpectrogramFrontEnd, docs/metrics.md). The network (BatchNorm first, four conv blocks,
-max-pool to the embedding size, flattened in Keras' (freq, time, channel) order) loads the official Keras
-`openl3_audio_<repr>_<content>*.h5` weights by position, as Keras' load_weights does. The three input
-representations have identically shaped weights, so which one a file holds is read from the file (its name,
-as openl3 itself requires, and its front-end layer), never assumed.
+6144; content type music / env is a property of the weight file) with the kapre 0.3 front ends openl3 builds,
+the STFT by default TensorFlow 2.13's own, bit for bit (eigen_fft.py), and the official Keras weights loaded
+by position (openl3_weights.py). The front ends, the network, the FFT: docs/metrics.md, "FD_openl3".
 """
 
 from __future__ import annotations
@@ -52,14 +44,12 @@ POOL_SIZES = {
     "mel128": {6144: (4, 8), 512: (16, 24)},
     "mel256": {6144: (8, 8), 512: (32, 24)},
 }
-# the kapre layer openl3 puts in front of the network (in a weight file's layer_names when saved with it)
 CHANNEL_MODES = ("stereo", "mono")
 FFT_MODES = ("reference", "exact")
 
 
-def slaney_mel_filterbank(
-    sample_rate: int = OPENL3_SAMPLE_RATE, n_fft: int = 2048, n_mels: int = 256
-) -> torch.Tensor:
+def slaney_mel_filterbank(sample_rate: int = OPENL3_SAMPLE_RATE, n_fft: int = 2048, n_mels: int = 256
+                          ) -> torch.Tensor:
     """(n_fft // 2 + 1, n_mels) slaney-scale, slaney-normalised triangles: librosa.filters.mel(...).T in float32.
 
     kapre 0.3's filterbank_mel is this very call (librosa's float32 weights, bit for bit; torchaudio's
@@ -81,13 +71,9 @@ class SpectrogramFrontEnd(nn.Module):
     """(B, 48000) windows at 48 kHz -> (B, 1, bins, frames) dB spectrograms (kapre 0.3 as openl3 0.4.2 uses it).
 
     mel128 / mel256: n_fft 2048, pad_end (199 frames), slaney mel; linear: n_fft 512, no padding (197 frames).
-    fft names how the STFT is computed (docs/metrics.md, "OpenL3 at 44.1 kHz"):
-    - "reference" (default): TensorFlow 2.13's CPU STFT bit for bit, its Hann window and Eigen's FFT
-      (eigen_fft.py), whose twiddle drift puts ~1e-5 of the peak into bins that hold no signal; the 80 dB floor
-      keeps it, so FD_openl3 of 44.1 kHz audio depends on it (10% on the parity fixtures). This is what the
-      reference code computes (stable-audio-metrics pins tensorflow 2.13.1);
-    - "exact": torch.hann_window and torch.fft.rfft (float32, ~40x smaller FFT error): the procedure without
-      TensorFlow's rounding; numbers not comparable with the reference's at 44.1 kHz.
+    fft: "reference" (default), TensorFlow 2.13's CPU STFT bit for bit (eigen_fft.py), as the reference code
+    computes it; "exact", torch.hann_window and torch.fft.rfft, not comparable with the reference's numbers at
+    44.1 kHz (docs/metrics.md, "The STFT").
     """
 
     def __init__(self, input_repr: str = "mel256", fft: str = "reference") -> None:
@@ -100,11 +86,8 @@ class SpectrogramFrontEnd(nn.Module):
         self.n_fft = 512 if input_repr == "linear" else 2048
         window = tensorflow_hann_window(self.n_fft) if fft == "reference" else torch.hann_window(self.n_fft)
         self.register_buffer("window", window, persistent=False)  # periodic Hann
-        if input_repr == "linear":
-            self.filterbank = None
-        else:
-            fb = slaney_mel_filterbank(n_mels=int(input_repr[3:]))
-            self.register_buffer("filterbank", fb, persistent=False)
+        fb = None if input_repr == "linear" else slaney_mel_filterbank(n_mels=int(input_repr[3:]))
+        self.register_buffer("filterbank", fb, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.filterbank is not None:  # pad_end: zeros after the window so every hop gets a frame
@@ -128,32 +111,26 @@ def _max_pool_same(x: torch.Tensor, pool: tuple[int, int]) -> torch.Tensor:
     return F.max_pool2d(F.pad(x, pads, value=float("-inf")), pool)
 
 
-def _conv3x3_inference(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, relu: bool, packed: dict
-) -> torch.Tensor:
-    """3x3 'same' conv (+ ReLU) at inference. On CPU float32: oneDNN's conv with the ReLU as its post-op (no
-    separate pass over the activation: that pass was ~10% of a window's CPU here) and the weight packed once per
-    input shape; equal to conv2d then relu within 1e-6 (bit-identical in the runs here). If that op is
-    unavailable (warned once) or elsewhere, conv2d then relu."""
+def _conv3x3_inference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, relu: bool, packed: dict
+                       ) -> torch.Tensor:
+    """3x3 'same' conv (+ ReLU) at inference. On CPU float32: oneDNN's conv with the ReLU as its post-op and
+    the weight packed once per input shape (equal to conv2d then relu within 1e-6); elsewhere, or if that op
+    is unavailable (warned once), conv2d then relu."""
     if x.device.type == "cpu" and x.dtype == torch.float32 and not _ONEDNN_FAILED:
         try:
             key = (weight.data_ptr(), tuple(x.shape))
             if key not in packed:
                 if len(packed) >= 64:  # a long run of odd batch sizes: start over rather than grow
                     packed.clear()
-                packed[key] = torch.ops.mkldnn._reorder_convolution_weight(
-                    weight, [1, 1], [1, 1], [1, 1], 1, list(x.shape)
-                )
+                packed[key] = torch.ops.mkldnn._reorder_convolution_weight(weight, [1, 1], [1, 1], [1, 1], 1,
+                                                                           list(x.shape))
             attr = "relu" if relu else "none"
-            return torch.ops.mkldnn._convolution_pointwise(
-                x, packed[key], bias, [1, 1], [1, 1], [1, 1], 1, attr, [], ""
-            )
+            return torch.ops.mkldnn._convolution_pointwise(x, packed[key], bias, [1, 1], [1, 1], [1, 1], 1,
+                                                           attr, [], "")
         except (AttributeError, RuntimeError) as e:  # op missing in this torch build, or oneDNN refused
             _ONEDNN_FAILED.append(f"{type(e).__name__}: {e}")
-            warnings.warn(
-                f"OpenL3: oneDNN's fused conv unavailable ({_ONEDNN_FAILED[0]}); using conv2d then relu",
-                stacklevel=3,
-            )
+            warnings.warn(f"OpenL3: oneDNN's fused conv unavailable ({_ONEDNN_FAILED[0]}); using conv2d then "
+                          "relu", stacklevel=3)
     x = F.conv2d(x, weight, bias, padding=1)
     return F.relu(x) if relu else x
 
@@ -175,9 +152,7 @@ class OpenL3Audio(nn.Module):
         self.convs = nn.ModuleList(
             nn.Conv2d(i, o, 3, padding=1) for i, o in zip(in_widths, WIDTHS, strict=True)
         )
-        self.norms = nn.ModuleList(
-            nn.BatchNorm2d(w, eps=BN_EPS) for w in WIDTHS[:-1]
-        )  # none after the last conv
+        self.norms = nn.ModuleList(nn.BatchNorm2d(w, eps=BN_EPS) for w in WIDTHS[:-1])  # none after the last
         for conv in self.convs:  # Keras he_normal kernels, zero biases (only matters for random-weight runs)
             nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
             nn.init.zeros_(conv.bias)
@@ -188,22 +163,16 @@ class OpenL3Audio(nn.Module):
 
     def folded_convs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(weight, bias) of each conv with the BatchNorm after it folded in (eval): w g / sqrt(var + eps), ...
-
-        Recomputed when a parameter or buffer changes (in place, or moved). With the fused ReLU the conv stack
-        takes 1.23x less CPU here than conv, BatchNorm, ReLU, equal to it within 3e-6 relative
-        (docs/benchmarks.md, "Evaluation throughput").
-        """
+        Recomputed when a parameter or buffer changes (docs/benchmarks.md, "Evaluation throughput")."""
         key = tuple((t.data_ptr(), t._version) for t in (*self.parameters(), *self.buffers()))
         if getattr(self, "_folded_key", None) != key:
             folded = []
-            for i, conv in enumerate(self.convs):
-                if i == len(self.norms):  # the audio_embedding_layer: no BatchNorm after it
-                    folded.append((conv.weight.detach(), conv.bias.detach()))
-                    continue
-                norm = self.norms[i]
+            for conv, norm in zip(self.convs, self.norms, strict=False):
                 scale = (norm.weight / torch.sqrt(norm.running_var + norm.eps)).detach()
                 weight = conv.weight.detach() * scale[:, None, None, None]
                 folded.append((weight, ((conv.bias - norm.running_mean) * scale + norm.bias).detach()))
+            last = self.convs[-1]  # the audio_embedding_layer: no BatchNorm after it
+            folded.append((last.weight.detach(), last.bias.detach()))
             self._folded, self._folded_key, self._packed = folded, key, {}
         return self._folded
 
@@ -227,11 +196,9 @@ class OpenL3Audio(nn.Module):
 def window_flops(input_repr: str = "mel256") -> dict[str, int]:
     """Floating-point operations of one 1 s window through OpenL3Audio, a closed form of the layer shapes.
 
-    conv: the eight 3x3 convs, 2 x 9 c_in c_out h w each on the (bins, frames) map halved by each 2x2 pool
-    (bias, BatchNorm, ReLU and pools not counted, as torch.utils.flop_counter does not); mel: the filterbank
-    matmul, 2 frames (n_fft / 2 + 1) n_mels; fft: the Eigen FFT's real operations (78 per 8-point butterfly,
-    16 per merge butterfly: elementwise work, not matmuls, so not in the matmul total). The embedding size only
-    changes the final max-pool: the same cost for 512 and 6144.
+    conv: 2 x 9 c_in c_out h w per 3x3 conv (bias, BatchNorm, ReLU and pools not counted, as
+    torch.utils.flop_counter does not); mel: the filterbank matmul; fft: the Eigen FFT's real operations (78
+    per 8-point butterfly, 16 per merge butterfly; elementwise, not in the matmul total). Any embedding size.
     """
     n_fft = 512 if input_repr == "linear" else 2048
     # 197 frames (linear: no padding) or 199 (mel: pad_end)
@@ -265,24 +232,15 @@ def frame_windows(audio_48k: torch.Tensor, hop: int = WINDOW // 2) -> torch.Tens
 class OpenL3Embedder:
     """Stability's FD_openl3 embedding of a clip: (channels, S) audio -> (frames, 2 x embedding size) [L | R].
 
-    channel_mode names which of stable-audio-metrics' two OpenL3 paths is followed (they differ by ~10% in
-    FD on the same folders):
-    - "stereo": `extract_embeddings` (openl3_fd(..., batching=N)), the path behind its published reference
-      statistics (`..._batch4.npz`): loaded with librosa mono=False, one peak gain for both channels, each
-      channel embedded separately (a mono file is used for both sides); lafa's default;
-    - "mono": `extract_embeddings_nobatching`, openl3_fd's default (batching=False): librosa.load(mono=True)
-      down-mixes first and the mono embedding is used as both L and R.
-    Resampling as the reference: soxr HQ to eval_sample_rate, then resampy kaiser_best to 48 kHz.
+    channel_mode, which of stable-audio-metrics' two OpenL3 paths (docs/metrics.md): "stereo" (the default,
+    `extract_embeddings`, behind its published statistics), one peak gain for both channels, each embedded
+    separately (a mono file for both sides); "mono" (`extract_embeddings_nobatching`), down-mixed first, the
+    mono embedding used as both L and R. Resampling: soxr HQ to eval_sample_rate, then resampy kaiser_best to
+    48 kHz.
     """
 
-    def __init__(
-        self,
-        model: OpenL3Audio,
-        eval_sample_rate: int = 44100,
-        hop_seconds: float = 0.5,
-        batch_size: int = 16,
-        channel_mode: str = "stereo",
-    ):
+    def __init__(self, model: OpenL3Audio, eval_sample_rate: int = 44100, hop_seconds: float = 0.5,
+                 batch_size: int = 16, channel_mode: str = "stereo"):
         if channel_mode not in CHANNEL_MODES:
             raise ValueError(f"channel_mode must be one of {CHANNEL_MODES}, got {channel_mode!r}")
         self.model = model.eval()
@@ -300,23 +258,16 @@ class OpenL3Embedder:
     def embed_windows(self, windows: torch.Tensor) -> torch.Tensor:
         """(N, 48000) -> (N, embedding size) in batches of batch_size."""
         device = next(self.model.parameters()).device
-        out = [
-            self.model(windows[i : i + self.batch_size].to(device)).float().cpu()
-            for i in range(0, len(windows), self.batch_size)
-        ]
-        return torch.cat(out)
+        return torch.cat([self.model(w.to(device)).float().cpu() for w in windows.split(self.batch_size)])
 
     def clip_channels(self, audio: torch.Tensor | np.ndarray, sample_rate: int) -> list[np.ndarray]:
         """The per-channel (S,) signals at the evaluation rate that this path embeds (one for mono)."""
         audio = as_numpy(audio)
-        if audio.ndim == 1:
-            audio = audio[None]
-        if self.channel_mode == "mono" or audio.shape[0] == 1:
+        if self.channel_mode == "mono" or audio.ndim == 1 or audio.shape[0] == 1:
             audio = peak_normalize(librosa_mono(audio))[None]
         else:
             audio = peak_normalize(audio)
-        audio = soxr_hq(audio, sample_rate, self.eval_sample_rate)
-        return [audio[0]] if audio.shape[0] == 1 else [audio[0], audio[1]]
+        return list(soxr_hq(audio, sample_rate, self.eval_sample_rate)[:2])
 
     def embed(self, audio: torch.Tensor | np.ndarray, sample_rate: int) -> torch.Tensor:
         """(channels, S) at any rate -> (frames, 2 x size): the two sides concatenated per frame."""
@@ -328,14 +279,9 @@ class OpenL3Embedder:
         return self.embed(*load_native(path_or_clip))
 
 
-def build_openl3(
-    weights: str | Path | None,
-    seed: int = 0,
-    input_repr: str = "mel256",
-    content_type: str = "music",
-    embedding_size: int = 512,
-    fft: str = "reference",
-) -> OpenL3Audio:
+def build_openl3(weights: str | Path | None, seed: int = 0, input_repr: str = "mel256",
+                 content_type: str = "music", embedding_size: int = 512, fft: str = "reference"
+                 ) -> OpenL3Audio:
     """The network with a weight file's weights, or seeded random weights when `weights` is None.
 
     A file must hold the model asked for (input_repr, content_type, read by weight_file_config), else
@@ -343,20 +289,16 @@ def build_openl3(
     fft: "reference" (TensorFlow 2.13's STFT, bit for bit) or "exact" (torch's), see SpectrogramFrontEnd.
     """
     if input_repr not in INPUT_REPRS or content_type not in CONTENT_TYPES:
-        raise ValueError(
-            f"OpenL3 model {input_repr}/{content_type}: input_repr must be one of {INPUT_REPRS}, "
-            f"content_type one of {CONTENT_TYPES}"
-        )
+        raise ValueError(f"OpenL3 model {input_repr}/{content_type}: input_repr must be one of "
+                         f"{INPUT_REPRS}, content_type one of {CONTENT_TYPES}")
     if weights is None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return OpenL3Audio(input_repr, embedding_size, fft).eval()
     file_repr, file_content = weight_file_config(weights)
     if (file_repr, file_content) != (input_repr, content_type):
-        raise ValueError(
-            f"{Path(weights).name} holds the OpenL3 {file_repr}/{file_content} model; "
-            f"{input_repr}/{content_type} was asked for"
-        )
+        raise ValueError(f"{Path(weights).name} holds the OpenL3 {file_repr}/{file_content} model; "
+                         f"{input_repr}/{content_type} was asked for")
     model = OpenL3Audio(input_repr, embedding_size, fft)
     load_keras_weights(model, weights)
     return model.eval()

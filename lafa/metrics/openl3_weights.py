@@ -18,22 +18,21 @@ FILE_NAME = re.compile(r"openl3_audio_(linear|mel128|mel256)_(music|env)(?:[-.]|
 def _keras_layers(path: str | Path) -> tuple[list[str], list[tuple[str, dict[str, np.ndarray]]]]:
     """All layer names, and (layer name, {weight kind: array}) of every layer with weights, in file order."""
     with h5py.File(path, "r") as f:
-        group = (
-            f["model_weights"] if "model_weights" in f else f
-        )  # save_weights file or a full model.save file
+        group = f["model_weights"] if "model_weights" in f else f  # save_weights file or a model.save file
         if "layer_names" not in group.attrs:
             raise ValueError(f"{path} is not a Keras HDF5 weight file (no 'layer_names' attribute)")
-        names = [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in group.attrs["layer_names"]]
+        names = [_text(raw) for raw in group.attrs["layer_names"]]
         layers = []
         for name in names:
-            weight_names = [
-                w.decode() if isinstance(w, bytes) else str(w) for w in group[name].attrs["weight_names"]
-            ]
+            weight_names = [_text(w) for w in group[name].attrs["weight_names"]]
             if weight_names:  # kind = "kernel" from "conv2d_1/kernel:0"
-                layers.append(
-                    (name, {w.split("/")[-1].split(":")[0]: np.array(group[name][w]) for w in weight_names})
-                )
+                layers.append((name, {w.split("/")[-1].split(":")[0]: np.array(group[name][w])
+                                      for w in weight_names}))
         return names, layers
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 def weight_file_config(path: str | Path) -> tuple[str, str]:
@@ -47,19 +46,15 @@ def weight_file_config(path: str | Path) -> tuple[str, str]:
     path = Path(path)
     match = FILE_NAME.search(path.name)
     if match is None:
-        raise ValueError(
-            f"{path.name}: cannot tell which OpenL3 model this file holds (linear, mel128 and mel256 weights "
-            "have the same shapes); name it as openl3 does, openl3_audio_<linear|mel128|mel256>_<music|env>"
-            "[-v0_4_0].h5"
-        )
+        raise ValueError(f"{path.name}: cannot tell which OpenL3 model this file holds (linear, mel128 and "
+                         "mel256 weights have the same shapes); name it as openl3 does, "
+                         "openl3_audio_<linear|mel128|mel256>_<music|env>[-v0_4_0].h5")
     input_repr, content_type = match.groups()
     names, _ = _keras_layers(path)
     front_ends = set(FRONT_END_LAYER.values()) & {n.split("/")[-1] for n in names}
     if front_ends and front_ends != {FRONT_END_LAYER[input_repr]}:
-        raise ValueError(
-            f"{path.name} is named {input_repr} but its front-end layer is {sorted(front_ends)} "
-            f"({FRONT_END_LAYER[input_repr]} expected): the file was renamed or is damaged"
-        )
+        raise ValueError(f"{path.name} is named {input_repr} but its front-end layer is {sorted(front_ends)} "
+                         f"({FRONT_END_LAYER[input_repr]} expected): the file was renamed or is damaged")
     return input_repr, content_type
 
 
@@ -75,22 +70,17 @@ def load_keras_weights(model: nn.Module, path: str | Path) -> None:
     _, layers = _keras_layers(path)
     modules = model.weighted_layers()
     if len(layers) != len(modules):
-        raise ValueError(
-            f"{path} holds {len(layers)} layers with weights; the OpenL3 audio network has {len(modules)}"
-        )
+        raise ValueError(f"{path} holds {len(layers)} layers with weights; the OpenL3 audio network has "
+                         f"{len(modules)}")
     for (name, weights), module in zip(layers, modules, strict=True):
         where = f"{path}:{name}"
         if isinstance(module, nn.BatchNorm2d):
-            if set(weights) != {"gamma", "beta", "moving_mean", "moving_variance"}:
-                raise ValueError(f"{where}: expected BatchNormalization weights, found {sorted(weights)}")
-            _copy(module.weight, weights["gamma"], where)
-            _copy(module.bias, weights["beta"], where)
-            _copy(module.running_mean, weights["moving_mean"], where)
-            _copy(module.running_var, weights["moving_variance"], where)
+            kind, targets = "BatchNormalization", {"gamma": module.weight, "beta": module.bias,
+                                                   "moving_mean": module.running_mean,
+                                                   "moving_variance": module.running_var}
         else:
-            if set(weights) != {"kernel", "bias"}:
-                raise ValueError(f"{where}: expected Conv2D weights, found {sorted(weights)}")
-            _copy(
-                module.weight, weights["kernel"].transpose(3, 2, 0, 1), where
-            )  # (kh, kw, in, out) -> (out, in, kh, kw)
-            _copy(module.bias, weights["bias"], where)
+            kind, targets = "Conv2D", {"kernel": module.weight, "bias": module.bias}
+        if set(weights) != set(targets):
+            raise ValueError(f"{where}: expected {kind} weights, found {sorted(weights)}")
+        for key, target in targets.items():  # a kernel (kh, kw, in, out) -> (out, in, kh, kw)
+            _copy(target, weights[key].transpose(3, 2, 0, 1) if key == "kernel" else weights[key], where)

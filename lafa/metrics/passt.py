@@ -1,11 +1,8 @@
 """KL_PaSST as Stability's stable-audio-metrics computes it, with hear21passt's PaSST from a local checkpoint.
 
-Per clip: mono (librosa's down-mix), 32 kHz (librosa's soxr_hq, as librosa.load(sr=32000) in the reference),
-then peak -1 dBFS (pyloudnorm's formula); 10 s windows at a 5 s step starting at range(0, max(step, len - step),
-step); a window shorter than 10 s but longer than 1.5 s is zero-padded to 10 s (a shorter one goes in as it
-is); logits averaged over windows, softmax over the 527 AudioSet classes. KL(P_gen || P_ref) with 1e-6 added to
-the reference, averaged over prompt ids present in both sets; audiocraft's direction KL(P_ref || P_gen) is
-reported beside it, labelled.
+Per clip: mono, 32 kHz (librosa's soxr_hq), peak -1 dBFS; 10 s windows at a 5 s step, logits averaged over
+windows, softmax over the 527 AudioSet classes; KL(P_gen || P_ref) averaged over the ids in both sets, and
+audiocraft's direction beside it (docs/metrics.md, "KL_PaSST").
 """
 
 from __future__ import annotations
@@ -20,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lafa.metrics.reference_audio import librosa_mono, librosa_soxr_hq, peak_normalize
+from lafa.metrics.reference_audio import as_numpy, librosa_mono, librosa_soxr_hq, peak_normalize
 
 PASST_SAMPLE_RATE = 32000
 WINDOW = 10 * PASST_SAMPLE_RATE
@@ -38,10 +35,9 @@ WIDTH, DEPTH, PATCH, PATCH_STRIDE, N_MELS, N_FFT, HOP = 768, 12, 16, 10, 128, 10
 def window_flops(num_samples: int = WINDOW) -> dict[str, int]:
     """Floating-point operations of one window of `num_samples` at 32 kHz through PaSST, a closed form.
 
-    T = samples // 320 mel frames; 12 x ((T - 16) // 10 + 1) patches and 2 tokens (class, distillation) = N;
-    per block 24 N d^2 (qkv, projection, 4d MLP) + 4 N^2 d (scores, weighted sum), d = 768, 12 blocks; the patch
-    embedding 2 d 256 per patch, the pre-emphasis conv 4 (S - 1), the mel matmul 2 x 513 x 128 T, the head
-    2 d 527. The STFT's FFT is not included (torch.stft, ~5 n log2 n per frame: 0.02% of the total).
+    N tokens (patches + class + distillation): per block 24 N d^2 (qkv, projection, 4d MLP) + 4 N^2 d (scores,
+    weighted sum); the patch embedding, pre-emphasis conv, mel matmul and head. The STFT's FFT is not included
+    (0.02% of the total).
     """
     frames = num_samples // HOP
     patches = ((N_MELS - PATCH) // PATCH_STRIDE + 1) * ((frames - PATCH) // PATCH_STRIDE + 1)
@@ -138,9 +134,7 @@ class PasstTagger:
 
     def windows(self, audio: torch.Tensor | np.ndarray, sample_rate: int) -> list[torch.Tensor]:
         """(channels, S) at any rate -> the clip's analysis windows (mono, 32 kHz, peak -1 dBFS)."""
-        audio = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
-        audio = np.asarray(audio, np.float32)
-        mono = librosa_mono(audio if audio.ndim == 2 else audio[None])  # librosa.load: down-mix first
+        mono = librosa_mono(as_numpy(audio))  # librosa.load: down-mix first
         return cut_windows(peak_normalize(librosa_soxr_hq(mono, sample_rate, PASST_SAMPLE_RATE)))
 
     @torch.no_grad()
@@ -171,13 +165,8 @@ class PasstTagger:
 
     def probabilities_batch(self, clips: list[list[torch.Tensor]], batch: int) -> list[torch.Tensor]:
         """The probabilities of several clips (each its list of windows), windows of all clips batched."""
-        flat = [w for windows in clips for w in windows]
-        logits = self.window_logits(flat, batch)
-        out, k = [], 0
-        for windows in clips:
-            out.append(self.collect(logits[k : k + len(windows)]))
-            k += len(windows)
-        return out
+        logits = iter(self.window_logits([w for windows in clips for w in windows], batch))
+        return [self.collect([next(logits) for _ in windows]) for windows in clips]
 
 
 def kl_divergence(p: torch.Tensor, q: torch.Tensor, eps: float = KL_EPS) -> float:
@@ -193,10 +182,8 @@ def paired_kl(generated: dict[str, torch.Tensor], reference: dict[str, torch.Ten
         raise ValueError("no prompt id is present in both the generated and the reference set")
     forward = [kl_divergence(generated[i], reference[i]) for i in ids]
     backward = [kl_divergence(reference[i], generated[i]) for i in ids]
-    return {
-        "value": sum(forward) / len(ids),
-        "direction": "KL(generated || reference), as stable-audio-metrics reports it",
-        "reverse_value": sum(backward) / len(ids),
-        "reverse_direction": "KL(reference || generated), as audiocraft reports it",
-        "paired_ids": len(ids),
-    }
+    return {"value": sum(forward) / len(ids),
+            "direction": "KL(generated || reference), as stable-audio-metrics reports it",
+            "reverse_value": sum(backward) / len(ids),
+            "reverse_direction": "KL(reference || generated), as audiocraft reports it",
+            "paired_ids": len(ids)}

@@ -28,18 +28,13 @@ class ReconstructionMetrics(torch.nn.Module):
         if estimate.shape != target.shape:
             raise ValueError(f"estimate {tuple(estimate.shape)} and target {tuple(target.shape)} differ")
         estimate, target = estimate.float(), target.float()
-        lengths = (
-            sample_keep.sum(dim=-1).tolist()
-            if sample_keep is not None
-            else [target.shape[-1]] * len(target)
-        )
+        lengths = [target.shape[-1]] * len(target) if sample_keep is None else sample_keep.sum(-1).tolist()
         totals = {"stft_distance": 0.0, "mel_distance": 0.0, "si_sdr": 0.0}
         for est, ref, n in zip(estimate, target, lengths, strict=True):
             n = max(int(n), self.min_samples)
             est, ref = est[None, :, :n], ref[None, :, :n]  # (1, channels, n)
             if est.shape[-1] < n:  # the example itself is shorter than min_samples
-                pad = n - est.shape[-1]
-                est, ref = torch.nn.functional.pad(est, (0, pad)), torch.nn.functional.pad(ref, (0, pad))
+                est, ref = (torch.nn.functional.pad(x, (0, n - x.shape[-1])) for x in (est, ref))
             totals["stft_distance"] += float(self.stft(est, ref))
             totals["mel_distance"] += float(self.mel(est, ref))
             totals["si_sdr"] += -float(self.sisdr(est, ref))

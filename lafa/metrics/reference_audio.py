@@ -1,18 +1,11 @@
 """The audio steps of Stability-AI's stable-audio-metrics, reproduced with the same libraries and dtypes.
 
-Every paper metric resamples with the library the reference uses, not with lafa's own torchaudio resampler
-(lafa.audio.resample): the resamplers differ by far more than the metrics' tolerance (docs/metrics.md,
-"Parity"). In the reference:
-- FD_openl3 loads at the native rate and resamples to the evaluation rate with `soxr.resample` (quality HQ);
-  openl3 0.4.2 then resamples to 48 kHz with resampy 0.2.2's `resample(filter="kaiser_best")` (its filter and
-  its loop rebuilt below, bit for bit: newer resampy releases changed both);
-- KL_PaSST (32 kHz) and CLAP (48 kHz) load with `librosa.load(sr=...)`, i.e. librosa's default `soxr_hq`,
-  whose output length is `ceil(n * float(target) / orig)`: one sample longer than the exact product when
-  the float ratio rounds up (5.000 s at 44.1 kHz -> 240001 samples at 48 kHz), which changes CLAP's
-  repeat-padding, so the length is librosa's too;
-- peak normalisation is pyloudnorm's `normalize.peak(x, -1.0)`: one gain, computed in float64, applied to
-  the float32 samples of all channels.
-Arrays here are numpy float32, (samples,) or (channels, samples) as librosa returns them.
+Every paper metric resamples with the library the reference uses, not with lafa's own resampler
+(lafa.audio.resample): they differ by far more than the metrics' tolerance (docs/metrics.md, "Parity").
+FD_openl3: `soxr.resample` (HQ) to the evaluation rate, then resampy 0.2.2's kaiser_best to 48 kHz (rebuilt
+below, bit for bit); KL_PaSST and CLAP: `librosa.load(sr=...)`, i.e. soxr_hq with librosa's output length;
+peak normalisation: pyloudnorm's. Arrays are numpy float32, (samples,) or (channels, samples) as librosa
+returns them.
 """
 
 from __future__ import annotations
@@ -33,8 +26,10 @@ def as_numpy(audio: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def librosa_mono(audio: np.ndarray) -> np.ndarray:
-    """(channels, S) -> (S,): librosa.to_mono, the mean over channels in float32."""
-    return audio[0] if audio.ndim == 2 and audio.shape[0] == 1 else np.mean(audio, axis=0)
+    """(channels, S) or (S,) -> (S,): librosa.to_mono, the mean over channels in float32."""
+    if audio.ndim == 1:
+        return audio
+    return audio[0] if audio.shape[0] == 1 else np.mean(audio, axis=0)
 
 
 def peak_normalize(audio: np.ndarray, target_dbfs: float = -1.0) -> np.ndarray:
@@ -67,17 +62,10 @@ def librosa_soxr_hq(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarr
     return librosa.resample(audio, orig_sr=orig_sr, target_sr=target_sr, res_type="soxr_hq")
 
 
-# resampy 0.2.2's kaiser_best, the filter openl3 0.4.2 resampled with (stable-audio-metrics pins resampy 0.2.2):
-# a Kaiser-windowed sinc with 64 zero crossings, 2^9 table steps per crossing, beta 14.769656459379492, rolloff
-# 0.9475937167399596. resampy >= 0.3 ships a different "kaiser_best" (50 crossings, rolloff 0.917), whose output
-# differs by ~5% of the peak on broadband audio; lafa rebuilds the 0.2.2 table with resampy's own sinc_window
-# (equal to the 0.2.2 file to 2e-16, and giving the same output samples bit for bit).
-RESAMPY_022_KAISER_BEST = {
-    "num_zeros": 64,
-    "precision": 9,
-    "beta": 14.769656459379492,
-    "rolloff": 0.9475937167399596,
-}
+# resampy 0.2.2's kaiser_best, the filter openl3 0.4.2 resampled with (resampy >= 0.3 ships another one),
+# rebuilt with resampy's own sinc_window (docs/metrics.md, "FD_openl3")
+RESAMPY_022_KAISER_BEST = {"num_zeros": 64, "precision": 9, "beta": 14.769656459379492,
+                           "rolloff": 0.9475937167399596}
 
 
 @functools.cache
@@ -96,13 +84,9 @@ def _resampy_022_table() -> np.ndarray:
 
 @functools.cache
 def _resampy_022_kernel():
-    """resampy 0.2.2's interpolation loop (interpn.resample_f), compiled with numba on first use.
-
-    Its operations, in its order: a float64 time register advanced by 1 / ratio per output sample (resampy >= 0.3
-    computes t * (1 / ratio) instead, which moves the last bit of about half the output samples), the two wings
-    of the filter tap by tap, each product added to the float32 output sample and rounded there. Those last bits
-    matter for FD_openl3: the reference's FFT turns them into dB-level changes in empty bands (eigen_fft.py).
-    """
+    """resampy 0.2.2's interpolation loop (interpn.resample_f), compiled with numba on first use: a float64
+    time register advanced by 1 / ratio per output sample (resampy >= 0.3 moves the last bit of ~half of
+    the samples), the two wings tap by tap, each product added to the float32 output sample."""
     import numba
 
     @numba.jit(nopython=True, nogil=True, cache=False)
@@ -137,9 +121,8 @@ def _resampy_022_kernel():
 def resampy_kaiser_best(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """resampy 0.2.2's resample(x, orig, target, filter="kaiser_best") of (S,) float32: openl3 0.4.2's step to 48 kHz.
 
-    The same samples, bit for bit (tests/metrics/test_parity.py checks openl3's recorded network inputs): 0.2.2's
-    table and loop (_resampy_022_kernel), its output length int(n * (target / orig)) (newer resampy rounds
-    differently, #111) and its output dtype (the input's).
+    The same samples, bit for bit (tests/metrics/test_parity.py): 0.2.2's table, loop, output length
+    int(n * (target / orig)) (newer resampy rounds differently, #111) and output dtype (the input's).
     """
     if orig_sr == target_sr:
         return audio

@@ -41,7 +41,7 @@ def no_embedding(monkeypatch):
             raise AssertionError(f"{name} was called before the inputs were refused")
         return spy
 
-    for name in ("build_openl3", "build_passt", "ClapScorer", "write_random_clap", "_mel_stats", "_openl3_stats",
+    for name in ("build_openl3", "build_passt", "ClapScorer", "write_random_clap", "files_mel_stats", "_openl3_stats",
                  "_passt_probs"):
         monkeypatch.setattr(generation, name, forbidden(name))
     return built
