@@ -1,10 +1,8 @@
-"""Generation while a DiT trains: demo audio for fixed prompts, and the offline metric `val/fd_mel`.
+"""Generation while a DiT trains: demo audio for fixed prompts, and the offline metric `val/fd_mel` (docs/dit.md).
 
-Both use the stage's generation with a fixed seed (CPU generators), so successive evaluations (and runs on
-different latent spaces and devices) see the same prompts and the same noise. They generate with the EMA
-weights wherever the callback is listed: Lightning runs callbacks in list order and a weight-averaging callback
-(`EMAWeightAveraging`) swaps the averaged weights out at the end of validation, so at setup this callback moves
-itself before the first weight-averaging callback of the trainer.
+Both use the stage's generation with a fixed seed (CPU generators). They generate with the EMA weights: at setup
+this callback moves itself before the first weight-averaging callback of the trainer, which swaps the averaged
+weights out at the end of validation.
 """
 
 from __future__ import annotations

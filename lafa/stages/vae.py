@@ -1,12 +1,10 @@
-"""Stage I: train (or fine-tune) the Oobleck waveform VAE the way Stable Audio trains it (Appendix D).
+"""Stage I: train (or fine-tune) the Oobleck waveform VAE the way Stable Audio trains it (Appendix D,
+docs/vae.md).
 
 Manual optimisation: odd global steps train the discriminator, even steps the VAE (stable-audio-tools'
-alternation). Generator loss = w_sd * sum-and-difference MR-STFT + w_ch * (left + right MR-STFT)
-+ w_adv * hinge + w_fm * feature matching + w_kl * KL; discriminator loss = hinge. AdamW + Stable Audio's
-inverse-square-root LR schedule with exponential warm-up, for both optimisers. The EMA is a callback in the YAML
-(`lafa.stages.ema.WarmupEMA`, every generator step): validation, test and the checkpoint's `state_dict` hold the
-averaged weights, so `as_autoencoder()` and `lafa export` read them as `vae.*`.
-Validation/test report STFT distance, mel distance and SI-SDR on the real (unpadded) audio (Tables 4, 9).
+alternation). The EMA is a callback in the YAML (`lafa.stages.ema.WarmupEMA`): validation, test and the
+checkpoint's `state_dict` hold the averaged weights. Validation/test report STFT distance, mel distance and
+SI-SDR on the real (unpadded) audio (Tables 4, 9).
 """
 
 from __future__ import annotations
@@ -111,8 +109,7 @@ class VaeStage(LightningModule):
         def factor(step: int) -> float:
             return inverse_lr_factor(step, h.lr_inv_gamma, h.lr_power, h.lr_warmup)
 
-        schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (opt_g, opt_d)]
-        return [opt_g, opt_d], schedulers
+        return [opt_g, opt_d], [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (opt_g, opt_d)]
 
     def _step_optimizer(self, loss: torch.Tensor, index: int) -> None:
         opt = self.optimizers()[index]
