@@ -134,13 +134,12 @@ class FdMelCriterionCallback(DitSamplesCallback):
                  seed: int = 0, batch_size: int = 8) -> None:
         super().__init__(prompts=(), every_n_steps=1, steps=steps, cfg_scale=cfg_scale, seed=seed,
                          fd_mel_clips=fd_mel_clips, batch_size=batch_size)
-        self._collecting = False
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         return None  # no weight averaging to run before: it measures before any training
 
     def _due(self, trainer: Trainer) -> bool:
-        return self._collecting  # never at a validation: only in on_train_start
+        return False  # never at a validation: only in on_train_start
 
     @torch.no_grad()
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -148,32 +147,24 @@ class FdMelCriterionCallback(DitSamplesCallback):
             return
         n = self.fd_mel_clips
         loader = trainer.datamodule.val_dataloader() if trainer.datamodule is not None else trainer.val_dataloaders
-        self._collecting, self._val, self.fd_mel_clips = True, [], 2 * n
-        try:
-            for batch in loader:
-                self.on_validation_batch_end(trainer, pl_module, None, batch, 0)
-                if len(self._val) >= 2 * n:
-                    break
-        finally:
-            self._collecting, self.fd_mel_clips = False, n
-        if len(self._val) < 2 * n:
-            rank_zero_warn(f"FdMelCriterionCallback: {len(self._val)} validation clips, fewer than the {2 * n} the "
+        clips = []
+        for batch in loader:
+            self._collect(pl_module, batch, clips, 2 * n)
+            if len(clips) >= 2 * n:
+                break
+        if len(clips) < 2 * n:
+            rank_zero_warn(f"FdMelCriterionCallback: {len(clips)} validation clips, fewer than the {2 * n} the "
                            "floor needs; nothing measured")
-            self._val = []
             return
-        first, second = self._val[:n], self._val[n:]
+        first, second = clips[:n], clips[n:]
         sr = pl_module.autoencoder.sample_rate
         was_training = pl_module.training
         pl_module.eval()
         try:
-            self._val = first
-            references = self._references(pl_module)
-            generated = self._generate(pl_module, [v[0] for v in first], [v[2] for v in first], [v[1] for v in first])
-            untrained = fd_mel(generated, references, sample_rate=sr)["value"]
-            self._val = second
-            floor = fd_mel(self._references(pl_module), references, sample_rate=sr)["value"]
+            references = self._references(pl_module, first)
+            untrained = fd_mel(self._generate(pl_module, first), references, sample_rate=sr)["value"]
+            floor = fd_mel(self._references(pl_module, second), references, sample_rate=sr)["value"]
         finally:
-            self._val = []
             pl_module.train(was_training)
         for logger in trainer.loggers:
             logger.log_metrics({"val/fd_mel_untrained": float(untrained), "val/fd_mel_floor": float(floor)}, step=0)

@@ -326,10 +326,7 @@ class DitStage(LightningModule):
     def _test_dir(self) -> Path:
         """test_eval.out_dir, else <log dir>/test."""
         out_dir = (self.hparams.test_eval or {}).get("out_dir")
-        if out_dir:
-            return Path(out_dir)
-        log_dir = self.trainer.log_dir if self.trainer is not None and self.trainer.log_dir else "."
-        return Path(log_dir) / "test"
+        return Path(out_dir) if out_dir else Path(self.trainer.log_dir or ".") / "test"
 
     def on_test_epoch_start(self) -> None:
         self._test_prompts: dict[str, str] = {}

@@ -1,7 +1,8 @@
 """Ground-truth metrics while a DiT trains on the lab's latents (`GaussianLatentDataModule`), with no stage code
 (docs/lab.md): `val/loss_floor`, `val/excess_loss`, `val/excess_loss_t{t}` from the exact floors of
-`lafa.lab.floors`, and `val/exact_fd` of generated latents against the true Gaussian, beside
-`val/exact_fd_baseline` (real latents) and `val/exact_fd_oracle` (the exact denoiser), computed once.
+`lafa.lab.floors`, and `val/exact_fd` of `fd_clips` generated latents (seed, `steps`, `cfg_scale`) against the
+true Gaussian, beside `val/exact_fd_baseline` (real latents of the same count, mean over `baseline_draws`) and
+`val/exact_fd_oracle` (the exact denoiser with the same sampler and noise), both computed once.
 """
 
 from __future__ import annotations

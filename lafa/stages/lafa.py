@@ -157,12 +157,6 @@ class LafaStage(LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.lafa.normalizer.reset()
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
-
     def on_validation_epoch_end(self) -> None:
         """Store the LAFA latent statistics measured on this validation's first `norm_batches` batches."""
         normalizer = self.lafa.normalizer
@@ -178,7 +172,9 @@ class LafaStage(LightningModule):
         normalizer.reset()
 
     @torch.no_grad()
-    def _evaluate(self, batch: dict, batch_idx: int, prefix: str) -> None:
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Validation and test: the same metrics, under val/ or test/."""
+        prefix = "test" if self.trainer.testing else "val"
         audio, padding = batch.get("audio"), batch.get("keep")
         z0, keep = self._latents(batch)
         if self.lafa.needs_input_stats:
@@ -216,6 +212,8 @@ class LafaStage(LightningModule):
         self._log_posterior_mean(prefix, y, z0, keep, variance, gen, log, decoded)
         if batch_idx == 0 and self.global_rank == 0 and self.vae is not None:
             self._log_media(prefix, audio, vae_audio, z0, y, decoded)
+
+    test_step = validation_step
 
     def _log_posterior_mean(self, prefix: str, y, z0, keep, variance, gen, log: dict, decoded: dict) -> None:
         """The posterior-mean estimate of Z0 given Y: the mean of `posterior_samples` decodes of `decode_steps`

@@ -1,10 +1,6 @@
 """A model from anywhere, ready to use: a checkpoint file, a bundle folder or a Hub repo id -> a DiT stage or an
-autoencoder (`from_pretrained`, what `lafa generate` loads). Autoencoders alone come from `lafa.stages.loading`.
-
-A bundle also rebuilds its whole stage (`stage_config` + `load_stage_weights`), which is how `lafa test|validate
---ckpt_path BUNDLE_OR_REPO_ID` evaluate it: the stage is built from the bundle's config.json (the stage's class,
-its arguments, each component's constructor arguments), its weights come from model.safetensors, and its data
-from the user (a bundle holds a model, not a run's data)."""
+autoencoder (`from_pretrained`, what `lafa generate` loads); a bundle's whole stage for `lafa test|validate
+--ckpt_path BUNDLE_OR_REPO_ID` (`stage_config` + `load_stage_weights`, docs/bundles.md)."""
 
 from __future__ import annotations
 

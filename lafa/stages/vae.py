@@ -165,7 +165,9 @@ class VaeStage(LightningModule):
         vae = InferenceVAE(self.vae)
         return vae.decode(vae.encode_mean(padded))[..., :length].float()
 
-    def _evaluate(self, batch: dict, batch_idx: int, split: str) -> None:
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Validation and test: the metrics of the deterministic reconstruction, under val/ or test/."""
+        split = "test" if self.trainer.testing else "val"
         audio = batch["audio"]
         decoded = self.reconstruct(audio)
         scores = self.metrics(decoded, audio, batch.get("keep"))
@@ -174,11 +176,7 @@ class VaeStage(LightningModule):
         if batch_idx == 0 and self.global_rank == 0:
             self._log_examples(audio, decoded, batch.get("keep"), split)
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
+    test_step = validation_step
 
     def _log_examples(self, reals: torch.Tensor, decoded: torch.Tensor, mask: torch.Tensor | None, split: str) -> None:
         """TensorBoard / W&B: real and reconstructed audio (mono mix: TensorBoard audio is one channel) and log-STFT
