@@ -18,20 +18,14 @@ from lafa.stages.media import log_figure, media_loggers
 class LatentLocalityCallback(Callback):
     """At the end of validation, encode a few validation clips with `pl_module.as_autoencoder()` and log the
     spectral slope alpha and LPI of the latents (Sec. 3) beside those of the clips' log-mel, so locality can
-    be watched while a stage trains; the PSD and correlation figures go to TensorBoard.
+    be watched while a stage trains; the PSD and correlation figures go to TensorBoard (docs/analysis.md).
 
-    Works with any stage that has `as_autoencoder()` and validates on audio batches (`audio` (B, io, S),
-    optional `keep` (B, S)); the first `num_clips` real clips seen in each validation epoch are used.
-    Logged, for `latent` and `mel` (averaged over DDP ranks): analysis/<name>_<measure> for alpha, lpi and
-    every control of `lafa.analysis.controls` (alpha_permuted, alpha_excess, lpi_permuted, lpi_excess,
-    participation_ratio, eigen_decay_slope, pc_temporal_slope), with `permutations` random channel orders;
-    `bootstrap` > 0 also logs each measure's interval bounds as <measure>_low / <measure>_high. The spectral
-    window shrinks to the shortest clip's frame count when clips are short.
-
-    The group-aware baselines (group order shuffled, channels shuffled within groups) use `group_size` when
-    given (0: none), else the output group of a LAFA autoencoder's encoder (out_channels / groups, as `lafa
-    analyze` does), else the analysis default. Intervals need `min_clips` effective clips (default 10, as `lafa
-    analyze`): keep num_clips at least that large to log interval bounds.
+    Works with any stage that has `as_autoencoder()` and validates on audio batches; the first `num_clips` real
+    clips of each validation epoch are used. Logged, for `latent` and `mel` (averaged over DDP ranks):
+    analysis/<name>_<measure> for alpha, lpi and every control of `lafa.analysis.controls`, with `permutations`
+    random channel orders; `bootstrap` > 0 also logs each measure's interval bounds (<measure>_low / _high),
+    which need `min_clips` effective clips. The group-aware baselines use `group_size` when given (0: none),
+    else the output group of a LAFA autoencoder's encoder, else the analysis default.
     """
 
     def __init__(self, num_clips: int = 8, lam: float = 0.06, ridge: float = 1.0, window: int = 64,
@@ -108,12 +102,8 @@ class LatentLocalityCallback(Callback):
                 if low is not None:
                     logged[f"analysis/{name}_{key}_low"], logged[f"analysis/{name}_{key}_high"] = low, high
         pl_module.log_dict(logged, sync_dist=True)
-        if self.log_figures and trainer.is_global_zero:
-            self._log_figures(trainer, results, settings)
-
-    def _log_figures(self, trainer: Trainer, results: dict, settings: AnalysisSettings) -> None:
         loggers, step = media_loggers(trainer.loggers), trainer.global_step  # TensorBoard / W&B
-        if loggers:
+        if self.log_figures and trainer.is_global_zero and loggers:
             log_figure(loggers, "analysis/psd", psd_figure(results), step)
             panels = {k: {**r, "lam": settings.lam} for k, r in results.items()}
             log_figure(loggers, "analysis/correlation", correlation_figure(panels), step)
@@ -132,27 +122,24 @@ def output_group_size(autoencoder) -> int | None:
 
 class FdMelCriterionCallback(DitSamplesCallback):
     """The two reference values of the DiT learning criterion (issue 22, docs/study.md "Real music"), measured once
-    before the first training step on the first 2 `fd_mel_clips` validation examples, in validation order:
+    before the first training step on the first 2 `fd_mel_clips` validation examples, in validation order, and
+    written to every logger at step 0 (a run resumed past step 0 measures nothing again):
 
     - `val/fd_mel_untrained`: `val/fd_mel` of the untrained DiT, exactly as `DitSamplesCallback` (same clips,
       captions, lengths, seeds, sampler `steps` and `cfg_scale`: give it the same values) measures it later;
     - `val/fd_mel_floor`: the same Frechet distance between the first `fd_mel_clips` real clips (the references of
-      `val/fd_mel`) and the next `fd_mel_clips` real clips: two disjoint real sets of the same size.
-
-    A DiT closes the fraction (untrained - final) / (untrained - floor) of its gap; the criterion asks for 0.7.
-    Both values are written to every logger at step 0 (a run resumed past step 0 measures nothing again)."""
+      `val/fd_mel`) and the next `fd_mel_clips` real clips: two disjoint real sets of the same size."""
 
     def __init__(self, fd_mel_clips: int = 8, steps: int | None = None, cfg_scale: float | None = None,
                  seed: int = 0, batch_size: int = 8) -> None:
         super().__init__(prompts=(), every_n_steps=1, steps=steps, cfg_scale=cfg_scale, seed=seed,
                          fd_mel_clips=fd_mel_clips, batch_size=batch_size)
-        self._collecting = False
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         return None  # no weight averaging to run before: it measures before any training
 
     def _due(self, trainer: Trainer) -> bool:
-        return self._collecting  # never at a validation: only in on_train_start
+        return False  # never at a validation: only in on_train_start
 
     @torch.no_grad()
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -160,32 +147,24 @@ class FdMelCriterionCallback(DitSamplesCallback):
             return
         n = self.fd_mel_clips
         loader = trainer.datamodule.val_dataloader() if trainer.datamodule is not None else trainer.val_dataloaders
-        self._collecting, self._val, self.fd_mel_clips = True, [], 2 * n
-        try:
-            for batch in loader:
-                self.on_validation_batch_end(trainer, pl_module, None, batch, 0)
-                if len(self._val) >= 2 * n:
-                    break
-        finally:
-            self._collecting, self.fd_mel_clips = False, n
-        if len(self._val) < 2 * n:
-            rank_zero_warn(f"FdMelCriterionCallback: {len(self._val)} validation clips, fewer than the {2 * n} the "
+        clips = []
+        for batch in loader:
+            self._collect(pl_module, batch, clips, 2 * n)
+            if len(clips) >= 2 * n:
+                break
+        if len(clips) < 2 * n:
+            rank_zero_warn(f"FdMelCriterionCallback: {len(clips)} validation clips, fewer than the {2 * n} the "
                            "floor needs; nothing measured")
-            self._val = []
             return
-        first, second = self._val[:n], self._val[n:]
+        first, second = clips[:n], clips[n:]
         sr = pl_module.autoencoder.sample_rate
         was_training = pl_module.training
         pl_module.eval()
         try:
-            self._val = first
-            references = self._references(pl_module)
-            generated = self._generate(pl_module, [v[0] for v in first], [v[2] for v in first], [v[1] for v in first])
-            untrained = fd_mel(generated, references, sample_rate=sr)["value"]
-            self._val = second
-            floor = fd_mel(self._references(pl_module), references, sample_rate=sr)["value"]
+            references = self._references(pl_module, first)
+            untrained = fd_mel(self._generate(pl_module, first), references, sample_rate=sr)["value"]
+            floor = fd_mel(self._references(pl_module, second), references, sample_rate=sr)["value"]
         finally:
-            self._val = []
             pl_module.train(was_training)
         for logger in trainer.loggers:
             logger.log_metrics({"val/fd_mel_untrained": float(untrained), "val/fd_mel_floor": float(floor)}, step=0)

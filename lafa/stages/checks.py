@@ -1,9 +1,5 @@
 """Config values checked before any work starts: one line naming the key, the value and the allowed range.
-
-A stage calls `check_range` on its numbers in `__init__` and `check_crop` when the Trainer attaches its data
-(`setup`): a crop shorter than one latent frame would otherwise end in a convolution's "Kernel size can't be
-greater than actual input size" many minutes into a run.
-"""
+A stage calls `check_range` on its numbers in `__init__` and `check_crop` when the Trainer attaches its data."""
 
 from __future__ import annotations
 

@@ -1,18 +1,11 @@
-"""Stage II: a text-to-audio DiT (SAO or ETTA blocks, paper Sec. 5.1; `lafa.models.dit`) on the latents of a frozen autoencoder.
+"""Stage II: a text-to-audio DiT (SAO or ETTA blocks, paper Sec. 5.1; `lafa.models.dit`) on the latents of a
+frozen autoencoder (docs/dit.md).
 
-The latent space is the autoencoder's (`autoencoder_ckpt`: a VAE or LAFA `lafa fit` checkpoint, or official
-Stable Audio Open VAE weights, through `lafa.stages.loading.load_autoencoder`); batches are audio (encoded on the
-fly, frozen) or pre-encoded latents (`latent` + `keep`). The autoencoder's `encode` is normalised; an
-extra `latent_scale` divides latents on the way in and multiplies them on the way out (1.0 for SAO).
-
-The frozen text encoder and autoencoder are not part of the state dict (checkpoints hold the DiT alone and name
-the frozen parts by path in their stored config) and are shared, not copied, by EMA weight averaging.
-Validation reports the loss on a fixed grid of t with fixed noise (`val/loss` and `val/loss_t{t}`), so runs on
-different latent spaces and different days compare. `generate()` / `generate_samples()` are what `lafa generate`, the
-sample callback (`lafa.stages.dit_callbacks`) and `lafa test` use: test generates a clip per test crop, exactly
-its real length at its seconds_start (`lafa.data.geometry`), and scores the folder against the real crops with
-`lafa.metrics.generation.evaluate_folders` (settings in `test_eval`). Padded frames are masked out of the DiT's
-self-attention; the frozen autoencoder runs outside autocast; sampling draws come from seeded CPU generators.
+The latent space is the autoencoder's (`autoencoder_ckpt`, through `lafa.stages.loading.load_autoencoder`);
+batches are audio (encoded on the fly) or pre-encoded latents (`latent` + `keep`). The frozen text encoder and
+autoencoder are not part of the state dict and are shared, not copied, by EMA weight averaging. `generate()` /
+`generate_samples()` are what `lafa generate`, the sample callback (`lafa.stages.dit_callbacks`) and `lafa test`
+use; test scores its generated folder with `lafa.metrics.generation.evaluate_folders` (settings in `test_eval`).
 """
 
 from __future__ import annotations
@@ -109,7 +102,7 @@ class DitStage(LightningModule):
         self.frozen = Frozen(text=TextConditioner(text_encoder, text_max_length), autoencoder=None, text_cache={})
         derived = {"text_dim": self.frozen.text.dim}
         if autoencoder_ckpt:
-            derived["io_channels"] = latent_dim = self._load_autoencoder().latent_dim
+            derived["io_channels"] = latent_dim = self.autoencoder.latent_dim
             if config.get("io_channels", latent_dim) != latent_dim:
                 raise ValueError(f"model.io_channels={config['io_channels']} but the autoencoder's latent has "
                                  f"{latent_dim} channels ({autoencoder_ckpt})")
@@ -119,21 +112,17 @@ class DitStage(LightningModule):
                 block.compile()
 
     # ---- frozen parts ------------------------------------------------------------------------------------------
-    def _load_autoencoder(self):
+    @property
+    def autoencoder(self):
+        """The frozen autoencoder on this stage's device (`load_autoencoder(autoencoder_ckpt)`, on first use)."""
         if self.frozen.autoencoder is None:
             from lafa.stages.loading import load_autoencoder
 
             if not self.hparams.autoencoder_ckpt:
                 raise ValueError("this needs the autoencoder: set autoencoder_ckpt")
-            ae = load_autoencoder(self.hparams.autoencoder_ckpt, latent_dim=self.hparams.autoencoder_latent_dim)
-            self.frozen.autoencoder = ae.requires_grad_(False).eval()
-        return self.frozen.autoencoder
-
-    @property
-    def autoencoder(self):
-        """The frozen autoencoder on this stage's device."""
-        ae = self._load_autoencoder()
-        return ae.to(self.device)
+            self.frozen.autoencoder = load_autoencoder(self.hparams.autoencoder_ckpt,
+                                                       latent_dim=self.hparams.autoencoder_latent_dim)
+        return self.frozen.autoencoder.to(self.device)
 
     def encode_text(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """captions -> frozen text tokens (B, L, text_dim) and keep mask (B, L) on this stage's device."""
@@ -159,11 +148,15 @@ class DitStage(LightningModule):
             keep = frame_keep(padding, ae.downsampling_ratio, z.shape[-1])
         return z / self.hparams.latent_scale, keep
 
-    def _cond(self, batch: dict, b: int) -> dict[str, torch.Tensor]:
+    def _cond(self, batch: dict, b: int, keep: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The DiT's conditioning for a batch: text, timing and, given one, the real-frame mask keep (B, N)."""
         text, text_mask = self.encode_text(batch["caption"])
         start = torch.as_tensor(batch.get("seconds_start", torch.zeros(b)), dtype=torch.float32, device=self.device)
         total = torch.as_tensor(batch["seconds_total"], dtype=torch.float32, device=self.device)
-        return dict(text=text, text_mask=text_mask, seconds_start=start, seconds_total=total)
+        cond = dict(text=text, text_mask=text_mask, seconds_start=start, seconds_total=total)
+        if keep is not None:
+            cond["frame_keep"] = keep.bool().to(self.device)
+        return cond
 
     # ---- training ----------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -200,10 +193,8 @@ class DitStage(LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         z0, keep = self._latents(batch)
         b = z0.shape[0]
-        cond = self._cond(batch, b)
+        cond = self._cond(batch, b, keep)
         cond["cond_drop"] = drop_mask(b, self.hparams.cfg_dropout, self.device)
-        if keep is not None:
-            cond["frame_keep"] = keep
         t = sample_t(b, self.hparams.t_sampler, self.device)
         loss = diffusion_loss(
             lambda x, tt: self.model(x, tt, **cond), z0, t, torch.randn_like(z0), self.hparams.objective, keep
@@ -216,9 +207,7 @@ class DitStage(LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         z0, keep = self._latents(batch)
         b = z0.shape[0]
-        cond = self._cond(batch, b)
-        if keep is not None:
-            cond["frame_keep"] = keep
+        cond = self._cond(batch, b, keep)
         gen = torch.Generator().manual_seed(self.hparams.seed + batch_idx)
         losses = []
         for t_val in self.hparams.val_t:
@@ -256,9 +245,7 @@ class DitStage(LightningModule):
         noise = torch.randn(b, self.model.io_channels, frames, generator=gen).to(self.device)
         starts = [0.0] * b if seconds_start is None else list(map(float, seconds_start))
         cond = self._cond({"caption": list(captions), "seconds_total": list(map(float, seconds_total)),
-                           "seconds_start": starts}, b)
-        if frame_keep is not None:
-            cond["frame_keep"] = frame_keep.bool().to(self.device)
+                           "seconds_start": starts}, b, frame_keep)
         fn = guided(self.model, cond, self.hparams.cfg_scale if cfg_scale is None else cfg_scale)
         steps = self.hparams.steps if steps is None else steps
         z = sample(fn, noise, steps, self.hparams.objective, sampler or self.hparams.sampler, progress=progress)
@@ -339,10 +326,7 @@ class DitStage(LightningModule):
     def _test_dir(self) -> Path:
         """test_eval.out_dir, else <log dir>/test."""
         out_dir = (self.hparams.test_eval or {}).get("out_dir")
-        if out_dir:
-            return Path(out_dir)
-        log_dir = self.trainer.log_dir if self.trainer is not None and self.trainer.log_dir else "."
-        return Path(log_dir) / "test"
+        return Path(out_dir) if out_dir else Path(self.trainer.log_dir or ".") / "test"
 
     def on_test_epoch_start(self) -> None:
         self._test_prompts: dict[str, str] = {}

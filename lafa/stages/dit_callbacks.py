@@ -1,10 +1,8 @@
-"""Generation while a DiT trains: demo audio for fixed prompts, and the offline metric `val/fd_mel`.
+"""Generation while a DiT trains: demo audio for fixed prompts, and the offline metric `val/fd_mel` (docs/dit.md).
 
-Both use the stage's generation with a fixed seed (CPU generators), so successive evaluations (and runs on
-different latent spaces and devices) see the same prompts and the same noise. They generate with the EMA
-weights wherever the callback is listed: Lightning runs callbacks in list order and a weight-averaging callback
-(`EMAWeightAveraging`) swaps the averaged weights out at the end of validation, so at setup this callback moves
-itself before the first weight-averaging callback of the trainer.
+Both use the stage's generation with a fixed seed (CPU generators). They generate with the EMA weights: at setup
+this callback moves itself before the first weight-averaging callback of the trainer, which swaps the averaged
+weights out at the end of validation.
 """
 
 from __future__ import annotations
@@ -26,9 +24,8 @@ class DitSamplesCallback(Callback):
     - renders `prompts` (each `seconds` long) and writes them to TensorBoard as `samples/{i}` (mono mix);
     - with `fd_mel_clips` > 0, generates audio for the first `fd_mel_clips` validation examples (each exactly as
       long as its crop's real audio, with its caption and seconds_start) and logs `val/fd_mel`: the Frechet
-      distance between the log-mel frame statistics of those generated clips and of the real crops, trimmed to
-      their real audio (`lafa.metrics.mel_fd`; for latent batches the real clips are the autoencoder's
-      reconstructions of the real frames). It is an offline proxy, not FD_openl3.
+      distance of their log-mel frame statistics to the real crops' (`lafa.metrics.mel_fd`; latent batches: the
+      autoencoder's reconstructions of the real frames). An offline proxy, not FD_openl3.
     """
 
     def __init__(
@@ -68,30 +65,35 @@ class DitSamplesCallback(Callback):
 
     def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not self.fd_mel_clips or len(self._val) >= self.fd_mel_clips or not self._due(trainer):
-            return
+        if self.fd_mel_clips and len(self._val) < self.fd_mel_clips and self._due(trainer):
+            self._collect(pl_module, batch, self._val, self.fd_mel_clips)
+
+    @staticmethod
+    def _collect(pl_module, batch: dict, kept: list, limit: int) -> None:
+        """Appends the batch's examples to `kept` until it holds `limit`: (caption, start, samples, data, audio?)."""
         ratio = pl_module.autoencoder.downsampling_ratio
         samples = real_samples(batch, ratio).tolist()
         starts = torch.as_tensor(batch.get("seconds_start", torch.zeros(len(samples)))).float().tolist()
         is_audio = "audio" in batch
         data = batch["audio"] if is_audio else batch["latent"]
         for i, caption in enumerate(batch["caption"]):
-            if len(self._val) < self.fd_mel_clips:
-                self._val.append((caption, starts[i], int(samples[i]), data[i].detach().float().cpu(), is_audio))
+            if len(kept) < limit:
+                kept.append((caption, starts[i], int(samples[i]), data[i].detach().float().cpu(), is_audio))
 
-    def _generate(self, pl_module, captions: list[str], samples: list[int], starts: list[float]) -> list[torch.Tensor]:
-        clips = []
-        for i in range(0, len(captions), self.batch_size):
-            part = slice(i, i + self.batch_size)
-            clips += pl_module.generate_samples(captions[part], samples[part], starts[part], seed=self.seed + i,
-                                                **self.sample_kwargs)
-        return clips
+    def _generate(self, pl_module, clips: list[tuple]) -> list[torch.Tensor]:
+        """Audio for (caption, start, samples, ...) tuples, `batch_size` at a time."""
+        out = []
+        for i in range(0, len(clips), self.batch_size):
+            part = clips[i : i + self.batch_size]
+            out += pl_module.generate_samples([c[0] for c in part], [c[2] for c in part], [c[1] for c in part],
+                                              seed=self.seed + i, **self.sample_kwargs)
+        return out
 
-    def _references(self, pl_module) -> list[torch.Tensor]:
+    def _references(self, pl_module, clips: list[tuple]) -> list[torch.Tensor]:
         """The real validation crops trimmed to their real audio (latent batches: the decoded real frames)."""
         ratio = pl_module.autoencoder.downsampling_ratio
         refs = []
-        for i, (_, _, samples, data, is_audio) in enumerate(self._val):
+        for i, (_, _, samples, data, is_audio) in enumerate(clips):
             if is_audio:  # (io_channels, samples)
                 refs += trim(data[None], [samples])
             else:
@@ -109,14 +111,12 @@ class DitSamplesCallback(Callback):
         if trainer.is_global_zero:
             sr = pl_module.autoencoder.sample_rate
             if self.prompts:
-                n = len(self.prompts)
-                clips = self._generate(pl_module, self.prompts, [round(self.seconds * sr)] * n, [0.0] * n)
+                clips = self._generate(pl_module, [(p, 0.0, round(self.seconds * sr)) for p in self.prompts])
                 for i, clip in enumerate(clips):  # TensorBoard / W&B (lafa.stages.media)
                     log_audio(trainer.loggers, f"samples/{i}", clip, trainer.global_step, sr)
             if self._val:
-                generated = self._generate(pl_module, [v[0] for v in self._val], [v[2] for v in self._val],
-                                           [v[1] for v in self._val])
-                value = fd_mel(generated, self._references(pl_module), sample_rate=sr)["value"]
+                generated = self._generate(pl_module, self._val)
+                value = fd_mel(generated, self._references(pl_module, self._val), sample_rate=sr)["value"]
         if self.fd_mel_clips:
             value = trainer.strategy.broadcast(value, src=0)
             if value is not None:

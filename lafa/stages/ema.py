@@ -1,10 +1,8 @@
-"""The one EMA of lafa: Lightning's `WeightAveraging` with ema_pytorch's warm-up, as Stable Audio trains with it.
+"""The one EMA of lafa: Lightning's `WeightAveraging` with ema_pytorch's warm-up, as Stable Audio trains with it
+(docs/vae.md).
 
 decay_n = min(decay, 1 - (1 + n)^-power) for the n-th update (n = 0 copies the weights), applied as
-ema <- lerp(ema, w, 1 - decay_n). `every_n_steps` = 2 updates after the VAE stage's generator steps only (it
-alternates generator and discriminator steps, `lafa.stages.vae`). As every `WeightAveraging`, validation, test
-and the checkpoint's `state_dict` use the averaged weights (the training weights are kept in the checkpoint too,
-for resuming). The DiT configs use the same family's constant-decay member, Lightning's `EMAWeightAveraging`.
+ema <- lerp(ema, w, 1 - decay_n). `every_n_steps` = 2 updates after the VAE stage's generator steps only.
 """
 
 from __future__ import annotations

@@ -1,21 +1,11 @@
 """The always-on guard of every `lafa fit`: training stops at the first NaN or infinity, and nothing poisoned is
-ever written.
+ever written (docs/faults.md: its switches, the faults it catches and their tests).
 
-`lafa.cli` adds `FiniteGuard` to every Trainer (`ALWAYS_ON_CALLBACKS`); its switches are the config section
-`finite_guard` (`--finite_guard.check_gradients false`). It works the same for automatic optimisation (LAFA,
-DiT) and manual optimisation (the VAE's GAN alternation), since Lightning calls `on_before_backward` from
-`manual_backward` too and `on_before_optimizer_step` from every `optimizer.step()`:
-
-- the loss, before its backward pass: a non-finite loss stops the run at once, before any weight moves;
-- the gradients, before each optimiser step (max |g| per tensor, one device sync): a NaN/inf gradient stops the
-  run before the step applies it. With fp16 loss scaling the scaler already skips such steps, so this check is
-  left to it there;
-- the weights, in every checkpoint being saved and in a checkpoint a fit resumes from.
-
-The error names the global step, the epoch and batch, and the loss term. A stage whose loss has named parts puts
-them in `self.loss_terms` (name -> scalar tensor) before it backpropagates (the VAE stage does), and the guard
-names the non-finite ones; otherwise it names the loss `training_step` returned. Under DDP the ranks agree on
-stopping (one all-reduce of a flag per optimiser step), so a NaN on one rank never leaves the others waiting.
+`lafa.cli` adds `FiniteGuard` to every Trainer (`ALWAYS_ON_CALLBACKS`, config section `finite_guard`).
+Lightning calls `on_before_backward` from `manual_backward` too and `on_before_optimizer_step` from every
+`optimizer.step()`, so it works the same for automatic (LAFA, DiT) and manual optimisation (the VAE). A
+stage whose loss has named parts puts them in `self.loss_terms` (name -> scalar tensor) before it
+backpropagates, and the error names the non-finite ones.
 """
 
 from __future__ import annotations
@@ -25,9 +15,6 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lafa.checkpoints import nonfinite_tensors
 from lafa.errors import LafaUserError, listing
-
-LOSS_TERMS = "loss_terms"  # the attribute a stage may set to name its loss terms
-_SHOWN = 8
 
 
 class NonFiniteTrainingError(LafaUserError):
@@ -48,10 +35,6 @@ def _grad_names(optimizer, names: dict[int, str]) -> list[str]:
         return []
     return [names.get(id(p), f"<parameter {tuple(p.shape)}>") for p, x in zip(params, peaks, strict=True)
             if not torch.isfinite(x)]
-
-
-def _listed(items: list[str]) -> str:
-    return listing(items, _SHOWN)
 
 
 class FiniteGuard(Callback):
@@ -77,7 +60,7 @@ class FiniteGuard(Callback):
 
     def _describe_loss(self, pl_module: LightningModule, loss: torch.Tensor) -> str:
         text = f"the loss is {float(loss.detach().float().sum()):g}"
-        terms = getattr(pl_module, LOSS_TERMS, None)
+        terms = getattr(pl_module, "loss_terms", None)
         if isinstance(terms, dict) and terms:
             bad = [f"{k} = {float(v.detach().float().sum()):g}" for k, v in terms.items()
                    if isinstance(v, torch.Tensor) and not _finite(v)]
@@ -105,7 +88,7 @@ class FiniteGuard(Callback):
         if self.check_gradients and getattr(trainer.precision_plugin, "scaler", None) is None:
             bad = _grad_names(optimizer, self._names)
             if bad:
-                problems.append(f"the gradients of {len(bad)} parameters are not finite: {_listed(bad)}")
+                problems.append(f"the gradients of {len(bad)} parameters are not finite: {listing(bad)}")
         stop = bool(problems)
         if trainer.world_size > 1:
             stop = not trainer.strategy.reduce_boolean_decision(not stop, all=True)
@@ -130,4 +113,4 @@ class FiniteGuard(Callback):
         if not bad:
             return ""
         total = sum(isinstance(v, torch.Tensor) and v.is_floating_point() for v in state.values())
-        return f"{len(bad)} of {total} tensors: {_listed(bad)}"
+        return f"{len(bad)} of {total} tensors: {listing(bad)}"

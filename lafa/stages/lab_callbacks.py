@@ -1,18 +1,8 @@
-"""Ground-truth metrics while a DiT trains on the lab's latents (`GaussianLatentDataModule`), with no stage code.
-
-At the end of every validation (not the sanity check) it logs, next to the stage's `val/loss` and `val/loss_t{t}`:
-- `val/loss_floor` and `val/excess_loss` = val/loss - floor, and `val/excess_loss_t{t}` per t of the stage's
-  `val_t` grid: the floors are exact (`lafa.lab.floors`) for the stage's objective and latent_scale, so the excess
-  is comparable across latent spaces, which the raw loss is not;
-- `val/exact_fd`: the Frechet distance of `fd_clips` generated latents (the stage's `sample_latents`, a fixed seed,
-  `steps` sampler steps, guidance `cfg_scale`) against the true Gaussian (`lafa.lab.frechet.exact_fd`), and
-  `val/exact_fd_baseline`: what real latents of the same count score (mean over `baseline_draws`), and
-  `val/exact_fd_oracle`: what the exact optimal denoiser scores with the same sampler, steps and initial noise (the
-  sampler's own discretisation error; at 10 steps it can be twice the baseline). Both are computed once.
-
-The epoch's aggregated `val/loss*` values are read from `trainer.callback_metrics`, which Lightning has reduced
-(and synchronised across ranks) before `on_validation_epoch_end` runs. Lightning is imported here only; the rest
-of `lafa.lab` is plain numpy/torch.
+"""Ground-truth metrics while a DiT trains on the lab's latents (`GaussianLatentDataModule`), with no stage code
+(docs/lab.md): `val/loss_floor`, `val/excess_loss`, `val/excess_loss_t{t}` from the exact floors of
+`lafa.lab.floors`, and `val/exact_fd` of `fd_clips` generated latents (seed, `steps`, `cfg_scale`) against the
+true Gaussian, beside `val/exact_fd_baseline` (real latents of the same count, mean over `baseline_draws`) and
+`val/exact_fd_oracle` (the exact denoiser with the same sampler and noise), both computed once.
 """
 
 from __future__ import annotations

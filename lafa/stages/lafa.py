@@ -2,20 +2,14 @@
 
 The VAE comes from `vae_ckpt` (official Stable Audio Open weights or a `lafa fit` VAE checkpoint), is frozen
 (no gradients, eval mode, never in the optimiser) and encodes each batch under `torch.no_grad()`; only LAFA
-trains. Paper defaults (Sec. 5.1): lr 5e-5, rho = 1.0 (Fig. 5); 30 s stereo chunks, batch 64 and 600k steps
-live in configs/lafa.yaml. Table 5's switches are `model.span` and `model.causal`, Table 6's is `model.decoder`
-("flow" | "vit").
-
-Validation/test report the masked training loss, the latent MSE of the unmasked round trip (also relative to
-the VAE latent's per-channel variance on the same frames: 1 = no better than predicting each channel's mean), and audio
-reconstruction (STFT and mel distance, SI-SDR) through the frozen VAE decoder at every step count in
-`eval_steps` (Tables 4 and 7), beside the plain VAE's reconstruction of the same audio. Each validation also
-measures the LAFA latent's normalisation statistics on its first `norm_batches` batches, and the first batch
-LAFA sees measures the VAE latent's input statistics once (`input_norm`; see docs/lafa.md).
+trains. Paper defaults (Sec. 5.1): lr 5e-5, rho = 1.0 (Fig. 5). Table 5's switches are `model.span` and
+`model.causal`, Table 6's is `model.decoder` ("flow" | "vit"). Validation and test metrics (Tables 4 and 7)
+and the latent's normalisation statistics: docs/lafa.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -135,13 +129,6 @@ class LafaStage(LightningModule):
         normalizer.accumulate(z, keep)
         normalizer.commit(self.trainer.strategy.reduce(normalizer.pending(), reduce_op="sum"))
 
-    def _generator(self, batch_idx: int) -> torch.Generator:
-        """Evaluation draws (masks, flow noise) reproducible per batch, on the CPU: the same on every device."""
-        return torch.Generator().manual_seed(self.hparams.seed + batch_idx)
-
-    def _decode_settings(self) -> list[int | None]:
-        return list(self.hparams.eval_steps) if self.lafa.decoder_kind == "flow" else [None]
-
     # ---- training --------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         if self._trainer is not None and self.vae is not None:  # latent batches (no VAE) have no audio crop
@@ -170,12 +157,6 @@ class LafaStage(LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.lafa.normalizer.reset()
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
-
     def on_validation_epoch_end(self) -> None:
         """Store the LAFA latent statistics measured on this validation's first `norm_batches` batches."""
         normalizer = self.lafa.normalizer
@@ -191,14 +172,16 @@ class LafaStage(LightningModule):
         normalizer.reset()
 
     @torch.no_grad()
-    def _evaluate(self, batch: dict, batch_idx: int, prefix: str) -> None:
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Validation and test: the same metrics, under val/ or test/."""
+        prefix = "test" if self.trainer.testing else "val"
         audio, padding = batch.get("audio"), batch.get("keep")
         z0, keep = self._latents(batch)
         if self.lafa.needs_input_stats:
             self._measure_input(z0, keep)
         b = z0.shape[0]
         variance = _channel_variance(z0, keep)  # what predicting each channel's mean scores
-        gen = self._generator(batch_idx)
+        gen = torch.Generator().manual_seed(self.hparams.seed + batch_idx)  # CPU: the same on every device
         mask = self.lafa.masker(b, gen).to(self.device)
         log = dict(batch_size=b, sync_dist=True)
         parts = self.lafa.objective(z0, mask, keep, gen)
@@ -214,7 +197,7 @@ class LafaStage(LightningModule):
             for name, value in self.metrics(vae_audio, audio, padding).items():
                 self.log(f"{prefix}/vae/{name}", value, **log)
         decoded = {}
-        for steps in self._decode_settings():
+        for steps in list(self.hparams.eval_steps) if self.lafa.decoder_kind == "flow" else [None]:
             tag = f"k{steps}" if steps is not None else "vit"
             z_hat = self.lafa.decode(y, steps or 1, keep, gen).float()
             mse = masked_mse_pooled(z_hat, z0, keep)
@@ -230,6 +213,8 @@ class LafaStage(LightningModule):
         if batch_idx == 0 and self.global_rank == 0 and self.vae is not None:
             self._log_media(prefix, audio, vae_audio, z0, y, decoded)
 
+    test_step = validation_step
+
     def _log_posterior_mean(self, prefix: str, y, z0, keep, variance, gen, log: dict, decoded: dict) -> None:
         """The posterior-mean estimate of Z0 given Y: the mean of `posterior_samples` decodes of `decode_steps`
         Euler steps from independent noise (the first is the k-step decode logged above, the others draw on
@@ -238,11 +223,9 @@ class LafaStage(LightningModule):
         n, steps = int(self.hparams.posterior_samples), int(self.hparams.decode_steps)
         tag = f"k{steps}"
         if self.lafa.spectrum_weight > 0:
-            try:
+            with contextlib.suppress(ValueError):
                 self.log(f"{prefix}/spectrum_loss", power_law_loss(y.float(), self.lafa.spectrum_slope,
                                                                    self.lafa.spectrum_window, keep), **log)
-            except ValueError:
-                pass
         if n < 2 or self.lafa.decoder_kind != "flow":
             return
         first = decoded[tag][0] if tag in decoded else self.lafa.decode(y, steps, keep, gen).float()

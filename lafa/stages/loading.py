@@ -1,8 +1,8 @@
-"""Rebuild a stage or its autoencoder from what a user names: a `lafa fit` checkpoint, a bundle folder, a Hub repo id
-(a bundle, or Stable Audio Open's own files), or official Stable Audio weights (`load_autoencoder`; a DiT or a bundle of one: `lafa.stages.pretrained`).
+"""Rebuild a stage or its autoencoder from what a user names: a `lafa fit` checkpoint, a bundle folder, a Hub
+repo id or official Stable Audio weights (a DiT or a bundle of one: `lafa.stages.pretrained`).
 
-Files are read and checked by `lafa.checkpoints` (once each: the classes a stored config names are trusted, the
-weights finite); every way a file can be wrong is one `LafaUserError` naming the file and the fix.
+Files are read and checked by `lafa.checkpoints`; every way a file can be wrong is one `LafaUserError` naming
+the file and the fix.
 """
 
 from __future__ import annotations
@@ -41,28 +41,14 @@ def load_stage(ckpt_path: str | Path, map_location: str | torch.device = "cpu", 
         raise LafaUserError("; ".join([f"{ckpt_path}: its weights do not match the {cls.__name__} its stored config "
                                        f"builds", *wrong, "was the file edited, or written by another lafa version?"]))
     stage.load_state_dict(ckpt["state_dict"], strict=True)
-    if hasattr(stage, "on_load_checkpoint"):
-        stage.on_load_checkpoint(ckpt)
+    stage.on_load_checkpoint(ckpt)
     return stage.to(map_location).eval()
 
 
-def _not_found(path: Path) -> MissingFileError:
-    """A missing autoencoder file: the checkpoint's record of it (fingerprint, override) where one names it."""
-    recorded = missing_files.get(str(path))
-    if recorded:
-        return MissingFileError(f"autoencoder file not found: {recorded}")
-    return MissingFileError(f"autoencoder file not found: {path} (a VAE or LAFA `lafa fit` checkpoint, a lafa bundle "
-                            f"folder or Hub repo id, or Stable Audio Open VAE weights such as model.safetensors)")
-
-
 def load_autoencoder(path: str | Path, latent_dim: int = 64):
-    """`_load_autoencoder`, frozen (no gradients) and in eval mode, however it was stored: the same arithmetic
-    from a checkpoint, a bundle or the Hub (a few kernels choose their path by `requires_grad`)."""
-    return _load_autoencoder(path, latent_dim).requires_grad_(False).eval()
-
-
-def _load_autoencoder(path: str | Path, latent_dim: int = 64):
-    """Any autoencoder source -> an object with the `lafa.models.autoencoder.Autoencoder` interface.
+    """Any autoencoder source -> an object with the `lafa.models.autoencoder.Autoencoder` interface, frozen
+    (no gradients) and in eval mode, however it was stored: the same arithmetic from a checkpoint, a bundle or
+    the Hub (a few kernels choose their path by `requires_grad`).
 
     - a `lafa fit` checkpoint of the VAE or LAFA stage: the stage's `as_autoencoder()`;
     - a VAE or LAFA bundle folder, or its Hub repo id (`lafa.bundles`);
@@ -78,25 +64,33 @@ def _load_autoencoder(path: str | Path, latent_dim: int = 64):
     path = hub.resolve(path)
     if path.is_dir():
         if is_bundle(path):
-            kind = read_config(path)["kind"]
-            if kind == "dit":
-                raise LafaUserError(f"{path} is a DiT bundle, not an autoencoder: give a VAE or LAFA bundle or "
-                                    f"checkpoint, or Stable Audio Open (stabilityai/stable-audio-open-1.0)")
-            return build_autoencoder(*read_bundle(path), path)
-        if hub.is_sao_folder(path):
+            if read_config(path)["kind"] == "dit":
+                raise LafaUserError(f"{path} is a DiT bundle, not an autoencoder: give a VAE or LAFA "
+                                    f"bundle or checkpoint, or Stable Audio Open "
+                                    f"(stabilityai/stable-audio-open-1.0)")
+            ae = build_autoencoder(*read_bundle(path), path)
+        elif hub.is_sao_folder(path):
             vae = load_sao_vae(path / "model.safetensors", **hub.sao_vae_arguments(path))
-            return VaeAutoencoder(vae.eval())
-        raise LafaUserError(f"{path} is a folder but neither a lafa bundle (config.json + model.safetensors) nor Stable "
-                            f"Audio Open's files (model_config.json + model.safetensors); give one of those, or a file")
-    if not path.is_file():
-        raise _not_found(path)
-    stage = stored_stage(read_torch_file(path), path) if path.suffix != ".safetensors" else None
-    if stage is not None:
-        cls, ckpt = stage[0], read_checkpoint(path)
-        if not hasattr(cls, "as_autoencoder"):
-            raise LafaUserError(
-                f"{path} is a {cls.__name__} checkpoint, not an autoencoder: give a VAE or LAFA stage "
-                f"checkpoint (`lafa fit --config configs/vae.yaml` or configs/lafa.yaml), or Stable Audio Open "
-                f"VAE weights (model.safetensors)")
-        return load_stage(path, ckpt=ckpt).as_autoencoder()
-    return VaeAutoencoder(load_sao_vae(path, latent_dim=latent_dim).eval())
+            ae = VaeAutoencoder(vae.eval())
+        else:
+            raise LafaUserError(f"{path} is a folder but neither a lafa bundle (config.json + "
+                                f"model.safetensors) nor Stable Audio Open's files (model_config.json + "
+                                f"model.safetensors); give one of those, or a file")
+    elif not path.is_file():
+        recorded = missing_files.get(str(path))  # the checkpoint's record of it: fingerprint, override
+        raise MissingFileError(f"autoencoder file not found: {recorded}" if recorded else (
+            f"autoencoder file not found: {path} (a VAE or LAFA `lafa fit` checkpoint, a lafa bundle folder "
+            f"or Hub repo id, or Stable Audio Open VAE weights such as model.safetensors)"))
+    else:
+        stage = stored_stage(read_torch_file(path), path) if path.suffix != ".safetensors" else None
+        if stage is None:
+            ae = VaeAutoencoder(load_sao_vae(path, latent_dim=latent_dim).eval())
+        else:
+            cls, ckpt = stage[0], read_checkpoint(path)
+            if not hasattr(cls, "as_autoencoder"):
+                raise LafaUserError(
+                    f"{path} is a {cls.__name__} checkpoint, not an autoencoder: give a VAE or LAFA stage "
+                    f"checkpoint (`lafa fit --config configs/vae.yaml` or configs/lafa.yaml), or Stable "
+                    f"Audio Open VAE weights (model.safetensors)")
+            ae = load_stage(path, ckpt=ckpt).as_autoencoder()
+    return ae.requires_grad_(False).eval()

@@ -12,33 +12,18 @@ from collections.abc import Iterable
 
 import numpy as np
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
-
-
-def _is_wandb(logger) -> bool:  # noqa: ANN001
-    try:
-        from lightning.pytorch.loggers import WandbLogger
-    except ImportError:  # pragma: no cover (Lightning always has the class; wandb itself is optional)
-        return False
-    return isinstance(logger, WandbLogger)
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 
 def media_loggers(loggers: Iterable) -> list:
     """The loggers that take audio and images (TensorBoard and W&B), in the Trainer's order."""
-    return [lg for lg in loggers or [] if isinstance(lg, TensorBoardLogger) or _is_wandb(lg)]
-
-
-def _mono(audio: torch.Tensor) -> torch.Tensor:
-    """(S,) or (C, S) -> (1, S) float32 on the CPU, the channels mixed, clamped to [-1, 1]."""
-    audio = audio.detach().float().cpu()
-    if audio.dim() == 2:
-        audio = audio.mean(dim=0)
-    return audio.clamp(-1, 1)[None]
+    return [lg for lg in loggers or [] if isinstance(lg, (TensorBoardLogger, WandbLogger))]
 
 
 def log_audio(loggers: Iterable, tag: str, audio: torch.Tensor, step: int, sample_rate: int) -> None:
     """One clip, (S,) or (C, S), as a mono mix to every media logger."""
-    mono = _mono(audio)
+    audio = audio.detach().float().cpu()
+    mono = (audio.mean(dim=0) if audio.dim() == 2 else audio).clamp(-1, 1)[None]  # (1, S)
     for logger in media_loggers(loggers):
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_audio(tag, mono, step, sample_rate=sample_rate)
@@ -56,22 +41,18 @@ def log_image(loggers: Iterable, tag: str, image: torch.Tensor, step: int) -> No
             logger.log_image(tag, [(image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()], step=step)
 
 
-def _rgb(figure) -> np.ndarray:  # noqa: ANN001
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
 def log_figure(loggers: Iterable, tag: str, figure, step: int) -> None:  # noqa: ANN001
     """A matplotlib Figure to every media logger (TensorBoard renders it itself; W&B gets its RGB pixels)."""
     targets = media_loggers(loggers)
-    if any(_is_wandb(lg) for lg in targets):
-        pixels = _rgb(figure)
-        for logger in targets:
-            if _is_wandb(logger):
-                logger.log_image(tag, [pixels], step=step)
+    wandb = [lg for lg in targets if isinstance(lg, WandbLogger)]
+    if wandb:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        pixels = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+        for logger in wandb:
+            logger.log_image(tag, [pixels], step=step)
     for logger in targets:
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_figure(tag, figure, step)  # closes the figure: after W&B's rendering

@@ -1,10 +1,6 @@
 """A model from anywhere, ready to use: a checkpoint file, a bundle folder or a Hub repo id -> a DiT stage or an
-autoencoder (`from_pretrained`, what `lafa generate` loads). Autoencoders alone come from `lafa.stages.loading`.
-
-A bundle also rebuilds its whole stage (`stage_config` + `load_stage_weights`), which is how `lafa test|validate
---ckpt_path BUNDLE_OR_REPO_ID` evaluate it: the stage is built from the bundle's config.json (the stage's class,
-its arguments, each component's constructor arguments), its weights come from model.safetensors, and its data
-from the user (a bundle holds a model, not a run's data)."""
+autoencoder (`from_pretrained`, what `lafa generate` loads); a bundle's whole stage for `lafa test|validate
+--ckpt_path BUNDLE_OR_REPO_ID` (`stage_config` + `load_stage_weights`, docs/bundles.md)."""
 
 from __future__ import annotations
 
@@ -77,30 +73,21 @@ def load_stage_weights(stage: LightningModule, folder: str | Path, autoencoder=N
     return stage
 
 
-def load_bundle(folder: str | Path, autoencoder=None):  # noqa: ANN001, ANN201
-    """The model a bundle folder holds: an autoencoder (VAE or LAFA), or a DiT stage carrying its own autoencoder
-    (`autoencoder` replaces it)."""
-    from lafa.bundles import build_autoencoder, read_bundle
-
-    folder = Path(folder)
-    config, state = read_bundle(folder)
-    if config["kind"] != "dit":
-        return build_autoencoder(config, state, folder)
-    stage = DitStage(**stage_config(folder)["model"]["init_args"])
-    return load_stage_weights(stage, folder, autoencoder).eval()
-
-
 def load_model(name: str | Path, autoencoder_ckpt: str | Path | None = None, map_location: str = "cpu"):
     """A checkpoint file, a bundle folder or a Hub repo id -> the model ready to use: a DiT stage (eval mode) for a
     DiT, an autoencoder for a VAE or LAFA. `autoencoder_ckpt` replaces a DiT's autoencoder (any source
     `load_autoencoder` takes). `from_pretrained` is the same function, under the name Hugging Face users know."""
     from lafa import hub
-    from lafa.bundles import is_bundle
+    from lafa.bundles import build_autoencoder, is_bundle, read_bundle
 
     path = hub.resolve(name)
-    if path.is_dir() and is_bundle(path):
+    if path.is_dir() and is_bundle(path):  # an autoencoder, or a DiT stage with its own or `autoencoder_ckpt`
         ae = load_autoencoder(autoencoder_ckpt) if autoencoder_ckpt else None
-        return load_bundle(path, autoencoder=ae).to(map_location)
+        config, state = read_bundle(path)
+        if config["kind"] != "dit":
+            return build_autoencoder(config, state, path).to(map_location)
+        stage = DitStage(**stage_config(path)["model"]["init_args"])
+        return load_stage_weights(stage, path, ae).eval().to(map_location)
     if path.is_dir() or path.suffix == ".safetensors":
         return load_autoencoder(path)
     ckpt = read_checkpoint(path)

@@ -1,14 +1,10 @@
 """A fixed linear map of an autoencoder's latent, measured on data: the locality study's controls (docs/study.md).
 
 `lafa fit` with this stage measures the base latent's mean and channel covariance over the training batches
-(no gradients, no optimiser; every real frame of every batch counts) and stores the map A = R W as buffers:
-- W: ZCA whitening Sigma^-1/2 (`whiten: true`; eigenvalues floored at `whiten_eps` x their mean, so a rank-
-  deficient latent does not blow up);
-- R: a Haar-random orthogonal matrix from `rotation_seed` (None: identity).
-Base "log_mel" (a `LogMelAutoencoder`, `mel_args`) whitened and rotated is the decorrelated stand-in for a VAE
-latent; a LAFA checkpoint rotated alone is the rotation control of Y. Validation logs how far the mapped latent
-is from white on held-out clips (`val/offdiag_corr`: mean |correlation| between distinct channels,
-`val/channel_var`: mean channel variance). `as_autoencoder()` is a `LinearLatentAutoencoder`.
+(no gradients, no optimiser) and stores the map A = R W as buffers: W is ZCA whitening Sigma^-1/2 (`whiten`;
+eigenvalues floored at `whiten_eps` x their mean), R a Haar-random orthogonal matrix from `rotation_seed` (None:
+identity). Base "log_mel" (`mel_args`) is the stand-in for a VAE latent. Validation logs `val/offdiag_corr`
+(mean |correlation| between distinct channels) and `val/channel_var` (mean channel variance).
 """
 
 from __future__ import annotations

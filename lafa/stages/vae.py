@@ -1,12 +1,10 @@
-"""Stage I: train (or fine-tune) the Oobleck waveform VAE the way Stable Audio trains it (Appendix D).
+"""Stage I: train (or fine-tune) the Oobleck waveform VAE the way Stable Audio trains it (Appendix D,
+docs/vae.md).
 
 Manual optimisation: odd global steps train the discriminator, even steps the VAE (stable-audio-tools'
-alternation). Generator loss = w_sd * sum-and-difference MR-STFT + w_ch * (left + right MR-STFT)
-+ w_adv * hinge + w_fm * feature matching + w_kl * KL; discriminator loss = hinge. AdamW + Stable Audio's
-inverse-square-root LR schedule with exponential warm-up, for both optimisers. The EMA is a callback in the YAML
-(`lafa.stages.ema.WarmupEMA`, every generator step): validation, test and the checkpoint's `state_dict` hold the
-averaged weights, so `as_autoencoder()` and `lafa export` read them as `vae.*`.
-Validation/test report STFT distance, mel distance and SI-SDR on the real (unpadded) audio (Tables 4, 9).
+alternation). The EMA is a callback in the YAML (`lafa.stages.ema.WarmupEMA`): validation, test and the
+checkpoint's `state_dict` hold the averaged weights. Validation/test report STFT distance, mel distance and
+SI-SDR on the real (unpadded) audio (Tables 4, 9).
 """
 
 from __future__ import annotations
@@ -111,8 +109,7 @@ class VaeStage(LightningModule):
         def factor(step: int) -> float:
             return inverse_lr_factor(step, h.lr_inv_gamma, h.lr_power, h.lr_warmup)
 
-        schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (opt_g, opt_d)]
-        return [opt_g, opt_d], schedulers
+        return [opt_g, opt_d], [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (opt_g, opt_d)]
 
     def _step_optimizer(self, loss: torch.Tensor, index: int) -> None:
         opt = self.optimizers()[index]
@@ -168,7 +165,9 @@ class VaeStage(LightningModule):
         vae = InferenceVAE(self.vae)
         return vae.decode(vae.encode_mean(padded))[..., :length].float()
 
-    def _evaluate(self, batch: dict, batch_idx: int, split: str) -> None:
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Validation and test: the metrics of the deterministic reconstruction, under val/ or test/."""
+        split = "test" if self.trainer.testing else "val"
         audio = batch["audio"]
         decoded = self.reconstruct(audio)
         scores = self.metrics(decoded, audio, batch.get("keep"))
@@ -177,11 +176,7 @@ class VaeStage(LightningModule):
         if batch_idx == 0 and self.global_rank == 0:
             self._log_examples(audio, decoded, batch.get("keep"), split)
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
+    test_step = validation_step
 
     def _log_examples(self, reals: torch.Tensor, decoded: torch.Tensor, mask: torch.Tensor | None, split: str) -> None:
         """TensorBoard / W&B: real and reconstructed audio (mono mix: TensorBoard audio is one channel) and log-STFT
