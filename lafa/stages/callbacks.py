@@ -7,7 +7,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lafa.analysis.figures import correlation_figure, eigen_figure, permutation_figure, psd_figure
-from lafa.analysis.latent_report import AnalysisSettings, analyze_maps, summarise
+from lafa.analysis.latent_report import AnalysisSettings, analyze_maps, output_group_size, summarise
 from lafa.data.geometry import real_samples
 from lafa.metrics.mel_fd import fd_mel
 from lafa.models.log_mel import LogMel
@@ -109,15 +109,6 @@ class LatentLocalityCallback(Callback):
             log_figure(loggers, "analysis/correlation", correlation_figure(panels), step)
             log_figure(loggers, "analysis/permutation", permutation_figure(results), step)
             log_figure(loggers, "analysis/eigen", eigen_figure(results), step)
-
-
-def output_group_size(autoencoder) -> int | None:
-    """Channels per output group of a LAFA autoencoder's encoder (out_channels / groups: its grouped output heads
-    write the latent in contiguous groups of that size); None for any other autoencoder. The same reading as
-    `lafa.commands.analyze.output_group_size` (a stage does not import the commands)."""
-    encoder = getattr(getattr(autoencoder, "lafa", None), "encoder", None)
-    groups, out_channels = getattr(encoder, "groups", None), getattr(encoder, "out_channels", None)
-    return out_channels // groups if groups and out_channels else None
 
 
 class FdMelCriterionCallback(DitSamplesCallback):

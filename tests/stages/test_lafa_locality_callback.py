@@ -11,7 +11,8 @@ import torch
 from lafa_fixtures import TINY_VAE, ToneData, write_tiny_vae
 
 from lafa.analysis.controls import locality_measures
-from lafa.stages.callbacks import LatentLocalityCallback, output_group_size
+from lafa.analysis.latent_report import output_group_size
+from lafa.stages.callbacks import LatentLocalityCallback
 from lafa.stages.lafa import LafaStage
 
 TINY_MODEL = dict(lafa_channels=8, channel_group_size=4, encoder_dim=32, encoder_depth=1, encoder_heads=4,
