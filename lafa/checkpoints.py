@@ -1,19 +1,12 @@
 """The one reader of checkpoint and weights files: what lafa loads is tensors and YAML, never code.
 
-- `read_checkpoint`: a `lafa fit` (Lightning) checkpoint, loaded with `weights_only=True` and checked once: a
-  missing, empty, truncated or foreign file, a pickle that would run code, a stored config (or Lightning
-  hyper_parameters) naming a class `lafa.config_trust` does not trust, and weights holding NaN or infinity are
-  each one `LafaUserError` naming the file and what to do. The file read last is kept (keyed by its resolved
-  path, size, mtime and inode), so every route of one command that needs it (the CLI's stored config, Lightning's
-  restore, a stage's autoencoder) reads it from disk once.
+- `read_checkpoint`: a `lafa fit` checkpoint, read once per command and checked once (the contract:
+  docs/architecture.md, "Stages and checkpoints"); each way the file can be wrong is one `LafaUserError` naming it.
 - `stored_stage`: the stage class and init arguments of the config a `lafa fit` run stored in its checkpoint
   (`CHECKPOINT_CONFIG_KEY`, written by the CLI); only this module knows that key.
-- Every read puts into the stored config where the files it names are now (`lafa.checkpoint_files.resolve_files`),
-  so a checkpoint works from any folder while they exist.
-- Stable Audio Open VAE weights (official files or `lafa export` output) into `OobleckVAE`:
-  Stable Audio Open's `model.safetensors` / `model.ckpt` (the VAE keys live under `pretransform.model.`, beside
-  the DiT and conditioner keys, which are ignored), a lafa bundle's `model.safetensors` (its `vae.*` part) or an
-  unwrapped VAE (`encoder.layers.N...`), e.g. what `lafa export --out vae.safetensors` writes.
+- `load_sao_vae`: Stable Audio Open VAE weights into `OobleckVAE`: SAO's `model.safetensors` / `model.ckpt` (the
+  VAE under `pretransform.model.`, the other keys ignored), a lafa bundle's `model.safetensors` (its `vae.*`
+  part) or an unwrapped VAE (`encoder.layers.N...`), e.g. what `lafa export --out vae.safetensors` writes.
 """
 
 from __future__ import annotations
