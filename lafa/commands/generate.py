@@ -215,13 +215,6 @@ def check_memory(seconds: float, batch: int, device: torch.device, sample_rate: 
                            "generate shorter clips, or fewer at once (--batch_size)")
 
 
-def _warn_past_training(seconds: float, trained: tuple[float, str] | None) -> None:
-    if trained is not None and seconds > trained[0] + 1e-9:
-        print(f"lafa generate: warning: --seconds {seconds:g} is past the {trained[0]:.2f} s crops this DiT was "
-              f"trained on ({trained[1]} in its stored config); expect the audio to degrade past {trained[0]:.2f} s",
-              file=sys.stderr)
-
-
 def main(argv: list[str]) -> int:
     args = parse(build_parser(), argv)
     prompts = _check_arguments(args)
@@ -255,7 +248,11 @@ def main(argv: list[str]) -> int:
     ae = stage.autoencoder
     sample_rate, ratio = ae.sample_rate, ae.downsampling_ratio
     check_memory(args.seconds, batch, device, sample_rate, ae.io_channels, ae.latent_dim, ratio)
-    _warn_past_training(args.seconds, training_seconds(config, sample_rate, ratio))
+    trained = training_seconds(config, sample_rate, ratio)
+    if trained is not None and args.seconds > trained[0] + 1e-9:
+        print(f"lafa generate: warning: --seconds {args.seconds:g} is past the {trained[0]:.2f} s crops this DiT "
+              f"was trained on ({trained[1]} in its stored config); expect the audio to degrade past "
+              f"{trained[0]:.2f} s", file=sys.stderr)
     kwargs = dict(steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler)
 
     single = args.prompt is not None
