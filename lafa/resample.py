@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -95,8 +95,7 @@ class Plan:
     groups: tuple[Group, ...]
 
     def to(self, device: torch.device, dtype: torch.dtype) -> Plan:
-        groups = tuple(Group(g.row, g.rows, g.tap, g.weight.to(device, dtype)) for g in self.groups)
-        return Plan(self.orig, self.new, self.width, self.periods, self.stride, self.rows, self.span, groups)
+        return replace(self, groups=tuple(replace(g, weight=g.weight.to(device, dtype)) for g in self.groups))
 
 
 def _group(orig: int, new: int, periods: int, r0: int, r1: int, double: bool) -> Group:
