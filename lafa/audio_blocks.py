@@ -2,11 +2,8 @@
 needs, and the checks of a whole decode (frames decoded, decoder failure, peak, non-finite samples) as it goes.
 
 data_prep streams long files through it (data_prep.long_files); `lafa evaluate` probes every clip with it
-(lafa.metrics.folders). libsndfile 1.2.2's sequential block reads are exact for PCM (WAV, AIFF, W64, RF64, CAF,
-AU), FLAC and Ogg (Vorbis, Opus): equal to one whole read. MP3 is not: a 20 s 0.8-amplitude 440 Hz sine written
-by soundfile and read in 65536-frame blocks differs from the one-read decode by up to 0.96 (22.05-48 kHz, mono and
-stereo; the same sine with 0.05 noise added matched exactly), so MP3 samples never come from blocks
-(`EXACT_BLOCK_FORMATS`; docs/data.md, "Memory").
+(lafa.metrics.folders). libsndfile's block reads equal one whole read for the formats in `EXACT_BLOCK_FORMATS`,
+not for MP3, whose samples never come from blocks (measured: docs/data.md, "Memory (long files)").
 """
 
 from __future__ import annotations

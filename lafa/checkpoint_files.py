@@ -1,12 +1,7 @@
-"""Files a checkpoint refers to: recorded at every save (`record_files`), found again at every read (`resolve_files`).
-
-The autoencoder and VAE a stage was trained on, the weights a fine-tune started from and the data shard specs
-(`REFERENCES`) are recorded in the checkpoint (`FILES_KEY`) as an absolute path plus a content hash (`FINGERPRINT`
-for a file, `LISTING` for a shard spec). `lafa.checkpoints.read_checkpoint` calls `resolve_files`, which puts into
-the stored config the place each one is found now: the recorded path, else the path as given, the same place
-relative to the moved checkpoint, under the folders above it, beside it (by name, or a renamed copy of the same
-size), each candidate checked against the recorded hash. One found nowhere keeps its recorded place, and the line
-that names it, its hash and its override waits in `missing_files` for the loader that needs it. docs/bundles.md.
+"""Files a checkpoint refers to (`REFERENCES`): recorded at every save (`record_files`: absolute path + content
+hash, in `FILES_KEY`), found again at every read (`resolve_files`, called by `lafa.checkpoints.read_checkpoint`:
+the places tried, in order, are `_candidates`); one found nowhere waits in `missing_files` as the line that names
+it, its hash and its override, for the loader that needs it. docs/bundles.md, "Checkpoints that move".
 """
 
 from __future__ import annotations

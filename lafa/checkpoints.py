@@ -1,19 +1,12 @@
 """The one reader of checkpoint and weights files: what lafa loads is tensors and YAML, never code.
 
-- `read_checkpoint`: a `lafa fit` (Lightning) checkpoint, loaded with `weights_only=True` and checked once: a
-  missing, empty, truncated or foreign file, a pickle that would run code, a stored config (or Lightning
-  hyper_parameters) naming a class `lafa.config_trust` does not trust, and weights holding NaN or infinity are
-  each one `LafaUserError` naming the file and what to do. The file read last is kept (keyed by its resolved
-  path, size, mtime and inode), so every route of one command that needs it (the CLI's stored config, Lightning's
-  restore, a stage's autoencoder) reads it from disk once.
+- `read_checkpoint`: a `lafa fit` checkpoint, read once per command and checked once (the contract:
+  docs/architecture.md, "Stages and checkpoints"); each way the file can be wrong is one `LafaUserError` naming it.
 - `stored_stage`: the stage class and init arguments of the config a `lafa fit` run stored in its checkpoint
   (`CHECKPOINT_CONFIG_KEY`, written by the CLI); only this module knows that key.
-- Every read puts into the stored config where the files it names are now (`lafa.checkpoint_files.resolve_files`),
-  so a checkpoint works from any folder while they exist.
-- Stable Audio Open VAE weights (official files or `lafa export` output) into `OobleckVAE`:
-  Stable Audio Open's `model.safetensors` / `model.ckpt` (the VAE keys live under `pretransform.model.`, beside
-  the DiT and conditioner keys, which are ignored), a lafa bundle's `model.safetensors` (its `vae.*` part) or an
-  unwrapped VAE (`encoder.layers.N...`), e.g. what `lafa export --out vae.safetensors` writes.
+- `load_sao_vae`: Stable Audio Open VAE weights into `OobleckVAE`: SAO's `model.safetensors` / `model.ckpt` (the
+  VAE under `pretransform.model.`, the other keys ignored), a lafa bundle's `model.safetensors` (its `vae.*`
+  part) or an unwrapped VAE (`encoder.layers.N...`), e.g. what `lafa export --out vae.safetensors` writes.
 """
 
 from __future__ import annotations
@@ -27,7 +20,7 @@ from typing import Any
 import torch
 
 from lafa.config_trust import CHECKPOINT_CONFIG_KEY, check_config_classes, parse_yaml, trusted_class
-from lafa.errors import LafaUserError, MissingFileError
+from lafa.errors import LafaUserError, MissingFileError, listing
 from lafa.models.oobleck import OobleckVAE
 
 SAO_VAE_PREFIX = "pretransform.model."
@@ -145,7 +138,7 @@ def refuse_nonfinite(state: Mapping[str, Any], source: str | Path) -> None:
     if bad:
         total = sum(isinstance(v, torch.Tensor) and v.is_floating_point() for v in state.values())
         raise LafaUserError(f"{source} holds non-finite weights (NaN or inf) in {len(bad)} of {total} tensors: "
-                            f"{_names(bad)}; the run that wrote it diverged; use an earlier checkpoint or retrain "
+                            f"{listing(bad, _SHOWN)}; the run that wrote it diverged; use an earlier checkpoint or retrain "
                             f"with a lower learning rate")
 
 
@@ -187,12 +180,6 @@ def read_vae_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix(prefix): v for k, v in state.items()}
 
 
-def checkpoint_latent_dim(state_dict: dict[str, torch.Tensor]) -> int | None:
-    """The latent size an unwrapped VAE state dict was trained with (decoder input channels), if readable."""
-    weight = state_dict.get("decoder.layers.0.weight_v")
-    return int(weight.shape[1]) if weight is not None and weight.ndim == 3 else None
-
-
 def infer_vae_kwargs(state_dict: dict[str, torch.Tensor]) -> dict:
     """OobleckVAE arguments readable from an unwrapped VAE state dict's shapes: in_channels, channels, c_mults,
     strides (downsampling conv kernel = 2 x stride), use_snake. Empty if the layout is not recognised."""
@@ -211,11 +198,6 @@ def infer_vae_kwargs(state_dict: dict[str, torch.Tensor]) -> dict:
             "strides": tuple(strides), "use_snake": "encoder.layers.1.layers.3.alpha" in state_dict}
 
 
-def _names(keys: list[str]) -> str:
-    shown = ", ".join(keys[:_SHOWN])
-    return shown + (f", ... ({len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else "")
-
-
 def key_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> list[str]:
     """How a state dict `found` differs from the `expected` one: its missing, unexpected and wrongly shaped keys,
     one phrase per kind (empty if it loads strictly)."""
@@ -223,13 +205,14 @@ def key_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch
              if k in found and found[k].shape != v.shape]
     kinds = (("missing", set(expected) - set(found)), ("unexpected", set(found) - set(expected)),
              ("wrongly shaped", wrong))
-    return [f"{kind} keys ({len(keys)}): {_names(sorted(keys))}" for kind, keys in kinds if keys]
+    return [f"{kind} keys ({len(keys)}): {listing(sorted(keys), _SHOWN)}" for kind, keys in kinds if keys]
 
 
 def load_vae_state_dict(model: OobleckVAE, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Strictly load an unwrapped VAE state dict; on any mismatch raise one error naming the missing,
     unexpected and wrongly shaped keys (and the latent size when that is the cause)."""
-    found = checkpoint_latent_dim(state_dict)
+    weight = state_dict.get("decoder.layers.0.weight_v")  # (C, latent_dim, k): the size it was trained with
+    found = int(weight.shape[1]) if weight is not None and weight.ndim == 3 else None
     if found is not None and found != model.latent_dim:
         raise LafaUserError(
             f"{source} holds a VAE with latent size {found} but the config asks for latent_dim={model.latent_dim}; "

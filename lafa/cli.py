@@ -1,24 +1,13 @@
-"""The `lafa` entry point: LightningCLI (fit, validate, test, predict) plus the project's own subcommands.
+"""The `lafa` entry point: LightningCLI (fit, validate, test) plus the project's own subcommands
+(`lafa/commands/<name>.py`, each with a `main(argv) -> int`).
 
-Lightning subcommands take YAML configs (`lafa fit --config configs/lafa.yaml --config configs/tiny/lafa.yaml`).
-Every checkpoint written by a `lafa fit` run carries the merged config it was trained with, so
-`lafa test --ckpt_path X` needs nothing else; a `--config` given after it still overrides any value. A bundle
-folder (`lafa export --out DIR`) or its Hub repo id holds a model but no data: `lafa test|validate --ckpt_path
-BUNDLE` builds the stage from the bundle's config.json, loads its weights (`lafa.stages.pretrained`) and takes the
-data from the user (`--data.init_args.test_shards`, `--config data.yaml`); no data given, or a shard spec that
-matches nothing, is one line before anything is built.
-Project subcommands live in `lafa/commands/<name>.py`, each with a `main(argv) -> int`.
-
-Callbacks every Lightning subcommand gets without listing them in a YAML are in `ALWAYS_ON_CALLBACKS` (config
-key -> class); each one's init arguments are a config section of that name (`--finite_guard.check_gradients
-false`). A checkpoint's stored config is data: it is checked against the trusted classes
-(`lafa.config_trust`) before it reaches the parser; every checkpoint a subcommand reads (`--ckpt_path last`
-included) is read and checked once (`lafa.checkpoints`) and written whole (`lafa.checkpoint_io`). Errors in what
-the user gave (a file, a checkpoint, a stored config, a run that diverged) are a `LafaUserError`: one line on
-stderr, exit code 2 (`lafa.errors` states the contract); `--debug` anywhere on the command line shows the
-traceback instead. Ctrl-C says what was kept and how to resume (exit code 130). Third-party chatter that says
-nothing about the run (LightningCLI's `args` warning, Lightning's litlogger/litmodels adverts) is filtered by its
-exact text, nothing else.
+`lafa test|validate --ckpt_path X` puts the config X stored (`lafa fit` writes it into every checkpoint) before
+the user's arguments, which win; X a bundle folder or its Hub repo id builds the stage from the bundle and takes
+the data from the user (docs/architecture.md, "Stages and checkpoints"; docs/bundles.md). Callbacks every
+Lightning subcommand gets are in `ALWAYS_ON_CALLBACKS` (config key -> class: `--finite_guard.check_gradients
+false`). A `LafaUserError` is one line on stderr and exit code 2 (`lafa.errors`), `--debug` shows the traceback;
+Ctrl-C says what was kept and how to resume (exit code 130). Third-party chatter that says nothing about the
+run (LightningCLI's `args` warning, Lightning's litlogger/litmodels adverts) is filtered by its exact text.
 """
 
 from __future__ import annotations
@@ -64,8 +53,7 @@ def with_checkpoint_config(argv: list[str]) -> list[str]:
     """For validate/test/predict with --ckpt_path, put the checkpoint's own config first (user args win)."""
     if not argv or argv[0] not in _CKPT_SUBCOMMANDS:
         return argv
-    given = [b for a, b in zip(argv, argv[1:], strict=False) if a == "--ckpt_path"]
-    ckpt_path = (given + [a.split("=", 1)[1] for a in argv if a.startswith("--ckpt_path=")] + [None])[0]
+    ckpt_path = next(iter(_option_values(argv, "--ckpt_path")), None)
     if ckpt_path is None or ckpt_path in ("last", "best"):
         return argv
     from lafa.checkpoints import CHECKPOINT_CONFIG_KEY, read_checkpoint
@@ -194,11 +182,6 @@ def _without_ckpt_path(argv: list[str]) -> list[str]:
     return kept
 
 
-def _resume_command(argv: list[str], ckpt_path: str) -> str:
-    """`argv` as a `lafa` command line that resumes from `ckpt_path` (any --ckpt_path given is replaced)."""
-    return shlex.join(["lafa", *_without_ckpt_path(argv), "--ckpt_path", ckpt_path])
-
-
 def interrupted_message(trainer, subcommand: str, argv: list[str]) -> str:  # noqa: ANN001
     """What a Ctrl-C during a Lightning subcommand kept and how to go on."""
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -215,7 +198,8 @@ def interrupted_message(trainer, subcommand: str, argv: list[str]) -> str:  # no
         return (f"{head}; no checkpoint was written yet{logs}; rerun the same command to start again "
                 "(the configs write last.ckpt every N steps: trainer.callbacks' every_n_train_steps)")
     step, path = max(saved)
-    return (f"{head}; kept {path} (step {step}){logs}; resume with: {_resume_command(argv, path)}")
+    return (f"{head}; kept {path} (step {step}){logs}; resume with: "
+            f"{shlex.join(['lafa', *_without_ckpt_path(argv), '--ckpt_path', path])}")
 
 
 def _lightning_cli(argv: list[str], given: list[str] | None = None, bundle: Path | None = None) -> None:

@@ -38,18 +38,14 @@ _CLASS_KEYS = ("class_path", "_class_path", "_instantiator")  # jsonargparse's a
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 
 
-def user_trusted() -> tuple[str, ...]:
-    """The modules or classes the user trusts beyond lafa's list: `LAFA_TRUSTED_CLASSES=mypkg,other.mod.Cls`."""
-    return tuple(e.strip() for e in os.environ.get(TRUST_ENV, "").split(",") if e.strip())
-
-
 def is_trusted_class_path(class_path: str) -> bool:
     """Whether a stored config may name `class_path` (a full dotted path; decided without importing anything)."""
     if not isinstance(class_path, str) or not _DOTTED.fullmatch(class_path):
         return False
     if class_path in TRUSTED_CLASSES or class_path.startswith(TRUSTED_CLASS_PREFIXES):
         return True
-    return any(class_path == e or class_path.startswith(e + ".") for e in user_trusted())
+    user = [e.strip() for e in os.environ.get(TRUST_ENV, "").split(",") if e.strip()]  # `mypkg,other.mod.Cls`
+    return any(class_path == e or class_path.startswith(e + ".") for e in user)
 
 
 def _code_params(cls: type) -> set[str]:

@@ -21,9 +21,11 @@ import lafa
 LENGTH = 16  # hex digits shown and compared: 64 bits
 
 
-def tensors_digest(state: Mapping[str, Any]) -> str:
-    """SHA-256 of a state dict's tensors: every name, dtype, shape and the raw bytes, in sorted name order.
-    Two modules with equal weights hash alike whatever file they came from; non-tensor entries are skipped."""
+def weights_digest(model: Any) -> str:
+    """SHA-256 of an nn.Module's state_dict (or of a mapping of tensors): every tensor's name, dtype, shape and
+    raw bytes, in sorted name order. Two modules with equal weights hash alike whatever file they came from;
+    non-tensor entries are skipped."""
+    state = model.state_dict() if hasattr(model, "state_dict") else model
     h = hashlib.sha256()
     for name in sorted(state):
         value = state[name]
@@ -35,12 +37,6 @@ def tensors_digest(state: Mapping[str, Any]) -> str:
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.dtype != torch.bool
                      else t.numpy().tobytes())
     return h.hexdigest()
-
-
-def weights_digest(model: Any) -> str:
-    """`tensors_digest` of an nn.Module's state_dict (or of a mapping of tensors)."""
-    state = model.state_dict() if hasattr(model, "state_dict") else model
-    return tensors_digest(state)
 
 
 def fingerprint(record: Mapping[str, Any]) -> str:

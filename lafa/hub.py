@@ -2,11 +2,9 @@
 
 `resolve(name)` turns what a user gives as a model (`--ckpt_path`, `vae_ckpt`, `autoencoder_ckpt`,
 `from_pretrained`) into a local file or folder: an existing path as it is, else a repo id (`org/name`, optionally
-`org/name@revision`) fetched with `hf_hub_download`, file by file, into the cache huggingface_hub keeps
-(`~/.cache/huggingface/hub/models--org--name/snapshots/<rev>/...`; `HF_HUB_OFFLINE=1` reads only the cache). Two
-layouts are known: a lafa bundle (`config.json` with `format: lafa-bundle`, `model.safetensors`, `README.md`) and
-Stable Audio Open (`model_config.json` + `model.safetensors`, e.g. `stabilityai/stable-audio-open-1.0`), whose
-autoencoder is read as an Oobleck VAE (`sao_vae_arguments`).
+`org/name@revision`) fetched file by file into huggingface_hub's cache (`HF_HUB_OFFLINE=1` reads only the cache).
+Two layouts are known: a lafa bundle and Stable Audio Open (`model_config.json` + `model.safetensors`), whose
+autoencoder is read as an Oobleck VAE (`sao_vae_arguments`). docs/bundles.md.
 """
 
 from __future__ import annotations

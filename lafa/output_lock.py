@@ -1,13 +1,10 @@
 """One writer per output folder: `with output_lock(folder, "lafa encode"):` around any job that writes there.
 
-The lock is the file `folder/.lafa.lock`, held with an exclusive `flock` for the job's life and holding the
-holder's pid, host, start time and command. A second job into the same folder refuses with one line naming the
-holder (`OutputLockedError`, a LafaUserError: exit 2). The kernel releases an `flock` when its holder dies
-(even by `kill -9`), so a lock file whose lock is free is stale: the next job takes it over with a warning that
-names the dead holder. Reusable by any command (`lafa encode`, `data_prep build`, `lafa study`).
-
-Forked children inherit the locked descriptor, so the folder stays locked while a worker of the holder still
-runs (they die with their parent: lafa.children).
+The lock is the file `folder/.lafa.lock`, held with an exclusive `flock` for the job's life (forked workers
+inherit it) and holding the holder's pid, host, start time and command. A second job into the same folder
+refuses with one line naming the holder (`OutputLockedError`: exit 2). The kernel releases an `flock` when its
+holder dies (even by `kill -9`), so a lock file whose lock is free is stale: the next job takes it over with a
+warning naming the dead holder (docs/faults.md).
 """
 
 from __future__ import annotations
@@ -38,15 +35,20 @@ def _holder_text(info: dict) -> str:
 
 
 def _read(fd: int) -> dict:
-    os.lseek(fd, 0, os.SEEK_SET)
-    raw = b""
-    while chunk := os.read(fd, 65536):
-        raw += chunk
+    raw = os.pread(fd, os.fstat(fd).st_size, 0)
     try:
         info = json.loads(raw.decode() or "null")
     except (UnicodeDecodeError, json.JSONDecodeError):
         return {"damaged": raw[:80].decode(errors="replace")}
     return info if isinstance(info, dict) else {}
+
+
+def _is_at(fd: int, path: Path) -> bool:
+    """Whether `fd` is still the file at `path` (a releasing holder unlinks it)."""
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
 
 
 class OutputLock:
@@ -59,10 +61,8 @@ class OutputLock:
         if self.fd < 0:
             return
         try:  # unlink first, while still holding it: a waiting opener then sees another inode and retries
-            if os.fstat(self.fd).st_ino == os.stat(self.path).st_ino:
-                self.path.unlink()
-        except FileNotFoundError:
-            pass
+            if _is_at(self.fd, self.path):
+                self.path.unlink(missing_ok=True)
         finally:
             os.close(self.fd)
             self.fd = -1
@@ -87,11 +87,7 @@ message is `<folder>: <what>; <fix>`: the command prints it after `<prog>: error
         except BaseException:
             os.close(fd)
             raise
-        try:  # the holder may have unlinked the file between our open and flock: lock the file at the path
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
+        if _is_at(fd, path):  # the holder may have unlinked it between our open and flock
             break
         os.close(fd)
     old = _read(fd)

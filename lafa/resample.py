@@ -1,29 +1,12 @@
 """Band-limited resampling: torchaudio's Kaiser-windowed sinc filter, applied as a few dense matrix products.
 
 The filter is torchaudio.functional.resample's `sinc_interp_kaiser` with lowpass_filter_width 64, rolloff
-0.9476 and beta 14.77 (the resampy `kaiser_best` settings torchaudio documents). For rates reduced to
-orig:new it has `new` phases; phase j's output is y[m*new + j] = sum_k kernel[j, k] x_pad[m*orig + k] over a
-row of 2*width + orig taps. torchaudio evaluates that as one conv1d with stride `orig`, but each row is
-nonzero only where |t| < 64 zero crossings (~128/rolloff input samples; the other taps hold the clamped
-value ~1e-22), so for large `orig` about half its multiply-adds are wasted, and for small `orig`
-(22.05 -> 44.1 kHz: orig 1, new 2) the one-channel conv runs at a fraction of the CPU's speed. It also
-rebuilds the kernel on every call.
-
-Here the kernel is computed once per (orig, new) (lru_cache), group by group on the groups' supports only,
-and applied as matrix products:
-- blocking: when new < ROWS_PER_GROUP, B = ceil(ROWS_PER_GROUP / new) consecutive periods form one frame
-  (the same filter written for the unreduced pair orig*B : new*B), so a frame has new*B output rows;
-- grouping: the frame's rows are split into round(rows / ROWS_PER_GROUP) groups of consecutive phases; a
-  group's taps are the union of its rows' nonzero supports (rows of one group are centred within
-  (group rows) * orig / new input samples of each other), so its product skips the zero taps;
-- each group is one GEMM: (frames, support) windows of the padded input @ (support, rows), the rows padded
-  with zero columns to a multiple of 16 (the GEMM's vector tile: a 74-column product ran slower than an
-  80-column one here).
-ROWS_PER_GROUP = 64 was chosen by measurement (1 thread, 8 s stereo, 9 rate pairs to 44.1/48 kHz: with the
-tile padding, 32, 48, 64 and 96 rows were within the shared machine's noise of each other, 64 best or tied
-on most pairs; smaller groups read fewer taps but run a slower GEMM). Also tried and no faster: one window
-copy per block of frames shared by all groups, and copy-free products over frame-aligned tap chunks
-(addmm). bench/bench_resample.py measures lafa against torchaudio.
+0.9476 and beta 14.77 (the resampy `kaiser_best` settings torchaudio documents), computed once per reduced
+rate pair orig:new (lru_cache). Phase j's output is y[m*new + j] = sum_k kernel[j, k] x_pad[m*orig + k]; lafa
+applies it as GEMMs (`plan`): B = ceil(ROWS_PER_GROUP / new) periods form one frame when new < ROWS_PER_GROUP,
+the frame's rows are split into groups of consecutive phases, and each group is one product over the union of
+its rows' nonzero supports (rows padded to a multiple of TILE). The design, its measurements and the speed
+against torchaudio (bench/bench_resample.py): docs/data.md, "Resampling".
 
 Same output as torchaudio.functional.resample with these settings: same length ceil(new * S / orig), same
 filter (float32 input: the float32 kernel torchaudio's `Resample` transform builds, whose phase j / new is
@@ -35,14 +18,14 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 LOWPASS_FILTER_WIDTH = 64  # zero crossings of the sinc on each side
 ROLLOFF = 0.9475937167399596  # cutoff as a fraction of the lower Nyquist frequency
 BETA = 14.769656459379492  # Kaiser window shape
-ROWS_PER_GROUP = 64  # output phases per GEMM (chosen by measurement, module docstring)
+ROWS_PER_GROUP = 64  # output phases per GEMM (chosen by measurement: docs/data.md, "Resampling")
 TILE = 16  # a group's rows are padded to a multiple of this
 WINDOW_ELEMENTS = 1 << 21  # input windows materialized per GEMM at most (8 MiB of float32): bounds memory
 
@@ -112,8 +95,7 @@ class Plan:
     groups: tuple[Group, ...]
 
     def to(self, device: torch.device, dtype: torch.dtype) -> Plan:
-        groups = tuple(Group(g.row, g.rows, g.tap, g.weight.to(device, dtype)) for g in self.groups)
-        return Plan(self.orig, self.new, self.width, self.periods, self.stride, self.rows, self.span, groups)
+        return replace(self, groups=tuple(replace(g, weight=g.weight.to(device, dtype)) for g in self.groups))
 
 
 def _group(orig: int, new: int, periods: int, r0: int, r1: int, double: bool) -> Group:

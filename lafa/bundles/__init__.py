@@ -1,15 +1,9 @@
-"""A bundle: the unit of sharing a lafa model, a folder that works anywhere with no other file.
-
-    config.json        what builds the model: the stage, each component's full constructor arguments (no paths)
-    model.safetensors  the weights of the model and of its whole frozen chain, one prefix per component:
-                       `dit.*` (a DiT), `lafa.*` (its LAFA), `vae.*` (its Oobleck VAE); the text encoder by name
-    README.md          a model card written from what lafa knows (`lafa.bundles.card`)
+"""A bundle: the unit of sharing a lafa model, a folder that works anywhere with no other file: config.json (what
+builds the model, no paths), model.safetensors (the model and its whole frozen chain, one prefix per component:
+`dit.*`, `lafa.*`, `vae.*`) and README.md (a model card, `lafa.bundles.card`); docs/bundles.md.
 
 This package reads bundles and builds their autoencoders; it imports no stage. `lafa.bundles.write.export_bundle`
-writes one from a `lafa fit` checkpoint of any stage (`lafa export --out DIR`); `lafa.stages.pretrained.from_pretrained`
-loads a bundle folder, a Hub repo id (a bundle, or Stable Audio Open's own files: its VAE) or a checkpoint file,
-and returns the model ready to use: a `DitStage` (`.generate(...)`) for a DiT, an autoencoder (`.encode(audio)`,
-`.decode(latent)`) for a LAFA or a VAE.
+writes one (`lafa export --out DIR`); `lafa.stages.pretrained.from_pretrained` loads one.
 """
 
 from __future__ import annotations
@@ -23,7 +17,7 @@ from lafa.errors import LafaUserError
 
 FORMAT = "lafa-bundle"
 VERSION = 1
-CONFIG, WEIGHTS, CARD = "config.json", "model.safetensors", "README.md"
+CONFIG, WEIGHTS = "config.json", "model.safetensors"
 COMPONENTS = ("dit", "lafa", "vae")  # the chain, top down
 
 
@@ -50,25 +44,8 @@ def read_config(folder: str | Path) -> dict:
     return config
 
 
-def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from lafa.checkpoints import refuse_nonfinite
-
-    path = folder / WEIGHTS
-    if not path.is_file():
-        raise LafaUserError(f"{path}: missing; a bundle is config.json + model.safetensors (+ README.md): copy the "
-                            f"whole folder")
-    try:
-        state = load_file(str(path), device="cpu")
-    except SafetensorError as e:
-        raise LafaUserError(f"{path} is truncated or not a safetensors file ({e}); copy the bundle again") from e
-    refuse_nonfinite(state, path)
-    return state
-
-
-def _load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str, source: Path) -> None:
+def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str, source: Path) -> None:
+    """A component's weights (`<prefix>.*` of the bundle) into its module, strictly."""
     from lafa.checkpoints import key_mismatch
 
     part = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
@@ -87,22 +64,31 @@ def build_autoencoder(config: dict, state: dict[str, torch.Tensor], source: Path
 
     components = config["components"]
     vae = OobleckVAE(**components["vae"])
-    _load_into(vae, state, "vae", source)
+    load_into(vae, state, "vae", source)
     vae.requires_grad_(False).eval()
     if "lafa" not in components:
         return VaeAutoencoder(vae).eval()
     lafa = Lafa(**components["lafa"])
-    _load_into(lafa, state, "lafa", source)
+    load_into(lafa, state, "lafa", source)
     steps = int((config.get("autoencoder") or {}).get("decode_steps", 2))
     return LafaAutoencoder(vae, lafa.requires_grad_(False).eval(), default_steps=steps).eval()
 
 
 def read_bundle(folder: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """(config.json, the weights) of a bundle folder; `lafa.stages.pretrained.load_model` builds the model from them."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from lafa.checkpoints import refuse_nonfinite
+
     folder = Path(folder)
-    return read_config(folder), _read_weights(folder)
-
-
-def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str, source: Path) -> None:
-    """A component's weights (`<prefix>.*` of the bundle) into its module, strictly."""
-    _load_into(module, state, prefix, source)
+    config, path = read_config(folder), folder / WEIGHTS
+    if not path.is_file():
+        raise LafaUserError(f"{path}: missing; a bundle is config.json + model.safetensors (+ README.md): copy the "
+                            f"whole folder")
+    try:
+        state = load_file(str(path), device="cpu")
+    except SafetensorError as e:
+        raise LafaUserError(f"{path} is truncated or not a safetensors file ({e}); copy the bundle again") from e
+    refuse_nonfinite(state, path)
+    return config, state

@@ -1,14 +1,5 @@
-"""A bundle's README.md: a model card written only from what lafa can read, each figure with its source.
-
-- the stage, the chain and each component's size: the bundle's own config and weights;
-- training: the checkpoint's `global_step` and `epoch`;
-- data: the stored data config's shard specs, the shard folder's `manifest.json` (data_prep: files, hours, splits)
-  and the licence of every training file, counted from the shards' own JSON members (when the shards are reachable);
-- metrics: each `ModelCheckpoint`'s monitored value as the checkpoint stores it, and the last value at or before
-  the checkpoint's step of every val/ and test/ scalar in the run's TensorBoard event files (`run_folder` and its
-  subfolders), each with its file and step;
-- the lafa version and the git commit it was exported with.
-A figure lafa cannot read is left out and the card says so; nothing is typed in by hand.
+"""A bundle's README.md: a model card written only from what lafa can read, each figure with its source (the list
+of sources: docs/bundles.md, "The model card"). A figure lafa cannot read is left out and the card says so.
 """
 
 from __future__ import annotations

@@ -24,10 +24,8 @@ def vae_arguments(vae: nn.Module) -> dict:
     if not isinstance(vae, OobleckVAE):
         raise LafaUserError(f"the autoencoder's base is a {type(vae).__name__}, not an Oobleck VAE: a bundle carries "
                             f"VAE and LAFA weights only (stand-in latents are rebuilt from their config)")
-    args = infer_vae_kwargs(vae.state_dict())
-    args.update(latent_dim=vae.latent_dim, sample_rate=vae.sample_rate,
-                final_tanh=isinstance(vae.decoder.layers[-1], nn.Tanh))
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
+    return {**infer_vae_kwargs(vae.state_dict()), "latent_dim": vae.latent_dim, "sample_rate": vae.sample_rate,
+            "final_tanh": isinstance(vae.decoder.layers[-1], nn.Tanh)}
 
 
 def _lafa_arguments(source: str, latent_channels: int) -> dict:
@@ -45,8 +43,9 @@ def _lafa_arguments(source: str, latent_channels: int) -> dict:
                            latent_channels=latent_channels)
 
 
-def _autoencoder_parts(ae, source: str | None) -> tuple[dict, dict, dict]:  # noqa: ANN001
-    """(components, weights, autoencoder settings) of a built autoencoder."""
+def _autoencoder_parts(ae, source: str | None, lafa_arguments=None) -> tuple[dict, dict, dict]:  # noqa: ANN001
+    """(components, weights, autoencoder settings) of a built autoencoder; its LAFA's arguments are
+    `lafa_arguments` if given, else read from the file `source`."""
     from lafa.models.autoencoder import LafaAutoencoder, VaeAutoencoder
 
     if not isinstance(ae, (VaeAutoencoder, LafaAutoencoder)):
@@ -55,7 +54,7 @@ def _autoencoder_parts(ae, source: str | None) -> tuple[dict, dict, dict]:  # no
     modules = {"vae": ae.vae}
     settings = {}
     if isinstance(ae, LafaAutoencoder):
-        components["lafa"] = _lafa_arguments(source, ae.vae.latent_dim)
+        components["lafa"] = lafa_arguments or _lafa_arguments(source, ae.vae.latent_dim)
         modules["lafa"] = ae.lafa
         settings["decode_steps"] = ae.default_steps
     return components, modules, settings
@@ -64,6 +63,7 @@ def _autoencoder_parts(ae, source: str | None) -> tuple[dict, dict, dict]:  # no
 def describe(stage, init_args: dict) -> tuple[str, dict, dict, dict]:  # noqa: ANN001
     """(kind, components, modules by prefix, extra config) of a loaded stage."""
     from lafa.models.dit import DIT_PRESETS, DiT
+    from lafa.models.lafa import LAFA_PRESETS, Lafa
     from lafa.models.presets import model_arguments
     from lafa.stages.dit import DitStage
     from lafa.stages.lafa import LafaStage
@@ -75,11 +75,9 @@ def describe(stage, init_args: dict) -> tuple[str, dict, dict, dict]:  # noqa: A
     if isinstance(stage, VaeStage):
         return "vae", {"vae": vae_arguments(stage.vae)}, {"vae": stage.vae}, {"stage_args": stage_args}
     if isinstance(stage, LafaStage):
-        ae = stage.as_autoencoder()
-        components = {"vae": vae_arguments(stage.vae),
-                      "lafa": _lafa_arguments_from_stage(stage)}
-        return "lafa", components, {"vae": ae.vae, "lafa": ae.lafa}, {
-            "autoencoder": {"decode_steps": ae.default_steps}, "stage_args": stage_args}
+        lafa = model_arguments(Lafa, LAFA_PRESETS, stage.hparams.model, latent_channels=stage.vae.latent_dim)
+        components, modules, settings = _autoencoder_parts(stage.as_autoencoder(), None, lafa)
+        return "lafa", components, modules, {"autoencoder": settings, "stage_args": stage_args}
     if isinstance(stage, DitStage):
         components, modules, settings = _autoencoder_parts(stage.autoencoder, init_args.get("autoencoder_ckpt"))
         dit = model_arguments(DiT, DIT_PRESETS, stage.hparams.model, text_dim=stage.frozen.text.dim,
@@ -87,13 +85,6 @@ def describe(stage, init_args: dict) -> tuple[str, dict, dict, dict]:  # noqa: A
         return "dit", {"dit": dit, **components}, {"dit": stage.model, **modules}, {
             "autoencoder": settings, "stage_args": stage_args}
     raise LafaUserError(f"a {type(stage).__name__} cannot be bundled: lafa bundles its VAE, LAFA and DiT stages")
-
-
-def _lafa_arguments_from_stage(stage) -> dict:  # noqa: ANN001
-    from lafa.models.lafa import LAFA_PRESETS, Lafa
-    from lafa.models.presets import model_arguments
-
-    return model_arguments(Lafa, LAFA_PRESETS, stage.hparams.model, latent_channels=stage.vae.latent_dim)
 
 
 def full_arguments(cls: type, args: dict) -> dict:
@@ -104,15 +95,6 @@ def full_arguments(cls: type, args: dict) -> dict:
     defaults = {name: p.default for name, p in inspect.signature(cls).parameters.items()
                 if p.default is not inspect.Parameter.empty}
     return {**defaults, **args}
-
-
-def _plain(value):  # noqa: ANN001, ANN202
-    """JSON-able plain values (tuples as lists)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def export_bundle(ckpt_path: str | Path, out: str | Path) -> Path:
@@ -146,8 +128,9 @@ def export_bundle(ckpt_path: str | Path, out: str | Path) -> Path:
     data_section = config.get("data") or {}
     data = {k: v for k, v in (data_section.get("init_args") or {}).items()
             if not k.endswith("_shards") and isinstance(v, (int, float, str, bool))}
+    plain = json.loads(json.dumps({"components": components, **extra}))  # JSON values: tuples as lists
     bundle = {"format": FORMAT, "version": VERSION, "kind": kind, "stage": f"{cls.__module__}.{cls.__qualname__}",
-              "components": _plain(components), **_plain(extra), "data": data}
+              **plain, "data": data}
     if data_section.get("class_path"):  # the DataModule class the run read (its shards are the user's to give)
         bundle["data_class"] = data_section["class_path"]
     weights = {f"{prefix}.{k}": v.detach().cpu().contiguous() for prefix, module in modules.items()

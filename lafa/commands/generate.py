@@ -28,13 +28,12 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 from jsonargparse import ArgumentParser
 from tqdm import tqdm
 
 from lafa.audio import SAMPLE_RATE, save_audio
 from lafa.checkpoint_files import missing_files, override_files
-from lafa.checkpoints import CHECKPOINT_CONFIG_KEY, read_checkpoint
+from lafa.checkpoints import CHECKPOINT_CONFIG_KEY, parse_yaml, read_checkpoint, stored_stage
 from lafa.commands.options import command_parser, parse, print_device
 from lafa.devices import DEVICE_HELP, resolve_device
 from lafa.errors import BadInput, LafaUserError
@@ -133,7 +132,6 @@ def _dit_config(ckpt_path: Path) -> dict:
     refused (one line) when the file is missing or of another stage."""
     from lafa import hub
     from lafa.bundles import is_bundle, read_config
-    from lafa.checkpoints import stored_stage
 
     where = f"--ckpt_path {ckpt_path}"
     source = hub.resolve(ckpt_path)  # a Hub repo id -> its cached snapshot folder
@@ -152,16 +150,15 @@ def _dit_config(ckpt_path: Path) -> dict:
         raise BadInput(where, "no such file", f"give a checkpoint written by {DIT_CONFIGS}, e.g. "
                                               f"runs/dit_sao/checkpoints/last.ckpt")
     ckpt = read_checkpoint(source)  # one line for an empty/damaged/foreign file; the files it names resolved
-    stored = ckpt.get(CHECKPOINT_CONFIG_KEY)
-    if stored is None:
+    stage = stored_stage(ckpt, source)  # refuses untrusted classes before importing anything
+    if stage is None:
         raise BadInput(where, "carries no lafa config (not written by `lafa fit`)",
                        f"give a checkpoint written by {DIT_CONFIGS}")
-    cls, _ = stored_stage(ckpt, source)  # refuses untrusted classes before importing anything
-    if not hasattr(cls, "generate"):
-        raise BadInput(where, f"is a {cls.__name__} checkpoint, not a DiT stage",
+    if not hasattr(stage[0], "generate"):
+        raise BadInput(where, f"is a {stage[0].__name__} checkpoint, not a DiT stage",
                        f"give a checkpoint written by {DIT_CONFIGS}; a VAE or LAFA checkpoint is the DiT's "
                        f"autoencoder (--autoencoder_ckpt)")
-    return yaml.safe_load(stored) or {}
+    return parse_yaml(ckpt[CHECKPOINT_CONFIG_KEY], source) or {}
 
 
 def training_seconds(config: dict, sample_rate: int = SAMPLE_RATE, ratio: int | None = None) -> tuple[float, str] | None:
@@ -182,7 +179,6 @@ def available_bytes(device: torch.device) -> int:
     """Memory a new tensor can take: free CUDA memory, or the host's available memory (cgroup limit included)."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    avail = None
     try:
         meminfo = Path("/proc/meminfo").read_text()
         avail = int(re.search(r"MemAvailable:\s+(\d+) kB", meminfo).group(1)) * 1024
@@ -219,13 +215,6 @@ def check_memory(seconds: float, batch: int, device: torch.device, sample_rate: 
                            "generate shorter clips, or fewer at once (--batch_size)")
 
 
-def _warn_past_training(seconds: float, trained: tuple[float, str] | None) -> None:
-    if trained is not None and seconds > trained[0] + 1e-9:
-        print(f"lafa generate: warning: --seconds {seconds:g} is past the {trained[0]:.2f} s crops this DiT was "
-              f"trained on ({trained[1]} in its stored config); expect the audio to degrade past {trained[0]:.2f} s",
-              file=sys.stderr)
-
-
 def main(argv: list[str]) -> int:
     args = parse(build_parser(), argv)
     prompts = _check_arguments(args)
@@ -259,7 +248,11 @@ def main(argv: list[str]) -> int:
     ae = stage.autoencoder
     sample_rate, ratio = ae.sample_rate, ae.downsampling_ratio
     check_memory(args.seconds, batch, device, sample_rate, ae.io_channels, ae.latent_dim, ratio)
-    _warn_past_training(args.seconds, training_seconds(config, sample_rate, ratio))
+    trained = training_seconds(config, sample_rate, ratio)
+    if trained is not None and args.seconds > trained[0] + 1e-9:
+        print(f"lafa generate: warning: --seconds {args.seconds:g} is past the {trained[0]:.2f} s crops this DiT "
+              f"was trained on ({trained[1]} in its stored config); expect the audio to degrade past "
+              f"{trained[0]:.2f} s", file=sys.stderr)
     kwargs = dict(steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler)
 
     single = args.prompt is not None

@@ -56,16 +56,13 @@ def parse(parser: ArgumentParser, argv: list[str]) -> argparse.Namespace:
         raise BadInput(_option_of(str(e), parser), message, f"see `{parser.prog} --help`") from e
 
 
-def _param_docs(fn: Callable) -> dict[str, str]:
-    from docstring_parser import parse as parse_docstring
-
-    return {p.arg_name: " ".join((p.description or "").split()) for p in parse_docstring(fn.__doc__ or "").params}
-
-
 def add_yes_no_flags(parser: ArgumentParser, fn: Callable, names: list[str]) -> None:
     """`--name` / `--no_name` flags (no value needed) for boolean parameters of `fn`, with the default of its
     signature and the help of its docstring: jsonargparse's own bool options want a value (`--name true`)."""
-    signature, docs = inspect.signature(fn), _param_docs(fn)
+    from docstring_parser import parse as parse_docstring
+
+    signature = inspect.signature(fn)
+    docs = {p.arg_name: " ".join((p.description or "").split()) for p in parse_docstring(fn.__doc__ or "").params}
     for name in names:
         default = signature.parameters[name].default
         parser.add_argument(f"--{name}", action=ActionYesNo, default=bool(default), help=docs[name])
