@@ -28,7 +28,8 @@ def channel_ablation(
     """audio: (io_channels, S) one clip. Returns residuals (C, n_mels, F), baseline (n_mels, F) (the
     unablated reconstruction's residual against x) and energy (C,): mean |residual| per channel.
 
-    autoencoder: anything with the `lafa.models.autoencoder.Autoencoder` interface (encode/decode).
+    autoencoder: anything with the `lafa.models.autoencoder.Autoencoder` interface (encode/decode). Every draw (the
+    replacement noise and a flow decoder's) comes from `seed`, so the same call gives the same numbers.
     """
     if reference not in ("ground_truth", "reconstruction"):
         raise ValueError(f"reference must be 'ground_truth' or 'reconstruction', got {reference!r}")
@@ -38,7 +39,7 @@ def channel_ablation(
     z = autoencoder.encode(audio[None])  # (1, C, N)
     channels = z.shape[1]
     target = mel(audio[None].cpu())[0]  # (n_mels, F)
-    recon = mel(autoencoder.decode(z, steps=steps).float().cpu())[0]
+    recon = mel(autoencoder.decode(z, steps=steps, generator=generator).float().cpu())[0]  # a flow decoder draws
     frames = min(target.shape[-1], recon.shape[-1])
     reference_mel = (target if reference == "ground_truth" else recon)[:, :frames]
     residuals = []
@@ -47,7 +48,7 @@ def channel_ablation(
         zs = z.repeat(len(chans), 1, 1)  # (k, C, N)
         noise = noise_std * torch.randn(len(chans), z.shape[-1], generator=generator)
         zs[torch.arange(len(chans)), chans] = noise.to(zs)
-        decoded = mel(autoencoder.decode(zs, steps=steps).float().cpu())  # (k, n_mels, F')
+        decoded = mel(autoencoder.decode(zs, steps=steps, generator=generator).float().cpu())  # (k, n_mels, F')
         residuals.append(decoded[..., :frames] - reference_mel)
     residuals = torch.cat(residuals)  # (C, n_mels, frames)
     return {

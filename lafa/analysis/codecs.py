@@ -60,8 +60,10 @@ class TransformersCodec(nn.Module):
         return z[..., :frames]
 
     @torch.no_grad()
-    def decode(self, latent: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-        """(B, hidden_size, N) -> (B, io_channels, N * downsampling_ratio); `steps` is unused."""
+    def decode(
+        self, latent: torch.Tensor, steps: int | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """(B, hidden_size, N) -> (B, io_channels, N * downsampling_ratio); `steps`, `generator` unused (no flow)."""
         return self.model.decoder(latent)[..., : latent.shape[-1] * self.downsampling_ratio]
 
 

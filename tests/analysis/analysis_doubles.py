@@ -28,7 +28,8 @@ class FrameProjectionAutoencoder(nn.Module):
         frames = frames.permute(0, 2, 1, 3).reshape(b, n, io * self.downsampling_ratio)  # (B, N, io * ratio)
         return torch.einsum("cd,bnd->bcn", self.proj, frames)  # (B, C, N)
 
-    def decode(self, latent: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+    def decode(self, latent: torch.Tensor, steps: int | None = None, generator: torch.Generator | None = None
+               ) -> torch.Tensor:
         b, c, n = latent.shape
         frames = torch.einsum("dc,bcn->bnd", torch.linalg.pinv(self.proj), latent * self.keep[:, None])
         frames = frames.reshape(b, n, self.io_channels, self.downsampling_ratio).permute(0, 2, 1, 3)
@@ -47,6 +48,9 @@ class FrameProjectionStage(nn.Module):
 
     def as_autoencoder(self) -> FrameProjectionAutoencoder:
         return self.autoencoder
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Every LightningModule has this hook; lafa's loader calls it."""
 
 
 def write_checkpoint(path, sample_rate: int = 8000, **init_args) -> None:
