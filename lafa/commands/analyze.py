@@ -1,12 +1,14 @@
 """`lafa analyze`: spectral slope, LPI, their locality controls, correlation maps and channel ablation of
 autoencoder latents and of the log-mel spectrogram of the same clips (Sec. 3, Appendices C and G), as one
-JSON report, PNG figures and an HTML page.
+JSON report, PNG figures and an HTML page. Repeated --ckpt_path/--label/--audio append; any other option given
+twice is refused.
 
-    lafa analyze --ckpt_path runs/demo/vae/checkpoints/last.ckpt --label vae \
-                 --ckpt_path runs/demo/lafa/checkpoints/last.ckpt --label lafa \
-                 --data 'data/demo/shards/val-{000000..000001}.tar' --num_clips 200 --out runs/demo/analysis
-    lafa analyze --audio ~/music --out runs/music-mel                      # log-mel only, no checkpoint
-    lafa analyze --audio ~/music --ckpt_path models/encodec_24khz --out runs/encodec   # a transformers codec
+examples:
+  lafa analyze --ckpt_path runs/demo/vae/checkpoints/last.ckpt --label vae \\
+      --ckpt_path runs/demo/lafa/checkpoints/last.ckpt --label lafa \\
+      --data 'data/demo/shards/val-{000000..000001}.tar' --num_clips 200 --out runs/demo/analysis
+  lafa analyze --audio ~/music --out runs/music-mel                      # log-mel only, no checkpoint
+  lafa analyze --audio ~/music --ckpt_path models/encodec_24khz --out runs/encodec   # a transformers codec
 """
 
 from __future__ import annotations
@@ -46,15 +48,14 @@ from lafa.analysis.latent_report import (
 )
 from lafa.audio import convert
 from lafa.commands.analyze_argv import distinct_labels, normalise_argv, shards_from_stage_config
-from lafa.commands.options import print_device
+from lafa.commands.options import HelpFormatter, print_device
 from lafa.devices import DEVICE_HELP, resolve_device
 from lafa.errors import LafaUserError
 from lafa.models.log_mel import LogMel
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="lafa analyze", description=__doc__.split("\n\n")[0]
-                       + " Repeated --ckpt_path/--label/--audio append; any other option given twice is refused.")
+    p = ArgumentParser(prog="lafa analyze", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("-c", "--config", action=ActionConfigFile, help="YAML with any of these options")
     p.add_argument("--stage_config", type=str | None, default=None,
                    help="a stage config (model/data/trainer YAML); --data defaults to its val shards")
@@ -78,7 +79,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--num_clips", type=int, default=200, help="clips analysed (Sec. 3: 200)")
     p.add_argument("--seconds", type=float, default=30.0, help="clip length from each sample's start (Sec. 5: 30 s)")
     p.add_argument("--out", type=str, required=True, help="folder for report.json and the figures")
-    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--batch_size", type=int, default=4,
+                   help="clips encoded at once (clips of equal length only, so no padding enters an encoder)")
     p.add_argument("--device", type=str, default="auto", help=DEVICE_HELP)
     p.add_argument("--steps", type=int | None, default=None, help="flow decoder steps for the ablation decode")
     p.add_argument("--ablation_clips", type=int, default=1, help="clips with an ablation grid (0: none)")
@@ -89,7 +91,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--listen_clips", type=int, default=2,
                    help="clips written as WAV for report.html: the input excerpt and each autoencoder's reconstruction")
     p.add_argument("--listen_seconds", type=float, default=5.0, help="length of those excerpts")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the ablation noise and decodes, the baselines' permutations and the bootstrap")
     p.add_dataclass_arguments(AnalysisSettings, "analysis")
     p.add_class_arguments(LogMel, "mel", skip={"sample_rate"})
     return p

@@ -1,5 +1,11 @@
-"""`lafa encode --ckpt_path X --shards 'data/demo/shards/train-*.tar' --out data/demo/latents`: pre-encode audio
-shards into latent shards (.npy + JSON, same shard names) with any autoencoder, for `lafa.data.LatentDataModule`.
+"""`lafa encode`: pre-encode audio shards into latent shards (.npy + JSON, same shard names) with any autoencoder,
+for `lafa.data.LatentDataModule`.
+
+examples:
+  lafa encode --ckpt_path runs/demo/lafa/checkpoints/last.ckpt --shards 'data/demo/shards/train-*.tar' \\
+      --out data/demo/latents
+  lafa encode --ckpt_path stabilityai/stable-audio-open-1.0 --shards 'data/fsd/train-*.tar' \\
+      --shards 'data/fma/train-*.tar' --out data/latents --vae_dtype bfloat16
 
 A throughput job: `--workers` processes decode audio ahead of the encoder, equal-length clips are encoded
 `--batch_size` at a time through the VAE's inference path (folded weight norm, fused SnakeBeta, chunked long
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import torch
 from jsonargparse import ActionYesNo, ArgumentParser
@@ -34,14 +41,14 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--out", type=str, required=True, help="output folder for the latent shards")
     parser.add_argument("--batch_size", type=int, default=8, help="equal-length chunks encoded together")
     parser.add_argument("--device", type=str, default="auto", help=DEVICE_HELP)
-    parser.add_argument("--dtype", type=str, default="float32", choices=["float32", "float16"],
+    parser.add_argument("--dtype", type=Literal["float32", "float16"], default="float32",
                         help="storage type of the latents")
     parser.add_argument("--latent_dim", type=int, default=64, help="latent channels of official SAO weights")
     parser.add_argument("--overwrite", action=ActionYesNo, default=False,
                         help="re-encode shards already in --out, also those another autoencoder or settings made")
     parser.add_argument("--workers", type=int, default=max(0, min(4, (os.cpu_count() or 1) - 1)),
                         help="audio decode processes (0: decode in the encoding process)")
-    parser.add_argument("--vae_dtype", type=str, default="float32", choices=["float32", "bfloat16"],
+    parser.add_argument("--vae_dtype", type=Literal["float32", "bfloat16"], default="float32",
                         help="VAE inference arithmetic; bfloat16 only where the device has native bf16")
     return parser
 

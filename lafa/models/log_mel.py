@@ -26,7 +26,19 @@ from lafa.models.presets import config_class
 
 class LogMel(torch.nn.Module):
     """(B, channels, S) audio -> (B, n_mels, S // hop_length) log mel of the mono mix: log(mel + floor)
-    (`log="offset"`) or log(max(mel, floor)) (`log="clamp"`) of the magnitude (`power=1`) or power (2) mel."""
+    (`log="offset"`) or log(max(mel, floor)) (`log="clamp"`) of the magnitude (`power=1`) or power (2) mel.
+
+    Args:
+        sample_rate: audio sample rate in Hz
+        n_fft: STFT size in samples
+        hop_length: samples between frames (the log-mel frame rate is sample_rate / hop_length)
+        n_mels: mel bands
+        f_min: lowest mel band edge in Hz
+        f_max: highest mel band edge in Hz (null: sample_rate / 2)
+        log_floor: the floor of the log (added with log=offset, a lower bound with log=clamp)
+        power: 1 for the magnitude mel, 2 for the power mel
+        log: offset, log(mel + floor); clamp, log(max(mel, floor))
+    """
 
     def __init__(
         self,
