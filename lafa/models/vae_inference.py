@@ -7,6 +7,7 @@ and the bf16 check. Measurements: docs/benchmarks.md.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Callable
@@ -203,11 +204,20 @@ def snake_eager(x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor) ->
 _compiled_snake: list[Callable | None] = []  # [] not tried yet; [None] compile unavailable (warned); [fn]
 
 
+def _no_cuda_runtime_notice(record: logging.LogRecord) -> bool:
+    """False for the notice torch's C++ build helper logs when a CUDA build of torch compiles for the CPU on a machine
+    without a GPU ("No CUDA runtime is found, using CUDA_HOME=..."): it says nothing about lafa's CPU kernel."""
+    return not str(record.msg).startswith("No CUDA runtime is found")
+
+
 def snake_fused(x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor) -> torch.Tensor:
     """SnakeBeta in one compiled kernel; the eager in-place form for small tensors or where compile fails."""
     if x.numel() < FUSED_SNAKE_MIN_NUMEL or _compiled_snake == [None]:
         return snake_eager(x, alpha, inv_beta)
     if not _compiled_snake:
+        cpp_logger = logging.getLogger("torch.utils.cpp_extension")
+        if _no_cuda_runtime_notice not in cpp_logger.filters:
+            cpp_logger.addFilter(_no_cuda_runtime_notice)
         _compiled_snake.append(torch.compile(_snake, dynamic=True))
     try:
         return _compiled_snake[0](x, alpha, inv_beta)

@@ -104,6 +104,29 @@ def test_compiled_snake_kernel_matches_formula():
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_compiling_snake_silences_only_torchs_no_cuda_runtime_notice(monkeypatch):
+    """`lafa generate` on a CPU machine printed torch's "No CUDA runtime is found, using CUDA_HOME=..." (logged by
+    torch's C++ build helper when the CUDA build of torch compiles the CPU kernel): that one notice is dropped once the
+    kernel is compiled; the helper's other warnings still show."""
+    import logging
+
+    monkeypatch.setattr(vae_inference, "_compiled_snake", [])
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)  # the filter is installed whether or not it compiles
+    x = torch.randn(1, 4, vae_inference.FUSED_SNAKE_MIN_NUMEL // 4)
+    vae_inference.snake_fused(x, torch.ones(1, 4, 1), torch.ones(1, 4, 1))
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        logger.warning("No CUDA runtime is found, using CUDA_HOME='%s'", "/usr/local")
+        logger.warning("Error checking compiler version for %s", "c++")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["Error checking compiler version for c++"]
+
+
 def test_snake_compile_failure_warns_and_falls_back(monkeypatch):
     def broken(fn, **kw):
         def run(*a):
