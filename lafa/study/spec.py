@@ -127,7 +127,8 @@ def _check_names(section: str, names: list, known: list[str], what: str, source:
     drop silently out of the report."""
     for name in names:
         if name not in known:
-            raise ValueError(f"study config {source}: {section} names unknown run '{name}' ({what}: {listing(known)})")
+            raise ValueError(f"study config {source}: {section} names unknown run '{name}' "
+                             f"({what}: {listing(known)})")
 
 
 def _check_lab(lab: Any, runs: dict[str, RunSpec], source: str) -> None:
@@ -138,13 +139,15 @@ def _check_lab(lab: Any, runs: dict[str, RunSpec], source: str) -> None:
     compared = [name for name, run in runs.items() if run.compare]
     for pair in lab.get("contrasts") or []:
         if not isinstance(pair, list) or len(pair) != 2:
-            raise ValueError(f"study config {source}: lab.contrasts entries must be [a, b] pairs, got {pair!r}")
+            raise ValueError(f"study config {source}: lab.contrasts entries must be [a, b] pairs, "
+                             f"got {pair!r}")
         _check_names("lab.contrasts", pair, compared, "compared runs", source)
     link1 = lab.get("link1")
     if not link1:
         return
     if not isinstance(link1, dict):
-        raise ValueError(f"study config {source}: lab.link1 must be a mapping (runs, control, ...), got {link1!r}")
+        raise ValueError(f"study config {source}: lab.link1 must be a mapping (runs, control, ...), "
+                         f"got {link1!r}")
     names = list(link1.get("runs") or [])
     _check_names("lab.link1.runs", names, list(runs), "runs", source)
     if link1.get("control") is not None:

@@ -1,6 +1,7 @@
-"""Every run a study YAML names outside `runs:` (lab contrasts, link 1's runs and control, latents, baseline, "@run")
-must exist: a misspelled one used to drop silently out of the report. `lafa study` stops at load, before anything
-runs, with one line naming the section, the name and the names that exist; exit 2, nothing written."""
+"""Every run a study YAML names outside `runs:` (lab contrasts, link 1's runs and control, latents,
+baseline, "@run") must exist: a misspelled one used to drop silently out of the report. `lafa study` stops
+at load, before anything runs, with one line naming the section, the name and the names that exist; exit 2,
+nothing written."""
 
 from pathlib import Path
 
@@ -35,14 +36,14 @@ MISSPELLED = {
                       "lab.contrasts names unknown run 'dit_flt' "
                       "(compared runs: dit_local, dit_permuted, dit_rotated, dit_flat, dit_vae_like)"),
     "lab.link1.runs": ("ground_truth", _lab_link1_run,
-                       "lab.link1.runs names unknown run 'lafa_of' (runs: dit_local, dit_permuted, dit_rotated, "
-                       "dit_flat, dit_vae_like, lafa_span, lafa_off, lafa_prefix)"),
+                       "lab.link1.runs names unknown run 'lafa_of' (runs: dit_local, dit_permuted, "
+                       "dit_rotated, dit_flat, dit_vae_like, lafa_span, lafa_off, lafa_prefix)"),
     "lab.link1.control": ("ground_truth", _lab_link1_control,
                           "lab.link1.control names unknown run 'lafa_of' "
                           "(lab.link1.runs: lafa_span, lafa_off, lafa_prefix)"),
     "latents": ("locality_control", _latents,
-                "latents names unknown run 'lafa_nomsk' (runs: standin, lafa_mask, lafa_nomask, rotate_y, dit_y, "
-                "dit_rot, dit_plain)"),
+                "latents names unknown run 'lafa_nomsk' (runs: standin, lafa_mask, lafa_nomask, rotate_y, "
+                "dit_y, dit_rot, dit_plain)"),
 }
 
 
@@ -68,13 +69,14 @@ def test_baseline_and_run_references_name_the_runs_that_exist(tmp_path):
     raw = yaml.safe_load((REPO / "configs" / "studies" / "ground_truth.yaml").read_text())
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump({**raw, "baseline": "dit_locl"}, sort_keys=False))
-    with pytest.raises(ValueError, match=r"baseline 'dit_locl' must be a run with compare: true \(compared runs: "
-                                         r"dit_local, dit_permuted, dit_rotated, dit_flat, dit_vae_like\)$"):
+    compared = "dit_local, dit_permuted, dit_rotated, dit_flat, dit_vae_like"
+    with pytest.raises(ValueError, match=rf"baseline 'dit_locl' must be a run with compare: true "
+                                         rf"\(compared runs: {compared}\)$"):
         load_study([path])
     raw["runs"]["dit_local"]["set"]["model.init_args.autoencoder_ckpt"] = "@lafa_spn"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    with pytest.raises(ValueError, match=r"runs.dit_local refers to unknown run 'lafa_spn' \(runs: dit_local, .*, "
-                                         r"lafa_prefix\)$"):
+    with pytest.raises(ValueError, match=r"runs.dit_local refers to unknown run 'lafa_spn' "
+                                         r"\(runs: dit_local, .*, lafa_prefix\)$"):
         load_study([path])
 
 
