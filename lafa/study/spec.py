@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lafa.errors import listing
 from lafa.study.merge import REF_PREFIX, _load_yaml
 
 
@@ -121,6 +122,38 @@ def _require(raw: dict, key: str, source: str) -> Any:
     return raw[key]
 
 
+def _check_names(section: str, names: list, known: list[str], what: str, source: str) -> None:
+    """Every name a section gives must be one of `known` (`what` names them): a misspelled run would otherwise
+    drop silently out of the report."""
+    for name in names:
+        if name not in known:
+            raise ValueError(f"study config {source}: {section} names unknown run '{name}' "
+                             f"({what}: {listing(known)})")
+
+
+def _check_lab(lab: Any, runs: dict[str, RunSpec], source: str) -> None:
+    """The runs `lab` names (lafa.study.lab_report): contrasts [a, b] of compared runs, link1.runs among the
+    runs, link1.control one of link1.runs."""
+    if not isinstance(lab, dict):
+        raise ValueError(f"study config {source}: lab must be a mapping of report settings, got {lab!r}")
+    compared = [name for name, run in runs.items() if run.compare]
+    for pair in lab.get("contrasts") or []:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise ValueError(f"study config {source}: lab.contrasts entries must be [a, b] pairs, "
+                             f"got {pair!r}")
+        _check_names("lab.contrasts", pair, compared, "compared runs", source)
+    link1 = lab.get("link1")
+    if not link1:
+        return
+    if not isinstance(link1, dict):
+        raise ValueError(f"study config {source}: lab.link1 must be a mapping (runs, control, ...), "
+                         f"got {link1!r}")
+    names = list(link1.get("runs") or [])
+    _check_names("lab.link1.runs", names, list(runs), "runs", source)
+    if link1.get("control") is not None:
+        _check_names("lab.link1.control", [link1["control"]], names, "lab.link1.runs", source)
+
+
 def _run_seeds(raw: dict[str, Any], run: dict[str, Any], source: str) -> list[int] | None:
     """A run's own `seeds`: a non-empty subset of the study's seeds (so seed s is still one whole chain)."""
     if run.get("seeds") is None:
@@ -190,7 +223,8 @@ def parse_study(raw: dict[str, Any], source: str = "<study>") -> Study:
     for run in runs.values():
         for dep in run.needs:
             if dep not in runs:
-                raise ValueError(f"study config {source}: runs.{run.name} refers to unknown run '{dep}'")
+                raise ValueError(f"study config {source}: runs.{run.name} refers to unknown run '{dep}' "
+                                 f"(runs: {listing(runs)})")
             if runs[dep].repeats and raw.get("seeds") and not run.repeats:
                 raise ValueError(f"study config {source}: runs.{run.name} runs once but depends on '{dep}', which "
                                  f"repeats per seed: mark runs.{run.name} seeded: true (or compare: true)")
@@ -205,7 +239,8 @@ def parse_study(raw: dict[str, Any], source: str = "<study>") -> Study:
         raise ValueError(f"study config {source}: metrics must map each metric to 'min' or 'max', got {metrics!r}")
     baseline = _require(raw, "baseline", source)
     if baseline not in runs or not runs[baseline].compare:
-        raise ValueError(f"study config {source}: baseline '{baseline}' must be a run with compare: true")
+        raise ValueError(f"study config {source}: baseline '{baseline}' must be a run with compare: true "
+                         f"(compared runs: {listing(r.name for r in runs.values() if r.compare)})")
     lafa = raw.get("lafa")
     latents = None
     if raw.get("latents"):
@@ -215,13 +250,13 @@ def parse_study(raw: dict[str, Any], source: str = "<study>") -> Study:
             raise ValueError(f"study config {source}: latents has unknown keys {sorted(unknown)}")
         latents = LatentsSpec(runs=list(_require(spec, "runs", f"{source} latents")),
                               metrics=list(spec.get("metrics") or []), contrast=spec.get("contrast"))
-        for name in latents.runs + list(latents.contrast or []):
-            if name not in runs:
-                raise ValueError(f"study config {source}: latents names unknown run '{name}'")
+        _check_names("latents", latents.runs + list(latents.contrast or []), list(runs), "runs", source)
         if latents.contrast is not None and (len(latents.contrast) != 2 or not set(latents.contrast) <= set(latents.runs)):
             raise ValueError(f"study config {source}: latents.contrast must name two of latents.runs")
         if not raw.get("analysis"):
             raise ValueError(f"study config {source}: latents needs an analysis section (`lafa analyze` arguments)")
+    if raw.get("lab"):
+        _check_lab(raw["lab"], runs, source)
     study = Study(
         name=_require(raw, "name", source),
         factor=_require(raw, "factor", source),
