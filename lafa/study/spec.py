@@ -131,11 +131,24 @@ def _check_names(section: str, names: list, known: list[str], what: str, source:
                              f"({what}: {listing(known)})")
 
 
+LAB_KEYS = ("excess_target", "contrasts", "window", "permutations", "link1")  # what lafa.study.lab_report reads
+LINK1_KEYS = ("runs", "control", "clips", "window", "permutations", "prefix_channels")
+
+
+def _check_keys(section: str, settings: dict, known: tuple[str, ...], source: str) -> None:
+    """A misspelled setting (`excess_targt`) would silently fall back to its default: refused, naming the known ones."""
+    unknown = [key for key in settings if key not in known]
+    if unknown:
+        raise ValueError(f"study config {source}: unknown key(s) in {section}: {listing(unknown)} "
+                         f"(known: {listing(known)})")
+
+
 def _check_lab(lab: Any, runs: dict[str, RunSpec], source: str) -> None:
     """The runs `lab` names (lafa.study.lab_report): contrasts [a, b] of compared runs, link1.runs among the
     runs, link1.control one of link1.runs."""
     if not isinstance(lab, dict):
         raise ValueError(f"study config {source}: lab must be a mapping of report settings, got {lab!r}")
+    _check_keys("lab", lab, LAB_KEYS, source)
     compared = [name for name, run in runs.items() if run.compare]
     for pair in lab.get("contrasts") or []:
         if not isinstance(pair, list) or len(pair) != 2:
@@ -148,6 +161,7 @@ def _check_lab(lab: Any, runs: dict[str, RunSpec], source: str) -> None:
     if not isinstance(link1, dict):
         raise ValueError(f"study config {source}: lab.link1 must be a mapping (runs, control, ...), "
                          f"got {link1!r}")
+    _check_keys("lab.link1", link1, LINK1_KEYS, source)
     names = list(link1.get("runs") or [])
     _check_names("lab.link1.runs", names, list(runs), "runs", source)
     if link1.get("control") is not None:

@@ -98,3 +98,20 @@ def test_every_shipped_study_loads(name, monkeypatch):
     for paths in [[base]] + [[base, o] for o in overlays if o.exists()]:
         study = load_study(paths)
         assert study.runs and study.baseline in study.runs
+
+
+@pytest.mark.parametrize("section, edit, unknown, known", [
+    ("lab", lambda lab: lab.update(excess_targt=lab.pop("excess_target")), "excess_targt",
+     "excess_target, contrasts, window, permutations, link1"),
+    ("lab.link1", lambda lab: lab["link1"].update(clip=256), "clip",
+     "runs, control, clips, window, permutations, prefix_channels"),
+])
+def test_a_misspelled_lab_setting_is_refused_not_defaulted(section, edit, unknown, known, tmp_path):
+    """`excess_targt: 0.2` used to be ignored and the report ran without its target (steps-to-target silently
+    absent); every key of `lab` and `lab.link1` is one lafa.study.lab_report reads."""
+    raw = yaml.safe_load((REPO / "configs" / "studies" / "ground_truth.yaml").read_text())
+    edit(raw["lab"])
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(ValueError, match=rf"unknown key\(s\) in {section}: {unknown} \(known: {known}\)$"):
+        load_study([path])
