@@ -63,7 +63,25 @@ def with_checkpoint_config(argv: list[str]) -> list[str]:
         if "--config" not in argv and not any(a.startswith("--config=") for a in argv):
             raise LafaUserError(f"{ckpt_path} carries no lafa config (not written by `lafa fit`?); pass --config too")
         return argv
+    if not any(a.startswith("--trainer.logger") for a in argv):
+        stored = _fresh_log_version(stored)
     return [argv[0], "--config", stored, *argv[1:]]  # jsonargparse takes a config's text as well as its path
+
+
+def _fresh_log_version(stored: str) -> str:
+    """A stored logger with a fixed version (a study run's `tb/`) would take this evaluation's scalars into the
+    training curves a study reads (the last value logged at a step wins): the evaluation logs to a new version
+    beside it instead. `--trainer.logger ...` on the command line is used as given."""
+    import yaml
+
+    config = yaml.safe_load(stored) or {}
+    loggers = (config.get("trainer") or {}).get("logger")
+    fixed = [lg["init_args"] for lg in (loggers if isinstance(loggers, list) else [loggers])
+             if isinstance(lg, dict) and isinstance(lg.get("init_args"), dict)
+             and lg["init_args"].get("version") is not None]
+    for init_args in fixed:
+        init_args["version"] = None
+    return yaml.safe_dump(config, sort_keys=False) if fixed else stored
 
 
 class _NoAdverts(logging.Filter):

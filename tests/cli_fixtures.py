@@ -34,7 +34,9 @@ class LineModel(L.LightningModule):
 
     def training_step(self, batch, _):
         x, y = batch
-        return torch.nn.functional.mse_loss(self.net(x), y)
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        self.log("train/mse", loss)
+        return loss
 
     def test_step(self, batch, _):
         x, y = batch

@@ -264,3 +264,32 @@ def test_data_prep_keeps_the_contract(tmp_path: Path, capsys) -> None:
     assert data_prep(["build", "--out", str(tmp_path / "out"), "--folder", str(tmp_path / "empty")]) == 2
     assert _one_line(capsys.readouterr().err).startswith(f"data_prep: error: {tmp_path}/empty: no audio files")
     assert not list((tmp_path / "out").rglob("*.tar")) and not (tmp_path / "out" / ".lafa.lock").exists()
+
+
+def test_evaluating_a_run_with_a_fixed_log_version_leaves_its_curves_alone(tmp_path: Path) -> None:
+    """A study run logs to `<run>/tb` (a TensorBoardLogger with version "tb") and its report reads its curves from
+    there, the last value at a step winning. `lafa test/validate --ckpt_path` on such a checkpoint used to log into
+    that same folder; it now logs to a new version beside it, and `--trainer.logger ...` given by the user wins."""
+    tb_logger = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                 "init_args": {"save_dir": str(tmp_path), "name": "", "version": "tb"}}
+    config = {
+        "model": {"class_path": "tests.cli_fixtures.LineModel"},
+        "data": {"class_path": "tests.cli_fixtures.LineData"},
+        "trainer": {"max_steps": 10, "accelerator": "cpu", "default_root_dir": str(tmp_path), "logger": tb_logger,
+                    "log_every_n_steps": 1, "enable_progress_bar": False,
+                    "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                   "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True}}]},
+    }
+    (tmp_path / "fit.yaml").write_text(yaml.safe_dump(config))
+    assert _run(["fit", "--config", str(tmp_path / "fit.yaml")], cwd=tmp_path).returncode == 0
+    before = {p.name: p.stat().st_size for p in (tmp_path / "tb").iterdir()}
+
+    proc = _run(["test", "--ckpt_path", str(tmp_path / "ckpt" / "last.ckpt")], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {p.name: p.stat().st_size for p in (tmp_path / "tb").iterdir()} == before  # the run's curves untouched
+    events = list((tmp_path / "version_0").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and b"test/mse" in events[0].read_bytes()
+
+    argv = with_checkpoint_config(["test", "--ckpt_path", str(tmp_path / "ckpt" / "last.ckpt"),
+                                   "--trainer.logger", "false"])
+    assert yaml.safe_load(argv[2])["trainer"]["logger"]["init_args"]["version"] == "tb"  # as stored: user's wins
