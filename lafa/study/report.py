@@ -26,7 +26,7 @@ from lafa.study.frontier import (
 )
 from lafa.study.lab_report import lab_markdown, lab_section, plot_lab
 from lafa.study.latents import latent_runs_report, latents_markdown, run_analyze
-from lafa.study.runner import DONE, instances
+from lafa.study.runner import DONE, instances, run_env
 from lafa.study.spec import Study
 
 NOT_REACHED = "not reached"
@@ -164,7 +164,7 @@ def analyze_latents(study: Study, log: Callable[[str], Any] = print) -> dict[str
             log(f"[study {study.name}] latent '{label}' not ready ({ckpt}): no alpha/LPI for {run.name}")
     if not latents:
         return {}
-    analysis = run_analyze(study, latents, "analysis", log, None, lambda code: (
+    analysis = run_analyze(study, latents, "analysis", log, run_env(study), lambda code: (
         f"[study {study.name}] `lafa analyze` failed (exit {code}): no alpha/LPI in the report"))
     if analysis is None:  # the convergence report stands without alpha/LPI
         return {}

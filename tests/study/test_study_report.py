@@ -119,12 +119,14 @@ def test_factor_plot_when_runs_carry_levels(tmp_path):
 
 
 def test_alpha_and_lpi_come_from_one_lafa_analyze_call(tmp_path):
-    """The report asks `lafa analyze` once for every ready latent space (labels = the runs that made them)."""
+    """The report asks `lafa analyze` once for every ready latent space (labels = the runs that made them), in the
+    study's `env` as every run is."""
     analyze = tmp_path / "fake_lafa.py"
     analyze.write_text(
-        "import json, sys, pathlib\n"
+        "import json, os, sys, pathlib\n"
         "a = sys.argv[1:]\n"
         "assert a[0] == 'analyze'\n"
+        "assert os.environ.get('LAFA_STUDY_MARK') == 'from-env', 'the study env did not reach lafa analyze'\n"
         "ckpts = a[a.index('--ckpt_path') + 1:a.index('--label')]\n"
         "labels = a[a.index('--label') + 1:a.index('--out')]\n"
         "out = pathlib.Path(a[a.index('--out') + 1])\n"
@@ -138,6 +140,7 @@ def test_alpha_and_lpi_come_from_one_lafa_analyze_call(tmp_path):
         "name": "c", "factor": "latent space", "factor_keys": ["model.init_args.autoencoder_ckpt"],
         "out_dir": str(tmp_path / "out"), "baseline": "dit_vae", "metrics": {"val/loss": "min"},
         "lafa": [sys.executable, str(analyze)], "analysis": {"args": ["--num_clips", 3]},
+        "env": {"LAFA_STUDY_MARK": "from-env"},  # the runs' environment (threads, caches) is the report's too
         "stages": {"ae": ["unused.yaml"], "dit": ["unused.yaml"]},
         "runs": {"vae": {"stage": "ae", "ckpt": str(vae)}, "lafa": {"stage": "ae"},
                  "dit_vae": {"stage": "dit", "compare": True, "latent": "vae"},
