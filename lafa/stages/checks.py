@@ -1,5 +1,6 @@
 """Config values checked before any work starts: one line naming the key, the value and the allowed range.
-A stage calls `check_range` on its numbers in `__init__` and `check_crop` when the Trainer attaches its data."""
+A stage calls `check_range` on its numbers in `__init__` and `check_crop` (and, where it scores fd_mel,
+`check_fd_mel_crop`) when the Trainer attaches its data."""
 
 from __future__ import annotations
 
@@ -25,3 +26,17 @@ def check_crop(datamodule: Any, ratio: int, what: str) -> None:
     if isinstance(size, int) and size < ratio:
         raise LafaUserError(f"data.init_args.sample_size: {size} samples is shorter than one latent frame of {what} "
                             f"({ratio} samples); set it to at least {ratio} (a multiple of {ratio} wastes nothing)")
+
+
+def check_fd_mel_crop(datamodule: Any, sample_rate: int, fix: str) -> None:
+    """The data's audio crop must be long enough for fd_mel's STFT (`lafa.metrics.mel_fd.min_samples`); `fix` ends
+    the message after "set it to at least N" (the other way out, e.g. turning the metric off)."""
+    from lafa.metrics.mel_fd import SETTINGS, min_samples
+
+    size = getattr(getattr(datamodule, "hparams", None), "sample_size", None)
+    need = min_samples(sample_rate)
+    if isinstance(size, int) and size < need:
+        raise LafaUserError(
+            f"data.init_args.sample_size: {size} samples at {sample_rate} Hz is too short for the fd_mel metric's "
+            f"STFT (n_fft {SETTINGS['n_fft']} at {SETTINGS['sample_rate']} Hz needs more than {SETTINGS['n_fft'] // 2}"
+            f" samples there, i.e. at least {need} at {sample_rate} Hz); set it to at least {need}{fix}")
