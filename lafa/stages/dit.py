@@ -34,7 +34,7 @@ from lafa.errors import LafaUserError
 from lafa.models.conditioners import TextConditioner
 from lafa.models.dit import DIT_PRESETS, DiT, DiTConfig
 from lafa.models.presets import as_mapping, build_model
-from lafa.stages.checks import check_crop, check_fd_mel_crop, check_range
+from lafa.stages.checks import FD_MEL_OFF, check_crop, check_fd_mel_clips, check_fd_mel_crop, check_range
 from lafa.stages.frozen import Frozen
 from lafa.stages.schedules import inverse_lr_factor
 
@@ -174,8 +174,7 @@ class DitStage(LightningModule):
         if stage == "test":  # lafa test always scores fd_mel
             check_fd_mel_crop(datamodule, self.autoencoder.sample_rate, "")
         elif any(getattr(c, "fd_mel_clips", 0) for c in self.trainer.callbacks):  # validation logs val/fd_mel
-            check_fd_mel_crop(datamodule, self.autoencoder.sample_rate,
-                              " or set fd_mel_clips: 0 in the config's DitSamplesCallback / FdMelCriterionCallback")
+            check_fd_mel_crop(datamodule, self.autoencoder.sample_rate, FD_MEL_OFF)
         encoded_by = latent_shard_weights(datamodule)
         if encoded_by:
             from lafa.fingerprint import weights_digest
@@ -350,6 +349,7 @@ class DitStage(LightningModule):
         ae = self.autoencoder
         out = self._test_dir()
         samples = real_samples(batch, ae.downsampling_ratio).tolist()
+        check_fd_mel_clips(batch["id"], samples, ae.sample_rate, "test", "")
         clips = self.generate_samples(batch["caption"], samples, batch.get("seconds_start", 0.0),
                                       seed=self.hparams.seed + batch_idx)
         if "audio" in batch:

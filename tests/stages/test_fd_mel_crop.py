@@ -54,6 +54,11 @@ def run(tmp_path_factory) -> Path:
     (root / "src" / "a.json").write_text(json.dumps({"title": "noise", "split": "test"}))
     build(read_folder(root / "src"), BuildSettings(out=root / "shards", chunk=ChunkSettings(chunk_seconds=1.0),
                                                    jobs=1), [], {})
+    (root / "short").mkdir()  # a whole file of 600 samples, kept with a --min_clip_seconds below the default 0.1
+    sf.write(root / "short" / "blip.wav", 0.3 * np.random.default_rng(1).standard_normal((600, 2)), SR)
+    (root / "short" / "blip.json").write_text(json.dumps({"title": "blip", "split": "test"}))
+    build(read_folder(root / "short"), BuildSettings(out=root / "short_shards", jobs=1,
+                                                   chunk=ChunkSettings(min_clip_seconds=0.01)), [], {})
     shards = str(root / "shards" / "test-*.tar")
     config = {
         "trainer": {"accelerator": "cpu", "max_steps": 1, "enable_progress_bar": False,
@@ -93,3 +98,23 @@ def test_without_fd_mel_the_short_crop_is_not_refused(run, tmp_path):
     proc = lafa("fit", "--config", str(run / "dit.yaml"), "--trainer.callbacks", "[]", "--trainer.logger", "false",
                 "--trainer.default_root_dir", str(tmp_path), "--trainer.limit_val_batches", "0", cwd=run)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("sub", ["validate", "test"])
+def test_a_clip_too_short_for_fd_mel_is_one_line_at_its_batch(run, sub):
+    """A long enough crop, but a source file shorter than fd_mel needs: refused at its batch, before generating."""
+    short = str(run / "short_shards" / "test-*.tar")
+    proc = lafa(sub, "--config", str(run / "dit.yaml"), "--data.init_args.sample_size", "2048",
+                "--data.init_args.val_shards", short, "--data.init_args.test_shards", short,
+                "--trainer.logger", "false", cwd=run)
+    assert proc.returncode == USER_ERROR_EXIT, proc.stderr
+    split, fix = ("test", "") if sub == "test" else ("val", " or set fd_mel_clips: 0 in the config's "
+                                                             "DitSamplesCallback / FdMelCriterionCallback")
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith(f"lafa {sub}: error: data.init_args.{split}_shards: clip ")
+    assert last.endswith(" holds 600 samples of real audio at 44100 Hz, too short for the fd_mel metric's STFT "
+                         "(n_fft 2048 at 44100 Hz needs more than 1024 samples there, i.e. at least 1025 at 44100 Hz)"
+                         "; leave clips shorter than 1025 samples out of these shards (`python -m data_prep build "
+                         f"--min_clip_seconds`){fix}")
+    assert "Traceback" not in proc.stderr
+    assert not (run / "out" / "test").exists()  # refused before its first clip was generated
