@@ -173,7 +173,7 @@ class DitStage(LightningModule):
         check_crop(datamodule, self.autoencoder.downsampling_ratio, "the autoencoder")
         if stage == "test":  # lafa test always scores fd_mel
             check_fd_mel_crop(datamodule, self.autoencoder.sample_rate, "")
-        elif any(getattr(c, "fd_mel_clips", 0) for c in self.trainer.callbacks):  # validation logs val/fd_mel
+        elif stage in ("fit", "validate") and any(getattr(c, "fd_mel_clips", 0) for c in self.trainer.callbacks):
             check_fd_mel_crop(datamodule, self.autoencoder.sample_rate, FD_MEL_OFF)
         encoded_by = latent_shard_weights(datamodule)
         if encoded_by:
