@@ -24,6 +24,12 @@ SETTINGS = {"sample_rate": 44100, "n_fft": 2048, "hop_length": 1024, "n_mels": 6
             "features": "10*log10(max(mel power, 1e-10)) per frame, mono mixdown, peak -1 dBFS"}
 
 
+def min_samples(sample_rate: int) -> int:
+    """The fewest samples at `sample_rate` a clip needs for fd_mel: resampled to SETTINGS' rate (ceil), it must
+    outlast the STFT's centre padding of n_fft // 2 on each side (torch pads by reflection, which needs more)."""
+    return SETTINGS["n_fft"] // 2 * sample_rate // SETTINGS["sample_rate"] + 1
+
+
 def _mel_transform() -> torchaudio.transforms.MelSpectrogram:
     return torchaudio.transforms.MelSpectrogram(
         sample_rate=SETTINGS["sample_rate"], n_fft=SETTINGS["n_fft"], hop_length=SETTINGS["hop_length"],

@@ -34,7 +34,7 @@ from lafa.errors import LafaUserError
 from lafa.models.conditioners import TextConditioner
 from lafa.models.dit import DIT_PRESETS, DiT, DiTConfig
 from lafa.models.presets import as_mapping, build_model
-from lafa.stages.checks import check_crop, check_range
+from lafa.stages.checks import FD_MEL_OFF, check_crop, check_fd_mel_clips, check_fd_mel_crop, check_range
 from lafa.stages.frozen import Frozen
 from lafa.stages.schedules import inverse_lr_factor
 
@@ -159,12 +159,22 @@ class DitStage(LightningModule):
         return cond
 
     # ---- training ----------------------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Lightning's first hook, before any logger or callback writes (a version folder, config.yaml): `setup`'s
+        checks run here too, so a refused config leaves nothing behind (`setup` runs them on every process)."""
+        self.setup(self.trainer.state.fn)
+
     def setup(self, stage: str) -> None:
-        """Before any step: audio crops hold a latent frame; latent shards were encoded by this stage's autoencoder."""
+        """Before any step: audio crops hold a latent frame (and are long enough for fd_mel where it is scored); latent
+        shards were encoded by this stage's autoencoder."""
         if self._trainer is None or not self.hparams.autoencoder_ckpt:
             return
         datamodule = self.trainer.datamodule
         check_crop(datamodule, self.autoencoder.downsampling_ratio, "the autoencoder")
+        if stage == "test":  # lafa test always scores fd_mel
+            check_fd_mel_crop(datamodule, self.autoencoder.sample_rate, "")
+        elif stage in ("fit", "validate") and any(getattr(c, "fd_mel_clips", 0) for c in self.trainer.callbacks):
+            check_fd_mel_crop(datamodule, self.autoencoder.sample_rate, FD_MEL_OFF)
         encoded_by = latent_shard_weights(datamodule)
         if encoded_by:
             from lafa.fingerprint import weights_digest
@@ -339,6 +349,7 @@ class DitStage(LightningModule):
         ae = self.autoencoder
         out = self._test_dir()
         samples = real_samples(batch, ae.downsampling_ratio).tolist()
+        check_fd_mel_clips(batch["id"], samples, ae.sample_rate, "test", "")
         clips = self.generate_samples(batch["caption"], samples, batch.get("seconds_start", 0.0),
                                       seed=self.hparams.seed + batch_idx)
         if "audio" in batch:

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import WeightAveraging
 
 from lafa.data.geometry import frames_for, real_samples, trim
 from lafa.metrics.mel_fd import fd_mel
+from lafa.stages.checks import FD_MEL_OFF, check_fd_mel_clips
 from lafa.stages.media import log_audio
 
 
@@ -70,14 +71,16 @@ class DitSamplesCallback(Callback):
 
     @staticmethod
     def _collect(pl_module, batch: dict, kept: list, limit: int) -> None:
-        """Appends the batch's examples to `kept` until it holds `limit`: (caption, start, samples, data, audio?)."""
-        ratio = pl_module.autoencoder.downsampling_ratio
-        samples = real_samples(batch, ratio).tolist()
+        """Appends the batch's examples to `kept` until it holds `limit`: (caption, start, samples, data, audio?);
+        one too short for fd_mel's STFT is refused (`check_fd_mel_clips`)."""
+        ae = pl_module.autoencoder
+        samples = real_samples(batch, ae.downsampling_ratio).tolist()
         starts = torch.as_tensor(batch.get("seconds_start", torch.zeros(len(samples)))).float().tolist()
         is_audio = "audio" in batch
         data = batch["audio"] if is_audio else batch["latent"]
         for i, caption in enumerate(batch["caption"]):
             if len(kept) < limit:
+                check_fd_mel_clips([batch["id"][i]], [samples[i]], ae.sample_rate, "val", FD_MEL_OFF)
                 kept.append((caption, starts[i], int(samples[i]), data[i].detach().float().cpu(), is_audio))
 
     def _generate(self, pl_module, clips: list[tuple]) -> list[torch.Tensor]:

