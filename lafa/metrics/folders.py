@@ -218,6 +218,15 @@ def check_lengths(gen: dict[str, tuple[float, float]], ref: dict[str, tuple[floa
             f"more than 10% ({shown}{', ...' if len(off) > 3 else ''})")
 
 
+def refuse_short(clips: dict[str, tuple[float, float]], files: dict[str, Path], seconds: float, why: str) -> None:
+    """A clip of at most `seconds` is a `BadInput` naming it (`why`: what needs more), before anything is embedded."""
+    short = [i for i, (length, _) in clips.items() if length <= seconds]
+    if short:
+        more = f" ({len(short) - 1} more files that short)" if len(short) > 1 else ""
+        raise BadInput(files[short[0]], f"is {clips[short[0]][0] * 1000:.1f} ms long: {why}{more}",
+                       "remove it or regenerate it longer: every audio file of the folder is scored")
+
+
 def refuse_silence(clips: dict[str, tuple[float, float]], files: dict[str, Path], metrics: list[str]) -> None:
     silent = [i for i, (_, peak) in clips.items() if not peak > 0]
     if silent:

@@ -189,3 +189,26 @@ def test_options(lafa, tmp_path, sets, no_embedding):
     assert code == USER_ERROR_EXIT and lines == [
         f"lafa evaluate: error: --out {tmp_path / 'a_folder'}: is a folder; give the report's file name, e.g. "
         "--out report.json"]
+
+
+@pytest.mark.parametrize("rate, samples", [(44100, 1024), (22050, 512), (48000, 1114)])
+def test_a_clip_too_short_for_fd_mel_is_refused_before_embedding(lafa, tmp_path, sets, no_embedding, rate, samples):
+    """A clip fd_mel's STFT cannot take (it reflects n_fft / 2 = 1024 samples at 44.1 kHz on each side) ended in a
+    torch traceback after the other clips were embedded; it is now one line naming the file. The bound is the
+    STFT's own: one sample more works (checked on the metric itself), the refused length fails inside it."""
+    from lafa.metrics.mel_fd import files_mel_stats
+
+    gen, ref = sets
+    save_audio(gen / "b.wav", 0.3 * torch.randn(2, samples), rate)
+    line = refused(lafa, tmp_path, "--generated", gen, "--reference", ref)
+    assert line == (f"{gen / 'b.wav'}: is {samples / rate * 1000:.1f} ms long: fd_mel's STFT needs more than 1024 "
+                    f"samples at 44100 Hz (23.2 ms); remove it or regenerate it longer: every audio file of the folder "
+                    f"is scored")
+    assert not no_embedding
+    bound = tmp_path / "bound"
+    write_clips(bound, [])
+    save_audio(bound / "short.wav", 0.3 * torch.randn(2, samples), rate)
+    save_audio(bound / "enough.wav", 0.3 * torch.randn(2, samples + 1), rate)
+    with pytest.raises(RuntimeError, match="[Pp]adding size"):
+        files_mel_stats({"short": bound / "short.wav"})
+    files_mel_stats({"enough": bound / "enough.wav"})  # one sample more: the STFT takes it
