@@ -130,6 +130,11 @@ class LafaStage(LightningModule):
         normalizer.commit(self.trainer.strategy.reduce(normalizer.pending(), reduce_op="sum"))
 
     # ---- training --------------------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Lightning's first hook, before any logger or callback writes: the crop check runs here too, so a refused
+        config leaves nothing behind (`setup` runs it on every process)."""
+        self.setup("")
+
     def setup(self, stage: str) -> None:
         if self._trainer is not None and self.vae is not None:  # latent batches (no VAE) have no audio crop
             check_crop(self.trainer.datamodule, self.vae.downsampling_ratio, "the frozen VAE")

@@ -88,10 +88,18 @@ class VaeStage(LightningModule):
         self.metrics = ReconstructionMetrics(sample_rate)
 
     # ---- weights -------------------------------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        """Fine-tuning: start from a VAE file (official SAO or `lafa export`); a resumed checkpoint overrides it."""
+    def prepare_data(self) -> None:
+        """Lightning's first hook, before any logger or callback writes (a version folder, config.yaml): the crop
+        check runs here too, so a refused config leaves nothing behind (`setup` runs it on every process)."""
+        self._check_crop()
+
+    def _check_crop(self) -> None:
         if self._trainer is not None:
             check_crop(self.trainer.datamodule, self.vae.downsampling_ratio, "the VAE")
+
+    def setup(self, stage: str) -> None:
+        """Fine-tuning: start from a VAE file (official SAO or `lafa export`); a resumed checkpoint overrides it."""
+        self._check_crop()
         if stage == "fit" and self.hparams.pretrained:
             source = load_sao_vae(self.hparams.pretrained, **self.vae_kwargs)
             self.vae.load_state_dict(source.state_dict())
