@@ -218,9 +218,11 @@ def check_lengths(gen: dict[str, tuple[float, float]], ref: dict[str, tuple[floa
             f"more than 10% ({shown}{', ...' if len(off) > 3 else ''})")
 
 
-def refuse_short(clips: dict[str, tuple[float, float]], files: dict[str, Path], seconds: float, why: str) -> None:
-    """A clip of at most `seconds` is a `BadInput` naming it (`why`: what needs more), before anything is embedded."""
-    short = [i for i, (length, _) in clips.items() if length <= seconds]
+def refuse_short(clips: dict[str, tuple[float, float]], files: dict[str, Path], too_short: Callable[[float], bool],
+                 why: str) -> None:
+    """A clip whose length in seconds is `too_short` is a `BadInput` naming it (`why`: what needs more), before
+    anything is embedded."""
+    short = [i for i, (length, _) in clips.items() if too_short(length)]
     if short:
         more = f" ({len(short) - 1} more files that short)" if len(short) > 1 else ""
         raise BadInput(files[short[0]], f"is {clips[short[0]][0] * 1000:.1f} ms long: {why}{more}",

@@ -35,7 +35,7 @@ from lafa.metrics.folders import (
 )
 from lafa.metrics.frechet import frechet_distance, gaussian_stats
 from lafa.metrics.mel_fd import SETTINGS as MEL_SETTINGS
-from lafa.metrics.mel_fd import fd_mel_from_stats, files_mel_stats
+from lafa.metrics.mel_fd import fd_mel_from_stats, files_mel_stats, too_short
 from lafa.metrics.metric_weights import (
     RANDOM_NOTE,
     cache_key,
@@ -232,13 +232,11 @@ def evaluate_folders(
     gen_clips = probe_files(generated, "--generated", batching.workers)
     ref_clips = probe_files(ref.files, "--reference", batching.workers) if ref.files is not None else None
     check_lengths(gen_clips, ref_clips, log)
-    half_window = MEL_SETTINGS["n_fft"] // 2  # fd_mel's centred STFT reflects this many samples on each side
-    shortest, why = half_window / MEL_SETTINGS["sample_rate"], (
-        f"fd_mel's STFT needs more than {half_window} samples at {MEL_SETTINGS['sample_rate']} Hz "
-        f"({half_window / MEL_SETTINGS['sample_rate'] * 1000:.1f} ms)")
+    half_window, rate = MEL_SETTINGS["n_fft"] // 2, MEL_SETTINGS["sample_rate"]
+    why = f"fd_mel's STFT needs more than {half_window} samples at {rate} Hz ({half_window / rate * 1000:.1f} ms)"
     for clips, files in ((gen_clips, generated), (ref_clips, ref.files)):
         if clips is not None:
-            refuse_short(clips, files, shortest, why)
+            refuse_short(clips, files, too_short, why)
     normalised = [m for m in ("fd_openl3", "kl_passt", "clap_score") if m in weights_of]
     if normalised:
         refuse_silence(gen_clips, generated, normalised)

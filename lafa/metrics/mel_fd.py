@@ -30,6 +30,12 @@ def min_samples(sample_rate: int) -> int:
     return SETTINGS["n_fft"] // 2 * sample_rate // SETTINGS["sample_rate"] + 1
 
 
+def too_short(seconds: float) -> bool:
+    """The same bound as `min_samples`, for a clip known by its length only (whatever its rate): true for a clip
+    fd_mel cannot take, at most n_fft // 2 samples once resampled to SETTINGS' rate."""
+    return seconds * SETTINGS["sample_rate"] <= SETTINGS["n_fft"] // 2
+
+
 def _mel_transform() -> torchaudio.transforms.MelSpectrogram:
     return torchaudio.transforms.MelSpectrogram(
         sample_rate=SETTINGS["sample_rate"], n_fft=SETTINGS["n_fft"], hop_length=SETTINGS["hop_length"],

@@ -100,6 +100,7 @@ class DitStage(LightningModule):
         self.save_hyperparameters(ignore=["model"])
         self.hparams["model"] = config  # plain values: checkpoints hold no config classes
         self.frozen = Frozen(text=TextConditioner(text_encoder, text_max_length), autoencoder=None, text_cache={})
+        self._checked: tuple | None = None  # (stage, datamodule) whose input checks already ran in this process
         derived = {"text_dim": self.frozen.text.dim}
         if autoencoder_ckpt:
             derived["io_channels"] = latent_dim = self.autoencoder.latent_dim
@@ -161,8 +162,9 @@ class DitStage(LightningModule):
     # ---- training ----------------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
         """Lightning's first hook, before any logger or callback writes (a version folder, config.yaml): `setup`'s
-        checks run here too, so a refused config leaves nothing behind (`setup` runs them on every process)."""
-        self.setup(self.trainer.state.fn)
+        checks run here first, so a refused config leaves nothing behind (`setup` runs them on the processes that
+        skip this hook, once per process: the weights hash below is not repeated)."""
+        self.setup(str(self.trainer.state.fn.value))
 
     def setup(self, stage: str) -> None:
         """Before any step: audio crops hold a latent frame (and are long enough for fd_mel where it is scored); latent
@@ -170,6 +172,8 @@ class DitStage(LightningModule):
         if self._trainer is None or not self.hparams.autoencoder_ckpt:
             return
         datamodule = self.trainer.datamodule
+        if self._checked == (stage, id(datamodule)):
+            return
         check_crop(datamodule, self.autoencoder.downsampling_ratio, "the autoencoder")
         if stage == "test":  # lafa test always scores fd_mel
             check_fd_mel_crop(datamodule, self.autoencoder.sample_rate, "")
@@ -187,6 +191,7 @@ class DitStage(LightningModule):
                         f"{theirs[:16]}, but model.init_args.autoencoder_ckpt ({self.hparams.autoencoder_ckpt}) has "
                         f"weights {mine[:16]}; encode the shards with this autoencoder (`lafa encode --ckpt_path "
                         f"... --overwrite`) or set autoencoder_ckpt to the one that encoded them")
+        self._checked = (stage, id(datamodule))  # passed: `setup` after `prepare_data` does not repeat them
 
     def configure_optimizers(self):
         h = self.hparams
